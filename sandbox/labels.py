@@ -1,0 +1,12 @@
+"""Docker labels that identify what askbox started.
+
+Every sandbox container carries ``SANDBOX``; nothing else does. The egress proxy
+carries ``EGRESS`` instead so the reaper never touches it.
+"""
+
+SANDBOX = "askbox.sandbox"
+RUN_ID = "askbox.run"
+OWNER = "askbox.owner"  # "<hostname>:<pid>:<process start time>" of the process that runs it
+DEADLINE = "askbox.deadline"  # unix time after which the run is dead whatever its owner says
+EGRESS = "askbox.egress"
+PREFIX = "askbox."

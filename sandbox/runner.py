@@ -1,0 +1,297 @@
+"""Start one container per run, stream its output line by line, classify how it ended."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import LogConfig, Mount
+from pydantic import BaseModel
+from requests.exceptions import RequestException
+
+from sandbox import labels, owner
+from sandbox.allowlist import parse_allowlist
+from sandbox.egress import BRIDGE_SCRIPT, MOUNT_POINT, PROXY_ENV, EgressProxies
+from sandbox.errors import SandboxInfraError, docker_unreachable, image_missing
+from sandbox.lines import LineSplitter, Tail
+from sandbox.outcome import EXIT_KILLED, Outcome, OutcomeKind
+from sandbox.spec import HOME, WORKSPACE, SandboxSpec
+
+log = logging.getLogger(__name__)
+
+
+class OutputLine(BaseModel):
+    stream: Literal["stdout", "stderr"]
+    text: str
+    truncated: bool = False
+
+
+class Sandbox:
+    """Runs specs in Docker. One instance can serve many runs, from many threads."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient | None = None,
+        egress: EgressProxies | None = None,
+    ) -> None:
+        self._client = client
+        self._egress = egress
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            try:
+                self._client = docker.from_env()
+                self._client.ping()
+            except (DockerException, RequestException) as exc:
+                self._client = None
+                raise docker_unreachable(exc) from exc
+        return self._client
+
+    def run(self, spec: SandboxSpec) -> SandboxRun:
+        """Start the run now. Infrastructure faults do not raise: they become the outcome."""
+        run = SandboxRun(spec)
+        try:
+            run._start(self.client, self._egress_dir(spec))
+        except SandboxInfraError as exc:
+            run._fail(str(exc))
+        except (DockerException, RequestException) as exc:
+            run._fail(str(docker_unreachable(exc)))
+        return run
+
+    def _egress_dir(self, spec: SandboxSpec) -> Path | None:
+        if not spec.egress_allow:
+            return None
+        if self._egress is None:
+            raise SandboxInfraError("this sandbox has egress entries but no egress proxy configured")
+        return self._egress.ensure(parse_allowlist(spec.egress_allow))
+
+    def cancel(self, run_id: str) -> bool:
+        """Kill a run from any thread or process; its owner reports it as cancelled."""
+        found = self.client.containers.list(filters={"label": f"{labels.RUN_ID}={run_id}"})
+        for container in found:
+            try:
+                container.kill()
+            except (NotFound, APIError):
+                pass
+        return bool(found)
+
+
+class SandboxRun:
+    """One started container. Iterate it for output lines; ``outcome`` is set once it ends.
+
+    Use it as a context manager (or call ``close()``): the container is removed in every
+    outcome, including an exception in the caller's code.
+    """
+
+    def __init__(self, spec: SandboxSpec) -> None:
+        self.spec = spec
+        self.outcome: Outcome | None = None
+        self.container = None
+        self._stream = None
+        self._timer: threading.Timer | None = None
+        self._started = time.monotonic()
+        self._lock = threading.Lock()
+        self._ending: OutcomeKind | None = None  # why *we* ended it, if we did
+        self._stderr = Tail(spec.caps.stderr_tail_bytes)
+        self._splitters = {
+            "stdout": LineSplitter(spec.caps.max_line_bytes),
+            "stderr": LineSplitter(spec.caps.max_line_bytes),
+        }
+
+    # -- life cycle -------------------------------------------------------------------
+
+    def _start(self, client: docker.DockerClient, egress_dir: Path | None) -> None:
+        spec = self.spec
+        if spec.runtime and spec.runtime not in client.info().get("Runtimes", {}):
+            raise SandboxInfraError(
+                f"container runtime {spec.runtime!r} is not installed on the Docker host "
+                "(install gVisor and register it in daemon.json, or unset ASKBOX_SANDBOX_RUNTIME)"
+            )
+        uid, _, gid = spec.user.partition(":")
+        tmpfs_opts = f"rw,nosuid,nodev,size={spec.limits.tmpfs}"
+        mounts = []
+        if spec.repo is not None:
+            mounts.append(Mount(WORKSPACE, str(spec.repo), type="bind", read_only=True))
+        env = {"HOME": HOME, **spec.env}
+        command = list(spec.command)
+        if egress_dir is not None:
+            mounts.append(Mount(MOUNT_POINT, str(egress_dir), type="bind", read_only=True))
+            env.update(PROXY_ENV)
+            command = ["/bin/sh", "-c", BRIDGE_SCRIPT, "askbox-egress-bridge", *command]
+        deadline = time.time() + spec.limits.timeout
+        try:
+            self.container = client.containers.create(
+                spec.image,
+                command,
+                user=spec.user,
+                working_dir=WORKSPACE if spec.repo is not None else HOME,
+                environment=env,
+                labels={
+                    labels.SANDBOX: "1",
+                    labels.RUN_ID: spec.run_id,
+                    labels.OWNER: owner.this_process(),
+                    labels.DEADLINE: str(int(deadline) + 1),
+                    **{labels.PREFIX + k: v for k, v in spec.labels.items()},
+                },
+                network_mode="none",
+                read_only=True,
+                tmpfs={
+                    "/tmp": f"{tmpfs_opts},mode=1777",
+                    HOME: f"{tmpfs_opts},mode=0700,uid={uid},gid={gid or uid}",
+                },
+                mounts=mounts,
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                init=True,
+                ipc_mode="private",
+                pids_limit=spec.limits.pids,
+                mem_limit=spec.limits.memory,
+                memswap_limit=spec.limits.memory,
+                nano_cpus=int(spec.limits.cpus * 1e9),
+                log_config=LogConfig(
+                    type="json-file", config={"max-size": spec.limits.log_size, "max-file": "1"}
+                ),
+                runtime=spec.runtime,
+                stdin_open=False,
+                tty=False,
+            )
+        except ImageNotFound as exc:
+            raise image_missing(spec.image) from exc
+        try:
+            # Attach before start so not one byte of output is missed.
+            self._stream = client.api.attach(
+                self.container.id, stdout=True, stderr=True, stream=True, logs=False, demux=True
+            )
+            self.container.start()
+        except BaseException:
+            self._remove()
+            raise
+        self._started = time.monotonic()
+        self._timer = threading.Timer(spec.limits.timeout, self._end, (OutcomeKind.TIMEOUT,))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fail(self, message: str) -> None:
+        self.outcome = Outcome(kind=OutcomeKind.INFRA_ERROR, message=message)
+
+    def __iter__(self) -> Iterator[OutputLine]:
+        if self._stream is None:
+            return
+        try:
+            for out, err in self._stream:
+                for name, chunk in (("stdout", out), ("stderr", err)):
+                    if chunk:
+                        yield from self._lines(name, self._splitters[name].feed(chunk))
+            for name, splitter in self._splitters.items():
+                yield from self._lines(name, splitter.flush())
+        except (DockerException, RequestException, OSError) as exc:
+            if self._ending is None:
+                log.warning("output stream of run %s broke: %s", self.spec.run_id, exc)
+        finally:
+            self.close()
+
+    def _lines(self, name: str, pieces: Iterator[tuple[bytes, bool]]) -> Iterator[OutputLine]:
+        for raw, truncated in pieces:
+            text = raw.decode("utf-8", errors="replace")
+            if name == "stderr":
+                self._stderr.add(text)
+            yield OutputLine(stream=name, text=text, truncated=truncated)  # type: ignore[arg-type]
+
+    def wait(self) -> Outcome:
+        """Drain the remaining output (discarding it) and return the outcome."""
+        for _ in self:
+            pass
+        self.close()
+        assert self.outcome is not None
+        return self.outcome
+
+    def cancel(self) -> None:
+        """Kill the run from any thread; it ends as ``cancelled``."""
+        self._end(OutcomeKind.CANCELLED)
+
+    def stop(self) -> None:
+        """Kill the run because the caller has what it needs; it ends as ``ok``."""
+        self._end(OutcomeKind.OK)
+
+    def _end(self, why: OutcomeKind) -> None:
+        with self._lock:
+            if self._ending is not None or self.outcome is not None:
+                return
+            self._ending = why
+        if self.container is not None:
+            try:
+                self.container.kill()
+            except (NotFound, APIError):
+                pass  # already gone or already stopped
+
+    def close(self) -> None:
+        """Make sure the container is gone and the outcome is known. Idempotent."""
+        if self.outcome is not None or self.container is None:
+            if self._timer:
+                self._timer.cancel()
+            return
+        if self._timer:
+            self._timer.cancel()
+        if self._ending is None:
+            # The caller stopped reading before the end: treat it like a cancel.
+            self._end(OutcomeKind.CANCELLED)
+        exit_code, oom, error = None, False, ""
+        try:
+            exit_code = self.container.wait(timeout=30)["StatusCode"]
+            self.container.reload()
+            oom = bool(self.container.attrs["State"].get("OOMKilled"))
+        except (DockerException, RequestException) as exc:
+            error = str(exc)
+        finally:
+            if self._stream is not None:
+                self._stream.close()
+            self._remove()
+        self.outcome = self._classify(exit_code, oom, error)
+
+    def __enter__(self) -> SandboxRun:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _remove(self) -> None:
+        try:
+            self.container.remove(force=True)
+        except NotFound:
+            pass
+        except (DockerException, RequestException) as exc:
+            log.error("could not remove sandbox container %s: %s (the reaper will)", self.container.id, exc)
+
+    def _classify(self, exit_code: int | None, oom: bool, error: str) -> Outcome:
+        duration = time.monotonic() - self._started
+        common = dict(
+            exit_code=exit_code,
+            stderr_tail=self._stderr.text(),
+            duration=round(duration, 3),
+            truncated_lines=sum(s.truncated for s in self._splitters.values()),
+        )
+        limits = self.spec.limits
+        if error and exit_code is None:
+            return Outcome(kind=OutcomeKind.INFRA_ERROR, message=f"lost the container: {error}", **common)
+        if self._ending is OutcomeKind.TIMEOUT:
+            return Outcome(kind=OutcomeKind.TIMEOUT, message=f"deadline {limits.timeout:g} s", **common)
+        if oom:
+            return Outcome(
+                kind=OutcomeKind.OOM, message=f"memory limit {limits.memory // 2**20} MiB", **common
+            )
+        if self._ending is OutcomeKind.CANCELLED:
+            return Outcome(kind=OutcomeKind.CANCELLED, **common)
+        if self._ending is OutcomeKind.OK:
+            return Outcome(kind=OutcomeKind.OK, stopped_early=True, **common)
+        if exit_code == 0:
+            return Outcome(kind=OutcomeKind.OK, **common)
+        if exit_code == EXIT_KILLED:
+            return Outcome(kind=OutcomeKind.CANCELLED, message="killed from outside", **common)
+        return Outcome(kind=OutcomeKind.EXIT_ERROR, **common)

@@ -1,0 +1,58 @@
+"""Sandbox configuration from ``ASKBOX_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sandbox.allowlist import parse_allowlist
+from sandbox.spec import Limits, parse_size
+
+
+def _default_socket_root() -> Path:
+    run = Path("/run")
+    if os.geteuid() == 0 and run.is_dir():
+        return run / "askbox" / "egress"
+    return Path.home() / ".cache" / "askbox" / "egress"
+
+
+class SandboxSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ASKBOX_", extra="ignore")
+
+    sandbox_memory: str = "2g"
+    sandbox_cpus: float = Field(default=1.0, gt=0)
+    sandbox_pids: int = Field(default=256, ge=8)
+    sandbox_tmpfs: str = "256m"
+    sandbox_timeout: float = Field(default=600.0, gt=0)
+    sandbox_runtime: str | None = None
+    egress_allow: str = ""
+    egress_socket_dir: Path = Field(default_factory=_default_socket_root)
+
+    @field_validator("sandbox_memory", "sandbox_tmpfs")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        parse_size(value)
+        return value
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _allow(cls, value: str) -> str:
+        parse_allowlist(value)
+        return value
+
+    @field_validator("sandbox_runtime")
+    @classmethod
+    def _runtime(cls, value: str | None) -> str | None:
+        return value or None
+
+    def limits(self) -> Limits:
+        return Limits(
+            memory=self.sandbox_memory,
+            cpus=self.sandbox_cpus,
+            pids=self.sandbox_pids,
+            tmpfs=self.sandbox_tmpfs,
+            timeout=self.sandbox_timeout,
+        )

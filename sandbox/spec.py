@@ -1,0 +1,90 @@
+"""What one sandboxed run is: image, command, mounts, limits, egress."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+WORKSPACE = "/workspace"
+HOME = "/home/agent"
+SANDBOX_USER = "10001:10001"
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(value: str | int) -> int:
+    """'512m', '1g', '1.5GiB' or a byte count -> bytes."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(value)
+    if not match:
+        raise ValueError(f"not a size: {value!r} (use e.g. 512m, 2g or a byte count)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+class Limits(BaseModel):
+    """Resource limits. Swap is always equal to memory: a run never swaps."""
+
+    model_config = ConfigDict(frozen=True)
+
+    memory: int = Field(default=parse_size("2g"), gt=4 * 1024**2)
+    cpus: float = Field(default=1.0, gt=0)
+    pids: int = Field(default=256, ge=8)
+    tmpfs: int = Field(default=parse_size("256m"), gt=0, description="size of /tmp and of HOME, each")
+    timeout: float = Field(default=600.0, gt=0, description="wall-clock deadline in seconds")
+    log_size: str = "1m"
+
+    @field_validator("memory", "tmpfs", mode="before")
+    @classmethod
+    def _size(cls, value: str | int) -> int:
+        return parse_size(value)
+
+
+class OutputCaps(BaseModel):
+    """How much of a run's output we hold in memory at once, whatever it prints."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_line_bytes: int = 1024 * 1024
+    stderr_tail_bytes: int = 16 * 1024
+
+
+class SandboxSpec(BaseModel):
+    """One run: which image, which command, which repository, under which limits."""
+
+    model_config = ConfigDict(frozen=True)
+
+    image: str
+    command: list[str] = Field(min_length=1)
+    repo: Path | None = Field(default=None, description="host directory mounted read-only at /workspace")
+    env: dict[str, str] = Field(default_factory=dict, repr=False)  # may hold API keys: never shown
+    user: str = SANDBOX_USER
+    limits: Limits = Field(default_factory=Limits)
+    caps: OutputCaps = Field(default_factory=OutputCaps)
+    egress_allow: tuple[str, ...] = Field(
+        default=(), description="allowlist for the egress proxy; empty means no egress at all"
+    )
+    runtime: str | None = Field(default=None, description="e.g. 'runsc' for gVisor")
+    run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:16])
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("repo")
+    @classmethod
+    def _repo_is_dir(cls, repo: Path | None) -> Path | None:
+        if repo is None:
+            return None
+        repo = repo.expanduser().resolve()
+        if not repo.is_dir():
+            raise ValueError(f"repository {repo} is not a directory")
+        return repo
+
+    @field_validator("run_id")
+    @classmethod
+    def _run_id_is_label_safe(cls, run_id: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", run_id):
+            raise ValueError("run_id may hold only letters, digits, '_', '.', '-'")
+        return run_id
