@@ -115,6 +115,7 @@ def squid_config(entries: Iterable[AllowEntry], port_placeholder: str = "@PORT@"
         "cache_mem 8 MB",
         "coredump_dir /tmp",
         "shutdown_lifetime 1 seconds",
+        "pinger_enable off",
         "forwarded_for delete",
         "via off",
         "httpd_suppress_version_string on",

@@ -27,50 +27,47 @@ PROXY_PORT_IN_SANDBOX = 3128
 
 
 class EgressProxies:
-    def __init__(self, client: docker.DockerClient, image: str, socket_root: Path) -> None:
-        self.client = client
+    """Where proxies come from (image) and where their sockets live (a host directory).
+
+    The Docker client is passed per call, so this can be configured before Docker is up."""
+
+    def __init__(self, image: str, socket_root: Path) -> None:
         self.image = image
         self.socket_root = socket_root
 
-    def ensure(self, entries: tuple[AllowEntry, ...], wait: float = 30.0) -> Path:
+    def ensure(self, client: docker.DockerClient, entries: tuple[AllowEntry, ...], wait: float = 30.0) -> Path:
         """Start (or reuse) the proxy for this allowlist; return the host directory of its socket."""
         key = allowlist_key(entries)
         name = f"askbox-egress-{key}"
         directory = self.socket_root / key
         socket_path = directory / SOCKET_NAME
-        container = self._get(name)
+        container = _get(client, name)
         if container is not None and container.status == "running" and socket_path.is_socket():
             return directory
         if container is not None and container.status != "running":
             container.remove(force=True)
             container = None
         if container is None:
-            self._start(name, key, entries, directory)
+            self._start(client, name, key, entries, directory)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if socket_path.is_socket():
                 return directory
-            running = self._get(name)
+            running = _get(client, name)
             if running is None or running.status in {"exited", "dead"}:
                 logs = running.logs(tail=20).decode(errors="replace") if running else ""
                 raise SandboxInfraError(f"egress proxy {name} failed to start: {logs.strip()}")
             time.sleep(0.05)
         raise SandboxInfraError(f"egress proxy {name} did not open {socket_path} within {wait:.0f} s")
 
-    def _get(self, name: str):
-        try:
-            return self.client.containers.get(name)
-        except NotFound:
-            return None
-
-    def _start(self, name: str, key: str, entries: tuple[AllowEntry, ...], directory: Path) -> None:
+    def _start(self, client: docker.DockerClient, name: str, key: str, entries: tuple[AllowEntry, ...], directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         os.chmod(directory.parent, 0o755)
         os.chown(directory, PROXY_UID, PROXY_UID)
         os.chmod(directory, 0o755)
         (directory / SOCKET_NAME).unlink(missing_ok=True)
         try:
-            self.client.containers.run(
+            client.containers.run(
                 self.image,
                 name=name,
                 detach=True,
@@ -95,19 +92,28 @@ class EgressProxies:
             if exc.status_code != 409:  # 409: another process started it first; wait for it
                 raise SandboxInfraError(f"cannot start egress proxy {name}: {exc.explanation}") from exc
 
-    def decisions(self, entries: tuple[AllowEntry, ...], tail: int = 200) -> list[str]:
-        """The proxy's recent allow/deny log lines, newest last."""
-        container = self._get(f"askbox-egress-{allowlist_key(entries)}")
-        if container is None:
-            return []
-        text = container.logs(stdout=True, stderr=False, tail=tail).decode(errors="replace")
-        return [line for line in text.splitlines() if " egress " in f" {line} "]
 
-    def stop_all(self) -> int:
-        found = self.client.containers.list(all=True, filters={"label": labels.EGRESS})
-        for container in found:
-            container.remove(force=True)
-        return len(found)
+def _get(client: docker.DockerClient, name: str):
+    try:
+        return client.containers.get(name)
+    except NotFound:
+        return None
+
+
+def decisions(client: docker.DockerClient, entries: tuple[AllowEntry, ...], tail: int = 200) -> list[str]:
+    """The proxy's recent allow/deny log lines, newest last."""
+    container = _get(client, f"askbox-egress-{allowlist_key(entries)}")
+    if container is None:
+        return []
+    text = container.logs(stdout=True, stderr=False, tail=tail).decode(errors="replace")
+    return [line for line in text.splitlines() if " egress " in f" {line} "]
+
+
+def stop_all(client: docker.DockerClient) -> int:
+    found = client.containers.list(all=True, filters={"label": labels.EGRESS})
+    for container in found:
+        container.remove(force=True)
+    return len(found)
 
 
 # Run inside the sandbox before the command: bridge 127.0.0.1:3128 to the mounted socket,

@@ -70,7 +70,7 @@ class Sandbox:
             return None
         if self._egress is None:
             raise SandboxInfraError("this sandbox has egress entries but no egress proxy configured")
-        return self._egress.ensure(parse_allowlist(spec.egress_allow))
+        return self._egress.ensure(self.client, parse_allowlist(spec.egress_allow))
 
     def cancel(self, run_id: str) -> bool:
         """Kill a run from any thread or process; its owner reports it as cancelled."""
@@ -99,6 +99,7 @@ class SandboxRun:
         self._started = time.monotonic()
         self._lock = threading.Lock()
         self._ending: OutcomeKind | None = None  # why *we* ended it, if we did
+        self._drained = False  # the output stream reached its end
         self._stderr = Tail(spec.caps.stderr_tail_bytes)
         self._splitters = {
             "stdout": LineSplitter(spec.caps.max_line_bytes),
@@ -191,6 +192,7 @@ class SandboxRun:
                         yield from self._lines(name, self._splitters[name].feed(chunk))
             for name, splitter in self._splitters.items():
                 yield from self._lines(name, splitter.flush())
+            self._drained = True
         except (DockerException, RequestException, OSError) as exc:
             if self._ending is None:
                 log.warning("output stream of run %s broke: %s", self.spec.run_id, exc)
@@ -239,7 +241,7 @@ class SandboxRun:
             return
         if self._timer:
             self._timer.cancel()
-        if self._ending is None:
+        if self._ending is None and not self._drained:
             # The caller stopped reading before the end: treat it like a cancel.
             self._end(OutcomeKind.CANCELLED)
         exit_code, oom, error = None, False, ""

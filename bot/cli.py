@@ -1,0 +1,165 @@
+"""The ``askbox`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+
+def _err(message: str) -> None:
+    print(f"askbox: {message}", file=sys.stderr, flush=True)
+
+
+def cmd_sandbox_run(args: argparse.Namespace) -> int:
+    from sandbox import SandboxSpec, images
+    from sandbox.factory import sandbox_from_settings
+    from sandbox.settings import SandboxSettings
+
+    settings = SandboxSettings()
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        _err("sandbox run: give the command after --, e.g. askbox sandbox run -- ls -la")
+        return 2
+    limits = settings.limits().model_copy(
+        update={k: v for k, v in (("timeout", args.timeout), ("cpus", args.cpus)) if v is not None}
+    )
+    if args.memory is not None:
+        limits = limits.model_validate({**limits.model_dump(), "memory": args.memory})
+    spec = SandboxSpec(
+        image=args.image or images.tag(f"agent-{settings.agent}"),
+        command=command,
+        repo=args.repo,
+        limits=limits,
+        egress_allow=tuple(e for e in settings.egress_allow.split(",") if e.strip()),
+        runtime=settings.sandbox_runtime,
+    )
+    run = sandbox_from_settings(settings).run(spec)
+    with run:
+        try:
+            for line in run:
+                out = sys.stdout if line.stream == "stdout" else sys.stderr
+                print(line.text + (" [truncated]" if line.truncated else ""), file=out, flush=True)
+        except KeyboardInterrupt:
+            run.cancel()
+    assert run.outcome is not None
+    _err(f"sandbox {spec.run_id} {run.outcome.describe()}")
+    return run.outcome.cli_exit_code()
+
+
+def cmd_sandbox_reap(args: argparse.Namespace) -> int:
+    from sandbox.reaper import reap
+    from sandbox.runner import Sandbox
+
+    removed = reap(Sandbox().client, grace=args.grace)
+    _err(f"reaped {len(removed)} sandbox container(s)" + (f": {', '.join(removed)}" if removed else ""))
+    return 0
+
+
+def cmd_images_build(args: argparse.Namespace) -> int:
+    from sandbox import images
+    from sandbox.runner import Sandbox
+
+    client = Sandbox().client
+    names = args.names or [n for n, d in images.IMAGES.items() if not (args.offline and d.needs_internet)]
+    if args.offline and not args.names:
+        skipped = [n for n in images.IMAGES if n not in names]
+        for name in skipped:
+            _err(f"skipping {name} offline: {images.IMAGES[name].needs_internet}")
+    base = args.base
+    if args.offline and base is None:
+        base = images.OFFLINE_BASE
+        if args.rebuild_base or not _image_present(client, base):
+            images.build_offline_base(client, _err)
+    try:
+        for built in images.build(client, names, base, _err, extra_ca_dir=args.extra_ca_dir):
+            print(built)
+    except (RuntimeError, ValueError) as exc:
+        _err(str(exc))
+        return 1
+    return 0
+
+
+def _image_present(client, name: str) -> bool:
+    from docker.errors import ImageNotFound
+
+    try:
+        client.images.get(name)
+    except ImageNotFound:
+        return False
+    return True
+
+
+def cmd_images_list(args: argparse.Namespace) -> int:
+    from sandbox import images
+    from sandbox.runner import Sandbox
+
+    client = Sandbox().client
+    for name in images.IMAGES:
+        state = "present" if images.exists(client, name) else "missing"
+        print(f"{images.tag(name)}\t{state}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="askbox", description=__doc__)
+    sub = parser.add_subparsers(dest="group", required=True)
+
+    sandbox = sub.add_parser("sandbox", help="run commands under the sandbox policy").add_subparsers(
+        dest="action", required=True
+    )
+    run = sandbox.add_parser("run", help="run a command exactly as jobs run agents")
+    run.add_argument("--repo", type=Path, help="directory mounted read-only at /workspace")
+    run.add_argument("--image", help="image (default: the default agent's image)")
+    run.add_argument("--timeout", type=float, help="wall-clock deadline in seconds")
+    run.add_argument("--memory", help="memory limit, e.g. 512m (swap is the same)")
+    run.add_argument("--cpus", type=float, help="CPU quota in cores")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    run.set_defaults(func=cmd_sandbox_run)
+    reap = sandbox.add_parser("reap", help="remove sandbox containers whose run is dead")
+    reap.add_argument("--grace", type=float, default=60.0, help="seconds past a run's deadline")
+    reap.set_defaults(func=cmd_sandbox_reap)
+
+    imgs = sub.add_parser("images", help="build and list askbox's images").add_subparsers(
+        dest="action", required=True
+    )
+    build = imgs.add_parser("build", help="build the images (all by default)")
+    build.add_argument("names", nargs="*", help="images to build (and their parents)")
+    build.add_argument("--offline", action="store_true", help="no registry: debootstrap a local base")
+    build.add_argument("--base", help="base image instead of debian:trixie-slim")
+    build.add_argument("--rebuild-base", action="store_true", help="redo the offline base")
+    build.add_argument(
+        "--extra-ca-dir",
+        type=Path,
+        default=Path("/usr/local/share/ca-certificates"),
+        help="CA certificates (*.crt) the images must trust, e.g. a TLS-inspecting proxy's",
+    )
+    build.set_defaults(func=cmd_images_build)
+    imgs.add_parser("list", help="the expected tags and whether they are built").set_defaults(
+        func=cmd_images_list
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"])
+            _err(f"invalid setting {where}: {error['msg']}")
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one clear line
+        from sandbox.errors import SandboxInfraError
+
+        if isinstance(exc, SandboxInfraError):
+            _err(str(exc))
+            return 125
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

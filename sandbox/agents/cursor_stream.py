@@ -1,0 +1,486 @@
+"""Parser for ``cursor-agent -p --output-format stream-json [--stream-partial-output]``.
+
+Event shapes, as recorded in ../shared/fixtures/cursor-stream/ and described by
+Cursor's output-format reference:
+
+- ``{"type":"system","subtype":"init","session_id","model","cwd",...}``
+- ``{"type":"user",...}`` - the prompt echoed back
+- ``{"type":"thinking","subtype":"delta"|"completed",...}`` - never part of the answer
+- ``{"type":"assistant","message":{"content":[{"type":"text","text"}]},
+  "session_id", ["model_call_id"], ["timestamp_ms"]}``
+- ``{"type":"tool_call","subtype":"started"|"completed","call_id",
+  "tool_call":{"<kind>ToolCall":{"args":{...},"result":{"<outcome>":{...}}}}}``
+- ``{"type":"result","subtype":"success","is_error","duration_ms","result",["usage"]}``
+
+Assistant text comes in three forms. Without ``--stream-partial-output`` each message
+arrives once: before a tool call with ``model_call_id`` and ``timestamp_ms``, at the end
+of the turn with neither. With it, the text is streamed as deltas (``timestamp_ms``, no
+``model_call_id``) and every segment is then replayed whole, with ``model_call_id`` or
+without ``timestamp_ms``. A replay is recognised by content (see ``AnswerBuffer``), not
+by its fields alone, because in the first mode the same fields mark the only copy.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from sandbox.agents import (
+    DETAIL_LIMIT,
+    EGRESS_BLOCKED_MESSAGE,
+    AnswerBuffer,
+    Rule,
+    as_code,
+    as_int,
+    classify,
+    exit_phrase,
+    first_string,
+    quoted,
+    relative_path,
+    shorten,
+    stderr_excerpt,
+    with_context,
+)
+from sandbox.events import (
+    AgentError,
+    AgentEvent,
+    Diagnostic,
+    ErrorKind,
+    Result,
+    Started,
+    TextDelta,
+    ToolFinished,
+    ToolStarted,
+    Usage,
+)
+
+AGENT = "cursor-agent"
+
+_RULES: list[Rule] = [
+    (
+        ErrorKind.AUTH,
+        re.compile(
+            r"Authentication required|CURSOR_API_KEY|agent login|not authenticated"
+            r"|invalid api key|unauthori[sz]ed",
+            re.IGNORECASE,
+        ),
+    ),
+    (ErrorKind.QUOTA, re.compile(r"usage limit|rate limit|quota", re.IGNORECASE)),
+    (
+        ErrorKind.BAD_MODEL,
+        re.compile(r"Cannot use this model|Named models unavailable", re.IGNORECASE),
+    ),
+    (ErrorKind.UNTRUSTED_WORKSPACE, re.compile(r"Workspace Trust Required", re.IGNORECASE)),
+]
+
+_BAD_MODEL = re.compile(
+    r"Cannot use this model:?\s*(?P<model>[^\s.]+(?:\.[^\s.]+)*)?\.?"
+    r"(?:\s*Available models:\s*(?P<available>[^\n]+))?",
+    re.IGNORECASE,
+)
+
+# Keys that sit next to the ``<kind>ToolCall`` key in newer CLIs and are not the tool.
+_TOOL_CALL_METADATA = {"toolCallId", "startedAtMs", "completedAtMs", "result", "hookAdditionalContexts"}
+
+
+class CursorStreamParser:
+    """Stateful: one instance per run. ``workspace`` is the folder the agent works in,
+    used to shorten paths in tool summaries (default: the ``cwd`` cursor reports)."""
+
+    def __init__(self, workspace: str | None = None) -> None:
+        self._workspace = workspace
+        self._session_id: str | None = None
+        self._answer = AnswerBuffer()
+        self._open_calls: dict[str, tuple[str, str]] = {}  # call_id -> (tool, summary)
+        self._anonymous_calls = 0
+        self._done = False
+        self._finished = False
+        self._handlers: dict[str, Callable[[dict[str, Any]], list[AgentEvent]]] = {
+            "system": self._on_system,
+            "assistant": self._on_assistant,
+            "tool_call": self._on_tool_call,
+            "result": self._on_result,
+        }
+
+    @property
+    def done(self) -> bool:
+        """True once the ``result`` event is in: cursor-agent sometimes keeps running
+        after it, so the caller stops the container instead of waiting for an exit."""
+        return self._done
+
+    @property
+    def answer_text(self) -> str:
+        """The answer text handed out as ``TextDelta`` events so far."""
+        return self._answer.text
+
+    def feed(self, line: str) -> list[AgentEvent]:
+        if self._done:
+            return []  # whatever cursor prints after its result changes nothing
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            return []
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return [Diagnostic(text=line)]
+        if not isinstance(event, dict):
+            return [Diagnostic(text=line)]
+        handler = self._handlers.get(str(event.get("type")))
+        return handler(event) if handler else []
+
+    def finish(self, exit_code: int | None, stderr_tail: str) -> list[AgentEvent]:
+        if self._finished or self._done:
+            self._finished = True
+            return []
+        self._finished = True
+        events: list[AgentEvent] = [
+            ToolFinished(call_id=call_id, tool=tool, summary=summary, ok=False, detail="interrupted")
+            for call_id, (tool, summary) in self._open_calls.items()
+        ]
+        self._open_calls.clear()
+        events.append(failure_from_stderr(exit_code, stderr_tail))
+        return events
+
+    # --- event handlers ----------------------------------------------------------
+
+    def _on_system(self, event: dict[str, Any]) -> list[AgentEvent]:
+        if event.get("subtype") != "init" or self._session_id is not None:
+            return []  # a second init belongs to a sub-agent, not to this run
+        self._session_id = _str_or_none(event.get("session_id"))
+        if self._workspace is None:
+            self._workspace = _str_or_none(event.get("cwd"))
+        return [Started(session_id=self._session_id, model=_str_or_none(event.get("model")))]
+
+    def _on_assistant(self, event: dict[str, Any]) -> list[AgentEvent]:
+        if self._from_sub_agent(event):
+            return []  # a sub-agent's words are its report to the main agent, not the answer
+        text = _message_text(event.get("message"))
+        if not text:
+            return []
+        is_delta = "timestamp_ms" in event and "model_call_id" not in event
+        new = self._answer.add_delta(text) if is_delta else self._answer.add_snapshot(text)
+        return [TextDelta(text=new)] if new else []
+
+    def _on_tool_call(self, event: dict[str, Any]) -> list[AgentEvent]:
+        subtype = event.get("subtype")
+        if subtype == "started":
+            return [self._tool_started(event)]
+        if subtype == "completed":
+            return [self._tool_finished(event)]
+        return []
+
+    def _on_result(self, event: dict[str, Any]) -> list[AgentEvent]:
+        self._done = True
+        text = event.get("result")
+        if event.get("is_error") or event.get("subtype", "success") != "success":
+            message = text if isinstance(text, str) and text.strip() else "cursor-agent reported an error"
+            kind = classify(message, _RULES)
+            return [AgentError(kind=kind, message=_plain_message(kind, message, None))]
+        if not isinstance(text, str) or (not text and self._answer.text):
+            text = self._answer.text  # no usable result text: fall back to what streamed
+        return [
+            Result(
+                text=text,
+                duration_ms=as_int(event.get("duration_ms")),
+                usage=_usage(event.get("usage")),
+            )
+        ]
+
+    # --- tools -------------------------------------------------------------------
+
+    def _tool_started(self, event: dict[str, Any]) -> ToolStarted:
+        self._answer.end_segment()
+        tool, summary = describe_tool_call(event.get("tool_call"), self._workspace)
+        call_id = self._call_id(event)
+        self._open_calls[call_id] = (tool, summary)
+        return ToolStarted(call_id=call_id, tool=tool, summary=summary)
+
+    def _tool_finished(self, event: dict[str, Any]) -> ToolFinished:
+        call_id = _str_or_none(event.get("call_id")) or _args_call_id(event.get("tool_call"))
+        if call_id is None and self._open_calls:
+            call_id = next(iter(self._open_calls))  # no id at all: oldest open call
+        call_id = call_id or self._new_anonymous_id()
+        tool, summary = describe_tool_call(event.get("tool_call"), self._workspace)
+        if tool == "tool" and call_id in self._open_calls:
+            tool, summary = self._open_calls[call_id]  # completed event without the call
+        self._open_calls.pop(call_id, None)
+        ok, detail = tool_outcome(event.get("tool_call"))
+        return ToolFinished(call_id=call_id, tool=tool, summary=summary, ok=ok, detail=detail)
+
+    def _call_id(self, event: dict[str, Any]) -> str:
+        # call_id may contain a newline ("call_x\nfc_y"): it is an opaque key, kept as is
+        return (
+            _str_or_none(event.get("call_id"))
+            or _args_call_id(event.get("tool_call"))
+            or self._new_anonymous_id()
+        )
+
+    def _new_anonymous_id(self) -> str:
+        self._anonymous_calls += 1
+        return f"call-{self._anonymous_calls}"
+
+    def _from_sub_agent(self, event: dict[str, Any]) -> bool:
+        session = event.get("session_id")
+        return bool(self._session_id and isinstance(session, str) and session != self._session_id)
+
+
+# --- tool descriptions ---------------------------------------------------------------
+
+
+def describe_tool_call(tool_call: object, workspace: str | None) -> tuple[str, str]:
+    """(tool name, plain summary) for a ``tool_call`` payload."""
+    if not isinstance(tool_call, dict):
+        return "tool", "Used a tool"
+    function = tool_call.get("function")
+    if isinstance(function, dict):  # MCP and generic tools
+        name = first_string(function, ["name"]) or "tool"
+        return name, f"Called {name}"
+    key = _tool_kind_key(tool_call)
+    if key is None:
+        return "tool", "Used a tool"
+    body = tool_call[key]
+    args = body.get("args") if isinstance(body, dict) else None
+    args = args if isinstance(args, dict) else {}
+    tool = key.removesuffix("ToolCall") or key
+    describe = _DESCRIBERS.get(key)
+    summary = describe(args, workspace) if describe else ""
+    return tool, summary or f"Used {tool}"
+
+
+def _tool_kind_key(tool_call: dict[str, Any]) -> str | None:
+    keys = [k for k in tool_call if k not in _TOOL_CALL_METADATA and isinstance(tool_call[k], dict)]
+    named = [k for k in keys if k.endswith("ToolCall")]
+    return (named or keys or [None])[0]
+
+
+def _path(args: dict[str, Any], workspace: str | None, *keys: str) -> str:
+    return relative_path(first_string(args, keys or ("path",)), workspace)
+
+
+def _read(args: dict[str, Any], ws: str | None) -> str:
+    path = _path(args, ws, "path", "filePath", "targetFile")
+    return f"Read {shorten(path)}" if path else "Read a file"
+
+
+def _shell(args: dict[str, Any], ws: str | None) -> str:
+    command = first_string(args, ["command"])
+    return f"Ran {as_code(command)}" if command else "Ran a command"
+
+
+def _grep(args: dict[str, Any], ws: str | None) -> str:
+    pattern = first_string(args, ["pattern", "query"])
+    where = _path(args, ws, "path", "targetDirectory")
+    text = f"Searched for {quoted(pattern)}" if pattern else "Searched the code"
+    return f"{text} in {shorten(where, 40)}" if where and where != "." else text
+
+
+def _glob(args: dict[str, Any], ws: str | None) -> str:
+    pattern = first_string(args, ["globPattern", "pattern"])
+    where = _path(args, ws, "targetDirectory", "path")
+    text = f"Looked for files matching {quoted(pattern)}" if pattern else "Looked for files"
+    return f"{text} in {shorten(where, 40)}" if where and where != "." else text
+
+
+def _ls(args: dict[str, Any], ws: str | None) -> str:
+    path = _path(args, ws, "path", "targetDirectory") or "."
+    return f"Listed {shorten(path if path.endswith('/') else path + '/')}"
+
+
+def _file_action(verb: str) -> Callable[[dict[str, Any], str | None], str]:
+    def describe(args: dict[str, Any], ws: str | None) -> str:
+        path = _path(args, ws, "path", "filePath", "targetFile")
+        return f"{verb} {shorten(path)}" if path else f"{verb} a file"
+
+    return describe
+
+
+def _semantic_search(args: dict[str, Any], ws: str | None) -> str:
+    query = first_string(args, ["query", "explanation"])
+    return f"Searched the codebase for {quoted(query)}" if query else "Searched the codebase"
+
+
+def _web_search(args: dict[str, Any], ws: str | None) -> str:
+    query = first_string(args, ["searchTerm", "query"])
+    return f"Searched the web for {quoted(query)}" if query else "Searched the web"
+
+
+def _web_fetch(args: dict[str, Any], ws: str | None) -> str:
+    url = first_string(args, ["url"])
+    return f"Fetched {shorten(url)}" if url else "Fetched a web page"
+
+
+def _todos(args: dict[str, Any], ws: str | None) -> str:
+    return "Updated the to-do list"
+
+
+def _task(args: dict[str, Any], ws: str | None) -> str:
+    description = first_string(args, ["description", "prompt"])
+    return f"Started a sub-agent: {shorten(description, 60)}" if description else "Started a sub-agent"
+
+
+def _mcp(args: dict[str, Any], ws: str | None) -> str:
+    name = first_string(args, ["toolName", "name"])
+    return f"Called {shorten(name, 60)}" if name else "Called an MCP tool"
+
+
+_DESCRIBERS: dict[str, Callable[[dict[str, Any], str | None], str]] = {
+    "readToolCall": _read,
+    "shellToolCall": _shell,
+    "bashToolCall": _shell,
+    "grepToolCall": _grep,
+    "globToolCall": _glob,
+    "lsToolCall": _ls,
+    "listDirToolCall": _ls,
+    "editToolCall": _file_action("Edited"),
+    "strReplaceToolCall": _file_action("Edited"),
+    "writeToolCall": _file_action("Wrote"),
+    "deleteToolCall": _file_action("Deleted"),
+    "semSearchToolCall": _semantic_search,
+    "webSearchToolCall": _web_search,
+    "webFetchToolCall": _web_fetch,
+    "todoToolCall": _todos,
+    "updateTodosToolCall": _todos,
+    "taskToolCall": _task,
+    "mcpToolCall": _mcp,
+}
+
+
+def tool_outcome(tool_call: object) -> tuple[bool, str]:
+    """(ok, detail) from a completed call's ``result``: exactly one outcome key among
+    success, failure, error, timeout, rejected, permissionDenied (others: not ok)."""
+    result = _tool_result(tool_call)
+    if result is None:
+        return True, ""  # nothing says it failed
+    outcome = next((k for k in result if k != "isBackground" and k in _OUTCOMES), None)
+    if outcome is None:
+        outcome = next((k for k in result if isinstance(result[k], dict)), None)
+    if outcome is None:
+        return True, ""
+    if outcome == "success":
+        return True, ""
+    label = _OUTCOMES.get(outcome, outcome)
+    reason = _outcome_reason(result.get(outcome))
+    return False, shorten(f"{label}: {reason}" if reason else label, DETAIL_LIMIT)
+
+
+_OUTCOMES = {
+    "success": "succeeded",
+    "failure": "failed",
+    "error": "error",
+    "timeout": "timed out",
+    "rejected": "rejected",
+    "permissionDenied": "permission denied",
+}
+
+
+def _tool_result(tool_call: object) -> dict[str, Any] | None:
+    if not isinstance(tool_call, dict):
+        return None
+    if isinstance(tool_call.get("result"), dict):
+        return tool_call["result"]
+    for key, body in tool_call.items():
+        if key not in _TOOL_CALL_METADATA and isinstance(body, dict) and isinstance(body.get("result"), dict):
+            return body["result"]
+    return None
+
+
+def _outcome_reason(body: object) -> str:
+    if isinstance(body, str):
+        return body.strip()
+    if not isinstance(body, dict):
+        return ""
+    reason = first_string(body, ["reason", "errorMessage", "message", "error", "stderr"])
+    if not reason and isinstance(body.get("error"), dict):
+        reason = first_string(body["error"], ["message", "errorMessage", "error"])
+    exit_code = as_int(body.get("exitCode"))
+    if exit_code not in (None, 0):
+        reason = f"exit code {exit_code}" + (f", {reason.strip()}" if reason else "")
+    return reason.strip()
+
+
+# --- failures ------------------------------------------------------------------------
+
+
+def failure_from_stderr(exit_code: int | None, stderr_tail: str) -> AgentError:
+    """The error for a run that ended without a result event."""
+    kind = classify(stderr_tail, _RULES)
+    return AgentError(kind=kind, message=_plain_message(kind, stderr_tail, exit_code))
+
+
+def _plain_message(kind: ErrorKind, text: str, exit_code: int | None) -> str:
+    ended = exit_phrase(AGENT, exit_code) if exit_code is not None else AGENT
+    match kind:
+        case ErrorKind.EGRESS_BLOCKED:
+            return EGRESS_BLOCKED_MESSAGE
+        case ErrorKind.AUTH:
+            return with_context(
+                "Cursor authentication failed: CURSOR_API_KEY is missing or not accepted", text
+            )
+        case ErrorKind.QUOTA:
+            return with_context("The Cursor account has hit its usage limit", text)
+        case ErrorKind.BAD_MODEL:
+            return _bad_model_message(text)
+        case ErrorKind.UNTRUSTED_WORKSPACE:
+            return "cursor-agent refused to work in the folder (Workspace Trust Required); it must run with --trust"
+        case _:
+            excerpt = stderr_excerpt(text)
+            if excerpt:
+                return f"{ended}: {excerpt}"
+            return f"{ended} without an answer" if exit_code is not None else f"{AGENT} gave no answer"
+
+
+def _bad_model_message(text: str) -> str:
+    match = _BAD_MODEL.search(text)
+    model = match.group("model") if match else None
+    available = match.group("available") if match else None
+    message = f"cursor-agent cannot use the model {model}" if model else "cursor-agent cannot use the requested model"
+    if available:
+        message += f". Available models: {available.strip().rstrip('.')}"
+    return message
+
+
+# --- small readers -------------------------------------------------------------------
+
+
+def _message_text(message: object) -> str:
+    if not isinstance(message, dict):
+        return ""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    return "".join(
+        part["text"]
+        for part in content
+        if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+    )
+
+
+def _usage(data: object) -> Usage | None:
+    if not isinstance(data, dict):
+        return None
+    usage = Usage(
+        input_tokens=as_int(data.get("inputTokens", data.get("input_tokens"))),
+        output_tokens=as_int(data.get("outputTokens", data.get("output_tokens"))),
+        cache_read_tokens=as_int(data.get("cacheReadTokens", data.get("cache_read_tokens"))),
+        cache_write_tokens=as_int(data.get("cacheWriteTokens", data.get("cache_write_tokens"))),
+    )
+    return usage if usage != Usage() else None
+
+
+def _args_call_id(tool_call: object) -> str | None:
+    if not isinstance(tool_call, dict):
+        return None
+    for body in tool_call.values():
+        if isinstance(body, dict) and isinstance(body.get("args"), dict):
+            found = _str_or_none(body["args"].get("toolCallId"))
+            if found:
+                return found
+    return None
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,13 @@
+"""A Sandbox wired from the environment: the one place settings meet Docker."""
+
+from __future__ import annotations
+
+from sandbox import images
+from sandbox.egress import EgressProxies
+from sandbox.runner import Sandbox
+from sandbox.settings import SandboxSettings
+
+
+def sandbox_from_settings(settings: SandboxSettings | None = None) -> Sandbox:
+    settings = settings or SandboxSettings()
+    return Sandbox(egress=EgressProxies(images.tag("egress-proxy"), settings.egress_socket_dir))

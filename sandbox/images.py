@@ -1,0 +1,151 @@
+"""The images askbox runs, their versioned tags, and how to build them with or without a registry.
+
+A tag is ``<askbox version>-<digest of the image's build files and its parent's tag>``:
+change a Dockerfile and every dependent tag changes, so a worker never runs a stale
+image unknowingly (it finds the new tag missing and says how to build it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+from docker.errors import BuildError, ImageNotFound
+
+IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+OFFLINE_BASE = "askbox/debian-base:trixie"
+DEFAULT_EXTRA_CA_DIR = Path("/usr/local/share/ca-certificates")
+
+
+@dataclass(frozen=True)
+class ImageDef:
+    name: str
+    parent: str | None = None  # another ImageDef's name, passed as SANDBOX_IMAGE
+    needs_internet: str = ""  # why it cannot be built offline, if it cannot
+
+
+IMAGES: dict[str, ImageDef] = {
+    d.name: d
+    for d in (
+        ImageDef("sandbox"),
+        ImageDef("egress-proxy"),
+        ImageDef("agent-gemini", parent="sandbox"),
+        ImageDef(
+            "agent-cursor",
+            parent="sandbox",
+            needs_internet="cursor-agent is only distributed from Cursor's download servers",
+        ),
+    )
+}
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("askbox")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def _digest(directory: Path, parent_tag: str | None) -> str:
+    h = hashlib.sha256((parent_tag or "").encode())
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        h.update(path.relative_to(directory).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:10]
+
+
+def tag(name: str, images_dir: Path = IMAGES_DIR) -> str:
+    definition = IMAGES[name]
+    parent = tag(definition.parent, images_dir) if definition.parent else None
+    return f"askbox/{name}:{version()}-{_digest(images_dir / name, parent)}"
+
+
+def build_order(names: list[str]) -> list[str]:
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        if name not in IMAGES:
+            raise ValueError(f"unknown image {name!r}; known: {', '.join(IMAGES)}")
+        parent = IMAGES[name].parent
+        if parent:
+            visit(parent)
+        if name not in order:
+            order.append(name)
+
+    for name in names:
+        visit(name)
+    return order
+
+
+def build_offline_base(client: docker.DockerClient, log: Callable[[str], None], suite: str = "trixie") -> str:
+    """debootstrap a minimal Debian and import it: a base image without any registry."""
+    if shutil.which("debootstrap") is None:
+        raise RuntimeError("offline builds need debootstrap: apt-get install -y debootstrap")
+    with tempfile.TemporaryDirectory(prefix="askbox-base-") as root:
+        log(f"debootstrap --variant=minbase {suite} (about a minute)")
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", suite, root, "http://deb.debian.org/debian"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
+        assert tar.stdout is not None
+        client.api.import_image_from_stream(tar.stdout, repository=OFFLINE_BASE.split(":")[0], tag=suite)
+        if tar.wait() != 0:
+            raise RuntimeError("tar of the debootstrap tree failed")
+    log(f"imported {OFFLINE_BASE}")
+    return OFFLINE_BASE
+
+
+def _context(name: str, extra_ca_dir: Path, into: Path) -> Path:
+    context = into / name
+    shutil.copytree(IMAGES_DIR / name, context)
+    ca = context / "extra-ca"
+    ca.mkdir(exist_ok=True)
+    if extra_ca_dir.is_dir():
+        for cert in extra_ca_dir.rglob("*.crt"):
+            shutil.copy(cert, ca / cert.name)
+    return context
+
+
+def build(
+    client: docker.DockerClient,
+    names: list[str],
+    base: str | None,
+    log: Callable[[str], None],
+    extra_ca_dir: Path = DEFAULT_EXTRA_CA_DIR,
+) -> list[str]:
+    """Build ``names`` (and their parents) from ``base``; return the tags built."""
+    built = []
+    with tempfile.TemporaryDirectory(prefix="askbox-build-") as tmp:
+        for name in build_order(names):
+            image_tag = tag(name)
+            buildargs = {"BASE": base} if base else {}
+            parent = IMAGES[name].parent
+            if parent:
+                buildargs["SANDBOX_IMAGE"] = tag(parent)
+            log(f"building {image_tag}")
+            context = _context(name, extra_ca_dir, Path(tmp))
+            try:
+                _, stream = client.images.build(path=str(context), tag=image_tag, buildargs=buildargs, rm=True)
+            except BuildError as exc:
+                lines = [c.get("stream", c.get("error", "")) for c in exc.build_log if isinstance(c, dict)]
+                tail = "".join(lines).strip().splitlines()[-15:]
+                hint = f" ({IMAGES[name].needs_internet})" if IMAGES[name].needs_internet else ""
+                raise RuntimeError(f"building {image_tag} failed{hint}:\n" + "\n".join(tail)) from exc
+            built.append(image_tag)
+    return built
+
+
+def exists(client: docker.DockerClient, name: str) -> bool:
+    try:
+        client.images.get(tag(name))
+    except ImageNotFound:
+        return False
+    return True

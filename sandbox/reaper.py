@@ -1,0 +1,66 @@
+"""Remove sandbox containers whose run is no longer alive.
+
+A run is dead when its owner process on this host is gone (the worker was SIGKILLed,
+the host rebooted) or when its deadline has passed by more than ``grace`` seconds,
+whoever owns it. Only containers labelled ``askbox.sandbox`` are ever touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import docker
+from docker.errors import APIError, NotFound
+
+from sandbox import labels, owner
+
+log = logging.getLogger(__name__)
+
+
+def reap(client: docker.DockerClient, grace: float = 60.0, is_alive: Callable[[dict[str, str]], bool | None] | None = None) -> list[str]:
+    """Remove dead runs' containers; return their run ids.
+
+    ``is_alive`` may add knowledge the sandbox lacks (e.g. "its job still exists"): it
+    gets the container's labels and returns True/False, or None to fall back to the
+    owner/deadline rules.
+    """
+    removed = []
+    now = time.time()
+    for container in client.containers.list(all=True, filters={"label": labels.SANDBOX}):
+        container_labels = container.labels
+        alive = is_alive(container_labels) if is_alive else None
+        if alive is None:
+            alive = owner.is_alive_here(container_labels.get(labels.OWNER, ""))
+        deadline = float(container_labels.get(labels.DEADLINE, "0") or 0)
+        if alive is False or now > deadline + grace:
+            try:
+                container.remove(force=True)
+            except NotFound:
+                continue
+            except APIError as exc:
+                log.error("reaper could not remove %s: %s", container.short_id, exc)
+                continue
+            run_id = container_labels.get(labels.RUN_ID, container.short_id)
+            log.warning("reaped orphaned sandbox %s (owner %s)", run_id, container_labels.get(labels.OWNER))
+            removed.append(run_id)
+    return removed
+
+
+def start_periodic(client: docker.DockerClient, every: float = 60.0, **kwargs) -> threading.Event:
+    """Reap now and then every ``every`` seconds in a daemon thread; set the event to stop."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while True:
+            try:
+                reap(client, **kwargs)
+            except Exception:  # a reaper that dies silently is worse than one that logs
+                log.exception("reaper pass failed")
+            if stop.wait(every):
+                return
+
+    threading.Thread(target=loop, name="askbox-reaper", daemon=True).start()
+    return stop

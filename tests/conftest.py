@@ -1,0 +1,98 @@
+"""Shared fixtures: the real Docker engine, askbox's images, and leak checks.
+
+Tests that need Docker (or Redis) fail in CI (CI=true) when it is missing, and skip
+locally with the reason printed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from sandbox import images, labels
+from sandbox.egress import EgressProxies
+from sandbox.runner import Sandbox
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def unavailable(what: str, why: object) -> None:
+    message = f"{what} unavailable: {why}"
+    if IN_CI:
+        pytest.fail(message + " (CI must provide it)", pytrace=False)
+    print(f"\nSKIPPING: {message}", file=sys.stderr)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "no Docker here"
+        unavailable("Docker engine", exc)
+    return client
+
+
+@pytest.fixture(scope="session")
+def built_images(docker_client: docker.DockerClient) -> dict[str, str]:
+    """The images the tests use, built if missing (from the offline base when it exists)."""
+    wanted = ["sandbox", "egress-proxy"]
+    missing = [n for n in wanted if not images.exists(docker_client, n)]
+    if missing:
+        try:
+            docker_client.images.get(images.OFFLINE_BASE)
+            base = images.OFFLINE_BASE
+        except docker.errors.ImageNotFound:
+            base = None
+        images.build(docker_client, missing, base, lambda m: print(m, file=sys.stderr))
+    return {n: images.tag(n) for n in wanted}
+
+
+@pytest.fixture(scope="session")
+def sandbox_image(built_images: dict[str, str]) -> str:
+    return built_images["sandbox"]
+
+
+@pytest.fixture(scope="session")
+def egress_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("egress")
+    os.chmod(root, 0o755)
+    return root
+
+
+@pytest.fixture(scope="session")
+def sandbox(docker_client: docker.DockerClient, built_images: dict[str, str], egress_root: Path) -> Iterator[Sandbox]:
+    yield Sandbox(docker_client, EgressProxies(built_images["egress-proxy"], egress_root))
+    from sandbox.egress import stop_all
+
+    stop_all(docker_client)
+
+
+def sandbox_containers(client: docker.DockerClient) -> list:
+    return client.containers.list(all=True, filters={"label": labels.SANDBOX})
+
+
+@pytest.fixture()
+def no_leftovers(docker_client: docker.DockerClient) -> Iterator[None]:
+    """Fails the test if any sandbox container outlives it."""
+    assert sandbox_containers(docker_client) == [], "a sandbox container was left by an earlier test"
+    yield
+    left = sandbox_containers(docker_client)
+    for container in left:
+        container.remove(force=True)
+    assert left == [], f"sandbox containers left behind: {[c.name for c in left]}"
+
+
+@pytest.fixture()
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    (root / "src").mkdir(parents=True)
+    (root / "README.md").write_text("# demo repo\n")
+    (root / "src" / "app.py").write_text("def answer():\n    return 42\n")
+    return root
