@@ -150,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         for error in exc.errors():
             where = ".".join(str(p) for p in error["loc"])
-            _err(f"invalid setting {where}: {error['msg']}")
+            if exc.title.endswith("Settings") and where.islower():
+                where = f"ASKBOX_{where.upper()}"  # name the environment variable to fix
+            _err(f"invalid {where}: {error['msg']} (got {error.get('input')!r})")
         return 2
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one clear line
         from sandbox.errors import SandboxInfraError

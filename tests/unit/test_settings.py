@@ -1,0 +1,38 @@
+import pytest
+from pydantic import ValidationError
+
+from bot.cli import main
+from sandbox.settings import SandboxSettings
+from sandbox.spec import Limits, SandboxSpec, parse_size
+
+
+def test_sizes():
+    assert parse_size("512m") == 512 * 2**20
+    assert parse_size("1.5GiB") == int(1.5 * 2**30)
+    with pytest.raises(ValueError):
+        parse_size("lots")
+
+
+def test_settings_from_environment(monkeypatch):
+    monkeypatch.setenv("ASKBOX_SANDBOX_MEMORY", "1g")
+    monkeypatch.setenv("ASKBOX_EGRESS_ALLOW", "*.cursor.sh,127.0.0.1:9")
+    limits = SandboxSettings().limits()
+    assert limits.memory == 2**30
+
+
+def test_bad_setting_names_the_variable(monkeypatch, capsys):
+    monkeypatch.setenv("ASKBOX_EGRESS_ALLOW", "http://nope")
+    assert main(["sandbox", "run", "--", "true"]) == 2
+    err = capsys.readouterr().err
+    assert "ASKBOX_EGRESS_ALLOW" in err and "http://nope" in err
+
+
+def test_spec_refuses_missing_repo(tmp_path):
+    with pytest.raises(ValidationError, match="not a directory"):
+        SandboxSpec(image="x", command=["true"], repo=tmp_path / "absent")
+
+
+def test_spec_hides_env_values():
+    spec = SandboxSpec(image="x", command=["true"], env={"CURSOR_API_KEY": "secret-value"})
+    assert "secret-value" not in repr(spec)
+    assert Limits().memory == Limits().model_copy().memory
