@@ -104,6 +104,8 @@ def build_offline_base(client: docker.DockerClient, log: Callable[[str], None], 
 
 
 def _context(name: str, extra_ca_dir: Path, into: Path) -> Path:
+    if not (IMAGES_DIR / name / "Dockerfile").is_file():
+        raise RuntimeError(f"no Dockerfile at {IMAGES_DIR / name}: is this a complete askbox checkout?")
     context = into / name
     shutil.copytree(IMAGES_DIR / name, context)
     ca = context / "extra-ca"
@@ -137,6 +139,8 @@ def build(
             except BuildError as exc:
                 lines = [c.get("stream", c.get("error", "")) for c in exc.build_log if isinstance(c, dict)]
                 tail = "".join(lines).strip().splitlines()[-15:]
+                ours = [line for line in tail if line.startswith("askbox:")]  # our Dockerfiles' own words
+                tail = ours or tail
                 hint = f" ({IMAGES[name].needs_internet})" if IMAGES[name].needs_internet else ""
                 raise RuntimeError(f"building {image_tag} failed{hint}:\n" + "\n".join(tail)) from exc
             built.append(image_tag)
