@@ -82,7 +82,13 @@ _BAD_MODEL = re.compile(
 )
 
 # Keys that sit next to the ``<kind>ToolCall`` key in newer CLIs and are not the tool.
-_TOOL_CALL_METADATA = {"toolCallId", "startedAtMs", "completedAtMs", "result", "hookAdditionalContexts"}
+_TOOL_CALL_METADATA = {
+    "toolCallId",
+    "startedAtMs",
+    "completedAtMs",
+    "result",
+    "hookAdditionalContexts",
+}
 
 
 class CursorStreamParser:
@@ -136,7 +142,9 @@ class CursorStreamParser:
             return []
         self._finished = True
         events: list[AgentEvent] = [
-            ToolFinished(call_id=call_id, tool=tool, summary=summary, ok=False, detail="interrupted")
+            ToolFinished(
+                call_id=call_id, tool=tool, summary=summary, ok=False, detail="interrupted"
+            )
             for call_id, (tool, summary) in self._open_calls.items()
         ]
         self._open_calls.clear()
@@ -175,7 +183,9 @@ class CursorStreamParser:
         self._done = True
         text = event.get("result")
         if event.get("is_error") or event.get("subtype", "success") != "success":
-            message = text if isinstance(text, str) and text.strip() else "cursor-agent reported an error"
+            message = (
+                text if isinstance(text, str) and text.strip() else "cursor-agent reported an error"
+            )
             kind = classify(message, _RULES)
             return [AgentError(kind=kind, message=_plain_message(kind, message, None))]
         if not isinstance(text, str) or (not text and self._answer.text):
@@ -202,10 +212,9 @@ class CursorStreamParser:
         if call_id is None and self._open_calls:
             call_id = next(iter(self._open_calls))  # no id at all: oldest open call
         call_id = call_id or self._new_anonymous_id()
-        tool, summary = describe_tool_call(event.get("tool_call"), self._workspace)
-        if tool == "tool" and call_id in self._open_calls:
-            tool, summary = self._open_calls[call_id]  # completed event without the call
-        self._open_calls.pop(call_id, None)
+        # the started event's words, so a progress display can match the two up
+        known = self._open_calls.pop(call_id, None)
+        tool, summary = known or describe_tool_call(event.get("tool_call"), self._workspace)
         ok, detail = tool_outcome(event.get("tool_call"))
         return ToolFinished(call_id=call_id, tool=tool, summary=summary, ok=ok, detail=detail)
 
@@ -252,7 +261,9 @@ def describe_tool_call(tool_call: object, workspace: str | None) -> tuple[str, s
 def _tool_kind_key(tool_call: dict[str, Any]) -> str | None:
     keys = [k for k in tool_call if k not in _TOOL_CALL_METADATA and isinstance(tool_call[k], dict)]
     named = [k for k in keys if k.endswith("ToolCall")]
-    return (named or keys or [None])[0]
+    if named:
+        return named[0]
+    return keys[0] if keys else None
 
 
 def _path(args: dict[str, Any], workspace: str | None, *keys: str) -> str:
@@ -317,7 +328,9 @@ def _todos(args: dict[str, Any], ws: str | None) -> str:
 
 def _task(args: dict[str, Any], ws: str | None) -> str:
     description = first_string(args, ["description", "prompt"])
-    return f"Started a sub-agent: {shorten(description, 60)}" if description else "Started a sub-agent"
+    return (
+        f"Started a sub-agent: {shorten(description, 60)}" if description else "Started a sub-agent"
+    )
 
 
 def _mcp(args: dict[str, Any], ws: str | None) -> str:
@@ -378,12 +391,13 @@ _OUTCOMES = {
 def _tool_result(tool_call: object) -> dict[str, Any] | None:
     if not isinstance(tool_call, dict):
         return None
-    if isinstance(tool_call.get("result"), dict):
-        return tool_call["result"]
-    for key, body in tool_call.items():
-        if key not in _TOOL_CALL_METADATA and isinstance(body, dict) and isinstance(body.get("result"), dict):
-            return body["result"]
-    return None
+    candidates = [tool_call.get("result")] + [
+        body.get("result")
+        for key, body in tool_call.items()
+        if key not in _TOOL_CALL_METADATA and isinstance(body, dict)
+    ]
+    found: dict[str, Any] | None = next((c for c in candidates if isinstance(c, dict)), None)
+    return found
 
 
 def _outcome_reason(body: object) -> str:
@@ -423,19 +437,25 @@ def _plain_message(kind: ErrorKind, text: str, exit_code: int | None) -> str:
         case ErrorKind.BAD_MODEL:
             return _bad_model_message(text)
         case ErrorKind.UNTRUSTED_WORKSPACE:
-            return "cursor-agent refused to work in the folder (Workspace Trust Required); it must run with --trust"
+            return (
+                f"{AGENT} refused to work in the folder (Workspace Trust Required); "
+                "it must run with --trust"
+            )
         case _:
             excerpt = stderr_excerpt(text)
             if excerpt:
                 return f"{ended}: {excerpt}"
-            return f"{ended} without an answer" if exit_code is not None else f"{AGENT} gave no answer"
+            return (
+                f"{ended} without an answer" if exit_code is not None else f"{AGENT} gave no answer"
+            )
 
 
 def _bad_model_message(text: str) -> str:
     match = _BAD_MODEL.search(text)
     model = match.group("model") if match else None
     available = match.group("available") if match else None
-    message = f"cursor-agent cannot use the model {model}" if model else "cursor-agent cannot use the requested model"
+    subject = f"the model {model}" if model else "the requested model"
+    message = f"{AGENT} cannot use {subject}"
     if available:
         message += f". Available models: {available.strip().rstrip('.')}"
     return message
@@ -455,7 +475,9 @@ def _message_text(message: object) -> str:
     return "".join(
         part["text"]
         for part in content
-        if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+        if isinstance(part, dict)
+        and part.get("type") == "text"
+        and isinstance(part.get("text"), str)
     )
 
 
