@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from sandbox.agents import (
+from sandbox.agents.common import (
     DETAIL_LIMIT,
     EGRESS_BLOCKED_MESSAGE,
     AnswerBuffer,
