@@ -1,6 +1,6 @@
 """CursorStreamParser against real cursor-agent transcripts and recorded shapes.
 
-Transcripts: ../shared/fixtures/cursor-stream/*.jsonl (reifying/cursor-hack, MIT), see
+Transcripts: tests/fixtures/cursor-stream/*.jsonl (copied from ../shared/fixtures) (reifying/cursor-hack, MIT), see
 ../shared/fixtures/README.md. Shapes not in those files (partial-output deltas, usage,
 tool outcomes other than success, stderr failures) follow the README and the public
 recordings it cites.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +30,7 @@ from sandbox.events import (
     Usage,
 )
 
-FIXTURES = (
-    Path(
-        os.environ.get(
-            "ASKBOX_SHARED_FIXTURES", Path(__file__).resolve().parents[3] / "shared" / "fixtures"
-        )
-    )
-    / "cursor-stream"
-)
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cursor-stream"
 TRANSCRIPTS = sorted(FIXTURES.glob("*.jsonl"))
 # full_session.jsonl is hand-trimmed test data: its result text ("done") is not the
 # assistant texts joined, unlike the four real recordings.
