@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -14,7 +15,8 @@ def _err(message: str) -> None:
 
 
 def cmd_sandbox_run(args: argparse.Namespace) -> int:
-    from sandbox import SandboxSpec, images
+    from sandbox import SandboxSpec
+    from sandbox.agents.adapters import agent_for
     from sandbox.factory import sandbox_from_settings
     from sandbox.settings import SandboxSettings
 
@@ -29,7 +31,7 @@ def cmd_sandbox_run(args: argparse.Namespace) -> int:
     if args.memory is not None:
         limits = limits.model_validate({**limits.model_dump(), "memory": args.memory})
     spec = SandboxSpec(
-        image=args.image or images.tag(f"agent-{settings.agent}"),
+        image=args.image or agent_for().image(),
         command=command,
         repo=args.repo,
         limits=limits,
@@ -47,6 +49,60 @@ def cmd_sandbox_run(args: argparse.Namespace) -> int:
     assert run.outcome is not None
     _err(f"sandbox {spec.run_id} {run.outcome.describe()}")
     return run.outcome.cli_exit_code()
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    if not args.inline:
+        _err("ask: only --inline is available so far (the queue comes with the worker)")
+        return 2
+    from jobs.prompt import build_prompt
+    from sandbox.agents.adapters import agent_for
+    from sandbox.agents.session import AgentSession, PromptTooLong
+    from sandbox.events import AgentError, Result, ToolFinished, ToolStarted
+    from sandbox.factory import sandbox_from_settings
+    from sandbox.settings import SandboxSettings
+
+    settings = SandboxSettings()
+    agent = agent_for(args.agent)
+    allow = tuple(e for e in settings.egress_allow.split(",") if e.strip()) or None
+    try:
+        session = AgentSession(
+            sandbox_from_settings(settings),
+            agent,
+            build_prompt(args.question),
+            repo=args.repo,
+            model=args.model,
+            limits=settings.limits(),
+            egress_allow=allow,
+        )
+    except PromptTooLong as exc:
+        _err(f"ask: {exc}")
+        return 2
+    final = None
+    try:
+        for event in session.events():
+            elapsed = f"[{time.monotonic() - session.started:6.1f}s]"
+            if args.json:
+                print(event.model_dump_json(), flush=True)
+            elif isinstance(event, ToolStarted):
+                _err(f"{elapsed} {event.summary}")
+            elif isinstance(event, ToolFinished) and not event.ok:
+                _err(f"{elapsed} failed: {event.summary}" + (f": {event.detail}" if event.detail else ""))
+            if isinstance(event, (Result, AgentError)):
+                final = event
+    except KeyboardInterrupt:
+        session.cancel()
+        _err("cancelled")
+        return 130
+    if isinstance(final, Result):
+        if not args.json:
+            print(final.text, flush=True)
+        _err(f"answered by {agent.name}" + (f"/{session.model}" if session.model else "")
+             + f" in {time.monotonic() - session.started:.1f} s")
+        return 0
+    assert isinstance(final, AgentError)
+    _err(f"{agent.name} failed ({final.kind}): {final.message}")
+    return 1
 
 
 def cmd_sandbox_reap(args: argparse.Namespace) -> int:
@@ -121,6 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
     reap = sandbox.add_parser("reap", help="remove sandbox containers whose run is dead")
     reap.add_argument("--grace", type=float, default=60.0, help="seconds past a run's deadline")
     reap.set_defaults(func=cmd_sandbox_reap)
+
+    ask = sub.add_parser("ask", help="ask a question about a repository")
+    ask.add_argument("question")
+    ask.add_argument("--repo", type=Path, default=Path("."), help="repository directory (default: here)")
+    ask.add_argument("--agent", choices=["cursor", "gemini"], help="default: ASKBOX_AGENT or cursor")
+    ask.add_argument("--model", help="default: ASKBOX_AGENT_MODEL or the agent's own default")
+    ask.add_argument("--inline", action="store_true", help="run in this process, without the queue")
+    ask.add_argument("--json", action="store_true", help="print the normalized events as NDJSON")
+    ask.set_defaults(func=cmd_ask)
 
     imgs = sub.add_parser("images", help="build and list askbox's images").add_subparsers(
         dest="action", required=True

@@ -82,6 +82,11 @@ class ErrorKind(StrEnum):
     UNTRUSTED_WORKSPACE = "untrusted_workspace"  # the CLI refuses to work in the folder
     EGRESS_BLOCKED = "egress_blocked"  # the LLM endpoint could not be reached
     AGENT = "agent"  # anything else the agent reported
+    # How the sandbox ended the run rather than what the agent said:
+    TIMEOUT = "timeout"  # killed at its deadline
+    OOM = "oom"  # killed for exceeding its memory limit
+    CANCELLED = "cancelled"  # cancelled by someone
+    INFRA = "infra"  # Docker, image or egress proxy trouble; nothing the user did
 
 
 class AgentError(_Event):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,7 +22,6 @@ def _default_socket_root() -> Path:
 class SandboxSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ASKBOX_", extra="ignore")
 
-    agent: Literal["cursor", "gemini"] = "cursor"
     sandbox_memory: str = "2g"
     sandbox_cpus: float = Field(default=1.0, gt=0)
     sandbox_pids: int = Field(default=256, ge=8)

@@ -83,6 +83,10 @@ def test_error_kinds_are_the_documented_set() -> None:
         "untrusted_workspace",
         "egress_blocked",
         "agent",
+        "timeout",
+        "oom",
+        "cancelled",
+        "infra",
     }
 
 

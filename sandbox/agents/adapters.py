@@ -1,0 +1,119 @@
+"""Agent adapters: how a question becomes a container command, and which parser reads it.
+
+An adapter is the *runtime* half (what runs); the sandbox is the *deployment* half
+(where it runs). Adding an agent means adding an adapter here and an image in images/.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+from sandbox import images
+from sandbox.agents.common import StreamParser
+from sandbox.agents.cursor_stream import CursorStreamParser
+from sandbox.agents.gemini_stream import GeminiStreamParser
+from sandbox.agents.settings import AgentName, AgentSettings
+from sandbox.spec import WORKSPACE
+
+
+class Agent(ABC):
+    name: ClassVar[AgentName]
+    image_name: ClassVar[str]
+    default_model: ClassVar[str | None]
+    key_variable: ClassVar[str]
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+
+    def image(self) -> str:
+        return images.tag(self.image_name)
+
+    def model(self, override: str | None = None) -> str | None:
+        return override or self.settings.agent_model or self.default_model
+
+    @abstractmethod
+    def command(self, prompt: str, model: str | None) -> list[str]: ...
+
+    @abstractmethod
+    def env(self) -> dict[str, str]:
+        """Environment for the container only: API keys go here and nowhere else."""
+
+    @abstractmethod
+    def endpoints(self) -> tuple[str, ...]:
+        """The egress allowlist this agent needs by default."""
+
+    @abstractmethod
+    def parser(self) -> StreamParser: ...
+
+
+class CursorAgent(Agent):
+    name = "cursor"
+    image_name = "agent-cursor"
+    default_model = None  # cursor-agent picks ("Auto")
+    key_variable = "CURSOR_API_KEY"
+
+    def command(self, prompt: str, model: str | None) -> list[str]:
+        argv = ["cursor-agent", "-p", "--output-format", "stream-json", "--stream-partial-output"]
+        argv += ["--trust", "--sandbox", "disabled"]
+        if model:
+            argv += ["--model", model]
+        argv.append(prompt)
+        if self.settings.cursor_proxy == "proxychains":
+            argv = ["proxychains4", "-q", *argv]
+        return argv
+
+    def env(self) -> dict[str, str]:
+        key = self.settings.cursor_api_key
+        return {"CURSOR_API_KEY": key.get_secret_value()} if key else {}
+
+    def endpoints(self) -> tuple[str, ...]:
+        # Cursor's API hosts (api2/api3/repo42.cursor.sh, ...) and its auth and config hosts.
+        return ("*.cursor.sh", "cursor.com", "*.cursor.com", "*.cursorapi.com")
+
+    def parser(self) -> StreamParser:
+        return CursorStreamParser(workspace=WORKSPACE)
+
+
+class GeminiAgent(Agent):
+    name = "gemini"
+    image_name = "agent-gemini"
+    default_model = "gemini-2.5-flash"  # a fixed model: auto-routing makes extra calls
+    key_variable = "GEMINI_API_KEY"
+
+    def command(self, prompt: str, model: str | None) -> list[str]:
+        # yolo: tools run without asking (nobody can answer in headless mode); the
+        # read-only mount and the sandbox, not the agent's politeness, keep the repo safe.
+        return ["gemini", "-p", prompt, "-m", model or self.default_model, "-o", "stream-json",
+                "--approval-mode", "yolo"]
+
+    def env(self) -> dict[str, str]:
+        env = {}
+        if self.settings.gemini_api_key:
+            env["GEMINI_API_KEY"] = self.settings.gemini_api_key.get_secret_value()
+        if self.settings.gemini_base_url:
+            env["GOOGLE_GEMINI_BASE_URL"] = str(self.settings.gemini_base_url).rstrip("/")
+        return env
+
+    def endpoints(self) -> tuple[str, ...]:
+        if self.settings.gemini_base_url is None:
+            return ("generativelanguage.googleapis.com",)
+        url = urlsplit(str(self.settings.gemini_base_url))
+        port = url.port or (443 if url.scheme == "https" else 80)
+        host = f"[{url.hostname}]" if ":" in (url.hostname or "") else url.hostname
+        return (f"{host}:{port}",)
+
+    def parser(self) -> StreamParser:
+        return GeminiStreamParser(workspace=WORKSPACE)
+
+
+AGENTS: dict[str, type[Agent]] = {a.name: a for a in (CursorAgent, GeminiAgent)}
+
+
+def agent_for(name: str | None = None, settings: AgentSettings | None = None) -> Agent:
+    settings = settings or AgentSettings()
+    name = name or settings.agent
+    if name not in AGENTS:
+        raise ValueError(f"unknown agent {name!r}; known: {', '.join(AGENTS)}")
+    return AGENTS[name](settings)
