@@ -85,9 +85,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
             if args.json:
                 print(event.model_dump_json(), flush=True)
             elif isinstance(event, ToolStarted):
-                _err(f"{elapsed} {event.summary}")
+                print(f"{elapsed} {event.summary}", file=sys.stderr, flush=True)
             elif isinstance(event, ToolFinished) and not event.ok:
-                _err(f"{elapsed} failed: {event.summary}" + (f": {event.detail}" if event.detail else ""))
+                detail = f": {event.detail}" if event.detail else ""
+                print(f"{elapsed} failed: {event.summary}{detail}", file=sys.stderr, flush=True)
             if isinstance(event, (Result, AgentError)):
                 final = event
     except KeyboardInterrupt:

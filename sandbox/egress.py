@@ -8,6 +8,7 @@ socket in a host directory. Sandboxes get that directory mounted and bridge it t
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ class EgressProxies:
     def ensure(self, client: docker.DockerClient, entries: tuple[AllowEntry, ...], wait: float = 30.0) -> Path:
         """Start (or reuse) the proxy for this allowlist; return the host directory of its socket."""
         key = allowlist_key(entries)
-        name = f"askbox-egress-{key}"
+        name = self.name(entries)
         directory = self.socket_root / key
         socket_path = directory / SOCKET_NAME
         container = _get(client, name)
@@ -59,6 +60,28 @@ class EgressProxies:
                 raise SandboxInfraError(f"egress proxy {name} failed to start: {logs.strip()}")
             time.sleep(0.05)
         raise SandboxInfraError(f"egress proxy {name} did not open {socket_path} within {wait:.0f} s")
+
+    def name(self, entries: tuple[AllowEntry, ...]) -> str:
+        # The socket directory is part of the identity: two deployments on one host
+        # (or two test sessions) must not share, or stop, each other's proxies.
+        root = hashlib.sha256(str(self.socket_root).encode()).hexdigest()[:6]
+        return f"askbox-egress-{root}-{allowlist_key(entries)}"
+
+    def decisions(self, client: docker.DockerClient, entries: tuple[AllowEntry, ...], tail: int = 200) -> list[str]:
+        """The proxy's recent allow/deny log lines, newest last."""
+        container = _get(client, self.name(entries))
+        if container is None:
+            return []
+        text = container.logs(stdout=True, stderr=False, tail=tail).decode(errors="replace")
+        return [line for line in text.splitlines() if line.startswith("egress ")]
+
+    def stop_all(self, client: docker.DockerClient) -> int:
+        found = client.containers.list(
+            all=True, filters={"label": f"{labels.EGRESS_ROOT}={self.socket_root}"}
+        )
+        for container in found:
+            container.remove(force=True)
+        return len(found)
 
     def _start(self, client: docker.DockerClient, name: str, key: str, entries: tuple[AllowEntry, ...], directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -82,7 +105,11 @@ class EgressProxies:
                 mem_limit="256m",
                 environment={"ASKBOX_SQUID_CONF": squid_config(entries)},
                 mounts=[Mount(MOUNT_POINT, str(directory), type="bind")],
-                labels={labels.EGRESS: key, "askbox.egress.allow": ",".join(map(str, entries))},
+                labels={
+                    labels.EGRESS: key,
+                    labels.EGRESS_ROOT: str(self.socket_root),
+                    "askbox.egress.allow": ",".join(map(str, entries)),
+                },
                 restart_policy={"Name": "unless-stopped"},
                 log_config=LogConfig(type="json-file", config={"max-size": "10m", "max-file": "2"}),
             )
@@ -98,22 +125,6 @@ def _get(client: docker.DockerClient, name: str):
         return client.containers.get(name)
     except NotFound:
         return None
-
-
-def decisions(client: docker.DockerClient, entries: tuple[AllowEntry, ...], tail: int = 200) -> list[str]:
-    """The proxy's recent allow/deny log lines, newest last."""
-    container = _get(client, f"askbox-egress-{allowlist_key(entries)}")
-    if container is None:
-        return []
-    text = container.logs(stdout=True, stderr=False, tail=tail).decode(errors="replace")
-    return [line for line in text.splitlines() if " egress " in f" {line} "]
-
-
-def stop_all(client: docker.DockerClient) -> int:
-    found = client.containers.list(all=True, filters={"label": labels.EGRESS})
-    for container in found:
-        container.remove(force=True)
-    return len(found)
 
 
 # Run inside the sandbox before the command: bridge 127.0.0.1:3128 to the mounted socket,

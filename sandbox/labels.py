@@ -9,4 +9,5 @@ RUN_ID = "askbox.run"
 OWNER = "askbox.owner"  # "<hostname>:<pid>:<process start time>" of the process that runs it
 DEADLINE = "askbox.deadline"  # unix time after which the run is dead whatever its owner says
 EGRESS = "askbox.egress"
+EGRESS_ROOT = "askbox.egress.root"  # the socket directory a proxy serves
 PREFIX = "askbox."

@@ -41,7 +41,7 @@ class Sandbox:
         egress: EgressProxies | None = None,
     ) -> None:
         self._client = client
-        self._egress = egress
+        self.egress = egress
 
     @property
     def client(self) -> docker.DockerClient:
@@ -68,9 +68,9 @@ class Sandbox:
     def _egress_dir(self, spec: SandboxSpec) -> Path | None:
         if not spec.egress_allow:
             return None
-        if self._egress is None:
+        if self.egress is None:
             raise SandboxInfraError("this sandbox has egress entries but no egress proxy configured")
-        return self._egress.ensure(self.client, parse_allowlist(spec.egress_allow))
+        return self.egress.ensure(self.client, parse_allowlist(spec.egress_allow))
 
     def cancel(self, run_id: str) -> bool:
         """Kill a run from any thread or process; its owner reports it as cancelled."""

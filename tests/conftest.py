@@ -42,7 +42,7 @@ def docker_client() -> docker.DockerClient:
 @pytest.fixture(scope="session")
 def built_images(docker_client: docker.DockerClient) -> dict[str, str]:
     """The images the tests use, built if missing (from the offline base when it exists)."""
-    wanted = ["sandbox", "egress-proxy"]
+    wanted = ["sandbox", "egress-proxy", "agent-gemini"]
     missing = [n for n in wanted if not images.exists(docker_client, n)]
     if missing:
         try:
@@ -68,10 +68,9 @@ def egress_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def sandbox(docker_client: docker.DockerClient, built_images: dict[str, str], egress_root: Path) -> Iterator[Sandbox]:
-    yield Sandbox(docker_client, EgressProxies(built_images["egress-proxy"], egress_root))
-    from sandbox.egress import stop_all
-
-    stop_all(docker_client)
+    proxies = EgressProxies(built_images["egress-proxy"], egress_root)
+    yield Sandbox(docker_client, proxies)
+    proxies.stop_all(docker_client)
 
 
 def sandbox_containers(client: docker.DockerClient) -> list:

@@ -28,7 +28,7 @@ class Agent(ABC):
         self.settings = settings
 
     def image(self) -> str:
-        return images.tag(self.image_name)
+        return getattr(self.settings, f"{self.name}_image") or images.tag(self.image_name)
 
     def model(self, override: str | None = None) -> str | None:
         return override or self.settings.agent_model or self.default_model

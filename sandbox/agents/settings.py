@@ -19,6 +19,9 @@ class AgentSettings(BaseSettings):
     cursor_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("CURSOR_API_KEY"))
     gemini_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("GEMINI_API_KEY"))
     gemini_base_url: HttpUrl | None = None
+    # Images built elsewhere (cursor-agent cannot be built offline) or pinned by an operator.
+    cursor_image: str | None = None
+    gemini_image: str | None = None
     # env: trust HTTPS_PROXY; proxychains: force every connection through the proxy.
     cursor_proxy: Literal["env", "proxychains"] = "env"
 

@@ -11,7 +11,6 @@ import redis
 
 from sandbox import OutcomeKind, SandboxSpec
 from sandbox.allowlist import parse_allowlist
-from sandbox.egress import decisions
 from sandbox.spec import Limits
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("no_leftovers")]
@@ -77,7 +76,7 @@ def test_allowlisted_server_reached_everything_else_refused(sandbox, sandbox_ima
     for var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
         assert f"{var}=http://127.0.0.1:3128" in text
     assert "NODE_USE_ENV_PROXY=1" in text
-    log = "\n".join(decisions(docker_client, parse_allowlist(allow)))
+    log = "\n".join(sandbox.egress.decisions(docker_client, parse_allowlist(allow)))
     assert f"TCP_MISS/200 GET http://127.0.0.1:{port}/" in log
     assert f"TCP_DENIED/403 GET http://not-allowed.example.test:{port}/" in log
     assert f"TCP_DENIED/403 CONNECT 127.0.0.1:{redis_port}" in log

@@ -1,0 +1,121 @@
+"""The real Gemini CLI in the real sandbox, through the egress proxy, against a fake Gemini API."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sandbox.agents.adapters import GeminiAgent
+from sandbox.agents.common import EGRESS_BLOCKED_MESSAGE
+from sandbox.agents.session import AgentSession
+from sandbox.agents.settings import AgentSettings
+from sandbox.events import AgentError, ErrorKind, Result, Started, TextDelta, ToolFinished, ToolStarted
+from sandbox.spec import Limits
+from tests.fakes.gemini_api import FakeGeminiAPI, FunctionCall, RecordedRequest, Text
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("no_leftovers")]
+KEY = "test-key-" + secrets.token_hex(4)
+
+
+@pytest.fixture()
+def api():
+    with FakeGeminiAPI(expected_key=KEY) as fake:
+        yield fake
+
+
+@pytest.fixture()
+def gemini(api, built_images) -> GeminiAgent:
+    return GeminiAgent(AgentSettings(gemini_api_key=KEY, gemini_base_url=api.base_url))
+
+
+def answer_with_tool_output(prefix: str):
+    """A turn that answers with what the agent's own tool returned: the fake cannot know it otherwise."""
+
+    def turn(request: RecordedRequest) -> Text:
+        outputs = [json.dumps(r.get("response", {})) for r in request.function_responses()]
+        return Text(prefix + " " + " | ".join(outputs), chunks=3)
+
+    return turn
+
+
+def collect(session: AgentSession) -> list:
+    return list(session.events())
+
+
+def test_agent_reads_the_mounted_repo_through_its_own_tools(sandbox, gemini, api, repo):
+    token = secrets.token_hex(16)
+    (repo / "secret.txt").write_text(f"the token is {token}\n")
+    api.script(FunctionCall("read_file", {"file_path": "secret.txt"}), answer_with_tool_output("Found:"))
+    events = collect(AgentSession(sandbox, gemini, "What is the token?", repo=repo, limits=Limits(timeout=120)))
+    result = events[-1]
+    assert isinstance(result, Result), (events, api.errors, [r.status for r in api.requests])
+    assert token in result.text
+    assert isinstance(events[0], Started) and events[0].model == "gemini-2.5-flash"
+    assert [e.summary for e in events if isinstance(e, ToolStarted)] == ["Read secret.txt"]
+    assert [e.ok for e in events if isinstance(e, ToolFinished)] == [True]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == result.text
+    generate = [r for r in api.requests if r.is_generate]
+    assert len(generate) == 2 and all(r.api_key == KEY for r in generate)
+    assert api.unknown == [] and api.errors == []
+    # The prompt reached the API intact, and the tool saw /workspace.
+    assert "What is the token?" in generate[0].text()
+
+
+def test_api_not_allowlisted_is_a_clear_egress_error(sandbox, gemini, api, repo):
+    session = AgentSession(
+        sandbox, gemini, "hello", repo=repo, egress_allow=("127.0.0.1:1",), limits=Limits(timeout=120)
+    )
+    events = collect(session)
+    final = events[-1]
+    assert isinstance(final, AgentError), events
+    assert final.kind is ErrorKind.EGRESS_BLOCKED
+    assert EGRESS_BLOCKED_MESSAGE in final.message
+    assert api.requests == []  # nothing reached the API
+
+
+def test_write_attempt_refused_by_read_only_mount_answer_still_arrives(sandbox, gemini, api, repo):
+    before = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    api.script(
+        FunctionCall("write_file", {"file_path": "pwned.txt", "content": "pwned"}),
+        answer_with_tool_output("Write result:"),
+    )
+    events = collect(AgentSession(sandbox, gemini, "Create pwned.txt", repo=repo, limits=Limits(timeout=120)))
+    result = events[-1]
+    assert isinstance(result, Result), events
+    assert "read-only file system" in result.text.lower() or "erofs" in result.text.lower(), result.text
+    assert [e.ok for e in events if isinstance(e, ToolFinished)] == [False]
+    assert not (repo / "pwned.txt").exists()
+    assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
+
+
+def test_askbox_ask_inline_cli(api, repo, built_images, egress_root):
+    api.script(FunctionCall("list_directory", {"dir_path": "."}), answer_with_tool_output("Listing:"))
+    env = {
+        **os.environ,
+        "GEMINI_API_KEY": KEY,
+        "ASKBOX_GEMINI_BASE_URL": api.base_url,
+        "ASKBOX_EGRESS_SOCKET_DIR": str(egress_root),
+    }
+    askbox = Path(sys.executable).parent / "askbox"
+    done = subprocess.run(
+        [askbox, "ask", "--inline", "--agent", "gemini", "--repo", repo, "What is in here?"],
+        capture_output=True, text=True, env=env, timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "README.md" in done.stdout and "src" in done.stdout
+    progress = [line for line in done.stderr.splitlines() if line.startswith("[")]
+    assert len(progress) == 1 and progress[0].endswith("s] Listed ."), done.stderr
+    assert "answered by gemini/gemini-2.5-flash" in done.stderr
+    as_json = subprocess.run(
+        [askbox, "ask", "--inline", "--json", "--agent", "gemini", "--repo", repo, "again"],
+        capture_output=True, text=True, env=env, timeout=180,
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    types = [json.loads(line)["type"] for line in as_json.stdout.splitlines()]
+    assert types[0] == "started" and types[-1] == "result"

@@ -1,0 +1,1 @@
+"""Stand-ins for agent CLIs that cannot be installed offline (see build.py)."""
