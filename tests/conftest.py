@@ -95,3 +95,11 @@ def repo(tmp_path: Path) -> Path:
     (root / "README.md").write_text("# demo repo\n")
     (root / "src" / "app.py").write_text("def answer():\n    return 42\n")
     return root
+
+
+@pytest.fixture(scope="session")
+def cursor_standin_image(docker_client: docker.DockerClient, sandbox_image: str) -> str:
+    """cursor-agent cannot be downloaded here: a stand-in replaying real transcripts."""
+    from tests.standins.build import build_cursor_standin
+
+    return build_cursor_standin(docker_client, sandbox_image)

@@ -1,7 +1,7 @@
 """The cursor-agent stand-in (tests/standins/cursor-agent) in a real sandbox container.
 
 cursor-agent cannot be downloaded here, so the cursor adapter is tested against a
-stand-in that replays REAL recorded transcripts (../shared/fixtures/cursor-stream) through
+stand-in that replays REAL recorded transcripts (tests/fixtures/cursor-stream) through
 cursor-agent's command line, with the real CLI's failure modes. These tests pin down that
 the stand-in is faithful: same events as the recordings, same failures, real file access
 through the read-only mount, real timing, and the "does not exit after result" bug.
@@ -25,7 +25,7 @@ from sandbox.agents.settings import AgentSettings
 from sandbox.events import ErrorKind, Result, TextDelta, ToolFinished, ToolStarted
 from sandbox.outcome import Outcome
 from sandbox.spec import Limits
-from tests.standins.build import build_cursor_standin, cursor_transcripts
+from tests.standins.build import cursor_transcripts
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("no_leftovers")]
 
@@ -35,15 +35,8 @@ STREAM_ARGS = ["-p", "--output-format", "stream-json", "--trust", "--sandbox", "
 PARTIAL_ARGS = [*STREAM_ARGS, "--stream-partial-output"]
 RECORDED_CWD = "/home/user/project"
 
-try:
-    TRANSCRIPTS = cursor_transcripts()
-except FileNotFoundError:  # no shared fixtures: the parametrized tests have no cases
-    TRANSCRIPTS = {}
-
-
-@pytest.fixture(scope="module")
-def cursor_standin_image(docker_client, sandbox_image) -> str:
-    return build_cursor_standin(docker_client, sandbox_image)
+TRANSCRIPTS = cursor_transcripts()
+assert TRANSCRIPTS, "no recorded cursor transcripts in tests/fixtures/cursor-stream"
 
 
 @dataclass
