@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import logging
 import sys
 import time
 from pathlib import Path
@@ -53,8 +55,9 @@ def cmd_sandbox_run(args: argparse.Namespace) -> int:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     if not args.inline:
-        _err("ask: only --inline is available so far (the queue comes with the worker)")
-        return 2
+        from bot.follow import ask_through_queue
+
+        return ask_through_queue(args)
     from jobs.prompt import build_prompt
     from sandbox.agents.adapters import agent_for
     from sandbox.agents.session import AgentSession, PromptTooLong
@@ -70,7 +73,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
             sandbox_from_settings(settings),
             agent,
             build_prompt(args.question),
-            repo=args.repo,
+            repo=Path(args.repo or "."),
             model=args.model,
             limits=settings.limits(),
             egress_allow=allow,
@@ -104,6 +107,25 @@ def cmd_ask(args: argparse.Namespace) -> int:
     assert isinstance(final, AgentError)
     _err(f"{agent.name} failed ({final.kind}): {final.message}")
     return 1
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from jobs.worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_worker(args.queues, burst=args.burst)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from redis import Redis
+
+    from jobs.cancel import cancel
+    from jobs.settings import JobSettings
+
+    result = cancel(Redis.from_url(JobSettings().redis_url), args.job, by=args.by)
+    _err(f"{args.job}: {result}")
+    return 0 if result in {"cancelled", "stopping"} else 1
 
 
 def cmd_sandbox_reap(args: argparse.Namespace) -> int:
@@ -181,12 +203,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     ask = sub.add_parser("ask", help="ask a question about a repository")
     ask.add_argument("question")
-    ask.add_argument("--repo", type=Path, default=Path("."), help="repository directory (default: here)")
+    ask.add_argument("--repo", help="a name from ASKBOX_REPOS or a directory (default: here)")
     ask.add_argument("--agent", choices=["cursor", "gemini"], help="default: ASKBOX_AGENT or cursor")
     ask.add_argument("--model", help="default: ASKBOX_AGENT_MODEL or the agent's own default")
     ask.add_argument("--inline", action="store_true", help="run in this process, without the queue")
     ask.add_argument("--json", action="store_true", help="print the normalized events as NDJSON")
+    ask.add_argument("--thread", help="a conversation name: later questions with it see the earlier ones")
+    ask.add_argument("--fresh", action="store_true", help="do not answer from the cache")
+    ask.add_argument("--priority", choices=["high", "default", "low"], default="default")
     ask.set_defaults(func=cmd_ask)
+
+    worker = sub.add_parser("worker", help="run a worker answering queued questions")
+    worker.add_argument("--queues", nargs="*", help="default: askbox-high askbox-default askbox-low")
+    worker.add_argument("--burst", action="store_true", help="stop when the queues are empty")
+    worker.set_defaults(func=cmd_worker)
+
+    cancel = sub.add_parser("cancel", help="cancel a queued or running question")
+    cancel.add_argument("job")
+    cancel.add_argument("--by", default=getpass.getuser(), help="who cancels (shown to the asker)")
+    cancel.set_defaults(func=cmd_cancel)
 
     imgs = sub.add_parser("images", help="build and list askbox's images").add_subparsers(
         dest="action", required=True

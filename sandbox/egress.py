@@ -77,7 +77,8 @@ class EgressProxies:
 
     def stop_all(self, client: docker.DockerClient) -> int:
         found = client.containers.list(
-            all=True, filters={"label": f"{labels.EGRESS_ROOT}={self.socket_root}"}
+            all=True,
+            sparse=True, filters={"label": f"{labels.EGRESS_ROOT}={self.socket_root}"}
         )
         for container in found:
             container.remove(force=True)

@@ -29,8 +29,9 @@ def reap(client: docker.DockerClient, grace: float = 60.0, is_alive: Callable[[d
     """
     removed = []
     now = time.time()
-    for container in client.containers.list(all=True, filters={"label": labels.SANDBOX}):
-        container_labels = container.labels
+    # sparse: no inspect per container, which would race with runs removing their own.
+    for container in client.containers.list(all=True, sparse=True, filters={"label": labels.SANDBOX}):
+        container_labels = container.attrs.get("Labels") or {}
         alive = is_alive(container_labels) if is_alive else None
         if alive is None:
             alive = owner.is_alive_here(container_labels.get(labels.OWNER, ""))

@@ -74,7 +74,7 @@ class Sandbox:
 
     def cancel(self, run_id: str) -> bool:
         """Kill a run from any thread or process; its owner reports it as cancelled."""
-        found = self.client.containers.list(filters={"label": f"{labels.RUN_ID}={run_id}"})
+        found = self.client.containers.list(sparse=True, filters={"label": f"{labels.RUN_ID}={run_id}"})
         for container in found:
             try:
                 container.kill()

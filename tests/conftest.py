@@ -74,7 +74,9 @@ def sandbox(docker_client: docker.DockerClient, built_images: dict[str, str], eg
 
 
 def sandbox_containers(client: docker.DockerClient) -> list:
-    return client.containers.list(all=True, filters={"label": labels.SANDBOX})
+    """Sparse (no inspect each): runs remove their containers while we look. Labels and
+    names are in ``.attrs["Labels"]`` / ``.attrs["Names"]``."""
+    return client.containers.list(all=True, sparse=True, filters={"label": labels.SANDBOX})
 
 
 @pytest.fixture()
@@ -85,7 +87,7 @@ def no_leftovers(docker_client: docker.DockerClient) -> Iterator[None]:
     left = sandbox_containers(docker_client)
     for container in left:
         container.remove(force=True)
-    assert left == [], f"sandbox containers left behind: {[c.name for c in left]}"
+    assert left == [], f"sandbox containers left behind: {[c.attrs.get('Names') for c in left]}"
 
 
 @pytest.fixture()

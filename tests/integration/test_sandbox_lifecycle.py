@@ -158,6 +158,6 @@ def test_reaper_removes_orphan_of_a_killed_process(docker_client, sandbox_image)
         lines = iter(live)
         assert next(lines).text == "alive"
         assert reap(docker_client) == [run_id]
-        assert [c.labels[labels.RUN_ID] for c in sandbox_containers(docker_client)] == [spec.run_id]
+        assert [c.attrs["Labels"][labels.RUN_ID] for c in sandbox_containers(docker_client)] == [spec.run_id]
         live.cancel()
         list(lines)

@@ -1,0 +1,156 @@
+"""``askbox dashboard``: rq-dashboard behind HTTP basic auth, on loopback only.
+
+It shows the askbox queues, workers, failed jobs and each job's meta (its progress lines
+and final outcome). rq-dashboard brings no authentication of its own; every route of the
+app built here, static files included, requires the configured user and password.
+
+Two settings of rq-dashboard 0.9 are process-wide (module globals of ``rq_dashboard.web``),
+so they are set here for the whole process; askbox stores every job with RQ's
+JSONSerializer, never pickle:
+- ``rq_dashboard.web.config.serializer``: how job data, meta and results are read;
+- the ``Worker`` class its views use, which otherwise reads a busy worker's current job
+  with pickle and fails the workers page while a job runs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, request
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from rq import Worker
+from rq.serializers import JSONSerializer
+from werkzeug.serving import BaseWSGIServer, make_server
+
+log = logging.getLogger(__name__)
+
+REALM = "askbox dashboard"
+HOST = "127.0.0.1"  # never 0.0.0.0: sandboxes and the network must not reach it
+
+
+class DashboardSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ASKBOX_", extra="ignore")
+
+    # Empty defaults validated below, rather than plain required fields: pydantic's
+    # "missing" error carries every other input as its context, which would include the
+    # password when only the user is missing, and the CLI prints that context.
+    dashboard_user: str = Field(default="", validate_default=True)
+    dashboard_password: SecretStr = Field(default=SecretStr(""), validate_default=True)
+    dashboard_port: int = Field(default=9181, ge=1, le=65535)
+    redis_url: str = "redis://localhost:6379/0"
+
+    @field_validator("dashboard_user")
+    @classmethod
+    def _user_set(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("ASKBOX_DASHBOARD_USER must be set: the dashboard never runs without auth")
+        return value
+
+    @field_validator("dashboard_password")
+    @classmethod
+    def _password_set(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("ASKBOX_DASHBOARD_PASSWORD must be set: the dashboard never runs without auth")
+        return value
+
+
+class _JSONWorker(Worker):
+    """rq-dashboard lists workers with ``Worker.all(connection)`` and no serializer."""
+
+    @classmethod
+    def all(cls, *args: Any, **kwargs: Any) -> list[Any]:
+        kwargs.setdefault("serializer", JSONSerializer)
+        return super().all(*args, **kwargs)
+
+
+def _use_json_serializer() -> None:
+    import rq_dashboard.web as web
+
+    web.config.serializer = JSONSerializer
+    web.Worker = _JSONWorker
+
+
+def _same(given: str | None, expected: str) -> bool:
+    return hmac.compare_digest((given or "").encode(), expected.encode())
+
+
+def build_dashboard_app(redis_url: str, username: str, password: str) -> Flask:
+    if not username or not password:
+        raise ValueError("the dashboard needs a user and a password")
+    import rq_dashboard
+    from rq_dashboard.web import setup_rq_connection
+
+    _use_json_serializer()
+    # rq-dashboard's templates link the favicon through the app's own static endpoint.
+    app = Flask(__name__, static_folder=str(Path(rq_dashboard.__file__).parent / "static"))
+    app.config.from_object(rq_dashboard.default_settings)
+    app.config["RQ_DASHBOARD_REDIS_URL"] = redis_url
+
+    @app.before_request
+    def _require_auth() -> Response | None:
+        auth = request.authorization
+        # Both compared, always: no early exit that would time the user name.
+        user_ok = _same(auth.username if auth else None, username)
+        password_ok = _same(auth.password if auth else None, password)
+        if not (auth and auth.type == "basic" and user_ok and password_ok):
+            return Response(
+                "authentication required\n",
+                401,
+                {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'},
+                mimetype="text/plain",
+            )
+        # Browsers resend cached basic credentials on cross-site form posts: refuse
+        # state-changing requests (delete, requeue, empty) coming from another origin.
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            origin = request.headers.get("Origin")
+            if origin and urlsplit(origin).netloc != request.host:
+                return Response("cross-origin request refused\n", 403, mimetype="text/plain")
+        return None
+
+    app.register_blueprint(rq_dashboard.blueprint, url_prefix="")
+    setup_rq_connection(app)
+    return app
+
+
+def make_dashboard_server(app: Flask, port: int) -> BaseWSGIServer:
+    """A threaded server on 127.0.0.1 (``port`` 0: a free one, see ``.server_port``)."""
+    return make_server(HOST, port, app, threaded=True)
+
+
+def _redis_reachable(redis_url: str) -> None:
+    from redis import Redis, RedisError
+
+    client = Redis.from_url(redis_url, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except RedisError as exc:
+        where = urlsplit(redis_url)
+        # Host and db only: the URL may carry a password.
+        raise RuntimeError(f"dashboard: Redis at {where.hostname}:{where.port or 6379}{where.path} unreachable: {exc}")
+    finally:
+        client.close()
+
+
+def run_dashboard(settings: DashboardSettings) -> None:
+    """Serves until interrupted, with werkzeug's threaded WSGI server.
+
+    No production WSGI server (waitress, gunicorn) is a dependency; for a loopback-only,
+    authenticated, few-users admin page werkzeug's threaded server is adequate.
+    """
+    _redis_reachable(settings.redis_url)
+    app = build_dashboard_app(
+        settings.redis_url, settings.dashboard_user, settings.dashboard_password.get_secret_value()
+    )
+    server = make_dashboard_server(app, settings.dashboard_port)
+    log.info("dashboard on http://%s:%d/ (basic auth)", HOST, server.server_port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -1,0 +1,37 @@
+"""Cancel a question from any process: the Slack button, ``askbox cancel``, an operator."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from redis import Redis
+from rq.exceptions import NoSuchJobError
+from rq.job import JobStatus
+
+from jobs.final import Final
+from jobs.job import cancel_key, publisher_for
+from jobs.queue import fetch
+from jobs.question import Question
+
+CancelResult = Literal["cancelled", "stopping", "finished", "unknown"]
+_NOT_STARTED = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.RATE_LIMITED}
+
+
+def cancel(redis: Redis, job_id: str, by: str) -> CancelResult:
+    """``cancelled``: it never ran and its final message says so; ``stopping``: its worker
+    sees the request within a second and kills the container; ``finished``: too late."""
+    try:
+        job = fetch(redis, job_id)
+    except NoSuchJobError:
+        return "unknown"
+    status = job.get_status()
+    if status in {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}:
+        return "finished"
+    # The key first: a job that starts right now still sees it before running anything.
+    redis.set(cancel_key(job_id), by, ex=7 * 24 * 3600, nx=True)
+    if status in _NOT_STARTED:
+        job.cancel()
+        question = Question.model_validate(job.args[0])
+        publisher_for(question, job).final(Final(kind="cancelled", text=f"Cancelled by {by} before it started."))
+        return "cancelled"
+    return "stopping"

@@ -1,0 +1,39 @@
+"""The one final message of a question: what it says, and the guard that makes it one."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+from redis import Redis
+
+FinalKind = Literal["answer", "cancelled", "timeout", "oom", "agent_error", "rejected", "infra"]
+
+
+class Final(BaseModel):
+    kind: FinalKind
+    text: str  # what the user reads: the answer, or what happened and what to do
+    repo: str | None = None
+    commit: str | None = None
+    agent: str | None = None
+    model: str | None = None
+    duration: float | None = None
+    cached: bool = False
+    reference: str | None = None  # the job id, for infrastructure errors
+
+    def footer(self) -> str:
+        parts = [p for p in (self.repo, self.commit and self.commit[:7]) if p]
+        who = "/".join(p for p in (self.agent, self.model) if p)
+        if who:
+            parts.append(who)
+        if self.duration is not None:
+            parts.append(f"{self.duration:.1f} s")
+        if self.cached:
+            parts.append("cached")
+        return " · ".join(parts)
+
+
+def claim_final(redis: Redis, job_id: str, ttl: int = 7 * 24 * 3600) -> bool:
+    """True for exactly one caller per question, across processes, retries and restarts:
+    whoever wins posts the final message, everyone else stays silent."""
+    return bool(redis.set(f"askbox:final:{job_id}", "1", nx=True, ex=ttl))

@@ -1,0 +1,182 @@
+"""The job: one question, answered by one agent in one sandbox, ending in one final message."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from redis import Redis
+from rq import get_current_job
+from rq.job import Job
+
+from jobs.cache import AnswerCache
+from jobs.final import Final
+from jobs.memory import ThreadMemory
+from jobs.prompt import Turn, build_prompt
+from jobs.publisher import MetaPublisher, Publisher
+from jobs.question import Question
+from jobs.repos import UnknownRepo, head_commit, resolve_repo
+from jobs.settings import JobSettings
+from sandbox.agents.adapters import agent_for
+from sandbox.agents.session import AgentSession, PromptTooLong
+from sandbox.agents.settings import AgentSettings
+from sandbox.events import AgentError, ErrorKind, Result
+from sandbox.factory import sandbox_from_settings
+from sandbox.settings import SandboxSettings
+
+log = logging.getLogger(__name__)
+
+
+class InfraFault(RuntimeError):
+    """Raised only when nothing reached the user yet: RQ may retry the whole job."""
+
+
+def cancel_key(job_id: str) -> str:
+    return f"askbox:cancel:{job_id}"
+
+
+def publisher_for(question: Question, job: Job) -> Publisher:
+    return MetaPublisher(job)
+
+
+def answer_question(data: dict[str, Any]) -> dict[str, Any]:
+    """The RQ entry point (JSON in, JSON out: workers use RQ's JSON serializer)."""
+    job = get_current_job()
+    assert job is not None, "answer_question runs inside an RQ job"
+    question = Question.model_validate(data)
+    final = QuestionRun(question, job, JobSettings()).run()
+    return {"kind": final.kind, "duration": final.duration}
+
+
+class QuestionRun:
+    def __init__(self, question: Question, job: Job, settings: JobSettings) -> None:
+        self.question = question
+        self.job = job
+        self.settings = settings
+        self.redis: Redis = job.connection
+        self.publisher = publisher_for(question, job)
+        self.started = time.monotonic()
+
+    def run(self) -> Final:
+        q = self.question
+        who = self.redis.get(cancel_key(self.job.id))
+        if who is not None:
+            return self._final(Final(kind="cancelled", text=f"Cancelled by {who.decode()} before it started."))
+        try:
+            repo = resolve_repo(q.repo, self.settings.repos, allow_paths=q.origin.kind == "terminal")
+        except UnknownRepo as exc:
+            return self._final(Final(kind="rejected", text=str(exc)))
+        agent = agent_for(q.agent, AgentSettings())
+        model = agent.model(q.model)
+        commit = head_commit(repo.path)
+        common = dict(repo=repo.name, commit=commit, agent=agent.name, model=model)
+        memory = ThreadMemory(self.redis, self.settings.memory_turns, self.settings.memory_ttl)
+        conversation = memory.load(q.thread_key)
+        # Only a thread's first question is answered from (or stored in) the cache: a
+        # follow-up means something different after a different conversation.
+        cache = AnswerCache(self.redis, ttl=self.settings.cache_ttl) if not conversation.turns else None
+        if cache is not None and not q.fresh:
+            hit = cache.get(repo.name, commit, agent.name, model, q.text)
+            if hit is not None:
+                memory.append(q.thread_key, Turn(question=q.text, answer=hit.text))
+                text = f"{hit.text}\n\n_{hit.notice()}_"
+                return self._final(Final(kind="answer", text=text, cached=True, duration=self._elapsed(), **common))
+        sandbox_settings = SandboxSettings()
+        allow = tuple(e for e in sandbox_settings.egress_allow.split(",") if e.strip()) or None
+        try:
+            session = AgentSession(
+                sandbox_from_settings(sandbox_settings),
+                agent,
+                build_prompt(q.text, conversation.turns, conversation.summary),
+                repo=repo.path,
+                model=q.model,
+                limits=sandbox_settings.limits(),
+                egress_allow=allow,
+                run_id=self.job.id,
+                labels={"job": self.job.id, "user": q.origin.user},
+            )
+        except PromptTooLong as exc:
+            return self._final(Final(kind="rejected", text=f"This thread is too long to continue ({exc}). Start a new thread."))
+        self.publisher.started()
+        terminal = self._follow(session)
+        if isinstance(terminal, Result):
+            memory.append(q.thread_key, Turn(question=q.text, answer=terminal.text))
+            if cache is not None:
+                cache.put(repo.name, commit, agent.name, model, q.text, terminal.text, self._elapsed())
+            return self._final(Final(kind="answer", text=terminal.text, duration=self._elapsed(), **common))
+        return self._final(self._error_final(terminal, common))
+
+    def _follow(self, session: AgentSession) -> Result | AgentError:
+        stop = threading.Event()
+        watcher = threading.Thread(target=self._watch_cancel, args=(session, stop), daemon=True)
+        watcher.start()
+        terminal: Result | AgentError | None = None
+        try:
+            for event in session.events():
+                if isinstance(event, (Result, AgentError)):
+                    terminal = event
+                else:
+                    self.publisher.event(event)
+        finally:
+            stop.set()
+        assert terminal is not None
+        return terminal
+
+    def _watch_cancel(self, session: AgentSession, stop: threading.Event) -> None:
+        # Cancellation is a Redis key, so any process can cancel without Docker access.
+        while not stop.wait(0.5):
+            if self.redis.exists(cancel_key(self.job.id)):
+                session.cancel()
+                return
+
+    def _error_final(self, error: AgentError, common: dict[str, Any]) -> Final:
+        limits = SandboxSettings().limits()
+        match error.kind:
+            case ErrorKind.CANCELLED:
+                who = self.redis.get(cancel_key(self.job.id))
+                by = f" by {who.decode()}" if who else ""
+                return Final(kind="cancelled", text=f"Cancelled{by}.", **common)
+            case ErrorKind.TIMEOUT:
+                done = self._progress_summary()
+                return Final(kind="timeout", text=f"Timed out after {limits.timeout:.0f} s.{done} "
+                             "Try a narrower question.", duration=self._elapsed(), **common)
+            case ErrorKind.OOM:
+                return Final(kind="oom", text=f"The agent ran out of memory ({limits.memory // 2**20} MiB). "
+                             "Try a narrower question.", **common)
+            case ErrorKind.INFRA:
+                shown = getattr(self.publisher, "shown", True)
+                if not shown and self.job.retries_left:
+                    raise InfraFault(error.message)  # RQ retries: nothing reached the user yet
+                return Final(kind="infra", text=f"Something went wrong on our side ({error.message}). "
+                             f"Reference: {self.job.id}", reference=self.job.id, **common)
+        return Final(kind="agent_error", text=f"The agent failed: {error.message}", **common)
+
+    def _progress_summary(self) -> str:
+        steps = self.job.meta.get("progress", [])
+        if not steps:
+            return ""
+        return " So far: " + "; ".join(s.split("] ", 1)[-1] for s in steps[-5:]) + "."
+
+    def _elapsed(self) -> float:
+        return round(time.monotonic() - self.started, 2)
+
+    def _final(self, final: Final) -> Final:
+        if not self.publisher.final(final):
+            log.warning("job %s: final message already posted; not posting %s", self.job.id, final.kind)
+        return final
+
+
+def on_job_failure(job: Job, connection: Redis, exc_type: type, exc: BaseException, tb: object) -> None:
+    """RQ failure callback: the job raised, or its worker died (AbandonedJobError).
+
+    When RQ will retry, stay silent; otherwise post the one final message."""
+    if job.retries_left:
+        return
+    question = Question.model_validate(job.args[0])
+    if exc_type.__name__ == "AbandonedJobError":
+        text = f"The worker running this question stopped unexpectedly. Please ask again. Reference: {job.id}"
+    else:
+        text = f"Something went wrong on our side ({exc}). Reference: {job.id}"
+    publisher_for(question, job).final(Final(kind="infra", text=text, reference=job.id))

@@ -1,0 +1,102 @@
+"""Conversation memory per Slack thread, kept in Redis.
+
+Redis (with AOF) rather than process memory: the bot and every worker must see the same
+thread, and a restart must not make the bot forget what was said.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from pydantic import BaseModel, ValidationError
+
+from jobs.prompt import Turn
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "askbox:memory:"
+DEFAULT_MAX_TURNS = 10
+DEFAULT_TTL = 7 * 24 * 3600
+
+
+class Conversation(BaseModel):
+    turns: list[Turn]
+    summary: str = ""
+
+
+def _text(value: bytes | str | None) -> str:
+    # Works with clients made with or without decode_responses=True.
+    if value is None:
+        return ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _first_error(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    return errors[0]["msg"] if errors else str(exc)
+
+
+class ThreadMemory:
+    """The last `max_turns` turns of a thread plus a running summary.
+
+    The summary slot holds what fell out of the window; a side task fills it later.
+    Every use refreshes the TTL, so active threads live on and idle ones expire.
+    """
+
+    def __init__(self, redis: redis.Redis, max_turns: int = DEFAULT_MAX_TURNS, ttl: int = DEFAULT_TTL) -> None:
+        if max_turns < 1:
+            raise ValueError("max_turns must be at least 1")
+        if ttl < 1:
+            raise ValueError("ttl must be at least 1 second")
+        self.redis = redis
+        self.max_turns = max_turns
+        self.ttl = ttl
+
+    @staticmethod
+    def turns_key(thread_key: str) -> str:
+        return f"{KEY_PREFIX}{thread_key}:turns"
+
+    @staticmethod
+    def summary_key(thread_key: str) -> str:
+        return f"{KEY_PREFIX}{thread_key}:summary"
+
+    def load(self, thread_key: str) -> Conversation:
+        turns_key, summary_key = self.turns_key(thread_key), self.summary_key(thread_key)
+        # One round trip; reading counts as use, so both keys get a fresh TTL together
+        # (EXPIRE on a missing key is a harmless no-op).
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.lrange(turns_key, -self.max_turns, -1)
+        pipe.get(summary_key)
+        pipe.expire(turns_key, self.ttl)
+        pipe.expire(summary_key, self.ttl)
+        raw_turns, raw_summary, _, _ = pipe.execute()
+
+        turns: list[Turn] = []
+        for index, raw in enumerate(raw_turns):
+            try:
+                turns.append(Turn.model_validate_json(raw))
+            except ValidationError as exc:
+                # One bad entry (older format, manual edit) must not cost the whole thread.
+                log.warning("skipping corrupt memory entry %d of %s: %s", index, turns_key, _first_error(exc))
+        return Conversation(turns=turns, summary=_text(raw_summary))
+
+    def append(self, thread_key: str, turn: Turn) -> None:
+        turns_key, summary_key = self.turns_key(thread_key), self.summary_key(thread_key)
+        # MULTI: another process never sees the list longer than max_turns or without TTL.
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.rpush(turns_key, turn.model_dump_json())
+        pipe.ltrim(turns_key, -self.max_turns, -1)
+        pipe.expire(turns_key, self.ttl)
+        # Keep the summary alive as long as the turns it summarises.
+        pipe.expire(summary_key, self.ttl)
+        pipe.execute()
+
+    def set_summary(self, thread_key: str, summary: str) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self.summary_key(thread_key), summary, ex=self.ttl)
+        pipe.expire(self.turns_key(thread_key), self.ttl)
+        pipe.execute()
+
+    def forget(self, thread_key: str) -> None:
+        self.redis.delete(self.turns_key(thread_key), self.summary_key(thread_key))

@@ -1,0 +1,72 @@
+"""A question: who asked, where the answer goes, what was asked, with which options."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_QUESTION_CHARS = 8000
+Priority = Literal["high", "default", "low"]
+
+
+def sanitize_id(text: str) -> str:
+    """RQ job ids and Docker labels take [A-Za-z0-9_-]; Slack timestamps have dots."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text)[:120]
+
+
+class Origin(BaseModel):
+    """Where a question came from and where its answer goes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["slack", "terminal"]
+    user: str
+    team: str | None = None
+    channel: str | None = None
+    thread_ts: str | None = None  # the thread's root message
+    message_ts: str | None = None  # the message that asked
+    session: str | None = None  # a terminal conversation's name, for follow-ups
+
+    def thread_key(self, fallback: str) -> str:
+        """The conversation this belongs to; ``fallback`` names a terminal question's own."""
+        if self.kind == "slack":
+            return f"slack:{self.team}:{self.channel}:{self.thread_ts or self.message_ts}"
+        return f"terminal:{self.user}:{self.session or fallback}"
+
+    def event_key(self) -> str | None:
+        """The triggering message's identity: one question per message, however often delivered."""
+        if self.kind == "slack" and self.message_ts:
+            return f"slack-{self.team}-{self.channel}-{self.message_ts}"
+        return None
+
+
+class Question(BaseModel):
+    origin: Origin
+    text: str = Field(min_length=1)
+    repo: str | None = None
+    agent: Literal["cursor", "gemini"] | None = None
+    model: str | None = None
+    fresh: bool = False  # skip the answer cache
+    priority: Priority = "default"
+    asked_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    id: str = ""  # the RQ job id; derived from the origin when empty
+
+    @field_validator("text")
+    @classmethod
+    def _not_too_long(cls, text: str) -> str:
+        if len(text) > MAX_QUESTION_CHARS:
+            raise ValueError(f"the question is {len(text):,} characters; the limit is {MAX_QUESTION_CHARS:,}")
+        return text.strip()
+
+    def model_post_init(self, _: object) -> None:
+        if not self.id:
+            key = self.origin.event_key() or f"{self.origin.kind}-{uuid.uuid4().hex}"
+            object.__setattr__(self, "id", sanitize_id(key))
+
+    @property
+    def thread_key(self) -> str:
+        return self.origin.thread_key(fallback=self.id)

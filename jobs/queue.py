@@ -1,0 +1,112 @@
+"""Questions onto RQ: priority queues, per-user concurrency, a cap on waiting, exactly one job per question."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from redis import Redis
+from rq import Callback, Queue, RateLimit, Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.rate_limit import RateLimitRegistry
+from rq.serializers import JSONSerializer
+
+from jobs.question import Priority, Question
+from jobs.settings import JobSettings
+from sandbox.settings import SandboxSettings
+
+PRIORITIES: tuple[Priority, ...] = ("high", "default", "low")  # served in this order
+QUEUE_NAMES = tuple(f"askbox-{p}" for p in PRIORITIES)
+JOB_FUNCTION = "jobs.job.answer_question"
+
+
+class QueueFull(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    job: Job
+    position: int | None  # questions ahead of it; None while it waits for the asker's own
+    duplicate: bool = False  # the same question (e.g. a retried Slack event) was already queued
+
+
+def queues(redis: Redis) -> list[Queue]:
+    # JSON, never pickle: whoever can write to Redis must not be able to run code in a worker.
+    return [Queue(name, connection=redis, serializer=JSONSerializer) for name in QUEUE_NAMES]
+
+
+def waiting(redis: Redis) -> int:
+    held = sum(r.get_rate_limited_job_count() for r in RateLimitRegistry.all(redis))
+    return sum(q.count for q in queues(redis)) + held
+
+
+def fetch(redis: Redis, job_id: str) -> Job:
+    return Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+
+
+def enqueue(redis: Redis, question: Question, settings: JobSettings | None = None) -> Enqueued:
+    settings = settings or JobSettings()
+    # RQ's unique=True does not combine with RateLimit, so claim the question id ourselves:
+    # exactly one process, for one delivery of an event, gets to create the job.
+    claim = f"askbox:question:{question.id}"
+    if not redis.set(claim, "1", nx=True, ex=7 * 24 * 3600):
+        job = _await_job(redis, question.id)
+        return Enqueued(job, position(redis, job), duplicate=True)
+    try:
+        if waiting(redis) >= settings.max_waiting:
+            raise QueueFull(
+                f"{settings.max_waiting} questions are already waiting; please ask again in a few minutes."
+            )
+        job = _enqueue(redis, question, settings)
+    except BaseException:
+        redis.delete(claim)  # nothing was queued: a later delivery may try again
+        raise
+    return Enqueued(job, position(redis, job))
+
+
+def _enqueue(redis: Redis, question: Question, settings: JobSettings) -> Job:
+    deadline = SandboxSettings().sandbox_timeout
+    queue = queues(redis)[PRIORITIES.index(question.priority)]
+    return queue.enqueue_call(
+        JOB_FUNCTION,
+        args=(question.model_dump(mode="json"),),
+        job_id=question.id,
+        timeout=int(deadline) + settings.job_timeout_margin,
+        result_ttl=7 * 24 * 3600,
+        failure_ttl=7 * 24 * 3600,
+        retry=Retry(max=settings.retries, interval=[5, 15]) if settings.retries else None,
+        on_failure=Callback("jobs.job.on_job_failure"),
+        rate_limit=RateLimit(
+            key=f"user:{question.origin.team or '-'}:{question.origin.user}",
+            concurrency=settings.user_concurrency,
+        ),
+        meta={"state": "queued", "user": question.origin.user, "repo": question.repo,
+              "thread": question.thread_key, "progress": []},
+    )
+
+
+def _await_job(redis: Redis, job_id: str, wait: float = 5.0) -> Job:
+    """The job another process is creating for the same question right now."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return fetch(redis, job_id)
+        except NoSuchJobError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def position(redis: Redis, job: Job) -> int | None:
+    """How many questions are ahead of this one, across the priorities served before it."""
+    if job.get_status() != JobStatus.QUEUED:
+        return None
+    ahead = 0
+    for queue in queues(redis):
+        if queue.name == job.origin:
+            pos = job.get_position()
+            return ahead + pos if pos is not None else None
+        ahead += queue.count
+    return None

@@ -1,0 +1,126 @@
+"""Real Redis servers and real `askbox worker` processes for pipeline tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from redis import Redis
+
+from jobs.queue import fetch
+
+ROOT = Path(__file__).resolve().parents[2]
+ASKBOX = str(Path(sys.executable).parent / "askbox")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RedisServer:
+    """A redis-server of the test's own, with AOF, that can crash and come back."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+            stdout=subprocess.DEVNULL,
+        )
+        client = Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return self
+            except Exception:  # noqa: BLE001 - not up yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def crash(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@dataclass
+class Workers:
+    env: dict[str, str]
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+    def start(self, count: int = 1, burst: bool = False, log_dir: Path | None = None) -> list[subprocess.Popen]:
+        started = []
+        for _ in range(count):
+            log = (log_dir or Path("/tmp")) / f"askbox-worker-{len(self.procs)}-{os.getpid()}.log"
+            self.logs.append(log)
+            proc = subprocess.Popen(
+                [ASKBOX, "worker", *(["--burst"] if burst else [])],
+                env=self.env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: SIGKILL reaches the work-horse too
+            )
+            self.procs.append(proc)
+            started.append(proc)
+        return started
+
+    def kill(self, proc: subprocess.Popen) -> None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(f"--- {log}\n" + "\n".join(log.read_text().splitlines()[-lines:]) for log in self.logs if log.exists())
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, every: float = 0.1) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def final_of(redis: Redis, job_id: str) -> dict | None:
+    return fetch(redis, job_id).get_meta(refresh=True).get("final")
+
+
+def wait_final(redis: Redis, job_id: str, timeout: float = 60, workers: Workers | None = None) -> dict:
+    try:
+        return wait_for(lambda: final_of(redis, job_id), timeout, f"the final message of {job_id}")  # type: ignore[return-value]
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{workers.tail() if workers else ''}") from None
