@@ -69,7 +69,7 @@ class _JSONWorker(Worker):
 
 
 def _use_json_serializer() -> None:
-    import rq_dashboard.web as web
+    from rq_dashboard import web
 
     web.config.serializer = JSONSerializer
     web.Worker = _JSONWorker

@@ -24,13 +24,15 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import IO, Any
 
 CONTEXT_FIELDS = ("job_id", "repo", "user", "thread")
 REDACTED = "[redacted]"
 
-_context: ContextVar[Mapping[str, str]] = ContextVar("askbox_log_context", default={})
+# Read-only default: contexts are replaced, never mutated, so one empty mapping is shared safely.
+_context: ContextVar[Mapping[str, str]] = ContextVar("askbox_log_context", default=MappingProxyType({}))
 
 # Token shapes that must never be logged whatever the key they sit under: Slack bot/user/
 # app tokens, Google API keys (Gemini), and bearer credentials in echoed headers.
@@ -117,7 +119,7 @@ class RedactSecrets(logging.Filter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

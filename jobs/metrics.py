@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 if TYPE_CHECKING:
     from http.server import HTTPServer
 
-    from prometheus_client import Counter, Gauge, Histogram
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
     from prometheus_client.core import Metric
     from redis import Redis
 
@@ -214,7 +214,7 @@ class QueueDepthCollector:
 class _Forward:
     """Exposes another registry's metrics (the process's own, when not multiprocess)."""
 
-    def __init__(self, source: Any) -> None:
+    def __init__(self, source: CollectorRegistry) -> None:
         self._source = source
 
     def describe(self) -> list[Metric]:

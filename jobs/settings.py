@@ -24,5 +24,7 @@ class JobSettings(BaseSettings):
     # How often a worker looks for jobs whose worker died; RQ's default is 10 minutes.
     maintenance_interval: int = Field(default=30, ge=5)
     job_monitoring_interval: int = Field(default=10, ge=1)
+    # An idle worker blocks on Redis for worker_ttl - 15 s and only then does maintenance.
+    worker_ttl: int = Field(default=45, ge=20)
     reaper_interval: float = Field(default=60.0, gt=0)
     metrics_port: int = Field(default=0, ge=0, description="worker's Prometheus port; 0 = off")

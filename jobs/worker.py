@@ -25,6 +25,7 @@ def build_worker(redis: Redis, settings: JobSettings, names: list[str] | None = 
         serializer=JSONSerializer,
         maintenance_interval=settings.maintenance_interval,
         job_monitoring_interval=settings.job_monitoring_interval,
+        worker_ttl=settings.worker_ttl,
     )
 
 

@@ -86,9 +86,17 @@ class Workers:
             started.append(proc)
         return started
 
-    def kill(self, proc: subprocess.Popen) -> None:
-        os.killpg(proc.pid, signal.SIGKILL)
+    def kill(self, proc: subprocess.Popen) -> list[int]:
+        """SIGKILL the worker and every process under it (RQ puts its work-horse in a
+        session of its own, so the process group alone would miss it)."""
+        victims = [proc.pid, *descendants(proc.pid)]
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         proc.wait()
+        return victims
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -103,6 +111,22 @@ class Workers:
 
     def tail(self, lines: int = 30) -> str:
         return "\n".join(f"--- {log}\n" + "\n".join(log.read_text().splitlines()[-lines:]) for log in self.logs if log.exists())
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str, every: float = 0.1) -> object:

@@ -58,6 +58,7 @@ def workers(redis_server, cursor_standin_image, egress_root, repo, tmp_path):
         "ASKBOX_MAINTENANCE_INTERVAL": "5",
         "ASKBOX_JOB_MONITORING_INTERVAL": "1",
         "ASKBOX_REAPER_INTERVAL": "2",
+        "ASKBOX_WORKER_TTL": "20",
         "PYTHONUNBUFFERED": "1",
     }
     pool = Workers(env)
@@ -159,7 +160,8 @@ def test_worker_killed_mid_job(redis, settings, workers, docker_client, tmp_path
     worker_name = wait_for(lambda: jobs_queue.fetch(redis, job_id).worker_name, 10, "the job's worker")
     pid = {w.name: w.pid for w in Worker.all(connection=redis)}[worker_name]
     runner = next(p for p in pool if p.pid == pid)
-    workers.kill(runner)  # SIGKILL to its process group: the worker and its work-horse
+    killed = workers.kill(runner)  # SIGKILL to the worker and its work-horse
+    assert len(killed) >= 2, "the work-horse was not found"
     killed_at = time.monotonic()
     wait_for(lambda: running[0].id not in {c.id for c in sandbox_containers(docker_client)}, 30,
              "the surviving worker's reaper to remove the orphaned container")
@@ -252,3 +254,22 @@ def _worker_count(url: str) -> int:
     from rq import Worker
 
     return len(Worker.all(connection=Redis.from_url(url)))
+
+
+def test_follow_up_in_the_thread_sees_earlier_turns(redis, settings, workers, tmp_path):
+    """With the real Gemini CLI: what the second request to the API carries is what the agent saw."""
+    from tests.fakes.gemini_api import FakeGeminiAPI, Text
+
+    with FakeGeminiAPI() as api:
+        workers.env.update(ASKBOX_AGENT="gemini", GEMINI_API_KEY="k", ASKBOX_GEMINI_BASE_URL=api.base_url)
+        api.script(Text("The answer is ALPHA-42.", chunks=2), Text("Yes, still ALPHA-42."))
+        workers.start(1, log_dir=tmp_path)
+        origin = Origin(kind="slack", user="U1", team="T1", channel="C1", thread_ts="100.1", message_ts="100.1")
+        first = jobs_queue.enqueue(redis, Question(origin=origin, text="What is the answer?", repo="demo"), settings)
+        assert wait_final(redis, first.job.id, 90, workers)["text"] == "The answer is ALPHA-42."
+        reply = origin.model_copy(update={"message_ts": "100.2"})
+        second = jobs_queue.enqueue(redis, Question(origin=reply, text="Are you sure?", repo="demo"), settings)
+        assert wait_final(redis, second.job.id, 90, workers)["text"] == "Yes, still ALPHA-42."
+        prompts = [r.text() for r in api.requests if r.is_generate]
+    assert "What is the answer?" in prompts[1] and "ALPHA-42" in prompts[1] and "Are you sure?" in prompts[1]
+    assert "ALPHA-42" not in prompts[0]
