@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import logging
 import sys
 import time
 from pathlib import Path
@@ -112,8 +111,23 @@ def cmd_ask(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from jobs.worker import run_worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_worker(args.queues, burst=args.burst)
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from bot.dashboard import DashboardSettings, run_dashboard
+    from jobs.logs import configure_json_logging
+
+    configure_json_logging()
+    settings = DashboardSettings()
+    if args.port is not None:
+        settings = settings.model_copy(update={"dashboard_port": args.port})
+    try:
+        run_dashboard(settings)
+    except (RuntimeError, OSError) as exc:  # Redis unreachable, port in use
+        _err(str(exc))
+        return 1
     return 0
 
 
@@ -223,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--by", default=getpass.getuser(), help="who cancels (shown to the asker)")
     cancel.set_defaults(func=cmd_cancel)
 
+    dash = sub.add_parser("dashboard", help="rq-dashboard on 127.0.0.1, basic auth from ASKBOX_DASHBOARD_USER/PASSWORD")
+    dash.add_argument("--port", type=int, help="default: ASKBOX_DASHBOARD_PORT or 9181")
+    dash.set_defaults(func=cmd_dashboard)
+
     imgs = sub.add_parser("images", help="build and list askbox's images").add_subparsers(
         dest="action", required=True
     )
@@ -253,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
             where = ".".join(str(p) for p in error["loc"])
             if exc.title.endswith("Settings") and where.islower():
                 where = f"ASKBOX_{where.upper()}"  # name the environment variable to fix
-            _err(f"invalid {where}: {error['msg']} (got {error.get('input')!r})")
+            # A missing field's "input" is every other value given: it may hold secrets.
+            got = "" if error["type"] == "missing" else f" (got {error.get('input')!r})"
+            _err(f"invalid {where}: {error['msg']}{got}")
         return 2
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one clear line
         from sandbox.errors import SandboxInfraError

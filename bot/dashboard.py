@@ -25,7 +25,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rq import Worker
 from rq.serializers import JSONSerializer
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +117,18 @@ def build_dashboard_app(redis_url: str, username: str, password: str) -> Flask:
     return app
 
 
+class _RequestLog(WSGIRequestHandler):
+    """One plain line per request through logging (werkzeug's own adds terminal colours),
+    without the query string."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        status = getattr(code, "value", code)
+        log.info("%s %s %s", self.command, self.path.split("?", 1)[0], status)
+
+
 def make_dashboard_server(app: Flask, port: int) -> BaseWSGIServer:
     """A threaded server on 127.0.0.1 (``port`` 0: a free one, see ``.server_port``)."""
-    return make_server(HOST, port, app, threaded=True)
+    return make_server(HOST, port, app, threaded=True, request_handler=_RequestLog)
 
 
 def _redis_reachable(redis_url: str) -> None:

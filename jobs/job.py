@@ -12,7 +12,9 @@ from rq import get_current_job
 from rq.job import Job
 
 from jobs.cache import AnswerCache
+from jobs import metrics
 from jobs.final import Final
+from jobs.logs import log_context
 from jobs.memory import ThreadMemory
 from jobs.prompt import Turn, build_prompt
 from jobs.publisher import MetaPublisher, Publisher
@@ -46,7 +48,10 @@ def answer_question(data: dict[str, Any]) -> dict[str, Any]:
     job = get_current_job()
     assert job is not None, "answer_question runs inside an RQ job"
     question = Question.model_validate(data)
-    final = QuestionRun(question, job, JobSettings()).run()
+    if job.started_at and job.enqueued_at:
+        metrics.QUEUE_WAIT.observe((job.started_at - job.enqueued_at).total_seconds())
+    with log_context(job_id=job.id, repo=question.repo, user=question.origin.user, thread=question.thread_key):
+        final = QuestionRun(question, job, JobSettings()).run()
     return {"kind": final.kind, "duration": final.duration}
 
 
@@ -100,6 +105,7 @@ class QuestionRun:
         except PromptTooLong as exc:
             return self._final(Final(kind="rejected", text=f"This thread is too long to continue ({exc}). Start a new thread."))
         self.publisher.started()
+        log.info("running %s (%s) on %s at %s", agent.name, model or "default model", repo.name, commit or "no commit")
         terminal = self._follow(session)
         if isinstance(terminal, Result):
             memory.append(q.thread_key, Turn(question=q.text, answer=terminal.text))
@@ -113,14 +119,22 @@ class QuestionRun:
         watcher = threading.Thread(target=self._watch_cancel, args=(session, stop), daemon=True)
         watcher.start()
         terminal: Result | AgentError | None = None
+        started = time.monotonic()
+        first = True
+        metrics.RUNNING_SANDBOXES.inc()
         try:
             for event in session.events():
+                if first:
+                    metrics.CONTAINER_START.observe(time.monotonic() - started)
+                    first = False
                 if isinstance(event, (Result, AgentError)):
                     terminal = event
                 else:
                     self.publisher.event(event)
         finally:
             stop.set()
+            metrics.RUNNING_SANDBOXES.dec()
+            metrics.AGENT_TIME.observe(time.monotonic() - started)
         assert terminal is not None
         return terminal
 
@@ -148,6 +162,7 @@ class QuestionRun:
             case ErrorKind.INFRA:
                 shown = getattr(self.publisher, "shown", True)
                 if not shown and self.job.retries_left:
+                    metrics.RETRIES.inc()
                     raise InfraFault(error.message)  # RQ retries: nothing reached the user yet
                 return Final(kind="infra", text=f"Something went wrong on our side ({error.message}). "
                              f"Reference: {self.job.id}", reference=self.job.id, **common)
@@ -163,6 +178,9 @@ class QuestionRun:
         return round(time.monotonic() - self.started, 2)
 
     def _final(self, final: Final) -> Final:
+        metrics.count_question("cached" if final.cached else final.kind)
+        log.info("question ended: %s after %.1f s", final.kind, self._elapsed(),
+                 extra={"outcome": final.kind, "cached": final.cached})
         if not self.publisher.final(final):
             log.warning("job %s: final message already posted; not posting %s", self.job.id, final.kind)
         return final
@@ -179,4 +197,5 @@ def on_job_failure(job: Job, connection: Redis, exc_type: type, exc: BaseExcepti
         text = f"The worker running this question stopped unexpectedly. Please ask again. Reference: {job.id}"
     else:
         text = f"Something went wrong on our side ({exc}). Reference: {job.id}"
+    metrics.count_question("infra")
     publisher_for(question, job).final(Final(kind="infra", text=text, reference=job.id))

@@ -43,6 +43,9 @@ class MetaPublisher:
 
     def event(self, event: AgentEvent) -> None:
         meta = self.job.meta
+        first = "first_event_at" not in meta
+        if first:
+            meta["first_event_at"] = time.time()  # queue-to-agent latency, for metrics and benchmarks
         if isinstance(event, Started):
             meta["model"] = event.model
         elif isinstance(event, ToolStarted):
@@ -55,7 +58,7 @@ class MetaPublisher:
         elif isinstance(event, TextDelta):
             meta["preview"] = (meta.get("preview", "") + event.text)[-MAX_PREVIEW_CHARS:]
             self.shown = True
-        self._save()
+        self._save(force=first)
 
     def final(self, final: Final) -> bool:
         if not claim_final(self.job.connection, self.job.id):

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import tempfile
+from pathlib import Path
 
 from redis import Redis
 from rq import Worker
 from rq.serializers import JSONSerializer
 
+from jobs import metrics
+from jobs.logs import configure_json_logging
 from jobs.queue import QUEUE_NAMES, queues
 from jobs.settings import JobSettings
 from sandbox.errors import SandboxInfraError
@@ -17,9 +21,18 @@ from sandbox.runner import Sandbox
 log = logging.getLogger(__name__)
 
 
+class AskboxWorker(Worker):
+    def monitor_work_horse(self, job, queue, execution):  # type: ignore[no-untyped-def]
+        pid = self.horse_pid  # RQ resets it once the horse is gone
+        try:
+            super().monitor_work_horse(job, queue, execution)
+        finally:
+            metrics.mark_process_dead(pid)  # its live gauges (running sandboxes) go with it
+
+
 def build_worker(redis: Redis, settings: JobSettings, names: list[str] | None = None) -> Worker:
     chosen = [q for q in queues(redis) if not names or q.name in names]
-    return Worker(
+    return AskboxWorker(
         chosen,  # in priority order: RQ serves the first non-empty queue
         connection=redis,
         serializer=JSONSerializer,
@@ -34,11 +47,19 @@ def run_worker(names: list[str] | None = None, burst: bool = False, settings: Jo
     unknown = set(names or ()) - set(QUEUE_NAMES)
     if unknown:
         raise ValueError(f"unknown queue(s) {', '.join(sorted(unknown))}; known: {', '.join(QUEUE_NAMES)}")
+    if settings.metrics_port:
+        # Before anything imports prometheus_client: work-horses are forks and report here.
+        metrics.setup_multiprocess(Path(tempfile.mkdtemp(prefix="askbox-metrics-")))
+    configure_json_logging()
     redis = Redis.from_url(settings.redis_url)
     redis.ping()
+    if settings.metrics_port:
+        server = metrics.serve_metrics(settings.metrics_port, redis, QUEUE_NAMES)
+        log.info("metrics on %s", server.url)
     try:
         # Orphans of a previous run of this host are removed now, then every minute.
-        start_periodic(Sandbox().client, every=settings.reaper_interval)
+        start_periodic(Sandbox().client, every=settings.reaper_interval,
+                       on_reaped=lambda ids: metrics.REAPED.inc(len(ids)))
     except SandboxInfraError as exc:
         log.error("sandbox reaper not started: %s", exc)
     worker = build_worker(redis, settings, names)

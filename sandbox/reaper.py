@@ -50,14 +50,21 @@ def reap(client: docker.DockerClient, grace: float = 60.0, is_alive: Callable[[d
     return removed
 
 
-def start_periodic(client: docker.DockerClient, every: float = 60.0, **kwargs) -> threading.Event:
+def start_periodic(
+    client: docker.DockerClient,
+    every: float = 60.0,
+    on_reaped: Callable[[list[str]], None] | None = None,
+    **kwargs,
+) -> threading.Event:
     """Reap now and then every ``every`` seconds in a daemon thread; set the event to stop."""
     stop = threading.Event()
 
     def loop() -> None:
         while True:
             try:
-                reap(client, **kwargs)
+                removed = reap(client, **kwargs)
+                if removed and on_reaped:
+                    on_reaped(removed)
             except Exception:  # a reaper that dies silently is worse than one that logs
                 log.exception("reaper pass failed")
             if stop.wait(every):

@@ -273,3 +273,32 @@ def test_follow_up_in_the_thread_sees_earlier_turns(redis, settings, workers, tm
         prompts = [r.text() for r in api.requests if r.is_generate]
     assert "What is the answer?" in prompts[1] and "ALPHA-42" in prompts[1] and "Are you sure?" in prompts[1]
     assert "ALPHA-42" not in prompts[0]
+
+
+def test_worker_metrics_and_json_logs(redis, settings, workers, tmp_path):
+    import json
+
+    from tests.integration.pipeline_helpers import free_port
+
+    port = free_port()
+    workers.env["ASKBOX_METRICS_PORT"] = str(port)
+    workers.start(1, log_dir=tmp_path)
+    job_id = ask(redis, settings, "[read:README.md] hi", user="metrics-user")
+    assert wait_final(redis, job_id, 60, workers)["kind"] == "answer"
+    text = wait_for(lambda: _scrape(f"http://127.0.0.1:{port}/metrics"), 10, "the metrics endpoint")
+    assert 'askbox_questions_total{outcome="answer"} 1.0' in text
+    assert "askbox_agent_seconds_count 1.0" in text
+    assert 'askbox_queue_depth{queue="askbox-default"} 0.0' in text
+    assert "askbox_running_sandboxes 0.0" in text
+    lines = [json.loads(line) for line in workers.logs[0].read_text().splitlines() if line.startswith("{")]
+    assert any(entry.get("job_id") == job_id and entry.get("user") == "metrics-user" for entry in lines), lines[-5:]
+
+
+def _scrape(url: str) -> str | None:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.read().decode()
+    except OSError:
+        return None
