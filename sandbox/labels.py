@@ -1,6 +1,7 @@
 """Docker labels that identify what askbox started.
 
-Every sandbox container carries ``SANDBOX``; nothing else does. The egress proxy
+Every sandbox container carries ``SANDBOX`` (its value is the deployment, from
+``ASKBOX_DEPLOYMENT``); nothing else does. The egress proxy
 carries ``EGRESS`` instead so the reaper never touches it.
 """
 

@@ -8,6 +8,7 @@ whoever owns it. Only containers labelled ``askbox.sandbox`` are ever touched.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +21,12 @@ from sandbox import labels, owner
 log = logging.getLogger(__name__)
 
 
-def reap(client: docker.DockerClient, grace: float = 60.0, is_alive: Callable[[dict[str, str]], bool | None] | None = None) -> list[str]:
+def reap(
+    client: docker.DockerClient,
+    grace: float = 60.0,
+    is_alive: Callable[[dict[str, str]], bool | None] | None = None,
+    deployment: str | None = None,
+) -> list[str]:
     """Remove dead runs' containers; return their run ids.
 
     ``is_alive`` may add knowledge the sandbox lacks (e.g. "its job still exists"): it
@@ -29,8 +35,10 @@ def reap(client: docker.DockerClient, grace: float = 60.0, is_alive: Callable[[d
     """
     removed = []
     now = time.time()
+    deployment = deployment or os.environ.get("ASKBOX_DEPLOYMENT", "default")
+    mine = {"label": f"{labels.SANDBOX}={deployment}"}
     # sparse: no inspect per container, which would race with runs removing their own.
-    for container in client.containers.list(all=True, sparse=True, filters={"label": labels.SANDBOX}):
+    for container in client.containers.list(all=True, sparse=True, filters=mine):
         container_labels = container.attrs.get("Labels") or {}
         alive = is_alive(container_labels) if is_alive else None
         if alive is None:

@@ -135,7 +135,7 @@ class SandboxRun:
                 working_dir=WORKSPACE if spec.repo is not None else HOME,
                 environment=env,
                 labels={
-                    labels.SANDBOX: "1",
+                    labels.SANDBOX: spec.deployment,
                     labels.RUN_ID: spec.run_id,
                     labels.OWNER: owner.this_process(),
                     labels.DEADLINE: str(int(deadline) + 1),

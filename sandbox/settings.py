@@ -22,6 +22,7 @@ def _default_socket_root() -> Path:
 class SandboxSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ASKBOX_", extra="ignore")
 
+    deployment: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,128}$")
     sandbox_memory: str = "2g"
     sandbox_cpus: float = Field(default=1.0, gt=0)
     sandbox_pids: int = Field(default=256, ge=8)

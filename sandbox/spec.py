@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from pathlib import Path
@@ -70,6 +71,9 @@ class SandboxSpec(BaseModel):
     )
     runtime: str | None = Field(default=None, description="e.g. 'runsc' for gVisor")
     run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:16])
+    # The value of the askbox.sandbox label: deployments sharing a Docker host (or test
+    # sessions) see, count and reap only their own sandboxes.
+    deployment: str = Field(default_factory=lambda: os.environ.get("ASKBOX_DEPLOYMENT", "default"))
     labels: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("repo")
@@ -82,9 +86,9 @@ class SandboxSpec(BaseModel):
             raise ValueError(f"repository {repo} is not a directory")
         return repo
 
-    @field_validator("run_id")
+    @field_validator("run_id", "deployment")
     @classmethod
-    def _run_id_is_label_safe(cls, run_id: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", run_id):
-            raise ValueError("run_id may hold only letters, digits, '_', '.', '-'")
-        return run_id
+    def _label_safe(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", value):
+            raise ValueError("may hold only letters, digits, '_', '.', '-'")
+        return value

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from sandbox.egress import EgressProxies
 from sandbox.runner import Sandbox
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# This session's sandboxes (and its worker processes', which inherit the environment) carry
+# their own deployment label, so concurrent test sessions on one Docker host never collide.
+DEPLOYMENT = os.environ.setdefault("ASKBOX_DEPLOYMENT", f"test-{os.getpid()}-{uuid.uuid4().hex[:6]}")
 
 
 def unavailable(what: str, why: object) -> None:
@@ -76,7 +80,7 @@ def sandbox(docker_client: docker.DockerClient, built_images: dict[str, str], eg
 def sandbox_containers(client: docker.DockerClient) -> list:
     """Sparse (no inspect each): runs remove their containers while we look. Labels and
     names are in ``.attrs["Labels"]`` / ``.attrs["Names"]``."""
-    return client.containers.list(all=True, sparse=True, filters={"label": labels.SANDBOX})
+    return client.containers.list(all=True, sparse=True, filters={"label": f"{labels.SANDBOX}={DEPLOYMENT}"})
 
 
 @pytest.fixture()
@@ -86,7 +90,10 @@ def no_leftovers(docker_client: docker.DockerClient) -> Iterator[None]:
     yield
     left = sandbox_containers(docker_client)
     for container in left:
-        container.remove(force=True)
+        try:
+            container.remove(force=True)
+        except docker.errors.APIError:  # being removed already, or gone
+            pass
     assert left == [], f"sandbox containers left behind: {[c.attrs.get('Names') for c in left]}"
 
 
