@@ -302,3 +302,24 @@ def _scrape(url: str) -> str | None:
             return response.read().decode()
     except OSError:
         return None
+
+
+def test_positions_on_enqueue(redis, settings):
+    positions = [jobs_queue.enqueue(redis, Question(origin=Origin(kind="terminal", user=f"p{i}"), text="q",
+                                                    repo="demo", priority=p), settings).position
+                 for i, p in enumerate(["default", "default", "high", "low"])]
+    assert positions == [0, 1, 0, 3]  # a high question goes ahead of the waiting default ones
+
+
+def test_infrastructure_fault_is_retried_then_reported_once(redis, settings, workers, tmp_path):
+    """Docker unreachable before anything was shown: RQ retries, then one clear final message."""
+    workers.env["DOCKER_HOST"] = f"unix://{tmp_path}/no-docker.sock"
+    retrying = JobSettings(redis_url=settings.redis_url, retries=1)
+    job_id = ask(redis, retrying, QUICK)
+    workers.start(1, log_dir=tmp_path)
+    final = wait_final(redis, job_id, 90, workers)
+    assert final["kind"] == "infra"
+    assert "Docker daemon not reachable" in final["text"] and job_id in final["text"]
+    job = jobs_queue.fetch(redis, job_id)
+    assert job.retries_left == 0  # it was retried once before giving up
+    assert finals_posted(redis) == 1
