@@ -115,6 +115,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bot(args: argparse.Namespace) -> int:
+    from bot.serve import run_bot
+    from jobs.logs import configure_json_logging
+
+    configure_json_logging()
+    try:
+        run_bot(http=args.http, port=args.port)
+    except ValidationError:
+        raise  # main() names the variables
+    except ValueError as exc:
+        _err(str(exc))
+        return 2
+    return 0
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from bot.dashboard import DashboardSettings, run_dashboard
     from jobs.logs import configure_json_logging
@@ -236,6 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("job")
     cancel.add_argument("--by", default=getpass.getuser(), help="who cancels (shown to the asker)")
     cancel.set_defaults(func=cmd_cancel)
+
+    bot = sub.add_parser("bot", help="the Slack bot (Socket Mode; --http for the Events API)")
+    bot.add_argument("--http", action="store_true", help="serve /slack/events instead of Socket Mode")
+    bot.add_argument("--port", type=int, default=3000)
+    bot.set_defaults(func=cmd_bot)
 
     dash = sub.add_parser("dashboard", help="rq-dashboard on 127.0.0.1, basic auth from ASKBOX_DASHBOARD_USER/PASSWORD")
     dash.add_argument("--port", type=int, help="default: ASKBOX_DASHBOARD_PORT or 9181")

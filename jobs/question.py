@@ -30,6 +30,7 @@ class Origin(BaseModel):
     thread_ts: str | None = None  # the thread's root message
     message_ts: str | None = None  # the message that asked
     session: str | None = None  # a terminal conversation's name, for follow-ups
+    status_ts: str | None = None  # the bot's status message in the thread (progress, Cancel)
 
     def thread_key(self, fallback: str) -> str:
         """The conversation this belongs to; ``fallback`` names a terminal question's own."""

@@ -1,0 +1,150 @@
+"""From a Slack message to a queued question: validate, claim, enqueue, acknowledge.
+
+This is all a listener does; answering happens in a worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from redis import Redis
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.parse import USAGE, parse
+from bot.settings import BotSettings
+from jobs import queue as jobs_queue
+from jobs.question import Origin, Question, sanitize_id
+
+log = logging.getLogger(__name__)
+CLAIM_TTL = 7 * 24 * 3600
+CANCEL_ACTION = "askbox_cancel"
+
+
+class SlackMessage(BaseModel):
+    """The fields of a message event we rely on; the rest is ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str
+    user: str | None = None
+    text: str = ""
+    ts: str
+    channel: str
+    thread_ts: str | None = None
+    channel_type: str | None = None
+    subtype: str | None = None
+    bot_id: str | None = None
+    team: str | None = None
+
+
+def thread_key(team: str, channel: str, thread_ts: str) -> str:
+    return f"askbox:slack-thread:{team}:{channel}:{thread_ts}"
+
+
+class Ingress:
+    def __init__(self, redis: Redis, client: WebClient, settings: BotSettings) -> None:
+        self.redis = redis
+        self.client = client
+        self.settings = settings
+
+    # -- which messages are questions ---------------------------------------------------
+
+    def on_event(self, body: dict[str, Any]) -> str:
+        """Handle one delivered event; returns what was done, for logs and tests."""
+        try:
+            event = SlackMessage.model_validate(body.get("event") or {})
+        except ValidationError as exc:
+            log.warning("ignoring a malformed event %s: %s", body.get("event_id"), exc.errors()[:3])
+            return "malformed"
+        team = event.team or body.get("team_id") or "-"
+        if event.bot_id or event.subtype or not event.user:
+            return "ignored"  # bots (us included), edits, joins, deletions
+        if event.type == "message" and not self._addressed_to_us(event, team):
+            return "ignored"
+        return self._handle(event, team)
+
+    def _addressed_to_us(self, event: SlackMessage, team: str) -> bool:
+        if event.channel_type == "im":
+            return True
+        # A reply in a thread where we were mentioned: a follow-up, no new mention needed.
+        return bool(event.thread_ts and self.redis.exists(thread_key(team, event.channel, event.thread_ts)))
+
+    # -- one question -------------------------------------------------------------------
+
+    def _handle(self, event: SlackMessage, team: str) -> str:
+        thread_ts = event.thread_ts or event.ts
+        # Claimed only now that we know we handle it: one message, one outcome, however
+        # often it is delivered (retries, app_mention plus message.*, two bot processes).
+        claim = f"askbox:event:{team}:{event.channel}:{event.ts}"
+        if not self.redis.set(claim, "1", nx=True, ex=CLAIM_TTL):
+            return "duplicate"
+        parsed = parse(event.text)
+        if parsed.help:
+            self._post(event.channel, thread_ts, USAGE)
+            return "help"
+        repo = parsed.repo or self.settings.channel_repos.get(event.channel)
+        if repo is not None and self.settings.repos and repo not in self.settings.repos:
+            known = ", ".join(f"`{name}`" for name in sorted(self.settings.repos))
+            self._post(event.channel, thread_ts, f"I don't know the repository `{repo}`. Known: {known}.")
+            return "rejected"
+        origin = Origin(kind="slack", user=event.user or "", team=team, channel=event.channel,
+                        thread_ts=thread_ts, message_ts=event.ts)
+        job_id = sanitize_id(origin.event_key() or "")
+        self._react(event.channel, event.ts, "eyes")
+        position = jobs_queue.waiting(self.redis)
+        status = self._post(
+            event.channel, thread_ts, f"Queued (position {position + 1}).", blocks=status_blocks(
+                f":hourglass_flowing_sand: Queued (position {position + 1}).", job_id)
+        )
+        try:
+            question = Question(
+                origin=origin.model_copy(update={"status_ts": status}), text=parsed.text, repo=repo,
+                agent=parsed.agent, model=parsed.model, fresh=parsed.fresh, id=job_id,
+            )
+        except ValidationError as exc:
+            self._refuse(event, thread_ts, status, exc.errors()[0]["msg"].removeprefix("Value error, "))
+            return "rejected"
+        try:
+            jobs_queue.enqueue(self.redis, question)
+        except jobs_queue.QueueFull as exc:
+            self._refuse(event, thread_ts, status, str(exc))
+            return "refused"
+        self.redis.set(thread_key(team, event.channel, thread_ts), "1", ex=CLAIM_TTL)
+        return "queued"
+
+    def _refuse(self, event: SlackMessage, thread_ts: str, status: str | None, text: str) -> None:
+        if status:
+            self._call("chat_update", channel=event.channel, ts=status, text=text, blocks=[])
+        else:
+            self._post(event.channel, thread_ts, text)
+        self._react(event.channel, event.ts, "no_entry")
+
+    # -- Slack calls: an error here must not lose the question ----------------------------
+
+    def _post(self, channel: str, thread_ts: str, text: str, blocks: list | None = None) -> str | None:
+        response = self._call("chat_postMessage", channel=channel, thread_ts=thread_ts, text=text,
+                              **({"blocks": blocks} if blocks else {}))
+        return response["ts"] if response else None
+
+    def _react(self, channel: str, ts: str, name: str) -> None:
+        self._call("reactions_add", channel=channel, timestamp=ts, name=name)
+
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.client, method)(**kwargs)
+        except SlackApiError as exc:
+            log.warning("slack %s failed: %s", method, exc.response.get("error"))
+            return None
+
+
+def status_blocks(text: str, job_id: str) -> list[dict[str, Any]]:
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+        {"type": "actions", "elements": [{
+            "type": "button", "action_id": CANCEL_ACTION, "value": job_id, "style": "danger",
+            "text": {"type": "plain_text", "text": "Cancel"},
+        }]},
+    ]

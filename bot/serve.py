@@ -1,0 +1,22 @@
+"""``askbox bot``: Socket Mode by default, HTTP (``/slack/events``) behind a load balancer."""
+
+from __future__ import annotations
+
+from bot.app import build_app, web_client
+from bot.settings import BotSettings
+
+
+def run_bot(http: bool = False, port: int = 3000, settings: BotSettings | None = None) -> None:
+    settings = settings or BotSettings()
+    if http and settings.slack_signing_secret is None:
+        raise ValueError("SLACK_SIGNING_SECRET must be set for HTTP mode: events are verified with it")
+    if not http and settings.slack_app_token is None:
+        raise ValueError("SLACK_APP_TOKEN (xapp-...) must be set for Socket Mode, or run with --http")
+    app = build_app(settings)
+    if http:
+        app.start(port=port, path="/slack/events")
+        return
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    assert settings.slack_app_token is not None
+    SocketModeHandler(app, settings.slack_app_token.get_secret_value(), web_client=web_client(settings)).start()
