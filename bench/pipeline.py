@@ -63,9 +63,9 @@ def queued_first_output(redis: Redis, settings: JobSettings, runs: int) -> list[
                             fresh=True)
         start = time.time()
         job = jobs_queue.enqueue(redis, question, settings).job
-        first = wait_for(lambda: job.get_meta(refresh=True).get("first_event_at"), 60, "first output", every=0.01)
+        first = wait_for(lambda j=job: j.get_meta(refresh=True).get("first_event_at"), 60, "first output", 0.01)
         samples.append(float(first) - start)  # type: ignore[arg-type]
-        wait_for(lambda: job.get_meta(refresh=True).get("final"), 60, "final", every=0.05)
+        wait_for(lambda j=job: j.get_meta(refresh=True).get("final"), 60, "final", every=0.05)
     return samples
 
 
@@ -79,7 +79,7 @@ def throughput(redis: Redis, settings: JobSettings, workers: Workers, count: int
         q = Question(origin=Origin(kind="terminal", user=f"tp{i}"), text=f"{PROMPT} {i}", repo="demo", fresh=True)
         ids.append(jobs_queue.enqueue(redis, q, settings).job.id)
     for job_id in ids:
-        wait_for(lambda: jobs_queue.fetch(redis, job_id).get_meta(refresh=True).get("final"), 300, "final", 0.05)
+        wait_for(lambda j=job_id: jobs_queue.fetch(redis, j).get_meta(refresh=True).get("final"), 300, "final", 0.05)
     elapsed = time.monotonic() - start
     for proc in procs:
         workers.kill(proc)

@@ -14,7 +14,6 @@ import pytest
 
 from sandbox import OutcomeKind, Sandbox, SandboxSpec, labels
 from sandbox.reaper import reap
-from sandbox.spec import Limits
 from tests.conftest import sandbox_containers
 from tests.integration.sandbox_helpers import run_cmd
 
