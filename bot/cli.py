@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import re
 import sys
 import time
 from pathlib import Path
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 
 def _err(message: str) -> None:
@@ -116,15 +118,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_bot(args: argparse.Namespace) -> int:
-    from bot.serve import run_bot
+    from bot.serve import BotConfigError, run_bot
     from jobs.logs import configure_json_logging
 
     configure_json_logging()
     try:
         run_bot(http=args.http, port=args.port)
-    except ValidationError:
-        raise  # main() names the variables
-    except ValueError as exc:
+    except BotConfigError as exc:
         _err(str(exc))
         return 2
     return 0
@@ -286,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except SettingsError as exc:  # a value that is not even JSON, before validation
+        match = re.search(r'field "(\w+)"', str(exc))
+        name = f"ASKBOX_{match.group(1).upper()}" if match else "a setting"
+        _err(f"invalid {name}: not valid JSON ({exc})")
+        return 2
     except ValidationError as exc:
         for error in exc.errors():
             where = ".".join(str(p) for p in error["loc"])

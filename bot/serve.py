@@ -6,12 +6,16 @@ from bot.app import build_app, web_client
 from bot.settings import BotSettings
 
 
+class BotConfigError(ValueError):
+    pass
+
+
 def run_bot(http: bool = False, port: int = 3000, settings: BotSettings | None = None) -> None:
     settings = settings or BotSettings()
     if http and settings.slack_signing_secret is None:
-        raise ValueError("SLACK_SIGNING_SECRET must be set for HTTP mode: events are verified with it")
+        raise BotConfigError("SLACK_SIGNING_SECRET must be set for HTTP mode: events are verified with it")
     if not http and settings.slack_app_token is None:
-        raise ValueError("SLACK_APP_TOKEN (xapp-...) must be set for Socket Mode, or run with --http")
+        raise BotConfigError("SLACK_APP_TOKEN (xapp-...) must be set for Socket Mode, or run with --http")
     app = build_app(settings)
     if http:
         app.start(port=port, path="/slack/events")

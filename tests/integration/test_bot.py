@@ -1,0 +1,219 @@
+"""The Slack bot as deployed: real `askbox bot` processes (Bolt, Socket Mode) against a fake
+Slack, with a real Redis. Answering is the worker's job (see test_slack_end_to_end.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from jobs import queue as jobs_queue
+from jobs.question import Question
+from tests.fakes.slack import FakeSlack
+from tests.integration.pipeline_helpers import ASKBOX, RedisServer, wait_for
+
+pytestmark = [pytest.mark.redis]
+CHANNEL = "C0FAKECHAN1"
+ASKER, OTHER = "U0ASKER0001", "U0OTHER0001"
+
+
+@pytest.fixture()
+def fake():
+    with FakeSlack() as slack:
+        slack.add_user(ASKER, name="asker")
+        slack.add_user(OTHER, name="other")
+        yield slack
+
+
+@pytest.fixture()
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path / "redis")
+    server.directory.mkdir()
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture()
+def redis(redis_server) -> Redis:
+    return Redis.from_url(redis_server.url)
+
+
+def bot_env(fake: FakeSlack, redis_url: str, repo: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}  # slack_sdk ignores NO_PROXY
+    env.update(
+        SLACK_BOT_TOKEN=fake.bot_token, SLACK_APP_TOKEN=fake.app_token, ASKBOX_SLACK_API_URL=fake.api_url,
+        ASKBOX_REDIS_URL=redis_url, ASKBOX_REPOS=json.dumps({"demo": str(repo), "web": str(repo)}),
+        ASKBOX_CHANNEL_REPOS=json.dumps({CHANNEL: "demo"}), ASKBOX_ADMINS='["U0ADMIN0001"]',
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture()
+def bots(fake, redis_server, repo, tmp_path):
+    started: list[subprocess.Popen] = []
+
+    def start(count: int = 1) -> list[subprocess.Popen]:
+        for i in range(count):
+            log = (tmp_path / f"bot-{len(started)}.log").open("w")
+            started.append(subprocess.Popen([ASKBOX, "bot"], env=bot_env(fake, redis_server.url, repo),
+                                            stdout=log, stderr=subprocess.STDOUT))
+        fake.wait_connections(len(started), timeout=30)
+        return started
+
+    yield start
+    for proc in started:
+        proc.terminate()
+    for proc in started:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def queued(redis: Redis) -> list[Question]:
+    ids = [j for q in jobs_queue.queues(redis) for j in q.job_ids]
+    return [Question.model_validate(jobs_queue.fetch(redis, j).args[0]) for j in ids]
+
+
+def settle(fake: FakeSlack, seconds: float = 1.0) -> None:
+    """Let in-flight listener work finish before counting what did not happen."""
+    time.sleep(seconds)
+
+
+def test_mention_is_acknowledged_and_queued(fake, bots, redis):
+    bots(1)
+    mention = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> agent=gemini how does retry work?")
+    fake.wait_ack(fake.push_event(mention), timeout=5)
+    status = fake.wait_until(lambda: [m for m in fake.thread(CHANNEL, mention["ts"]) if m.is_bot], timeout=10)
+    [question] = wait_for(lambda: queued(redis), 5, "the job")
+    assert question.text == "how does retry work?" and question.agent == "gemini"
+    assert question.repo == "demo"  # the channel's default repository
+    assert question.origin.user == ASKER and question.origin.thread_ts == mention["ts"]
+    assert question.origin.status_ts == status[0].ts
+    assert question.id == f"slack-{fake.team_id}-{CHANNEL}-{mention['ts'].replace('.', '_')}"
+    assert "Queued (position 1)" in status[0].text
+    button = status[0].blocks[1]["elements"][0]
+    assert (button["action_id"], button["value"]) == ("askbox_cancel", question.id)
+    message = fake.get_message(CHANNEL, mention["ts"])
+    assert "eyes" in message.reactions
+
+
+def test_retries_double_delivery_and_two_bot_processes_make_one_job(fake, bots, redis):
+    bots(2)
+    mention = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> why?")
+    first = fake.push_event(mention, to=0)
+    fake.redeliver(first, retry_reason="timeout", to=0)  # Slack's retry
+    fake.redeliver(first, retry_reason="timeout", to=1)  # ... landing on the other process
+    same_message = fake.message(ASKER, CHANNEL, mention["text"], ts=mention["ts"])
+    fake.push_event(same_message, to=1)  # the same message as message.channels
+    wait_for(lambda: queued(redis), 5, "the job")
+    settle(fake, 1.5)
+    assert len(queued(redis)) == 1
+    bot_posts = [m for m in fake.thread(CHANNEL, mention["ts"]) if m.is_bot]
+    assert len(bot_posts) == 1 and len(fake.calls("reactions.add")) == 1
+
+
+def test_follow_ups_dms_and_what_is_ignored(fake, bots, redis):
+    bots(1)
+    mention = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> first question")
+    fake.push_event(mention)
+    wait_for(lambda: len(queued(redis)) == 1, 5, "the first job")
+    fake.push_event(fake.message(ASKER, CHANNEL, "and a follow-up", thread_ts=mention["ts"]))
+    fake.push_event(fake.dm(OTHER, "a direct question"))
+    wait_for(lambda: len(queued(redis)) == 3, 5, "the follow-up and the DM")
+    fake.push_event(fake.message(OTHER, CHANNEL, "chatter in another thread", thread_ts="1700000000.000001"))
+    fake.push_event(fake.message(OTHER, CHANNEL, "top-level chatter"))
+    fake.push_event(fake.bot_message(CHANNEL, "another bot", thread_ts=mention["ts"], bot_id="B0OTHERBOT1"))
+    fake.push_event(fake.message_changed(ASKER, CHANNEL, mention["ts"], "edited", "first question"))
+    fake.push_event(fake.channel_join(OTHER, CHANNEL))
+    settle(fake)
+    texts = sorted(q.text for q in queued(redis))
+    assert texts == ["a direct question", "and a follow-up", "first question"]
+    follow_up = next(q for q in queued(redis) if q.text == "and a follow-up")
+    assert follow_up.thread_key == next(q for q in queued(redis) if q.text == "first question").thread_key
+
+
+def test_help_and_unknown_repo_answer_without_a_job(fake, bots, redis):
+    bots(1)
+    help_mention = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> help")
+    bad_repo = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> repo=nope what?")
+    fake.push_event(help_mention)
+    fake.push_event(bad_repo)
+    usage = fake.wait_until(lambda: [m for m in fake.thread(CHANNEL, help_mention["ts"]) if m.is_bot], timeout=10)
+    refusal = fake.wait_until(lambda: [m for m in fake.thread(CHANNEL, bad_repo["ts"]) if m.is_bot], timeout=10)
+    assert "repo=NAME" in usage[0].text
+    assert "`nope`" in refusal[0].text and "`demo`" in refusal[0].text and "`web`" in refusal[0].text
+    settle(fake)
+    assert queued(redis) == []
+
+
+def test_cancel_button_only_for_the_asker_or_an_admin(fake, bots, redis):
+    bots(1)
+    mention = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> slow question")
+    fake.push_event(mention)
+    [question] = wait_for(lambda: queued(redis), 5, "the job")
+    status_ts = question.origin.status_ts
+    fake.push_interactive(fake.block_actions(OTHER, CHANNEL, status_ts, "askbox_cancel", value=question.id))
+    refusal = fake.wait_until(lambda: fake.ephemerals(CHANNEL), timeout=5)
+    assert refusal[0].ephemeral_to == OTHER and "Only the person who asked" in refusal[0].text
+    assert len(queued(redis)) == 1  # still queued
+    fake.push_interactive(fake.block_actions(ASKER, CHANNEL, status_ts, "askbox_cancel", value=question.id))
+    wait_for(lambda: not queued(redis), 5, "the job to be cancelled")
+    final = jobs_queue.fetch(redis, question.id).get_meta(refresh=True)["final"]
+    assert final["kind"] == "cancelled" and f"<@{ASKER}>" in final["text"]
+
+
+def test_missing_settings_name_the_variable(redis_server, repo, fake):
+    env = bot_env(fake, redis_server.url, repo)
+    del env["SLACK_BOT_TOKEN"]
+    done = subprocess.run([ASKBOX, "bot"], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "SLACK_BOT_TOKEN" in done.stderr
+    env = bot_env(fake, redis_server.url, repo)
+    env["ASKBOX_CHANNEL_REPOS"] = "not json"
+    done = subprocess.run([ASKBOX, "bot"], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "ASKBOX_CHANNEL_REPOS" in done.stderr
+
+
+def test_http_mode_accepts_signed_events_only(fake, redis_server, redis, repo, tmp_path):
+    from tests.integration.pipeline_helpers import free_port
+
+    port = free_port()
+    env = {**bot_env(fake, redis_server.url, repo), "SLACK_SIGNING_SECRET": "s3cret"}
+    del env["SLACK_APP_TOKEN"]
+    log = (tmp_path / "http-bot.log").open("w")
+    proc = subprocess.Popen([ASKBOX, "bot", "--http", "--port", str(port)], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/slack/events"
+    try:
+        def deliver(mention, **kwargs):
+            return fake.deliver_http(url, fake.event_callback(mention), "s3cret", **kwargs)
+
+        wait_for(lambda: _answers(deliver, fake), 30, "the HTTP bot to listen")
+        stale = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> stale")
+        assert deliver(stale, timestamp=int(time.time()) - 600)[0] == 401
+        unsigned = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> unsigned")
+        assert deliver(unsigned, signed=False)[0] == 401
+        wrong = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> wrong secret")
+        assert fake.deliver_http(url, fake.event_callback(wrong), "not-the-secret")[0] == 401
+        good = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> signed question")
+        assert deliver(good)[0] == 200
+        assert deliver(good, retry_num=1, retry_reason="http_timeout")[0] == 200  # a retry: acked, no new job
+        wait_for(lambda: [q for q in queued(redis) if q.text == "signed question"], 10, "the signed question")
+        settle(fake)
+        assert sorted(q.text for q in queued(redis)) == ["probe", "signed question"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _answers(deliver, fake) -> bool:
+    try:
+        return deliver(fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> probe", ts="1600000000.000001"))[0] == 200
+    except OSError:
+        return False
