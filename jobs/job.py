@@ -21,6 +21,7 @@ from jobs.publisher import MetaPublisher, Publisher
 from jobs.question import Question
 from jobs.repos import UnknownRepo, head_commit, resolve_repo
 from jobs.settings import JobSettings
+from jobs.slack_publisher import CompositePublisher, slack_publisher_for
 from sandbox.agents.adapters import agent_for
 from sandbox.agents.session import AgentSession, PromptTooLong
 from sandbox.agents.settings import AgentSettings
@@ -40,7 +41,10 @@ def cancel_key(job_id: str) -> str:
 
 
 def publisher_for(question: Question, job: Job) -> Publisher:
-    return MetaPublisher(job)
+    meta = MetaPublisher(job)
+    slack = slack_publisher_for(question, job)  # None unless it came from Slack and a token is set
+    # The MetaPublisher comes first: its final() takes the claim, then the others post.
+    return CompositePublisher(meta, slack) if slack is not None else meta
 
 
 def answer_question(data: dict[str, Any]) -> dict[str, Any]:
@@ -163,6 +167,7 @@ class QuestionRun:
                 shown = getattr(self.publisher, "shown", True)
                 if not shown and self.job.retries_left:
                     metrics.RETRIES.inc()
+                    getattr(self.publisher, "close", lambda: None)()  # stop its sender thread now
                     raise InfraFault(error.message)  # RQ retries: nothing reached the user yet
                 return Final(kind="infra", text=f"Something went wrong on our side ({error.message}). "
                              f"Reference: {self.job.id}", reference=self.job.id, **common)
