@@ -14,6 +14,7 @@ from pathlib import Path
 
 import docker
 import pytest
+import redis
 
 from sandbox import images, labels
 from sandbox.egress import EgressProxies
@@ -112,3 +113,24 @@ def cursor_standin_image(docker_client: docker.DockerClient, sandbox_image: str)
     from tests.standins.build import build_cursor_standin
 
     return build_cursor_standin(docker_client, sandbox_image)
+
+
+# db 15, not 0: flushing it must never touch data a developer keeps in the default db.
+REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+
+
+@pytest.fixture()
+def redis_client() -> Iterator[redis.Redis]:
+    """A real Redis: db 15 of the local server, emptied before and after."""
+    client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        unavailable("Redis", exc)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.flushdb()
+        client.close()

@@ -19,7 +19,7 @@ from jobs.cache import AnswerCache, CachedAnswer, normalize_question
 from jobs.memory import Conversation, ThreadMemory
 from jobs.prompt import Turn
 from tests.conftest import unavailable
-from tests.redis_fixtures import REDIS_URL, redis_client  # noqa: F401
+from tests.conftest import REDIS_TEST_URL
 
 pytestmark = pytest.mark.redis
 
@@ -78,7 +78,7 @@ def test_default_ttl_is_seven_days(redis_client):
 
 def test_shared_between_connections(redis_client):
     # Two clients, as the bot and a worker would have; one decodes responses, one does not.
-    other = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    other = redis.Redis.from_url(REDIS_TEST_URL, decode_responses=True)
     try:
         assert other.client_id() != redis_client.client_id()
         ThreadMemory(redis_client).append(THREAD, turn(1))

@@ -20,24 +20,11 @@ from jobs.question import Origin, Question
 from jobs.settings import JobSettings
 from sandbox import labels
 from tests.conftest import sandbox_containers
-from tests.integration.pipeline_helpers import ASKBOX, RedisServer, Workers, final_of, wait_final, wait_for
+from tests.integration.pipeline_helpers import ASKBOX, Workers, final_of, wait_final, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.usefixtures("no_leftovers")]
 SLOW = "[transcript:direct-sleep]"  # about 4.7 s of real, recorded cursor-agent output
 QUICK = "[transcript:subagent-sleep-v2]"  # about 1.6 s
-
-
-@pytest.fixture()
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path / "redis")
-    server.directory.mkdir()
-    yield server.start()
-    server.stop()
-
-
-@pytest.fixture()
-def redis(redis_server) -> Redis:
-    return Redis.from_url(redis_server.url)
 
 
 @pytest.fixture()

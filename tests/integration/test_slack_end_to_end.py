@@ -13,8 +13,7 @@ import pytest
 from tests.fakes.gemini_api import FakeGeminiAPI, FunctionCall, RecordedRequest, Text
 from tests.fakes.slack import FakeSlack
 from tests.integration.pipeline_helpers import Workers, wait_for
-from tests.integration.test_bot import ASKER, CHANNEL, OTHER, bot_env, queued  # noqa: F401
-from tests.integration.test_bot import bots, fake, redis, redis_server  # noqa: F401  (fixtures)
+from tests.integration.conftest import ASKER, CHANNEL, bot_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.usefixtures("no_leftovers")]
 
@@ -26,7 +25,7 @@ def gemini_api():
 
 
 @pytest.fixture()
-def workers(fake, redis_server, repo, cursor_standin_image, gemini_api, egress_root, tmp_path):  # noqa: F811
+def workers(fake, redis_server, repo, cursor_standin_image, gemini_api, egress_root, tmp_path):
     env = {**bot_env(fake, redis_server.url, repo)}
     env.update(
         ASKBOX_AGENT="gemini", GEMINI_API_KEY="k", ASKBOX_GEMINI_BASE_URL=gemini_api.base_url,
@@ -47,7 +46,7 @@ def final_reaction(fake: FakeSlack, ts: str, name: str, timeout: float = 90) -> 
     fake.wait_until(lambda: name in fake.get_message(CHANNEL, ts).reactions, timeout=timeout)
 
 
-def test_mention_answered_by_the_gemini_cli_and_follow_up_keeps_context(fake, bots, workers, gemini_api, repo):  # noqa: F811
+def test_mention_answered_by_the_gemini_cli_and_follow_up_keeps_context(fake, bots, workers, gemini_api, repo):
     token = secrets.token_hex(8)
     (repo / "secret.txt").write_text(f"token {token}\n")
 
@@ -76,7 +75,7 @@ def test_mention_answered_by_the_gemini_cli_and_follow_up_keeps_context(fake, bo
     assert "what is in secret.txt?" in prompts[-1] and token in prompts[-1] and "are you sure?" in prompts[-1]
 
 
-def test_mention_answered_by_cursor_and_cancelled_by_the_asker(fake, bots, workers, redis):  # noqa: F811
+def test_mention_answered_by_cursor_and_cancelled_by_the_asker(fake, bots, workers, redis):
     bots(1)
     first = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> agent=cursor [read:README.md] what is this?")
     fake.push_event(first)
@@ -94,7 +93,7 @@ def test_mention_answered_by_cursor_and_cancelled_by_the_asker(fake, bots, worke
     assert sum("Cancelled by" in t for t in texts) == 1, texts
 
 
-def test_an_answer_of_60000_characters(fake, bots, workers, gemini_api):  # noqa: F811
+def test_an_answer_of_60000_characters(fake, bots, workers, gemini_api):
     # Varied text: the Gemini CLI's loop detection stops a stream that repeats itself.
     rng = random.Random(7)
     words = ["cache", "retry", "worker", "queue", "thread", "token", "sandbox", "proxy", "answer", "commit"]

@@ -40,7 +40,7 @@ from jobs.slack_publisher import (
 )
 from sandbox.events import Started, TextDelta, ToolFinished, ToolStarted
 from tests.fakes.slack import FakeSlack, Message
-from tests.redis_fixtures import REDIS_URL, redis_client  # noqa: F401
+from tests.conftest import REDIS_TEST_URL
 from tests.unit.test_slack_format import _long_answer, _rejoin
 
 CHANNEL = "C0ASKBOX01"
@@ -301,7 +301,7 @@ def test_tiers_hold_across_publishers_sharing_one_budget(fake: FakeSlack, redis_
 
 
 def _take_budget(team: str, seconds: float, results: Any) -> None:
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(REDIS_TEST_URL)
     budget = SlackBudget(client, team, overrides={"chat.update": (10, 60.0)})
     deadline = time.monotonic() + seconds
     taken = 0
