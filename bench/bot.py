@@ -2,8 +2,10 @@
 against the fake Slack, with a real Redis.
 
 Prints, per mention, the time from the event leaving "Slack" to the bot's :eyes: reaction
-and to its status message in the thread (p50/p99). No worker runs: this measures the
-listener (validate, claim, enqueue, acknowledge), not answering.
+and to its status message in the thread (p50/p99): the listener alone (validate, claim,
+enqueue, acknowledge), no worker. Then, with one worker and the cursor stand-in, the lag
+from the agent's first event to the thread's first update, and from the final event to
+the answer in the thread.
 Usage: python bench/bot.py [--mentions N] [--seconds S] [--channels C]
 """
 
@@ -31,11 +33,53 @@ def pct(values: list[float], p: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(p * (len(ordered) - 1))))]
 
 
+def agent_to_slack_lag(fake: FakeSlack, env: dict[str, str], tmp_path: Path, redis_url: str, runs: int) -> None:
+    """With a worker and the cursor stand-in: agent event -> the thread shows it."""
+    import docker
+    from redis import Redis
+
+    from jobs.queue import fetch
+    from sandbox import images
+    from tests.integration.pipeline_helpers import Workers
+    from tests.standins.build import build_cursor_standin
+
+    image = build_cursor_standin(docker.from_env(), images.tag("sandbox"))
+    (tmp_path / "repo" / "README.md").write_text("# bench repo\n")
+    workers = Workers({**env, "ASKBOX_AGENT": "cursor", "ASKBOX_CURSOR_IMAGE": image, "CURSOR_API_KEY": "k",
+                       "ASKBOX_EGRESS_SOCKET_DIR": str(tmp_path / "egress")})
+    workers.start(1, log_dir=tmp_path)
+    redis = Redis.from_url(redis_url)
+    progress, final = [], []
+    try:
+        for i in range(runs):
+            channel = f"C0LAG{i:05d}"
+            mention = fake.app_mention("U0ASKER0001", channel, f"<@{fake.bot_user_id}> [read:README.md] what? {i}")
+            fake.push_event(mention)
+            fake.wait_until(lambda c=channel, m=mention: "white_check_mark" in fake.get_message(c, m["ts"]).reactions,
+                            timeout=120)
+            job = next(fetch(redis, k.decode().split(":")[-1]) for k in redis.keys(f"askbox:question:*{channel}*"))
+            meta = job.get_meta(refresh=True)
+            calls = [c for c in fake.calls() if c.channel == channel and c.method in
+                     ("chat.update", "chat.appendStream", "chat.startStream", "assistant.threads.setStatus")]
+            first_update = min(c.time for c in calls if c.time >= meta["first_event_at"])
+            answer = min(c.time for c in fake.calls("chat.postMessage")
+                         if c.channel == channel and c.time >= meta["final_at"])
+            progress.append(first_update - meta["first_event_at"])
+            final.append(answer - meta["final_at"])
+    finally:
+        workers.stop()
+    print(f"agent's first event -> thread updated    p50 {statistics.median(progress) * 1000:7.1f} ms  "
+          f"max {max(progress) * 1000:7.1f} ms  ({runs} questions)")
+    print(f"final event -> answer posted in thread   p50 {statistics.median(final) * 1000:7.1f} ms  "
+          f"max {max(final) * 1000:7.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mentions", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--channels", type=int, default=20)
+    parser.add_argument("--lag-runs", type=int, default=5, help="questions answered for the lag numbers")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, FakeSlack() as fake:
         tmp_path = Path(tmp)
@@ -66,14 +110,17 @@ def main() -> None:
             posted = {(c.args["channel"], c.args["thread_ts"]): c.time for c in fake.calls("chat.postMessage")}
             to_reaction = [reacted[k] - t for k, t in sent.items() if k in reacted]
             to_status = [posted[k] - t for k, t in sent.items() if k in posted]
+            print(f"{args.mentions} mentions in {args.seconds:g} s over {args.channels} channels, one bot process")
+            for name, values in (("event -> :eyes: reaction", to_reaction), ("event -> status message", to_status)):
+                print(f"{name:<26} p50 {statistics.median(values) * 1000:7.1f} ms  "
+                      f"p99 {pct(values, .99) * 1000:7.1f} ms  ({len(values)} of {args.mentions})")
+            subprocess.run(["redis-cli", "-u", server.url, "flushdb"], check=True, capture_output=True)
+            if args.lag_runs:
+                agent_to_slack_lag(fake, env, tmp_path, server.url, args.lag_runs)
         finally:
             bot.terminate()
             bot.wait(timeout=10)
             server.stop()
-    print(f"{args.mentions} mentions in {args.seconds:g} s over {args.channels} channels, one bot process")
-    for name, values in (("event -> :eyes: reaction", to_reaction), ("event -> status message", to_status)):
-        print(f"{name:<26} p50 {statistics.median(values) * 1000:7.1f} ms  p99 {pct(values, .99) * 1000:7.1f} ms"
-              f"  ({len(values)} of {args.mentions})")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from redis import Redis
@@ -13,6 +14,7 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 from bot.ingress import CANCEL_ACTION, Ingress
 from bot.settings import BotSettings
 from jobs.cancel import cancel
+from jobs.metrics import FEEDBACK_COUNTS_KEY
 from jobs.queue import fetch
 from jobs.question import Question
 
@@ -60,14 +62,20 @@ def build_app(settings: BotSettings, redis: Redis | None = None) -> App:
             return
         log.info("cancel of %s by %s: %s", job_id, user, cancel(redis, job_id, by=f"<@{user}>"))
 
-    @app.action({"action_id": "askbox_feedback_(up|down)"})
+    @app.action(re.compile(r"^askbox_feedback_(up|down)$"))
     def on_feedback(ack: Ack, body: dict[str, Any]) -> None:
         ack()
         action = body["actions"][0]
         vote = FEEDBACK_ACTIONS.get(action["action_id"])
         if vote:
             # One vote per person per answer; counts kept for the metrics and the team.
-            if redis.hset(f"askbox:feedback:{action['value']}", body["user"]["id"], vote) is not None:
-                redis.hincrby("askbox:feedback:counts", vote, 1)
+            previous = redis.hget(f"askbox:feedback:{action['value']}", body["user"]["id"])
+            if previous != vote.encode():
+                with redis.pipeline() as pipe:
+                    pipe.hset(f"askbox:feedback:{action['value']}", body["user"]["id"], vote)
+                    pipe.hincrby(FEEDBACK_COUNTS_KEY, vote, 1)
+                    if previous:
+                        pipe.hincrby(FEEDBACK_COUNTS_KEY, previous.decode(), -1)  # changed their mind
+                    pipe.execute()
 
     return app

@@ -53,7 +53,6 @@ if TYPE_CHECKING:
     RUNNING_SANDBOXES: Gauge
     RETRIES: Counter
     REAPED: Counter
-    FEEDBACK: Counter
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ Vote = Literal["up", "down"]
 VOTES: tuple[str, ...] = get_args(Vote)
 
 _METRIC_NAMES = frozenset(
-    {"QUESTIONS", "QUEUE_WAIT", "CONTAINER_START", "AGENT_TIME", "RUNNING_SANDBOXES", "RETRIES", "REAPED", "FEEDBACK"}
+    {"QUESTIONS", "QUEUE_WAIT", "CONTAINER_START", "AGENT_TIME", "RUNNING_SANDBOXES", "RETRIES", "REAPED"}
 )
 _lock = threading.Lock()
 _metrics: dict[str, Any] | None = None
@@ -75,13 +74,10 @@ def _build() -> dict[str, Any]:
     from prometheus_client import Counter, Gauge, Histogram
 
     questions = Counter("askbox_questions", "Questions that ended, by outcome.", ["outcome"])
-    feedback = Counter("askbox_feedback", "Votes on answers.", ["vote"])
     # Every known label value exists from the start at 0, so rate() and alerts see the
     # first occurrence instead of a series appearing out of nowhere.
     for outcome in OUTCOMES:
         questions.labels(outcome=outcome)
-    for vote in VOTES:
-        feedback.labels(vote=vote)
     return {
         "QUESTIONS": questions,
         "QUEUE_WAIT": Histogram(
@@ -106,7 +102,6 @@ def _build() -> dict[str, Any]:
         ),
         "RETRIES": Counter("askbox_retries", "Jobs retried after an infrastructure fault."),
         "REAPED": Counter("askbox_reaped_containers", "Orphaned sandbox containers removed by the reaper."),
-        "FEEDBACK": feedback,
     }
 
 
@@ -211,6 +206,39 @@ class QueueDepthCollector:
         yield family
 
 
+FEEDBACK_COUNTS_KEY = "askbox:feedback:counts"  # written by the bot's button handler
+
+
+class FeedbackCollector:
+    """``askbox_feedback_total{vote}``: votes are clicked in the bot process, counted in
+    Redis, and read here at scrape time."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    def describe(self) -> Iterable[Metric]:
+        yield self._family()
+
+    @staticmethod
+    def _family() -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        return CounterMetricFamily("askbox_feedback", "Votes on answers (helpful / not helpful).", labels=["vote"])
+
+    def collect(self) -> Iterator[Metric]:
+        from redis import RedisError
+
+        family = self._family()
+        try:
+            counts = self._redis.hgetall(FEEDBACK_COUNTS_KEY)
+        except RedisError as exc:
+            log.warning("feedback counts unavailable: %s", exc)
+        else:
+            for vote in VOTES:
+                family.add_metric([vote], float(counts.get(vote.encode(), 0)))
+        yield family
+
+
 class _Forward:
     """Exposes another registry's metrics (the process's own, when not multiprocess)."""
 
@@ -258,5 +286,6 @@ def serve_metrics(port: int, redis: Redis, queue_names: Sequence[str]) -> Metric
     else:
         registry.register(_Forward(REGISTRY))
     registry.register(QueueDepthCollector(redis, queue_names))
+    registry.register(FeedbackCollector(redis))
     httpd, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     return MetricsServer(port=httpd.server_port, httpd=httpd, thread=thread)

@@ -63,7 +63,7 @@ class MetaPublisher:
     def final(self, final: Final) -> bool:
         if not claim_final(self.job.connection, self.job.id):
             return False
-        self.job.meta.update(state="done", final=final.model_dump(mode="json"))
+        self.job.meta.update(state="done", final=final.model_dump(mode="json"), final_at=time.time())
         self._save(force=True)
         return True
 

@@ -159,3 +159,18 @@ def _answers(deliver, fake) -> bool:
         return deliver(fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> probe", ts="1600000000.000001"))[0] == 200
     except OSError:
         return False
+
+
+def test_feedback_buttons_count_one_vote_per_person(fake, bots, redis):
+    from jobs.metrics import FeedbackCollector
+
+    bots(1)
+    answer = fake.add_message(CHANNEL, "an answer", user=fake.bot_user_id, bot_id=fake.bot_id)
+    for user, action in [(ASKER, "up"), (ASKER, "up"), (OTHER, "up"), (ASKER, "down")]:
+        envelope = fake.push_interactive(fake.block_actions(user, CHANNEL, answer.ts, f"askbox_feedback_{action}",
+                                                            value="slack-T-C-1_2"))
+        fake.wait_ack(envelope, timeout=5)
+    wait_for(lambda: redis.hget("askbox:feedback:slack-T-C-1_2", ASKER) == b"down", 5, "the changed vote")
+    settle(fake, 0.5)
+    [family] = list(FeedbackCollector(redis).collect())
+    assert {s.labels["vote"]: s.value for s in family.samples if s.name.endswith("_total")} == {"up": 1.0, "down": 1.0}
