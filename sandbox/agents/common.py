@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from collections.abc import Iterable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
-from sandbox.events import AgentEvent, ErrorKind
+from sandbox.events import AgentEvent, Diagnostic, ErrorKind
 
 EGRESS_BLOCKED_MESSAGE = "LLM endpoint not reachable (blocked by egress policy)"
 
@@ -188,3 +189,59 @@ def exit_phrase(agent: str, exit_code: int | None) -> str:
 def with_context(message: str, stderr: str) -> str:
     excerpt = stderr_excerpt(stderr)
     return f"{message} ({excerpt})" if excerpt and excerpt not in message else message
+
+
+# --- the shared parser skeleton ------------------------------------------------------
+
+Handler = Callable[[dict[str, Any]], list[AgentEvent]]
+
+
+class JsonLinesParser:
+    """One JSON object per line, dispatched on its ``type``. Subclasses fill
+    ``_handlers`` and say how an unfinished run ends (``_interrupted``, ``_failure``)."""
+
+    def __init__(self, workspace: str | None = None) -> None:
+        self._workspace = workspace
+        self._answer = AnswerBuffer()
+        self._done = False
+        self._finished = False
+        self._handlers: dict[str, Handler] = {}
+
+    @property
+    def done(self) -> bool:
+        """True once the result is in: nothing printed after it changes the outcome."""
+        return self._done
+
+    @property
+    def answer_text(self) -> str:
+        """The answer text handed out as ``TextDelta`` events so far."""
+        return self._answer.text
+
+    def feed(self, line: str) -> list[AgentEvent]:
+        if self._done:
+            return []
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            return []
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return [Diagnostic(text=line)]
+        if not isinstance(event, dict):
+            return [Diagnostic(text=line)]
+        handler = self._handlers.get(str(event.get("type")))
+        return handler(event) if handler else []
+
+    def finish(self, exit_code: int | None, stderr_tail: str) -> list[AgentEvent]:
+        """The process ended: close open tool calls and explain a missing result."""
+        if self._finished or self._done:
+            self._finished = True
+            return []
+        self._finished = True
+        return [*self._interrupted(), self._failure(exit_code, stderr_tail)]
+
+    def _interrupted(self) -> list[AgentEvent]:
+        raise NotImplementedError
+
+    def _failure(self, exit_code: int | None, stderr_tail: str) -> AgentEvent:
+        raise NotImplementedError

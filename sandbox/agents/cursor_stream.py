@@ -22,7 +22,6 @@ by its fields alone, because in the first mode the same fields mark the only cop
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 from sandbox.agents.common import (
     DETAIL_LIMIT,
     EGRESS_BLOCKED_MESSAGE,
-    AnswerBuffer,
+    JsonLinesParser,
     Rule,
     as_code,
     as_int,
@@ -46,7 +45,6 @@ from sandbox.agents.common import (
 from sandbox.events import (
     AgentError,
     AgentEvent,
-    Diagnostic,
     ErrorKind,
     Result,
     Started,
@@ -91,65 +89,35 @@ _TOOL_CALL_METADATA = {
 }
 
 
-class CursorStreamParser:
+class CursorStreamParser(JsonLinesParser):
     """Stateful: one instance per run. ``workspace`` is the folder the agent works in,
     used to shorten paths in tool summaries (default: the ``cwd`` cursor reports)."""
 
     def __init__(self, workspace: str | None = None) -> None:
-        self._workspace = workspace
+        super().__init__(workspace)
         self._session_id: str | None = None
-        self._answer = AnswerBuffer()
         self._open_calls: dict[str, tuple[str, str]] = {}  # call_id -> (tool, summary)
         self._anonymous_calls = 0
-        self._done = False
-        self._finished = False
-        self._handlers: dict[str, Callable[[dict[str, Any]], list[AgentEvent]]] = {
+        self._handlers = {
             "system": self._on_system,
             "assistant": self._on_assistant,
             "tool_call": self._on_tool_call,
             "result": self._on_result,
         }
 
-    @property
-    def done(self) -> bool:
-        """True once the ``result`` event is in: cursor-agent sometimes keeps running
-        after it, so the caller stops the container instead of waiting for an exit."""
-        return self._done
+    # ``done``: cursor-agent sometimes keeps running after its result, so the caller
+    # stops the container once it is set instead of waiting for an exit.
 
-    @property
-    def answer_text(self) -> str:
-        """The answer text handed out as ``TextDelta`` events so far."""
-        return self._answer.text
-
-    def feed(self, line: str) -> list[AgentEvent]:
-        if self._done:
-            return []  # whatever cursor prints after its result changes nothing
-        line = line.rstrip("\r\n")
-        if not line.strip():
-            return []
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return [Diagnostic(text=line)]
-        if not isinstance(event, dict):
-            return [Diagnostic(text=line)]
-        handler = self._handlers.get(str(event.get("type")))
-        return handler(event) if handler else []
-
-    def finish(self, exit_code: int | None, stderr_tail: str) -> list[AgentEvent]:
-        if self._finished or self._done:
-            self._finished = True
-            return []
-        self._finished = True
+    def _interrupted(self) -> list[AgentEvent]:
         events: list[AgentEvent] = [
-            ToolFinished(
-                call_id=call_id, tool=tool, summary=summary, ok=False, detail="interrupted"
-            )
+            ToolFinished(call_id=call_id, tool=tool, summary=summary, ok=False, detail="interrupted")
             for call_id, (tool, summary) in self._open_calls.items()
         ]
         self._open_calls.clear()
-        events.append(failure_from_stderr(exit_code, stderr_tail))
         return events
+
+    def _failure(self, exit_code: int | None, stderr_tail: str) -> AgentEvent:
+        return failure_from_stderr(exit_code, stderr_tail)
 
     # --- event handlers ----------------------------------------------------------
 

@@ -24,7 +24,6 @@ result; newer ones (``packages/cli/src/utils/errors.ts``) also emit a ``result``
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +31,7 @@ from typing import Any
 from sandbox.agents.common import (
     DETAIL_LIMIT,
     EGRESS_BLOCKED_MESSAGE,
-    AnswerBuffer,
+    JsonLinesParser,
     Rule,
     as_code,
     as_int,
@@ -96,19 +95,16 @@ _RULES: list[Rule] = [
 ]
 
 
-class GeminiStreamParser:
+class GeminiStreamParser(JsonLinesParser):
     """Stateful: one instance per run. ``workspace`` is the folder the agent works in,
     used to shorten the absolute paths Gemini's tools take."""
 
     def __init__(self, workspace: str | None = None) -> None:
-        self._workspace = workspace
-        self._answer = AnswerBuffer()
+        super().__init__(workspace)
         self._calls: dict[str, tuple[str, str]] = {}  # tool_id -> (tool, summary)
         self._open: set[str] = set()
         self._last_error = ""  # an error event's message, for a result that names none
-        self._done = False
-        self._finished = False
-        self._handlers: dict[str, Callable[[dict[str, Any]], list[AgentEvent]]] = {
+        self._handlers = {
             "init": self._on_init,
             "message": self._on_message,
             "tool_use": self._on_tool_use,
@@ -117,39 +113,13 @@ class GeminiStreamParser:
             "result": self._on_result,
         }
 
-    @property
-    def done(self) -> bool:
-        """True once the ``result`` event is in; nothing after it matters."""
-        return self._done
-
-    @property
-    def answer_text(self) -> str:
-        return self._answer.text
-
-    def feed(self, line: str) -> list[AgentEvent]:
-        if self._done:
-            return []
-        line = line.rstrip("\r\n")
-        if not line.strip():
-            return []
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return [Diagnostic(text=line)]
-        if not isinstance(event, dict):
-            return [Diagnostic(text=line)]
-        handler = self._handlers.get(str(event.get("type")))
-        return handler(event) if handler else []
-
-    def finish(self, exit_code: int | None, stderr_tail: str) -> list[AgentEvent]:
-        if self._finished or self._done:
-            self._finished = True
-            return []
-        self._finished = True
-        events: list[AgentEvent] = [self._interrupted(call_id) for call_id in sorted(self._open)]
+    def _interrupted(self) -> list[AgentEvent]:
+        events: list[AgentEvent] = [self._interrupted_call(call_id) for call_id in sorted(self._open)]
         self._open.clear()
-        events.append(failure_from_stderr(exit_code, stderr_tail))
         return events
+
+    def _failure(self, exit_code: int | None, stderr_tail: str) -> AgentEvent:
+        return failure_from_stderr(exit_code, stderr_tail)
 
     # --- event handlers ----------------------------------------------------------
 
@@ -217,7 +187,7 @@ class GeminiStreamParser:
         kind = classify(f"{error_type} {message}", _RULES)
         return AgentError(kind=kind, message=_plain_message(kind, strip_ansi(message), None))
 
-    def _interrupted(self, call_id: str) -> ToolFinished:
+    def _interrupted_call(self, call_id: str) -> ToolFinished:
         tool, summary = self._calls[call_id]
         return ToolFinished(
             call_id=call_id, tool=tool, summary=summary, ok=False, detail="interrupted"
