@@ -38,7 +38,7 @@ def cmd_sandbox_run(args: argparse.Namespace) -> int:
         command=command,
         repo=args.repo,
         limits=limits,
-        egress_allow=tuple(e for e in settings.egress_allow.split(",") if e.strip()),
+        egress_allow=settings.egress_entries(),
         runtime=settings.sandbox_runtime,
     )
     run = sandbox_from_settings(settings).run(spec)
@@ -68,7 +68,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     settings = SandboxSettings()
     agent = agent_for(args.agent)
-    allow = tuple(e for e in settings.egress_allow.split(",") if e.strip()) or None
+    allow = settings.egress_entries() or None
     try:
         session = AgentSession(
             sandbox_from_settings(settings),

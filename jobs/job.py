@@ -93,7 +93,7 @@ class QuestionRun:
                 text = f"{hit.text}\n\n_{hit.notice()}_"
                 return self._final(Final(kind="answer", text=text, cached=True, duration=self._elapsed(), **common))
         sandbox_settings = SandboxSettings()
-        allow = tuple(e for e in sandbox_settings.egress_allow.split(",") if e.strip()) or None
+        allow = sandbox_settings.egress_entries() or None
         try:
             session = AgentSession(
                 sandbox_from_settings(sandbox_settings),

@@ -49,6 +49,10 @@ class SandboxSettings(BaseSettings):
     def _runtime(cls, value: str | None) -> str | None:
         return value or None
 
+    def egress_entries(self) -> tuple[str, ...]:
+        """``ASKBOX_EGRESS_ALLOW`` as entries; empty when unset (agents then use their own)."""
+        return tuple(e.strip() for e in self.egress_allow.split(",") if e.strip())
+
     def limits(self) -> Limits:
         return Limits(
             memory=self.sandbox_memory,
