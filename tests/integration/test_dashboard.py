@@ -25,9 +25,8 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from bot.dashboard import DashboardSettings, build_dashboard_app, make_dashboard_server
-from tests.conftest import unavailable
+from tests.conftest import REDIS_TEST_URL, unavailable
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
 USER, PASSWORD = "ops", "s3cret-pw"
 QUEUE_NAMES = ("askbox-high", "askbox-default", "askbox-low")
 PROGRESS = ["cloned repository", "agent answered"]
@@ -43,30 +42,16 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
-@pytest.fixture()
-def redis_db() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        client.close()
-        unavailable("Redis", exc)
-    client.flushdb()
-    try:
-        yield client
-    finally:
-        client.flushdb()
-        client.close()
 
 
 @pytest.fixture()
-def jobs(redis_db: redis.Redis) -> dict[str, Job]:
+def jobs(redis_client: redis.Redis) -> dict[str, Job]:
     """A finished job on askbox-default, one waiting on each other queue."""
-    queues = {name: Queue(name, connection=redis_db, serializer=JSONSerializer) for name in QUEUE_NAMES}
+    queues = {name: Queue(name, connection=redis_client, serializer=JSONSerializer) for name in QUEUE_NAMES}
     finished = queues["askbox-default"].enqueue("tests.integration.test_dashboard.add", 2, 3)
     waiting_high = queues["askbox-high"].enqueue("tests.integration.test_dashboard.add", 1, 1)
     waiting_low = queues["askbox-low"].enqueue("tests.integration.test_dashboard.add", 4, 4)
-    SimpleWorker([queues["askbox-default"]], connection=redis_db, serializer=JSONSerializer).work(burst=True)
+    SimpleWorker([queues["askbox-default"]], connection=redis_client, serializer=JSONSerializer).work(burst=True)
     finished.refresh()
     assert finished.get_status() == JobStatus.FINISHED
     return {"finished": finished, "high": waiting_high, "low": waiting_low}
@@ -99,8 +84,8 @@ def _recording(app: Flask, log: list[dict[str, object]]) -> None:
 
 
 @pytest.fixture()
-def dashboard(redis_db: redis.Redis) -> Iterator[Served]:
-    app = build_dashboard_app(REDIS_URL, USER, PASSWORD)
+def dashboard(redis_client: redis.Redis) -> Iterator[Served]:
+    app = build_dashboard_app(REDIS_TEST_URL, USER, PASSWORD)
     log: list[dict[str, object]] = []
     _recording(app, log)
     server = make_dashboard_server(app, 0)
@@ -247,9 +232,9 @@ def test_json_endpoints_behind_auth(dashboard, jobs):
     assert json.loads(info["metadata"])["progress"] == PROGRESS
 
 
-def test_workers_page_with_a_busy_json_worker(dashboard, jobs, redis_db):
-    high = Queue("askbox-high", connection=redis_db, serializer=JSONSerializer)
-    worker = Worker([high], connection=redis_db, serializer=JSONSerializer, name="askbox-test-busy")
+def test_workers_page_with_a_busy_json_worker(dashboard, jobs, redis_client):
+    high = Queue("askbox-high", connection=redis_client, serializer=JSONSerializer)
+    worker = Worker([high], connection=redis_client, serializer=JSONSerializer, name="askbox-test-busy")
     worker.register_birth()
     try:
         worker.prepare_execution(jobs["high"])  # what a worker records as it starts a job

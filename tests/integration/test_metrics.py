@@ -16,18 +16,15 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis
 from rq import Queue, Worker
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from tests.conftest import unavailable
+from tests.conftest import REDIS_TEST_URL
 
-REDIS_URL = "redis://127.0.0.1:6379/14"  # db 14: flushed here, never a developer's data
 QUEUE_NAMES = ("askbox-high", "askbox-default", "askbox-low")
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "@@"  # marks protocol lines among whatever RQ prints
@@ -83,7 +80,7 @@ def _scenario(prom_dir: Path) -> None:
 
     metrics.setup_multiprocess(prom_dir)
     logs.configure_json_logging("WARNING")  # RQ then prints nothing of its own on stdout
-    conn = redis.Redis.from_url(REDIS_URL)
+    conn = redis.Redis.from_url(REDIS_TEST_URL)
     server = metrics.serve_metrics(0, conn, QUEUE_NAMES)
     _emit(port=server.port, pid=os.getpid())
 
@@ -131,20 +128,6 @@ def _scenario(prom_dir: Path) -> None:
 # --- the test side ----------------------------------------------------------------------
 
 
-@pytest.fixture()
-def redis_db() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        client.close()
-        unavailable("Redis", exc)
-    client.flushdb()
-    try:
-        yield client
-    finally:
-        client.flushdb()
-        client.close()
 
 
 class Scenario:
@@ -227,14 +210,14 @@ def enqueue(conn: redis.Redis, queue_name: str) -> Job:
     return q.enqueue("tests.integration.test_metrics.record_in_horse")
 
 
-def test_metrics_aggregate_over_forked_processes(redis_db, tmp_path):
+def test_metrics_aggregate_over_forked_processes(redis_client, tmp_path):
     prom_dir = tmp_path / "prom"
     prom_dir.mkdir()
     stale = prom_dir / "counter_999999.db"
     stale.write_bytes(b"left by an earlier run")
     for name in ("askbox-default", "askbox-default", "askbox-high"):
-        enqueue(redis_db, name)
-    low_job = enqueue(redis_db, "askbox-low")
+        enqueue(redis_client, name)
+    low_job = enqueue(redis_client, "askbox-low")
 
     run = Scenario(prom_dir, tmp_path / "scenario.stderr")
     try:
@@ -266,7 +249,7 @@ def test_metrics_aggregate_over_forked_processes(redis_db, tmp_path):
         # The child exits: its counts stay, its live gauge goes.
         run.send("release")
         assert run.expect()["phase"] == "child-dead"
-        enqueue(redis_db, "askbox-default")  # depth is read from Redis at scrape time
+        enqueue(redis_client, "askbox-default")  # depth is read from Redis at scrape time
         s = scrape(port)
         assert value(s, "askbox_running_sandboxes") == 0
         assert value(s, "askbox_questions_total", outcome="answer") == 2
