@@ -40,6 +40,7 @@ def agent_to_slack_lag(fake: FakeSlack, env: dict[str, str], tmp_path: Path, red
 
     from jobs.queue import fetch
     from sandbox import images
+    from sandbox.egress import EgressProxies
     from tests.integration.pipeline_helpers import Workers
     from tests.standins.build import build_cursor_standin
 
@@ -68,6 +69,7 @@ def agent_to_slack_lag(fake: FakeSlack, env: dict[str, str], tmp_path: Path, red
             final.append(answer - meta["final_at"])
     finally:
         workers.stop()
+        EgressProxies(images.tag("egress-proxy"), tmp_path / "egress").stop_all(docker.from_env())
     print(f"agent's first event -> thread updated    p50 {statistics.median(progress) * 1000:7.1f} ms  "
           f"max {max(progress) * 1000:7.1f} ms  ({runs} questions)")
     print(f"final event -> answer posted in thread   p50 {statistics.median(final) * 1000:7.1f} ms  "

@@ -28,6 +28,7 @@ from jobs import queue as jobs_queue  # noqa: E402
 from jobs.question import Origin, Question  # noqa: E402
 from jobs.settings import JobSettings  # noqa: E402
 from sandbox import Sandbox, SandboxSpec, images  # noqa: E402
+from sandbox.egress import EgressProxies  # noqa: E402
 from sandbox.agents.adapters import CursorAgent  # noqa: E402
 from sandbox.agents.settings import AgentSettings  # noqa: E402
 from tests.integration.pipeline_helpers import RedisServer, Workers, wait_for  # noqa: E402
@@ -130,6 +131,7 @@ def main() -> None:
         finally:
             workers.stop()
             server.stop()
+            EgressProxies(images.tag("egress-proxy"), tmp_path / "egress").stop_all(client)
 
 
 if __name__ == "__main__":
