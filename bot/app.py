@@ -35,7 +35,10 @@ def build_app(settings: BotSettings, redis: Redis | None = None) -> App:
     redis = redis or Redis.from_url(settings.redis_url)
     client = web_client(settings)
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
-    app = App(client=client, signing_secret=secret or "unused-in-socket-mode")
+    # Acknowledge only after the listener ran: if Redis is down, the listener raises, Slack
+    # gets no ack and delivers the event again later, and the question is not lost. The
+    # listener stays well under Slack's 3 s (claim, reaction, status message, enqueue).
+    app = App(client=client, signing_secret=secret or "unused-in-socket-mode", process_before_response=True)
     ingress = Ingress(redis, client, settings)
 
     @app.event("app_mention")

@@ -5,11 +5,12 @@ This is all a listener does; answering happens in a worker.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from redis import Redis
+from redis import Redis, RedisError
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
@@ -81,6 +82,19 @@ class Ingress:
         claim = f"askbox:event:{team}:{event.channel}:{event.ts}"
         if not self.redis.set(claim, "1", nx=True, ex=CLAIM_TTL):
             return "duplicate"
+        posted: list[str] = []  # listeners run concurrently: per-call state only
+        try:
+            return self._accept(event, team, thread_ts, posted)
+        except RedisError:
+            # Redis went away mid-way: give the message back so Slack's redelivery (we do
+            # not ack) can try again, and take back what the thread already shows.
+            with contextlib.suppress(RedisError):
+                self.redis.delete(claim)
+            for ts in posted:
+                self._call("chat_delete", channel=event.channel, ts=ts)
+            raise
+
+    def _accept(self, event: SlackMessage, team: str, thread_ts: str, posted: list[str]) -> str:
         parsed = parse(event.text)
         if parsed.help:
             self._post(event.channel, thread_ts, USAGE)
@@ -99,6 +113,7 @@ class Ingress:
             event.channel, thread_ts, f"Queued (position {position + 1}).", blocks=status_blocks(
                 f":hourglass_flowing_sand: Queued (position {position + 1}).", job_id)
         )
+        posted.extend([status] if status else [])
         try:
             question = Question(
                 origin=origin.model_copy(update={"status_ts": status}), text=parsed.text, repo=repo,

@@ -174,3 +174,18 @@ def test_feedback_buttons_count_one_vote_per_person(fake, bots, redis):
     settle(fake, 0.5)
     [family] = list(FeedbackCollector(redis).collect())
     assert {s.labels["vote"]: s.value for s in family.samples if s.name.endswith("_total")} == {"up": 1.0, "down": 1.0}
+
+
+def test_redis_down_means_no_ack_and_slacks_redelivery_is_answered(fake, bots, redis, redis_server):
+    bots(1)
+    redis_server.crash()
+    mention = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> asked while Redis restarts")
+    first = fake.push_event(mention)
+    with pytest.raises(TimeoutError):
+        fake.wait_ack(first, timeout=3)  # not acknowledged: Slack will deliver it again
+    redis_server.start()
+    again = fake.redeliver(first, retry_reason="timeout")
+    fake.wait_ack(again, timeout=10)
+    [question] = wait_for(lambda: queued(redis), 10, "the redelivered question")
+    assert question.text == "asked while Redis restarts"
+    assert len([m for m in fake.thread(CHANNEL, mention["ts"]) if m.is_bot and not m.deleted]) == 1
