@@ -22,17 +22,18 @@ def cmd_sandbox_run(args: argparse.Namespace) -> int:
     from sandbox.agents.adapters import agent_for
     from sandbox.factory import sandbox_from_settings
     from sandbox.settings import SandboxSettings
+    from sandbox.spec import Limits
 
     settings = SandboxSettings()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         _err("sandbox run: give the command after --, e.g. askbox sandbox run -- ls -la")
         return 2
-    limits = settings.limits().model_copy(
-        update={k: v for k, v in (("timeout", args.timeout), ("cpus", args.cpus)) if v is not None}
+    overrides = {"timeout": args.timeout, "cpus": args.cpus, "memory": args.memory}
+    # Validated like the settings: --timeout -1 or --memory lots is refused, not run.
+    limits = Limits.model_validate(
+        {**settings.limits().model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
     )
-    if args.memory is not None:
-        limits = limits.model_validate({**limits.model_dump(), "memory": args.memory})
     spec = SandboxSpec(
         image=args.image or agent_for().image(),
         command=command,

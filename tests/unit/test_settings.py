@@ -36,3 +36,10 @@ def test_spec_hides_env_values():
     spec = SandboxSpec(image="x", command=["true"], env={"CURSOR_API_KEY": "secret-value"})
     assert "secret-value" not in repr(spec)
     assert Limits().memory == Limits().model_copy().memory
+
+
+@pytest.mark.parametrize("flags, word", [(["--timeout", "-1"], "timeout"), (["--memory", "lots"], "memory"),
+                                         (["--cpus", "0"], "cpus")])
+def test_bad_limits_on_the_command_line_are_refused(flags, word, capsys):
+    assert main(["sandbox", "run", *flags, "--", "true"]) == 2
+    assert f"invalid {word}" in capsys.readouterr().err
