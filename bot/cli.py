@@ -61,6 +61,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
         return ask_through_queue(args)
     from jobs.prompt import build_prompt
+    from jobs.repos import UnknownRepo, resolve_repo
+    from jobs.settings import JobSettings
     from sandbox.agents.adapters import agent_for
     from sandbox.agents.session import AgentSession, PromptTooLong
     from sandbox.events import AgentError, Result, ToolFinished, ToolStarted
@@ -71,11 +73,17 @@ def cmd_ask(args: argparse.Namespace) -> int:
     agent = agent_for(args.agent)
     allow = settings.egress_entries() or None
     try:
+        # The same names as the queue (ASKBOX_REPOS), or a directory.
+        repo = resolve_repo(args.repo or ".", JobSettings().repos, allow_paths=True)
+    except UnknownRepo as exc:
+        _err(f"ask: {exc}")
+        return 2
+    try:
         session = AgentSession(
             sandbox_from_settings(settings),
             agent,
             build_prompt(args.question),
-            repo=Path(args.repo or "."),
+            repo=repo.path,
             model=args.model,
             limits=settings.limits(),
             egress_allow=allow,
