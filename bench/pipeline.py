@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
 from redis import Redis  # noqa: E402
+from rq import Worker  # noqa: E402
 
 from jobs import queue as jobs_queue  # noqa: E402
 from jobs.question import Origin, Question  # noqa: E402
@@ -73,7 +74,7 @@ def queued_first_output(redis: Redis, settings: JobSettings, runs: int) -> list[
 def throughput(redis: Redis, settings: JobSettings, workers: Workers, count: int, n: int, log_dir: Path) -> float:
     redis.flushdb()
     procs = workers.start(count, log_dir=log_dir)
-    wait_for(lambda: len(__import__("rq").Worker.all(connection=redis)) >= count, 30, "workers")
+    wait_for(lambda: len(Worker.all(connection=redis)) >= count, 30, "workers")
     ids = []
     start = time.monotonic()
     for i in range(n):  # distinct users: the per-user limit is not what is measured here
@@ -111,7 +112,7 @@ def main() -> None:
         try:
             bare = bare_first_line(image, repo, args.latency_runs)
             workers.start(1, log_dir=tmp_path)
-            wait_for(lambda: __import__("rq").Worker.all(connection=redis), 30, "a worker")
+            wait_for(lambda: Worker.all(connection=redis), 30, "a worker")
             queued_first_output(redis, settings, 2)  # warm-up: the egress proxy, caches
             queued = queued_first_output(redis, settings, args.latency_runs)
             workers.stop()

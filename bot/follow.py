@@ -11,16 +11,13 @@ from pathlib import Path
 from redis import Redis
 from rq import Worker
 
+from bot.cli import _err
 from jobs.cancel import cancel
-from jobs.queue import QueueFull, enqueue, fetch
 from jobs.question import Origin, Question
+from jobs.queue import QueueFull, enqueue, fetch
 from jobs.settings import JobSettings
 
 EXIT_NO_WORKER = 3
-
-
-def _err(message: str) -> None:
-    print(f"askbox: {message}", file=sys.stderr, flush=True)
 
 
 def ask_through_queue(args: argparse.Namespace, poll: float = 0.3) -> int:
