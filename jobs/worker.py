@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from pathlib import Path
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Worker
 from rq.serializers import JSONSerializer
 
@@ -62,5 +65,23 @@ def run_worker(names: list[str] | None = None, burst: bool = False, settings: Jo
                        on_reaped=lambda ids: metrics.REAPED.inc(len(ids)))
     except SandboxInfraError as exc:
         log.error("sandbox reaper not started: %s", exc)
-    worker = build_worker(redis, settings, names)
-    return worker.work(burst=burst, with_scheduler=True)
+    while True:
+        worker = build_worker(redis, settings, names)
+        try:
+            return worker.work(burst=burst, with_scheduler=True)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            # RQ rides out a Redis outage while it waits for jobs, but not one that hits
+            # its heartbeat or maintenance: then work() ends. Start over once Redis is back.
+            log.error("lost Redis (%s); starting a new worker once it answers", exc)
+            wait_for_redis(redis)
+
+
+def wait_for_redis(redis: Redis, longest: float = 10.0) -> None:
+    delay = 0.5
+    while True:
+        try:
+            redis.ping()
+            return
+        except (RedisConnectionError, RedisTimeoutError):
+            time.sleep(delay)
+            delay = min(delay * 2, longest)
