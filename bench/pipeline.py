@@ -104,7 +104,7 @@ def main() -> None:
         server.directory.mkdir()
         server.start()
         redis = Redis.from_url(server.url)
-        settings = JobSettings(redis_url=server.url, repos={"demo": repo}, max_waiting=10_000)
+        settings = JobSettings(repos={"demo": repo}, max_waiting=10_000)
         env = {**os.environ, "ASKBOX_REDIS_URL": server.url, "ASKBOX_AGENT": "cursor",
                "ASKBOX_CURSOR_IMAGE": image, "CURSOR_API_KEY": "k", "ASKBOX_REPOS": f'{{"demo": "{repo}"}}',
                "ASKBOX_EGRESS_SOCKET_DIR": str(tmp_path / "egress")}

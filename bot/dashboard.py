@@ -42,7 +42,6 @@ class DashboardSettings(BaseSettings):
     dashboard_user: str = Field(default="", validate_default=True)
     dashboard_password: SecretStr = Field(default=SecretStr(""), validate_default=True)
     dashboard_port: int = Field(default=9181, ge=1, le=65535)
-    redis_url: str = "redis://localhost:6379/0"
 
     @field_validator("dashboard_user")
     @classmethod
@@ -145,15 +144,15 @@ def _redis_reachable(redis_url: str) -> None:
         client.close()
 
 
-def run_dashboard(settings: DashboardSettings) -> None:
+def run_dashboard(settings: DashboardSettings, redis_url: str) -> None:
     """Serves until interrupted, with werkzeug's threaded WSGI server.
 
     No production WSGI server (waitress, gunicorn) is a dependency; for a loopback-only,
     authenticated, few-users admin page werkzeug's threaded server is adequate.
     """
-    _redis_reachable(settings.redis_url)
+    _redis_reachable(redis_url)
     app = build_dashboard_app(
-        settings.redis_url, settings.dashboard_user, settings.dashboard_password.get_secret_value()
+        redis_url, settings.dashboard_user, settings.dashboard_password.get_secret_value()
     )
     server = make_dashboard_server(app, settings.dashboard_port)
     log.info("dashboard on http://%s:%d/ (basic auth)", HOST, server.server_port)

@@ -16,12 +16,13 @@ from slack_sdk.errors import SlackApiError
 
 from bot.parse import USAGE, parse
 from bot.settings import BotSettings
+from jobs.settings import Settings
+from jobs import keys
 from jobs import queue as jobs_queue
 from jobs.question import Origin, Question, sanitize_id
+from jobs.slack.blocks import status_blocks
 
 log = logging.getLogger(__name__)
-CLAIM_TTL = 7 * 24 * 3600
-CANCEL_ACTION = "askbox_cancel"
 
 
 class SlackMessage(BaseModel):
@@ -41,15 +42,12 @@ class SlackMessage(BaseModel):
     team: str | None = None
 
 
-def thread_key(team: str, channel: str, thread_ts: str) -> str:
-    return f"askbox:slack-thread:{team}:{channel}:{thread_ts}"
-
-
 class Ingress:
-    def __init__(self, redis: Redis, client: WebClient, settings: BotSettings) -> None:
+    def __init__(self, redis: Redis, client: WebClient, settings: Settings, bot: BotSettings) -> None:
         self.redis = redis
         self.client = client
         self.settings = settings
+        self.bot = bot
 
     # -- which messages are questions ---------------------------------------------------
 
@@ -71,7 +69,7 @@ class Ingress:
         if event.channel_type == "im":
             return True
         # A reply in a thread where we were mentioned: a follow-up, no new mention needed.
-        return bool(event.thread_ts and self.redis.exists(thread_key(team, event.channel, event.thread_ts)))
+        return bool(event.thread_ts and self.redis.exists(keys.mentioned_thread(team, event.channel, event.thread_ts)))
 
     # -- one question -------------------------------------------------------------------
 
@@ -79,8 +77,8 @@ class Ingress:
         thread_ts = event.thread_ts or event.ts
         # Claimed only now that we know we handle it: one message, one outcome, however
         # often it is delivered (retries, app_mention plus message.*, two bot processes).
-        claim = f"askbox:event:{team}:{event.channel}:{event.ts}"
-        if not self.redis.set(claim, "1", nx=True, ex=CLAIM_TTL):
+        claim = keys.event_claim(team, event.channel, event.ts)
+        if not self.redis.set(claim, "1", nx=True, ex=keys.CLAIM_TTL):
             return "duplicate"
         posted: list[str] = []  # listeners run concurrently: per-call state only
         try:
@@ -99,9 +97,10 @@ class Ingress:
         if parsed.help:
             self._post(event.channel, thread_ts, USAGE)
             return "help"
-        repo = parsed.repo or self.settings.channel_repos.get(event.channel)
-        if repo is not None and self.settings.repos and repo not in self.settings.repos:
-            known = ", ".join(f"`{name}`" for name in sorted(self.settings.repos))
+        repos = self.settings.jobs.repos
+        repo = parsed.repo or self.bot.channel_repos.get(event.channel)
+        if repo is not None and repos and repo not in repos:
+            known = ", ".join(f"`{name}`" for name in sorted(repos))
             self._post(event.channel, thread_ts, f"I don't know the repository `{repo}`. Known: {known}.")
             return "rejected"
         origin = Origin(kind="slack", user=event.user or "", team=team, channel=event.channel,
@@ -123,11 +122,11 @@ class Ingress:
             self._refuse(event, thread_ts, status, exc.errors()[0]["msg"].removeprefix("Value error, "))
             return "rejected"
         try:
-            jobs_queue.enqueue(self.redis, question)
+            jobs_queue.enqueue(self.redis, question, self.settings.jobs)
         except jobs_queue.QueueFull as exc:
             self._refuse(event, thread_ts, status, str(exc))
             return "refused"
-        self.redis.set(thread_key(team, event.channel, thread_ts), "1", ex=CLAIM_TTL)
+        self.redis.set(keys.mentioned_thread(team, event.channel, thread_ts), "1", ex=keys.CLAIM_TTL)
         return "queued"
 
     def _refuse(self, event: SlackMessage, thread_ts: str, status: str | None, text: str) -> None:
@@ -153,13 +152,3 @@ class Ingress:
         except SlackApiError as exc:
             log.warning("slack %s failed: %s", method, exc.response.get("error"))
             return None
-
-
-def status_blocks(text: str, job_id: str) -> list[dict[str, Any]]:
-    return [
-        {"type": "section", "text": {"type": "mrkdwn", "text": text}},
-        {"type": "actions", "elements": [{
-            "type": "button", "action_id": CANCEL_ACTION, "value": job_id, "style": "danger",
-            "text": {"type": "plain_text", "text": "Cancel"},
-        }]},
-    ]

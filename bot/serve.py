@@ -4,23 +4,25 @@ from __future__ import annotations
 
 from bot.app import build_app, web_client
 from bot.settings import BotSettings
+from jobs.settings import Settings
 
 
 class BotConfigError(ValueError):
     pass
 
 
-def run_bot(http: bool = False, port: int = 3000, settings: BotSettings | None = None) -> None:
-    settings = settings or BotSettings()
-    if http and settings.slack_signing_secret is None:
+def run_bot(settings: Settings, bot: BotSettings, http: bool = False, port: int = 3000) -> None:
+    if settings.slack.slack_bot_token is None:
+        raise BotConfigError("SLACK_BOT_TOKEN (xoxb-...) must be set: the bot posts with it")
+    if http and bot.slack_signing_secret is None:
         raise BotConfigError("SLACK_SIGNING_SECRET must be set for HTTP mode: events are verified with it")
-    if not http and settings.slack_app_token is None:
+    if not http and bot.slack_app_token is None:
         raise BotConfigError("SLACK_APP_TOKEN (xapp-...) must be set for Socket Mode, or run with --http")
-    app = build_app(settings)
+    app = build_app(settings, bot)
     if http:
         app.start(port=port, path="/slack/events")
         return
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-    assert settings.slack_app_token is not None
-    SocketModeHandler(app, settings.slack_app_token.get_secret_value(), web_client=web_client(settings)).start()
+    assert bot.slack_app_token is not None
+    SocketModeHandler(app, bot.slack_app_token.get_secret_value(), web_client=web_client(settings.slack)).start()

@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 import redis
 from pydantic import BaseModel, ValidationError, field_validator
 
+from jobs import keys
+
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "askbox:cache:"
-DEFAULT_TTL = 30 * 24 * 3600
 
 _WHITESPACE = re.compile(r"\s+")
 # Trailing punctuation that does not change the question ("why?" == "why"); full-width
@@ -40,7 +40,7 @@ def normalize_question(text: str) -> str:
 def cache_key(repo: str, commit: str, agent: str, model: str | None, question: str) -> str:
     # JSON of the tuple, not a joined string: no separator can make two tuples collide.
     material = json.dumps([repo, commit, agent, model, normalize_question(question)], ensure_ascii=False)
-    return KEY_PREFIX + hashlib.sha256(material.encode("utf-8")).hexdigest()
+    return keys.cached_answer(hashlib.sha256(material.encode("utf-8")).hexdigest())
 
 
 class CachedAnswer(BaseModel):
@@ -64,7 +64,7 @@ class CachedAnswer(BaseModel):
 
 
 class AnswerCache:
-    def __init__(self, redis: redis.Redis, ttl: int = DEFAULT_TTL) -> None:
+    def __init__(self, redis: redis.Redis, ttl: int = keys.CACHE_TTL) -> None:
         if ttl < 1:
             raise ValueError("ttl must be at least 1 second")
         self.redis = redis

@@ -8,17 +8,20 @@ from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import JobStatus
 
+from jobs import keys
 from jobs.final import Final
-from jobs.job import cancel_key, publisher_for
+from jobs.publisher import publisher_for
 from jobs.queue import fetch
 from jobs.question import Question
+from jobs.slack.settings import SlackSettings
 
 CancelResult = Literal["cancelled", "stopping", "finished", "unknown"]
 _NOT_STARTED = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.RATE_LIMITED}
 
 
-def cancel(redis: Redis, job_id: str, by: str) -> CancelResult:
-    """``cancelled``: it never ran and its final message says so; ``stopping``: its worker
+def cancel(redis: Redis, job_id: str, by: str, slack: SlackSettings) -> CancelResult:
+    """``slack`` is the caller's Slack section: a question that never ran gets its final
+    message from the canceller. ``cancelled``: it never ran and its final message says so; ``stopping``: its worker
     sees the request within a second and kills the container; ``finished``: too late."""
     try:
         job = fetch(redis, job_id)
@@ -28,10 +31,10 @@ def cancel(redis: Redis, job_id: str, by: str) -> CancelResult:
     if status in {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}:
         return "finished"
     # The key first: a job that starts right now still sees it before running anything.
-    redis.set(cancel_key(job_id), by, ex=7 * 24 * 3600, nx=True)
+    redis.set(keys.cancel_request(job_id), by, ex=keys.CLAIM_TTL, nx=True)
     if status in _NOT_STARTED:
         job.cancel()
         question = Question.model_validate(job.args[0])
-        publisher_for(question, job).final(Final(kind="cancelled", text=f"Cancelled by {by} before it started."))
+        publisher_for(question, job, slack).final(Final(kind="cancelled", text=f"Cancelled by {by} before it started."))
         return "cancelled"
     return "stopping"

@@ -7,7 +7,13 @@ from typing import Literal
 from pydantic import BaseModel
 from redis import Redis
 
-FinalKind = Literal["answer", "cancelled", "timeout", "oom", "agent_error", "rejected", "infra"]
+from jobs import keys
+from sandbox.outcome import Ending
+
+# A question ends with an answer, an agent error or a rejection, or as the sandbox ended
+# its run (timeout, oom, cancelled, infra): those are the sandbox's words, not spelled
+# again here. Plain strings, as job results, job metadata and metrics labels hold them.
+FinalKind = Literal[("answer", "agent_error", "rejected", *(ending.value for ending in Ending))]
 
 
 class Final(BaseModel):
@@ -33,7 +39,13 @@ class Final(BaseModel):
         return " · ".join(parts)
 
 
-def claim_final(redis: Redis, job_id: str, ttl: int = 7 * 24 * 3600) -> bool:
+def claim_final(redis: Redis, job_id: str, ttl: int = keys.CLAIM_TTL) -> bool:
     """True for exactly one caller per question, across processes, retries and restarts:
     whoever wins posts the final message, everyone else stays silent."""
-    return bool(redis.set(f"askbox:final:{job_id}", "1", nx=True, ex=ttl))
+    return bool(redis.set(keys.final_claim(job_id), "1", nx=True, ex=ttl))
+
+
+def final_claimed(redis: Redis, job_id: str) -> bool:
+    """Whether some process has claimed the question's final message (it may still be
+    posting it): live progress must stop, or an edit could land on the final state."""
+    return bool(redis.exists(keys.final_claim(job_id)))

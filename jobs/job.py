@@ -1,4 +1,8 @@
-"""The job: one question, answered by one agent in one sandbox, ending in one final message."""
+"""The job: one question, answered by one agent in one sandbox, ending in one final message.
+
+The work-horse running it is a fork of the worker, which loaded the settings tree once at
+start and handed it here (``use_settings``).
+"""
 
 from __future__ import annotations
 
@@ -11,23 +15,20 @@ from redis import Redis
 from rq import get_current_job
 from rq.job import Job
 
+from jobs import keys, metrics
+from jobs.agent_runs import agent_session
 from jobs.cache import AnswerCache
-from jobs import metrics
 from jobs.final import Final
 from jobs.logs import log_context
 from jobs.memory import ThreadMemory
 from jobs.prompt import Turn, build_prompt
-from jobs.publisher import MetaPublisher, Publisher
+from jobs.publisher import publisher_for
 from jobs.question import Question
 from jobs.repos import UnknownRepo, head_commit, resolve_repo
-from jobs.settings import JobSettings
-from jobs.slack_publisher import CompositePublisher, slack_publisher_for
+from jobs.settings import Settings
 from sandbox.agents.adapters import agent_for
 from sandbox.agents.session import AgentSession, PromptTooLong
-from sandbox.agents.settings import AgentSettings
-from sandbox.events import AgentError, ErrorKind, Result
-from sandbox.factory import sandbox_from_settings
-from sandbox.settings import SandboxSettings
+from sandbox.agents.events import AgentError, ErrorKind, Result
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +37,21 @@ class InfraFault(RuntimeError):
     """Raised only when nothing reached the user yet: RQ may retry the whole job."""
 
 
-def cancel_key(job_id: str) -> str:
-    return f"askbox:cancel:{job_id}"
+_settings: Settings | None = None
 
 
-def publisher_for(question: Question, job: Job) -> Publisher:
-    meta = MetaPublisher(job)
-    slack = slack_publisher_for(question, job)  # None unless it came from Slack and a token is set
-    # The MetaPublisher comes first: its final() takes the claim, then the others post.
-    return CompositePublisher(meta, slack) if slack is not None else meta
+def use_settings(settings: Settings) -> None:
+    """The worker's settings tree, for the jobs its work-horses run."""
+    global _settings
+    _settings = settings
+
+
+def current_settings() -> Settings:
+    """The tree the worker handed over; loaded here once only if a plain RQ worker runs us."""
+    global _settings
+    if _settings is None:
+        _settings = Settings.load()
+    return _settings
 
 
 def answer_question(data: dict[str, Any]) -> dict[str, Any]:
@@ -55,54 +62,51 @@ def answer_question(data: dict[str, Any]) -> dict[str, Any]:
     if job.started_at and job.enqueued_at:
         metrics.QUEUE_WAIT.observe((job.started_at - job.enqueued_at).total_seconds())
     with log_context(job_id=job.id, repo=question.repo, user=question.origin.user, thread=question.thread_key):
-        final = QuestionRun(question, job, JobSettings()).run()
+        final = QuestionRun(question, job, current_settings()).run()
     return {"kind": final.kind, "duration": final.duration}
 
 
 class QuestionRun:
-    def __init__(self, question: Question, job: Job, settings: JobSettings) -> None:
+    def __init__(self, question: Question, job: Job, settings: Settings) -> None:
         self.question = question
         self.job = job
         self.settings = settings
         self.redis: Redis = job.connection
-        self.publisher = publisher_for(question, job)
+        self.publisher = publisher_for(question, job, settings.slack)
         self.started = time.monotonic()
 
     def run(self) -> Final:
         q = self.question
-        who = self.redis.get(cancel_key(self.job.id))
+        who = self.redis.get(keys.cancel_request(self.job.id))
         if who is not None:
             return self._final(Final(kind="cancelled", text=f"Cancelled by {who.decode()} before it started."))
+        jobs = self.settings.jobs
         try:
-            repo = resolve_repo(q.repo, self.settings.repos, allow_paths=q.origin.kind == "terminal")
+            repo = resolve_repo(q.repo, jobs.repos, allow_paths=q.origin.kind == "terminal")
         except UnknownRepo as exc:
             return self._final(Final(kind="rejected", text=str(exc)))
-        agent = agent_for(q.agent, AgentSettings())
+        agent = agent_for(q.agent, self.settings.agents)
         model = agent.model(q.model)
         commit = head_commit(repo.path)
         common = dict(repo=repo.name, commit=commit, agent=agent.name, model=model)
-        memory = ThreadMemory(self.redis, self.settings.memory_turns, self.settings.memory_ttl)
+        memory = ThreadMemory(self.redis, jobs.memory_turns, jobs.memory_ttl)
         conversation = memory.load(q.thread_key)
         # Only a thread's first question is answered from (or stored in) the cache: a
         # follow-up means something different after a different conversation.
-        cache = AnswerCache(self.redis, ttl=self.settings.cache_ttl) if not conversation.turns else None
+        cache = AnswerCache(self.redis, ttl=jobs.cache_ttl) if not conversation.turns else None
         if cache is not None and not q.fresh:
             hit = cache.get(repo.name, commit, agent.name, model, q.text)
             if hit is not None:
                 memory.append(q.thread_key, Turn(question=q.text, answer=hit.text))
                 text = f"{hit.text}\n\n_{hit.notice()}_"
                 return self._final(Final(kind="answer", text=text, cached=True, duration=self._elapsed(), **common))
-        sandbox_settings = SandboxSettings()
-        allow = sandbox_settings.egress_entries() or None
         try:
-            session = AgentSession(
-                sandbox_from_settings(sandbox_settings),
+            session = agent_session(
+                self.settings,
                 agent,
                 build_prompt(q.text, conversation.turns, conversation.summary),
                 repo=repo.path,
                 model=q.model,
-                limits=sandbox_settings.limits(),
-                egress_allow=allow,
                 run_id=self.job.id,
                 labels={"job": self.job.id, "user": q.origin.user},
             )
@@ -145,15 +149,15 @@ class QuestionRun:
     def _watch_cancel(self, session: AgentSession, stop: threading.Event) -> None:
         # Cancellation is a Redis key, so any process can cancel without Docker access.
         while not stop.wait(0.5):
-            if self.redis.exists(cancel_key(self.job.id)):
+            if self.redis.exists(keys.cancel_request(self.job.id)):
                 session.cancel()
                 return
 
     def _error_final(self, error: AgentError, common: dict[str, Any]) -> Final:
-        limits = SandboxSettings().limits()
+        limits = self.settings.sandbox.limits()
         match error.kind:
             case ErrorKind.CANCELLED:
-                who = self.redis.get(cancel_key(self.job.id))
+                who = self.redis.get(keys.cancel_request(self.job.id))
                 by = f" by {who.decode()}" if who else ""
                 return Final(kind="cancelled", text=f"Cancelled{by}.", **common)
             case ErrorKind.TIMEOUT:
@@ -203,4 +207,4 @@ def on_job_failure(job: Job, connection: Redis, exc_type: type, exc: BaseExcepti
     else:
         text = f"Something went wrong on our side ({exc}). Reference: {job.id}"
     metrics.count_question("infra")
-    publisher_for(question, job).final(Final(kind="infra", text=text, reference=job.id))
+    publisher_for(question, job, current_settings().slack).final(Final(kind="infra", text=text, reference=job.id))

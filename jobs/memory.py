@@ -11,13 +11,12 @@ import logging
 import redis
 from pydantic import BaseModel, ValidationError
 
+from jobs import keys
 from jobs.prompt import Turn
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "askbox:memory:"
 DEFAULT_MAX_TURNS = 10
-DEFAULT_TTL = 7 * 24 * 3600
 
 
 class Conversation(BaseModel):
@@ -44,7 +43,7 @@ class ThreadMemory:
     Every use refreshes the TTL, so active threads live on and idle ones expire.
     """
 
-    def __init__(self, redis: redis.Redis, max_turns: int = DEFAULT_MAX_TURNS, ttl: int = DEFAULT_TTL) -> None:
+    def __init__(self, redis: redis.Redis, max_turns: int = DEFAULT_MAX_TURNS, ttl: int = keys.MEMORY_TTL) -> None:
         if max_turns < 1:
             raise ValueError("max_turns must be at least 1")
         if ttl < 1:
@@ -53,13 +52,8 @@ class ThreadMemory:
         self.max_turns = max_turns
         self.ttl = ttl
 
-    @staticmethod
-    def turns_key(thread_key: str) -> str:
-        return f"{KEY_PREFIX}{thread_key}:turns"
-
-    @staticmethod
-    def summary_key(thread_key: str) -> str:
-        return f"{KEY_PREFIX}{thread_key}:summary"
+    turns_key = staticmethod(keys.memory_turns)
+    summary_key = staticmethod(keys.memory_summary)
 
     def load(self, thread_key: str) -> Conversation:
         turns_key, summary_key = self.turns_key(thread_key), self.summary_key(thread_key)

@@ -2,18 +2,26 @@
 
 Every question's progress lands in its RQ job's meta (throttled), so ``askbox ask``,
 the dashboard and any other process can follow it; Slack questions also get a Slack
-publisher (see jobs/slack_publisher.py, when present).
+publisher (jobs/slack/publisher.py), and ``CompositePublisher`` fans one question out
+to several publishers while its final message is still claimed once.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from rq.job import Job
 
 from jobs.final import Final, claim_final
-from sandbox.events import AgentEvent, Started, TextDelta, ToolFinished, ToolStarted
+from jobs.question import Question
+from jobs.slack.publisher import slack_publisher_for
+from jobs.slack.settings import SlackSettings
+from sandbox.agents.events import AgentEvent, Started, TextDelta, ToolFinished, ToolStarted
+
+log = logging.getLogger(__name__)
 
 MAX_PROGRESS_LINES = 50
 MAX_PREVIEW_CHARS = 2000
@@ -72,3 +80,58 @@ class MetaPublisher:
         if force or now - self._saved_at >= self.interval:
             self.job.save_meta()
             self._saved_at = now
+
+
+class _PostsFinal(Protocol):
+    def started(self) -> None: ...
+    def event(self, event: AgentEvent) -> None: ...
+    def post_final(self, final: Final) -> None: ...
+
+
+class CompositePublisher:
+    """Fans a question's progress out to several publishers and claims its final once.
+
+    The first publisher's ``final()`` takes the claim (``claim_final``); only when it
+    won do the others post through ``post_final()``, which does not claim again (the
+    claim is one key per job: a second claim would always lose)."""
+
+    def __init__(self, first: Any, *others: _PostsFinal) -> None:
+        self.publishers: tuple[Any, ...] = (first, *others)
+
+    @property
+    def shown(self) -> bool:
+        return any(getattr(p, "shown", False) for p in self.publishers)
+
+    def started(self) -> None:
+        for publisher in self.publishers:
+            _quietly(publisher.started)
+
+    def event(self, event: AgentEvent) -> None:
+        for publisher in self.publishers:
+            _quietly(publisher.event, event)
+
+    def final(self, final: Final) -> bool:
+        first, *others = self.publishers
+        if not first.final(final):
+            for publisher in others:
+                _quietly(getattr(publisher, "close", lambda: None))
+            return False
+        for publisher in others:
+            _quietly(publisher.post_final, final)
+        return True
+
+
+def _quietly(fn: Callable[..., Any], *args: Any) -> None:
+    # One destination failing must not take the others, or the job, down with it.
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001
+        log.exception("publisher %s failed", getattr(fn, "__qualname__", fn))
+
+
+def publisher_for(question: Question, job: Job, slack: SlackSettings) -> Publisher:
+    """Every question's publisher: its RQ meta, and its Slack thread when it came from Slack."""
+    meta = MetaPublisher(job)
+    to_slack = slack_publisher_for(question, job, slack)  # None unless it came from Slack and a token is set
+    # The MetaPublisher comes first: its final() takes the claim, then the others post.
+    return CompositePublisher(meta, to_slack) if to_slack is not None else meta

@@ -1,4 +1,9 @@
-"""Questions onto RQ: priority queues, per-user concurrency, a cap on waiting, exactly one job per question."""
+"""Questions onto RQ: priority queues, per-user concurrency, a cap on waiting, exactly one job per question.
+
+The job's RQ timeout and retries are not decided here: the enqueuing process (the bot)
+does not know the worker's sandbox deadline. The worker that first takes the job sets
+both from its own settings and stores them on the job (``jobs.worker``).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,15 @@ import time
 from dataclasses import dataclass
 
 from redis import Redis
-from rq import Callback, Queue, RateLimit, Retry
+from rq import Callback, Queue, RateLimit
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.rate_limit import RateLimitRegistry
 from rq.serializers import JSONSerializer
 
+from jobs import keys
 from jobs.question import Priority, Question
 from jobs.settings import JobSettings
-from sandbox.settings import SandboxSettings
 
 PRIORITIES: tuple[Priority, ...] = ("high", "default", "low")  # served in this order
 QUEUE_NAMES = tuple(f"askbox-{p}" for p in PRIORITIES)
@@ -46,12 +51,11 @@ def fetch(redis: Redis, job_id: str) -> Job:
     return Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
 
 
-def enqueue(redis: Redis, question: Question, settings: JobSettings | None = None) -> Enqueued:
-    settings = settings or JobSettings()
+def enqueue(redis: Redis, question: Question, settings: JobSettings) -> Enqueued:
     # RQ's unique=True does not combine with RateLimit, so claim the question id ourselves:
     # exactly one process, for one delivery of an event, gets to create the job.
-    claim = f"askbox:question:{question.id}"
-    if not redis.set(claim, "1", nx=True, ex=7 * 24 * 3600):
+    claim = keys.question_claim(question.id)
+    if not redis.set(claim, "1", nx=True, ex=keys.CLAIM_TTL):
         job = _await_job(redis, question.id)
         return Enqueued(job, position(redis, job), duplicate=True)
     try:
@@ -67,16 +71,13 @@ def enqueue(redis: Redis, question: Question, settings: JobSettings | None = Non
 
 
 def _enqueue(redis: Redis, question: Question, settings: JobSettings) -> Job:
-    deadline = SandboxSettings().sandbox_timeout
     queue = queues(redis)[PRIORITIES.index(question.priority)]
     return queue.enqueue_call(
         JOB_FUNCTION,
         args=(question.model_dump(mode="json"),),
         job_id=question.id,
-        timeout=int(deadline) + settings.job_timeout_margin,
-        result_ttl=7 * 24 * 3600,
-        failure_ttl=7 * 24 * 3600,
-        retry=Retry(max=settings.retries, interval=[5, 15]) if settings.retries else None,
+        result_ttl=keys.CLAIM_TTL,
+        failure_ttl=keys.CLAIM_TTL,
         on_failure=Callback("jobs.job.on_job_failure"),
         rate_limit=RateLimit(
             key=f"user:{question.origin.team or '-'}:{question.origin.user}",

@@ -19,6 +19,7 @@ from docker.types import LogConfig, Mount
 
 from sandbox import labels
 from sandbox.allowlist import AllowEntry, allowlist_key, squid_config
+from sandbox.bridges import SocketBridge
 from sandbox.errors import SandboxInfraError, image_missing
 
 SOCKET_NAME = "proxy.sock"
@@ -128,14 +129,10 @@ def _get(client: docker.DockerClient, name: str):
         return None
 
 
-# Run inside the sandbox before the command: bridge 127.0.0.1:3128 to the mounted socket,
-# wait until it listens, then become the command. Needs sh, socat and grep in the image.
-BRIDGE_SCRIPT = (
-    f"socat TCP-LISTEN:{PROXY_PORT_IN_SANDBOX},bind=127.0.0.1,reuseaddr,fork "
-    f"UNIX-CONNECT:{MOUNT_POINT}/{SOCKET_NAME} & "
-    f"while ! grep -q ':{PROXY_PORT_IN_SANDBOX:04X} 00000000:0000 0A' /proc/net/tcp; do sleep 0.01; done; "
-    'exec "$@"'
-)
+def egress_bridge(directory: Path) -> SocketBridge:
+    """How a sandbox reaches the proxy whose socket is in ``directory``."""
+    return SocketBridge(host_dir=directory, socket=SOCKET_NAME, port=PROXY_PORT_IN_SANDBOX, mount_point=MOUNT_POINT)
+
 
 PROXY_URL = f"http://127.0.0.1:{PROXY_PORT_IN_SANDBOX}"
 PROXY_ENV = {

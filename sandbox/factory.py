@@ -1,4 +1,4 @@
-"""A Sandbox wired from the environment: the one place settings meet Docker."""
+"""A Sandbox wired from its settings section: the one place settings meet Docker."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from sandbox.runner import Sandbox
 from sandbox.settings import SandboxSettings
 
 
-def sandbox_from_settings(settings: SandboxSettings | None = None) -> Sandbox:
-    settings = settings or SandboxSettings()
-    return Sandbox(egress=EgressProxies(images.tag("egress-proxy"), settings.egress_socket_dir))
+def sandbox_from_settings(settings: SandboxSettings) -> Sandbox:
+    return Sandbox(
+        egress=EgressProxies(images.tag("egress-proxy"), settings.egress_socket_dir),
+        deployment=settings.deployment,
+    )

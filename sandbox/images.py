@@ -16,8 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker
-from docker.errors import BuildError, ImageNotFound
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # Docker is imported where images are built: tags alone need no Docker
+    import docker
 
 IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
 OFFLINE_BASE = "askbox/debian-base:trixie"
@@ -134,6 +136,8 @@ def build(
                 buildargs["SANDBOX_IMAGE"] = tag(parent)
             log(f"building {image_tag}")
             context = _context(name, extra_ca_dir, Path(tmp))
+            from docker.errors import BuildError
+
             try:
                 _, stream = client.images.build(path=str(context), tag=image_tag, buildargs=buildargs, rm=True)
             except BuildError as exc:
@@ -148,6 +152,8 @@ def build(
 
 
 def exists(client: docker.DockerClient, name: str) -> bool:
+    from docker.errors import ImageNotFound
+
     try:
         client.images.get(tag(name))
     except ImageNotFound:

@@ -1,19 +1,72 @@
-"""How a sandboxed run ended."""
+"""How a sandboxed run ended, and the one spelling of the endings the sandbox decides.
+
+A run ends by itself (the command exited, zero or not) or the sandbox ends it: at its
+deadline, out of memory, cancelled, or because the infrastructure failed. ``Ending`` names
+those four, once. The other vocabularies that speak of them take their values from it
+instead of spelling them again: ``OutcomeKind`` here, the agents' ``ErrorKind``
+(``sandbox.agents.events``) and a question's final message kind (``jobs.final``). So
+"timeout" is the same word from the container to the user's thread, and adding an ending
+means adding it here (``carries_every_ending`` refuses an enum that forgot one).
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TypeVar
 
 from pydantic import BaseModel
 
 
-class OutcomeKind(StrEnum):
-    OK = "ok"
-    EXIT_ERROR = "exit_error"  # the command exited non-zero
+class Ending(StrEnum):
+    """The ways the sandbox, not the program inside it, ends a run."""
+
     TIMEOUT = "timeout"  # killed at its wall-clock deadline
     OOM = "oom"  # killed by the kernel for exceeding its memory limit
     CANCELLED = "cancelled"  # cancelled by us or killed from outside
-    INFRA_ERROR = "infra_error"  # Docker unreachable, image missing, runtime missing, ...
+    INFRA = "infra"  # Docker unreachable, image or runtime missing, egress proxy trouble, ...
+
+    @classmethod
+    def of(cls, kind: str) -> Ending | None:
+        """The ending a kind from another vocabulary stands for; None when it is not one
+        (the run ended by itself, or the agent reported the failure)."""
+        try:
+            return cls(kind)
+        except ValueError:
+            return None
+
+
+class HasEndings:
+    """Mixin for an enum whose kinds include the endings (as ``Ending``'s values)."""
+
+    @property
+    def ending(self) -> Ending | None:
+        """The sandbox's ending this kind stands for; None for the enum's other kinds."""
+        return Ending.of(str(self))
+
+
+_Kinds = TypeVar("_Kinds", bound=type[StrEnum])
+
+
+def carries_every_ending(kinds: _Kinds) -> _Kinds:
+    """Class decorator for an enum that includes the endings: fail at import, not at the
+    first timeout in production, if it misses one."""
+    missing = {e.value for e in Ending} - {k.value for k in kinds}
+    if missing:
+        raise TypeError(f"{kinds.__name__} lacks the sandbox endings {sorted(missing)}")
+    return kinds
+
+
+@carries_every_ending
+class OutcomeKind(HasEndings, StrEnum):
+    """How a run ended: by itself (ok, exit_error) or by the sandbox (an ``Ending``)."""
+
+    OK = "ok"
+    EXIT_ERROR = "exit_error"  # the command exited non-zero
+    # The sandbox ended it (meanings: ``Ending``), under the names this enum always had.
+    TIMEOUT = Ending.TIMEOUT.value
+    OOM = Ending.OOM.value
+    CANCELLED = Ending.CANCELLED.value
+    INFRA_ERROR = Ending.INFRA.value
 
 
 # Exit codes the CLI uses, after coreutils' `timeout` and a SIGKILL.

@@ -8,7 +8,6 @@ whoever owns it. Only containers labelled ``askbox.sandbox`` are ever touched.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -23,19 +22,18 @@ log = logging.getLogger(__name__)
 
 def reap(
     client: docker.DockerClient,
+    deployment: str,
     grace: float = 60.0,
     is_alive: Callable[[dict[str, str]], bool | None] | None = None,
-    deployment: str | None = None,
 ) -> list[str]:
     """Remove dead runs' containers; return their run ids.
 
     ``is_alive`` may add knowledge the sandbox lacks (e.g. "its job still exists"): it
     gets the container's labels and returns True/False, or None to fall back to the
-    owner/deadline rules.
+    owner/deadline rules. Only the ``deployment``'s own sandboxes are looked at.
     """
     removed = []
     now = time.time()
-    deployment = deployment or os.environ.get("ASKBOX_DEPLOYMENT", "default")
     mine = {"label": f"{labels.SANDBOX}={deployment}"}
     # sparse: no inspect per container, which would race with runs removing their own.
     for container in client.containers.list(all=True, sparse=True, filters=mine):

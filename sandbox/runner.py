@@ -17,7 +17,8 @@ from requests.exceptions import RequestException
 
 from sandbox import labels, owner
 from sandbox.allowlist import parse_allowlist
-from sandbox.egress import BRIDGE_SCRIPT, MOUNT_POINT, PROXY_ENV, EgressProxies
+from sandbox.bridges import bridge_command
+from sandbox.egress import PROXY_ENV, EgressProxies, egress_bridge
 from sandbox.errors import SandboxInfraError, docker_unreachable, image_missing
 from sandbox.lines import LineSplitter, Tail
 from sandbox.outcome import EXIT_KILLED, Outcome, OutcomeKind
@@ -39,9 +40,13 @@ class Sandbox:
         self,
         client: docker.DockerClient | None = None,
         egress: EgressProxies | None = None,
+        deployment: str = "default",
     ) -> None:
         self._client = client
         self.egress = egress
+        # The value of every run's askbox.sandbox label: deployments sharing a Docker host
+        # (or test sessions) see, count and reap only their own sandboxes.
+        self.deployment = deployment
 
     @property
     def client(self) -> docker.DockerClient:
@@ -58,7 +63,7 @@ class Sandbox:
         """Start the run now. Infrastructure faults do not raise: they become the outcome."""
         run = SandboxRun(spec)
         try:
-            run._start(self.client, self._egress_dir(spec))
+            run._start(self.client, self._egress_dir(spec), self.deployment)
         except SandboxInfraError as exc:
             run._fail(str(exc))
         except (DockerException, RequestException) as exc:
@@ -108,7 +113,7 @@ class SandboxRun:
 
     # -- life cycle -------------------------------------------------------------------
 
-    def _start(self, client: docker.DockerClient, egress_dir: Path | None) -> None:
+    def _start(self, client: docker.DockerClient, egress_dir: Path | None, deployment: str) -> None:
         spec = self.spec
         if spec.runtime and spec.runtime not in client.info().get("Runtimes", {}):
             raise SandboxInfraError(
@@ -122,10 +127,14 @@ class SandboxRun:
             mounts.append(Mount(WORKSPACE, str(spec.repo), type="bind", read_only=True))
         env = {"HOME": HOME, **spec.env}
         command = list(spec.command)
+        bridges = list(spec.bridges)
         if egress_dir is not None:
-            mounts.append(Mount(MOUNT_POINT, str(egress_dir), type="bind", read_only=True))
+            bridges.append(egress_bridge(egress_dir))
             env.update(PROXY_ENV)
-            command = ["/bin/sh", "-c", BRIDGE_SCRIPT, "askbox-egress-bridge", *command]
+        for bridge in bridges:
+            mounts.append(Mount(bridge.mount_point, str(bridge.host_dir), type="bind", read_only=True))
+        if bridges:
+            command = bridge_command(bridges, command)
         deadline = time.time() + spec.limits.timeout
         try:
             self.container = client.containers.create(
@@ -135,7 +144,7 @@ class SandboxRun:
                 working_dir=WORKSPACE if spec.repo is not None else HOME,
                 environment=env,
                 labels={
-                    labels.SANDBOX: spec.deployment,
+                    labels.SANDBOX: deployment,
                     labels.RUN_ID: spec.run_id,
                     labels.OWNER: owner.this_process(),
                     labels.DEADLINE: str(int(deadline) + 1),

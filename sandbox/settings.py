@@ -1,4 +1,8 @@
-"""Sandbox configuration from ``ASKBOX_*`` environment variables."""
+"""The sandbox's section of the settings tree (``ASKBOX_SANDBOX_*``, egress, deployment).
+
+Loaded once by the process's entry point and handed down; nothing in ``sandbox/`` reads
+the environment itself.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ def _default_socket_root() -> Path:
 
 
 class SandboxSettings(BaseSettings):
+    """Where and under which limits runs happen: one deployment label, one runtime."""
+
     model_config = SettingsConfigDict(env_prefix="ASKBOX_", extra="ignore")
 
     deployment: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,128}$")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sandbox.bridges import SocketBridge
 
 WORKSPACE = "/workspace"
 HOME = "/home/agent"
@@ -69,11 +70,11 @@ class SandboxSpec(BaseModel):
     egress_allow: tuple[str, ...] = Field(
         default=(), description="allowlist for the egress proxy; empty means no egress at all"
     )
+    bridges: tuple[SocketBridge, ...] = Field(
+        default=(), description="host Unix sockets the command reaches as 127.0.0.1:PORT (e.g. a model gateway)"
+    )
     runtime: str | None = Field(default=None, description="e.g. 'runsc' for gVisor")
     run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:16])
-    # The value of the askbox.sandbox label: deployments sharing a Docker host (or test
-    # sessions) see, count and reap only their own sandboxes.
-    deployment: str = Field(default_factory=lambda: os.environ.get("ASKBOX_DEPLOYMENT", "default"))
     labels: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("repo")
@@ -86,7 +87,7 @@ class SandboxSpec(BaseModel):
             raise ValueError(f"repository {repo} is not a directory")
         return repo
 
-    @field_validator("run_id", "deployment")
+    @field_validator("run_id")
     @classmethod
     def _label_safe(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", value):

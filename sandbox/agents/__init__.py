@@ -1,6 +1,19 @@
-"""Stream parsers for agent CLIs, and the helpers they share.
+"""The coding agents: how each runs in a sandbox, and how its output becomes events.
 
-Each parser turns one run's stdout, line by line, into ``sandbox.events`` events:
+Modules, one concept each:
+
+- ``events``: the normalized ``AgentEvent`` vocabulary every agent's output becomes
+- ``adapters``: per agent, the container command, image, key and egress endpoints
+- ``settings``: which agent and model, and their keys
+- ``session``: one agent answering one question in one sandbox, ending in one terminal event
+- ``cursor_stream``, ``gemini_stream``: one parser per CLI's stream-json dialect
+- ``jsonlines``: the ``StreamParser`` protocol and the JSON-lines parser skeleton they share
+- ``describe``: the tool-step summaries ("Read src/app.py"), written once for all agents
+- ``failures``: error classification and the plain-language failure messages
+- ``answer``: assembling the answer text without repeats
+- ``text``: shortening, relative paths and tolerant readers of the CLIs' JSON
+
+Each parser turns one run's stdout, line by line, into events:
 
     parser = CursorStreamParser()
     for line in stdout_lines:
@@ -12,17 +25,7 @@ Each parser turns one run's stdout, line by line, into ``sandbox.events`` events
 
 A parser never raises on odd input: unknown event types are ignored and lines that are
 not JSON come back as ``Diagnostic`` events.
+
+Nothing is imported here, so that importing ``sandbox.agents.events`` (as the publishers
+do) loads neither the parsers nor Docker; import each name from its module.
 """
-
-from sandbox.agents.common import EGRESS_BLOCKED_MESSAGE, AnswerBuffer, StreamParser, classify
-from sandbox.agents.cursor_stream import CursorStreamParser
-from sandbox.agents.gemini_stream import GeminiStreamParser
-
-__all__ = [
-    "EGRESS_BLOCKED_MESSAGE",
-    "AnswerBuffer",
-    "CursorStreamParser",
-    "GeminiStreamParser",
-    "StreamParser",
-    "classify",
-]

@@ -10,8 +10,10 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 from urllib.parse import urlsplit
 
+from pydantic import SecretStr
+
 from sandbox import images
-from sandbox.agents.common import StreamParser
+from sandbox.agents.jsonlines import StreamParser
 from sandbox.agents.cursor_stream import CursorStreamParser
 from sandbox.agents.gemini_stream import GeminiStreamParser
 from sandbox.agents.settings import AgentName, AgentSettings
@@ -47,6 +49,14 @@ class Agent(ABC):
     @abstractmethod
     def parser(self) -> StreamParser: ...
 
+    # Whether a model gateway can front this agent's LLM traffic (it takes a base URL).
+    gateway_fronted: ClassVar[bool] = False
+
+    def through_gateway(self, token: str, base_url: str) -> Agent:
+        """This agent talking to a model gateway at ``base_url`` with a per-run ``token``
+        instead of a real key (only for ``gateway_fronted`` agents)."""
+        raise TypeError(f"{self.name} speaks a protocol no gateway fronts")
+
 
 class CursorAgent(Agent):
     name = "cursor"
@@ -81,6 +91,7 @@ class GeminiAgent(Agent):
     image_name = "agent-gemini"
     default_model = "gemini-2.5-flash"  # a fixed model: auto-routing makes extra calls
     key_variable = "GEMINI_API_KEY"
+    gateway_fronted = True
 
     def command(self, prompt: str, model: str | None) -> list[str]:
         # yolo: tools run without asking (nobody can answer in headless mode); the
@@ -107,12 +118,16 @@ class GeminiAgent(Agent):
     def parser(self) -> StreamParser:
         return GeminiStreamParser(workspace=WORKSPACE)
 
+    def through_gateway(self, token: str, base_url: str) -> Agent:
+        # The CLI takes any base URL and key: the gateway swaps the token for a real key.
+        routed = self.settings.model_copy(update={"gemini_api_key": SecretStr(token), "gemini_base_url": base_url})
+        return GeminiAgent(routed)
+
 
 AGENTS: dict[str, type[Agent]] = {a.name: a for a in (CursorAgent, GeminiAgent)}
 
 
-def agent_for(name: str | None = None, settings: AgentSettings | None = None) -> Agent:
-    settings = settings or AgentSettings()
+def agent_for(name: str | None, settings: AgentSettings) -> Agent:
     name = name or settings.agent
     if name not in AGENTS:
         raise ValueError(f"unknown agent {name!r}; known: {', '.join(AGENTS)}")

@@ -23,26 +23,11 @@ by its fields alone, because in the first mode the same fields mark the only cop
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
-from sandbox.agents.common import (
-    DETAIL_LIMIT,
-    EGRESS_BLOCKED_MESSAGE,
-    JsonLinesParser,
-    Rule,
-    as_code,
-    as_int,
-    classify,
-    exit_phrase,
-    first_string,
-    quoted,
-    relative_path,
-    shorten,
-    stderr_excerpt,
-    with_context,
-)
-from sandbox.events import (
+from sandbox.agents import describe
+from sandbox.agents.describe import Describer
+from sandbox.agents.events import (
     AgentError,
     AgentEvent,
     ErrorKind,
@@ -53,6 +38,9 @@ from sandbox.events import (
     ToolStarted,
     Usage,
 )
+from sandbox.agents.failures import AgentFailures, Rule, explained, fixed
+from sandbox.agents.jsonlines import JsonLinesParser, interrupted_call
+from sandbox.agents.text import DETAIL_LIMIT, as_int, first_string, shorten, str_or_none
 
 AGENT = "cursor-agent"
 
@@ -79,6 +67,43 @@ _BAD_MODEL = re.compile(
     re.IGNORECASE,
 )
 
+
+def _bad_model_message(text: str) -> str:
+    """Which model cursor-agent refused, and the ones it offers, from its own words."""
+    match = _BAD_MODEL.search(text)
+    model = match.group("model") if match else None
+    available = match.group("available") if match else None
+    subject = f"the model {model}" if model else "the requested model"
+    message = f"{AGENT} cannot use {subject}"
+    if available:
+        message += f". Available models: {available.strip().rstrip('.')}"
+    return message
+
+
+FAILURES = AgentFailures(
+    agent=AGENT,
+    rules=_RULES,
+    explanations={
+        ErrorKind.AUTH: explained(
+            "Cursor authentication failed: CURSOR_API_KEY is missing or not accepted"
+        ),
+        ErrorKind.QUOTA: explained("The Cursor account has hit its usage limit"),
+        ErrorKind.BAD_MODEL: _bad_model_message,
+        ErrorKind.UNTRUSTED_WORKSPACE: fixed(
+            f"{AGENT} refused to work in the folder (Workspace Trust Required); "
+            "it must run with --trust"
+        ),
+    },
+    ended=AGENT,
+    no_answer=f"{AGENT} gave no answer",
+)
+
+
+def failure_from_stderr(exit_code: int | None, stderr_tail: str) -> AgentError:
+    """The error for a run that ended without a result event."""
+    return FAILURES.from_stderr(exit_code, stderr_tail)
+
+
 # Keys that sit next to the ``<kind>ToolCall`` key in newer CLIs and are not the tool.
 _TOOL_CALL_METADATA = {
     "toolCallId",
@@ -92,6 +117,8 @@ _TOOL_CALL_METADATA = {
 class CursorStreamParser(JsonLinesParser):
     """Stateful: one instance per run. ``workspace`` is the folder the agent works in,
     used to shorten paths in tool summaries (default: the ``cwd`` cursor reports)."""
+
+    failures = FAILURES
 
     def __init__(self, workspace: str | None = None) -> None:
         super().__init__(workspace)
@@ -110,24 +137,21 @@ class CursorStreamParser(JsonLinesParser):
 
     def _interrupted(self) -> list[AgentEvent]:
         events: list[AgentEvent] = [
-            ToolFinished(call_id=call_id, tool=tool, summary=summary, ok=False, detail="interrupted")
+            interrupted_call(call_id, tool, summary)
             for call_id, (tool, summary) in self._open_calls.items()
         ]
         self._open_calls.clear()
         return events
-
-    def _failure(self, exit_code: int | None, stderr_tail: str) -> AgentEvent:
-        return failure_from_stderr(exit_code, stderr_tail)
 
     # --- event handlers ----------------------------------------------------------
 
     def _on_system(self, event: dict[str, Any]) -> list[AgentEvent]:
         if event.get("subtype") != "init" or self._session_id is not None:
             return []  # a second init belongs to a sub-agent, not to this run
-        self._session_id = _str_or_none(event.get("session_id"))
+        self._session_id = str_or_none(event.get("session_id"))
         if self._workspace is None:
-            self._workspace = _str_or_none(event.get("cwd"))
-        return [Started(session_id=self._session_id, model=_str_or_none(event.get("model")))]
+            self._workspace = str_or_none(event.get("cwd"))
+        return [Started(session_id=self._session_id, model=str_or_none(event.get("model")))]
 
     def _on_assistant(self, event: dict[str, Any]) -> list[AgentEvent]:
         if self._from_sub_agent(event):
@@ -154,8 +178,8 @@ class CursorStreamParser(JsonLinesParser):
             message = (
                 text if isinstance(text, str) and text.strip() else "cursor-agent reported an error"
             )
-            kind = classify(message, _RULES)
-            return [AgentError(kind=kind, message=_plain_message(kind, message, None))]
+            kind = FAILURES.classify(message)
+            return [AgentError(kind=kind, message=FAILURES.message(kind, message, None))]
         if not isinstance(text, str) or (not text and self._answer.text):
             text = self._answer.text  # no usable result text: fall back to what streamed
         return [
@@ -176,7 +200,7 @@ class CursorStreamParser(JsonLinesParser):
         return ToolStarted(call_id=call_id, tool=tool, summary=summary)
 
     def _tool_finished(self, event: dict[str, Any]) -> ToolFinished:
-        call_id = _str_or_none(event.get("call_id")) or _args_call_id(event.get("tool_call"))
+        call_id = str_or_none(event.get("call_id")) or _args_call_id(event.get("tool_call"))
         if call_id is None and self._open_calls:
             call_id = next(iter(self._open_calls))  # no id at all: oldest open call
         call_id = call_id or self._new_anonymous_id()
@@ -189,7 +213,7 @@ class CursorStreamParser(JsonLinesParser):
     def _call_id(self, event: dict[str, Any]) -> str:
         # call_id may contain a newline ("call_x\nfc_y"): it is an opaque key, kept as is
         return (
-            _str_or_none(event.get("call_id"))
+            str_or_none(event.get("call_id"))
             or _args_call_id(event.get("tool_call"))
             or self._new_anonymous_id()
         )
@@ -221,9 +245,7 @@ def describe_tool_call(tool_call: object, workspace: str | None) -> tuple[str, s
     args = body.get("args") if isinstance(body, dict) else None
     args = args if isinstance(args, dict) else {}
     tool = key.removesuffix("ToolCall") or key
-    describe = _DESCRIBERS.get(key)
-    summary = describe(args, workspace) if describe else ""
-    return tool, summary or f"Used {tool}"
+    return tool, describe.summary(_DESCRIBERS.get(key), tool, args, workspace)
 
 
 def _tool_kind_key(tool_call: dict[str, Any]) -> str | None:
@@ -234,97 +256,28 @@ def _tool_kind_key(tool_call: dict[str, Any]) -> str | None:
     return keys[0] if keys else None
 
 
-def _path(args: dict[str, Any], workspace: str | None, *keys: str) -> str:
-    return relative_path(first_string(args, keys or ("path",)), workspace)
+_PATH_KEYS = ("path", "filePath", "targetFile")
+_FOLDER_KEYS = ("path", "targetDirectory")
 
-
-def _read(args: dict[str, Any], ws: str | None) -> str:
-    path = _path(args, ws, "path", "filePath", "targetFile")
-    return f"Read {shorten(path)}" if path else "Read a file"
-
-
-def _shell(args: dict[str, Any], ws: str | None) -> str:
-    command = first_string(args, ["command"])
-    return f"Ran {as_code(command)}" if command else "Ran a command"
-
-
-def _grep(args: dict[str, Any], ws: str | None) -> str:
-    pattern = first_string(args, ["pattern", "query"])
-    where = _path(args, ws, "path", "targetDirectory")
-    text = f"Searched for {quoted(pattern)}" if pattern else "Searched the code"
-    return f"{text} in {shorten(where, 40)}" if where and where != "." else text
-
-
-def _glob(args: dict[str, Any], ws: str | None) -> str:
-    pattern = first_string(args, ["globPattern", "pattern"])
-    where = _path(args, ws, "targetDirectory", "path")
-    text = f"Looked for files matching {quoted(pattern)}" if pattern else "Looked for files"
-    return f"{text} in {shorten(where, 40)}" if where and where != "." else text
-
-
-def _ls(args: dict[str, Any], ws: str | None) -> str:
-    path = _path(args, ws, "path", "targetDirectory") or "."
-    return f"Listed {shorten(path if path.endswith('/') else path + '/')}"
-
-
-def _file_action(verb: str) -> Callable[[dict[str, Any], str | None], str]:
-    def describe(args: dict[str, Any], ws: str | None) -> str:
-        path = _path(args, ws, "path", "filePath", "targetFile")
-        return f"{verb} {shorten(path)}" if path else f"{verb} a file"
-
-    return describe
-
-
-def _semantic_search(args: dict[str, Any], ws: str | None) -> str:
-    query = first_string(args, ["query", "explanation"])
-    return f"Searched the codebase for {quoted(query)}" if query else "Searched the codebase"
-
-
-def _web_search(args: dict[str, Any], ws: str | None) -> str:
-    query = first_string(args, ["searchTerm", "query"])
-    return f"Searched the web for {quoted(query)}" if query else "Searched the web"
-
-
-def _web_fetch(args: dict[str, Any], ws: str | None) -> str:
-    url = first_string(args, ["url"])
-    return f"Fetched {shorten(url)}" if url else "Fetched a web page"
-
-
-def _todos(args: dict[str, Any], ws: str | None) -> str:
-    return "Updated the to-do list"
-
-
-def _task(args: dict[str, Any], ws: str | None) -> str:
-    description = first_string(args, ["description", "prompt"])
-    return (
-        f"Started a sub-agent: {shorten(description, 60)}" if description else "Started a sub-agent"
-    )
-
-
-def _mcp(args: dict[str, Any], ws: str | None) -> str:
-    name = first_string(args, ["toolName", "name"])
-    return f"Called {shorten(name, 60)}" if name else "Called an MCP tool"
-
-
-_DESCRIBERS: dict[str, Callable[[dict[str, Any], str | None], str]] = {
-    "readToolCall": _read,
-    "shellToolCall": _shell,
-    "bashToolCall": _shell,
-    "grepToolCall": _grep,
-    "globToolCall": _glob,
-    "lsToolCall": _ls,
-    "listDirToolCall": _ls,
-    "editToolCall": _file_action("Edited"),
-    "strReplaceToolCall": _file_action("Edited"),
-    "writeToolCall": _file_action("Wrote"),
-    "deleteToolCall": _file_action("Deleted"),
-    "semSearchToolCall": _semantic_search,
-    "webSearchToolCall": _web_search,
-    "webFetchToolCall": _web_fetch,
-    "todoToolCall": _todos,
-    "updateTodosToolCall": _todos,
-    "taskToolCall": _task,
-    "mcpToolCall": _mcp,
+_DESCRIBERS: dict[str, Describer] = {
+    "readToolCall": describe.read(_PATH_KEYS),
+    "shellToolCall": describe.shell(),
+    "bashToolCall": describe.shell(),
+    "grepToolCall": describe.grep(["pattern", "query"], _FOLDER_KEYS),
+    "globToolCall": describe.glob(["globPattern", "pattern"], ["targetDirectory", "path"]),
+    "lsToolCall": describe.listing(_FOLDER_KEYS, trailing_slash=True),
+    "listDirToolCall": describe.listing(_FOLDER_KEYS, trailing_slash=True),
+    "editToolCall": describe.file_action("Edited", _PATH_KEYS),
+    "strReplaceToolCall": describe.file_action("Edited", _PATH_KEYS),
+    "writeToolCall": describe.file_action("Wrote", _PATH_KEYS),
+    "deleteToolCall": describe.file_action("Deleted", _PATH_KEYS),
+    "semSearchToolCall": describe.semantic_search(["query", "explanation"]),
+    "webSearchToolCall": describe.web_search(["searchTerm", "query"]),
+    "webFetchToolCall": describe.web_fetch(["url"]),
+    "todoToolCall": describe.TODOS,
+    "updateTodosToolCall": describe.TODOS,
+    "taskToolCall": describe.sub_agent(["description", "prompt"]),
+    "mcpToolCall": describe.mcp_tool(["toolName", "name"]),
 }
 
 
@@ -382,53 +335,6 @@ def _outcome_reason(body: object) -> str:
     return reason.strip()
 
 
-# --- failures ------------------------------------------------------------------------
-
-
-def failure_from_stderr(exit_code: int | None, stderr_tail: str) -> AgentError:
-    """The error for a run that ended without a result event."""
-    kind = classify(stderr_tail, _RULES)
-    return AgentError(kind=kind, message=_plain_message(kind, stderr_tail, exit_code))
-
-
-def _plain_message(kind: ErrorKind, text: str, exit_code: int | None) -> str:
-    ended = exit_phrase(AGENT, exit_code) if exit_code is not None else AGENT
-    match kind:
-        case ErrorKind.EGRESS_BLOCKED:
-            return EGRESS_BLOCKED_MESSAGE
-        case ErrorKind.AUTH:
-            return with_context(
-                "Cursor authentication failed: CURSOR_API_KEY is missing or not accepted", text
-            )
-        case ErrorKind.QUOTA:
-            return with_context("The Cursor account has hit its usage limit", text)
-        case ErrorKind.BAD_MODEL:
-            return _bad_model_message(text)
-        case ErrorKind.UNTRUSTED_WORKSPACE:
-            return (
-                f"{AGENT} refused to work in the folder (Workspace Trust Required); "
-                "it must run with --trust"
-            )
-        case _:
-            excerpt = stderr_excerpt(text)
-            if excerpt:
-                return f"{ended}: {excerpt}"
-            return (
-                f"{ended} without an answer" if exit_code is not None else f"{AGENT} gave no answer"
-            )
-
-
-def _bad_model_message(text: str) -> str:
-    match = _BAD_MODEL.search(text)
-    model = match.group("model") if match else None
-    available = match.group("available") if match else None
-    subject = f"the model {model}" if model else "the requested model"
-    message = f"{AGENT} cannot use {subject}"
-    if available:
-        message += f". Available models: {available.strip().rstrip('.')}"
-    return message
-
-
 # --- small readers -------------------------------------------------------------------
 
 
@@ -466,11 +372,7 @@ def _args_call_id(tool_call: object) -> str | None:
         return None
     for body in tool_call.values():
         if isinstance(body, dict) and isinstance(body.get("args"), dict):
-            found = _str_or_none(body["args"].get("toolCallId"))
+            found = str_or_none(body["args"].get("toolCallId"))
             if found:
                 return found
     return None
-
-
-def _str_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None

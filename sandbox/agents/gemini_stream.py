@@ -25,27 +25,11 @@ result; newer ones (``packages/cli/src/utils/errors.ts``) also emit a ``result``
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
-from sandbox.agents.common import (
-    DETAIL_LIMIT,
-    EGRESS_BLOCKED_MESSAGE,
-    JsonLinesParser,
-    Rule,
-    as_code,
-    as_int,
-    classify,
-    exit_phrase,
-    first_string,
-    quoted,
-    relative_path,
-    shorten,
-    stderr_excerpt,
-    strip_ansi,
-    with_context,
-)
-from sandbox.events import (
+from sandbox.agents import describe
+from sandbox.agents.describe import Describer
+from sandbox.agents.events import (
     AgentError,
     AgentEvent,
     Diagnostic,
@@ -57,6 +41,9 @@ from sandbox.events import (
     ToolStarted,
     Usage,
 )
+from sandbox.agents.failures import AgentFailures, Rule, explained
+from sandbox.agents.jsonlines import JsonLinesParser, interrupted_call
+from sandbox.agents.text import DETAIL_LIMIT, as_int, first_string, shorten, str_or_none, strip_ansi
 
 AGENT = "Gemini CLI"
 
@@ -94,10 +81,37 @@ _RULES: list[Rule] = [
     ),
 ]
 
+FAILURES = AgentFailures(
+    agent=AGENT,
+    rules=_RULES,
+    explanations={
+        ErrorKind.AUTH: explained("The Gemini API key is missing or was rejected (GEMINI_API_KEY)"),
+        ErrorKind.QUOTA: explained("The Gemini API quota or rate limit is exhausted"),
+        ErrorKind.BAD_MODEL: explained("The Gemini model is not available"),
+        ErrorKind.UNTRUSTED_WORKSPACE: explained(
+            "Gemini CLI refused to work in an untrusted folder"
+        ),
+    },
+    ended=f"{AGENT} failed",
+    no_answer=f"{AGENT} failed without an answer",
+    # exit 41 is the CLI's own "auth failed", whatever (if anything) it printed
+    kind_by_exit_code={EXIT_AUTH: ErrorKind.AUTH},
+    explanation_by_exit_code={
+        EXIT_TURN_LIMIT: explained("Gemini CLI reached its turn limit before answering")
+    },
+)
+
+
+def failure_from_stderr(exit_code: int | None, stderr_tail: str) -> AgentError:
+    """The error for a run that ended without a result event."""
+    return FAILURES.from_stderr(exit_code, stderr_tail)
+
 
 class GeminiStreamParser(JsonLinesParser):
     """Stateful: one instance per run. ``workspace`` is the folder the agent works in,
     used to shorten the absolute paths Gemini's tools take."""
+
+    failures = FAILURES
 
     def __init__(self, workspace: str | None = None) -> None:
         super().__init__(workspace)
@@ -118,16 +132,13 @@ class GeminiStreamParser(JsonLinesParser):
         self._open.clear()
         return events
 
-    def _failure(self, exit_code: int | None, stderr_tail: str) -> AgentEvent:
-        return failure_from_stderr(exit_code, stderr_tail)
-
     # --- event handlers ----------------------------------------------------------
 
     def _on_init(self, event: dict[str, Any]) -> list[AgentEvent]:
         return [
             Started(
-                session_id=_str_or_none(event.get("session_id")),
-                model=_str_or_none(event.get("model")),
+                session_id=str_or_none(event.get("session_id")),
+                model=str_or_none(event.get("model")),
             )
         ]
 
@@ -143,8 +154,8 @@ class GeminiStreamParser(JsonLinesParser):
 
     def _on_tool_use(self, event: dict[str, Any]) -> list[AgentEvent]:
         self._answer.end_segment()
-        tool = _str_or_none(event.get("tool_name")) or "tool"
-        call_id = _str_or_none(event.get("tool_id")) or f"{tool}-{len(self._calls) + 1}"
+        tool = str_or_none(event.get("tool_name")) or "tool"
+        call_id = str_or_none(event.get("tool_id")) or f"{tool}-{len(self._calls) + 1}"
         params = event.get("parameters")
         summary = describe_tool(tool, params if isinstance(params, dict) else {}, self._workspace)
         self._calls[call_id] = (tool, summary)
@@ -152,7 +163,7 @@ class GeminiStreamParser(JsonLinesParser):
         return [ToolStarted(call_id=call_id, tool=tool, summary=summary)]
 
     def _on_tool_result(self, event: dict[str, Any]) -> list[AgentEvent]:
-        call_id = _str_or_none(event.get("tool_id")) or "unknown"
+        call_id = str_or_none(event.get("tool_id")) or "unknown"
         tool, summary = self._calls.get(call_id, ("tool", "Used a tool"))
         self._open.discard(call_id)
         ok = event.get("status") == "success"
@@ -184,115 +195,41 @@ class GeminiStreamParser(JsonLinesParser):
     def _result_error(self, error: dict[str, Any] | None) -> AgentError:
         message = first_string(error, ["message"]) or self._last_error or "the run failed"
         error_type = first_string(error, ["type"])
-        kind = classify(f"{error_type} {message}", _RULES)
-        return AgentError(kind=kind, message=_plain_message(kind, strip_ansi(message), None))
+        kind = FAILURES.classify(f"{error_type} {message}")
+        return AgentError(kind=kind, message=FAILURES.message(kind, strip_ansi(message), None))
 
     def _interrupted_call(self, call_id: str) -> ToolFinished:
         tool, summary = self._calls[call_id]
-        return ToolFinished(
-            call_id=call_id, tool=tool, summary=summary, ok=False, detail="interrupted"
-        )
+        return interrupted_call(call_id, tool, summary)
 
 
 # --- tool descriptions ---------------------------------------------------------------
 
 _PATH_KEYS = ("file_path", "absolute_path", "path", "dir_path", "directory")
+_FOLDER_KEYS = ("dir_path", "path")
 
 
 def describe_tool(tool: str, params: dict[str, Any], workspace: str | None) -> str:
     """Plain summary for a Gemini tool call, e.g. "Read README.md"."""
-    describe = _DESCRIBERS.get(tool)
-    summary = describe(params, workspace) if describe else ""
-    return summary or f"Used {tool}"
+    return describe.summary(_DESCRIBERS.get(tool), tool, params, workspace)
 
 
-def _path(params: dict[str, Any], ws: str | None, *keys: str) -> str:
-    return relative_path(first_string(params, keys or _PATH_KEYS), ws)
-
-
-def _read(params: dict[str, Any], ws: str | None) -> str:
-    path = _path(params, ws)
-    return f"Read {shorten(path)}" if path else "Read a file"
-
-
-def _read_many(params: dict[str, Any], ws: str | None) -> str:
-    items = params.get("include", params.get("paths"))
-    names = (
-        [relative_path(i, ws) for i in items if isinstance(i, str)]
-        if isinstance(items, list)
-        else []
-    )
-    if not names:
-        return "Read several files"
-    shown = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
-    return f"Read files matching {shorten(shown, 60)}"
-
-
-def _list(params: dict[str, Any], ws: str | None) -> str:
-    path = _path(params, ws, "dir_path", "path", "directory") or "."
-    return f"Listed {shorten(path)}"
-
-
-def _glob(params: dict[str, Any], ws: str | None) -> str:
-    pattern = first_string(params, ["pattern"])
-    where = _path(params, ws, "dir_path", "path")
-    text = f"Looked for files matching {quoted(pattern)}" if pattern else "Looked for files"
-    return f"{text} in {shorten(where, 40)}" if where and where != "." else text
-
-
-def _grep(params: dict[str, Any], ws: str | None) -> str:
-    pattern = first_string(params, ["pattern", "query"])
-    where = _path(params, ws, "dir_path", "path")
-    text = f"Searched for {quoted(pattern)}" if pattern else "Searched the code"
-    return f"{text} in {shorten(where, 40)}" if where and where != "." else text
-
-
-def _shell(params: dict[str, Any], ws: str | None) -> str:
-    command = first_string(params, ["command"])
-    return f"Ran {as_code(command)}" if command else "Ran a command"
-
-
-def _file_action(verb: str) -> Callable[[dict[str, Any], str | None], str]:
-    def describe(params: dict[str, Any], ws: str | None) -> str:
-        path = _path(params, ws)
-        return f"{verb} {shorten(path)}" if path else f"{verb} a file"
-
-    return describe
-
-
-def _web_search(params: dict[str, Any], ws: str | None) -> str:
-    query = first_string(params, ["query"])
-    return f"Searched the web for {quoted(query)}" if query else "Searched the web"
-
-
-_URL = re.compile(r"https?://\S+")
-
-
-def _web_fetch(params: dict[str, Any], ws: str | None) -> str:
-    url = _URL.search(first_string(params, ["url", "prompt"]))
-    return f"Fetched {shorten(url.group(0))}" if url else "Fetched a web page"
-
-
-def _fixed(text: str) -> Callable[[dict[str, Any], str | None], str]:
-    return lambda params, ws: text
-
-
-_DESCRIBERS: dict[str, Callable[[dict[str, Any], str | None], str]] = {
-    "read_file": _read,
-    "read_many_files": _read_many,
-    "list_directory": _list,
-    "glob": _glob,
-    "search_file_content": _grep,
-    "grep": _grep,
-    "grep_search": _grep,
-    "run_shell_command": _shell,
-    "write_file": _file_action("Wrote"),
-    "replace": _file_action("Edited"),
-    "edit": _file_action("Edited"),
-    "google_web_search": _web_search,
-    "web_fetch": _web_fetch,
-    "save_memory": _fixed("Saved a note to memory"),
-    "write_todos": _fixed("Updated the to-do list"),
+_DESCRIBERS: dict[str, Describer] = {
+    "read_file": describe.read(_PATH_KEYS),
+    "read_many_files": describe.read_many(["include", "paths"]),
+    "list_directory": describe.listing(["dir_path", "path", "directory"]),
+    "glob": describe.glob(["pattern"], _FOLDER_KEYS),
+    "search_file_content": describe.grep(["pattern", "query"], _FOLDER_KEYS),
+    "grep": describe.grep(["pattern", "query"], _FOLDER_KEYS),
+    "grep_search": describe.grep(["pattern", "query"], _FOLDER_KEYS),
+    "run_shell_command": describe.shell(),
+    "write_file": describe.file_action("Wrote", _PATH_KEYS),
+    "replace": describe.file_action("Edited", _PATH_KEYS),
+    "edit": describe.file_action("Edited", _PATH_KEYS),
+    "google_web_search": describe.web_search(["query"]),
+    "web_fetch": describe.web_fetch(["url", "prompt"], url_in_text=True),
+    "save_memory": describe.fixed("Saved a note to memory"),
+    "write_todos": describe.TODOS,
 }
 
 
@@ -300,41 +237,6 @@ def _tool_error(event: dict[str, Any]) -> str:
     error = event.get("error")
     message = first_string(error, ["message"]) or first_string(event, ["output"]) or "failed"
     return shorten(strip_ansi(message), DETAIL_LIMIT)
-
-
-# --- failures ------------------------------------------------------------------------
-
-
-def failure_from_stderr(exit_code: int | None, stderr_tail: str) -> AgentError:
-    """The error for a run that ended without a result event."""
-    kind = classify(stderr_tail, _RULES)
-    if kind is ErrorKind.AGENT and exit_code == EXIT_AUTH:
-        kind = ErrorKind.AUTH
-    return AgentError(kind=kind, message=_plain_message(kind, stderr_tail, exit_code))
-
-
-def _plain_message(kind: ErrorKind, text: str, exit_code: int | None) -> str:
-    match kind:
-        case ErrorKind.EGRESS_BLOCKED:
-            return EGRESS_BLOCKED_MESSAGE
-        case ErrorKind.AUTH:
-            return with_context(
-                "The Gemini API key is missing or was rejected (GEMINI_API_KEY)", text
-            )
-        case ErrorKind.QUOTA:
-            return with_context("The Gemini API quota or rate limit is exhausted", text)
-        case ErrorKind.BAD_MODEL:
-            return with_context("The Gemini model is not available", text)
-        case ErrorKind.UNTRUSTED_WORKSPACE:
-            return with_context("Gemini CLI refused to work in an untrusted folder", text)
-        case _:
-            if exit_code == EXIT_TURN_LIMIT:
-                return with_context("Gemini CLI reached its turn limit before answering", text)
-            ended = exit_phrase(AGENT, exit_code) if exit_code is not None else f"{AGENT} failed"
-            excerpt = stderr_excerpt(text)
-            if excerpt:
-                return f"{ended}: {excerpt}"
-            return f"{ended} without an answer"
 
 
 # --- small readers -------------------------------------------------------------------
@@ -347,7 +249,3 @@ def _usage(stats: dict[str, Any]) -> Usage | None:
         cache_read_tokens=as_int(stats.get("cached")),  # Gemini reports cache reads only
     )
     return usage if usage != Usage() else None
-
-
-def _str_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None

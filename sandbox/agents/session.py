@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sandbox.agents.adapters import Agent
-from sandbox.events import AgentError, AgentEvent, ErrorKind, Result, is_terminal
-from sandbox.outcome import Outcome, OutcomeKind
+from sandbox.agents.events import AgentError, AgentEvent, ErrorKind, Result, is_terminal
+from sandbox.outcome import Ending, Outcome
+from sandbox.bridges import SocketBridge
 from sandbox.runner import Sandbox, SandboxRun
 from sandbox.spec import Limits, SandboxSpec
 
@@ -36,6 +37,8 @@ class AgentSession:
         egress_allow: tuple[str, ...] | None = None,
         run_id: str | None = None,
         labels: dict[str, str] | None = None,
+        runtime: str | None = None,
+        bridges: tuple[SocketBridge, ...] = (),
     ) -> None:
         size = len(prompt.encode())
         if size > MAX_PROMPT_BYTES:
@@ -52,6 +55,8 @@ class AgentSession:
             limits=limits or Limits(),
             egress_allow=agent.endpoints() if egress_allow is None else egress_allow,
             labels={"agent": agent.name, **(labels or {})},
+            runtime=runtime,
+            bridges=bridges,
             **extra,
         )
         self.run: SandboxRun | None = None
@@ -94,16 +99,18 @@ class AgentSession:
             yield AgentError(kind=ErrorKind.AGENT, message=f"{self.agent.name} ended without an answer")
 
     def _sandbox_error(self, outcome: Outcome) -> AgentError | None:
-        match outcome.kind:
-            case OutcomeKind.TIMEOUT:
-                return AgentError(kind=ErrorKind.TIMEOUT, message=f"timed out after {outcome.duration:.0f} s")
-            case OutcomeKind.OOM:
-                return AgentError(kind=ErrorKind.OOM, message=f"ran out of memory ({outcome.message})")
-            case OutcomeKind.CANCELLED:
-                return AgentError(kind=ErrorKind.CANCELLED, message="cancelled")
-            case OutcomeKind.INFRA_ERROR:
-                return AgentError(kind=ErrorKind.INFRA, message=outcome.message)
-        return None
+        """The error for a run the sandbox ended; None when the agent ended by itself
+        (its parser then says how). The error's kind is the sandbox's own word."""
+        ending = outcome.kind.ending
+        if ending is None:
+            return None
+        messages = {
+            Ending.TIMEOUT: f"timed out after {outcome.duration:.0f} s",
+            Ending.OOM: f"ran out of memory ({outcome.message})",
+            Ending.CANCELLED: "cancelled",
+            Ending.INFRA: outcome.message,
+        }
+        return AgentError(kind=ErrorKind(ending), message=messages[ending])
 
 
 def answer(session: AgentSession) -> Result | AgentError:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import re
 import threading
 import time
@@ -52,6 +53,8 @@ __all__ = [
     "Turn",
     "TurnFactory",
     "api_key_invalid",
+    "daily_quota_exhausted",
+    "max_in_window",
     "new_token",
     "rate_limited",
     "server_error",
@@ -172,6 +175,22 @@ def rate_limited(
     return HttpError(429, "RESOURCE_EXHAUSTED", message, tuple(details))
 
 
+def daily_quota_exhausted() -> HttpError:
+    """The real per-day quota 429: no RetryInfo, a QuotaFailure with a PerDay quotaId."""
+    return rate_limited(None, quota_id="GenerateRequestsPerDayPerProjectPerModel-FreeTier")
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    """The most timestamps (seconds) that fall within any span of ``window`` seconds."""
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
 def server_error(message: str = "An internal error has occurred.") -> HttpError:
     return HttpError(500, "INTERNAL", message)
 
@@ -221,6 +240,7 @@ class RecordedRequest:
     action: str | None = None  # generateContent, streamGenerateContent, countTokens, ...
     status: int | None = None  # what the fake answered
     turn: Turn | None = None  # the turn that answered it (generate requests only)
+    usage: JSON | None = None  # the final usageMetadata sent (what a client should meter)
     received_at: float = field(default_factory=time.monotonic)  # to measure retry delays
 
     @property
@@ -461,6 +481,16 @@ class FakeGeminiAPI:
     it through a bridge. ``port=0`` picks a free port. ``expected_key``, when set,
     makes every request with another API key fail with 400 API_KEY_INVALID.
     ``default`` answers generate requests once the script is used up.
+
+    Quota simulation (generate requests only, checked in this order):
+
+    - :meth:`start_storm` answers every request with a 5xx until :meth:`stop_storm`;
+    - ``exhausted_keys``: keys whose per-day quota is gone (:func:`daily_quota_exhausted`);
+    - ``per_key_limit=(N, window)``: at most N accepted requests per key in any
+      ``window`` seconds (a moving window), beyond that a 429 whose retryDelay says when a
+      slot frees. ``accepted`` records the accepted times per key (monotonic),
+      ``quota_rejections`` counts the refusals;
+    - :meth:`inject_429`: a seeded share of requests answered 429 with a retryDelay.
     """
 
     def __init__(
@@ -470,8 +500,18 @@ class FakeGeminiAPI:
         *,
         expected_key: str | None = None,
         default: Turn | TurnFactory = Text("OK"),
+        per_key_limit: tuple[int, float] | None = None,
     ) -> None:
         self.host = host
+        self.per_key_limit = per_key_limit
+        self.accepted: dict[str, list[float]] = {}
+        self.quota_rejections = 0
+        self.injected_429s = 0
+        self.exhausted_keys: set[str] = set()
+        self._inject_rate = 0.0
+        self._inject_delay = "1s"
+        self._rng = random.Random(0)
+        self._storm: HttpError | None = None
         self.expected_key = expected_key
         self.default = default
         self.requests: list[RecordedRequest] = []
@@ -526,6 +566,22 @@ class FakeGeminiAPI:
         """Queue turns; each generate request consumes the next one."""
         with self._lock:
             self._turns.extend(turns)
+        return self
+
+    def inject_429(self, rate: float, *, seed: int = 0, retry_delay: str = "1s") -> "FakeGeminiAPI":
+        """Answer a share ``rate`` (0..1) of generate requests 429, reproducibly."""
+        with self._lock:
+            self._inject_rate, self._inject_delay = rate, retry_delay
+            self._rng = random.Random(seed)
+        return self
+
+    def start_storm(self, error: HttpError | None = None) -> "FakeGeminiAPI":
+        """Every generate request fails (503 UNAVAILABLE by default) until stop_storm()."""
+        self._storm = error or unavailable()
+        return self
+
+    def stop_storm(self) -> "FakeGeminiAPI":
+        self._storm = None
         return self
 
     @property
@@ -607,7 +663,34 @@ class FakeGeminiAPI:
         req.status = err.code
         handler.send_json(err.code, err.body())
 
+    def _quota(self, req: RecordedRequest) -> HttpError | None:
+        """The quota simulation's answer to a generate request, or None to serve it."""
+        if self._storm is not None:
+            return self._storm
+        key = req.api_key or ""
+        if key in self.exhausted_keys:
+            return daily_quota_exhausted()
+        now = time.monotonic()
+        with self._lock:
+            if self.per_key_limit is not None:
+                limit, window = self.per_key_limit
+                recent = [t for t in self.accepted.get(key, []) if now - t < window]
+                if len(recent) >= limit:
+                    self.quota_rejections += 1
+                    free_in = window - (now - recent[-limit])
+                    return rate_limited(f"{max(free_in, 0.001):.3f}s")
+            if self._inject_rate and self._rng.random() < self._inject_rate:
+                self.injected_429s += 1
+                return rate_limited(self._inject_delay)
+            self.accepted.setdefault(key, []).append(now)
+        return None
+
     def _answer_generate(self, handler: _Handler, req: RecordedRequest) -> None:
+        refusal = self._quota(req)
+        if refusal is not None:
+            req.turn = refusal
+            self._answer_error(handler, req, refusal)
+            return
         turn = self._next_turn(req)
         req.turn = turn
         if isinstance(turn, HttpError):
@@ -615,6 +698,7 @@ class FakeGeminiAPI:
             return
         events = _turn_events(turn, req.model or "gemini", _estimate_tokens(req.body))
         req.status = 200
+        req.usage = events[-1].payload["usageMetadata"]
         if req.action == "streamGenerateContent":
             handler.send_sse(iter(events))
         else:

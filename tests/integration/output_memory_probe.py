@@ -6,6 +6,7 @@ Run as a separate process so the numbers are this run's alone: prints
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def status_kb(field: str) -> int:
 
 
 def main(image: str, script: str) -> None:
-    sandbox = Sandbox()
+    sandbox = Sandbox(deployment=os.environ["ASKBOX_DEPLOYMENT"])  # the test session's
     sandbox.client.ping()  # connect first: the client's own memory is not the stream's
     warm = SandboxSpec(image=image, command=["true"])
     sandbox.run(warm).wait()

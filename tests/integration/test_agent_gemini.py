@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from sandbox.agents.adapters import GeminiAgent
-from sandbox.agents.common import EGRESS_BLOCKED_MESSAGE
+from sandbox.agents.failures import EGRESS_BLOCKED_MESSAGE
 from sandbox.agents.session import AgentSession
 from sandbox.agents.settings import AgentSettings
-from sandbox.events import AgentError, ErrorKind, Result, Started, TextDelta, ToolFinished, ToolStarted
+from sandbox.agents.events import AgentError, ErrorKind, Result, Started, TextDelta, ToolFinished, ToolStarted
 from sandbox.spec import Limits
 from tests.fakes.gemini_api import FakeGeminiAPI, FunctionCall, RecordedRequest, Text
 

@@ -234,7 +234,7 @@ def test_compose_up_answers_a_question(stack, docker_client: docker.DockerClient
 
     asked = time.monotonic()
     question = Question(origin=Origin(kind="terminal", user="alice"), text=f"{QUICK} where is answer()?", repo="demo")
-    job_id = jobs_queue.enqueue(redis, question, JobSettings(redis_url=url)).job.id
+    job_id = jobs_queue.enqueue(redis, question, JobSettings()).job.id
     try:
         final = wait_final(redis, job_id, 120)
     except AssertionError as exc:

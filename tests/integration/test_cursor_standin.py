@@ -22,7 +22,7 @@ from sandbox import OutcomeKind, SandboxSpec
 from sandbox.agents.adapters import CursorAgent
 from sandbox.agents.cursor_stream import failure_from_stderr
 from sandbox.agents.settings import AgentSettings
-from sandbox.events import ErrorKind, Result, TextDelta, ToolFinished, ToolStarted
+from sandbox.agents.events import ErrorKind, Result, TextDelta, ToolFinished, ToolStarted
 from sandbox.outcome import Outcome
 from sandbox.spec import Limits
 from tests.standins.build import cursor_transcripts

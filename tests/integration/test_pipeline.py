@@ -18,6 +18,7 @@ from jobs import queue as jobs_queue
 from jobs.cancel import cancel
 from jobs.question import Origin, Question
 from jobs.settings import JobSettings
+from jobs.slack.settings import SlackSettings
 from sandbox import labels
 from tests.conftest import sandbox_containers
 from tests.integration.pipeline_helpers import ASKBOX, Workers, final_of, wait_final, wait_for
@@ -29,7 +30,7 @@ QUICK = "[transcript:subagent-sleep-v2]"  # about 1.6 s
 
 @pytest.fixture()
 def settings(redis_server) -> JobSettings:
-    return JobSettings(redis_url=redis_server.url)
+    return JobSettings()
 
 
 @pytest.fixture()
@@ -111,7 +112,7 @@ def test_cancel_running_question(redis, settings, workers, docker_client, tmp_pa
     workers.start(1, log_dir=tmp_path)
     wait_for(lambda: sandbox_containers(docker_client), 60, "the sandbox to start")
     asked = time.monotonic()
-    assert cancel(redis, job_id, by="bob") == "stopping"
+    assert cancel(redis, job_id, by="bob", slack=SlackSettings()) == "stopping"
     wait_for(lambda: not sandbox_containers(docker_client), 5, "the container to go")
     gone = time.monotonic() - asked
     final = wait_final(redis, job_id, 30, workers)
@@ -121,12 +122,12 @@ def test_cancel_running_question(redis, settings, workers, docker_client, tmp_pa
 
 def test_cancel_queued_question_never_runs(redis, settings, workers, tmp_path):
     job_id = ask(redis, settings, QUICK)
-    assert cancel(redis, job_id, by="carol") == "cancelled"
+    assert cancel(redis, job_id, by="carol", slack=SlackSettings()) == "cancelled"
     assert final_of(redis, job_id)["text"] == "Cancelled by carol before it started."
     [worker] = workers.start(1, burst=True, log_dir=tmp_path)
     assert worker.wait(timeout=60) == 0
     assert finals_posted(redis) == 1
-    assert cancel(redis, job_id, by="carol") == "finished"
+    assert cancel(redis, job_id, by="carol", slack=SlackSettings()) == "finished"
 
 
 def test_timeout_says_how_long_and_what_was_done(redis, settings, workers, tmp_path):
@@ -191,7 +192,7 @@ def test_duplicate_question_makes_one_job(redis, settings):
 
 
 def test_queue_full_is_refused_clearly(redis, redis_server):
-    small = JobSettings(redis_url=redis_server.url, max_waiting=3)
+    small = JobSettings(max_waiting=3)
     for i in range(3):
         ask(redis, small, f"q{i}", user=f"u{i}")
     with pytest.raises(jobs_queue.QueueFull, match="3 questions are already waiting"):
@@ -301,8 +302,8 @@ def test_positions_on_enqueue(redis, settings):
 def test_infrastructure_fault_is_retried_then_reported_once(redis, settings, workers, tmp_path):
     """Docker unreachable before anything was shown: RQ retries, then one clear final message."""
     workers.env["DOCKER_HOST"] = f"unix://{tmp_path}/no-docker.sock"
-    retrying = JobSettings(redis_url=settings.redis_url, retries=1)
-    job_id = ask(redis, retrying, QUICK)
+    workers.env["ASKBOX_RETRIES"] = "1"  # the worker decides a question's retries
+    job_id = ask(redis, settings, QUICK)
     workers.start(1, log_dir=tmp_path)
     final = wait_final(redis, job_id, 90, workers)
     assert final["kind"] == "infra"

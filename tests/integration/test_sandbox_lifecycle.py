@@ -14,7 +14,7 @@ import pytest
 
 from sandbox import OutcomeKind, Sandbox, SandboxSpec, labels
 from sandbox.reaper import reap
-from tests.conftest import sandbox_containers
+from tests.conftest import DEPLOYMENT, sandbox_containers
 from tests.integration.sandbox_helpers import run_cmd
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("no_leftovers")]
@@ -130,7 +130,7 @@ def test_missing_runtime_is_an_infra_error(sandbox, sandbox_image):
 
 def test_dead_docker_daemon_is_an_infra_error(sandbox_image, tmp_path, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
-    outcome = Sandbox().run(SandboxSpec(image=sandbox_image, command=["true"])).wait()
+    outcome = Sandbox(deployment=DEPLOYMENT).run(SandboxSpec(image=sandbox_image, command=["true"])).wait()
     assert outcome.kind is OutcomeKind.INFRA_ERROR
     assert "Docker daemon not reachable" in outcome.message and "DOCKER_HOST" in outcome.message
 
@@ -139,7 +139,7 @@ def test_reaper_removes_orphan_of_a_killed_process(docker_client, sandbox_image)
     code = (
         "import sys\n"
         "from sandbox import Sandbox, SandboxSpec\n"
-        f"run = Sandbox().run(SandboxSpec(image={sandbox_image!r}, command=['bash','-c','echo up; sleep 1000']))\n"
+        f"run = Sandbox(deployment={DEPLOYMENT!r}).run(SandboxSpec(image={sandbox_image!r}, command=['bash','-c','echo up; sleep 1000']))\n"
         "print(run.spec.run_id, flush=True)\n"
         "for line in run:\n"
         "    print(line.text, flush=True)\n"
@@ -153,10 +153,10 @@ def test_reaper_removes_orphan_of_a_killed_process(docker_client, sandbox_image)
     assert len(orphans) == 1  # still running: nobody removed it
     # A live run of ours must survive the same reaper pass.
     spec = SandboxSpec(image=sandbox_image, command=["bash", "-c", "echo alive; sleep 1000"])
-    with Sandbox(docker_client).run(spec) as live:
+    with Sandbox(docker_client, deployment=DEPLOYMENT).run(spec) as live:
         lines = iter(live)
         assert next(lines).text == "alive"
-        assert reap(docker_client) == [run_id]
+        assert reap(docker_client, deployment=DEPLOYMENT) == [run_id]
         assert [c.attrs["Labels"][labels.RUN_ID] for c in sandbox_containers(docker_client)] == [spec.run_id]
         live.cancel()
         list(lines)

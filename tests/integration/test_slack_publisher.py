@@ -22,23 +22,18 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from jobs.final import Final
-from jobs.publisher import MetaPublisher
+from jobs.publisher import CompositePublisher, MetaPublisher
 from jobs.question import Origin, Question
-from jobs.slack_budget import SlackBudget
-from jobs.slack_format import FILE_THRESHOLD, PART_LIMIT, to_mrkdwn
-from jobs.slack_publisher import (
-    ANSWER_FILENAME,
-    CANCEL_ACTION,
-    FEEDBACK_DOWN,
-    FEEDBACK_UP,
-    REACTIONS,
-    CompositePublisher,
-    SlackOptions,
-    SlackPublisher,
-    slack_client,
-    slack_publisher_for,
-)
-from sandbox.events import Started, TextDelta, ToolFinished, ToolStarted
+from jobs.slack.blocks import CANCEL_ACTION, FEEDBACK_DOWN, FEEDBACK_UP
+from jobs.slack.budget import SlackBudget
+from jobs.slack.client import slack_client
+from jobs.slack.final_message import REACTIONS
+from jobs.slack.mrkdwn import FILE_THRESHOLD, PART_LIMIT, to_mrkdwn
+from jobs.slack.options import SlackOptions
+from jobs.slack.publisher import SlackPublisher, slack_publisher_for
+from jobs.slack.settings import SlackSettings
+from jobs.slack.upload import ANSWER_FILENAME
+from sandbox.agents.events import Started, TextDelta, ToolFinished, ToolStarted
 from tests.fakes.slack import FakeSlack, Message
 from tests.conftest import REDIS_TEST_URL
 from tests.unit.test_slack_format import _long_answer, _rejoin
@@ -352,7 +347,7 @@ def test_budget_waits_and_penalties(redis_client: redis.Redis) -> None:
 
 def test_client_sleeps_through_a_429(fake: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ASKBOX_SLACK_API_URL", fake.api_url)
-    client = slack_client(fake.bot_token)
+    client = slack_client(fake.bot_token, SlackSettings().slack_api_url)
     assert client.base_url == fake.api_url
     fake.rate_limit("chat.postMessage", times=1, retry_after=1)
     started = time.monotonic()
@@ -637,16 +632,16 @@ def test_publisher_for_reads_the_environment(fake: FakeSlack, redis_client: redi
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     asked = ask(fake, redis_client)
     monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
-    assert slack_publisher_for(asked.question, asked.job) is None
+    assert slack_publisher_for(asked.question, asked.job, SlackSettings()) is None
     monkeypatch.setenv("SLACK_BOT_TOKEN", fake.bot_token)
     monkeypatch.setenv("ASKBOX_SLACK_API_URL", fake.api_url)
     monkeypatch.setenv("ASKBOX_SLACK_STREAMING", "true")
-    pub = slack_publisher_for(asked.question, asked.job)
+    pub = slack_publisher_for(asked.question, asked.job, SlackSettings())
     assert pub is not None and pub.streaming and pub.status_ts == asked.status_ts
     assert pub.final(Final(kind="rejected", text="No."))
     assert [m.text for m in replies(fake, asked)] == [":no_entry: No."]
     terminal = Question(origin=Origin(kind="terminal", user="me"), text="q")
-    assert slack_publisher_for(terminal, asked.job) is None
+    assert slack_publisher_for(terminal, asked.job, SlackSettings()) is None
 
 
 def test_status_ts_found_in_redis_when_meta_was_written_later(fake: FakeSlack, redis_client: redis.Redis) -> None:

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from sandbox.agents import EGRESS_BLOCKED_MESSAGE
+from sandbox.agents.failures import EGRESS_BLOCKED_MESSAGE
 from sandbox.agents.cursor_stream import CursorStreamParser
-from sandbox.events import (
+from sandbox.agents.events import (
     AgentError,
     AgentEvent,
     Diagnostic,

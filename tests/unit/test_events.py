@@ -7,7 +7,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from sandbox.events import (
+from sandbox.agents.events import (
     AgentError,
     AgentEvent,
     Diagnostic,

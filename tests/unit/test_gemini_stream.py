@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from sandbox.agents import EGRESS_BLOCKED_MESSAGE
+from sandbox.agents.failures import EGRESS_BLOCKED_MESSAGE
 from sandbox.agents.gemini_stream import GeminiStreamParser
-from sandbox.events import (
+from sandbox.agents.events import (
     AgentError,
     AgentEvent,
     Diagnostic,

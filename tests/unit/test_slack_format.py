@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from jobs.slack_format import (
+from jobs.slack.mrkdwn import (
     FILE_THRESHOLD,
     PART_LIMIT,
     SECTION_LIMIT,

@@ -32,6 +32,8 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
+from jobs import keys
+
 log = logging.getLogger(__name__)
 
 # Calls per minute per method per workspace, Slack's documented tiers ("20+" etc.; the
@@ -114,7 +116,7 @@ class SlackBudget:
         team_id: str,
         *,
         overrides: dict[str, Rule] | None = None,
-        prefix: str = "askbox:slack-budget",
+        prefix: str = keys.SLACK_BUDGET_PREFIX,
     ) -> None:
         self.redis = redis
         self.team_id = team_id or "-"
@@ -137,10 +139,10 @@ class SlackBudget:
         return [(f"{self.prefix}:{method}", TIER_PER_MINUTE[tier], 60.0)]
 
     def _penalty_keys(self, method: str, channel: str | None) -> list[str]:
-        keys = [f"{self.prefix}:{method}:penalty"]
+        penalties = [f"{self.prefix}:{method}:penalty"]
         if channel:
-            keys.append(f"{self.prefix}:{method}:{channel}:penalty")
-        return keys
+            penalties.append(f"{self.prefix}:{method}:{channel}:penalty")
+        return penalties
 
     # -- admission ----------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
-"""The normalized event stream every agent adapter produces.
+"""The normalized event stream every agent adapter produces: the agents' vocabulary.
 
 Each agent CLI (cursor-agent, Gemini CLI) prints its own NDJSON dialect; the parsers in
-``sandbox.agents`` translate it into these events so everything downstream (progress
+this package translate it into these events so everything downstream (progress
 display, answer posting, the CLI's own NDJSON output) deals with one vocabulary.
 Events are JSON-serializable: ``event.model_dump_json()`` on the way out,
 ``parse_event(line)`` on the way back in.
@@ -13,6 +13,8 @@ from enum import StrEnum
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from sandbox.outcome import Ending, HasEndings, carries_every_ending
 
 
 class _Event(BaseModel):
@@ -58,6 +60,8 @@ class ToolFinished(_Event):
 
 
 class Usage(BaseModel):
+    """Token counts as the agent reports them; None where it does not say."""
+
     model_config = ConfigDict(frozen=True)
 
     input_tokens: int | None = None
@@ -75,18 +79,23 @@ class Result(_Event):
     usage: Usage | None = None
 
 
-class ErrorKind(StrEnum):
+@carries_every_ending
+class ErrorKind(HasEndings, StrEnum):
+    """Why a run failed. The agent's own failures, classified from its words by its
+    parser, then the ways the sandbox ends a run (``sandbox.outcome.Ending``)."""
+
     AUTH = "auth"  # missing or rejected API key
     QUOTA = "quota"  # usage limit, rate limit, RESOURCE_EXHAUSTED
     BAD_MODEL = "bad_model"  # the requested model does not exist or is not allowed
     UNTRUSTED_WORKSPACE = "untrusted_workspace"  # the CLI refuses to work in the folder
     EGRESS_BLOCKED = "egress_blocked"  # the LLM endpoint could not be reached
     AGENT = "agent"  # anything else the agent reported
-    # How the sandbox ended the run rather than what the agent said:
-    TIMEOUT = "timeout"  # killed at its deadline
-    OOM = "oom"  # killed for exceeding its memory limit
-    CANCELLED = "cancelled"  # cancelled by someone
-    INFRA = "infra"  # Docker, image or egress proxy trouble; nothing the user did
+    # How the sandbox ended the run rather than what the agent said; the meanings and
+    # values are the sandbox's, so an error and the final message use the same word.
+    TIMEOUT = Ending.TIMEOUT.value
+    OOM = Ending.OOM.value
+    CANCELLED = Ending.CANCELLED.value
+    INFRA = Ending.INFRA.value
 
 
 class AgentError(_Event):
@@ -118,6 +127,7 @@ def parse_event(data: str | bytes) -> AgentEvent:
 
 
 def event_from_dict(data: object) -> AgentEvent:
+    """An event from its ``model_dump()`` form (a decoded JSON object)."""
     return AGENT_EVENT_ADAPTER.validate_python(data)
 
 

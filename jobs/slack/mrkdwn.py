@@ -4,7 +4,7 @@ Agents answer in CommonMark/GFM; Slack's ``text`` and ``section`` blocks speak m
 which differs just enough to garble an answer posted verbatim (``**bold**`` shows the
 asterisks, ``[a](b)`` is not a link, headings and tables mean nothing).
 
-Limits (decided here, used by jobs/slack_publisher.py):
+Limits (decided here, used by the final message and the streams, jobs/slack/):
 
 - ``PART_LIMIT`` 3,900: one answer message's ``text``. Slack truncates ``text`` at
   40,000 but advises keeping it under 4,000 characters; long messages are collapsed

@@ -1,0 +1,57 @@
+"""The ``askbox`` command line: one module per command group, thin over jobs/ and sandbox/.
+
+``main`` loads the settings tree once and hands it to the command; a bad setting ends
+the process with one line naming the variable to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
+from bot.cli import ask_cmds, images_cmds, sandbox_cmds, service_cmds
+from bot.cli.output import err
+from jobs.settings import Settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="askbox", description="Answers questions about code repositories.")
+    sub = parser.add_subparsers(dest="group", required=True)
+    for group in (sandbox_cmds, ask_cmds, service_cmds, images_cmds):
+        group.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args, Settings.load())
+    except SettingsError as exc:  # a value that is not even JSON, before validation
+        match = re.search(r'field "(\w+)"', str(exc))
+        name = f"ASKBOX_{match.group(1).upper()}" if match else "a setting"
+        err(f"invalid {name}: not valid JSON ({exc})")
+        return 2
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"])
+            if exc.title.endswith("Settings") and where.islower():
+                where = f"ASKBOX_{where.upper()}"  # name the environment variable to fix
+            # A missing field's "input" is every other value given: it may hold secrets.
+            got = "" if error["type"] == "missing" else f" (got {error.get('input')!r})"
+            err(f"invalid {where}: {error['msg']}{got}")
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one clear line
+        from sandbox.errors import SandboxInfraError
+
+        if isinstance(exc, SandboxInfraError):
+            err(str(exc))
+            return 125
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

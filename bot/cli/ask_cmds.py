@@ -1,0 +1,141 @@
+"""``askbox ask``: one question, answered in this process (``--inline``) or through the queue.
+
+Both paths start the agent with the same wiring as the worker (``jobs.agent_runs``);
+through the queue, this process only enqueues and follows the job's progress meta.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+import time
+from pathlib import Path
+
+from bot.cli.output import err
+from jobs.settings import Settings
+
+EXIT_NO_WORKER = 3
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    return ask_inline(args, settings) if args.inline else ask_through_queue(args, settings)
+
+
+def ask_inline(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.agent_runs import agent_session
+    from jobs.prompt import build_prompt
+    from jobs.repos import UnknownRepo, resolve_repo
+    from sandbox.agents.adapters import agent_for
+    from sandbox.agents.session import PromptTooLong
+    from sandbox.agents.events import AgentError, Result, ToolFinished, ToolStarted
+
+    agent = agent_for(args.agent, settings.agents)
+    try:
+        # The same names as the queue (ASKBOX_REPOS), or a directory.
+        repo = resolve_repo(args.repo or ".", settings.jobs.repos, allow_paths=True)
+        session = agent_session(settings, agent, build_prompt(args.question), repo=repo.path, model=args.model)
+    except (UnknownRepo, PromptTooLong) as exc:
+        err(f"ask: {exc}")
+        return 2
+    final = None
+    try:
+        for event in session.events():
+            elapsed = f"[{time.monotonic() - session.started:6.1f}s]"
+            if args.json:
+                print(event.model_dump_json(), flush=True)
+            elif isinstance(event, ToolStarted):
+                print(f"{elapsed} {event.summary}", file=sys.stderr, flush=True)
+            elif isinstance(event, ToolFinished) and not event.ok:
+                detail = f": {event.detail}" if event.detail else ""
+                print(f"{elapsed} failed: {event.summary}{detail}", file=sys.stderr, flush=True)
+            if isinstance(event, (Result, AgentError)):
+                final = event
+    except KeyboardInterrupt:
+        session.cancel()
+        err("cancelled")
+        return 130
+    if isinstance(final, Result):
+        if not args.json:
+            print(final.text, flush=True)
+        err(f"answered by {agent.name}" + (f"/{session.model}" if session.model else "")
+            + f" in {time.monotonic() - session.started:.1f} s")
+        return 0
+    assert isinstance(final, AgentError)
+    err(f"{agent.name} failed ({final.kind}): {final.message}")
+    return 1
+
+
+def ask_through_queue(args: argparse.Namespace, settings: Settings, poll: float = 0.3) -> int:
+    from rq import Worker
+
+    from jobs.question import Origin, Question
+    from jobs.queue import QueueFull, enqueue
+
+    redis = settings.redis.client()
+    if not Worker.all(connection=redis):
+        err("no worker is running: start one with `askbox worker`, or answer here with --inline")
+        return EXIT_NO_WORKER
+    repos = settings.jobs.repos
+    repo = args.repo
+    if repo is None and not repos:
+        repo = "."
+    if repo is not None and repo not in repos and Path(repo).is_dir():
+        repo = str(Path(repo).resolve())  # the worker's working directory is not ours
+    user = getpass.getuser()
+    question = Question(
+        origin=Origin(kind="terminal", user=user, session=args.thread),
+        text=args.question,
+        repo=repo,
+        agent=args.agent,
+        model=args.model,
+        fresh=args.fresh,
+        priority=args.priority,
+    )
+    try:
+        queued = enqueue(redis, question, settings.jobs)
+    except QueueFull as exc:
+        err(str(exc))
+        return 1
+    where = f"position {queued.position}" if queued.position is not None else "waiting for your other questions"
+    err(f"queued as {queued.job.id} ({where})")
+    return follow(redis, queued.job.id, user, settings, poll)
+
+
+def follow(redis, job_id: str, user: str, settings: Settings, poll: float) -> int:  # type: ignore[no-untyped-def]
+    """Print the job's progress lines as they come, then its final message."""
+    from jobs.cancel import cancel
+    from jobs.queue import fetch
+
+    shown = 0
+    try:
+        while True:
+            meta = fetch(redis, job_id).get_meta(refresh=True)
+            progress = meta.get("progress", [])
+            for line in progress[shown:]:
+                print(line, file=sys.stderr, flush=True)
+            shown = max(shown, len(progress))
+            final = meta.get("final")
+            if final:
+                print(final["text"], flush=True)
+                footer = " · ".join(str(final[k]) for k in ("repo", "agent", "model") if final.get(k))
+                err(f"{final['kind']}" + (f" ({footer})" if footer else ""))
+                return 0 if final["kind"] == "answer" else 1
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        err(f"cancelling {job_id}: {cancel(redis, job_id, by=user, slack=settings.slack)}")
+        return 130
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    ask = sub.add_parser("ask", help="ask a question about a repository")
+    ask.add_argument("question")
+    ask.add_argument("--repo", help="a name from ASKBOX_REPOS or a directory (default: here)")
+    ask.add_argument("--agent", choices=["cursor", "gemini"], help="default: ASKBOX_AGENT or cursor")
+    ask.add_argument("--model", help="default: ASKBOX_AGENT_MODEL or the agent's own default")
+    ask.add_argument("--inline", action="store_true", help="run in this process, without the queue")
+    ask.add_argument("--json", action="store_true", help="print the normalized events as NDJSON")
+    ask.add_argument("--thread", help="a conversation name: later questions with it see the earlier ones")
+    ask.add_argument("--fresh", action="store_true", help="do not answer from the cache")
+    ask.add_argument("--priority", choices=["high", "default", "low"], default="default")
+    ask.set_defaults(func=cmd_ask)

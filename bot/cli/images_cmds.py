@@ -1,0 +1,68 @@
+"""``askbox images build`` and ``askbox images list``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bot.cli.output import err
+from jobs.settings import Settings
+
+
+def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
+    from docker.errors import ImageNotFound
+
+    from sandbox import images
+    from sandbox.runner import Sandbox
+
+    client = Sandbox().client
+    names = args.names or [n for n, d in images.IMAGES.items() if not (args.offline and d.needs_internet)]
+    if args.offline and not args.names:
+        for name in [n for n in images.IMAGES if n not in names]:
+            err(f"skipping {name} offline: {images.IMAGES[name].needs_internet}")
+    base = args.base
+    if args.offline and base is None:
+        base = images.OFFLINE_BASE
+        try:
+            present = bool(client.images.get(base))
+        except ImageNotFound:
+            present = False
+        if args.rebuild_base or not present:
+            images.build_offline_base(client, err)
+    try:
+        for built in images.build(client, names, base, err, extra_ca_dir=args.extra_ca_dir):
+            print(built)
+    except (RuntimeError, ValueError) as exc:
+        err(str(exc))
+        return 1
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    from sandbox import images
+    from sandbox.runner import Sandbox
+
+    client = Sandbox().client
+    for name in images.IMAGES:
+        state = "present" if images.exists(client, name) else "missing"
+        print(f"{images.tag(name)}\t{state}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    imgs = sub.add_parser("images", help="build and list askbox's images").add_subparsers(
+        dest="action", required=True
+    )
+    build = imgs.add_parser("build", help="build the images (all by default)")
+    build.add_argument("names", nargs="*", help="images to build (and their parents)")
+    build.add_argument("--offline", action="store_true", help="no registry: debootstrap a local base")
+    build.add_argument("--base", help="base image instead of debian:trixie-slim")
+    build.add_argument("--rebuild-base", action="store_true", help="redo the offline base")
+    build.add_argument(
+        "--extra-ca-dir",
+        type=Path,
+        default=Path("/usr/local/share/ca-certificates"),
+        help="CA certificates (*.crt) the images must trust, e.g. a TLS-inspecting proxy's",
+    )
+    build.set_defaults(func=cmd_build)
+    imgs.add_parser("list", help="the expected tags and whether they are built").set_defaults(func=cmd_list)

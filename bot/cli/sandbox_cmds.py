@@ -1,0 +1,73 @@
+"""``askbox sandbox run`` and ``askbox sandbox reap``: the sandbox policy without an agent."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bot.cli.output import err
+from jobs.settings import Settings
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from sandbox import SandboxSpec
+    from sandbox.agents.adapters import agent_for
+    from sandbox.factory import sandbox_from_settings
+    from sandbox.spec import Limits
+
+    section = settings.sandbox
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        err("sandbox run: give the command after --, e.g. askbox sandbox run -- ls -la")
+        return 2
+    overrides = {"timeout": args.timeout, "cpus": args.cpus, "memory": args.memory}
+    # Validated like the settings: --timeout -1 or --memory lots is refused, not run.
+    limits = Limits.model_validate(
+        {**section.limits().model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+    )
+    spec = SandboxSpec(
+        image=args.image or agent_for(None, settings.agents).image(),
+        command=command,
+        repo=args.repo,
+        limits=limits,
+        egress_allow=section.egress_entries(),
+        runtime=section.sandbox_runtime,
+    )
+    run = sandbox_from_settings(section).run(spec)
+    with run:
+        try:
+            for line in run:
+                out = sys.stdout if line.stream == "stdout" else sys.stderr
+                print(line.text + (" [truncated]" if line.truncated else ""), file=out, flush=True)
+        except KeyboardInterrupt:
+            run.cancel()
+    assert run.outcome is not None
+    err(f"sandbox {spec.run_id} {run.outcome.describe()}")
+    return run.outcome.cli_exit_code()
+
+
+def cmd_reap(args: argparse.Namespace, settings: Settings) -> int:
+    from sandbox.reaper import reap
+    from sandbox.runner import Sandbox
+
+    removed = reap(Sandbox().client, deployment=settings.sandbox.deployment, grace=args.grace)
+    err(f"reaped {len(removed)} sandbox container(s)" + (f": {', '.join(removed)}" if removed else ""))
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    sandbox = sub.add_parser("sandbox", help="run commands under the sandbox policy").add_subparsers(
+        dest="action", required=True
+    )
+    run = sandbox.add_parser("run", help="run a command exactly as jobs run agents")
+    run.add_argument("--repo", type=Path, help="directory mounted read-only at /workspace")
+    run.add_argument("--image", help="image (default: the default agent's image)")
+    run.add_argument("--timeout", type=float, help="wall-clock deadline in seconds")
+    run.add_argument("--memory", help="memory limit, e.g. 512m (swap is the same)")
+    run.add_argument("--cpus", type=float, help="CPU quota in cores")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    run.set_defaults(func=cmd_run)
+    reap = sandbox.add_parser("reap", help="remove sandbox containers whose run is dead")
+    reap.add_argument("--grace", type=float, default=60.0, help="seconds past a run's deadline")
+    reap.set_defaults(func=cmd_reap)

@@ -1,0 +1,75 @@
+"""The long-running processes: ``askbox worker``, ``bot``, ``dashboard`` (and ``cancel``)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+
+from bot.cli.output import err
+from jobs.settings import Settings
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.worker import run_worker
+
+    run_worker(settings, args.queues, burst=args.burst)
+    return 0
+
+
+def cmd_bot(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.serve import BotConfigError, run_bot
+    from bot.settings import BotSettings
+    from jobs.logs import configure_json_logging
+
+    configure_json_logging()
+    try:
+        run_bot(settings, BotSettings(), http=args.http, port=args.port)
+    except BotConfigError as exc:
+        err(str(exc))
+        return 2
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.dashboard import DashboardSettings, run_dashboard
+    from jobs.logs import configure_json_logging
+
+    configure_json_logging()
+    dashboard = DashboardSettings()
+    if args.port is not None:
+        dashboard = dashboard.model_copy(update={"dashboard_port": args.port})
+    try:
+        run_dashboard(dashboard, settings.redis.redis_url)
+    except (RuntimeError, OSError) as exc:  # Redis unreachable, port in use
+        err(str(exc))
+        return 1
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.cancel import cancel
+
+    result = cancel(settings.redis.client(), args.job, by=args.by, slack=settings.slack)
+    err(f"{args.job}: {result}")
+    return 0 if result in {"cancelled", "stopping"} else 1
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    worker = sub.add_parser("worker", help="run a worker answering queued questions")
+    worker.add_argument("--queues", nargs="*", help="default: askbox-high askbox-default askbox-low")
+    worker.add_argument("--burst", action="store_true", help="stop when the queues are empty")
+    worker.set_defaults(func=cmd_worker)
+
+    cancel = sub.add_parser("cancel", help="cancel a queued or running question")
+    cancel.add_argument("job")
+    cancel.add_argument("--by", default=getpass.getuser(), help="who cancels (shown to the asker)")
+    cancel.set_defaults(func=cmd_cancel)
+
+    bot = sub.add_parser("bot", help="the Slack bot (Socket Mode; --http for the Events API)")
+    bot.add_argument("--http", action="store_true", help="serve /slack/events instead of Socket Mode")
+    bot.add_argument("--port", type=int, default=3000)
+    bot.set_defaults(func=cmd_bot)
+
+    dash = sub.add_parser("dashboard", help="rq-dashboard on 127.0.0.1, basic auth from ASKBOX_DASHBOARD_USER/PASSWORD")
+    dash.add_argument("--port", type=int, help="default: ASKBOX_DASHBOARD_PORT or 9181")
+    dash.set_defaults(func=cmd_dashboard)

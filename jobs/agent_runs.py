@@ -1,0 +1,77 @@
+"""How one agent run is put together from the settings tree.
+
+The worker (``QuestionRun``) and ``askbox ask --inline`` both start their agent here, so
+both get the same sandbox, limits, runtime (``ASKBOX_SANDBOX_RUNTIME``), egress and
+model route.
+
+The model route: an agent the gateway can front (the Gemini CLI) never gets a real key.
+The run opens a gateway session first; the sandbox gets the session's socket directory
+mounted and bridged to ``127.0.0.1:GATEWAY_PORT``, the per-run token as its key and no
+egress at all. No gateway answering means no run (``GatewayUnavailable`` names the fix).
+cursor-agent speaks its own protocol to Cursor and keeps ``CURSOR_API_KEY`` (README).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from jobs.gateway.client import GatewayClient, GatewaySession, SessionMeta
+from jobs.settings import Settings
+from sandbox.agents.adapters import Agent
+from sandbox.agents.session import AgentSession
+from sandbox.bridges import SocketBridge
+from sandbox.factory import sandbox_from_settings
+
+GATEWAY_PORT = 8100  # inside the sandbox; any free loopback port would do
+GATEWAY_MOUNT = "/run/askbox-gateway"
+
+
+@contextmanager
+def model_route(settings: Settings, agent: Agent, meta: SessionMeta) -> Iterator[GatewaySession | None]:
+    """The gateway session this agent's run talks through (None for agents it cannot
+    front), revoked when the run ends however it ends."""
+    if not agent.gateway_fronted:
+        yield None
+        return
+    client = GatewayClient(settings.gateway.gateway_socket_dir)
+    session = client.open(meta)  # GatewayUnavailable when no gateway answers
+    try:
+        yield session
+    finally:
+        client.close(session)
+
+
+def agent_session(
+    settings: Settings,
+    agent: Agent,
+    prompt: str,
+    repo: Path | None,
+    model: str | None = None,
+    run_id: str | None = None,
+    labels: dict[str, str] | None = None,
+    gateway: GatewaySession | None = None,
+) -> AgentSession:
+    """A session ready to run (raises ``PromptTooLong`` for a prompt argv cannot carry)."""
+    sandbox = settings.sandbox
+    egress = sandbox.egress_entries() or None
+    bridges: tuple[SocketBridge, ...] = ()
+    if gateway is not None:
+        bridge = SocketBridge(host_dir=gateway.socket_dir, socket=gateway.socket.name, port=GATEWAY_PORT,
+                              mount_point=GATEWAY_MOUNT)
+        agent = agent.through_gateway(gateway.token.get_secret_value(), bridge.url)
+        egress, bridges = (), (bridge,)
+    return AgentSession(
+        sandbox_from_settings(sandbox),
+        agent,
+        prompt,
+        repo=repo,
+        model=model,
+        limits=sandbox.limits(),
+        egress_allow=egress,
+        run_id=run_id,
+        labels=labels,
+        runtime=sandbox.sandbox_runtime,
+        bridges=bridges,
+    )

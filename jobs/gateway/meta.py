@@ -1,0 +1,32 @@
+"""What the worker tells the gateway about a question, and what it gets back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+
+
+class SessionMeta(BaseModel, frozen=True):
+    """Everything the gateway attributes usage to."""
+
+    job_id: str
+    user: str
+    team: str | None = None
+    channel: str | None = None
+    repo: str | None = None
+    model: str | None = None
+    ttl: int = Field(default=3600, ge=1)
+    budget_exempt: bool = False
+
+
+class GatewaySession(BaseModel, frozen=True):
+    """One question's session: mount ``socket_dir`` into the sandbox, give it ``token``."""
+
+    id: str
+    token: SecretStr  # SecretStr: never in a repr, a log line or a traceback
+    socket_dir: Path
+
+    @property
+    def socket(self) -> Path:
+        return self.socket_dir / "gateway.sock"

@@ -1,0 +1,83 @@
+"""Running one gateway process: Redis, the sockets, the TTL sweep, metrics, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+
+from prometheus_client import start_http_server
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from jobs.gateway.server import Gateway
+from jobs.gateway.settings import GatewaySettings
+
+log = logging.getLogger("jobs.gateway")
+
+
+def _control_socket_live(path: str) -> bool:
+    # asyncio silently replaces an existing socket file; a second gateway on the same
+    # directory would steal the first one's control socket, so look before binding.
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+async def _sweep(gateway: Gateway, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            expired = await gateway.sessions.sweep()
+            if expired:
+                log.info("closed %d expired sessions", len(expired))
+        except Exception:  # noqa: BLE001 - a failed sweep must not stop the gateway
+            log.exception("session sweep failed")
+
+
+async def serve(settings: GatewaySettings, redis_url: str) -> int:
+    if not settings.api_keys():
+        log.error("no Gemini API key: set GEMINI_API_KEY or ASKBOX_GEMINI_API_KEYS")
+        return 2
+    redis = Redis.from_url(redis_url)
+    try:
+        await redis.ping()
+    except RedisError as exc:
+        log.error("Redis at %s not reachable: %s", redis_url, exc)
+        return 1
+    directory = settings.gateway_socket_dir
+    directory.mkdir(parents=True, exist_ok=True, mode=0o755)
+    directory.chmod(0o755)
+    if _control_socket_live(str(settings.control_socket)):
+        log.error("another gateway already serves %s", settings.control_socket)
+        return 1
+    gateway = Gateway(settings, redis)
+    await gateway.start()
+    if settings.gateway_metrics_port:
+        start_http_server(settings.gateway_metrics_port, addr="127.0.0.1")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    sweeper = asyncio.create_task(_sweep(gateway, settings.gateway_sweep_interval))
+    log.info("gateway ready on %s (%d keys, upstream %s)", settings.control_socket,
+             len(gateway.pool.keys), settings.gemini_base_url)
+    print(f"gateway ready on {settings.control_socket}", file=sys.stderr, flush=True)
+    await stop.wait()
+    sweeper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeper
+    await gateway.close()
+    await redis.aclose()
+    return 0
+
+
+def main(settings: GatewaySettings, redis_url: str) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(serve(settings, redis_url))

@@ -1,0 +1,114 @@
+"""Token usage: read from responses, kept per session in Redis, read back by the worker.
+
+The real API repeats *cumulative* ``usageMetadata`` on every chunk of a stream, so the
+usage of one response is the last chunk's, never the sum of its chunks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+from redis import Redis
+
+from jobs.gateway import rediskeys
+
+# usageMetadata field -> our name (and the Redis hash field, and the Prometheus label).
+KINDS = {
+    "promptTokenCount": "prompt",
+    "candidatesTokenCount": "candidates",
+    "thoughtsTokenCount": "thoughts",
+    "cachedContentTokenCount": "cached",
+    "totalTokenCount": "total",
+}
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt: int = 0
+    candidates: int = 0
+    thoughts: int = 0
+    cached: int = 0
+    total: int = 0
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any]) -> "Usage":
+        values = {name: int(meta.get(field) or 0) for field, name in KINDS.items()}
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in KINDS.values()}
+
+
+class UsageTracker:
+    """Fed the response bytes as they pass; knows the response's final usageMetadata.
+
+    SSE is parsed line by line as it streams (so nothing is buffered beyond one line);
+    a plain JSON body (or the JSON array a non-SSE stream sends) is parsed at the end.
+    """
+
+    MAX_JSON = 16 << 20  # bodies beyond this are passed on but not metered
+
+    def __init__(self, sse: bool) -> None:
+        self.sse = sse
+        self._buffer = bytearray()
+        self.last: dict[str, Any] | None = None
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        if not self.sse:
+            if len(self._buffer) > self.MAX_JSON:
+                self._buffer.clear()
+            return
+        *lines, rest = self._buffer.split(b"\n")
+        self._buffer = bytearray(rest)
+        for line in lines:
+            self._line(line)
+
+    def _line(self, line: bytes) -> None:
+        line = line.strip()
+        if not line.startswith(b"data:"):
+            return
+        try:
+            payload = json.loads(line[5:])
+        except ValueError:
+            return
+        if isinstance(payload, dict) and isinstance(payload.get("usageMetadata"), dict):
+            self.last = payload["usageMetadata"]
+
+    def usage(self) -> Usage | None:
+        if self.sse:
+            self._line(bytes(self._buffer))
+        elif self._buffer:
+            try:
+                body = json.loads(self._buffer)
+            except ValueError:
+                body = None
+            for item in body if isinstance(body, list) else [body]:
+                if isinstance(item, dict) and isinstance(item.get("usageMetadata"), dict):
+                    self.last = item["usageMetadata"]
+        return Usage.from_metadata(self.last) if self.last is not None else None
+
+
+class SessionState(BaseModel, frozen=True):
+    """A session's usage so far, and why it must end (when the gateway says so)."""
+
+    prompt_tokens: int = 0
+    candidates_tokens: int = 0
+    thoughts_tokens: int = 0
+    cached_tokens: int = 0
+    total_tokens: int = 0
+    requests: int = 0
+    cost_usd: float = 0.0
+    absorbed_429: int = 0
+    wait_seconds: float = 0.0
+    stop_reason: str | None = None
+
+
+def session_state(redis: Redis, session_id: str) -> SessionState:
+    """Read a session's state (sync, for the worker; kept a day after the session)."""
+    raw = redis.hgetall(rediskeys.usage(session_id))
+    fields = {k.decode(): v.decode() for k, v in raw.items()}  # type: ignore[union-attr]
+    return SessionState.model_validate(fields)

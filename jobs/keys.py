@@ -1,0 +1,82 @@
+"""Every Redis key askbox writes (besides RQ's own), with its TTL, on one screen.
+
+The invariants that make "one question, one job, one final message" live here:
+
+- ``event_claim``: the bot handles a Slack message (team, channel, ts) once, however
+  often Slack delivers it (retries, ``app_mention`` plus ``message.*``, several bots);
+- ``question_claim``: exactly one process creates the RQ job of a question id;
+- ``final_claim``: exactly one process posts a question's final message.
+
+Each is taken with ``SET NX EX CLAIM_TTL``. Everything else is state: the cancel
+request a running job polls, the threads the bot was mentioned in, conversation memory,
+the answer cache, feedback votes, the shared Slack rate budget, the model gateway's
+per-question tokens and usage.
+"""
+
+from __future__ import annotations
+
+PREFIX = "askbox:"
+DAY = 24 * 3600
+# Claims, RQ results and the bot's thread marks outlive any retry or redelivery Slack
+# makes (hours) by a wide margin: a week.
+CLAIM_TTL = 7 * DAY
+
+
+# --- exactly once ------------------------------------------------------------------
+
+
+def event_claim(team: str, channel: str, ts: str) -> str:
+    return f"{PREFIX}event:{team}:{channel}:{ts}"
+
+
+def question_claim(question_id: str) -> str:
+    return f"{PREFIX}question:{question_id}"
+
+
+def final_claim(job_id: str) -> str:
+    return f"{PREFIX}final:{job_id}"
+
+
+# --- a question's life ---------------------------------------------------------------
+
+
+def cancel_request(job_id: str) -> str:
+    """Who asked to cancel (the value); the running job polls it."""
+    return f"{PREFIX}cancel:{job_id}"
+
+
+def mentioned_thread(team: str, channel: str, thread_ts: str) -> str:
+    """Set once the bot was mentioned in a thread: replies there are follow-ups."""
+    return f"{PREFIX}slack-thread:{team}:{channel}:{thread_ts}"
+
+
+# --- conversations and answers -------------------------------------------------------
+
+MEMORY_TTL = CLAIM_TTL  # the default; ASKBOX_MEMORY_TTL overrides it
+CACHE_TTL = 30 * DAY  # the default; ASKBOX_CACHE_TTL overrides it
+
+
+def memory_turns(conversation: str) -> str:
+    return f"{PREFIX}memory:{conversation}:turns"
+
+
+def memory_summary(conversation: str) -> str:
+    return f"{PREFIX}memory:{conversation}:summary"
+
+
+def cached_answer(digest: str) -> str:
+    return f"{PREFIX}cache:{digest}"
+
+
+# --- feedback and budgets --------------------------------------------------------------
+
+
+def feedback_votes(job_id: str) -> str:
+    """Hash: Slack user id -> "up" | "down" (one vote per person per answer)."""
+    return f"{PREFIX}feedback:{job_id}"
+
+
+FEEDBACK_COUNTS = f"{PREFIX}feedback:counts"  # hash: "up"/"down" -> count, for metrics
+
+SLACK_BUDGET_PREFIX = f"{PREFIX}slack-budget"  # jobs/slack budget windows and penalties
+GATEWAY_PREFIX = f"{PREFIX}gateway"  # the model gateway's sessions, limits and usage

@@ -1,0 +1,189 @@
+"""A question's one final message in its thread, and the thread's final state.
+
+The answer as mrkdwn split at Slack's limits (or, above 12,000 characters, ``answer.md``
+uploaded with a summary, see upload.py), footer and feedback buttons on the last part;
+with streaming, the rest of the answer is flushed into the stream and the buttons go
+under its last message. Any other outcome is one message with its reason. Then the
+status message turns into a one-line final state (Cancel removed) and ``eyes`` is
+replaced by an outcome reaction.
+
+Nothing here claims: the caller holds the claim (``claim_final``), so nothing here is
+retried into a second answer either.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.slack_response import SlackResponse
+
+from jobs.final import Final, FinalKind
+from jobs.slack.blocks import Block, feedback_actions, footer, plain_text, section, sections
+from jobs.slack.client import error_code, http_status
+from jobs.slack.mrkdwn import split_message, summarize_for_file, to_mrkdwn
+from jobs.slack.progress import count_steps, format_elapsed
+from jobs.slack.state import ThreadPart
+from jobs.slack.streaming import AnswerStream
+from jobs.slack.upload import attach_answer
+
+log = logging.getLogger(__name__)
+
+REACTIONS: dict[FinalKind, str] = {
+    "answer": "white_check_mark",
+    "cancelled": "no_entry_sign",
+    "timeout": "hourglass",
+    "oom": "x",
+    "agent_error": "x",
+    "rejected": "no_entry",
+    "infra": "warning",
+}
+STATUS_LINES: dict[FinalKind, str] = {
+    "answer": ":white_check_mark: Answered",
+    "cancelled": ":no_entry_sign: Cancelled",
+    "timeout": ":hourglass: Timed out",
+    "oom": ":x: Out of memory",
+    "agent_error": ":x: The agent failed",
+    "rejected": ":no_entry: Not answered",
+    "infra": ":warning: Failed",
+}
+WORKING_REACTION = "eyes"  # what the bot adds when it accepts a question
+
+
+@dataclass(eq=False)
+class FinalMessage(ThreadPart):
+    """Posts the final message once progress has stopped (the sender thread is joined)."""
+
+    stream: AnswerStream  # what was streamed is finished, not posted again
+    clock: Callable[[], float]
+
+    def post(self, final: Final) -> None:
+        """The final message, then the thread's final state; failures are logged only."""
+        try:
+            if final.kind == "answer":
+                self._post_answer(final)
+            else:
+                self._post_outcome(final)
+        except Exception:  # noqa: BLE001 - the claim is taken: log, never retry into a second answer
+            log.exception("job %s: posting the final %s to Slack failed", self.thread.job_id, final.kind)
+        for step in (self._finish_status_message, self._react):
+            try:
+                step(final)
+            except Exception:  # noqa: BLE001
+                log.exception("job %s: finishing the Slack thread failed", self.thread.job_id)
+
+    # ------------------------------------------------------------------ the answer
+
+    def _post_answer(self, final: Final) -> None:
+        stream = self.stream
+        streamed = self.progress.text[: stream.streamed]
+        if stream.messages and final.text.startswith(streamed):
+            self._finish_streamed_answer(final, final.text[len(streamed) :])
+            return
+        if stream.messages:
+            # The final text is not what was streamed (an agent may rewrite it): the
+            # streams were drafts. Remove them, so the answer is in the thread once.
+            stream.discard()
+        self._post_answer_messages(final)
+
+    def _finish_streamed_answer(self, final: Final, remainder: str) -> None:
+        note = self._attach_if_long(final)
+        tail = self._answer_tail(final, note)
+        remainder = self.stream.flush(remainder)
+        if remainder:
+            # Streaming broke on the way: the rest goes out as ordinary messages.
+            self.stream.close_open()
+            self._post_parts(to_mrkdwn(self.stream.reopen + remainder), tail)
+            return
+        self.stream.finish(tail)
+
+    def _post_answer_messages(self, final: Final) -> None:
+        note = self._attach_if_long(final)
+        if note:
+            mrkdwn = to_mrkdwn(summarize_for_file(final.text))
+        else:
+            mrkdwn = to_mrkdwn(final.text)
+        self._post_parts(mrkdwn, self._answer_tail(final, note))
+
+    def _attach_if_long(self, final: Final) -> str:
+        """Upload a very long answer as answer.md; the note to show, or "" if not uploaded."""
+        if len(final.text) <= self.options.file_threshold:
+            return ""
+        return attach_answer(self.calls, self.thread, final.text)
+
+    def _answer_tail(self, final: Final, note: str) -> list[Block]:
+        """What goes under the answer's last part: the upload note, footer, feedback."""
+        return ([section(note)] if note else []) + footer(final) + [feedback_actions(self.thread.job_id)]
+
+    def _post_parts(self, mrkdwn: str, tail: list[Block]) -> None:
+        """``mrkdwn`` as one or more thread replies; ``tail`` blocks under the last one."""
+        parts = split_message(mrkdwn, self.options.part_limit) if mrkdwn.strip() else [""]
+        for part in parts[:-1]:
+            self._post(text=part)
+        last = parts[-1]
+        blocks = sections(last, self.options.section_limit) + tail
+        fallback = last if last.strip() else plain_text(tail) or "Done."
+        try:
+            self._post(text=fallback, blocks=blocks)
+        except SlackApiError as exc:
+            if http_status(exc) == 429:
+                raise
+            # Blocks refused (a limit we misjudged): the text must still arrive.
+            log.warning("job %s: final blocks refused (%s); posting text only", self.thread.job_id, error_code(exc))
+            self._post(text=(last + "\n\n" + plain_text(tail)).strip()[: self.options.part_limit])
+
+    # ------------------------------------------------------------------ any other outcome
+
+    def _post_outcome(self, final: Final) -> None:
+        self.stream.close_open(extra="\n\n_(stopped before the answer was complete)_")
+        text = f"{STATUS_LINES[final.kind].split(' ', 1)[0]} {to_mrkdwn(final.text)}"
+        text = split_message(text, self.options.section_limit)[0]
+        blocks = [section(text)] + footer(final)
+        try:
+            self._post(text=text, blocks=blocks)
+        except SlackApiError as exc:
+            if http_status(exc) == 429:
+                raise
+            self._post(text=text)
+
+    def _post(self, **args: Any) -> SlackResponse | None:
+        return self.calls.call("chat.postMessage", wait=True, channel=self.thread.channel,
+                               thread_ts=self.thread.thread_ts, unfurl_links=False, unfurl_media=False, **args)
+
+    # ------------------------------------------------------------------ the thread's final state
+
+    def _finish_status_message(self, final: Final) -> None:
+        """The status message becomes one line of final state; its Cancel button goes."""
+        thread = self.thread
+        if thread.status_ts is None:
+            return
+        with self.progress.lock:
+            steps, begun = self.progress.step_count, self.progress.begun
+        took = final.duration if final.duration is not None else (self.clock() - begun if begun else None)
+        line = STATUS_LINES[final.kind]
+        if took is not None:
+            line += f" · {format_elapsed(took)}"
+        if steps:
+            line += f" · {count_steps(steps)}"
+        try:
+            self.calls.call("chat.update", wait=True, channel=thread.channel, ts=thread.status_ts, text=line,
+                            blocks=[section(line)])
+        except SlackApiError as exc:
+            log.warning("job %s: final status edit failed: %s", thread.job_id, error_code(exc))
+
+    def _react(self, final: Final) -> None:
+        """``eyes`` (the bot's "working on it") gives way to the outcome's reaction."""
+        thread = self.thread
+        if not thread.message_ts:
+            return
+        calls = (("reactions.remove", WORKING_REACTION, {"no_reaction"}),
+                 ("reactions.add", REACTIONS[final.kind], {"already_reacted"}))
+        for method, name, fine in calls:
+            try:
+                self.calls.call(method, wait=True, channel=thread.channel, timestamp=thread.message_ts, name=name)
+            except SlackApiError as exc:
+                if error_code(exc) not in fine:
+                    log.warning("job %s: %s %s failed: %s", thread.job_id, method, name, error_code(exc))
