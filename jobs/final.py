@@ -26,6 +26,8 @@ class Final(BaseModel):
     duration: float | None = None
     cached: bool = False
     reference: str | None = None  # the job id, for infrastructure errors
+    tokens: int | None = None  # metered by the model gateway, when it fronted the agent
+    cost_usd: float | None = None  # estimated from the gateway's price table
 
     def footer(self) -> str:
         parts = [p for p in (self.repo, self.commit and self.commit[:7]) if p]
@@ -34,6 +36,10 @@ class Final(BaseModel):
             parts.append(who)
         if self.duration is not None:
             parts.append(f"{self.duration:.1f} s")
+        if self.tokens:
+            parts.append(f"{self.tokens:,} tokens")
+        if self.cost_usd:
+            parts.append(f"~${self.cost_usd:.4f}")
         if self.cached:
             parts.append("cached")
         return " · ".join(parts)

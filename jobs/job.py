@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from redis import Redis
@@ -16,17 +17,19 @@ from rq import get_current_job
 from rq.job import Job
 
 from jobs import keys, metrics
-from jobs.agent_runs import agent_session
+from jobs.agent_runs import agent_session, model_route
 from jobs.cache import AnswerCache
 from jobs.final import Final
+from jobs.gateway.client import GatewaySession, GatewayUnavailable, SessionMeta, check_budget, session_state
 from jobs.logs import log_context
 from jobs.memory import ThreadMemory
 from jobs.prompt import Turn, build_prompt
 from jobs.publisher import publisher_for
 from jobs.question import Question
+from jobs.redaction import EventRedactor, Redactor
 from jobs.repos import UnknownRepo, head_commit, resolve_repo
 from jobs.settings import Settings
-from sandbox.agents.adapters import agent_for
+from sandbox.agents.adapters import Agent, agent_for
 from sandbox.agents.session import AgentSession, PromptTooLong
 from sandbox.agents.events import AgentError, ErrorKind, Result
 
@@ -74,6 +77,9 @@ class QuestionRun:
         self.redis: Redis = job.connection
         self.publisher = publisher_for(question, job, settings.slack)
         self.started = time.monotonic()
+        # Every configured secret, in every form, is kept out of what this question shows.
+        self.redact = Redactor(settings.secret_values())
+        self._stop_reason: str | None = None  # why the gateway ended the run, if it did
 
     def run(self) -> Final:
         q = self.question
@@ -100,45 +106,76 @@ class QuestionRun:
                 memory.append(q.thread_key, Turn(question=q.text, answer=hit.text))
                 text = f"{hit.text}\n\n_{hit.notice()}_"
                 return self._final(Final(kind="answer", text=text, cached=True, duration=self._elapsed(), **common))
+        meta = self._session_meta(repo.name, model)
+        if agent.gateway_fronted:
+            refusal = check_budget(self.redis, self.settings.gateway, meta)
+            if refusal is not None:  # before any container starts
+                return self._final(Final(kind="rejected", text=refusal, **common))
+        prompt = build_prompt(q.text, conversation.turns, conversation.summary)
         try:
-            session = agent_session(
-                self.settings,
-                agent,
-                build_prompt(q.text, conversation.turns, conversation.summary),
-                repo=repo.path,
-                model=q.model,
-                run_id=self.job.id,
-                labels={"job": self.job.id, "user": q.origin.user},
-            )
+            with model_route(self.settings, agent, meta) as route:
+                terminal, usage = self._run_agent(agent, prompt, repo.path, route)
         except PromptTooLong as exc:
             return self._final(Final(kind="rejected", text=f"This thread is too long to continue ({exc}). Start a new thread."))
-        self.publisher.started()
-        log.info("running %s (%s) on %s at %s", agent.name, model or "default model", repo.name, commit or "no commit")
-        terminal = self._follow(session)
+        except GatewayUnavailable as exc:
+            terminal, usage = AgentError(kind=ErrorKind.INFRA, message=str(exc)), {}
+        common.update(usage)
         if isinstance(terminal, Result):
-            memory.append(q.thread_key, Turn(question=q.text, answer=terminal.text))
+            answer = self.redact(terminal.text)
+            memory.append(q.thread_key, Turn(question=q.text, answer=answer))
             if cache is not None:
-                cache.put(repo.name, commit, agent.name, model, q.text, terminal.text, self._elapsed())
-            return self._final(Final(kind="answer", text=terminal.text, duration=self._elapsed(), **common))
+                cache.put(repo.name, commit, agent.name, model, q.text, answer, self._elapsed())
+            return self._final(Final(kind="answer", text=answer, duration=self._elapsed(), **common))
         return self._final(self._error_final(terminal, common))
 
-    def _follow(self, session: AgentSession) -> Result | AgentError:
+    def _session_meta(self, repo: str, model: str | None) -> SessionMeta:
+        origin = self.question.origin
+        sandbox = self.settings.sandbox
+        return SessionMeta(
+            job_id=self.job.id, user=origin.user, team=origin.team, channel=origin.channel, repo=repo, model=model,
+            ttl=int(sandbox.sandbox_timeout) + self.settings.jobs.job_timeout_margin,
+            budget_exempt=origin.user in self.settings.jobs.admins,
+        )
+
+    def _run_agent(self, agent: Agent, prompt: str, repo: Path, route: GatewaySession | None
+                   ) -> tuple[Result | AgentError, dict[str, Any]]:
+        """The agent's run, through the gateway session when there is one: its terminal
+        event and, metered by the gateway, the tokens it used."""
+        q = self.question
+        if route is not None:
+            self.redact = self.redact.with_secrets([route.token.get_secret_value()])
+        session = agent_session(self.settings, agent, prompt, repo=repo, model=q.model, run_id=self.job.id,
+                                labels={"job": self.job.id, "user": q.origin.user}, gateway=route)
+        self.publisher.started()
+        log.info("running %s (%s) on %s", agent.name, session.model or "default model", repo)
+        terminal = self._follow(session, route)
+        if route is None:
+            return terminal, {}
+        state = session_state(self.redis, route.id)
+        self._stop_reason = self._stop_reason or state.stop_reason
+        usage = {"tokens": state.total_tokens, "cost_usd": round(state.cost_usd, 6)}
+        self.job.meta["usage"] = state.model_dump(exclude={"stop_reason"})
+        self.job.save_meta()
+        return terminal, usage
+
+    def _follow(self, session: AgentSession, route: GatewaySession | None = None) -> Result | AgentError:
         stop = threading.Event()
-        watcher = threading.Thread(target=self._watch_cancel, args=(session, stop), daemon=True)
+        watcher = threading.Thread(target=self._watch, args=(session, route, stop), daemon=True)
         watcher.start()
         terminal: Result | AgentError | None = None
         started = time.monotonic()
         first = True
         metrics.RUNNING_SANDBOXES.inc()
         try:
+            redact = EventRedactor(self.redact)
             for event in session.events():
                 if first:
                     metrics.CONTAINER_START.observe(time.monotonic() - started)
                     first = False
                 if isinstance(event, (Result, AgentError)):
                     terminal = event
-                else:
-                    self.publisher.event(event)
+                elif (shown := redact(event)) is not None:
+                    self.publisher.event(shown)
         finally:
             stop.set()
             metrics.RUNNING_SANDBOXES.dec()
@@ -146,15 +183,22 @@ class QuestionRun:
         assert terminal is not None
         return terminal
 
-    def _watch_cancel(self, session: AgentSession, stop: threading.Event) -> None:
-        # Cancellation is a Redis key, so any process can cancel without Docker access.
+    def _watch(self, session: AgentSession, route: GatewaySession | None, stop: threading.Event) -> None:
+        # Cancellation is a Redis key, so any process can cancel without Docker access;
+        # the gateway ends a run the same way (a quota used up, a budget crossed).
         while not stop.wait(0.5):
             if self.redis.exists(keys.cancel_request(self.job.id)):
+                session.cancel()
+                return
+            if route is not None and (reason := session_state(self.redis, route.id).stop_reason):
+                self._stop_reason = reason
                 session.cancel()
                 return
 
     def _error_final(self, error: AgentError, common: dict[str, Any]) -> Final:
         limits = self.settings.sandbox.limits()
+        if self._stop_reason is not None:  # the gateway's reason says more than the agent's
+            return Final(kind="rejected", text=self._stop_reason, duration=self._elapsed(), **common)
         match error.kind:
             case ErrorKind.CANCELLED:
                 who = self.redis.get(keys.cancel_request(self.job.id))
@@ -175,7 +219,7 @@ class QuestionRun:
                     raise InfraFault(error.message)  # RQ retries: nothing reached the user yet
                 return Final(kind="infra", text=f"Something went wrong on our side ({error.message}). "
                              f"Reference: {self.job.id}", reference=self.job.id, **common)
-        return Final(kind="agent_error", text=f"The agent failed: {error.message}", **common)
+        return Final(kind="agent_error", text=f"The agent failed: {self.redact(error.message)}", **common)
 
     def _progress_summary(self) -> str:
         steps = self.job.meta.get("progress", [])

@@ -15,6 +15,9 @@ per-question tokens and usage.
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+
 PREFIX = "askbox:"
 DAY = 24 * 3600
 # Claims, RQ results and the bot's thread marks outlive any retry or redelivery Slack
@@ -79,4 +82,59 @@ def feedback_votes(job_id: str) -> str:
 FEEDBACK_COUNTS = f"{PREFIX}feedback:counts"  # hash: "up"/"down" -> count, for metrics
 
 SLACK_BUDGET_PREFIX = f"{PREFIX}slack-budget"  # jobs/slack budget windows and penalties
-GATEWAY_PREFIX = f"{PREFIX}gateway"  # the model gateway's sessions, limits and usage
+
+
+# --- the model gateway (jobs/gateway/) ----------------------------------------------------
+#
+# Real API keys never appear in Redis: keys are named by ``key_id``; per-question tokens
+# are stored hashed, so a Redis dump hands out no live credential.
+
+GATEWAY_PREFIX = f"{PREFIX}gateway:"
+GATEWAY_LIMITS_PREFIX = GATEWAY_PREFIX + "limits"  # the ``limits`` library's own keys
+DAILY_TTL = 8 * DAY  # daily usage totals are kept a week, for reports
+
+
+def key_id(api_key: str) -> str:
+    """A stable, non-secret name for an API key (logs, metrics, Redis)."""
+    return "k" + hashlib.sha256(api_key.encode()).hexdigest()[:10]
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def gateway_token(token: str) -> str:
+    return f"{GATEWAY_PREFIX}token:{token_hash(token)}"
+
+
+def gateway_session(session_id: str) -> str:
+    return f"{GATEWAY_PREFIX}session:{session_id}"
+
+
+def session_usage(session_id: str) -> str:
+    """Hash: a session's tokens, requests, cost, 429s absorbed and ``stop_reason``."""
+    return f"{GATEWAY_PREFIX}usage:{session_id}"
+
+
+def utc_date(now: dt.datetime | None = None) -> str:
+    return (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%d")
+
+
+def daily_usage(kind: str, name: str, date: str | None = None) -> str:
+    """Hash: today's totals of one user or channel (``kind`` is "user" or "channel")."""
+    return f"{GATEWAY_PREFIX}daily:{date or utc_date()}:{kind}:{name}"
+
+
+def key_cooldown(kid: str) -> str:
+    """Set while an API key waits out an upstream 429's retryDelay."""
+    return f"{GATEWAY_PREFIX}cooldown:{kid}"
+
+
+def key_day_quota(kid: str) -> str:
+    """Set while an API key's per-day quota is used up."""
+    return f"{GATEWAY_PREFIX}dayquota:{kid}"
+
+
+def breaker(name: str) -> str:
+    """Hash: the shared circuit breaker's state for one upstream."""
+    return f"{GATEWAY_PREFIX}breaker:{name}"

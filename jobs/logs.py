@@ -21,12 +21,14 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import IO, Any
+
+from jobs.redaction import Redactor
 
 CONTEXT_FIELDS = ("job_id", "repo", "user", "thread")
 REDACTED = "[redacted]"
@@ -94,25 +96,32 @@ class ContextFilter(logging.Filter):
 class RedactSecrets(logging.Filter):
     """Rewrites the record in place so no handler or formatter can print a secret."""
 
+    def __init__(self, configured: Redactor | None = None) -> None:
+        super().__init__()
+        self.configured = configured or Redactor(())
+
+    def redact(self, text: str) -> str:
+        return redact(self.configured(text))
+
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a bad format string must not lose the line
             message = f"{record.msg!r} % {record.args!r}"
-        record.msg, record.args = redact(message), None
+        record.msg, record.args = self.redact(message), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = self.redact(record.exc_text)
         if record.stack_info:
-            record.stack_info = redact(record.stack_info)
+            record.stack_info = self.redact(record.stack_info)
         for key, value in list(record.__dict__.items()):
             if key in _RECORD_ATTRS:
                 continue
             if _SECRET_KEY.search(key):
                 setattr(record, key, REDACTED)
             elif isinstance(value, str):
-                setattr(record, key, redact(value))
+                setattr(record, key, self.redact(value))
         return True
 
 
@@ -141,8 +150,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def configure_json_logging(level: str | int = "INFO", stream: IO[str] | None = None) -> logging.Handler:
+def configure_json_logging(
+    level: str | int = "INFO", stream: IO[str] | None = None, secrets: Iterable[str] = ()
+) -> logging.Handler:
     """Replaces the root logger's handlers with one JSON-lines handler (stderr by default).
+
+    ``secrets`` (the settings' configured values) are redacted in every form, on top of
+    the token shapes recognised anyway.
 
     Replacing rather than adding keeps every line on the stream parseable, even if
     something called ``logging.basicConfig`` earlier. Idempotent.
@@ -150,7 +164,7 @@ def configure_json_logging(level: str | int = "INFO", stream: IO[str] | None = N
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(ContextFilter())
-    handler.addFilter(RedactSecrets())
+    handler.addFilter(RedactSecrets(Redactor(secrets)))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

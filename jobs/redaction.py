@@ -19,6 +19,8 @@ import base64
 import re
 from collections.abc import Iterable
 
+from sandbox.agents.events import AgentEvent, TextDelta, ToolFinished, ToolStarted
+
 REDACTED = "[redacted]"
 MIN_SECRET_CHARS = 8  # shorter values would redact ordinary words
 
@@ -62,3 +64,29 @@ class Redactor:
     def with_secrets(self, more: Iterable[str]) -> Redactor:
         """A redactor that also hides ``more`` (e.g. one question's gateway token)."""
         return Redactor([*self.secrets, *more])
+
+
+class EventRedactor:
+    """Redacts an agent's events on their way to the thread and the job's meta.
+
+    Answer text arrives in pieces, and a secret may be cut between two of them: text is
+    handed on only up to the last ``longest`` characters, which wait for the next piece
+    (the final answer is redacted whole, so the held-back tail is never lost)."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.redact = redactor
+        self._held = ""
+        self._longest = max((len(f) for s in redactor.secrets for f in forms_of(s)), default=0)
+
+    def __call__(self, event: AgentEvent) -> AgentEvent | None:
+        if isinstance(event, TextDelta):
+            text = self.redact(self._held + event.text)
+            cut = max(len(text) - self._longest, 0)
+            out, self._held = text[:cut], text[cut:]
+            return event.model_copy(update={"text": out}) if out else None
+        if isinstance(event, (ToolStarted, ToolFinished)):
+            fields = {"summary": self.redact(event.summary)}
+            if isinstance(event, ToolFinished):
+                fields["detail"] = self.redact(event.detail)
+            return event.model_copy(update=fields)
+        return event

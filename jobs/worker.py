@@ -87,7 +87,7 @@ def run_worker(settings: Settings, names: list[str] | None = None, burst: bool =
     if jobs.metrics_port:
         # Before anything imports prometheus_client: work-horses are forks and report here.
         metrics.setup_multiprocess(Path(tempfile.mkdtemp(prefix="askbox-metrics-")))
-    configure_json_logging()
+    configure_json_logging(secrets=settings.secret_values())
     redis = settings.redis.client()
     redis.ping()
     if jobs.metrics_port:

@@ -10,6 +10,7 @@ import argparse
 import getpass
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from bot.cli.output import err
@@ -23,21 +24,38 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def ask_inline(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs.agent_runs import agent_session
+    from jobs.agent_runs import model_route
+    from jobs.gateway.client import GatewayUnavailable, SessionMeta
     from jobs.prompt import build_prompt
     from jobs.repos import UnknownRepo, resolve_repo
     from sandbox.agents.adapters import agent_for
     from sandbox.agents.session import PromptTooLong
-    from sandbox.agents.events import AgentError, Result, ToolFinished, ToolStarted
 
     agent = agent_for(args.agent, settings.agents)
     try:
         # The same names as the queue (ASKBOX_REPOS), or a directory.
         repo = resolve_repo(args.repo or ".", settings.jobs.repos, allow_paths=True)
-        session = agent_session(settings, agent, build_prompt(args.question), repo=repo.path, model=args.model)
-    except (UnknownRepo, PromptTooLong) as exc:
+    except UnknownRepo as exc:
         err(f"ask: {exc}")
         return 2
+    meta = SessionMeta(job_id=f"cli-{uuid.uuid4().hex[:12]}", user=getpass.getuser(), repo=repo.name,
+                       model=agent.model(args.model), ttl=int(settings.sandbox.sandbox_timeout) + 60)
+    try:
+        with model_route(settings, agent, meta) as route:
+            return _answer_inline(args, settings, agent, build_prompt(args.question), repo.path, route)
+    except PromptTooLong as exc:
+        err(f"ask: {exc}")
+        return 2
+    except GatewayUnavailable as exc:
+        err(str(exc))
+        return 125
+
+
+def _answer_inline(args, settings, agent, prompt, repo, route) -> int:  # type: ignore[no-untyped-def]
+    from jobs.agent_runs import agent_session
+    from sandbox.agents.events import AgentError, Result, ToolFinished, ToolStarted
+
+    session = agent_session(settings, agent, prompt, repo=repo, model=args.model, gateway=route)
     final = None
     try:
         for event in session.events():

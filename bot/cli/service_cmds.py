@@ -1,4 +1,4 @@
-"""The long-running processes: ``askbox worker``, ``bot``, ``dashboard`` (and ``cancel``)."""
+"""The long-running processes: ``askbox worker``, ``gateway``, ``bot``, ``dashboard`` (and ``cancel``)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,20 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.gateway.serve import main as run_gateway
+    from jobs.logs import configure_json_logging
+
+    configure_json_logging(secrets=settings.secret_values())
+    return run_gateway(settings.gateway, settings.redis.redis_url)
+
+
 def cmd_bot(args: argparse.Namespace, settings: Settings) -> int:
     from bot.serve import BotConfigError, run_bot
     from bot.settings import BotSettings
     from jobs.logs import configure_json_logging
 
-    configure_json_logging()
+    configure_json_logging(secrets=settings.secret_values())
     try:
         run_bot(settings, BotSettings(), http=args.http, port=args.port)
     except BotConfigError as exc:
@@ -34,7 +42,7 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     from bot.dashboard import DashboardSettings, run_dashboard
     from jobs.logs import configure_json_logging
 
-    configure_json_logging()
+    configure_json_logging(secrets=settings.secret_values())
     dashboard = DashboardSettings()
     if args.port is not None:
         dashboard = dashboard.model_copy(update={"dashboard_port": args.port})
@@ -59,6 +67,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     worker.add_argument("--queues", nargs="*", help="default: askbox-high askbox-default askbox-low")
     worker.add_argument("--burst", action="store_true", help="stop when the queues are empty")
     worker.set_defaults(func=cmd_worker)
+
+    gateway = sub.add_parser("gateway", help="the model gateway of this host (agents' LLM traffic, limits, metering)")
+    gateway.set_defaults(func=cmd_gateway)
 
     cancel = sub.add_parser("cancel", help="cancel a queued or running question")
     cancel.add_argument("job")

@@ -1,6 +1,6 @@
 """The model gateway: every agent's LLM traffic, with per-question tokens instead of keys,
 one shared rate limit, absorbed 429s and every token counted.
 
-Run it with ``python -m jobs.gateway``; the worker talks to it through
+Run it with ``askbox gateway``; the worker talks to it through
 :class:`jobs.gateway.client.GatewayClient`.
 """

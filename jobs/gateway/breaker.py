@@ -18,7 +18,7 @@ import time
 
 from redis.asyncio import Redis
 
-from jobs.gateway import rediskeys
+from jobs import keys
 
 
 class BreakerOpen(Exception):
@@ -30,7 +30,7 @@ class BreakerOpen(Exception):
 class RedisBreaker:
     def __init__(self, redis: Redis, name: str, threshold: int, cooldown: float) -> None:
         self.redis = redis
-        self.key = rediskeys.breaker(name)
+        self.key = keys.breaker(name)
         self.trial_key = self.key + ":trial"
         self.threshold = threshold
         self.cooldown = cooldown

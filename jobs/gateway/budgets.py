@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from redis import Redis
 
-from jobs.gateway import rediskeys
+from jobs import keys
 from jobs.gateway.meta import SessionMeta
 from jobs.gateway.settings import GatewaySettings
 
@@ -44,6 +44,6 @@ def check_budget(redis: Redis, settings: GatewaySettings, meta: SessionMeta) -> 
     totals: dict[str, dict[str, float]] = {}
     for kind, name in (("user", meta.user), ("channel", meta.channel)):
         if name:
-            raw = redis.hgetall(rediskeys.daily(kind, name))
+            raw = redis.hgetall(keys.daily_usage(kind, name))
             totals[kind] = {k.decode(): float(v) for k, v in raw.items()}  # type: ignore[union-attr]
     return over_budget(settings, meta, totals)

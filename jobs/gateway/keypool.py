@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from jobs.gateway import rediskeys
+from jobs import keys
 from jobs.gateway.limiter import LimitTimeout, SharedLimits, sleep_until
 
 
@@ -46,17 +46,17 @@ class KeyPool:
             raise ValueError("no Gemini API key: set GEMINI_API_KEY or ASKBOX_GEMINI_API_KEYS")
         self.redis = redis
         self.limits = limits
-        self.keys = [ApiKey(rediskeys.key_id(s), s) for s in secrets]
+        self.keys = [ApiKey(keys.key_id(s), s) for s in secrets]
         self._quota_ids: dict[str, str] = {}  # last per-day quotaId seen per key (for messages)
 
     async def cool(self, key: ApiKey, seconds: float) -> None:
         """Skip ``key`` for ``seconds`` (after an upstream 429), on every gateway."""
-        await self.redis.set(rediskeys.cooldown(key.id), "1", px=max(1, int(seconds * 1000)))
+        await self.redis.set(keys.key_cooldown(key.id), "1", px=max(1, int(seconds * 1000)))
 
     async def exhaust_for_day(self, key: ApiKey, reset_at: float, quota_id: str) -> None:
         self._quota_ids[key.id] = quota_id
         ttl = max(1, int((reset_at - time.time()) * 1000))
-        await self.redis.set(rediskeys.day_quota(key.id), f"{reset_at}|{quota_id}", px=ttl)
+        await self.redis.set(keys.key_day_quota(key.id), f"{reset_at}|{quota_id}", px=ttl)
 
     async def lease(self, wait: float) -> tuple[ApiKey, float]:
         """A key with a request slot taken on it, and the seconds waited for it.
@@ -68,8 +68,8 @@ class KeyPool:
         while True:
             pipe = self.redis.pipeline(transaction=False)
             for key in self.keys:
-                pipe.pttl(rediskeys.cooldown(key.id))
-                pipe.get(rediskeys.day_quota(key.id))
+                pipe.pttl(keys.key_cooldown(key.id))
+                pipe.get(keys.key_day_quota(key.id))
             marks = await pipe.execute()
             now = time.time()
             wake = [now + 1.0]

@@ -31,7 +31,7 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from redis.asyncio import Redis
 
-from jobs.gateway import rediskeys
+from jobs import keys
 from jobs.gateway.settings import GatewaySettings
 
 
@@ -73,7 +73,7 @@ class SharedLimits:
         storage = RedisStorage(
             "async+redis://",
             implementation="redispy",
-            key_prefix=rediskeys.LIMITS_PREFIX,
+            key_prefix=keys.GATEWAY_LIMITS_PREFIX,
             connection_pool=redis.connection_pool,
         )
         self._moving = MovingWindowRateLimiter(storage)

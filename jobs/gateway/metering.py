@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from jobs.gateway import metrics, rediskeys
+from jobs import keys
+from jobs.gateway import metrics
 from jobs.gateway.meta import SessionMeta
 from jobs.gateway.usage import Usage
 
@@ -41,10 +42,10 @@ class Meter:
             if count:
                 metrics.TOKENS.labels(kind, model).inc(count)
         metrics.COST.labels(model).inc(cost)
-        session_key = rediskeys.usage(session_id)
-        daily = {"user": rediskeys.daily("user", meta.user)}
+        session_key = keys.session_usage(session_id)
+        daily = {"user": keys.daily_usage("user", meta.user)}
         if meta.channel:
-            daily["channel"] = rediskeys.daily("channel", meta.channel)
+            daily["channel"] = keys.daily_usage("channel", meta.channel)
         pipe = self.redis.pipeline(transaction=True)
         for kind, count in usage.as_dict().items():
             pipe.hincrby(session_key, f"{kind}_tokens", count)
@@ -57,7 +58,7 @@ class Meter:
             pipe.hincrby(key, "tokens", usage.total)
             pipe.hincrbyfloat(key, "cost_usd", cost)
             pipe.hincrby(key, "requests", 1)
-            pipe.expire(key, rediskeys.DAILY_TTL)
+            pipe.expire(key, keys.DAILY_TTL)
         for key in daily.values():
             pipe.hgetall(key)
         results = await pipe.execute()
@@ -66,7 +67,7 @@ class Meter:
 
     async def stop(self, session_id: str, meta: SessionMeta, reason: str) -> None:
         """Tell the worker this session must end (kept only if none was set before)."""
-        key = rediskeys.usage(session_id)
+        key = keys.session_usage(session_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hsetnx(key, "stop_reason", reason)
         pipe.expire(key, meta.ttl + self.session_ttl_extra)

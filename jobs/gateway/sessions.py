@@ -22,7 +22,8 @@ from pathlib import Path
 from aiohttp import web
 from redis.asyncio import Redis
 
-from jobs.gateway import metrics, rediskeys
+from jobs import keys
+from jobs.gateway import metrics
 from jobs.gateway.meta import SessionMeta
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class Sessions:
         directory = self.socket_dir / f"s-{session_id}"
         directory.mkdir(mode=0o755)
         os.chmod(directory, 0o755)  # mkdir's mode is masked by the umask
-        session = Session(session_id, rediskeys.token_hash(token), meta, directory, time.monotonic() + meta.ttl)
+        session = Session(session_id, keys.token_hash(token), meta, directory, time.monotonic() + meta.ttl)
         site = web.UnixSite(self.runner, str(session.socket))
         await site.start()
         # World-connectable: the sandbox's user (uid 10001) connects through its bridge.
@@ -78,8 +79,8 @@ class Sessions:
         session.site = site
         record = json.dumps({"id": session_id, "meta": meta.model_dump(), "socket_dir": str(directory)})
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(rediskeys.token(token), record, ex=meta.ttl)
-        pipe.set(rediskeys.session(session_id), record, ex=meta.ttl)
+        pipe.set(keys.gateway_token(token), record, ex=meta.ttl)
+        pipe.set(keys.gateway_session(session_id), record, ex=meta.ttl)
         await pipe.execute()
         self._by_id[session_id] = session
         self._by_socket[str(session.socket)] = session
@@ -94,7 +95,7 @@ class Sessions:
             return False
         session.closed = True
         self._by_socket.pop(str(session.socket), None)
-        await self.redis.delete(rediskeys.session(session_id), rediskeys.PREFIX + "token:" + session.token_hash)
+        await self.redis.delete(keys.gateway_session(session_id), keys.GATEWAY_PREFIX + "token:" + session.token_hash)
         if session.site is not None:
             await session.site.stop()
         shutil.rmtree(session.directory, ignore_errors=True)
@@ -110,7 +111,7 @@ class Sessions:
             raise AuthError(403, "This socket has no open askbox gateway session.")
         if not token:
             raise AuthError(401, "Missing API key (the askbox gateway expects the session token).")
-        if not secrets.compare_digest(rediskeys.token_hash(token), session.token_hash):
+        if not secrets.compare_digest(keys.token_hash(token), session.token_hash):
             raise AuthError(401, "API key not valid for this askbox gateway session.")
         if time.monotonic() > session.expires_at:
             raise AuthError(401, "This askbox gateway session has expired.")

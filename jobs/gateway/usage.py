@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 from redis import Redis
 
-from jobs.gateway import rediskeys
+from jobs import keys
 
 # usageMetadata field -> our name (and the Redis hash field, and the Prometheus label).
 KINDS = {
@@ -109,6 +109,6 @@ class SessionState(BaseModel, frozen=True):
 
 def session_state(redis: Redis, session_id: str) -> SessionState:
     """Read a session's state (sync, for the worker; kept a day after the session)."""
-    raw = redis.hgetall(rediskeys.usage(session_id))
+    raw = redis.hgetall(keys.session_usage(session_id))
     fields = {k.decode(): v.decode() for k, v in raw.items()}  # type: ignore[union-attr]
     return SessionState.model_validate(fields)

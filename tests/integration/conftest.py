@@ -12,6 +12,7 @@ import pytest
 from redis import Redis
 
 from tests.fakes.slack import FakeSlack
+from tests.integration.gateway_helpers import GatewayProcess, gateway_env
 from tests.integration.pipeline_helpers import ASKBOX, RedisServer
 
 CHANNEL = "C0FAKECHAN1"
@@ -72,3 +73,20 @@ def bots(fake, redis_server, repo, tmp_path):
             proc.kill()
 
 
+GATEWAY_KEY = "AIzaSyREAL-gateway-key-0123456789abcdef"  # the real key: only the gateway holds it
+
+
+@pytest.fixture()
+def gateway():
+    """Starts real `askbox gateway` processes: ``gateway(base_url, redis_url, **settings)``.
+    Workers reach one through ``ASKBOX_GATEWAY_SOCKET_DIR=str(proc.socket_dir)``."""
+    started: list[GatewayProcess] = []
+
+    def start(base_url: str, redis_url: str, keys: tuple[str, ...] = (GATEWAY_KEY,), **settings: str) -> GatewayProcess:
+        proc = GatewayProcess(gateway_env(base_url, list(keys), redis_url, **settings)).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

@@ -17,6 +17,7 @@ from sandbox.agents.session import AgentSession
 from sandbox.agents.settings import AgentSettings
 from sandbox.agents.events import AgentError, ErrorKind, Result, Started, TextDelta, ToolFinished, ToolStarted
 from sandbox.spec import Limits
+from tests.conftest import REDIS_TEST_URL
 from tests.fakes.gemini_api import FakeGeminiAPI, FunctionCall, RecordedRequest, Text
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("no_leftovers")]
@@ -94,12 +95,12 @@ def test_write_attempt_refused_by_read_only_mount_answer_still_arrives(sandbox, 
     assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
 
 
-def test_askbox_ask_inline_cli(api, repo, built_images, egress_root):
+def test_askbox_ask_inline_cli(api, repo, built_images, egress_root, gateway):
     api.script(FunctionCall("list_directory", {"dir_path": "."}), answer_with_tool_output("Listing:"))
+    proxy = gateway(api.base_url, REDIS_TEST_URL, keys=(KEY,))
     env = {
         **os.environ,
-        "GEMINI_API_KEY": KEY,
-        "ASKBOX_GEMINI_BASE_URL": api.base_url,
+        "ASKBOX_GATEWAY_SOCKET_DIR": str(proxy.socket_dir),  # the key is the gateway's alone
         "ASKBOX_EGRESS_SOCKET_DIR": str(egress_root),
     }
     askbox = Path(sys.executable).parent / "askbox"

@@ -22,7 +22,7 @@ from redis import Redis
 from jobs.gateway.client import session_state
 from tests.conftest import unavailable
 from tests.fakes.gemini_api import FakeGeminiAPI, Text
-from tests.integration.test_gateway_helpers import MODEL, GatewayProcess, gateway_env
+from tests.integration.gateway_helpers import MODEL, GatewayProcess, gateway_env
 from tests.test_fake_gemini_api import CLI_POLICY, CLI_SETTINGS
 
 pytestmark = pytest.mark.redis

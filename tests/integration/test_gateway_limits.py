@@ -11,7 +11,7 @@ import pytest
 from redis import Redis
 
 from tests.fakes.gemini_api import FakeGeminiAPI, max_in_window
-from tests.integration.test_gateway_helpers import Answer, GatewayProcess, call, gateway_env
+from tests.integration.gateway_helpers import Answer, GatewayProcess, call, gateway_env
 
 pytestmark = pytest.mark.redis
 KEYS = ["real-key-one-AIzaSyA", "real-key-two-AIzaSyB"]

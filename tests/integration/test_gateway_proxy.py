@@ -12,12 +12,12 @@ import aiohttp
 import pytest
 from redis import Redis
 
-from jobs.gateway import rediskeys
+from jobs import keys
 from jobs.gateway.client import SessionMeta, check_budget, session_state
 from jobs.gateway.settings import GatewaySettings
 from tests.fakes.gemini_api import FakeGeminiAPI, Text
 from tests.integration.pipeline_helpers import free_port
-from tests.integration.test_gateway_helpers import (
+from tests.integration.gateway_helpers import (
     GENERATE_PATH, GatewayProcess, call, gateway_env, request_body, run,
 )
 
@@ -65,8 +65,8 @@ def test_token_is_swapped_for_a_real_key_and_useless_anywhere_else(redis_client:
         assert run(call(b.socket, token_a)).status == 401  # revoked, and never valid elsewhere
         with pytest.raises(aiohttp.ClientConnectionError):
             run(call(a.socket, token_a))
-        assert redis_client.get(rediskeys.token(token_a)) is None
-        assert redis_client.get(rediskeys.token(token_b)) is not None
+        assert redis_client.get(keys.gateway_token(token_a)) is None
+        assert redis_client.get(keys.gateway_token(token_b)) is not None
         assert len(fake.requests) == 2  # nothing refused reached upstream
 
 
@@ -107,9 +107,9 @@ def test_every_token_is_metered_to_session_user_and_channel(redis_client: Redis,
     assert 'askbox_gateway_requests_total{outcome="ok"} 3.0' in exposition
     assert "askbox_gateway_cost_usd_total" in exposition and "askbox_gateway_wait_seconds_bucket" in exposition
     for kind, name in (("user", "UMETER"), ("channel", "CMETER")):
-        daily = redis_client.hgetall(rediskeys.daily(kind, name))
+        daily = redis_client.hgetall(keys.daily_usage(kind, name))
         assert int(daily[b"tokens"]) == state.total_tokens
-        assert 0 < redis_client.ttl(rediskeys.daily(kind, name)) <= rediskeys.DAILY_TTL
+        assert 0 < redis_client.ttl(keys.daily_usage(kind, name)) <= keys.DAILY_TTL
 
 
 def test_per_day_quota_is_not_retried_and_stops_the_session(redis_client: Redis, fake: FakeGeminiAPI):
@@ -159,7 +159,7 @@ def test_5xx_storm_opens_the_breaker_then_it_recovers(redis_client: Redis, fake:
         time.sleep(1.6)
         assert run(call(session.socket, token)).status == 200  # half-open trial closes it
         assert run(call(session.socket, token)).status == 200
-        assert redis_client.hget(rediskeys.breaker("gemini"), "open_until") is None
+        assert redis_client.hget(keys.breaker("gemini"), "open_until") is None
 
 
 def test_budget_crossed_mid_run_stops_the_session(redis_client: Redis, fake: FakeGeminiAPI):
@@ -186,4 +186,4 @@ def test_expired_sessions_are_swept(redis_client: Redis, fake: FakeGeminiAPI):
         while session.socket_dir.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not session.socket_dir.exists()
-        assert redis_client.get(rediskeys.session(session.id)) is None
+        assert redis_client.get(keys.gateway_session(session.id)) is None

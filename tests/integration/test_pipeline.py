@@ -244,12 +244,13 @@ def _worker_count(url: str) -> int:
     return len(Worker.all(connection=Redis.from_url(url)))
 
 
-def test_follow_up_in_the_thread_sees_earlier_turns(redis, settings, workers, tmp_path):
+def test_follow_up_in_the_thread_sees_earlier_turns(redis, redis_server, settings, workers, gateway, tmp_path):
     """With the real Gemini CLI: what the second request to the API carries is what the agent saw."""
     from tests.fakes.gemini_api import FakeGeminiAPI, Text
 
     with FakeGeminiAPI() as api:
-        workers.env.update(ASKBOX_AGENT="gemini", GEMINI_API_KEY="k", ASKBOX_GEMINI_BASE_URL=api.base_url)
+        proxy = gateway(api.base_url, redis_server.url)
+        workers.env.update(ASKBOX_AGENT="gemini", ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir))
         api.script(Text("The answer is ALPHA-42.", chunks=2), Text("Yes, still ALPHA-42."))
         workers.start(1, log_dir=tmp_path)
         origin = Origin(kind="slack", user="U1", team="T1", channel="C1", thread_ts="100.1", message_ts="100.1")

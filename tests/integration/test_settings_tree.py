@@ -37,15 +37,16 @@ def ask(redis, text: str) -> str:
 
 
 def test_the_workers_deadline_governs_not_the_enqueuers(redis_server, redis, repo, egress_root, tmp_path,
-                                                         built_images, monkeypatch):
+                                                         built_images, gateway, monkeypatch):
     # The enqueuing process (a bot) has a short deadline of its own: 1 s + the 10 s margin.
     monkeypatch.setenv("ASKBOX_SANDBOX_TIMEOUT", "1")
     monkeypatch.setenv("ASKBOX_JOB_TIMEOUT_MARGIN", "10")
     with FakeGeminiAPI() as api:
         # About 16 s of streaming: well past what the enqueuer's numbers would allow.
         api.script(Text("a slow but complete answer", chunks=5, delay=4.0))
-        pool = Workers(worker_env(redis_server, repo, egress_root, ASKBOX_AGENT="gemini", GEMINI_API_KEY="k",
-                                  ASKBOX_GEMINI_BASE_URL=api.base_url, ASKBOX_SANDBOX_TIMEOUT="90",
+        proxy = gateway(api.base_url, redis_server.url)
+        pool = Workers(worker_env(redis_server, repo, egress_root, ASKBOX_AGENT="gemini",
+                                  ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir), ASKBOX_SANDBOX_TIMEOUT="90",
                                   ASKBOX_JOB_TIMEOUT_MARGIN="10"))
         pool.start(1, log_dir=tmp_path)
         try:

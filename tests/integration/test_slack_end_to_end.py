@@ -25,10 +25,11 @@ def gemini_api():
 
 
 @pytest.fixture()
-def workers(fake, redis_server, repo, cursor_standin_image, gemini_api, egress_root, tmp_path):
+def workers(fake, redis_server, repo, cursor_standin_image, gemini_api, egress_root, gateway, tmp_path):
     env = {**bot_env(fake, redis_server.url, repo)}
+    proxy = gateway(gemini_api.base_url, redis_server.url)
     env.update(
-        ASKBOX_AGENT="gemini", GEMINI_API_KEY="k", ASKBOX_GEMINI_BASE_URL=gemini_api.base_url,
+        ASKBOX_AGENT="gemini", ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir),
         ASKBOX_CURSOR_IMAGE=cursor_standin_image, CURSOR_API_KEY="key-for-the-standin",
         ASKBOX_EGRESS_SOCKET_DIR=str(egress_root),
     )

@@ -1,8 +1,5 @@
-"""Helpers for the gateway tests and bench/gateway.py: real ``python -m jobs.gateway``
+"""Helpers for the gateway tests and bench/gateway.py: real ``askbox gateway``
 processes, and a client that calls a session socket the way the Gemini CLI does.
-
-(Named ``test_gateway_*`` only because of where gateway test code may live; it holds no
-tests.)
 """
 
 from __future__ import annotations
@@ -60,7 +57,7 @@ class GatewayProcess:
         self.env["ASKBOX_GATEWAY_SOCKET_DIR"] = str(self.socket_dir)
         self.log = self.socket_dir.with_suffix(".log")
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "jobs.gateway"], env=self.env, cwd=ROOT,
+            self.proc = subprocess.Popen([str(Path(sys.executable).parent / "askbox"), "gateway"], env=self.env, cwd=ROOT,
                                          stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 15
         while not self.client.healthy():
