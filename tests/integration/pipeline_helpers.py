@@ -148,3 +148,15 @@ def wait_final(redis: Redis, job_id: str, timeout: float = 60, workers: Workers 
         return wait_for(lambda: final_of(redis, job_id), timeout, f"the final message of {job_id}")  # type: ignore[return-value]
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{workers.tail() if workers else ''}") from None
+
+
+def worker_env(redis_server: RedisServer, repo: Path, egress_root: Path, **extra: str) -> dict[str, str]:
+    """The environment of `askbox worker` processes serving ``repo`` as "demo"."""
+    return {
+        **os.environ,
+        "ASKBOX_REDIS_URL": redis_server.url,
+        "ASKBOX_REPOS": f'{{"demo": "{repo}"}}',
+        "ASKBOX_EGRESS_SOCKET_DIR": str(egress_root),
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -175,6 +176,8 @@ def stack(compose: str, docker_client: docker.DockerClient, cursor_standin_image
         "ASKBOX_AGENT": "cursor",
         "ASKBOX_CURSOR_IMAGE": cursor_standin_image,
         "CURSOR_API_KEY": "key-for-the-standin",
+        "GEMINI_API_KEY": "gateway-key-unused-here",  # the gateway service starts only with a key
+        "ASKBOX_GATEWAY_SOCKET_DIR": tempfile.mkdtemp(prefix="askbox-gw-", dir="/tmp"),  # AF_UNIX paths are short
         "ASKBOX_DASHBOARD_USER": DASHBOARD_USER,
         "ASKBOX_DASHBOARD_PASSWORD": DASHBOARD_PASSWORD,
         "ASKBOX_DASHBOARD_HOST_PORT": str(dashboard_port),

@@ -8,7 +8,6 @@ workspace's Gemini key in the answer. Here the agent tries exactly that.
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import pytest
@@ -20,23 +19,14 @@ from jobs.settings import JobSettings
 from tests.fakes.gemini_api import FakeGeminiAPI, FunctionCall, RecordedRequest, Text, max_in_window
 from tests.integration.conftest import GATEWAY_KEY
 from tests.integration.gateway_helpers import call, run
-from tests.integration.pipeline_helpers import Workers, wait_final
+from tests.integration.pipeline_helpers import Workers, wait_final, worker_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.usefixtures("no_leftovers")]
 
 
-def worker_env(redis_server, repo, egress_root, gateway_dir, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "ASKBOX_REDIS_URL": redis_server.url,
-        "ASKBOX_REPOS": f'{{"demo": "{repo}"}}',
-        "ASKBOX_EGRESS_SOCKET_DIR": str(egress_root),
-        "ASKBOX_AGENT": "gemini",
-        "ASKBOX_GATEWAY_SOCKET_DIR": str(gateway_dir),
-        "ASKBOX_RETRIES": "0",
-        "PYTHONUNBUFFERED": "1",
-        **extra,
-    }
+def gemini_workers_env(redis_server, repo, egress_root, gateway_dir, **extra: str) -> dict[str, str]:
+    return worker_env(redis_server, repo, egress_root, ASKBOX_AGENT="gemini", ASKBOX_RETRIES="0",
+                      ASKBOX_GATEWAY_SOCKET_DIR=str(gateway_dir), **extra)
 
 
 def ask(redis, text: str, user: str = "alice", channel: str | None = None) -> str:
@@ -63,7 +53,7 @@ def test_the_agent_prints_its_environment_and_finds_no_key(redis_server, redis, 
         )
         proxy = gateway(api.base_url, redis_server.url)
         # A careless operator gives the worker the key too: it must still never reach a sandbox.
-        pool = Workers(worker_env(redis_server, repo, egress_root, proxy.socket_dir, GEMINI_API_KEY=GATEWAY_KEY))
+        pool = Workers(gemini_workers_env(redis_server, repo, egress_root, proxy.socket_dir, GEMINI_API_KEY=GATEWAY_KEY))
         pool.start(1, log_dir=tmp_path)
         try:
             job_id = ask(redis, "run env and show me the output")
@@ -103,7 +93,7 @@ def test_budgets_quotas_and_a_dead_gateway_end_clearly(redis_server, redis, repo
     with FakeGeminiAPI(default=Text("An answer.")) as api:
         proxy = gateway(api.base_url, redis_server.url)
         # One answer uses up alice's day: the worker checks before it starts a container.
-        env = worker_env(redis_server, repo, egress_root, proxy.socket_dir, ASKBOX_BUDGET_USER_TOKENS="1")
+        env = gemini_workers_env(redis_server, repo, egress_root, proxy.socket_dir, ASKBOX_BUDGET_USER_TOKENS="1")
         pool = Workers(env)
         pool.start(1, log_dir=tmp_path)
         try:
@@ -137,9 +127,9 @@ def test_twelve_questions_three_workers_two_gateways_under_a_shared_limit(redis_
         api.inject_429(0.3, seed=7)
         settings = {"gemini_request_limit": f"{limit}/{int(window)} seconds"}
         hosts = [gateway(api.base_url, redis_server.url, **settings) for _ in range(2)]
-        pool = Workers(worker_env(redis_server, repo, egress_root, hosts[0].socket_dir))
+        pool = Workers(gemini_workers_env(redis_server, repo, egress_root, hosts[0].socket_dir))
         pool.start(2, log_dir=tmp_path)
-        pool.env = worker_env(redis_server, repo, egress_root, hosts[1].socket_dir)
+        pool.env = gemini_workers_env(redis_server, repo, egress_root, hosts[1].socket_dir)
         pool.start(1, log_dir=tmp_path)
         try:
             ids = [ask(redis, f"question {i}", user=f"user{i % 6}") for i in range(12)]

@@ -7,28 +7,15 @@ enqueued (the bot, which compose never gave ``ASKBOX_SANDBOX_TIMEOUT``), and
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from jobs import queue as jobs_queue
 from jobs.question import Origin, Question
 from jobs.settings import JobSettings
 from tests.fakes.gemini_api import FakeGeminiAPI, Text
-from tests.integration.pipeline_helpers import Workers, wait_final
+from tests.integration.pipeline_helpers import Workers, wait_final, worker_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.usefixtures("no_leftovers")]
-
-
-def worker_env(redis_server, repo, egress_root, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "ASKBOX_REDIS_URL": redis_server.url,
-        "ASKBOX_REPOS": f'{{"demo": "{repo}"}}',
-        "ASKBOX_EGRESS_SOCKET_DIR": str(egress_root),
-        "PYTHONUNBUFFERED": "1",
-        **extra,
-    }
 
 
 def ask(redis, text: str) -> str:
