@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from jobs import keys
+
 if TYPE_CHECKING:
     from http.server import HTTPServer
 
@@ -206,7 +208,6 @@ class QueueDepthCollector:
         yield family
 
 
-FEEDBACK_COUNTS_KEY = "askbox:feedback:counts"  # written by the bot's button handler
 
 
 class FeedbackCollector:
@@ -230,7 +231,7 @@ class FeedbackCollector:
 
         family = self._family()
         try:
-            counts = self._redis.hgetall(FEEDBACK_COUNTS_KEY)
+            counts = self._redis.hgetall(keys.FEEDBACK_COUNTS)  # written by the bot's button handler
         except RedisError as exc:
             log.warning("feedback counts unavailable: %s", exc)
         else:

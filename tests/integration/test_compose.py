@@ -85,7 +85,7 @@ def test_config_is_valid(compose: str, tmp_path: Path) -> None:
     assert "BASE: debian:trixie-slim" in config
 
     services = _run([*base, "config", "--services"], _clean_env(), ROOT).stdout.split()
-    assert sorted(services) == ["bot", "dashboard", "redis", "worker"]
+    assert sorted(services) == ["bot", "dashboard", "gateway", "redis", "worker"]
     profiles = _run([*base, "config", "--profiles"], _clean_env(), ROOT).stdout.split()
     assert profiles == ["slack"]  # the bot's: `up` without it starts no bot (see below)
 
@@ -215,10 +215,10 @@ def test_compose_up_answers_a_question(stack, docker_client: docker.DockerClient
     built = time.monotonic() - started
     assert up.returncode == 0, f"{up.stderr[-6000:]}\n{stack.logs()}"
 
-    # `docker compose up` without a profile: redis, worker, dashboard, and no bot.
+    # `docker compose up` without a profile: redis, gateway, worker, dashboard, and no bot.
     running = {c.labels["com.docker.compose.service"]
                for c in docker_client.containers.list(filters={"label": f"com.docker.compose.project={stack.name}"})}
-    assert running == {"redis", "worker", "dashboard"}, stack.logs()
+    assert running == {"redis", "gateway", "worker", "dashboard"}, stack.logs()
 
     port = stack.run("port", "redis", "6379").stdout.strip().rsplit(":", 1)[-1]
     url = f"redis://127.0.0.1:{port}/0"
