@@ -103,7 +103,7 @@ def test_budgets_quotas_and_a_dead_gateway_end_clearly(redis_server, redis, repo
             refused = wait_final(redis, ask(redis, "And this?"), timeout=30, workers=pool)
             # Refused before any container started: the fake saw nothing more.
             assert refused["kind"] == "rejected" and "budget" in refused["text"], refused
-            assert len(api.requests) == calls and (refused.get("duration") or 0) < 5
+            assert len(api.requests) == calls
 
             api.exhausted_keys.add(GATEWAY_KEY)  # the project's per-day quota is gone
             quota = wait_final(redis, ask(redis, "Why?", user="bob"), timeout=90, workers=pool)
