@@ -60,7 +60,7 @@ def agent_session(
     if gateway is not None:
         bridge = SocketBridge(host_dir=gateway.socket_dir, socket=gateway.socket.name, port=GATEWAY_PORT,
                               mount_point=GATEWAY_MOUNT)
-        agent = agent.through_gateway(gateway.token.get_secret_value(), bridge.url)
+        agent = agent.with_endpoint(bridge.url, gateway.token.get_secret_value())
         egress, bridges = (), (bridge,)
     return AgentSession(
         sandbox_from_settings(sandbox),

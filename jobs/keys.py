@@ -103,8 +103,9 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def gateway_token(token: str) -> str:
-    return f"{GATEWAY_PREFIX}token:{token_hash(token)}"
+def gateway_token(hashed: str) -> str:
+    """A session's record, under its token's ``token_hash``."""
+    return f"{GATEWAY_PREFIX}token:{hashed}"
 
 
 def gateway_session(session_id: str) -> str:
@@ -138,3 +139,8 @@ def key_day_quota(kid: str) -> str:
 def breaker(name: str) -> str:
     """Hash: the shared circuit breaker's state for one upstream."""
     return f"{GATEWAY_PREFIX}breaker:{name}"
+
+
+def breaker_trial(name: str) -> str:
+    """Held (SET NX) by the one trial request of a half-open breaker."""
+    return f"{GATEWAY_PREFIX}breaker:{name}:trial"

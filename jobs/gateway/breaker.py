@@ -31,7 +31,7 @@ class RedisBreaker:
     def __init__(self, redis: Redis, name: str, threshold: int, cooldown: float) -> None:
         self.redis = redis
         self.key = keys.breaker(name)
-        self.trial_key = self.key + ":trial"
+        self.trial_key = keys.breaker_trial(name)
         self.threshold = threshold
         self.cooldown = cooldown
 

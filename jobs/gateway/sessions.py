@@ -79,7 +79,7 @@ class Sessions:
         session.site = site
         record = json.dumps({"id": session_id, "meta": meta.model_dump(), "socket_dir": str(directory)})
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(keys.gateway_token(token), record, ex=meta.ttl)
+        pipe.set(keys.gateway_token(session.token_hash), record, ex=meta.ttl)
         pipe.set(keys.gateway_session(session_id), record, ex=meta.ttl)
         await pipe.execute()
         self._by_id[session_id] = session
@@ -95,7 +95,7 @@ class Sessions:
             return False
         session.closed = True
         self._by_socket.pop(str(session.socket), None)
-        await self.redis.delete(keys.gateway_session(session_id), keys.GATEWAY_PREFIX + "token:" + session.token_hash)
+        await self.redis.delete(keys.gateway_session(session_id), keys.gateway_token(session.token_hash))
         if session.site is not None:
             await session.site.stop()
         shutil.rmtree(session.directory, ignore_errors=True)

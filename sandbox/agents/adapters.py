@@ -52,9 +52,9 @@ class Agent(ABC):
     # Whether a model gateway can front this agent's LLM traffic (it takes a base URL).
     gateway_fronted: ClassVar[bool] = False
 
-    def through_gateway(self, token: str, base_url: str) -> Agent:
-        """This agent talking to a model gateway at ``base_url`` with a per-run ``token``
-        instead of a real key (only for ``gateway_fronted`` agents)."""
+    def with_endpoint(self, base_url: str, key: str) -> Agent:
+        """This agent talking to the LLM API at ``base_url`` with ``key`` (in askbox: the
+        model gateway and a per-run token); only for ``gateway_fronted`` agents."""
         raise TypeError(f"{self.name} speaks a protocol no gateway fronts")
 
 
@@ -93,6 +93,11 @@ class GeminiAgent(Agent):
     key_variable = "GEMINI_API_KEY"
     gateway_fronted = True
 
+    def __init__(self, settings: AgentSettings, base_url: str | None = None, key: SecretStr | None = None) -> None:
+        super().__init__(settings)
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self.key = key
+
     def command(self, prompt: str, model: str | None) -> list[str]:
         # yolo: tools run without asking (nobody can answer in headless mode); the
         # read-only mount and the sandbox, not the agent's politeness, keep the repo safe.
@@ -101,16 +106,16 @@ class GeminiAgent(Agent):
 
     def env(self) -> dict[str, str]:
         env = {}
-        if self.settings.gemini_api_key:
-            env["GEMINI_API_KEY"] = self.settings.gemini_api_key.get_secret_value()
-        if self.settings.gemini_base_url:
-            env["GOOGLE_GEMINI_BASE_URL"] = str(self.settings.gemini_base_url).rstrip("/")
+        if self.key is not None:
+            env["GEMINI_API_KEY"] = self.key.get_secret_value()
+        if self.base_url:
+            env["GOOGLE_GEMINI_BASE_URL"] = self.base_url
         return env
 
     def endpoints(self) -> tuple[str, ...]:
-        if self.settings.gemini_base_url is None:
+        if self.base_url is None:
             return ("generativelanguage.googleapis.com",)
-        url = urlsplit(str(self.settings.gemini_base_url))
+        url = urlsplit(self.base_url)
         port = url.port or (443 if url.scheme == "https" else 80)
         host = f"[{url.hostname}]" if ":" in (url.hostname or "") else url.hostname
         return (f"{host}:{port}",)
@@ -118,10 +123,9 @@ class GeminiAgent(Agent):
     def parser(self) -> StreamParser:
         return GeminiStreamParser(workspace=WORKSPACE)
 
-    def through_gateway(self, token: str, base_url: str) -> Agent:
+    def with_endpoint(self, base_url: str, key: str) -> Agent:
         # The CLI takes any base URL and key: the gateway swaps the token for a real key.
-        routed = self.settings.model_copy(update={"gemini_api_key": SecretStr(token), "gemini_base_url": base_url})
-        return GeminiAgent(routed)
+        return GeminiAgent(self.settings, base_url, SecretStr(key))
 
 
 AGENTS: dict[str, type[Agent]] = {a.name: a for a in (CursorAgent, GeminiAgent)}

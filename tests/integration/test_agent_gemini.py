@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from sandbox.agents.adapters import GeminiAgent
 from sandbox.agents.failures import EGRESS_BLOCKED_MESSAGE
@@ -32,7 +33,7 @@ def api():
 
 @pytest.fixture()
 def gemini(api, built_images) -> GeminiAgent:
-    return GeminiAgent(AgentSettings(gemini_api_key=KEY, gemini_base_url=api.base_url))
+    return GeminiAgent(AgentSettings(), api.base_url, SecretStr(KEY))
 
 
 def answer_with_tool_output(prefix: str):

@@ -65,8 +65,8 @@ def test_token_is_swapped_for_a_real_key_and_useless_anywhere_else(redis_client:
         assert run(call(b.socket, token_a)).status == 401  # revoked, and never valid elsewhere
         with pytest.raises(aiohttp.ClientConnectionError):
             run(call(a.socket, token_a))
-        assert redis_client.get(keys.gateway_token(token_a)) is None
-        assert redis_client.get(keys.gateway_token(token_b)) is not None
+        assert redis_client.get(keys.gateway_token(keys.token_hash(token_a))) is None
+        assert redis_client.get(keys.gateway_token(keys.token_hash(token_b))) is not None
         assert len(fake.requests) == 2  # nothing refused reached upstream
 
 
