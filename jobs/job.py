@@ -20,7 +20,14 @@ from jobs import keys, metrics
 from jobs.agent_runs import agent_session, model_route
 from jobs.cache import AnswerCache
 from jobs.final import Final
-from jobs.gateway.client import GatewaySession, GatewayUnavailable, SessionMeta, check_budget, session_state
+from jobs.gateway.client import (
+    GatewaySession,
+    GatewayUnavailable,
+    SessionMeta,
+    check_budget,
+    session_state,
+    upstream_paused,
+)
 from jobs.logs import log_context
 from jobs.memory import ThreadMemory
 from jobs.prompt import Turn, build_prompt
@@ -80,6 +87,7 @@ class QuestionRun:
         # Every configured secret, in every form, is kept out of what this question shows.
         self.redact = Redactor(settings.secret_values())
         self._stop_reason: str | None = None  # why the gateway ended the run, if it did
+        self._outage: str | None = None  # the Gemini API is failing and every gateway paused it
 
     def run(self) -> Final:
         q = self.question
@@ -111,6 +119,8 @@ class QuestionRun:
             refusal = check_budget(self.redis, self.settings.gateway, meta)
             if refusal is not None:  # before any container starts
                 return self._final(Final(kind="rejected", text=refusal, **common))
+            if self._upstream_down():  # every gateway has paused the API: no container for nothing
+                return self._final(self._error_final(AgentError(kind=ErrorKind.INFRA, message="paused"), common))
         prompt = build_prompt(q.text, conversation.turns, conversation.summary)
         try:
             with model_route(self.settings, agent, meta) as route:
@@ -153,6 +163,8 @@ class QuestionRun:
             return terminal, {}
         state = session_state(self.redis, route.id)
         self._stop_reason = self._stop_reason or state.stop_reason
+        if isinstance(terminal, AgentError) and self._outage is None:
+            self._upstream_down()  # the agent gave up on the gateway's 503s before we looked
         usage = {"tokens": state.total_tokens, "cost_usd": round(state.cost_usd, 6)}
         self.job.meta["usage"] = state.model_dump(exclude={"stop_reason"})
         self.job.save_meta()
@@ -190,15 +202,31 @@ class QuestionRun:
             if self.redis.exists(keys.cancel_request(self.job.id)):
                 session.cancel()
                 return
-            if route is not None and (reason := session_state(self.redis, route.id).stop_reason):
+            if route is None:
+                continue
+            if reason := session_state(self.redis, route.id).stop_reason:
                 self._stop_reason = reason
                 session.cancel()
                 return
+            if self._upstream_down():  # the agent would retry the fast 503s for minutes
+                session.cancel()
+                return
+
+    def _upstream_down(self) -> bool:
+        """True (and the message kept) while the shared breaker has paused the Gemini API."""
+        paused = upstream_paused(self.redis)
+        if paused is not None:
+            self._outage = (f"The Gemini API is failing; askbox paused calls to it for {paused:.0f} s "
+                            "more. Please ask again in a minute.")
+        return paused is not None
 
     def _error_final(self, error: AgentError, common: dict[str, Any]) -> Final:
         limits = self.settings.sandbox.limits()
         if self._stop_reason is not None:  # the gateway's reason says more than the agent's
             return Final(kind="rejected", text=self._stop_reason, duration=self._elapsed(), **common)
+        if self._outage is not None:  # shown as an infrastructure fault, never retried into a loop
+            return Final(kind="infra", text=f"{self._outage} Reference: {self.job.id}", reference=self.job.id,
+                         duration=self._elapsed(), **common)
         match error.kind:
             case ErrorKind.CANCELLED:
                 who = self.redis.get(keys.cancel_request(self.job.id))

@@ -8,9 +8,13 @@ code with timeouts; the worker is not async.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import httpx
+from redis import Redis
+
+from jobs import keys
 
 from jobs.gateway.budgets import check_budget
 from jobs.gateway.meta import GatewaySession, SessionMeta
@@ -19,7 +23,7 @@ from jobs.gateway.usage import SessionState, session_state
 log = logging.getLogger(__name__)
 
 __all__ = ["GatewayClient", "GatewaySession", "GatewayUnavailable", "SessionMeta", "SessionState",
-           "check_budget", "session_state"]
+           "check_budget", "session_state", "upstream_paused"]
 
 
 class GatewayUnavailable(RuntimeError):
@@ -70,3 +74,13 @@ class GatewayClient:
                 return client.get("/health").status_code == 200
         except httpx.HTTPError:
             return False
+
+
+def upstream_paused(redis: Redis, name: str = "gemini") -> float | None:
+    """Seconds until the shared circuit breaker lets a trial request through, while it is
+    open (every gateway has stopped calling the API); None while calls go through."""
+    open_until = redis.hget(keys.breaker(name), "open_until")
+    if open_until is None:
+        return None
+    remaining = float(open_until) - time.time()
+    return remaining if remaining > 0 else None

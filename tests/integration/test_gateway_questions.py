@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 
 from jobs import queue as jobs_queue
+from jobs.gateway.client import upstream_paused
 from jobs.question import Origin, Question
 from jobs.redaction import forms_of
 from jobs.settings import JobSettings
 from tests.fakes.gemini_api import FakeGeminiAPI, FunctionCall, RecordedRequest, Text, max_in_window
 from tests.integration.conftest import GATEWAY_KEY
 from tests.integration.gateway_helpers import call, run
-from tests.integration.pipeline_helpers import Workers, wait_final, worker_env
+from tests.integration.pipeline_helpers import Workers, wait_final, wait_for, worker_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.usefixtures("no_leftovers")]
 
@@ -118,30 +120,60 @@ def test_budgets_quotas_and_a_dead_gateway_end_clearly(redis_server, redis, repo
     assert len(redis.keys("askbox:final:*")) == 4
 
 
-def test_twelve_questions_three_workers_two_gateways_under_a_shared_limit(redis_server, redis, repo, egress_root,
-                                                                          tmp_path, gateway, built_images):
-    limit, window = 4, 5.0
+def test_a_5xx_storm_ends_questions_clearly_and_they_recover(redis_server, redis, repo, egress_root, tmp_path,
+                                                             gateway, built_images):
+    with FakeGeminiAPI(default=Text("Back again.")) as api:
+        breaker = {"gateway_breaker_threshold": "2", "gateway_breaker_cooldown": "8", "gateway_retries": "1",
+                   "gateway_backoff_initial": "0.1", "gateway_backoff_max": "0.2"}
+        proxy = gateway(api.base_url, redis_server.url, **breaker)
+        pool = Workers(gemini_workers_env(redis_server, repo, egress_root, proxy.socket_dir))
+        pool.start(1, log_dir=tmp_path)
+        try:
+            api.start_storm()
+            storm = wait_final(redis, ask(redis, "Is the API up?"), timeout=90, workers=pool)
+            upstream_calls = len(api.requests)
+            during = wait_final(redis, ask(redis, "And now?", user="bob"), timeout=30, workers=pool)
+            assert len(api.requests) == upstream_calls  # the circuit is open: nobody calls upstream
+            api.stop_storm()
+            wait_for(lambda: upstream_paused(redis) is None, 30, "the cool-down")
+            after = wait_final(redis, ask(redis, "Up again?", user="carol"), timeout=90, workers=pool)
+        finally:
+            pool.stop()
+    for final in (storm, during):
+        assert final["kind"] == "infra" and "The Gemini API is failing" in final["text"], final
+    assert upstream_calls <= 4  # threshold 2, one retry each: the storm was not hammered
+    assert after["kind"] == "answer" and after["text"] == "Back again.", after
+
+
+@pytest.mark.parametrize("injected", [0.3, 0.6])
+def test_twenty_questions_three_workers_two_gateways_under_a_shared_limit(redis_server, redis, repo, egress_root,
+                                                                          tmp_path, gateway, built_images,
+                                                                          injected):
+    limit, window, count = 6, 5.0, 20
     # The fake enforces a slightly shorter window than the gateways' (the request's own
     # transit): any 429 it sends for quota would be absorbed, so it counts them too.
     with FakeGeminiAPI(default=Text("Answered."), per_key_limit=(limit, window * 0.9)) as api:
-        api.inject_429(0.3, seed=7)
+        api.inject_429(injected, seed=7)
         settings = {"gemini_request_limit": f"{limit}/{int(window)} seconds"}
         hosts = [gateway(api.base_url, redis_server.url, **settings) for _ in range(2)]
         pool = Workers(gemini_workers_env(redis_server, repo, egress_root, hosts[0].socket_dir))
         pool.start(2, log_dir=tmp_path)
         pool.env = gemini_workers_env(redis_server, repo, egress_root, hosts[1].socket_dir)
         pool.start(1, log_dir=tmp_path)
+        started = time.monotonic()
         try:
-            ids = [ask(redis, f"question {i}", user=f"user{i % 6}") for i in range(12)]
-            finals = [wait_final(redis, job_id, timeout=240, workers=pool) for job_id in ids]
+            ids = [ask(redis, f"question {i}", user=f"user{i % 7}") for i in range(count)]
+            finals = [wait_final(redis, job_id, timeout=300, workers=pool) for job_id in ids]
         finally:
             pool.stop()
+        took = time.monotonic() - started
         accepted = api.accepted.get(GATEWAY_KEY, [])
         busiest = max_in_window(accepted, window * 0.95)
-        injected = api.injected_429s
-    assert [f["kind"] for f in finals] == ["answer"] * 12, [f["text"] for f in finals]
-    assert len(redis.keys("askbox:final:*")) == 12  # exactly once each
+        injected_429s = api.injected_429s
+    assert [f["kind"] for f in finals] == ["answer"] * count, [f["text"] for f in finals]
+    assert len(redis.keys("askbox:final:*")) == count  # exactly once each
     assert api.quota_rejections == 0 and busiest <= limit, (api.quota_rejections, busiest)
-    assert injected > 0  # 429s were sent, and absorbed: no question saw one
-    print(f"\n12 questions, 2 gateways, 3 workers: {len(accepted)} accepted calls, busiest {window:.0f} s window "
-          f"{busiest}/{limit}, {injected} injected 429s absorbed")
+    assert injected_429s > 0  # 429s were sent, and absorbed: no question saw one
+    print(f"\n{count} questions, {injected:.0%} injected 429s, 2 gateways, 3 workers: answered {count}/{count} "
+          f"in {took:.1f} s; {len(accepted)} accepted calls, busiest {window:.0f} s window {busiest}/{limit}, "
+          f"{injected_429s} injected 429s absorbed")
