@@ -92,7 +92,7 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
         env.update(SLACK_BOT_TOKEN=fake.bot_token, SLACK_APP_TOKEN=fake.app_token, ASKBOX_SLACK_API_URL=fake.api_url,
                    ASKBOX_REDIS_URL=server.url, ASKBOX_REPOS=json.dumps({"demo": str(tmp_path / "repo")}),
-                   ASKBOX_MAX_WAITING="100000")
+                   ASKBOX_MAX_WAITING="100000", ASKBOX_USER_MAX_WAITING="100000")
         bot = subprocess.Popen([ASKBOX, "bot"], env=env, stdout=(tmp_path / "bot.log").open("w"),
                                stderr=subprocess.STDOUT)
         try:

@@ -46,7 +46,8 @@ def pct(values: list[float], p: float) -> float:
 def bare_first_line(image: str, repo: Path, runs: int) -> list[float]:
     sandbox = Sandbox()
     agent = CursorAgent(AgentSettings(cursor_api_key="k", cursor_image=image))
-    spec = SandboxSpec(image=image, command=agent.command(PROMPT, None), env=agent.env(), repo=repo)
+    spec = SandboxSpec(image=image, command=agent.command(None), stdin=PROMPT.encode(), env=agent.env(),
+                       secret_env=agent.secret_env(), repo=repo)
     samples = []
     for _ in range(runs):
         start = time.perf_counter()

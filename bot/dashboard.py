@@ -33,6 +33,20 @@ REALM = "askbox dashboard"
 HOST = "127.0.0.1"  # never 0.0.0.0: sandboxes and the network must not reach it
 
 
+# rq-dashboard's routes that change Redis (its blueprint's endpoint names).
+_ACTIONS = frozenset(f"rq_dashboard.{name}" for name in (
+    "delete_job_view", "requeue_job_view", "requeue_all", "empty_queue", "compact_queue"))
+# Deleting a job, or emptying a registry, drops questions without their final message
+# (the asker would wait forever on "Queued"), and a running one's container keeps going.
+# Refused rather than re-implemented here: `askbox cancel` already ends a question with one
+# final message, and the dashboard then needs neither the Slack token nor write access to
+# the questions' final-message keys.
+_ENDS_QUESTIONS = frozenset({"rq_dashboard.delete_job_view", "rq_dashboard.empty_queue"})
+_NO_DELETE = ("deleting jobs from the dashboard is disabled: it would end a question without its "
+              "final message. Use `askbox cancel JOB_ID` (the asker is told who cancelled); ended "
+              "jobs expire on their own.\n")
+
+
 class DashboardSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ASKBOX_", extra="ignore")
 
@@ -89,6 +103,7 @@ def build_dashboard_app(redis_url: str, username: str, password: str) -> Flask:
     app = Flask(__name__, static_folder=str(Path(rq_dashboard.__file__).parent / "static"))
     app.config.from_object(rq_dashboard.default_settings)
     app.config["RQ_DASHBOARD_REDIS_URL"] = redis_url
+    app.config["RQ_DASHBOARD_DISABLE_DELETE"] = True  # hides the buttons; _ENDS_QUESTIONS refuses the routes
 
     @app.before_request
     def _require_auth() -> Response | None:
@@ -103,12 +118,19 @@ def build_dashboard_app(redis_url: str, username: str, password: str) -> Flask:
                 {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'},
                 mimetype="text/plain",
             )
-        # Browsers resend cached basic credentials on cross-site form posts: refuse
-        # state-changing requests (delete, requeue, empty) coming from another origin.
+        # Browsers resend cached basic credentials on cross-site requests: an action must
+        # be a POST (rq-dashboard also takes a GET for "requeue all", which a link or an
+        # <img> on any site could send, with no Origin header), and a POST from another
+        # origin is refused.
+        if request.endpoint in _ACTIONS and request.method != "POST":
+            return Response("actions need a POST from the dashboard itself\n", 405, {"Allow": "POST"},
+                            mimetype="text/plain")
         if request.method not in ("GET", "HEAD", "OPTIONS"):
             origin = request.headers.get("Origin")
             if origin and urlsplit(origin).netloc != request.host:
                 return Response("cross-origin request refused\n", 403, mimetype="text/plain")
+        if request.endpoint in _ENDS_QUESTIONS:
+            return Response(_NO_DELETE, 403, mimetype="text/plain")
         return None
 
     app.register_blueprint(rq_dashboard.blueprint, url_prefix="")

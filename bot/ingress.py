@@ -21,6 +21,8 @@ from jobs import keys
 from jobs import queue as jobs_queue
 from jobs.question import Origin, Question, sanitize_id
 from jobs.slack.blocks import status_blocks
+from sandbox.agents.models import ModelRefused, check_model
+from sandbox.agents.settings import AGENT_NAMES as AGENTS
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +70,17 @@ class Ingress:
     def _addressed_to_us(self, event: SlackMessage, team: str) -> bool:
         if event.channel_type == "im":
             return True
-        # A reply in a thread where we were mentioned: a follow-up, no new mention needed.
-        return bool(event.thread_ts and self.redis.exists(keys.mentioned_thread(team, event.channel, event.thread_ts)))
+        # A reply in a thread where we were mentioned: a follow-up, no new mention needed;
+        # by default only from the person who asked there (others are talking to each
+        # other), ASKBOX_FOLLOW_UPS=anyone for everyone in the channel. A mention is always
+        # a question (app_mention, handled without this check).
+        if not event.thread_ts:
+            return False
+        asker = self.redis.get(keys.mentioned_thread(team, event.channel, event.thread_ts))
+        if asker is None:
+            return False
+        # "1": a thread marked before the asker was recorded; its follow-ups stay open.
+        return self.bot.follow_ups == "anyone" or asker.decode() in {event.user, "1"}
 
     # -- one question -------------------------------------------------------------------
 
@@ -103,6 +114,10 @@ class Ingress:
             known = ", ".join(f"`{name}`" for name in sorted(repos))
             self._post(event.channel, thread_ts, f"I don't know the repository `{repo}`. Known: {known}.")
             return "rejected"
+        refusal = self._model_refusal(parsed.agent, parsed.model)
+        if refusal is not None:
+            self._post(event.channel, thread_ts, refusal)
+            return "rejected"
         origin = Origin(kind="slack", user=event.user or "", team=team, channel=event.channel,
                         thread_ts=thread_ts, message_ts=event.ts)
         job_id = sanitize_id(origin.event_key() or "")
@@ -126,8 +141,23 @@ class Ingress:
         except jobs_queue.QueueFull as exc:
             self._refuse(event, thread_ts, status, str(exc))
             return "refused"
-        self.redis.set(keys.mentioned_thread(team, event.channel, thread_ts), "1", ex=keys.CLAIM_TTL)
+        # The thread's first asker stays its asker; every question keeps the thread open longer.
+        mentioned = keys.mentioned_thread(team, event.channel, thread_ts)
+        if not self.redis.set(mentioned, event.user or "", nx=True, ex=keys.CLAIM_TTL):
+            self.redis.expire(mentioned, keys.CLAIM_TTL)
         return "queued"
+
+    def _model_refusal(self, agent: str | None, model: str | None) -> str | None:
+        """Why ``model=`` may not run (it reaches the agent's argv), or None. An unknown
+        agent is left to the question's own validation, which names the known ones."""
+        name = agent or self.settings.agents.agent
+        if model is None or name not in AGENTS:
+            return None
+        try:
+            check_model(name, model, self.settings.agents)  # type: ignore[arg-type]
+        except ModelRefused as exc:
+            return str(exc)
+        return None
 
     def _refuse(self, event: SlackMessage, thread_ts: str, status: str | None, text: str) -> None:
         if status:

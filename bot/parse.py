@@ -12,7 +12,8 @@ _OPTION = re.compile(r"(?<!\S)(repo|agent|model)=(\S+)")
 USAGE = """\
 Ask me about the code: `@askbox how does the retry logic work?`
 Options anywhere in the message: `repo=NAME` (which repository), `agent=cursor|gemini`, `model=NAME`.
-Start or end with `fresh` to skip cached answers. Reply in the thread to follow up; I keep the context."""
+Start or end with `fresh` to skip cached answers, with `agent` to have the agent answer even small talk.
+Reply in the thread to follow up; I keep the context."""
 
 
 class Parsed(BaseModel):

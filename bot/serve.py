@@ -20,7 +20,10 @@ def run_bot(settings: Settings, bot: BotSettings, http: bool = False, port: int 
         raise BotConfigError("SLACK_APP_TOKEN (xapp-...) must be set for Socket Mode, or run with --http")
     app = build_app(settings, bot)
     if http:
-        app.start(port=port, path="/slack/events")
+        # Not app.start(): Bolt's development server serves one request at a time.
+        from bot.http_server import serve_http
+
+        serve_http(app, bot, port)
         return
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 

@@ -7,6 +7,8 @@ section (``jobs.slack.settings``), shared with the worker.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -19,4 +21,12 @@ class BotSettings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET")
     )
+    # HTTP mode (bot/http_server.py). Slack waits 3 s for an answer, so a request still
+    # arriving after http_request_timeout is not Slack's; its events are a few KiB.
+    http_host: str = Field(default="0.0.0.0", description="address --http listens on (behind a load balancer)")
+    http_request_timeout: float = Field(default=10.0, gt=0, description="seconds for a whole request to arrive")
+    http_max_body: int = Field(default=1024 * 1024, ge=1024, description="bytes; a larger body gets 413 unread")
+    http_keep_alive: int = Field(default=5, ge=1, description="seconds an idle keep-alive connection stays open")
+    # Replies in a thread the bot was mentioned in: questions from its asker only, or anyone's.
+    follow_ups: Literal["asker", "anyone"] = "asker"
     channel_repos: dict[str, str] = Field(default_factory=dict, description='{"C0123": "web"}')

@@ -53,7 +53,7 @@ def agent_session(
     labels: dict[str, str] | None = None,
     gateway: GatewaySession | None = None,
 ) -> AgentSession:
-    """A session ready to run (raises ``PromptTooLong`` for a prompt argv cannot carry)."""
+    """A session ready to run (raises ``PromptTooLong`` for a prompt over ``MAX_PROMPT_BYTES``)."""
     sandbox = settings.sandbox
     egress = sandbox.egress_entries() or None
     bridges: tuple[SocketBridge, ...] = ()

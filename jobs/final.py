@@ -28,6 +28,7 @@ class Final(BaseModel):
     reference: str | None = None  # the job id, for infrastructure errors
     tokens: int | None = None  # metered by the model gateway, when it fronted the agent
     cost_usd: float | None = None  # estimated from the gateway's price table
+    summary: str | None = None  # two or three lines on top of a long answer (jobs/gemini/summary.py)
 
     def footer(self) -> str:
         parts = [p for p in (self.repo, self.commit and self.commit[:7]) if p]

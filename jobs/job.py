@@ -20,6 +20,10 @@ from jobs import keys, metrics
 from jobs.agent_runs import agent_session, model_route
 from jobs.cache import AnswerCache
 from jobs.final import Final
+from jobs.gemini.client import GeminiCalls
+from jobs.gemini.compaction import remember
+from jobs.gemini.summary import summarise
+from jobs.gemini.triage import triage, with_note
 from jobs.gateway.client import (
     GatewaySession,
     GatewayUnavailable,
@@ -37,6 +41,7 @@ from jobs.redaction import EventRedactor, Redactor
 from jobs.repos import UnknownRepo, head_commit, resolve_repo
 from jobs.settings import Settings
 from sandbox.agents.adapters import Agent, agent_for
+from sandbox.agents.models import ModelRefused, check_model
 from sandbox.agents.session import AgentSession, PromptTooLong
 from sandbox.agents.events import AgentError, ErrorKind, Result
 
@@ -96,22 +101,32 @@ class QuestionRun:
             return self._final(Final(kind="cancelled", text=f"Cancelled by {who.decode()} before it started."))
         jobs = self.settings.jobs
         try:
-            repo = resolve_repo(q.repo, jobs.repos, allow_paths=q.origin.kind == "terminal")
+            repo = resolve_repo(q.repo, jobs.repos, allow_paths=jobs.allow_repo_paths and q.origin.kind == "terminal")
         except UnknownRepo as exc:
             return self._final(Final(kind="rejected", text=str(exc)))
         agent = agent_for(q.agent, self.settings.agents)
-        model = agent.model(q.model)
+        try:  # the bot checked it too, but a job written straight into Redis never met the bot
+            model = agent.model(check_model(agent.name, q.model, self.settings.agents))
+        except ModelRefused as exc:
+            return self._final(Final(kind="rejected", text=str(exc)))
         commit = head_commit(repo.path)
         common = dict(repo=repo.name, commit=commit, agent=agent.name, model=model)
         memory = ThreadMemory(self.redis, jobs.memory_turns, jobs.memory_ttl)
         conversation = memory.load(q.thread_key)
+        side = GeminiCalls(self.settings.gemini, self.settings.gateway.gateway_socket_dir, self.redis,
+                           self._session_meta(repo.name, self.settings.gemini.gemini_model))
+        if not q.force_agent and (reply := triage(side, q.text, conversation)) is not None:
+            reply = self.redact(reply)  # small talk: no cache, no container
+            remember(memory, q.thread_key, Turn(question=q.text, answer=reply), side, conversation.summary)
+            return self._final(Final(kind="answer", text=with_note(reply), duration=self._elapsed(),
+                                     repo=repo.name, model=side.model))
         # Only a thread's first question is answered from (or stored in) the cache: a
         # follow-up means something different after a different conversation.
         cache = AnswerCache(self.redis, ttl=jobs.cache_ttl) if not conversation.turns else None
         if cache is not None and not q.fresh:
             hit = cache.get(repo.name, commit, agent.name, model, q.text)
             if hit is not None:
-                memory.append(q.thread_key, Turn(question=q.text, answer=hit.text))
+                remember(memory, q.thread_key, Turn(question=q.text, answer=hit.text), side, conversation.summary)
                 text = f"{hit.text}\n\n_{hit.notice()}_"
                 return self._final(Final(kind="answer", text=text, cached=True, duration=self._elapsed(), **common))
         meta = self._session_meta(repo.name, model)
@@ -132,10 +147,12 @@ class QuestionRun:
         common.update(usage)
         if isinstance(terminal, Result):
             answer = self.redact(terminal.text)
-            memory.append(q.thread_key, Turn(question=q.text, answer=answer))
+            remember(memory, q.thread_key, Turn(question=q.text, answer=answer), side, conversation.summary)
             if cache is not None:
                 cache.put(repo.name, commit, agent.name, model, q.text, answer, self._elapsed())
-            return self._final(Final(kind="answer", text=answer, duration=self._elapsed(), **common))
+            summary = summarise(side, q.text, answer)
+            return self._final(Final(kind="answer", text=answer, summary=summary and self.redact(summary),
+                                     duration=self._elapsed(), **common))
         return self._final(self._error_final(terminal, common))
 
     def _session_meta(self, repo: str, model: str | None) -> SessionMeta:

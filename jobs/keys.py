@@ -49,7 +49,8 @@ def cancel_request(job_id: str) -> str:
 
 
 def mentioned_thread(team: str, channel: str, thread_ts: str) -> str:
-    """Set once the bot was mentioned in a thread: replies there are follow-ups."""
+    """Set once the bot was mentioned in a thread: replies there are follow-ups. The value
+    is the thread's first asker's Slack user id ("1": marked before askers were kept)."""
     return f"{PREFIX}slack-thread:{team}:{channel}:{thread_ts}"
 
 
@@ -82,6 +83,8 @@ def feedback_votes(job_id: str) -> str:
 FEEDBACK_COUNTS = f"{PREFIX}feedback:counts"  # hash: "up"/"down" -> count, for metrics
 
 SLACK_BUDGET_PREFIX = f"{PREFIX}slack-budget"  # jobs/slack budget windows and penalties
+# Set (NX, with a TTL) while Gemini side tasks are being skipped: one log line per outage.
+SIDE_TASK_OUTAGE = f"{PREFIX}side-tasks:outage"
 
 
 # --- the model gateway (jobs/gateway/) ----------------------------------------------------

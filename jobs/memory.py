@@ -39,7 +39,8 @@ def _first_error(exc: ValidationError) -> str:
 class ThreadMemory:
     """The last `max_turns` turns of a thread plus a running summary.
 
-    The summary slot holds what fell out of the window; a side task fills it later.
+    The summary slot holds what fell out of the window: ``append`` returns those turns and
+    the compaction side task (jobs/gemini/compaction.py) folds them in with ``set_summary``.
     Every use refreshes the TTL, so active threads live on and idle ones expire.
     """
 
@@ -65,7 +66,10 @@ class ThreadMemory:
         pipe.expire(turns_key, self.ttl)
         pipe.expire(summary_key, self.ttl)
         raw_turns, raw_summary, _, _ = pipe.execute()
+        return Conversation(turns=self._parse(raw_turns, turns_key), summary=_text(raw_summary))
 
+    @staticmethod
+    def _parse(raw_turns: list[bytes], turns_key: str) -> list[Turn]:
         turns: list[Turn] = []
         for index, raw in enumerate(raw_turns):
             try:
@@ -73,18 +77,23 @@ class ThreadMemory:
             except ValidationError as exc:
                 # One bad entry (older format, manual edit) must not cost the whole thread.
                 log.warning("skipping corrupt memory entry %d of %s: %s", index, turns_key, _first_error(exc))
-        return Conversation(turns=turns, summary=_text(raw_summary))
+        return turns
 
-    def append(self, thread_key: str, turn: Turn) -> None:
+    def append(self, thread_key: str, turn: Turn) -> list[Turn]:
+        """Add ``turn``; returns the turns that fell out of the window (oldest first), for
+        the caller to fold into the summary (jobs/gemini/compaction.py)."""
         turns_key, summary_key = self.turns_key(thread_key), self.summary_key(thread_key)
-        # MULTI: another process never sees the list longer than max_turns or without TTL.
+        # MULTI: another process never sees the list longer than max_turns or without TTL,
+        # and the turns read as dropped are exactly those the trim removes.
         pipe = self.redis.pipeline(transaction=True)
         pipe.rpush(turns_key, turn.model_dump_json())
+        pipe.lrange(turns_key, 0, -(self.max_turns + 1))
         pipe.ltrim(turns_key, -self.max_turns, -1)
         pipe.expire(turns_key, self.ttl)
         # Keep the summary alive as long as the turns it summarises.
         pipe.expire(summary_key, self.ttl)
-        pipe.execute()
+        _, raw_dropped, *_ = pipe.execute()
+        return self._parse(raw_dropped, turns_key)
 
     def set_summary(self, thread_key: str, summary: str) -> None:
         pipe = self.redis.pipeline(transaction=True)

@@ -7,9 +7,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_QUESTION_CHARS = 8000
+FORCE_AGENT_WORD = "agent"
 Priority = Literal["high", "default", "low"]
 
 
@@ -52,9 +53,24 @@ class Question(BaseModel):
     agent: Literal["cursor", "gemini"] | None = None
     model: str | None = None
     fresh: bool = False  # skip the answer cache
+    force_agent: bool = False  # skip triage: the agent answers even small talk
     priority: Priority = "default"
     asked_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     id: str = ""  # the RQ job id; derived from the origin when empty
+
+    @model_validator(mode="before")
+    @classmethod
+    def _agent_keyword(cls, data: object) -> object:
+        # The word `agent` at the start or end of a question forces the agent (README,
+        # "Side tasks"). Here rather than in the bot's parser so a question from any origin
+        # (Slack, `askbox ask`) honours it; once set it is kept, so a re-validation in the
+        # worker does not strip a second word.
+        if isinstance(data, dict) and not data.get("force_agent") and isinstance(data.get("text"), str):
+            words = data["text"].split()
+            if len(words) > 1 and FORCE_AGENT_WORD in {words[0].lower(), words[-1].lower()}:
+                words = words[1:] if words[0].lower() == FORCE_AGENT_WORD else words[:-1]
+                data = {**data, "text": " ".join(words), "force_agent": True}
+        return data
 
     @field_validator("text")
     @classmethod

@@ -1,4 +1,5 @@
-"""Questions onto RQ: priority queues, per-user concurrency, a cap on waiting, exactly one job per question.
+"""Questions onto RQ: priority queues, per-user concurrency, caps on waiting (in all and per user),
+exactly one job per question.
 
 The job's RQ timeout and retries are not decided here: the enqueuing process (the bot)
 does not know the worker's sandbox deadline. The worker that first takes the job sets
@@ -47,6 +48,19 @@ def waiting(redis: Redis) -> int:
     return sum(q.count for q in queues(redis)) + held
 
 
+def _user_limit_key(question: Question) -> str:
+    return f"user:{question.origin.team or '-'}:{question.origin.user}"
+
+
+def user_waiting(redis: Redis, question: Question) -> int:
+    """The asker's questions not yet started: held back by RQ's per-user RateLimit, or let
+    through and still queued (at most ``user_concurrency`` of those, so few to look at)."""
+    registry = RateLimitRegistry(_user_limit_key(question), connection=redis)
+    let_through = Job.fetch_many(registry.get_allowed_job_ids(), connection=redis, serializer=JSONSerializer)
+    queued = sum(1 for job in let_through if job is not None and job.get_status(refresh=False) == JobStatus.QUEUED)
+    return registry.get_rate_limited_job_count() + queued
+
+
 def fetch(redis: Redis, job_id: str) -> Job:
     return Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
 
@@ -62,6 +76,12 @@ def enqueue(redis: Redis, question: Question, settings: JobSettings) -> Enqueued
         if waiting(redis) >= settings.max_waiting:
             raise QueueFull(
                 f"{settings.max_waiting} questions are already waiting; please ask again in a few minutes."
+            )
+        # One person must not fill the queue for everyone (the global cap alone would let them).
+        if user_waiting(redis, question) >= settings.user_max_waiting:
+            raise QueueFull(
+                f"You already have {settings.user_max_waiting} questions waiting; please ask again once "
+                "one of them has started (or cancel one)."
             )
         job = _enqueue(redis, question, settings)
     except BaseException:
@@ -80,7 +100,7 @@ def _enqueue(redis: Redis, question: Question, settings: JobSettings) -> Job:
         failure_ttl=keys.CLAIM_TTL,
         on_failure=Callback("jobs.job.on_job_failure"),
         rate_limit=RateLimit(
-            key=f"user:{question.origin.team or '-'}:{question.origin.user}",
+            key=_user_limit_key(question),
             concurrency=settings.user_concurrency,
         ),
         meta={"state": "queued", "user": question.origin.user, "repo": question.repo,

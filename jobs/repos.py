@@ -63,7 +63,8 @@ def resolve_repo(
     if not _looks_like_path(requested):
         raise UnknownRepo(f"Unknown repository {requested!r}.", repos)
     if not allow_paths:
-        raise UnknownRepo(f"Repository paths are not accepted here ({requested!r}).", repos)
+        raise UnknownRepo(f"Repository paths are not accepted here ({requested!r}); a worker takes them from "
+                          "terminal questions only with ASKBOX_ALLOW_REPO_PATHS=true.", repos)
     path = Path(requested).expanduser()
     if not path.exists():
         raise UnknownRepo(f"No such directory: {path}.", repos)

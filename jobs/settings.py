@@ -7,7 +7,8 @@ the bot, the gateway; the parts never read the environment themselves):
 - ``jobs`` (here): repositories, the queue, memory and cache, the worker's timings;
 - ``sandbox`` (sandbox/settings.py) and ``agents`` (sandbox/agents/settings.py);
 - ``slack`` (jobs/slack/settings.py): the worker's side of Slack;
-- ``gateway`` (jobs/gateway/settings.py): the model gateway and its limits.
+- ``gateway`` (jobs/gateway/settings.py): the model gateway and its limits;
+- ``gemini`` (jobs/gemini/settings.py): the Gemini side tasks (triage, compaction, summaries).
 
 The bot's own section (app token, signing secret, channels) is bot/settings.py, the dashboard's is
 bot/dashboard.py: jobs/ must not import bot/. Each section is a ``BaseSettings`` of its
@@ -29,6 +30,7 @@ from redis import Redis
 
 from jobs import keys
 from jobs.gateway.settings import GatewaySettings
+from jobs.gemini.settings import GeminiSettings
 from jobs.slack.settings import SlackSettings
 from sandbox.agents.settings import AgentSettings
 from sandbox.settings import SandboxSettings
@@ -49,8 +51,12 @@ class JobSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ASKBOX_", extra="ignore")
 
     repos: dict[str, Path] = Field(default_factory=dict, description='JSON, e.g. {"web": "/srv/repos/web"}')
+    # The worker's decision, never the payload's: whoever can write a job to Redis could
+    # otherwise name "/" and get it mounted. Even when on, only terminal questions may.
+    allow_repo_paths: bool = Field(default=False, description="terminal questions may name a directory as the repo")
     max_waiting: int = Field(default=200, ge=1, description="questions waiting beyond which new ones are refused")
     user_concurrency: int = Field(default=2, ge=1, description="questions of one user running at once")
+    user_max_waiting: int = Field(default=10, ge=1, description="questions of one user waiting beyond which theirs are refused")
     memory_turns: int = Field(default=10, ge=1)
     memory_ttl: int = Field(default=keys.MEMORY_TTL, ge=60)
     cache_ttl: int = Field(default=keys.CACHE_TTL, ge=60)
@@ -79,6 +85,7 @@ class Settings(BaseModel):
     agents: AgentSettings = Field(default_factory=AgentSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    gemini: GeminiSettings = Field(default_factory=GeminiSettings)
 
     def secret_values(self) -> list[str]:
         """Every configured secret (API keys, tokens, passwords), for redaction."""
@@ -103,4 +110,5 @@ class Settings(BaseModel):
             agents=AgentSettings(),
             slack=SlackSettings(),
             gateway=GatewaySettings(),
+            gemini=GeminiSettings(),
         )

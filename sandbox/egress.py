@@ -1,96 +1,220 @@
-"""The allowlisting egress proxy: one Squid per allowlist, shared by the runs that use it.
+"""The allowlisting egress proxy: one Squid per allowlist, one socket per run.
 
 Squid runs in the host's network namespace (so an allowlisted ``127.0.0.1:PORT`` means
-the host's loopback, exactly as the worker would reach it) and is exposed only as a Unix
-socket in a host directory. Sandboxes get that directory mounted and bridge it to
-``127.0.0.1:3128`` inside their own empty network namespace.
+the host's loopback, exactly as the worker would reach it) and listens on loopback only.
+Each run gets its own Unix socket, ``<proxy dir>/runs/run-<id>/proxy.sock``, opened inside
+the proxy container by ``askbox-egress-listen``: capped at ``max_connections`` at once and
+forwarded from a source address of the run's own, so one sandbox cannot starve the
+others and every logged decision names its run. The sandbox gets only its run's
+directory mounted and bridges it to ``127.0.0.1:3128`` inside its empty network namespace.
+
+A proxy is named after a digest of its image and its whole container configuration:
+change either and the next run gets a new proxy, while runs still on the old one finish
+there. ``reap_idle`` (called by the worker's reaper) removes run sockets whose sandbox is
+gone and proxies nobody used for a while.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
+import secrets
+import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import docker
 from docker.errors import APIError, NotFound
-from docker.types import LogConfig, Mount
+from docker.types import LogConfig, Mount, Ulimit
 
 from sandbox import labels
-from sandbox.allowlist import AllowEntry, allowlist_key, squid_config
+from sandbox.allowlist import MAX_FILEDESCRIPTORS, AllowEntry, allowlist_key, parse_allowlist, squid_config
 from sandbox.bridges import SocketBridge
 from sandbox.errors import SandboxInfraError, image_missing
+from sandbox.outcome import OutcomeKind
+from sandbox.spec import Limits, SandboxSpec
+
+if TYPE_CHECKING:  # the runner imports this module
+    from sandbox.runner import Sandbox
+
+log = logging.getLogger(__name__)
 
 SOCKET_NAME = "proxy.sock"
 MOUNT_POINT = "/run/askbox-egress"
 PROXY_UID = 10002  # the egress image's unprivileged user
 PROXY_PORT_IN_SANDBOX = 3128
+RUNS = "runs"
+LAST_USED = "last-used"  # touched by every run that uses the proxy
+DIGEST_LABEL = "askbox.egress.digest"
+ALLOWLIST_LABEL = "askbox.egress.allowlist"  # allowlist_key(): every proxy of one allowlist
+# Per run: one watcher shell, its sleep, socat and its children. The container's limits
+# cover many concurrent runs; each run's own share is capped by max_connections.
+PROXY_PIDS = 8192
+PROXY_NOFILE = MAX_FILEDESCRIPTORS
 
 
 class EgressProxies:
     """Where proxies come from (image) and where their sockets live (a host directory).
 
-    The Docker client is passed per call, so this can be configured before Docker is up."""
+    The Docker client is passed per call, so this can be configured before Docker is up.
+    ``extra_hosts`` and ``dns_nameservers`` change how the proxy resolves names (tests
+    use them to control resolution); they are part of the proxy's digest."""
 
-    def __init__(self, image: str, socket_root: Path) -> None:
+    def __init__(
+        self,
+        image: str,
+        socket_root: Path,
+        max_connections: int = 64,
+        extra_hosts: dict[str, str] | None = None,
+        dns_nameservers: tuple[str, ...] = (),
+    ) -> None:
+        if not 1 <= max_connections <= 1024:
+            raise ValueError("egress max_connections must be from 1 to 1024")
         self.image = image
         self.socket_root = socket_root
+        self.max_connections = max_connections
+        self.extra_hosts = dict(extra_hosts or {})
+        self.dns_nameservers = tuple(dns_nameservers)
 
-    def ensure(self, client: docker.DockerClient, entries: tuple[AllowEntry, ...], wait: float = 30.0) -> Path:
-        """Start (or reuse) the proxy for this allowlist; return the host directory of its socket."""
-        key = allowlist_key(entries)
-        name = self.name(entries)
-        directory = self.socket_root / key
-        socket_path = directory / SOCKET_NAME
+    def ensure(self, client: docker.DockerClient, entries: tuple[AllowEntry, ...], run_id: str, wait: float = 30.0) -> Path:
+        """Make sure the proxy for this allowlist runs and open ``run_id``'s own socket in it;
+        return the host directory holding that socket (the one to mount in the sandbox)."""
+        container, directory = self._ensure_proxy(client, entries, wait)
+        run_dir = directory / RUNS / f"run-{run_id}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        os.chown(run_dir.parent, PROXY_UID, PROXY_UID)
+        os.chown(run_dir, PROXY_UID, PROXY_UID)
+        (run_dir / SOCKET_NAME).unlink(missing_ok=True)
+        listen = ["askbox-egress-listen", f"{MOUNT_POINT}/{RUNS}/{run_dir.name}", run_id, str(self.max_connections)]
+        result = container.exec_run(listen, user=f"{PROXY_UID}:{PROXY_UID}")
+        if result.exit_code != 0:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise SandboxInfraError(
+                f"egress proxy {container.name} could not open a socket for run {run_id}: "
+                f"{result.output.decode(errors='replace').strip()}"
+            )
+        return run_dir
+
+    def _ensure_proxy(self, client: docker.DockerClient, entries: tuple[AllowEntry, ...], wait: float):
+        config, digest = self._config(client, entries)
+        name = self._name(digest)
+        directory = self.socket_root / digest[:12]
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / LAST_USED).touch()  # before any check, so the reaper leaves it alone
         container = _get(client, name)
-        if container is not None and container.status == "running" and socket_path.is_socket():
-            return directory
         if container is not None and container.status != "running":
             container.remove(force=True)
             container = None
         if container is None:
-            self._start(client, name, key, entries, directory)
+            self._start(client, name, digest, entries, config, directory)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if socket_path.is_socket():
-                return directory
             running = _get(client, name)
             if running is None or running.status in {"exited", "dead"}:
                 logs = running.logs(tail=20).decode(errors="replace") if running else ""
                 raise SandboxInfraError(f"egress proxy {name} failed to start: {logs.strip()}")
+            if running.status == "running" and running.exec_run(["test", "-s", "/tmp/squid.port"]).exit_code == 0:
+                return running, directory
             time.sleep(0.05)
-        raise SandboxInfraError(f"egress proxy {name} did not open {socket_path} within {wait:.0f} s")
+        raise SandboxInfraError(f"egress proxy {name} did not start Squid within {wait:.0f} s")
 
-    def name(self, entries: tuple[AllowEntry, ...]) -> str:
+    def _config(self, client: docker.DockerClient, entries: tuple[AllowEntry, ...]) -> tuple[dict, str]:
+        """Everything that defines the proxy container, and its digest."""
+        try:
+            image_id = client.images.get(self.image).id
+        except docker.errors.ImageNotFound as exc:
+            raise image_missing(self.image) from exc
+        config = {
+            "image": self.image,
+            "image_id": image_id,
+            "squid_conf": squid_config(
+                entries, max_connections=self.max_connections, dns_nameservers=self.dns_nameservers
+            ),
+            "extra_hosts": self.extra_hosts,
+            "pids": PROXY_PIDS,
+            "nofile": PROXY_NOFILE,
+        }
+        return config, hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+    def _name(self, digest: str) -> str:
         # The socket directory is part of the identity: two deployments on one host
         # (or two test sessions) must not share, or stop, each other's proxies.
         root = hashlib.sha256(str(self.socket_root).encode()).hexdigest()[:6]
-        return f"askbox-egress-{root}-{allowlist_key(entries)}"
+        return f"askbox-egress-{root}-{digest[:12]}"
 
-    def decisions(self, client: docker.DockerClient, entries: tuple[AllowEntry, ...], tail: int = 200) -> list[str]:
-        """The proxy's recent allow/deny log lines, newest last."""
-        container = _get(client, self.name(entries))
-        if container is None:
-            return []
-        text = container.logs(stdout=True, stderr=False, tail=tail).decode(errors="replace")
-        return [line for line in text.splitlines() if line.startswith("egress ")]
+    def _mine(self, client: docker.DockerClient, entries: tuple[AllowEntry, ...] | None = None) -> list:
+        wanted = [f"{labels.EGRESS_ROOT}={self.socket_root}"]
+        if entries is not None:
+            wanted.append(f"{ALLOWLIST_LABEL}={allowlist_key(entries)}")
+        return client.containers.list(all=True, sparse=True, filters={"label": wanted})
+
+    def decisions(
+        self, client: docker.DockerClient, entries: tuple[AllowEntry, ...], tail: int = 200, run_id: str | None = None
+    ) -> list[str]:
+        """Recent allow/deny log lines of the proxies for this allowlist (all of them, old
+        configurations included), or all of ``run_id``'s; each ends ``run=<id>``."""
+        lines = []
+        for found in self._mine(client, entries):
+            try:
+                # one run's lines may be anywhere among other runs': read them all then
+                text = client.containers.get(found.id).logs(stdout=True, stderr=False, tail="all" if run_id else tail)
+            except NotFound:
+                continue
+            lines += [line for line in text.decode(errors="replace").splitlines() if line.startswith("egress ")]
+        if run_id is not None:
+            lines = [line for line in lines if line.endswith(f" run={run_id}")]
+        return sorted(lines)  # by Squid's timestamp, the second field
 
     def stop_all(self, client: docker.DockerClient) -> int:
-        found = client.containers.list(
-            all=True,
-            sparse=True, filters={"label": f"{labels.EGRESS_ROOT}={self.socket_root}"}
-        )
+        found = self._mine(client)
         for container in found:
             container.remove(force=True)
         return len(found)
 
-    def _start(self, client: docker.DockerClient, name: str, key: str, entries: tuple[AllowEntry, ...], directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(directory.parent, 0o755)
+    def reap_idle(self, client: docker.DockerClient, idle: float = 600.0, grace: float = 60.0) -> list[str]:
+        """Close run sockets whose sandbox is gone (older than ``grace`` s, so a run being
+        started is left alone), then remove proxies with no run left and not used for
+        ``idle`` s. Returns the names of the proxies removed."""
+        now = time.time()
+        running = {
+            (c.attrs.get("Labels") or {}).get(labels.RUN_ID)
+            for c in client.containers.list(sparse=True, filters={"label": labels.RUN_ID})
+        }
+        removed = []
+        for container in self._mine(client):
+            digest = (container.attrs.get("Labels") or {}).get(DIGEST_LABEL, "")
+            if not digest:  # a proxy of the shared-socket design, before digests: just remove it
+                container.remove(force=True)
+                continue
+            directory = self.socket_root / digest[:12]
+            in_use = False
+            for run_dir in sorted((directory / RUNS).glob("run-*")):
+                if run_dir.name[4:] in running or now - _mtime(run_dir) < grace:
+                    in_use = True
+                else:
+                    shutil.rmtree(run_dir, ignore_errors=True)  # its listener stops within 2 s
+            if in_use or now - _mtime(directory / LAST_USED) < idle:
+                continue
+            try:
+                container.remove(force=True)
+            except (NotFound, APIError) as exc:
+                log.warning("could not remove idle egress proxy %s: %s", container.id[:12], exc)
+                continue
+            shutil.rmtree(directory, ignore_errors=True)
+            name = ((container.attrs.get("Names") or ["?"])[0]).lstrip("/")
+            log.info("removed idle egress proxy %s", name)
+            removed.append(name)
+        return removed
+
+    def _start(
+        self, client: docker.DockerClient, name: str, digest: str, entries: tuple[AllowEntry, ...], config: dict, directory: Path
+    ) -> None:
+        os.chmod(self.socket_root, 0o755)
         os.chown(directory, PROXY_UID, PROXY_UID)
         os.chmod(directory, 0o755)
-        (directory / SOCKET_NAME).unlink(missing_ok=True)
         try:
             client.containers.run(
                 self.image,
@@ -103,13 +227,17 @@ class EgressProxies:
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 init=True,
-                pids_limit=128,
-                mem_limit="256m",
-                environment={"ASKBOX_SQUID_CONF": squid_config(entries)},
+                pids_limit=PROXY_PIDS,
+                ulimits=[Ulimit(name="nofile", soft=PROXY_NOFILE, hard=PROXY_NOFILE), Ulimit(name="core", soft=0, hard=0)],
+                mem_limit="512m",
+                environment={"ASKBOX_SQUID_CONF": config["squid_conf"]},
+                extra_hosts=self.extra_hosts or None,
                 mounts=[Mount(MOUNT_POINT, str(directory), type="bind")],
                 labels={
-                    labels.EGRESS: key,
+                    labels.EGRESS: digest[:12],
                     labels.EGRESS_ROOT: str(self.socket_root),
+                    DIGEST_LABEL: digest,
+                    ALLOWLIST_LABEL: allowlist_key(entries),
                     "askbox.egress.allow": ",".join(map(str, entries)),
                 },
                 restart_policy={"Name": "unless-stopped"},
@@ -120,6 +248,13 @@ class EgressProxies:
         except APIError as exc:
             if exc.status_code != 409:  # 409: another process started it first; wait for it
                 raise SandboxInfraError(f"cannot start egress proxy {name}: {exc.explanation}") from exc
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _get(client: docker.DockerClient, name: str):
@@ -144,3 +279,54 @@ PROXY_ENV = {
     "NO_PROXY": "",
     "no_proxy": "",
 }
+
+
+SELF_TEST_DENIED = "not-allowlisted.askbox-self-test.invalid"
+
+
+def self_test(sandbox: Sandbox, image: str, timeout: float = 60.0) -> None:
+    """Prove the egress path works before taking questions: a real sandbox (``image``, with
+    curl) reaches an allowed local name through its own socket and the real proxy, and is
+    refused both a name off the list and the same local server as an unlisted IP literal.
+
+    The allowed server is a responder inside the proxy container (the host's network
+    namespace), so this works wherever the worker itself runs. Raises SandboxInfraError
+    with what went wrong and what to check."""
+    proxies = sandbox.egress
+    if proxies is None:
+        raise SandboxInfraError("egress self-test: this sandbox has no egress proxy configured")
+    token = secrets.token_hex(8)
+    for _attempt in range(5):  # a random port may be taken on the host; try another
+        port = 20000 + secrets.randbelow(41000)
+        entries = parse_allowlist(f"localhost:{port}")
+        container, _ = proxies._ensure_proxy(sandbox.client, entries, wait=30.0)
+        started = container.exec_run(["askbox-egress-responder", str(port), token, str(int(timeout) + 30)])
+        if started.exit_code == 0:
+            break
+    else:
+        raise SandboxInfraError(f"egress self-test: no free port for its local server: {started.output.decode(errors='replace').strip()}")
+    script = (
+        f'echo "allowed=$(curl -s -m 10 http://localhost:{port}/ | head -c 64)"; '
+        f"curl -s -m 10 -o /dev/null -w 'name=%{{http_code}}\\n' http://{SELF_TEST_DENIED}:{port}/; "
+        f"curl -s -m 10 -o /dev/null -w 'literal=%{{http_code}}\\n' http://127.0.0.1:{port}/"
+    )
+    spec = SandboxSpec(
+        image=image, command=["sh", "-c", script], egress_allow=(str(entries[0]),), limits=Limits(timeout=timeout)
+    )
+    with sandbox.run(spec) as run:
+        lines = [line.text for line in run if line.stream == "stdout"]
+    outcome = run.outcome
+    where = f"(proxy {container.name}, socket directory {proxies.socket_root})"
+    if outcome is None or outcome.kind is OutcomeKind.INFRA_ERROR:
+        raise SandboxInfraError(f"egress self-test could not run a sandbox: {outcome.message if outcome else 'no outcome'}")
+    if f"allowed={token}" not in lines:
+        raise SandboxInfraError(
+            f"egress self-test: an allowed local name (localhost:{port}) was not reached through the proxy {where}; "
+            f"sandbox said: {' | '.join(lines) or outcome.stderr_tail.strip()[-300:]}"
+        )
+    for check in ("name", "literal"):
+        if f"{check}=403" not in lines:
+            raise SandboxInfraError(
+                f"egress self-test: a request the allowlist denies ({check}) was not refused by the proxy {where}; "
+                f"sandbox said: {' | '.join(lines)}"
+            )

@@ -3,6 +3,8 @@
 A run is dead when its owner process on this host is gone (the worker was SIGKILLed,
 the host rebooted) or when its deadline has passed by more than ``grace`` seconds,
 whoever owns it. Only containers labelled ``askbox.sandbox`` are ever touched.
+The periodic reaper also closes egress sockets of finished runs and removes egress
+proxies left idle (``EgressProxies.reap_idle``), when it is given the proxies.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import docker
 from docker.errors import APIError, NotFound
 
 from sandbox import labels, owner
+from sandbox.egress import EgressProxies
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +63,14 @@ def start_periodic(
     client: docker.DockerClient,
     every: float = 60.0,
     on_reaped: Callable[[list[str]], None] | None = None,
+    egress: EgressProxies | None = None,
+    egress_idle: float = 600.0,
     **kwargs,
 ) -> threading.Event:
-    """Reap now and then every ``every`` seconds in a daemon thread; set the event to stop."""
+    """Reap now and then every ``every`` seconds in a daemon thread; set the event to stop.
+
+    With ``egress``, each pass also removes that socket root's proxies unused for
+    ``egress_idle`` seconds (and the sockets of runs that are gone)."""
     stop = threading.Event()
 
     def loop() -> None:
@@ -71,6 +79,8 @@ def start_periodic(
                 removed = reap(client, **kwargs)
                 if removed and on_reaped:
                     on_reaped(removed)
+                if egress is not None:
+                    egress.reap_idle(client, idle=egress_idle)
             except Exception:  # a reaper that dies silently is worse than one that logs
                 log.exception("reaper pass failed")
             if stop.wait(every):

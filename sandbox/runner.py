@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from typing import Literal
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
-from docker.types import LogConfig, Mount
+from docker.types import LogConfig, Mount, Ulimit
 from pydantic import BaseModel
 from requests.exceptions import RequestException
 
@@ -25,6 +26,38 @@ from sandbox.outcome import EXIT_KILLED, Outcome, OutcomeKind
 from sandbox.spec import HOME, WORKSPACE, SandboxSpec
 
 log = logging.getLogger(__name__)
+
+# The host's OOM killer picks a sandbox's processes before the worker's, Redis's or the
+# daemon's (0). A process without CAP_SYS_RESOURCE cannot lower its own score.
+OOM_SCORE_ADJ = 500
+# Docker copies the host's /etc/resolv.conf (its resolvers, search domains) into every
+# container, even with network "none". A sandbox has no DNS: it gets an empty file.
+# /dev/null exists at the same path on the host and in the worker's container (compose).
+EMPTY_FILE = "/dev/null"
+
+
+def secret_env_command(names: list[str], command: list[str]) -> list[str]:
+    """``command`` run with variables read from stdin first, one ``NAME=value`` line each,
+    up to an empty line; the rest of stdin is the command's. POSIX ``read`` takes one byte
+    at a time from a pipe, so nothing past that empty line is consumed."""
+    script = 'while IFS= read -r askbox_kv && [ -n "$askbox_kv" ]; do export "$askbox_kv"; done; '
+    script += "unset askbox_kv; " + 'exec "$@"'
+    return ["/bin/sh", "-c", script, "askbox-env:" + ",".join(names), *command]
+
+
+def stdin_payload(spec: SandboxSpec) -> bytes | None:
+    """What the runner writes to the command's stdin: secret variables, then ``spec.stdin``."""
+    if not spec.secret_env:
+        return spec.stdin
+    lines = "".join(f"{name}={value}\n" for name, value in spec.secret_env.items())
+    return lines.encode() + b"\n" + (spec.stdin or b"")
+
+
+def _raw_socket(sock: object) -> socket.socket:
+    # docker-py hands back the hijacked attach connection wrapped in a SocketIO, which has
+    # no shutdown(); half-closing the socket (SHUT_WR) is how the daemon learns that stdin
+    # ended (it then closes the container's stdin: StdinOnce), and no docker-py API does it.
+    return getattr(sock, "_sock", sock)  # type: ignore[return-value]
 
 
 class OutputLine(BaseModel):
@@ -75,7 +108,8 @@ class Sandbox:
             return None
         if self.egress is None:
             raise SandboxInfraError("this sandbox has egress entries but no egress proxy configured")
-        return self.egress.ensure(self.client, parse_allowlist(spec.egress_allow))
+        # A socket of this run's own: its connections are capped and logged under its id.
+        return self.egress.ensure(self.client, parse_allowlist(spec.egress_allow), spec.run_id)
 
     def cancel(self, run_id: str) -> bool:
         """Kill a run from any thread or process; its owner reports it as cancelled."""
@@ -100,6 +134,7 @@ class SandboxRun:
         self.outcome: Outcome | None = None
         self.container = None
         self._stream = None
+        self._stdin: socket.socket | None = None
         self._timer: threading.Timer | None = None
         self._started = time.monotonic()
         self._lock = threading.Lock()
@@ -122,11 +157,14 @@ class SandboxRun:
             )
         uid, _, gid = spec.user.partition(":")
         tmpfs_opts = f"rw,nosuid,nodev,size={spec.limits.tmpfs}"
-        mounts = []
+        mounts = [Mount("/etc/resolv.conf", EMPTY_FILE, type="bind", read_only=True)]
         if spec.repo is not None:
             mounts.append(Mount(WORKSPACE, str(spec.repo), type="bind", read_only=True))
         env = {"HOME": HOME, **spec.env}
         command = list(spec.command)
+        if spec.secret_env:  # innermost: the bridges' socat never sees the keys
+            command = secret_env_command(sorted(spec.secret_env), command)
+        payload = stdin_payload(spec)
         bridges = list(spec.bridges)
         if egress_dir is not None:
             bridges.append(egress_bridge(egress_dir))
@@ -161,6 +199,15 @@ class SandboxRun:
                 security_opt=["no-new-privileges"],
                 init=True,
                 ipc_mode="private",
+                shm_size=spec.limits.shm,
+                # the host's cgroup paths (with the container's id) stay out of /proc/self/cgroup
+                cgroupns="private",
+                hostname="sandbox",
+                ulimits=[
+                    Ulimit(name="core", soft=0, hard=0),  # no core dumps of an agent holding a key
+                    Ulimit(name="nofile", soft=spec.limits.nofile, hard=spec.limits.nofile),
+                ],
+                oom_score_adj=OOM_SCORE_ADJ,
                 pids_limit=spec.limits.pids,
                 mem_limit=spec.limits.memory,
                 memswap_limit=spec.limits.memory,
@@ -169,7 +216,7 @@ class SandboxRun:
                     type="json-file", config={"max-size": spec.limits.log_size, "max-file": "1"}
                 ),
                 runtime=spec.runtime,
-                stdin_open=False,
+                stdin_open=payload is not None,  # docker-py sets StdinOnce with it
                 tty=False,
             )
         except ImageNotFound as exc:
@@ -179,14 +226,39 @@ class SandboxRun:
             self._stream = client.api.attach(
                 self.container.id, stdout=True, stderr=True, stream=True, logs=False, demux=True
             )
+            if payload is not None:
+                self._stdin = _raw_socket(
+                    client.api.attach_socket(self.container.id, params={"stdin": 1, "stream": 1})
+                )
             self.container.start()
         except BaseException:
+            self._close_stdin()
             self._remove()
             raise
+        if payload is not None:
+            # A thread: a command that reads slowly (or never) must not hold up the run.
+            threading.Thread(target=self._feed_stdin, args=(payload,), daemon=True).start()
         self._started = time.monotonic()
         self._timer = threading.Timer(spec.limits.timeout, self._end, (OutcomeKind.TIMEOUT,))
         self._timer.daemon = True
         self._timer.start()
+
+    def _feed_stdin(self, payload: bytes) -> None:
+        assert self._stdin is not None
+        try:
+            self._stdin.sendall(payload)
+            self._stdin.shutdown(socket.SHUT_WR)
+        except OSError as exc:  # the command ended without reading it all, or we closed it
+            log.debug("stdin of run %s: %s", self.spec.run_id, exc)
+
+    def _close_stdin(self) -> None:
+        if self._stdin is None:
+            return
+        try:
+            self._stdin.shutdown(socket.SHUT_RDWR)  # wakes a writer blocked in sendall
+        except OSError:
+            pass
+        self._stdin.close()
 
     def _fail(self, message: str) -> None:
         self.outcome = Outcome(kind=OutcomeKind.INFRA_ERROR, message=message)
@@ -263,6 +335,7 @@ class SandboxRun:
         finally:
             if self._stream is not None:
                 self._stream.close()
+            self._close_stdin()
             self._remove()
         self.outcome = self._classify(exit_code, oom, error)
 

@@ -15,6 +15,7 @@ HOME = "/home/agent"
 SANDBOX_USER = "10001:10001"
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
@@ -37,10 +38,13 @@ class Limits(BaseModel):
     cpus: float = Field(default=1.0, gt=0)
     pids: int = Field(default=256, ge=8)
     tmpfs: int = Field(default=parse_size("256m"), gt=0, description="size of /tmp and of HOME, each")
+    # Docker's default is 64 MiB; nothing an agent runs needs POSIX shared memory of that size.
+    shm: int = Field(default=parse_size("16m"), gt=0, description="size of /dev/shm")
+    nofile: int = Field(default=4096, ge=64, description="open files per process (soft and hard)")
     timeout: float = Field(default=600.0, gt=0, description="wall-clock deadline in seconds")
     log_size: str = "1m"
 
-    @field_validator("memory", "tmpfs", mode="before")
+    @field_validator("memory", "tmpfs", "shm", mode="before")
     @classmethod
     def _size(cls, value: str | int) -> int:
         return parse_size(value)
@@ -63,7 +67,19 @@ class SandboxSpec(BaseModel):
     image: str
     command: list[str] = Field(min_length=1)
     repo: Path | None = Field(default=None, description="host directory mounted read-only at /workspace")
-    env: dict[str, str] = Field(default_factory=dict, repr=False)  # may hold API keys: never shown
+    env: dict[str, str] = Field(default_factory=dict, repr=False)  # visible in `docker inspect`: no secrets
+    secret_env: dict[str, str] = Field(
+        default_factory=dict,
+        repr=False,
+        description="variables (API keys) handed to the command over stdin, never in the container's "
+        "config: `docker inspect` and the daemon's config.v2.json on disk do not show them",
+    )
+    stdin: bytes | None = Field(
+        default=None,
+        repr=False,
+        description="written to the command's stdin, which is then closed (a prompt: never in argv, "
+        "which `docker inspect` and the host's `ps` show)",
+    )
     user: str = SANDBOX_USER
     limits: Limits = Field(default_factory=Limits)
     caps: OutputCaps = Field(default_factory=OutputCaps)
@@ -86,6 +102,17 @@ class SandboxSpec(BaseModel):
         if not repo.is_dir():
             raise ValueError(f"repository {repo} is not a directory")
         return repo
+
+    @field_validator("secret_env")
+    @classmethod
+    def _one_line_each(cls, env: dict[str, str]) -> dict[str, str]:
+        # One NAME=value line each on stdin (see runner.secret_env_command).
+        for name, value in env.items():
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"not an environment variable name: {name!r}")
+            if "\n" in value or "\0" in value:
+                raise ValueError(f"{name} must be one line")
+        return env
 
     @field_validator("run_id")
     @classmethod

@@ -29,13 +29,15 @@ def ask_inline(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.prompt import build_prompt
     from jobs.repos import UnknownRepo, resolve_repo
     from sandbox.agents.adapters import agent_for
+    from sandbox.agents.models import ModelRefused, check_model
     from sandbox.agents.session import PromptTooLong
 
     agent = agent_for(args.agent, settings.agents)
     try:
+        check_model(agent.name, args.model, settings.agents)  # what the worker would refuse
         # The same names as the queue (ASKBOX_REPOS), or a directory.
         repo = resolve_repo(args.repo or ".", settings.jobs.repos, allow_paths=True)
-    except UnknownRepo as exc:
+    except (UnknownRepo, ModelRefused) as exc:
         err(f"ask: {exc}")
         return 2
     meta = SessionMeta(job_id=f"cli-{uuid.uuid4().hex[:12]}", user=getpass.getuser(), repo=repo.name,
@@ -135,6 +137,8 @@ def follow(redis, job_id: str, user: str, settings: Settings, poll: float) -> in
             shown = max(shown, len(progress))
             final = meta.get("final")
             if final:
+                if final.get("summary"):
+                    print(f"In short: {final['summary']}\n", flush=True)
                 print(final["text"], flush=True)
                 footer = " · ".join(str(final[k]) for k in ("repo", "agent", "model") if final.get(k))
                 err(f"{final['kind']}" + (f" ({footer})" if footer else ""))

@@ -91,7 +91,8 @@ class FinalMessage(ThreadPart):
 
     def _finish_streamed_answer(self, final: Final, remainder: str) -> None:
         note = self._attach_if_long(final)
-        tail = self._answer_tail(final, note)
+        # The answer is already in the thread: its summary can only go under it.
+        tail = ([section(summary)] if (summary := self._summary(final)) else []) + self._answer_tail(final, note)
         remainder = self.stream.flush(remainder)
         if remainder:
             # Streaming broke on the way: the rest goes out as ordinary messages.
@@ -106,7 +107,14 @@ class FinalMessage(ThreadPart):
             mrkdwn = to_mrkdwn(summarize_for_file(final.text))
         else:
             mrkdwn = to_mrkdwn(final.text)
+        if summary := self._summary(final):
+            mrkdwn = f"{summary}\n\n{mrkdwn}"
         self._post_parts(mrkdwn, self._answer_tail(final, note))
+
+    @staticmethod
+    def _summary(final: Final) -> str:
+        """The two or three lines a long answer (or one uploaded as a file) starts with."""
+        return f"*In short:* {to_mrkdwn(final.summary)}" if final.summary else ""
 
     def _attach_if_long(self, final: Final) -> str:
         """Upload a very long answer as answer.md; the note to show, or "" if not uploaded."""

@@ -21,12 +21,18 @@ message, code included (Slack's own client stores ``a < b`` typed in a code bloc
 ``a &lt; b`` and shows it as ``a < b``). So code content is escaped too; nothing else in
 code is touched. This also keeps an agent from producing live ``<!channel>`` pings or
 fake links.
+
+Deceptive links: a link whose label names another URL or host than its target
+(``[https://github.com/x](https://evil)``) is shown with its real target beside the
+label, in mrkdwn (``to_mrkdwn``) and in the Markdown sent to Slack's streams
+(``safe_markdown``), which gets the same escaping as the final message.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 PART_LIMIT = 3_900
 SECTION_LIMIT = 3_000
@@ -63,7 +69,9 @@ _CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)")
 _LINK = re.compile(
     r"(!?)\[((?:[^\[\]]|\[[^\[\]]*\])*)\]\(\s*<?((?:[^()\s<>]|\([^()\s]*\))+)>?(?:\s+(?:\"[^\"]*\"|'[^']*'))?\s*\)"
 )
-_AUTOLINK = re.compile(r"<((?:https?|mailto|ftp):[^\s<>]+)>")
+# No "|" in an autolink: "<url|label>" is Slack's own masked-link syntax, and written by an
+# agent it stays visible text (escaped), never a live link with a label of its choosing.
+_AUTOLINK = re.compile(r"<((?:https?|mailto|ftp):[^\s<>|]+)>")
 _BACKSLASH = re.compile(r"\\([!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])")
 # Emphasis content may not run past the next delimiter of its kind: a failed match then
 # costs only the gap to that delimiter, so a long line of stray "*" stays linear.
@@ -108,6 +116,8 @@ class _Inline:
             return self.keep(shown if escape(url) == shown else f"{shown} (`{escape(url)}`)")
         if not label or label == escape(url):
             return self.keep(f"<{_escape_url(url)}>")
+        if deceptive(label, url):
+            return self.keep(f"{label} (<{_escape_url(url)}>)")
         return self.keep(f"<{_escape_url(url)}|{label.replace('|', '¦')}>")
 
     def render(self, text: str) -> str:
@@ -125,6 +135,37 @@ class _Inline:
         return self.restore(text.replace(_BOLD, "*"))
 
 
+# What in a label reads as a URL or host: a scheme, "www.", or dotted names with an
+# alphabetic last part ("github.com", "github.com/x"). Not "user@host" (an e-mail).
+_URLISH = re.compile(
+    r"[a-z][a-z0-9+.-]*://[^\s<>()]+|(?<![\w@.-])(?:[a-z0-9-]+\.)+[a-z]{2,24}(?::\d+)?(?:/[^\s<>()]*)?",
+    re.IGNORECASE,
+)
+# A bare "name.ext" with one of these is a file (``[app.py](permalink)``), not a host,
+# though some are also top-level domains (.py, .md, .rs, .sh): a file link must not
+# read as deceptive, and a host label needs a path, "www." or a scheme to mimic a URL.
+_FILE_SUFFIXES = frozenset(
+    "py js ts tsx jsx md rst txt json yaml yml toml ini cfg lock go rs rb sh c h cc cpp hpp java kt "
+    "swift php cs html css scss sql xml gradle mk".split()
+)
+
+
+def _bare_host(text: str) -> str:
+    host = urlsplit(text if "://" in text else f"//{text}").hostname or ""
+    return host.lower().removeprefix("www.")
+
+
+def deceptive(label: str, url: str) -> bool:
+    """True when ``label`` names a URL or host that is not ``url``'s own host."""
+    target = _bare_host(url)
+    for match in _URLISH.finditer(label):
+        token = match.group(0)
+        is_file = "/" not in token and token.rsplit(".", 1)[-1].lower() in _FILE_SUFFIXES
+        if not is_file and _bare_host(token) != target:
+            return True
+    return False
+
+
 def _strip_emphasis(text: str) -> str:
     return re.sub(r"(\*\*|__|~~)", "", text)
 
@@ -132,6 +173,49 @@ def _strip_emphasis(text: str) -> str:
 def inline(text: str) -> str:
     """One line of Markdown inline syntax as mrkdwn (code spans, links, emphasis)."""
     return _Inline().render(text)
+
+
+_QUOTE_MARKS = re.compile(r"^(?:\s{0,3}>\s?)+")
+
+
+def safe_markdown(markdown: str) -> str:
+    """Markdown as the agent wrote it (for ``markdown_text``, which Slack renders itself),
+    with the final message's protections: ``&``, ``<`` and ``>`` escaped everywhere, code
+    included (a quote's leading ``>`` kept: alone it forms no control sequence), and a
+    deceptive link shown with its real target."""
+    out = []
+    for line in markdown.split("\n"):
+        quote = _QUOTE_MARKS.match(line)
+        lead = quote.group(0) if quote else ""
+        out.append(lead + _safe_line(line[len(lead):]))
+    return "\n".join(out)
+
+
+def _safe_line(line: str) -> str:
+    kept = _Inline()
+    line = _CODE_SPAN.sub(lambda m: kept.keep(escape(m.group(0))), line)
+    line = _LINK.sub(lambda m: kept.keep(_safe_link(m)), line)
+    return kept.restore(escape(line))
+
+
+def _safe_link(match: re.Match[str]) -> str:
+    label, url = match.group(2), match.group(3)
+    if not deceptive(label, url):
+        return escape(match.group(0))
+    return f"{escape(label)} ([{escape(url)}]({_escape_url(url)}))"
+
+
+def settled(markdown: str) -> str:
+    """The start of ``markdown`` that can be sent before more text arrives: up to a link
+    still being written on its last line (``[label](ur``), which, sent in two pieces,
+    would be joined by Slack without ever having been checked whole."""
+    line_start = markdown.rfind("\n") + 1
+    last = markdown[line_start:]
+    complete = [m.span() for m in _LINK.finditer(last)]
+    for i, char in enumerate(last):
+        if char == "[" and not any(start <= i < end for start, end in complete):
+            return markdown[: line_start + i]
+    return markdown
 
 
 # --------------------------------------------------------------------------- blocks

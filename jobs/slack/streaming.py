@@ -6,6 +6,11 @@ open at the cut is closed and reopened in the next stream. A stream Slack alread
 (``message_not_in_streaming_state``) is finalized with chat.update and the text
 continues in a new one. When Slack refuses streaming altogether, the question falls
 back to status-message previews (``SlackThread.streaming`` goes off).
+
+What is sent is ``safe_markdown`` of the agent's text (the final message's escaping and
+deceptive-link rule, jobs/slack/mrkdwn.py); while the agent writes, a link still being
+written is held back until it is whole. ``StreamMessage.text`` keeps the agent's own
+Markdown, which ``to_mrkdwn`` renders when a stream is finalized with chat.update.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from slack_sdk.errors import SlackApiError
 
 from jobs.slack.blocks import Block, sections
 from jobs.slack.client import error_code, http_status
-from jobs.slack.mrkdwn import fence_closer, open_fence, to_mrkdwn
+from jobs.slack.mrkdwn import fence_closer, open_fence, safe_markdown, settled, to_mrkdwn
 from jobs.slack.state import ThreadPart
 
 log = logging.getLogger(__name__)
@@ -32,6 +37,7 @@ class StreamMessage:
     started: float
     text: str = ""  # the Markdown this message holds
     last_append: float = 0.0
+    sent: int = 0  # characters sent into it, as sent (safe_markdown: escaped), for Slack's limit
 
 
 @dataclass(eq=False)
@@ -51,7 +57,7 @@ class AnswerStream(ThreadPart):
         if stream is not None and now - stream.started >= self.options.stream_rollover:
             self.close(stream, wait=False)  # before Slack expires it; text resumes in a new one
         with self.progress.lock:
-            pending = self.progress.text[self.streamed :]
+            pending = settled(self.progress.text[self.streamed :])  # the end may be half a link
         if not pending or not self.thread.streaming:
             return
         if self.open is not None and now - self.open.last_append < self.options.append_interval:
@@ -64,31 +70,35 @@ class AnswerStream(ThreadPart):
         thread = self.thread
         stream = self.open
         if stream is not None and (now - stream.started >= self.options.stream_rollover
-                                   or len(stream.text) >= self.options.stream_max_chars):
+                                   or stream.sent >= self.options.stream_max_chars):
             if not self.close(stream, wait=wait):
                 return False
             stream = None
-        used = len(stream.text) if stream is not None else len(self.reopen)
+        used = stream.sent if stream is not None else len(safe_markdown(self.reopen))
         chunk = _chunk(pending, max(1, self.options.stream_max_chars - used))
         try:
             if stream is None:
                 markdown = self.reopen + chunk
+                sent = safe_markdown(markdown)
                 args: dict[str, Any] = {"channel": thread.channel, "thread_ts": thread.thread_ts,
-                                        "markdown_text": markdown}
+                                        "markdown_text": sent}
                 if not thread.is_dm:  # Slack needs the reader outside DMs
                     args.update(recipient_user_id=thread.asker, recipient_team_id=thread.team)
                 response = self.calls.call("chat.startStream", wait=wait, **args)
                 if response is None:
                     return False
-                stream = StreamMessage(ts=response["ts"], started=now, text=markdown, last_append=now)
+                stream = StreamMessage(ts=response["ts"], started=now, text=markdown, last_append=now,
+                                       sent=len(sent))
                 self.open, self.reopen = stream, ""
                 self.messages.append(stream)
             else:
+                sent = safe_markdown(chunk)
                 response = self.calls.call("chat.appendStream", wait=wait, channel=thread.channel, ts=stream.ts,
-                                           markdown_text=chunk)
+                                           markdown_text=sent)
                 if response is None:
                     return False
                 stream.text += chunk
+                stream.sent += len(sent)
                 stream.last_append = now
         except SlackApiError as exc:
             if stream is not None and error_code(exc) in STREAM_GONE:
@@ -133,7 +143,7 @@ class AnswerStream(ThreadPart):
         markdown = closing + extra
         try:
             response = self.calls.call("chat.stopStream", wait=wait, channel=self.thread.channel, ts=stream.ts,
-                                       markdown_text=markdown or None, blocks=blocks)
+                                       markdown_text=safe_markdown(markdown) or None, blocks=blocks)
             if response is None:
                 return False
         except SlackApiError as exc:
@@ -197,8 +207,16 @@ class AnswerStream(ThreadPart):
 
 
 def _chunk(pending: str, room: int) -> str:
-    """At most ``room`` characters of ``pending``, cut after a newline when one is near."""
-    if len(pending) <= room:
+    """At most ``room`` characters of ``pending`` as sent (escaped: ``<`` takes four), cut
+    after a newline when one is near, else before a link being cut (each chunk is made
+    safe on its own; only a single link longer than ``room`` is ever cut)."""
+    if len(safe_markdown(pending)) <= room:
         return pending
-    newline = pending.rfind("\n", room // 2, room)
-    return pending[: newline + 1] if newline >= 0 else pending[:room]
+    limit = room
+    while True:
+        chunk = pending[:limit]
+        newline = chunk.rfind("\n", limit // 2)
+        chunk = chunk[: newline + 1] if newline >= 0 else (settled(chunk) or chunk)
+        if len(safe_markdown(chunk)) <= room or limit == 1:
+            return chunk
+        limit = max(1, limit // 2)

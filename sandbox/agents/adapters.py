@@ -36,11 +36,17 @@ class Agent(ABC):
         return override or self.settings.agent_model or self.default_model
 
     @abstractmethod
-    def command(self, prompt: str, model: str | None) -> list[str]: ...
+    def command(self, model: str | None) -> list[str]:
+        """The command line; the CLI reads the prompt from stdin (never argv, which
+        `docker inspect` and the host's `ps` show)."""
+
+    def env(self) -> dict[str, str]:
+        """Environment for the container that is no secret (it shows in `docker inspect`)."""
+        return {}
 
     @abstractmethod
-    def env(self) -> dict[str, str]:
-        """Environment for the container only: API keys go here and nowhere else."""
+    def secret_env(self) -> dict[str, str]:
+        """API keys, for the container only: handed over on stdin (``SandboxSpec.secret_env``)."""
 
     @abstractmethod
     def endpoints(self) -> tuple[str, ...]:
@@ -64,17 +70,17 @@ class CursorAgent(Agent):
     default_model = None  # cursor-agent picks ("Auto")
     key_variable = "CURSOR_API_KEY"
 
-    def command(self, prompt: str, model: str | None) -> list[str]:
+    def command(self, model: str | None) -> list[str]:
+        # -p without a prompt argument: cursor-agent reads the prompt from stdin.
         argv = ["cursor-agent", "-p", "--output-format", "stream-json", "--stream-partial-output"]
         argv += ["--trust", "--sandbox", "disabled"]
         if model:
             argv += ["--model", model]
-        argv.append(prompt)
         if self.settings.cursor_proxy == "proxychains":
             argv = ["proxychains4", "-q", *argv]
         return argv
 
-    def env(self) -> dict[str, str]:
+    def secret_env(self) -> dict[str, str]:
         key = self.settings.cursor_api_key
         return {"CURSOR_API_KEY": key.get_secret_value()} if key else {}
 
@@ -98,19 +104,19 @@ class GeminiAgent(Agent):
         self.base_url = base_url.rstrip("/") if base_url else None
         self.key = key
 
-    def command(self, prompt: str, model: str | None) -> list[str]:
+    def command(self, model: str | None) -> list[str]:
+        # No -p: with stdin not a terminal the CLI runs headless and takes the prompt from it
+        # (up to 8 MiB; it gives up on stdin only if nothing is there 500 ms after it starts
+        # reading, and the runner writes it as soon as the container starts).
         # yolo: tools run without asking (nobody can answer in headless mode); the
         # read-only mount and the sandbox, not the agent's politeness, keep the repo safe.
-        return ["gemini", "-p", prompt, "-m", model or self.default_model, "-o", "stream-json",
-                "--approval-mode", "yolo"]
+        return ["gemini", "-m", model or self.default_model, "-o", "stream-json", "--approval-mode", "yolo"]
 
     def env(self) -> dict[str, str]:
-        env = {}
-        if self.key is not None:
-            env["GEMINI_API_KEY"] = self.key.get_secret_value()
-        if self.base_url:
-            env["GOOGLE_GEMINI_BASE_URL"] = self.base_url
-        return env
+        return {"GOOGLE_GEMINI_BASE_URL": self.base_url} if self.base_url else {}
+
+    def secret_env(self) -> dict[str, str]:
+        return {"GEMINI_API_KEY": self.key.get_secret_value()} if self.key is not None else {}
 
     def endpoints(self) -> tuple[str, ...]:
         if self.base_url is None:

@@ -17,8 +17,10 @@ from sandbox.bridges import SocketBridge
 from sandbox.runner import Sandbox, SandboxRun
 from sandbox.spec import Limits, SandboxSpec
 
-# Linux refuses a single argument over 128 KiB (MAX_ARG_STRLEN); leave room for the rest.
-MAX_PROMPT_BYTES = 120 * 1024
+# The prompt goes over stdin, so no argv limit applies; this cap keeps a runaway thread from
+# costing a fortune in tokens, and stays far below the Gemini CLI's 8 MiB stdin cut-off
+# (past which it silently truncates).
+MAX_PROMPT_BYTES = 1024 * 1024
 
 
 class PromptTooLong(ValueError):
@@ -49,9 +51,11 @@ class AgentSession:
         extra = {"run_id": run_id} if run_id else {}
         self.spec = SandboxSpec(
             image=agent.image(),
-            command=agent.command(prompt, self.model),
+            command=agent.command(self.model),
+            stdin=prompt.encode(),
             repo=repo,
             env=agent.env(),
+            secret_env=agent.secret_env(),
             limits=limits or Limits(),
             egress_allow=agent.endpoints() if egress_allow is None else egress_allow,
             labels={"agent": agent.name, **(labels or {})},

@@ -280,6 +280,17 @@ class RecordedRequest:
             if isinstance(p, dict) and isinstance(p.get("text"), str)
         )
 
+    def system_text(self) -> str:
+        """The text of the request's ``systemInstruction`` (google-genai sends it there)."""
+        parts = ((self.body or {}).get("systemInstruction") or {}).get("parts") or []
+        return "\n".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
+
+    @property
+    def wants_json(self) -> bool:
+        """Whether the client asked for structured output (a response schema)."""
+        config = (self.body or {}).get("generationConfig") or {}
+        return config.get("responseMimeType") == "application/json"
+
     def declared_functions(self) -> list[str]:
         """Names of the tools the client declared in this request."""
         names: list[str] = []

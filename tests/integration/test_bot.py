@@ -3,8 +3,12 @@ Slack, with a real Redis. Answering is the worker's job (see test_slack_end_to_e
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
+import threading
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
 from redis import Redis
@@ -111,6 +115,54 @@ def test_cancel_button_only_for_the_asker_or_an_admin(fake, bots, redis):
     assert final["kind"] == "cancelled" and f"<@{ASKER}>" in final["text"]
 
 
+@contextlib.contextmanager
+def socket_bot(fake, redis_server, repo, tmp_path, **settings: str) -> Iterator[subprocess.Popen]:
+    """One Socket Mode `askbox bot` process with extra settings."""
+    log = (tmp_path / "bot-settings.log").open("w")
+    proc = subprocess.Popen([ASKBOX, "bot"], env={**bot_env(fake, redis_server.url, repo), **settings},
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        fake.wait_connections(1, timeout=30)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("follow_ups", ["asker", "anyone"])
+def test_replies_by_others_in_a_thread_follow_the_setting(fake, redis_server, redis, repo, tmp_path, follow_ups):
+    with socket_bot(fake, redis_server, repo, tmp_path, ASKBOX_FOLLOW_UPS=follow_ups):
+        mention = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> first question")
+        fake.push_event(mention)
+        wait_for(lambda: len(queued(redis)) == 1, 5, "the first job")
+        fake.push_event(fake.message(OTHER, CHANNEL, "someone else chiming in", thread_ts=mention["ts"]))
+        fake.push_event(fake.message(ASKER, CHANNEL, "the asker's follow-up", thread_ts=mention["ts"]))
+        wait_for(lambda: "the asker's follow-up" in {q.text for q in queued(redis)}, 5, "the asker's follow-up")
+        settle(fake)
+        texts = {q.text for q in queued(redis)}
+        assert ("someone else chiming in" in texts) == (follow_ups == "anyone")
+        # Addressing the bot by name is always a question, whoever asks.
+        fake.push_event(fake.app_mention(OTHER, CHANNEL, f"<@{fake.bot_user_id}> my own question",
+                                         thread_ts=mention["ts"]))
+        wait_for(lambda: "my own question" in {q.text for q in queued(redis)}, 5, "the mention in the thread")
+
+
+def test_one_user_cannot_fill_the_queue(fake, redis_server, redis, repo, tmp_path):
+    with socket_bot(fake, redis_server, repo, tmp_path, ASKBOX_USER_MAX_WAITING="2"):
+        asked = [fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> question {i}") for i in range(4)]
+        for mention in asked:
+            fake.wait_ack(fake.push_event(mention), timeout=5)
+        other = fake.app_mention(OTHER, CHANNEL, f"<@{fake.bot_user_id}> someone else's question")
+        fake.wait_ack(fake.push_event(other), timeout=5)
+        wait_for(lambda: len(queued(redis)) == 3, 5, "three jobs")
+        settle(fake)
+        assert sorted(q.text for q in queued(redis)) == ["question 0", "question 1", "someone else's question"]
+        for mention in asked[2:]:
+            [status] = [m for m in fake.thread(CHANNEL, mention["ts"]) if m.is_bot]
+            assert "You already have 2 questions waiting" in status.text
+            assert "no_entry" in fake.get_message(CHANNEL, mention["ts"]).reactions
+
+
 def test_missing_settings_name_the_variable(redis_server, repo, fake):
     env = bot_env(fake, redis_server.url, repo)
     del env["SLACK_BOT_TOKEN"]
@@ -122,21 +174,34 @@ def test_missing_settings_name_the_variable(redis_server, repo, fake):
     assert done.returncode == 2 and "ASKBOX_CHANNEL_REPOS" in done.stderr
 
 
-def test_http_mode_accepts_signed_events_only(fake, redis_server, redis, repo, tmp_path):
+@contextlib.contextmanager
+def http_bot(fake, redis_server, repo, tmp_path, **settings: str) -> Iterator[tuple[int, Callable[..., tuple[int, str]]]]:
+    """A real `askbox bot --http` process; yields its port and ``deliver(event, **kwargs)``
+    once it answers (its probe question, "probe", is queued)."""
     from tests.integration.pipeline_helpers import free_port
 
     port = free_port()
-    env = {**bot_env(fake, redis_server.url, repo), "SLACK_SIGNING_SECRET": "s3cret"}
+    env = {**bot_env(fake, redis_server.url, repo), "SLACK_SIGNING_SECRET": "s3cret", **settings}
     del env["SLACK_APP_TOKEN"]
     log = (tmp_path / "http-bot.log").open("w")
     proc = subprocess.Popen([ASKBOX, "bot", "--http", "--port", str(port)], env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/slack/events"
-    try:
-        def deliver(mention, **kwargs):
-            return fake.deliver_http(url, fake.event_callback(mention), "s3cret", **kwargs)
 
+    def deliver(mention, **kwargs):
+        return fake.deliver_http(url, fake.event_callback(mention), "s3cret", **kwargs)
+
+    try:
         wait_for(lambda: _answers(deliver, fake), 30, "the HTTP bot to listen")
+        yield port, deliver
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_http_mode_accepts_signed_events_only(fake, redis_server, redis, repo, tmp_path):
+    with http_bot(fake, redis_server, repo, tmp_path) as (port, deliver):
+        url = f"http://127.0.0.1:{port}/slack/events"
         stale = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> stale")
         assert deliver(stale, timestamp=int(time.time()) - 600)[0] == 401
         unsigned = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> unsigned")
@@ -149,9 +214,65 @@ def test_http_mode_accepts_signed_events_only(fake, redis_server, redis, repo, t
         wait_for(lambda: [q for q in queued(redis) if q.text == "signed question"], 10, "the signed question")
         settle(fake)
         assert sorted(q.text for q in queued(redis)) == ["probe", "signed question"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+
+
+def _trickle(sockets: list[socket.socket], stop: threading.Event) -> None:
+    """A slow-loris client: one byte per connection every 0.2 s, never a whole request."""
+    while not stop.wait(0.2):
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.send(b"x")
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> float:
+    """Seconds until the server closed ``sock`` (anything it says first, e.g. a 408, is read)."""
+    started = time.monotonic()
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(4096):
+            pass
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    return time.monotonic() - started
+
+
+def test_http_mode_slow_clients_do_not_block_signed_events(fake, redis_server, redis, repo, tmp_path):
+    """An unauthenticated client trickling its headers, and one trickling its body, on
+    three connections each: a signed event is still answered inside Slack's 3 s, both
+    kinds are cut off at the request deadline, and an oversized body is refused unread."""
+    with http_bot(fake, redis_server, repo, tmp_path, ASKBOX_HTTP_REQUEST_TIMEOUT="4") as (port, deliver):
+        headers = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        bodies = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        for sock in headers:
+            sock.sendall(b"POST /slack/events HTTP/1.1\r\nHost: bot\r\nX-Slow: ")
+        for sock in bodies:
+            sock.sendall(b"POST /slack/events HTTP/1.1\r\nHost: bot\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100000\r\n\r\n{")
+        stop = threading.Event()
+        trickler = threading.Thread(target=_trickle, args=(headers + bodies, stop), daemon=True)
+        trickler.start()
+        try:
+            time.sleep(0.5)  # the slow clients are in the middle of their requests
+            good = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> asked during a slow-loris")
+            started = time.monotonic()
+            assert deliver(good)[0] == 200
+            assert time.monotonic() - started < 3.0  # Slack gives up (and retries) after 3 s
+            wait_for(lambda: [q for q in queued(redis) if q.text == "asked during a slow-loris"], 5, "the question")
+            # Still trickling, yet cut off at the 4 s deadline (a per-read timeout would never fire).
+            for sock in headers + bodies:
+                assert _closed_within(sock, 8.0) < 8.0
+        finally:
+            stop.set()
+            trickler.join(timeout=5)
+            for sock in headers + bodies:
+                sock.close()
+        big = socket.create_connection(("127.0.0.1", port))
+        with big:
+            big.sendall(b"POST /slack/events HTTP/1.1\r\nHost: bot\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 5000000\r\n\r\n")
+            big.settimeout(5)
+            assert big.recv(4096).startswith(b"HTTP/1.1 413 ")  # refused before a byte of the body was sent
+        assert sorted(q.text for q in queued(redis)) == ["asked during a slow-loris", "probe"]
 
 
 def _answers(deliver, fake) -> bool:

@@ -19,7 +19,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -45,6 +47,7 @@ from tests.integration.pipeline_helpers import free_port, wait_final, wait_for
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = "[transcript:subagent-sleep-v2]"  # about 1.6 s of recorded cursor-agent output
 DASHBOARD_USER, DASHBOARD_PASSWORD = "ops", "compose-test-pw"
+REDIS_PASSWORD = "compose-test-redis-pw"
 # Never copied into the test project: big, private, or built from it.
 NOT_COPIED = (".git", ".venv", "__pycache__", "*.egg-info", ".pytest_cache", ".mypy_cache",
               ".ruff_cache", ".env", "repos", "build", "dist")
@@ -64,6 +67,11 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
 
 
+def _env() -> dict[str, str]:
+    """A clean environment with the one setting compose requires."""
+    return {**_clean_env(), "ASKBOX_REDIS_PASSWORD": REDIS_PASSWORD}
+
+
 def _run(argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
 
@@ -73,9 +81,24 @@ def test_config_is_valid(compose: str, tmp_path: Path) -> None:
     empty.write_text("")
     base = [compose, "--env-file", str(empty), "-f", str(ROOT / "compose.yaml")]
 
-    result = _run([*base, "config"], _clean_env(), ROOT)
+    # Redis requires a password: without one compose stops at once, saying which variable.
+    for missing in (_clean_env(), {**_clean_env(), "ASKBOX_REDIS_PASSWORD": ""}):
+        refused = _run([*base, "config"], missing, ROOT)
+        assert refused.returncode != 0 and "set ASKBOX_REDIS_PASSWORD" in refused.stderr, refused.stderr
+
+    result = _run([*base, "config"], _env(), ROOT)
     assert result.returncode == 0, result.stderr
     config = result.stdout
+    # Every askbox service reaches Redis with the password; Redis is on the internal network
+    # alone, the others on it and on the default network (upstream calls, published port).
+    assert "networks:\n  redis:\n    internal: true\n" in config
+    redis_service = _service(config, "redis")
+    assert "    networks:\n      redis: null\n" in redis_service and "ports:" not in redis_service
+    assert f"REDIS_PASSWORD: {REDIS_PASSWORD}\n" in redis_service
+    for name in ("gateway", "worker", "dashboard", "bot"):
+        service = _service(config, name)
+        assert f"ASKBOX_REDIS_URL: redis://:{REDIS_PASSWORD}@redis:6379/0\n" in service, name
+        assert "    networks:\n      default: null\n      redis: null\n" in service, name
     # Defaults: the repositories and egress sockets at the same path inside and outside.
     assert "- /srv/repos:/srv/repos:ro" in config
     assert "- /run/askbox/egress:/run/askbox/egress" in config
@@ -84,17 +107,17 @@ def test_config_is_valid(compose: str, tmp_path: Path) -> None:
     assert "- 127.0.0.1:9181:9181/tcp" in config  # the dashboard on the host's loopback only
     assert "BASE: debian:trixie-slim" in config
 
-    services = _run([*base, "config", "--services"], _clean_env(), ROOT).stdout.split()
+    services = _run([*base, "config", "--services"], _env(), ROOT).stdout.split()
     assert sorted(services) == ["bot", "dashboard", "gateway", "redis", "worker"]
-    profiles = _run([*base, "config", "--profiles"], _clean_env(), ROOT).stdout.split()
+    profiles = _run([*base, "config", "--profiles"], _env(), ROOT).stdout.split()
     assert profiles == ["slack"]  # the bot's: `up` without it starts no bot (see below)
 
-    slack = _run([*base, "--profile", "slack", "config"], _clean_env(), ROOT)
+    slack = _run([*base, "--profile", "slack", "config"], _env(), ROOT)
     assert slack.returncode == 0, slack.stderr
     assert "askbox\n    - bot" in slack.stdout  # command: [askbox, bot]
 
     # What a user sets is used on both sides of each same-path mount.
-    env = {**_clean_env(), "ASKBOX_REPOS_DIR": "/data/checkouts", "ASKBOX_EGRESS_SOCKET_DIR": "/run/other/egress",
+    env = {**_env(), "ASKBOX_REPOS_DIR": "/data/checkouts", "ASKBOX_EGRESS_SOCKET_DIR": "/run/other/egress",
            "ASKBOX_BASE_IMAGE": images.OFFLINE_BASE, "ASKBOX_DASHBOARD_HOST_PORT": "19999"}
     custom = _run([*base, "config"], env, ROOT)
     assert custom.returncode == 0, custom.stderr
@@ -103,6 +126,14 @@ def test_config_is_valid(compose: str, tmp_path: Path) -> None:
     assert "ASKBOX_EGRESS_SOCKET_DIR: /run/other/egress" in custom.stdout
     assert "- 127.0.0.1:19999:9181/tcp" in custom.stdout
     assert f"BASE: {images.OFFLINE_BASE}" in custom.stdout
+
+
+def _service(config: str, name: str) -> str:
+    """One service's block of `docker-compose config` output (pyyaml is not a dependency)."""
+    services = config[config.index("\nservices:\n"):]
+    start = services.index(f"\n  {name}:\n")
+    end = re.search(r"\n  \S|\n\S", services[start + 1:])
+    return services[start: start + 1 + end.start()] if end else services[start:]
 
 
 def _copy_project(into: Path) -> Path:
@@ -140,8 +171,11 @@ class Stack:
     def __init__(self, compose: str, project: Path, name: str, env: dict[str, str]) -> None:
         self.project, self.name, self.env = project, name, env
         override = project.parent / "test-override.yaml"
-        # Test only: Redis published on a random port of the host's loopback, to enqueue from here.
-        override.write_text('services:\n  redis:\n    ports: ["127.0.0.1::6379"]\n')
+        # Test only: Redis published on a random port of the host's loopback, to enqueue from
+        # here (and to knock without the password). Docker publishes no port of a container
+        # on internal networks only, so for the test it also joins the default network.
+        override.write_text('services:\n  redis:\n    ports: ["127.0.0.1::6379"]\n'
+                            '    networks: [redis, default]\n')
         env_file = project.parent / "test.env"  # not the project's .env (the canary)
         env_file.write_text("")
         self.base = [compose, "-p", name, "--env-file", str(env_file),
@@ -166,7 +200,7 @@ def stack(compose: str, docker_client: docker.DockerClient, cursor_standin_image
     project = _copy_project(tmp_path)
     dashboard_port = free_port()
     env = {
-        **_clean_env(),
+        **_env(),
         "ASKBOX_BASE_IMAGE": _base_image(docker_client),
         "ASKBOX_IMAGE_TAG": "test",  # kept between runs, as the test images are: the build cache stays warm
         "ASKBOX_DEPLOYMENT": os.environ["ASKBOX_DEPLOYMENT"],  # this session's: no_leftovers sees its sandboxes
@@ -221,7 +255,10 @@ def test_compose_up_answers_a_question(stack, docker_client: docker.DockerClient
     assert running == {"redis", "gateway", "worker", "dashboard"}, stack.logs()
 
     port = stack.run("port", "redis", "6379").stdout.strip().rsplit(":", 1)[-1]
-    url = f"redis://127.0.0.1:{port}/0"
+    # A client without the password is refused, by the composed Redis itself; so is a wrong one.
+    assert _knock(int(port), b"PING") == b"-NOAUTH Authentication required.\r\n"
+    assert _knock(int(port), b"AUTH wrong-password").startswith(b"-WRONGPASS")
+    url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0"
     redis = Redis.from_url(url, socket_connect_timeout=2)
     try:
         wait_for(lambda: _workers(redis), 60, "the worker to register in Redis")
@@ -248,9 +285,13 @@ def test_compose_up_answers_a_question(stack, docker_client: docker.DockerClient
     # Read by the worker in its container at the host's path: the same-path mount works.
     assert final["commit"] == facts["commit"]
     # The sandbox's egress proxy runs on the host, started by the worker through the host's daemon.
-    proxies = docker_client.containers.list(filters={"label": f"{labels.EGRESS_ROOT}={facts['egress_dir']}"})
+    # (The worker's egress self-test has a proxy of its own: the cursor allowlist's is the one.)
+    proxies = [c for c in docker_client.containers.list(filters={"label": f"{labels.EGRESS_ROOT}={facts['egress_dir']}"})
+               if "cursor.sh" in c.labels.get("askbox.egress.allow", "")]
     assert len(proxies) == 1
-    assert (facts["egress_dir"] / proxies[0].labels[labels.EGRESS] / "proxy.sock").is_socket()
+    # Its socket directory is where the worker named it, on the host: runs got sockets in it.
+    sources = [Path(m["Source"]) for m in proxies[0].attrs["Mounts"]]
+    assert any(s.parent == facts["egress_dir"] and (s / "runs").is_dir() for s in sources), sources
 
     # The dashboard: on the host's loopback, behind basic auth, reading the same Redis.
     dashboard = facts["dashboard_port"]
@@ -262,6 +303,13 @@ def test_compose_up_answers_a_question(stack, docker_client: docker.DockerClient
     assert status == 200 and json.loads(body)["status"] == "finished", body[:500]
     print(f"compose: up (build included) {built:.1f} s, worker registered after {ready:.1f} s, "
           f"question answered in {answered:.1f} s")
+
+
+def _knock(port: int, command: bytes) -> bytes:
+    """One inline command on a bare connection, as any client that can reach the port would."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(command + b"\r\n")
+        return conn.recv(200)
 
 
 def _workers(redis: Redis) -> int:

@@ -69,17 +69,16 @@ def run_standin(
     egress_allow: tuple[str, ...] = (),
     stop_after_result: float | None = None,
 ) -> Ran:
-    """Run ``cursor-agent ARGS PROMPT`` in the sandbox. With ``stop_after_result``, wait
-    that many seconds after the result line, note whether it is still running, stop it."""
-    full_env = {"CURSOR_STANDIN_SPEED": speed, **(env or {})}
-    if with_key:
-        full_env["CURSOR_API_KEY"] = API_KEY
-    command = ["cursor-agent", *args] + ([prompt] if prompt is not None else [])
+    """Run ``cursor-agent ARGS`` in the sandbox with PROMPT on stdin and the key handed over
+    as the adapter does. With ``stop_after_result``, wait that many seconds after the
+    result line, note whether it is still running, stop it."""
     spec = SandboxSpec(
         image=image,
-        command=command,
+        command=["cursor-agent", *args],
+        stdin=prompt.encode() if prompt is not None else None,
         repo=repo,
-        env=full_env,
+        env={"CURSOR_STANDIN_SPEED": speed, **(env or {})},
+        secret_env={"CURSOR_API_KEY": API_KEY} if with_key else {},
         egress_allow=egress_allow,
         limits=Limits(timeout=60),
     )
@@ -128,9 +127,9 @@ def test_version(sandbox, cursor_standin_image):
 
 def test_adapter_command_is_what_the_standin_understands():
     settings = AgentSettings(cursor_proxy="env", agent_model=None)
-    argv = CursorAgent(settings).command("PROMPT", None)
-    assert argv[0] == "cursor-agent" and argv[-1] == "PROMPT"
-    assert sorted(argv[1:-1]) == sorted(PARTIAL_ARGS)
+    argv = CursorAgent(settings).command(None)  # the prompt goes over stdin (run_standin)
+    assert argv[0] == "cursor-agent"
+    assert sorted(argv[1:]) == sorted(PARTIAL_ARGS)
 
 
 # --- replays -------------------------------------------------------------------------

@@ -4,7 +4,9 @@ real Redis and jobs run by a real RQ worker with the JSON serializer."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
+import http.server
 import json
 import re
 import shutil
@@ -277,3 +279,68 @@ def test_settings_name_the_missing_variables(monkeypatch):
     monkeypatch.setenv("ASKBOX_DASHBOARD_PASSWORD", "pw")
     settings = DashboardSettings()
     assert settings.dashboard_port == 9181 and "pw" not in repr(settings)
+
+
+def fail() -> None:
+    raise RuntimeError("a failed question")
+
+
+@pytest.fixture()
+def failed_job(redis_client: redis.Redis) -> Job:
+    queue = Queue("askbox-default", connection=redis_client, serializer=JSONSerializer)
+    job = queue.enqueue("tests.integration.test_dashboard.fail")
+    SimpleWorker([queue], connection=redis_client, serializer=JSONSerializer).work(burst=True)
+    assert job.get_status(refresh=True) == JobStatus.FAILED
+    return job
+
+
+@contextlib.contextmanager
+def attacker_site(page: str) -> Iterator[str]:
+    """Another site (``localhost`` is another site than ``127.0.0.1``) serving ``page``."""
+    body = page.encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://localhost:{server.server_port}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_cross_site_get_cannot_requeue(chromium, dashboard, failed_job, tmp_path):
+    """A page on another site sends the operator's browser to "requeue all" with the
+    operator's credentials: a real cross-site GET, credentials included, and nothing moves."""
+    target = f"http://{USER}:{PASSWORD}@{dashboard}/requeue/askbox-default"
+    page = f'<html><body><img src="{target}"><script>location.href = "{target}";</script></body></html>'
+    with attacker_site(page) as site:
+        dump_dom(chromium, site, tmp_path)
+    sent = [r for r in browser_requests(dashboard) if r["path"] == "/requeue/askbox-default"]
+    assert [r["status"] for r in sent if r["auth"]] == [405], sent  # the browser did send the credentials
+    assert failed_job.get_status(refresh=True) == JobStatus.FAILED
+    status, headers, _ = get(f"http://{dashboard}/requeue/askbox-default")  # same, without a browser
+    assert status == 405 and headers["Allow"] == "POST"
+    assert failed_job.get_status(refresh=True) == JobStatus.FAILED
+
+
+def test_delete_and_empty_are_refused_with_the_way_to_cancel(dashboard, jobs):
+    own = {"Origin": f"http://{dashboard}"}
+    waiting = jobs["high"]
+    status, _, body = get(f"http://{dashboard}/job/{waiting.id}/delete", method="POST", headers=own)
+    assert status == 403 and b"askbox cancel" in body
+    status, _, body = get(f"http://{dashboard}/queue/askbox-high/queued/empty", method="POST", headers=own)
+    assert status == 403 and b"askbox cancel" in body
+    assert Job.exists(waiting.id, connection=waiting.connection)
+    assert waiting.get_status(refresh=True) == JobStatus.QUEUED

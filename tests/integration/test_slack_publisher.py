@@ -368,7 +368,9 @@ def _stream_messages(fake: FakeSlack, asked: Asked) -> list[Message]:
 
 def _rejoin_streams(texts: list[str], reopen: str) -> str:
     # A rollover inside a code block closes it ("\n```") and the next stream reopens it.
-    return "".join(texts).replace("\n```" + reopen + "\n", "")
+    # Streams are escaped like final messages: decode Slack's entities as a client shows them.
+    joined = "".join(texts).replace("\n```" + reopen + "\n", "")
+    return joined.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def test_streaming_rolls_over_before_expiry(redis_client: redis.Redis) -> None:

@@ -15,6 +15,8 @@ from jobs.slack.mrkdwn import (
     escape,
     fence_closer,
     open_fence,
+    safe_markdown,
+    settled,
     split_message,
     summarize_for_file,
     to_mrkdwn,
@@ -313,3 +315,47 @@ def test_open_fence() -> None:
     assert open_fence("~~~~\nx\n~~~\n") == "~~~~"
     assert open_fence("inline ```x``` only") is None
     assert fence_closer("```python") == "```"
+
+
+# --------------------------------------------------------------------------- deceptive links
+
+
+@pytest.mark.parametrize(
+    ("markdown", "mrkdwn"),
+    [
+        # A label naming another URL or host: the real target is shown beside it.
+        ("[https://github.com/x](https://evil.example/p)", "https://github.com/x (<https://evil.example/p>)"),
+        ("[github.com/acme/web](https://evil.example)", "github.com/acme/web (<https://evil.example>)"),
+        ("[www.github.com](https://evil.example)", "www.github.com (<https://evil.example>)"),
+        ("[see http://docs.acme.io/x here](https://evil.example)",
+         "see http://docs.acme.io/x here (<https://evil.example>)"),
+        # Slack's own masked-link syntax written by the agent stays visible text.
+        ("<https://evil.example|https://github.com/x>", "&lt;https://evil.example|https://github.com/x&gt;"),
+        # Honest labels keep their link: plain words, the same host, a file name, an e-mail.
+        ("[the retry docs](https://evil.example)", "<https://evil.example|the retry docs>"),
+        ("[https://github.com/x](https://github.com/x#L3)", "<https://github.com/x#L3|https://github.com/x>"),
+        ("[www.github.com/x](https://github.com/x)", "<https://github.com/x|www.github.com/x>"),
+        ("[app.py](https://github.com/o/r/blob/c0ffee/app.py)", "<https://github.com/o/r/blob/c0ffee/app.py|app.py>"),
+        ("[bob@acme.io](mailto:bob@acme.io)", "<mailto:bob@acme.io|bob@acme.io>"),
+    ],
+)
+def test_deceptive_links_show_their_real_target(markdown: str, mrkdwn: str) -> None:
+    assert to_mrkdwn(markdown) == mrkdwn
+
+
+def test_streamed_markdown_gets_the_final_messages_escaping() -> None:
+    raw = "> quoted <!channel> & `a<b`\n[https://github.com/x](https://evil.example/?a=1&b=2) and [docs](https://d.io)"
+    assert safe_markdown(raw) == (
+        "> quoted &lt;!channel&gt; &amp; `a&lt;b`\n"
+        "https://github.com/x ([https://evil.example/?a=1&amp;b=2](https://evil.example/?a=1&amp;b=2))"
+        " and [docs](https://d.io)"
+    )
+    assert safe_markdown("<https://evil.example|https://github.com/x>") == to_mrkdwn(
+        "<https://evil.example|https://github.com/x>")
+
+
+def test_settled_holds_back_a_link_being_written() -> None:
+    assert settled("first line\nsee [https://github.com/x](https://ev") == "first line\nsee "
+    assert settled("[a](https://a.io) then [b") == "[a](https://a.io) then "
+    assert settled("done [a](https://a.io)\n") == "done [a](https://a.io)\n"
+    assert settled("[half") == ""

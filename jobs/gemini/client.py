@@ -1,0 +1,135 @@
+"""One side-task call to Gemini, through the model gateway, that never fails the question.
+
+Every call opens a gateway session of its own (so it shares the gateway's Redis-held
+limits, key pool, 429 handling with ``RetryInfo``, circuit breaker, metering and budgets
+with the agents' traffic), sends one request with the real google-genai client over that
+session's Unix socket, and closes the session. google-genai's own retries are off: the
+gateway retries, and waits its turn under the shared limits up to the call's timeout.
+
+Any failure returns None and the side task is skipped. An outage (no gateway, the API
+failing, the limits saturated) is logged once, not per message: the first failure sets a
+Redis flag (work-horses are forked per job, so a process-level flag would not last), the
+first success after it clears the flag and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+from google import genai
+from google.genai import errors, types
+from pydantic import BaseModel, ValidationError
+from redis import Redis
+
+from jobs import keys
+from jobs.gateway.client import GatewayClient, GatewayUnavailable, SessionMeta, upstream_paused
+from jobs.gemini.settings import GeminiSettings
+
+log = logging.getLogger(__name__)
+
+Schema = TypeVar("Schema", bound=BaseModel)
+
+# keys.SIDE_TASK_OUTAGE is set while side tasks are failing, for this long at most.
+OUTAGE_TTL = keys.DAY  # an outage longer than this is logged again, once a day
+
+
+class SideTaskSkipped(Exception):
+    """Why a call gave no answer (for the once-per-outage log line)."""
+
+
+class GeminiCalls:
+    """Side-task calls for one question: its identity goes to the gateway for metering."""
+
+    def __init__(self, settings: GeminiSettings, gateway_socket_dir: Path, redis: Redis, meta: SessionMeta) -> None:
+        self.settings = settings
+        self.gateway = GatewayClient(gateway_socket_dir)
+        self.redis = redis
+        self.meta = meta
+
+    @property
+    def model(self) -> str:
+        return self.settings.gemini_model
+
+    def enabled(self, task: str) -> bool:
+        return self.settings.enabled(task)
+
+    def text(self, task: str, system: str, prompt: str, timeout: float) -> str | None:
+        """A plain-text answer, or None (skipped)."""
+        response = self._call(task, system, prompt, None, timeout)
+        text = (response.text or "").strip() if response is not None else ""
+        return text or None
+
+    def structured(self, task: str, system: str, prompt: str, schema: type[Schema], timeout: float) -> Schema | None:
+        """An answer in ``schema`` (a JSON schema the API enforces), or None (skipped)."""
+        response = self._call(task, system, prompt, schema, timeout)
+        if response is None:
+            return None
+        parsed = response.parsed
+        if isinstance(parsed, schema):
+            return parsed
+        try:  # the SDK leaves .parsed empty when the JSON does not fit; say why
+            return schema.model_validate_json(response.text or "")
+        except ValidationError as exc:
+            log.info("side task %s: answer does not fit its schema (%s); skipped", task, exc.errors()[0]["msg"])
+            return None
+
+    def _call(self, task: str, system: str, prompt: str, schema: type[BaseModel] | None,
+              timeout: float) -> types.GenerateContentResponse | None:
+        try:
+            response = self._generate(task, system, prompt, schema, timeout)
+        except SideTaskSkipped as exc:
+            self._outage(task, str(exc))
+            return None
+        except Exception:  # noqa: BLE001 - a side task never fails the question
+            log.exception("side task %s failed; skipped", task)
+            return None
+        self._recovered()
+        return response
+
+    def _generate(self, task: str, system: str, prompt: str, schema: type[BaseModel] | None,
+                  timeout: float) -> types.GenerateContentResponse:
+        paused = upstream_paused(self.redis)  # the gateways' shared breaker: no call for nothing
+        if paused is not None:
+            raise SideTaskSkipped(f"the Gemini API is paused by the gateway's breaker for {paused:.0f} s")
+        meta = self.meta.model_copy(update={"job_id": f"{self.meta.job_id}-{task}", "model": self.model,
+                                            "ttl": math.ceil(timeout) + 30})
+        try:
+            session = self.gateway.open(meta)
+        except GatewayUnavailable as exc:
+            raise SideTaskSkipped(str(exc)) from exc
+        config = types.GenerateContentConfig(
+            system_instruction=system, temperature=0.0,
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True))  # no tools here
+        if schema is not None:
+            config.response_mime_type, config.response_schema = "application/json", schema
+        try:
+            # httpx (not httpx2): google-genai accepts either and detects which from the client;
+            # httpx is what the gateway client already uses for Unix sockets.
+            transport = httpx.HTTPTransport(uds=str(session.socket))
+            with httpx.Client(transport=transport, timeout=timeout) as http:
+                client = genai.Client(
+                    vertexai=False, api_key=session.token.get_secret_value(),
+                    http_options=types.HttpOptions(
+                        base_url="http://gateway", api_version="v1beta", httpx_client=http,
+                        timeout=int(timeout * 1000), retry_options=types.HttpRetryOptions(attempts=1)),
+                )
+                return client.models.generate_content(model=self.model, contents=prompt, config=config)
+        except errors.APIError as exc:
+            raise SideTaskSkipped(f"the gateway answered {exc.code}: {(exc.message or '')[:200]}") from exc
+        except httpx.HTTPError as exc:
+            raise SideTaskSkipped(f"no answer in time ({type(exc).__name__}: {exc})") from exc
+        finally:
+            self.gateway.close(session)
+
+    def _outage(self, task: str, why: str) -> None:
+        if self.redis.set(keys.SIDE_TASK_OUTAGE, why, nx=True, ex=OUTAGE_TTL):
+            log.warning("Gemini side tasks are unavailable, skipping them until they work again "
+                        "(first failure: %s, %s)", task, why)
+
+    def _recovered(self) -> None:
+        if self.redis.delete(keys.SIDE_TASK_OUTAGE):
+            log.warning("Gemini side tasks work again")

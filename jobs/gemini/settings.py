@@ -1,0 +1,32 @@
+"""The side tasks' settings section (``ASKBOX_*``), part of the tree in jobs/settings.py."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GeminiSettings(BaseSettings):
+    """Which side tasks run, on which model, and how long each may take."""
+
+    model_config = SettingsConfigDict(env_prefix="ASKBOX_", extra="ignore")
+
+    # Off by default: side tasks need a running gateway with a Gemini key, and every call
+    # counts towards the same quota as the agents' traffic.
+    side_tasks: bool = Field(default=False, description="master switch for triage, compaction and summaries")
+    gemini_model: str = Field(default="gemini-2.5-flash-lite", min_length=1, description="the side tasks' model")
+    triage: bool = Field(default=True, description="answer small talk without starting the agent")
+    compaction: bool = Field(default=True, description="fold turns leaving the memory window into its summary")
+    summary_chars: int = Field(default=3000, ge=0, description="answers longer than this get a summary; 0 = none")
+    # Triage sits in front of every question, so it gives up sooner than the others; both
+    # bounds include waiting for a turn under the gateway's shared limits.
+    triage_timeout: float = Field(default=8.0, gt=0)
+    gemini_timeout: float = Field(default=30.0, gt=0, description="compaction and summary calls")
+
+    def enabled(self, task: str) -> bool:
+        """Whether ``task`` ("triage", "compaction", "summary") is switched on."""
+        if not self.side_tasks:
+            return False
+        if task == "summary":
+            return self.summary_chars > 0
+        return bool(getattr(self, task))
