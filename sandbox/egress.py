@@ -284,6 +284,9 @@ PROXY_ENV = {
 SELF_TEST_DENIED = "not-allowlisted.askbox-self-test.invalid"
 
 
+SELF_TEST_LABEL = "self-test"  # on the self-test's sandbox, as askbox.self-test
+
+
 def self_test(sandbox: Sandbox, image: str, timeout: float = 60.0) -> None:
     """Prove the egress path works before taking questions: a real sandbox (``image``, with
     curl) reaches an allowed local name through its own socket and the real proxy, and is
@@ -311,7 +314,8 @@ def self_test(sandbox: Sandbox, image: str, timeout: float = 60.0) -> None:
         f"curl -s -m 10 -o /dev/null -w 'literal=%{{http_code}}\\n' http://127.0.0.1:{port}/"
     )
     spec = SandboxSpec(
-        image=image, command=["sh", "-c", script], egress_allow=(str(entries[0]),), limits=Limits(timeout=timeout)
+        image=image, command=["sh", "-c", script], egress_allow=(str(entries[0]),), limits=Limits(timeout=timeout),
+        labels={SELF_TEST_LABEL: "egress"},  # not a question's run (counts, dashboards, tests)
     )
     with sandbox.run(spec) as run:
         lines = [line.text for line in run if line.stream == "stdout"]

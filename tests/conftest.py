@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from sandbox import images, labels
-from sandbox.egress import EgressProxies
+from sandbox.egress import SELF_TEST_LABEL, EgressProxies
 from sandbox.runner import Sandbox
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -79,9 +79,11 @@ def sandbox(docker_client: docker.DockerClient, built_images: dict[str, str], eg
 
 
 def sandbox_containers(client: docker.DockerClient) -> list:
-    """Sparse (no inspect each): runs remove their containers while we look. Labels and
-    names are in ``.attrs["Labels"]`` / ``.attrs["Names"]``."""
-    return client.containers.list(all=True, sparse=True, filters={"label": f"{labels.SANDBOX}={DEPLOYMENT}"})
+    """This session's question sandboxes (a worker's egress self-test at start-up runs one
+    of its own, labelled, which is not counted). Sparse (no inspect each): runs remove their
+    containers while we look. Labels and names are in ``.attrs["Labels"]`` / ``.attrs["Names"]``."""
+    found = client.containers.list(all=True, sparse=True, filters={"label": f"{labels.SANDBOX}={DEPLOYMENT}"})
+    return [c for c in found if labels.PREFIX + SELF_TEST_LABEL not in (c.attrs.get("Labels") or {})]
 
 
 @pytest.fixture()

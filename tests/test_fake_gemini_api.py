@@ -280,16 +280,23 @@ priority = 900
 READ_ONLY_TOOLS = {"list_directory", "read_file", "grep_search", "glob"}
 
 
-def run_gemini_cli(
-    api: FakeGeminiAPI, tmp_path: Path, prompt: str
-) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
-    """Run the real CLI headless against the fake, in tmp_path/workspace, with its own HOME."""
+def gemini_cli_home(tmp_path: Path) -> Path:
+    """A HOME for the real CLI on the host, set up as the agent image sets it up (fails in
+    CI, skips locally, when the CLI is not installed)."""
     if shutil.which("gemini") is None:
         unavailable("the Gemini CLI on the host", "npm install -g @google/gemini-cli@0.61.0")
     home = tmp_path / "home"
     (home / ".gemini" / "policies").mkdir(parents=True)
     (home / ".gemini" / "settings.json").write_text(json.dumps(CLI_SETTINGS))
     (home / ".gemini" / "policies" / "askbox.toml").write_text(CLI_POLICY)
+    return home
+
+
+def run_gemini_cli(
+    api: FakeGeminiAPI, tmp_path: Path, prompt: str
+) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
+    """Run the real CLI headless against the fake, in tmp_path/workspace, with its own HOME."""
+    home = gemini_cli_home(tmp_path)
     # A clean environment: no proxy variables or real keys leak in from the host.
     env = {
         "PATH": os.environ["PATH"],

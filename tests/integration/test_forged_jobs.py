@@ -146,9 +146,12 @@ def _assert_failed_untouched(redis: Redis, job_ids: list[str]) -> None:
         assert redis.llen(f"rq:queue:{name}") == 0
 
 
-def _sandboxes_created(client: docker.DockerClient, since: float) -> list[str]:
-    events = client.events(since=int(since), until=int(time.time()) + 1, decode=True,
-                           filters={"type": "container", "event": "create", "label": f"{labels.SANDBOX}={DEPLOYMENT}"})
+def _sandboxes_created(client: docker.DockerClient, since: float, job_id: str) -> list[str]:
+    """The sandboxes Docker created for ``job_id`` (its run id) since ``since`` (the worker's
+    own egress self-test at start-up runs a sandbox of its own, not this job's)."""
+    filters = {"type": "container", "event": "create", "label": [f"{labels.SANDBOX}={DEPLOYMENT}",
+                                                                  f"{labels.RUN_ID}={job_id}"]}
+    events = client.events(since=int(since), until=int(time.time()) + 1, decode=True, filters=filters)
     return [e["id"] for e in events]
 
 
@@ -228,7 +231,7 @@ def test_forged_terminal_question_naming_a_host_path_is_rejected(redis, workers,
     final = wait_final(redis, job_id, 60, workers)
     assert final["kind"] == "rejected", final
     assert final["text"].startswith(f"Repository paths are not accepted here ('{path}')"), final["text"]
-    assert _sandboxes_created(docker_client, asked) == []
+    assert _sandboxes_created(docker_client, asked, job_id) == []
     # Exactly one final message for it.
     assert len(redis.keys(f"askbox:final:{job_id}*")) == 1
 
@@ -247,4 +250,4 @@ def test_allowed_repo_paths_are_the_workers_setting(redis, workers, repo, docker
     slack = jobs_queue.enqueue(redis, Question(origin=origin, text="x", repo="/etc"), JobSettings()).job.id
     final = wait_final(redis, slack, 60, workers)
     assert final["kind"] == "rejected" and "not accepted" in final["text"], final
-    assert _sandboxes_created(docker_client, asked) == []
+    assert _sandboxes_created(docker_client, asked, slack) == []

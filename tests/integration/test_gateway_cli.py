@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -20,10 +19,9 @@ import pytest
 from redis import Redis
 
 from jobs.gateway.client import session_state
-from tests.conftest import unavailable
 from tests.fakes.gemini_api import FakeGeminiAPI, Text
 from tests.integration.gateway_helpers import MODEL, GatewayProcess, gateway_env
-from tests.test_fake_gemini_api import CLI_POLICY, CLI_SETTINGS
+from tests.test_fake_gemini_api import gemini_cli_home
 
 pytestmark = pytest.mark.redis
 REAL_KEY = "AIzaSy-real-key-for-the-cli-test"
@@ -57,12 +55,7 @@ def bridge(socket_path: Path) -> Iterator[int]:
 
 
 def test_real_gemini_cli_through_the_gateway(redis_client: Redis, tmp_path: Path):
-    if shutil.which("gemini") is None:
-        unavailable("the Gemini CLI on the host", "npm install -g @google/gemini-cli@0.61.0")
-    home = tmp_path / "home"
-    (home / ".gemini" / "policies").mkdir(parents=True)
-    (home / ".gemini" / "settings.json").write_text(json.dumps(CLI_SETTINGS))
-    (home / ".gemini" / "policies" / "askbox.toml").write_text(CLI_POLICY)
+    home = gemini_cli_home(tmp_path)
     (tmp_path / "workspace").mkdir()
     with FakeGeminiAPI(default=Text("the gateway works", chunks=3)) as fake:
         fake.inject_429(0.5, seed=3, retry_delay="0.2s")

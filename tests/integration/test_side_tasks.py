@@ -191,7 +191,7 @@ def test_twenty_questions_from_several_workers_stay_under_the_shared_limit(
                      CURSOR_API_KEY="key-for-the-standin")
     pool = Workers(env)
     pool.start(3, log_dir=tmp_path)
-    settings = JobSettings(repos={"demo": repo})
+    settings = JobSettings(repos={"demo": repo}, user_max_waiting=100)  # one asker, 20 at once
     texts = [f"thanks {n}!" for n in range(15)] + [f"[read:README.md] what is this, part {n}?" for n in range(5)]
     jobs: list[str] = []
 
