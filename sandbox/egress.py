@@ -302,12 +302,31 @@ def self_test(sandbox: Sandbox, image: str, timeout: float = 60.0) -> None:
     for _attempt in range(5):  # a random port may be taken on the host; try another
         port = 20000 + secrets.randbelow(41000)
         entries = parse_allowlist(f"localhost:{port}")
-        container, _ = proxies._ensure_proxy(sandbox.client, entries, wait=30.0)
+        container, directory = proxies._ensure_proxy(sandbox.client, entries, wait=30.0)
         started = container.exec_run(["askbox-egress-responder", str(port), token, str(int(timeout) + 30)])
         if started.exit_code == 0:
             break
+        _discard(container, directory)
     else:
         raise SandboxInfraError(f"egress self-test: no free port for its local server: {started.output.decode(errors='replace').strip()}")
+    try:
+        _check_through(sandbox, image, timeout, entries, port, token, f"(proxy {container.name}, socket directory {proxies.socket_root})")
+    finally:
+        # The proxy served this one test (its allowlist names a random port): gone with it,
+        # so worker starts do not pile up proxies.
+        _discard(container, directory)
+
+
+def _discard(container, directory: Path) -> None:  # type: ignore[no-untyped-def]
+    try:
+        container.remove(force=True)
+    except (NotFound, APIError):
+        pass
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _check_through(sandbox: Sandbox, image: str, timeout: float, entries: tuple[AllowEntry, ...], port: int,
+                   token: str, where: str) -> None:
     script = (
         f'echo "allowed=$(curl -s -m 10 http://localhost:{port}/ | head -c 64)"; '
         f"curl -s -m 10 -o /dev/null -w 'name=%{{http_code}}\\n' http://{SELF_TEST_DENIED}:{port}/; "
@@ -320,7 +339,6 @@ def self_test(sandbox: Sandbox, image: str, timeout: float = 60.0) -> None:
     with sandbox.run(spec) as run:
         lines = [line.text for line in run if line.stream == "stdout"]
     outcome = run.outcome
-    where = f"(proxy {container.name}, socket directory {proxies.socket_root})"
     if outcome is None or outcome.kind is OutcomeKind.INFRA_ERROR:
         raise SandboxInfraError(f"egress self-test could not run a sandbox: {outcome.message if outcome else 'no outcome'}")
     if f"allowed={token}" not in lines:
