@@ -118,7 +118,8 @@ def cursor_standin_image(docker_client: docker.DockerClient, sandbox_image: str)
 
 
 # db 15, not 0: flushing it must never touch data a developer keeps in the default db.
-REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+# ASKBOX_TEST_REDIS_URL lets two test sessions on one machine use different dbs.
+REDIS_TEST_URL = os.environ.get("ASKBOX_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 @pytest.fixture()

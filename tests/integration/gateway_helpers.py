@@ -20,9 +20,10 @@ from typing import Any
 import aiohttp
 
 from jobs.gateway.client import GatewayClient, GatewaySession, SessionMeta
+from tests.conftest import REDIS_TEST_URL
 
 ROOT = Path(__file__).resolve().parents[2]
-REDIS_URL = "redis://127.0.0.1:6379/15"  # the redis_client fixture's db
+REDIS_URL = REDIS_TEST_URL  # the redis_client fixture's db
 MODEL = "gemini-2.5-flash"
 STREAM_PATH = f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
 GENERATE_PATH = f"/v1beta/models/{MODEL}:generateContent"
