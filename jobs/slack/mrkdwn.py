@@ -146,8 +146,11 @@ _URLISH = re.compile(
 # read as deceptive, and a host label needs a path, "www." or a scheme to mimic a URL.
 _FILE_SUFFIXES = frozenset(
     "py js ts tsx jsx md rst txt json yaml yml toml ini cfg lock go rs rb sh c h cc cpp hpp java kt "
-    "swift php cs html css scss sql xml gradle mk".split()
+    "swift php cs html css scss sql xml gradle mk zig ex exs scala lua pl pm vue svelte dart proto tf "
+    "nix erl hs ml clj sbt bzl cmake conf env".split()
 )
+# A citation's line suffix (":12", ":10-20", "#L10-L20"): "app.py:12" is a file, not a host and port.
+_LINE_SUFFIX = re.compile(r"(?::\d+(?:-\d+)?|#L\d+(?:-L?\d+)?)$")
 
 
 def _bare_host(text: str) -> str:
@@ -160,8 +163,13 @@ def deceptive(label: str, url: str) -> bool:
     target = _bare_host(url)
     for match in _URLISH.finditer(label):
         token = match.group(0)
-        is_file = "/" not in token and token.rsplit(".", 1)[-1].lower() in _FILE_SUFFIXES
-        if not is_file and _bare_host(token) != target:
+        # A name right after "/" in a relative path ("src/main.zig", "vendor/github.com/x")
+        # is a path segment: a label mimicking a URL would start with the host or a scheme.
+        before = label[: match.start()]
+        in_path = before.endswith("/") and "//" not in before and not before.startswith("/")
+        name = _LINE_SUFFIX.sub("", token)
+        is_file = "/" not in name and name.rsplit(".", 1)[-1].lower() in _FILE_SUFFIXES
+        if not (is_file or in_path) and _bare_host(token) != target:
             return True
     return False
 
