@@ -57,8 +57,8 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _escape_url(url: str) -> str:
-    # Inside <url|label> a raw "|" or ">" would end the URL early.
+def escape_url(url: str) -> str:
+    """A URL for Slack's ``<url|label>``: a raw "|" or ">" would end the URL early."""
     return url.replace("&", "&amp;").replace("<", "%3C").replace(">", "%3E").replace("|", "%7C").replace(" ", "%20")
 
 
@@ -115,15 +115,15 @@ class _Inline:
             shown = label or escape(url)
             return self.keep(shown if escape(url) == shown else f"{shown} (`{escape(url)}`)")
         if not label or label == escape(url):
-            return self.keep(f"<{_escape_url(url)}>")
+            return self.keep(f"<{escape_url(url)}>")
         if deceptive(label, url):
-            return self.keep(f"{label} (<{_escape_url(url)}>)")
-        return self.keep(f"<{_escape_url(url)}|{label.replace('|', '¦')}>")
+            return self.keep(f"{label} (<{escape_url(url)}>)")
+        return self.keep(f"<{escape_url(url)}|{label.replace('|', '¦')}>")
 
     def render(self, text: str) -> str:
         text = _CODE_SPAN.sub(self.code_span, text)
         text = _LINK.sub(self.link, text)
-        text = _AUTOLINK.sub(lambda m: self.keep(f"<{_escape_url(m.group(1))}>"), text)
+        text = _AUTOLINK.sub(lambda m: self.keep(f"<{escape_url(m.group(1))}>"), text)
         text = _BACKSLASH.sub(lambda m: self.keep(escape(m.group(1))), text)
         text = escape(text)
         # Bold goes through a placeholder so the italic pass cannot re-read its "*".
@@ -210,7 +210,7 @@ def _safe_link(match: re.Match[str]) -> str:
     label, url = match.group(2), match.group(3)
     if not deceptive(label, url):
         return escape(match.group(0))
-    return f"{escape(label)} ([{escape(url)}]({_escape_url(url)}))"
+    return f"{escape(label)} ([{escape(url)}]({escape_url(url)}))"
 
 
 def settled(markdown: str) -> str:
