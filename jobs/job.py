@@ -105,7 +105,8 @@ class QuestionRun:
         # Only what this question's origin may see, checked again here since a job written
         # straight into Redis never met the bot: another name reads like an unknown one.
         repos = access.visible(jobs.repos, q.origin, jobs.repo_access, jobs.channel_repos)
-        if jobs.repos and not repos:
+        if jobs.repos and not repos and not (q.repo and ("/" in q.repo or q.repo.startswith(("~", ".")))):
+            # (A path is left to resolve_repo, which says paths are not accepted here.)
             return self._final(Final(kind="rejected", text="No repository is open to questions here."))
         try:
             repo = resolve_repo(q.repo, repos, allow_paths=jobs.allow_repo_paths and q.origin.kind == "terminal")
