@@ -342,10 +342,23 @@ def test_a_repo_the_channel_may_not_see_is_refused_to_the_asker_only(fake, redis
             assert fake.get_message(event["channel"], event["ts"]).reactions == {}
 
 
-def test_slack_connect_askers_are_marked_shared(fake, bots, redis):
-    bots(1)
-    external = fake.app_mention(OTHER, CHANNEL, f"<@{fake.bot_user_id}> from another org")
-    external["team"] = "T0OTHERORG1"
-    fake.push_event(external)
-    [question] = wait_for(lambda: queued(redis), 5, "the job")
-    assert question.origin.shared and question.repo == "demo"  # the channel's own repo: explicitly chosen
+def test_slack_connect_askers_reach_only_what_is_open_to_shared_channels(fake, redis_server, redis, repo, tmp_path):
+    """An asker from another workspace (the event's team is not ours): the channel's own
+    repo yes, a repo open to every channel ("*") only with "shared": true."""
+    with socket_bot(fake, redis_server, repo, tmp_path, ASKBOX_REPO_ACCESS=json.dumps({"web": {"channels": ["*"]}})):
+        def external(text: str) -> dict:
+            event = fake.app_mention(OTHER, CHANNEL, f"<@{fake.bot_user_id}> {text}")
+            event["team"] = "T0OTHERORG1"
+            return event
+
+        fake.push_event(fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> repo=web ours"))
+        fake.push_event(external("repo=web theirs"))
+        fake.push_event(external("the channel's own repo"))
+        wait_for(lambda: len(queued(redis)) == 2, 5, "two jobs")
+        [refusal] = fake.wait_until(lambda: fake.ephemerals(CHANNEL), timeout=5)
+        settle(fake)
+        assert refusal.ephemeral_to == OTHER and "`web`" in refusal.text
+        asked = {q.text: q for q in queued(redis)}
+        assert set(asked) == {"ours", "the channel's own repo"}
+        assert not asked["ours"].origin.shared and asked["ours"].repo == "web"
+        assert asked["the channel's own repo"].origin.shared and asked["the channel's own repo"].repo == "demo"

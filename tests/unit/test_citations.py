@@ -230,3 +230,17 @@ def test_checkout_remote_reads_origin(tmp_path):
     subprocess.run(["git", "-C", str(tmp_path), "remote", "add", "origin", "git@github.com:acme/demo.git"], check=True)
     assert checkout_remote(tmp_path) == "git@github.com:acme/demo.git"
     assert checkout_remote(tmp_path / "absent") is None
+
+
+def test_the_footer_links_the_short_sha_only_with_a_commit_url():
+    from jobs.final import Final
+    from jobs.slack.blocks import footer
+
+    linked = Final(kind="answer", text="x", repo="demo<&>", commit=SHA, agent="gemini",
+                   commit_url=f"https://github.com/acme/demo/commit/{SHA}")
+    [context] = footer(linked)
+    assert context["elements"][0]["text"] == (
+        f"demo&lt;&amp;&gt; · <https://github.com/acme/demo/commit/{SHA}|{SHA[:7]}> · gemini")
+    assert linked.footer() == f"demo<&> · {SHA[:7]} · gemini"  # plain text elsewhere
+    [plain] = footer(linked.model_copy(update={"commit_url": None}))
+    assert plain["elements"][0]["text"] == f"demo&lt;&amp;&gt; · {SHA[:7]} · gemini"
