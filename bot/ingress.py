@@ -121,9 +121,9 @@ class Ingress:
         repo = parsed.repo or jobs.channel_repos.get(event.channel)
         if jobs.repos and (repo not in repos if repo is not None else not repos):
             known = ", ".join(f"`{name}`" for name in sorted(repos))
-            what = f"the repository `{repo}`" if repo is not None else "any repository"
-            text = f"I can't answer about {what} here. " + (
-                f"Repositories you may ask about here: {known}." if known else "No repository is open to questions here.")
+            text = f"Repositories you may ask about here: {known}." if known else "No repository is open here."
+            if repo is not None:
+                text = f"I can't answer about the repository `{repo}` here. {text}"
             self._call("chat_postEphemeral", channel=event.channel, user=event.user, thread_ts=thread_ts, text=text)
             return "rejected"
         refusal = self._model_refusal(parsed.agent, parsed.model)

@@ -16,6 +16,7 @@ Pure apart from reading the tree (file type, line counts); no network, no git.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat
@@ -23,7 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from jobs.web_host import WebHost
+from jobs.web_host import BadTemplate, WebHost, web_host
+
+log = logging.getLogger(__name__)
 
 WORKSPACE = "/workspace"  # where the sandbox mounts the tree (sandbox/spec.py WORKSPACE)
 MAX_CHECKS = 500  # distinct paths looked up per answer: an answer of 10,000 dotted words stays cheap
@@ -112,6 +115,29 @@ class Tree:
             return True
         first, last = ref.lines
         return 1 <= first <= last <= count
+
+
+@dataclass(frozen=True)
+class Cited:
+    """An answer ready for its Final: the text with its citations linked, and the commit's link."""
+
+    text: str
+    commit_url: str | None = None
+
+
+def cite(text: str, *, root: Path, commit: str | None, remote: str | None, web_url: str | None = None) -> Cited:
+    """The one call for a question's answer: ``root`` is the tree the agent read (the
+    snapshot), ``commit`` the commit it was pinned to, ``remote`` the repository's
+    credential-free remote URL and ``web_url`` its URL template (jobs/web_host.py), if any.
+    No commit, or no web host to link to: the text as it was."""
+    try:
+        host = web_host(remote, web_url) if commit else None
+    except BadTemplate as exc:  # validated with the repository's settings; never fail an answer over it
+        log.warning("no citation links: %s", exc)
+        host = None
+    if host is None or commit is None:
+        return Cited(text)
+    return Cited(link_citations(text, root, commit, host), host.commit_url(commit))
 
 
 def link_citations(markdown: str, root: Path, commit: str, host: WebHost) -> str:

@@ -19,7 +19,7 @@ from rq.job import Job
 from jobs import access, keys, metrics
 from jobs.agent_runs import agent_session, model_route
 from jobs.cache import AnswerCache
-from jobs.citations import link_citations
+from jobs.citations import cite
 from jobs.final import Final
 from jobs.gemini.client import GeminiCalls
 from jobs.gemini.compaction import remember
@@ -41,7 +41,7 @@ from jobs.question import Question
 from jobs.redaction import EventRedactor, Redactor
 from jobs.repos import RepoRef, UnknownRepo, head_commit, resolve_repo
 from jobs.settings import Settings
-from jobs.web_host import checkout_remote, web_host
+from jobs.web_host import checkout_remote
 from sandbox.agents.adapters import Agent, agent_for
 from sandbox.agents.models import ModelRefused, check_model
 from sandbox.agents.session import AgentSession, PromptTooLong
@@ -107,7 +107,7 @@ class QuestionRun:
         repos = access.visible(jobs.repos, q.origin, jobs.repo_access, jobs.channel_repos)
         if jobs.repos and not repos and not (q.repo and ("/" in q.repo or q.repo.startswith(("~", ".")))):
             # (A path is left to resolve_repo, which says paths are not accepted here.)
-            return self._final(Final(kind="rejected", text="No repository is open to questions here."))
+            return self._final(Final(kind="rejected", text="No repository is open here."))
         try:
             repo = resolve_repo(q.repo, repos, allow_paths=jobs.allow_repo_paths and q.origin.kind == "terminal")
         except UnknownRepo as exc:
@@ -171,10 +171,8 @@ class QuestionRun:
         commit's link, when the repository has a web host (jobs/citations.py)."""
         # The tree is what the agent read; the remote is the checkout's own origin, until
         # git sources hand over their snapshot root, credential-free remote and template.
-        host = web_host(checkout_remote(repo.path)) if commit else None
-        if host is None or commit is None:
-            return {"text": text}
-        return {"text": link_citations(text, repo.path, commit, host), "commit_url": host.commit_url(commit)}
+        cited = cite(text, root=repo.path, commit=commit, remote=checkout_remote(repo.path), web_url=None)
+        return {"text": cited.text, "commit_url": cited.commit_url}
 
     def _session_meta(self, repo: str, model: str | None) -> SessionMeta:
         origin = self.question.origin

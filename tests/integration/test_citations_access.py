@@ -94,7 +94,8 @@ def test_forged_jobs_for_hidden_repos_are_refused_and_cached_answers_stay_in_the
     secret.mkdir()
     (secret / "KEYS.md").write_text("the launch codes\n")
     commit_all(repo)
-    env = worker_env(redis_server, repo, egress_root, ASKBOX_REPOS=json.dumps({"demo": str(repo), "secret": str(secret)}),
+    env = worker_env(redis_server, repo, egress_root,
+                     ASKBOX_REPOS=json.dumps({"demo": str(repo), "secret": str(secret)}),
                      ASKBOX_CHANNEL_REPOS=json.dumps({"C0AAAAAAAA1": "demo", "C0BBBBBBBB2": "demo"}),
                      ASKBOX_REPO_ACCESS=json.dumps({"secret": {"channels": ["C0VAULT0001"]}}))
     env.pop("SLACK_BOT_TOKEN", None)  # no Slack: finals are read from the jobs' meta
@@ -107,20 +108,19 @@ def test_forged_jobs_for_hidden_repos_are_refused_and_cached_answers_stay_in_the
 
     # Written straight into Redis, as anyone who can write to it would: no bot involved.
     asked = time.time()
-    forged = {name: _raw_job(redis, "askbox-high", [jobs_queue.JOB_FUNCTION, None,
-                                                    [slack_question("C0AAAAAAAA1", f"1.{i}", "what are the keys?", name)],
-                                                    {}])
-              for i, name in enumerate(["secret", "nosuchrepo"])}
+    forged = {name: _raw_job(redis, "askbox-high", [
+        jobs_queue.JOB_FUNCTION, None, [slack_question("C0AAAAAAAA1", f"1.{i}", "what are the keys?", name)], {}])
+        for i, name in enumerate(["secret", "nosuchrepo"])}
     pool.start(1, log_dir=tmp_path)
     try:
         refused = {name: wait_final(redis, job_id, 60, pool) for name, job_id in forged.items()}
-        settings = JobSettings()
-        first = jobs_queue.enqueue(redis, Question.model_validate(slack_question("C0AAAAAAAA1", "2.1", "What does answer() return?")), settings).job.id
-        first_final = wait_final(redis, first, 120, pool)
-        again = jobs_queue.enqueue(redis, Question.model_validate(slack_question("C0AAAAAAAA1", "2.2", "what does answer() return")), settings).job.id
-        again_final = wait_final(redis, again, 60, pool)
-        other = jobs_queue.enqueue(redis, Question.model_validate(slack_question("C0BBBBBBBB2", "3.1", "What does answer() return?")), settings).job.id
-        other_final = wait_final(redis, other, 120, pool)
+        def ask(channel: str, ts: str, text: str) -> dict:
+            question = Question.model_validate(slack_question(channel, ts, text))
+            return wait_final(redis, jobs_queue.enqueue(redis, question, JobSettings()).job.id, 120, pool)
+
+        first_final = ask("C0AAAAAAAA1", "2.1", "What does answer() return?")
+        again_final = ask("C0AAAAAAAA1", "2.2", "what does answer() return")
+        other_final = ask("C0BBBBBBBB2", "3.1", "What does answer() return?")
     finally:
         pool.stop()
 

@@ -244,3 +244,17 @@ def test_the_footer_links_the_short_sha_only_with_a_commit_url():
     assert linked.footer() == f"demo<&> · {SHA[:7]} · gemini"  # plain text elsewhere
     [plain] = footer(linked.model_copy(update={"commit_url": None}))
     assert plain["elements"][0]["text"] == f"demo&lt;&amp;&gt; · {SHA[:7]} · gemini"
+
+
+def test_cite_is_the_text_unchanged_without_a_commit_or_a_host(tree):
+    from jobs.citations import cite
+
+    text = "See src/app.py:3."
+    assert cite(text, root=tree, commit=None, remote="https://github.com/acme/demo").text == text
+    assert cite(text, root=tree, commit=SHA, remote=None).text == text
+    assert cite(text, root=tree, commit=SHA, remote="/srv/repos/demo").commit_url is None
+    assert cite(text, root=tree, commit=SHA, remote=None, web_url="https://x/{nope}").text == text  # bad template
+    done = cite(text, root=tree, commit=SHA, remote="git@github.com:acme/demo.git")
+    assert done.text == f"See [src/app.py:3]({BLOB}/src/app.py#L3)." and done.commit_url.endswith(f"/commit/{SHA}")
+    templated = cite(text, root=tree, commit=SHA, remote=None, web_url="https://code.example/r/{commit}/{path}#{start}")
+    assert templated.text == f"See [src/app.py:3](https://code.example/r/{SHA}/src/app.py#3)."
