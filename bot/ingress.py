@@ -17,7 +17,7 @@ from slack_sdk.errors import SlackApiError
 from bot.parse import USAGE, parse
 from bot.settings import BotSettings
 from jobs.settings import Settings
-from jobs import keys
+from jobs import access, keys
 from jobs import queue as jobs_queue
 from jobs.question import Origin, Question, sanitize_id
 from jobs.slack.blocks import status_blocks
@@ -65,7 +65,11 @@ class Ingress:
             return "ignored"  # bots (us included), edits, joins, deletions
         if event.type == "message" and not self._addressed_to_us(event, team):
             return "ignored"
-        return self._handle(event, team)
+        # Slack Connect: a channel shared with another organisation, or an asker whose
+        # workspace is not the one we are installed in (jobs/access.py).
+        shared = bool(body.get("is_ext_shared_channel")) or (
+            event.team is not None and body.get("team_id") is not None and event.team != body["team_id"])
+        return self._handle(event, team, shared)
 
     def _addressed_to_us(self, event: SlackMessage, team: str) -> bool:
         if event.channel_type == "im":
@@ -84,7 +88,7 @@ class Ingress:
 
     # -- one question -------------------------------------------------------------------
 
-    def _handle(self, event: SlackMessage, team: str) -> str:
+    def _handle(self, event: SlackMessage, team: str, shared: bool = False) -> str:
         thread_ts = event.thread_ts or event.ts
         # Claimed only now that we know we handle it: one message, one outcome, however
         # often it is delivered (retries, app_mention plus message.*, two bot processes).
@@ -93,7 +97,7 @@ class Ingress:
             return "duplicate"
         posted: list[str] = []  # listeners run concurrently: per-call state only
         try:
-            return self._accept(event, team, thread_ts, posted)
+            return self._accept(event, team, thread_ts, posted, shared)
         except RedisError:
             # Redis went away mid-way: give the message back so Slack's redelivery (we do
             # not ack) can try again, and take back what the thread already shows.
@@ -103,23 +107,29 @@ class Ingress:
                 self._call("chat_delete", channel=event.channel, ts=ts)
             raise
 
-    def _accept(self, event: SlackMessage, team: str, thread_ts: str, posted: list[str]) -> str:
+    def _accept(self, event: SlackMessage, team: str, thread_ts: str, posted: list[str], shared: bool) -> str:
         parsed = parse(event.text)
         if parsed.help:
             self._post(event.channel, thread_ts, USAGE)
             return "help"
-        repos = self.settings.jobs.repos
-        repo = parsed.repo or self.bot.channel_repos.get(event.channel)
-        if repo is not None and repos and repo not in repos:
+        jobs = self.settings.jobs
+        origin = Origin(kind="slack", user=event.user or "", team=team, channel=event.channel,
+                        thread_ts=thread_ts, message_ts=event.ts, shared=shared)
+        # Only what this place may ask about is named, or even said to exist: a refused
+        # repository reads like an unknown one, and only the asker sees either.
+        repos = access.visible(jobs.repos, origin, jobs.repo_access, jobs.channel_repos)
+        repo = parsed.repo or jobs.channel_repos.get(event.channel)
+        if jobs.repos and (repo not in repos if repo is not None else not repos):
             known = ", ".join(f"`{name}`" for name in sorted(repos))
-            self._post(event.channel, thread_ts, f"I don't know the repository `{repo}`. Known: {known}.")
+            text = f"Repositories you may ask about here: {known}." if known else "No repository is open here."
+            if repo is not None:
+                text = f"I can't answer about the repository `{repo}` here. {text}"
+            self._call("chat_postEphemeral", channel=event.channel, user=event.user, thread_ts=thread_ts, text=text)
             return "rejected"
         refusal = self._model_refusal(parsed.agent, parsed.model)
         if refusal is not None:
             self._post(event.channel, thread_ts, refusal)
             return "rejected"
-        origin = Origin(kind="slack", user=event.user or "", team=team, channel=event.channel,
-                        thread_ts=thread_ts, message_ts=event.ts)
         job_id = sanitize_id(origin.event_key() or "")
         self._react(event.channel, event.ts, "eyes")
         position = jobs_queue.waiting(self.redis)

@@ -1,6 +1,7 @@
-"""The bot's section of the settings tree: Socket Mode or HTTP, and which channel asks about which repo.
+"""The bot's section of the settings tree: Socket Mode or HTTP, and who may follow up.
 
-Redis, the repositories and the queue's limits come from ``jobs.settings`` (the bot
+Redis, the repositories, which channel asks about which repo (the worker enforces it
+too) and the queue's limits come from ``jobs.settings`` (the bot
 enqueues like any other client); the bot token and the Web API URL from the Slack
 section (``jobs.slack.settings``), shared with the worker.
 """
@@ -29,4 +30,3 @@ class BotSettings(BaseSettings):
     http_keep_alive: int = Field(default=5, ge=1, description="seconds an idle keep-alive connection stays open")
     # Replies in a thread the bot was mentioned in: questions from its asker only, or anyone's.
     follow_ups: Literal["asker", "anyone"] = "asker"
-    channel_repos: dict[str, str] = Field(default_factory=dict, description='{"C0123": "web"}')

@@ -1,7 +1,10 @@
 """Answer cache: the same question about the same commit gets the earlier answer.
 
-Keyed by (repo, HEAD commit, agent, model, normalized question). The commit is what makes
-reuse safe: a new commit is a new key, so an answer never outlives the code it describes.
+Keyed by (access scope, repo, HEAD commit, agent, model, normalized question). The commit
+is what makes reuse safe: a new commit is a new key, so an answer never outlives the code
+it describes. The scope (``jobs.access.cache_scope``: the channel, one person's DMs, or the
+terminal) is what keeps it where it was asked: an answer from one channel is never served
+in another, whatever the access policy says.
 A fresh run is simply a caller that skips `get` (and then `put`s the new answer).
 """
 
@@ -37,9 +40,9 @@ def normalize_question(text: str) -> str:
     return text.rstrip(_TRAILING + " ")
 
 
-def cache_key(repo: str, commit: str, agent: str, model: str | None, question: str) -> str:
+def cache_key(scope: str, repo: str, commit: str, agent: str, model: str | None, question: str) -> str:
     # JSON of the tuple, not a joined string: no separator can make two tuples collide.
-    material = json.dumps([repo, commit, agent, model, normalize_question(question)], ensure_ascii=False)
+    material = json.dumps([scope, repo, commit, agent, model, normalize_question(question)], ensure_ascii=False)
     return keys.cached_answer(hashlib.sha256(material.encode("utf-8")).hexdigest())
 
 
@@ -64,18 +67,23 @@ class CachedAnswer(BaseModel):
 
 
 class AnswerCache:
-    def __init__(self, redis: redis.Redis, ttl: int = keys.CACHE_TTL) -> None:
+    """The answers of one access scope; required, so no caller shares answers by accident."""
+
+    def __init__(self, redis: redis.Redis, ttl: int = keys.CACHE_TTL, *, scope: str) -> None:
         if ttl < 1:
             raise ValueError("ttl must be at least 1 second")
+        if not scope:
+            raise ValueError("an answer cache needs its access scope")
         self.redis = redis
         self.ttl = ttl
+        self.scope = scope
 
     def get(self, repo: str, commit: str | None, agent: str, model: str | None, question: str) -> CachedAnswer | None:
         # No commit (not a git checkout): the files can change under the same key, so a
         # stored answer could describe code that no longer exists. Never cache then.
         if commit is None:
             return None
-        key = cache_key(repo, commit, agent, model, question)
+        key = cache_key(self.scope, repo, commit, agent, model, question)
         raw = self.redis.get(key)
         if raw is None:
             return None
@@ -108,5 +116,6 @@ class AnswerCache:
             created_at=datetime.now(UTC),
             duration=duration,
         )
-        self.redis.set(cache_key(repo, commit, agent, model, question), answer.model_dump_json(), ex=self.ttl)
+        self.redis.set(cache_key(self.scope, repo, commit, agent, model, question), answer.model_dump_json(),
+                       ex=self.ttl)
         return answer

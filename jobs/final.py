@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel
@@ -21,6 +22,7 @@ class Final(BaseModel):
     text: str  # what the user reads: the answer, or what happened and what to do
     repo: str | None = None
     commit: str | None = None
+    commit_url: str | None = None  # the commit on the repository's web host, when it has one
     agent: str | None = None
     model: str | None = None
     duration: float | None = None
@@ -30,20 +32,24 @@ class Final(BaseModel):
     cost_usd: float | None = None  # estimated from the gateway's price table
     summary: str | None = None  # two or three lines on top of a long answer (jobs/gemini/summary.py)
 
-    def footer(self) -> str:
-        parts = [p for p in (self.repo, self.commit and self.commit[:7]) if p]
+    def footer(self, text: Callable[[str], str] = str, commit: Callable[[str, str], str] | None = None) -> str:
+        """One line: repo, commit, agent/model, time, usage. ``text`` renders each plain
+        part (e.g. escaping), ``commit(short_sha, url)`` the commit when it has a link."""
+        short = self.commit[:7] if self.commit else None
+        parts = [text(p) for p in (self.repo, short) if p]
+        if short and self.commit_url and commit is not None:
+            parts[-1] = commit(short, self.commit_url)
         who = "/".join(p for p in (self.agent, self.model) if p)
-        if who:
-            parts.append(who)
+        rest = [who] if who else []
         if self.duration is not None:
-            parts.append(f"{self.duration:.1f} s")
+            rest.append(f"{self.duration:.1f} s")
         if self.tokens:
-            parts.append(f"{self.tokens:,} tokens")
+            rest.append(f"{self.tokens:,} tokens")
         if self.cost_usd:
-            parts.append(f"~${self.cost_usd:.4f}")
+            rest.append(f"~${self.cost_usd:.4f}")
         if self.cached:
-            parts.append("cached")
-        return " · ".join(parts)
+            rest.append("cached")
+        return " · ".join(parts + [text(p) for p in rest])
 
 
 def claim_final(redis: Redis, job_id: str, ttl: int = keys.CLAIM_TTL) -> bool:

@@ -16,9 +16,10 @@ from redis import Redis
 from rq import get_current_job
 from rq.job import Job
 
-from jobs import keys, metrics
+from jobs import access, keys, metrics
 from jobs.agent_runs import agent_session, model_route
 from jobs.cache import AnswerCache
+from jobs.citations import cite
 from jobs.final import Final
 from jobs.gemini.client import GeminiCalls
 from jobs.gemini.compaction import remember
@@ -38,8 +39,9 @@ from jobs.prompt import Turn, build_prompt
 from jobs.publisher import publisher_for
 from jobs.question import Question
 from jobs.redaction import EventRedactor, Redactor
-from jobs.repos import UnknownRepo, head_commit, resolve_repo
+from jobs.repos import RepoRef, UnknownRepo, head_commit, resolve_repo
 from jobs.settings import Settings
+from jobs.web_host import checkout_remote
 from sandbox.agents.adapters import Agent, agent_for
 from sandbox.agents.models import ModelRefused, check_model
 from sandbox.agents.session import AgentSession, PromptTooLong
@@ -100,8 +102,14 @@ class QuestionRun:
         if who is not None:
             return self._final(Final(kind="cancelled", text=f"Cancelled by {who.decode()} before it started."))
         jobs = self.settings.jobs
+        # Only what this question's origin may see, checked again here since a job written
+        # straight into Redis never met the bot: another name reads like an unknown one.
+        repos = access.visible(jobs.repos, q.origin, jobs.repo_access, jobs.channel_repos)
+        if jobs.repos and not repos and not (q.repo and ("/" in q.repo or q.repo.startswith(("~", ".")))):
+            # (A path is left to resolve_repo, which says paths are not accepted here.)
+            return self._final(Final(kind="rejected", text="No repository is open here."))
         try:
-            repo = resolve_repo(q.repo, jobs.repos, allow_paths=jobs.allow_repo_paths and q.origin.kind == "terminal")
+            repo = resolve_repo(q.repo, repos, allow_paths=jobs.allow_repo_paths and q.origin.kind == "terminal")
         except UnknownRepo as exc:
             return self._final(Final(kind="rejected", text=str(exc)))
         agent = agent_for(q.agent, self.settings.agents)
@@ -122,13 +130,15 @@ class QuestionRun:
                                      repo=repo.name, model=side.model))
         # Only a thread's first question is answered from (or stored in) the cache: a
         # follow-up means something different after a different conversation.
-        cache = AnswerCache(self.redis, ttl=jobs.cache_ttl) if not conversation.turns else None
+        cache = (AnswerCache(self.redis, ttl=jobs.cache_ttl, scope=access.cache_scope(q.origin))
+                 if not conversation.turns else None)
         if cache is not None and not q.fresh:
             hit = cache.get(repo.name, commit, agent.name, model, q.text)
             if hit is not None:
                 remember(memory, q.thread_key, Turn(question=q.text, answer=hit.text), side, conversation.summary)
                 text = f"{hit.text}\n\n_{hit.notice()}_"
-                return self._final(Final(kind="answer", text=text, cached=True, duration=self._elapsed(), **common))
+                return self._final(Final(kind="answer", cached=True, duration=self._elapsed(),
+                                         **self._cited(text, repo, commit), **common))
         meta = self._session_meta(repo.name, model)
         if agent.gateway_fronted:
             refusal = check_budget(self.redis, self.settings.gateway, meta)
@@ -151,9 +161,18 @@ class QuestionRun:
             if cache is not None:
                 cache.put(repo.name, commit, agent.name, model, q.text, answer, self._elapsed())
             summary = summarise(side, q.text, answer)
-            return self._final(Final(kind="answer", text=answer, summary=summary and self.redact(summary),
-                                     duration=self._elapsed(), **common))
+            return self._final(Final(kind="answer", summary=summary and self.redact(summary),
+                                     duration=self._elapsed(), **self._cited(answer, repo, commit), **common))
         return self._final(self._error_final(terminal, common))
+
+    @staticmethod
+    def _cited(text: str, repo: RepoRef, commit: str | None) -> dict[str, Any]:
+        """The answer's text with its file references linked at the commit, and the
+        commit's link, when the repository has a web host (jobs/citations.py)."""
+        # The tree is what the agent read; the remote is the checkout's own origin, until
+        # git sources hand over their snapshot root, credential-free remote and template.
+        cited = cite(text, root=repo.path, commit=commit, remote=checkout_remote(repo.path), web_url=None)
+        return {"text": cited.text, "commit_url": cited.commit_url}
 
     def _session_meta(self, repo: str, model: str | None) -> SessionMeta:
         origin = self.question.origin

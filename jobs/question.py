@@ -32,6 +32,9 @@ class Origin(BaseModel):
     message_ts: str | None = None  # the message that asked
     session: str | None = None  # a terminal conversation's name, for follow-ups
     status_ts: str | None = None  # the bot's status message in the thread (progress, Cancel)
+    # Slack Connect: the channel is shared with another organisation, or the asker is from
+    # another workspace. Set by the bot; decides what the access policy allows (jobs/access.py).
+    shared: bool = False
 
     def thread_key(self, fallback: str) -> str:
         """The conversation this belongs to; ``fallback`` names a terminal question's own."""

@@ -24,11 +24,12 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis import Redis
 
 from jobs import keys
+from jobs.access import ANY, AccessRule
 from jobs.gateway.settings import GatewaySettings
 from jobs.gemini.settings import GeminiSettings
 from jobs.slack.settings import SlackSettings
@@ -51,6 +52,12 @@ class JobSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ASKBOX_", extra="ignore")
 
     repos: dict[str, Path] = Field(default_factory=dict, description='JSON, e.g. {"web": "/srv/repos/web"}')
+    # Which repositories each place may ask about (jobs/access.py). Here, not in the bot's
+    # section, because the worker enforces them again for jobs that never met the bot.
+    channel_repos: dict[str, str] = Field(default_factory=dict, description='{"C0123": "web"}: a channel\'s repo')
+    repo_access: dict[str, AccessRule] = Field(
+        default_factory=dict, description='{"secret": {"channels": ["C1"], "users": [], "dms": false, "shared": false}}'
+    )
     # The worker's decision, never the payload's: whoever can write a job to Redis could
     # otherwise name "/" and get it mounted. Even when on, only terminal questions may.
     allow_repo_paths: bool = Field(default=False, description="terminal questions may name a directory as the repo")
@@ -72,6 +79,14 @@ class JobSettings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, description="worker's Prometheus port; 0 = off")
     # Slack user ids who may cancel any question and are exempt from usage budgets.
     admins: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _access_names_known_repos(self) -> JobSettings:
+        # A misspelt name in the policy would silently leave the real repository open.
+        unknown = sorted(set(self.repo_access) - set(self.repos) - {ANY}) if self.repos else []
+        if unknown:
+            raise ValueError(f"ASKBOX_REPO_ACCESS names {', '.join(map(repr, unknown))}, not in ASKBOX_REPOS")
+        return self
 
 
 class Settings(BaseModel):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.final import Final
-from jobs.slack.mrkdwn import escape, split_message
+from jobs.slack.mrkdwn import escape, escape_url, split_message
 
 Block = dict[str, Any]
 
@@ -56,9 +56,10 @@ def feedback_actions(job_id: str) -> Block:
 
 
 def footer(final: Final) -> list[Block]:
-    """The final's footer (repo, commit, agent, time) as a context line, or nothing."""
-    text = final.footer()
-    return [{"type": "context", "elements": [{"type": "mrkdwn", "text": escape(text)}]}] if text else []
+    """The final's footer (repo, commit, agent, time) as a context line, or nothing; the
+    short sha links to the commit on the repository's web host when there is one."""
+    text = final.footer(escape, lambda short, url: f"<{escape_url(url)}|{short}>")
+    return [{"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}] if text else []
 
 
 def plain_text(blocks: list[Block]) -> str:

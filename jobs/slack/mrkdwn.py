@@ -57,8 +57,8 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _escape_url(url: str) -> str:
-    # Inside <url|label> a raw "|" or ">" would end the URL early.
+def escape_url(url: str) -> str:
+    """A URL for Slack's ``<url|label>``: a raw "|" or ">" would end the URL early."""
     return url.replace("&", "&amp;").replace("<", "%3C").replace(">", "%3E").replace("|", "%7C").replace(" ", "%20")
 
 
@@ -115,15 +115,15 @@ class _Inline:
             shown = label or escape(url)
             return self.keep(shown if escape(url) == shown else f"{shown} (`{escape(url)}`)")
         if not label or label == escape(url):
-            return self.keep(f"<{_escape_url(url)}>")
+            return self.keep(f"<{escape_url(url)}>")
         if deceptive(label, url):
-            return self.keep(f"{label} (<{_escape_url(url)}>)")
-        return self.keep(f"<{_escape_url(url)}|{label.replace('|', '¦')}>")
+            return self.keep(f"{label} (<{escape_url(url)}>)")
+        return self.keep(f"<{escape_url(url)}|{label.replace('|', '¦')}>")
 
     def render(self, text: str) -> str:
         text = _CODE_SPAN.sub(self.code_span, text)
         text = _LINK.sub(self.link, text)
-        text = _AUTOLINK.sub(lambda m: self.keep(f"<{_escape_url(m.group(1))}>"), text)
+        text = _AUTOLINK.sub(lambda m: self.keep(f"<{escape_url(m.group(1))}>"), text)
         text = _BACKSLASH.sub(lambda m: self.keep(escape(m.group(1))), text)
         text = escape(text)
         # Bold goes through a placeholder so the italic pass cannot re-read its "*".
@@ -146,8 +146,11 @@ _URLISH = re.compile(
 # read as deceptive, and a host label needs a path, "www." or a scheme to mimic a URL.
 _FILE_SUFFIXES = frozenset(
     "py js ts tsx jsx md rst txt json yaml yml toml ini cfg lock go rs rb sh c h cc cpp hpp java kt "
-    "swift php cs html css scss sql xml gradle mk".split()
+    "swift php cs html css scss sql xml gradle mk zig ex exs scala lua pl pm vue svelte dart proto tf "
+    "nix erl hs ml clj sbt bzl cmake conf env".split()
 )
+# A citation's line suffix (":12", ":10-20", "#L10-L20"): "app.py:12" is a file, not a host and port.
+_LINE_SUFFIX = re.compile(r"(?::\d+(?:-\d+)?|#L\d+(?:-L?\d+)?)$")
 
 
 def _bare_host(text: str) -> str:
@@ -160,8 +163,13 @@ def deceptive(label: str, url: str) -> bool:
     target = _bare_host(url)
     for match in _URLISH.finditer(label):
         token = match.group(0)
-        is_file = "/" not in token and token.rsplit(".", 1)[-1].lower() in _FILE_SUFFIXES
-        if not is_file and _bare_host(token) != target:
+        # A name right after "/" in a relative path ("src/main.zig", "vendor/github.com/x")
+        # is a path segment: a label mimicking a URL would start with the host or a scheme.
+        before = label[: match.start()]
+        in_path = before.endswith("/") and "//" not in before and not before.startswith("/")
+        name = _LINE_SUFFIX.sub("", token)
+        is_file = "/" not in name and name.rsplit(".", 1)[-1].lower() in _FILE_SUFFIXES
+        if not (is_file or in_path) and _bare_host(token) != target:
             return True
     return False
 
@@ -202,7 +210,7 @@ def _safe_link(match: re.Match[str]) -> str:
     label, url = match.group(2), match.group(3)
     if not deceptive(label, url):
         return escape(match.group(0))
-    return f"{escape(label)} ([{escape(url)}]({_escape_url(url)}))"
+    return f"{escape(label)} ([{escape(url)}]({escape_url(url)}))"
 
 
 def settled(markdown: str) -> str:

@@ -46,6 +46,8 @@ def bot_env(fake: FakeSlack, redis_url: str, repo: Path) -> dict[str, str]:
         SLACK_BOT_TOKEN=fake.bot_token, SLACK_APP_TOKEN=fake.app_token, ASKBOX_SLACK_API_URL=fake.api_url,
         ASKBOX_REDIS_URL=redis_url, ASKBOX_REPOS=json.dumps({"demo": str(repo), "web": str(repo)}),
         ASKBOX_CHANNEL_REPOS=json.dumps({CHANNEL: "demo"}), ASKBOX_ADMINS='["U0ADMIN0001"]',
+        # The channel's own repo is "demo"; "web" it may name too (jobs/access.py).
+        ASKBOX_REPO_ACCESS=json.dumps({"web": {"channels": [CHANNEL], "dms": True}}),
         PYTHONUNBUFFERED="1",
     )
     return env

@@ -4,6 +4,7 @@ Slack, with a real Redis. Answering is the worker's job (see test_slack_end_to_e
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import subprocess
 import threading
@@ -92,7 +93,8 @@ def test_help_and_unknown_repo_answer_without_a_job(fake, bots, redis):
     fake.push_event(help_mention)
     fake.push_event(bad_repo)
     usage = fake.wait_until(lambda: [m for m in fake.thread(CHANNEL, help_mention["ts"]) if m.is_bot], timeout=10)
-    refusal = fake.wait_until(lambda: [m for m in fake.thread(CHANNEL, bad_repo["ts"]) if m.is_bot], timeout=10)
+    # Only the asker sees it: an unknown name reads exactly like one this channel may not see.
+    refusal = fake.wait_until(lambda: fake.ephemerals(CHANNEL), timeout=10)
     assert "repo=NAME" in usage[0].text
     assert "`nope`" in refusal[0].text and "`demo`" in refusal[0].text and "`web`" in refusal[0].text
     settle(fake)
@@ -310,3 +312,53 @@ def test_redis_down_means_no_ack_and_slacks_redelivery_is_answered(fake, bots, r
     [question] = wait_for(lambda: queued(redis), 10, "the redelivered question")
     assert question.text == "asked while Redis restarts"
     assert len([m for m in fake.thread(CHANNEL, mention["ts"]) if m.is_bot and not m.deleted]) == 1
+
+
+def test_a_repo_the_channel_may_not_see_is_refused_to_the_asker_only(fake, redis_server, redis, repo, tmp_path):
+    """`repo=secret` where the policy does not allow it: an ephemeral refusal to the asker,
+    no status message, no reaction, no job; the allowed channel and user get a job."""
+    access = {"secret": {"channels": ["C0VAULT0001"], "users": [ASKER]}}
+    settings = {"ASKBOX_REPOS": json.dumps({"demo": str(repo), "secret": str(repo)}),
+                "ASKBOX_REPO_ACCESS": json.dumps(access)}
+    with socket_bot(fake, redis_server, repo, tmp_path, **settings):
+        refused = [fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> repo=secret what is the key?"),
+                   fake.dm(ASKER, "repo=secret what is the key?"),
+                   fake.app_mention(OTHER, "C0VAULT0001", f"<@{fake.bot_user_id}> repo=secret what is the key?")]
+        for event in refused:
+            fake.wait_ack(fake.push_event(event), timeout=5)
+        shown = fake.wait_until(lambda: len(fake.ephemerals()) == 3 and fake.ephemerals(), timeout=10)
+        assert [(m.channel, m.ephemeral_to) for m in shown] == [(CHANNEL, ASKER), ("D0FAKEDM001", ASKER),
+                                                                 ("C0VAULT0001", OTHER)]
+        assert all("I can't answer about the repository `secret` here" in m.text for m in shown)
+        assert "`demo`" in shown[0].text and "`secret`" not in shown[0].text.split("here:")[-1]
+        allowed = fake.app_mention(ASKER, "C0VAULT0001", f"<@{fake.bot_user_id}> repo=secret what is the key?")
+        fake.push_event(allowed)
+        [question] = wait_for(lambda: queued(redis), 5, "the allowed question")
+        assert question.repo == "secret" and question.origin.channel == "C0VAULT0001"
+        settle(fake)
+        assert len(queued(redis)) == 1 and len(fake.ephemerals()) == 3
+        for event in refused:
+            assert [m for m in fake.thread(event["channel"], event["ts"]) if m.is_bot] == []  # no "Queued"
+            assert fake.get_message(event["channel"], event["ts"]).reactions == {}
+
+
+def test_slack_connect_askers_reach_only_what_is_open_to_shared_channels(fake, redis_server, redis, repo, tmp_path):
+    """An asker from another workspace (the event's team is not ours): the channel's own
+    repo yes, a repo open to every channel ("*") only with "shared": true."""
+    with socket_bot(fake, redis_server, repo, tmp_path, ASKBOX_REPO_ACCESS=json.dumps({"web": {"channels": ["*"]}})):
+        def external(text: str) -> dict:
+            event = fake.app_mention(OTHER, CHANNEL, f"<@{fake.bot_user_id}> {text}")
+            event["team"] = "T0OTHERORG1"
+            return event
+
+        fake.push_event(fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> repo=web ours"))
+        fake.push_event(external("repo=web theirs"))
+        fake.push_event(external("the channel's own repo"))
+        wait_for(lambda: len(queued(redis)) == 2, 5, "two jobs")
+        [refusal] = fake.wait_until(lambda: fake.ephemerals(CHANNEL), timeout=5)
+        settle(fake)
+        assert refusal.ephemeral_to == OTHER and "`web`" in refusal.text
+        asked = {q.text: q for q in queued(redis)}
+        assert set(asked) == {"ours", "the channel's own repo"}
+        assert not asked["ours"].origin.shared and asked["ours"].repo == "web"
+        assert asked["the channel's own repo"].origin.shared and asked["the channel's own repo"].repo == "demo"

@@ -127,7 +127,7 @@ def test_normalize_question():
 
 
 def test_cache_hit_and_misses(redis_client):
-    cache = AnswerCache(redis_client)
+    cache = AnswerCache(redis_client, scope="terminal")
     stored = cache.put("web", COMMIT, "cursor", "gpt-5", "Where is the login handler?", "In `auth.py`.", 12.5)
     assert stored is not None and stored.text == "In `auth.py`." and stored.created_at.tzinfo == UTC
 
@@ -145,7 +145,7 @@ def test_cache_hit_and_misses(redis_client):
 
 
 def test_fresh_run_overwrites(redis_client):
-    cache = AnswerCache(redis_client)
+    cache = AnswerCache(redis_client, scope="terminal")
     cache.put("web", COMMIT, "cursor", None, "q", "old", 1.0)
     # A fresh run skips get() and stores its own answer over the old one.
     cache.put("web", COMMIT, "cursor", None, "q", "new", 2.0)
@@ -153,14 +153,14 @@ def test_fresh_run_overwrites(redis_client):
 
 
 def test_no_caching_without_commit(redis_client):
-    cache = AnswerCache(redis_client)
+    cache = AnswerCache(redis_client, scope="terminal")
     assert cache.put("web", None, "cursor", None, "q", "answer", 1.0) is None
     assert cache.get("web", None, "cursor", None, "q") is None
     assert redis_client.keys("askbox:cache:*") == []
 
 
 def test_corrupt_cache_entry_is_a_miss(redis_client, caplog):
-    cache = AnswerCache(redis_client)
+    cache = AnswerCache(redis_client, scope="terminal")
     cache.put("web", COMMIT, "cursor", None, "q", "answer", 1.0)
     (key,) = redis_client.keys("askbox:cache:*")
     redis_client.set(key, b"garbage")
@@ -187,7 +187,7 @@ def test_notice():
 
 
 def test_cache_hit_latency(redis_client):
-    cache = AnswerCache(redis_client)
+    cache = AnswerCache(redis_client, scope="terminal")
     cache.put("web", COMMIT, "cursor", None, "how does it work", "It works. " * 2000, 30.0)
     cache.get("web", COMMIT, "cursor", None, "how does it work")  # warm the connection
     timings = []
@@ -274,7 +274,7 @@ def test_survives_a_crash_with_aof(own_redis):
     for n in range(3):
         memory.append(THREAD, turn(n))
     memory.set_summary(THREAD, "the story so far")
-    stored = AnswerCache(client).put("web", COMMIT, "cursor", "m", "q?", "cached answer", 3.0)
+    stored = AnswerCache(client, scope="terminal").put("web", COMMIT, "cursor", "m", "q?", "cached answer", 3.0)
     client.close()
 
     own_redis.crash()  # SIGKILL: no shutdown hook, no final save
@@ -283,7 +283,7 @@ def test_survives_a_crash_with_aof(own_redis):
         memory = ThreadMemory(client, max_turns=2, ttl=3600)
         assert memory.load(THREAD) == Conversation(turns=[turn(1), turn(2)], summary="the story so far")
         assert 0 < client.ttl(memory.turns_key(THREAD)) <= 3600
-        assert AnswerCache(client).get("web", COMMIT, "cursor", "m", "Q") == stored
+        assert AnswerCache(client, scope="terminal").get("web", COMMIT, "cursor", "m", "Q") == stored
         assert list(own_redis.data_dir.rglob("*.aof")), "expected AOF files in the data dir"
     finally:
         client.close()

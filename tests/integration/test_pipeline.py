@@ -250,7 +250,8 @@ def test_follow_up_in_the_thread_sees_earlier_turns(redis, redis_server, setting
 
     with FakeGeminiAPI() as api:
         proxy = gateway(api.base_url, redis_server.url)
-        workers.env.update(ASKBOX_AGENT="gemini", ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir))
+        workers.env.update(ASKBOX_AGENT="gemini", ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir),
+                           ASKBOX_CHANNEL_REPOS='{"C1": "demo"}')  # the channel may ask about it
         api.script(Text("The answer is ALPHA-42.", chunks=2), Text("Yes, still ALPHA-42."))
         workers.start(1, log_dir=tmp_path)
         origin = Origin(kind="slack", user="U1", team="T1", channel="C1", thread_ts="100.1", message_ts="100.1")
