@@ -41,6 +41,8 @@ from sandbox.docker_filter.policy import PREFIX, Decision, Policy, Refused, chec
 log = logging.getLogger(__name__)
 
 CHUNK = 65536
+LINGER_BYTES = 16 << 20
+LINGER_SECONDS = 2.0
 _FORWARDED_HEADERS = {b"user-agent"}
 _CONTAINER_IN_PATH = re.compile(r"^((?:/v[0-9.]+)?/containers/)[^/]+")
 
@@ -108,12 +110,13 @@ class DockerFilter:
         except Refused as exc:
             where = f"{request.method.decode(errors='replace')} {request.target.decode(errors='replace')[:300]}" if request else "request"
             log.warning("docker-filter refused %s: %s", where, exc)
-            await self._answer(conn, writer, exc.status, {"message": PREFIX + str(exc)})
+            await self._answer(conn, writer, exc.status, {"message": PREFIX + str(exc)}, reader)
         except DaemonAnswer as exc:
             await self._answer(conn, writer, exc.status, {"message": str(exc)})
         except h11.RemoteProtocolError as exc:
             log.warning("docker-filter refused a malformed request: %s", exc)
-            await self._answer(conn, writer, exc.error_status_hint, {"message": PREFIX + f"malformed HTTP ({exc})"})
+            await self._answer(conn, writer, exc.error_status_hint, {"message": PREFIX + f"malformed HTTP ({exc})"},
+                               reader)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the caller went away
         except Exception:  # one broken connection must not stop the filter
@@ -227,7 +230,8 @@ class DockerFilter:
         finally:
             up_writer.close()
 
-    async def _answer(self, conn: h11.Connection, writer: asyncio.StreamWriter, status: int, payload: dict) -> None:
+    async def _answer(self, conn: h11.Connection, writer: asyncio.StreamWriter, status: int, payload: dict,
+                      reader: asyncio.StreamReader | None = None) -> None:
         if conn.our_state not in {h11.IDLE, h11.SEND_RESPONSE}:
             return
         body = json.dumps(payload).encode()
@@ -237,6 +241,13 @@ class DockerFilter:
             writer.write(conn.send(h11.Data(data=body)))
             writer.write(conn.send(h11.EndOfMessage()))
             await writer.drain()
+            if reader is not None:
+                # A lingering close: read (and drop) what the caller is still sending, e.g. the
+                # rest of an oversized body, so that closing does not reset the connection and
+                # lose the answer before the caller reads it.
+                writer.write_eof()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(_discard(reader, LINGER_BYTES), LINGER_SECONDS)
         except (ConnectionError, h11.LocalProtocolError):
             pass
 
@@ -255,6 +266,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, firs
         writer.write_eof()  # the caller closed stdin: the daemon closes the container's
 
 
-async def _discard(reader: asyncio.StreamReader) -> None:
-    while await reader.read(CHUNK):
-        pass
+async def _discard(reader: asyncio.StreamReader, limit: int | None = None) -> None:
+    read = 0
+    while (limit is None or read < limit) and (data := await reader.read(CHUNK)):
+        read += len(data)
