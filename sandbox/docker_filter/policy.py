@@ -52,7 +52,8 @@ _PATH = re.compile(r"^(?:/v(?P<major>\d{1,2})\.(?P<minor>\d{1,3}))?(?P<rest>(?:/
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # a container's name or (short) id
 _EXEC_ID = re.compile(r"^[0-9a-f]{64}$")
 _IMAGE = re.compile(r"^(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*):(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$")
-_USER = re.compile(r"^[1-9][0-9]{0,9}(?::[1-9][0-9]{0,9})?$")  # numeric, neither uid nor gid 0
+# uid:gid, both numeric and not 0 (a uid alone gets gid 0 when the image has no passwd entry for it)
+_USER = re.compile(r"^[1-9][0-9]{0,9}:[1-9][0-9]{0,9}$")
 
 
 class Refused(Exception):
@@ -392,6 +393,8 @@ def _check_labels(policy: Policy, kind: str, labels: Any) -> None:
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise Refused("create.Labels must map names to strings")
     if kind == "sandbox":
+        if EGRESS_LABEL in labels or EGRESS_ROOT_LABEL in labels:
+            raise Refused("a sandbox may not carry the egress proxy's labels")
         if labels.get(SANDBOX_LABEL) != policy.deployment:
             raise Refused(f"a sandbox must be labelled {SANDBOX_LABEL}={policy.deployment}")
         missing = [name for name in SANDBOX_REQUIRED_LABELS if not labels.get(name)]
@@ -399,6 +402,8 @@ def _check_labels(policy: Policy, kind: str, labels: Any) -> None:
             raise Refused(f"a sandbox must carry the labels {', '.join(missing)}")
         if not labels["askbox.deadline"].isdigit():
             raise Refused("askbox.deadline must be a unix time")
+    elif SANDBOX_LABEL in labels:
+        raise Refused("an egress proxy may not carry the sandbox label")
     elif not labels.get(EGRESS_LABEL) or labels.get(EGRESS_ROOT_LABEL) not in policy.egress_dirs:
         raise Refused(f"an egress proxy must be labelled {EGRESS_LABEL} and {EGRESS_ROOT_LABEL}=<an egress socket root>")
 
@@ -448,6 +453,7 @@ def _check_host(policy: Policy, kind: str, host: dict[str, _Field]) -> None:
     _check_mounts(policy, kind, _get(host, "Mounts"), where)
     _check_ulimits(_get(host, "Ulimits"), where)
 
+
 def _check_limits(kind: str, host: dict[str, _Field], where: str) -> None:
     memory = _int(_get(host, "Memory", 0), f"{where}.Memory")
     if memory <= 0:
@@ -468,9 +474,9 @@ def _check_ulimits(value: Any, where: str) -> None:
         if ulimit not in ULIMITS:
             raise Refused(f"{where}.Ulimits: {str(ulimit)[:40]!r} is not one askbox sets")
         for bound in ("Soft", "Hard"):
-            value = _int(_get(limit, bound, 0), f"{where}.Ulimits.{bound}")
-            if not 0 <= value <= ULIMITS[ulimit]:
-                raise Refused(f"{where}.Ulimits {ulimit} {bound} {value} is over {ULIMITS[ulimit]}")
+            number = _int(_get(limit, bound, 0), f"{where}.Ulimits.{bound}")
+            if not 0 <= number <= ULIMITS[ulimit]:
+                raise Refused(f"{where}.Ulimits {ulimit} {bound} {number} is over {ULIMITS[ulimit]}")
 
 
 def _check_log_config(value: Any, where: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -36,7 +37,7 @@ from sandbox.egress import EgressProxies
 from sandbox.outcome import OutcomeKind
 from sandbox.runner import Sandbox
 from sandbox.spec import Limits, SandboxSpec
-from tests.conftest import DEPLOYMENT
+from tests.conftest import DEPLOYMENT, unavailable
 from tests.fakes.gemini_api import FakeGeminiAPI, Text
 from tests.integration.pipeline_helpers import ASKBOX, wait_for
 
@@ -248,6 +249,8 @@ ATTACKS = {
     "user root": (dict(user="0:0"), "User"),
     "user root by name": (dict(user="root"), "User"),
     "root group": (dict(user="10001:0"), "User"),
+    "uid alone (gid 0)": (dict(user="10001"), "User"),
+    "egress labels on a sandbox": (dict(labels=attack_labels(**{labels.EGRESS: "x"})), "egress proxy's labels"),
     "writable root fs": (dict(read_only=False), "ReadonlyRootfs"),
     "no memory limit": (dict(mem_limit=None), "Memory"),
     "no process limit": (dict(pids_limit=None), "PidsLimit"),
@@ -350,6 +353,8 @@ def test_exec_only_into_egress_proxies_and_only_askbox_commands(filtered, filter
                          "the sandbox")
         assert_refused(lambda: filtered.api.exec_create(found[0].id, ["test", "-e", "/"]), docker_client,
                        "only in egress proxies")
+        assert_refused(lambda: filtered.api.exec_create(found[0].id, ["test", "-e", "/"], user="10001"), docker_client,
+                       "User")
         run.cancel()
     proxies = filtered_sandbox.egress
     from sandbox.allowlist import parse_allowlist
@@ -523,3 +528,40 @@ def test_raw_control_chunked_create_passes(filter_socket, sandbox_image, docker_
 ])
 def test_calls_askbox_does_not_make_are_refused(method, path, filter_socket, docker_client):
     assert_raw_refused(filter_socket, http(method, path, b"" if method in {"POST", "PUT"} else None), docker_client)
+
+
+# -- the compose override -------------------------------------------------------------
+
+
+def test_the_compose_override_gives_the_worker_only_the_filter(tmp_path):
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        unavailable("docker-compose", "not installed (apt-get install -y docker-compose)")
+    root = Path(__file__).resolve().parents[2]
+    empty = tmp_path / "empty.env"  # not a developer's .env
+    empty.write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASKBOX_", "COMPOSE_", "DOCKER_"))}
+    env.update(ASKBOX_REDIS_PASSWORD="pw", ASKBOX_REPOS_DIR="/data/checkouts")
+    done = subprocess.run([compose, "--env-file", str(empty), "-f", str(root / "compose.yaml"),
+                           "-f", str(root / "compose.docker-filter.yaml"), "config"],
+                          env=env, cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+    def service(name: str) -> str:  # one service's block (pyyaml is not a dependency)
+        services = done.stdout[done.stdout.index("\nservices:\n"):]
+        start = services.index(f"\n  {name}:\n")
+        end = re.search(r"\n  \S|\n\S", services[start + 1:])
+        return services[start: start + 1 + end.start()] if end else services[start:]
+
+    worker, docker_filter = service("worker"), service("docker-filter")
+    assert "docker.sock:/var/run/docker.sock" not in worker  # the real socket is gone
+    assert "- /dev/null:/var/run/docker.sock:ro" in worker
+    assert "- docker-filter:/run/askbox-docker:ro" in worker
+    assert "DOCKER_HOST: unix:///run/askbox-docker/docker.sock" in worker
+    assert "docker-filter:\n        condition: service_healthy" in worker
+    assert "- /var/run/docker.sock:/var/run/docker.sock:rw" in docker_filter
+    assert "network_mode: none" in docker_filter and "- ALL" in docker_filter and "read_only: true" in docker_filter
+    # The directories mounts may name, seen by the filter at the same paths, read-only.
+    assert "- /data/checkouts:/data/checkouts:ro" in docker_filter
+    assert "ASKBOX_DOCKER_FILTER_ALLOW_BINDS: /data/checkouts" in docker_filter
+    assert "- /run/askbox/egress:/run/askbox/egress:ro" in docker_filter
