@@ -29,15 +29,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-PREFIX = "askbox docker-filter: "
+from sandbox import labels as askbox_labels
+from sandbox.errors import FILTER_PREFIX as PREFIX
+
 MIN_API_VERSION = (1, 40)  # older versions read HostConfig from other places (e.g. the start body)
 
-# Labels (sandbox/labels.py and sandbox/egress.py; the filter repeats them as strings
-# rather than importing the runner, which would load docker into the filter).
-SANDBOX_LABEL = "askbox.sandbox"
-SANDBOX_REQUIRED_LABELS = ("askbox.run", "askbox.owner", "askbox.deadline")
-EGRESS_LABEL = "askbox.egress"
-EGRESS_ROOT_LABEL = "askbox.egress.root"
+SANDBOX_LABEL = askbox_labels.SANDBOX
+SANDBOX_REQUIRED_LABELS = (askbox_labels.RUN_ID, askbox_labels.OWNER, askbox_labels.DEADLINE)
+EGRESS_LABEL = askbox_labels.EGRESS
+EGRESS_ROOT_LABEL = askbox_labels.EGRESS_ROOT
 
 # What the worker execs in an egress proxy (sandbox/egress.py); nothing else, nowhere else.
 EXEC_COMMANDS = frozenset({"askbox-egress-listen", "askbox-egress-responder", "test"})
@@ -400,7 +400,7 @@ def _check_labels(policy: Policy, kind: str, labels: Any) -> None:
         missing = [name for name in SANDBOX_REQUIRED_LABELS if not labels.get(name)]
         if missing:
             raise Refused(f"a sandbox must carry the labels {', '.join(missing)}")
-        if not labels["askbox.deadline"].isdigit():
+        if not labels[askbox_labels.DEADLINE].isdigit():
             raise Refused("askbox.deadline must be a unix time")
     elif SANDBOX_LABEL in labels:
         raise Refused("an egress proxy may not carry the sandbox label")

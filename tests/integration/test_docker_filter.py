@@ -70,7 +70,8 @@ def filter_socket(docker_client, built_images, filter_dirs) -> Iterator[Path]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASKBOX_") or k == "ASKBOX_DEPLOYMENT"}
     env.update(ASKBOX_DOCKER_FILTER_SOCKET=str(sock), ASKBOX_EGRESS_SOCKET_DIR=str(filter_dirs["egress"]),
                ASKBOX_GATEWAY_SOCKET_DIR=str(filter_dirs["gateway"]),
-               ASKBOX_DOCKER_FILTER_ALLOW_BINDS=str(filter_dirs["repos"]), PYTHONUNBUFFERED="1")
+               ASKBOX_DOCKER_FILTER_ALLOW_BINDS=str(filter_dirs["repos"]), PYTHONUNBUFFERED="1",
+               ASKBOX_DOCKER_FILTER_IMAGES="askbox/,askbox-test/")  # and the cursor-agent stand-in's
     log = filter_dirs["socket"].with_suffix(".log")
     with log.open("wb") as out:
         proc = subprocess.Popen([ASKBOX, "docker-filter"], env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -152,6 +153,40 @@ def test_a_gemini_question_through_its_egress_proxy_passes(filtered_sandbox, fil
     assert "It is a demo repository." in events[-1].text
     log = filter_socket.parent.with_suffix(".log").read_text()
     assert "allowed POST /v1." in log and "(egress askbox/egress-proxy:" in log  # the proxy came through it
+
+
+@pytest.mark.redis
+@pytest.mark.usefixtures("no_leftovers")
+def test_a_worker_answers_a_queued_question_through_it(filter_socket, filter_dirs, filter_repo, redis_server,
+                                                       cursor_standin_image, tmp_path):
+    """A real `askbox worker` whose only Docker is the filter: its start-up (reaper, egress
+    self-test through a real proxy) and a question through the queue, the cursor-agent
+    stand-in behind its egress proxy."""
+    from redis import Redis
+
+    from jobs import queue as jobs_queue
+    from jobs.question import Origin, Question
+    from jobs.settings import JobSettings
+    from tests.integration.pipeline_helpers import Workers, wait_final
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ASKBOX_") or k == "ASKBOX_DEPLOYMENT"},
+           "DOCKER_HOST": f"unix://{filter_socket}", "ASKBOX_REDIS_URL": redis_server.url, "ASKBOX_AGENT": "cursor",
+           "ASKBOX_CURSOR_IMAGE": cursor_standin_image, "CURSOR_API_KEY": "key-for-the-standin",
+           "ASKBOX_EGRESS_SOCKET_DIR": str(filter_dirs["egress"]), "ASKBOX_REPOS": json.dumps({"demo": str(filter_repo)}),
+           "ASKBOX_GATEWAY_SOCKET_DIR": str(filter_dirs["gateway"]), "PYTHONUNBUFFERED": "1"}
+    redis = Redis.from_url(redis_server.url)
+    question = Question(origin=Origin(kind="terminal", user="alice"), text="[transcript:subagent-sleep-v2] hi",
+                        repo="demo")
+    job_id = jobs_queue.enqueue(redis, question, JobSettings(repos={"demo": filter_repo})).job.id
+    workers = Workers(env)
+    try:
+        [worker] = workers.start(1, burst=True, log_dir=tmp_path)
+        final = wait_final(redis, job_id, 120, workers)
+        assert worker.wait(timeout=60) == 0, workers.tail()
+    finally:
+        workers.stop()
+    assert final["kind"] == "answer", (final, workers.tail())
+    assert "egress self-test passed" in workers.tail(200)
 
 
 def test_the_reaper_lists_and_removes_orphans_through_it(filtered, filtered_sandbox, docker_client, sandbox_image):
@@ -298,6 +333,15 @@ def test_images_that_are_not_askbox_are_refused(filtered, evil_image, egress_ima
     # docker-py's run() pulls an image it does not find: the pull is refused too.
     assert_refused(lambda: filtered.images.pull("askbox/sandbox", tag=f"not-here-{TOKEN}"), docker_client,
                    "not a call askbox's worker makes")
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_a_refused_run_says_so_and_not_that_docker_is_down(filtered_sandbox, evil_image, docker_client):
+    run = filtered_sandbox.run(SandboxSpec(image=evil_image, command=["true"], labels={"attack": TOKEN}))
+    outcome = run.wait()
+    assert outcome.kind is OutcomeKind.INFRA_ERROR
+    assert outcome.message.startswith("refused by the Docker filter: image 'evil/x-"), outcome.message
+    assert "not reachable" not in outcome.message
 
 
 @pytest.fixture(scope="module")
