@@ -69,8 +69,8 @@ class DockerFilter:
     async def start(self) -> None:
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         self.socket_path.unlink(missing_ok=True)
-        self._session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(self.upstream)))
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.socket_path), limit=CHUNK)
+        self._session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(self.upstream)))
         os.chmod(self.socket_path, 0o660)  # owner (root) and group: the worker's side, not everyone
         log.info("docker-filter listening on %s, forwarding to %s", self.socket_path, self.upstream)
 
