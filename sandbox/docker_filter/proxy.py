@@ -213,6 +213,8 @@ class DockerFilter:
         try:
             up_writer.write(out)
             await up_writer.drain()
+            if decision.hijack and not await _taken_over(client, up_reader, writer):
+                return  # the daemon answered with an error: the caller's bytes are not stdin
             downstream = asyncio.create_task(_pipe(up_reader, writer))
             if decision.hijack:
                 early = conn.trailing_data[0]  # stdin the caller sent right behind the request
@@ -250,6 +252,28 @@ class DockerFilter:
                     await asyncio.wait_for(_discard(reader, LINGER_BYTES), LINGER_SECONDS)
         except (ConnectionError, h11.LocalProtocolError):
             pass
+
+
+async def _taken_over(client: h11.Connection, up_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """Relay the daemon's answer to a hijacking call up to where it takes the connection
+    over (101 UPGRADED): True. An error before the takeover (exec start of an exec gone
+    since the filter looked it up: 404) is an ordinary response on a connection the daemon
+    keeps open for the next request, so the caller's bytes must not follow it there: relay
+    it to its end and return False. (Attach errors, e.g. a paused container, come after
+    the takeover, as a response written on the raw connection, which the daemon closes.)"""
+    while True:
+        event = client.next_event()
+        if event is h11.NEED_DATA:
+            data = await up_reader.read(CHUNK)
+            client.receive_data(data)
+            writer.write(data)  # verbatim: docker-py reads the daemon's own head
+            continue
+        if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+            await writer.drain()
+            return True
+        if isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+            await writer.drain()
+            return False
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes = b"",

@@ -538,6 +538,26 @@ def test_raw_framing_tricks_are_refused(filter_socket, sandbox_image, docker_cli
     assert_raw_refused(filter_socket, b"NOT HTTP\r\n\r\n", docker_client, status=400, expect="malformed")
 
 
+def test_a_request_behind_a_failed_attach_does_not_reach_the_daemon(filter_socket, sandbox_image, docker_client):
+    """Attach hands the connection to the container; when the daemon then answers with an
+    error (here: the container is paused), whatever the caller sent behind the request must
+    not reach the daemon as a second request."""
+    paused = docker_client.containers.run(sandbox_image, ["sleep", "60"], detach=True, network_mode="none",
+                                          labels={labels.SANDBOX: DEPLOYMENT, labels.RUN_ID: f"paused-{TOKEN}"})
+    try:
+        paused.pause()
+        attach = http("POST", f"/v1.41/containers/{paused.id}/attach?stream=1&stdin=1&stdout=1", b"",
+                      "Connection: Upgrade\r\nUpgrade: tcp\r\n")
+        smuggled = http("POST", "/v1.41/containers/create", dumps(create_body(sandbox_image, Privileged=True)),
+                        "Content-Type: application/json\r\n")
+        code, _, received = raw(filter_socket, attach + smuggled)
+        assert code == 409 and b"is paused" in received, received[:500]  # the daemon's own answer
+        assert received.count(b"HTTP/1.1 ") == 1, received
+        assert docker_client.containers.list(all=True, sparse=True, filters={"label": f"{ATTACK}={TOKEN}"}) == []
+    finally:
+        paused.remove(force=True)
+
+
 def test_raw_control_chunked_create_passes(filter_socket, sandbox_image, docker_client):
     good = dumps(create_body(sandbox_image))
     chunked = b"".join(f"{len(part):x}\r\n".encode() + part + b"\r\n" for part in (good[:10], good[10:])) + b"0\r\n\r\n"
