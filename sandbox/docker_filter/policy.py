@@ -168,7 +168,8 @@ def decide(policy: Policy, method: str, target: str, body: bytes) -> Decision:
         raise Refused(f"exec id {exec_id[:80]!r} is not a full exec id")
     payload = b""
     if kind == "exec-start":
-        start = _fields(_parse_json(body, "exec start") if body else {}, {"Detach", "Tty", "ConsoleSize"}, "exec start")
+        start = _fields(_parse_json(body, "exec start") if body else _Obj(), {"Detach", "Tty", "ConsoleSize"},
+                        "exec start")
         if _get(start, "Detach") not in (None, False):
             raise Refused("detached execs are not used by askbox")
         payload = json.dumps(_unwrap(start)).encode()
@@ -356,7 +357,7 @@ _HOST_FIELDS = {
     "IpcMode", "PidMode", "UTSMode", "UsernsMode", "CgroupnsMode", "Init", "ShmSize", "Ulimits",
     "OomScoreAdj", "OomKillDisable", "PidsLimit", "Memory", "MemorySwap", "NanoCpus", "LogConfig",
     "Runtime", "RestartPolicy", "ExtraHosts", "AutoRemove", "MaskedPaths", "ReadonlyPaths",
-    "CpuShares", "CpuPeriod", "CpuQuota", "MemoryReservation",
+    "CpuShares", "CpuPeriod", "CpuQuota", "MemoryReservation", "ConsoleSize",
 }
 
 

@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import signal
+from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import quote
 
@@ -239,7 +240,8 @@ class DockerFilter:
         body = json.dumps(payload).encode()
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Connection", "close")]
         try:
-            writer.write(conn.send(h11.Response(status_code=status, headers=headers)))
+            reason = HTTPStatus(status).phrase.encode() if status in HTTPStatus._value2member_map_ else b""
+            writer.write(conn.send(h11.Response(status_code=status, headers=headers, reason=reason)))
             writer.write(conn.send(h11.Data(data=body)))
             writer.write(conn.send(h11.EndOfMessage()))
             await writer.drain()

@@ -82,6 +82,17 @@ def test_listings_need_an_askbox_label_filter(policy):
             decide(policy, "GET", "/containers/json?filters=" + json.dumps(filters), b"")
 
 
+def test_exec_start_is_checked_and_forwarded_with_a_json_body(policy):
+    exec_id = "a" * 64
+    for sent in (b"", b'{"Detach": false, "Tty": false}'):
+        decision = decide(policy, "POST", f"/v1.41/exec/{exec_id}/start", sent)
+        assert decision.hijack and decision.exec_id == exec_id and json.loads(decision.body) == json.loads(sent or b"{}")
+    with pytest.raises(Refused, match="detached"):
+        decide(policy, "POST", f"/v1.41/exec/{exec_id}/start", b'{"Detach": true}')
+    with pytest.raises(Refused, match="full exec id"):
+        decide(policy, "POST", "/v1.41/exec/abc/start", b"")
+
+
 def test_targets_are_this_deployment_s_own(policy):
     assert target_kind(policy, {"askbox.sandbox": "prod"}) == "sandbox"
     assert target_kind(policy, {"askbox.egress": "x", "askbox.egress.root": policy.egress_dirs[0]}) == "egress"
