@@ -186,11 +186,18 @@ class DockerFilter:
 
     async def _inspect(self, path: str) -> tuple[int, dict]:
         assert self._session is not None
-        async with self._session.get("http://docker" + path) as response:
-            try:
-                return response.status, await response.json(content_type=None)
-            except (ValueError, aiohttp.ContentTypeError):
-                return response.status, {"message": (await response.text())[:300]}
+        try:
+            async with self._session.get("http://docker" + path) as response:
+                try:
+                    return response.status, await response.json(content_type=None)
+                except (ValueError, aiohttp.ContentTypeError):
+                    return response.status, {"message": (await response.text())[:300]}
+        except aiohttp.ClientConnectionError as exc:
+            raise self._unreachable(exc) from exc
+
+    def _unreachable(self, exc: Exception) -> DaemonAnswer:
+        # Not the filter's refusal (no PREFIX): the worker reports the daemon as down.
+        return DaemonAnswer(502, f"the Docker daemon behind askbox docker-filter is not reachable at {self.upstream}: {exc}")
 
     async def _forward(
         self, method: str, request: h11.Request, decision: Decision, conn: h11.Connection,
@@ -210,7 +217,10 @@ class DockerFilter:
         out = client.send(h11.Request(method=method, target=decision.target(), headers=headers))
         if decision.body:
             out += client.send(h11.Data(data=decision.body))
-        up_reader, up_writer = await asyncio.open_unix_connection(str(self.upstream), limit=CHUNK)
+        try:
+            up_reader, up_writer = await asyncio.open_unix_connection(str(self.upstream), limit=CHUNK)
+        except OSError as exc:
+            raise self._unreachable(exc) from exc
         try:
             up_writer.write(out)
             await up_writer.drain()

@@ -122,6 +122,41 @@ def test_a_bad_setting_stops_the_filter_naming_its_variable(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_a_daemon_that_is_down_is_reported_as_such(tmp_path):
+    import socket
+    import time
+
+    import h11
+
+    sock = tmp_path / "f.sock"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ASKBOX_")}
+    proc = subprocess.Popen([ASKBOX, "docker-filter"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**clean, "ASKBOX_DOCKER_FILTER_SOCKET": str(sock),
+                                 "ASKBOX_DOCKER_FILTER_UPSTREAM": str(tmp_path / "no-daemon.sock")})
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the filter did not start"
+            time.sleep(0.05)
+        for request in (b"GET /v1.41/_ping HTTP/1.1\r\nHost: d\r\n\r\n",  # forwarded
+                        b"GET /v1.41/containers/abc/json HTTP/1.1\r\nHost: d\r\n\r\n"):  # looked up first
+            with socket.socket(socket.AF_UNIX) as conn:
+                conn.settimeout(10)
+                conn.connect(str(sock))
+                conn.sendall(request)
+                received = b"".join(iter(lambda: conn.recv(65536), b""))
+            client = h11.Connection(h11.CLIENT)
+            client.send(h11.Request(method="GET", target="/", headers=[("Host", "d")]))
+            client.receive_data(received)
+            response, data = client.next_event(), client.next_event()
+            assert response.status_code == 502, received
+            message = json.loads(data.data)["message"]
+            assert message.startswith("the Docker daemon behind askbox docker-filter is not reachable at "), message
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def test_the_filter_does_not_load_docker_py():
     # It speaks HTTP itself (h11, aiohttp): a filter that loaded docker-py would be one
     # more place that can reach the real daemon by accident.
