@@ -102,7 +102,10 @@ class DockerFilter:
         request: h11.Request | None = None
         try:
             request, body = await self._read_request(conn, reader, writer)
-            method, target = request.method.decode("ascii"), request.target.decode("ascii")
+            try:
+                method, target = request.method.decode("ascii"), request.target.decode("ascii")
+            except UnicodeDecodeError:
+                raise Refused("request line is not ASCII") from None
             decision = decide(self.policy, method, target, body)
             decision = await self._resolve(decision)
             if decision.summary:
