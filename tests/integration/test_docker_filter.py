@@ -55,10 +55,13 @@ def short_dir(prefix: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def filter_dirs(tmp_path_factory) -> Iterator[dict[str, Path]]:
+def filter_dirs(tmp_path_factory, docker_client) -> Iterator[dict[str, Path]]:
     dirs = {"socket": short_dir("df"), "egress": short_dir("dfeg"), "gateway": short_dir("dfgw"),
             "repos": tmp_path_factory.mktemp("df-repos")}
     yield dirs
+    # Every egress proxy of this root (the worker's, the sandboxes'), from the real daemon.
+    for proxy in docker_client.containers.list(all=True, filters={"label": f"{labels.EGRESS_ROOT}={dirs['egress']}"}):
+        proxy.remove(force=True)
     for path in dirs.values():
         shutil.rmtree(path, ignore_errors=True)
 
