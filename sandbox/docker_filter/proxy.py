@@ -234,15 +234,16 @@ class DockerFilter:
                 early = conn.trailing_data[0]  # stdin the caller sent right behind the request
                 upstream = asyncio.create_task(_pipe(reader, up_writer, early, half_close=True))
             else:
-                upstream = asyncio.create_task(_discard(reader))  # notices the caller leaving
-            done, _ = await asyncio.wait({downstream, upstream}, return_when=asyncio.FIRST_COMPLETED)
-            if downstream not in done and not decision.hijack:
-                downstream.cancel()  # the caller left: stop following logs, waiting
-            elif downstream not in done:
-                await downstream  # stdin ended: the output runs on until the container stops
+                # Whatever else the caller sends is read and dropped: never forwarded, and not
+                # left unread (closing on unread bytes resets the connection, losing the answer).
+                upstream = asyncio.create_task(_discard(reader))
+            # The daemon's answer runs to its end (the container's output until it stops); a
+            # caller that half-closes still reads it, one that left ends it at the next write.
+            with contextlib.suppress(ConnectionError):
+                await downstream
             upstream.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-                await asyncio.gather(downstream, upstream)
+                await upstream
         finally:
             up_writer.close()
 

@@ -417,13 +417,15 @@ def test_exec_only_into_egress_proxies_and_only_askbox_commands(filtered, filter
 # -- raw HTTP on the filter's socket ----------------------------------------------------
 
 
-def raw(sock: Path, data: bytes, timeout: float = 10.0) -> tuple[int, dict, bytes]:
+def raw(sock: Path, data: bytes, timeout: float = 10.0, half_close: bool = False) -> tuple[int, dict, bytes]:
     """Send ``data`` as is; the first response, parsed by h11, and every byte that came back."""
     with socket.socket(socket.AF_UNIX) as conn:
         conn.settimeout(timeout)
         conn.connect(str(sock))
         try:
             conn.sendall(data)
+            if half_close:
+                conn.shutdown(socket.SHUT_WR)
         except BrokenPipeError:  # refused before the whole body was sent: the answer is there to read
             pass
         received = b""
@@ -468,6 +470,8 @@ def assert_raw_refused(sock: Path, data: bytes, docker_client, status: int = 403
 
 
 def test_raw_control_create_passes(filter_socket, sandbox_image, docker_client):
+    code, _, received = raw(filter_socket, http("GET", "/v1.41/_ping"), half_close=True)  # like `nc -N`
+    assert code == 200 and received.endswith(b"OK"), received
     for path in ("/containers/create", "/v1.41/containers/create"):
         code, payload, received = raw(filter_socket, http("POST", path, dumps(create_body(sandbox_image)),
                                                           "Content-Type: application/json\r\n"))
