@@ -8,7 +8,8 @@ the bot, the gateway; the parts never read the environment themselves):
 - ``sandbox`` (sandbox/settings.py) and ``agents`` (sandbox/agents/settings.py);
 - ``slack`` (jobs/slack/settings.py): the worker's side of Slack;
 - ``gateway`` (jobs/gateway/settings.py): the model gateway and its limits;
-- ``gemini`` (jobs/gemini/settings.py): the Gemini side tasks (triage, compaction, summaries).
+- ``gemini`` (jobs/gemini/settings.py): the Gemini side tasks (triage, compaction, summaries);
+- ``docker_filter`` (sandbox/docker_filter/settings.py): ``askbox docker-filter``'s socket and policy.
 
 The bot's own section (app token, signing secret, channels) is bot/settings.py, the dashboard's is
 bot/dashboard.py: jobs/ must not import bot/. Each section is a ``BaseSettings`` of its
@@ -34,6 +35,7 @@ from jobs.gateway.settings import GatewaySettings
 from jobs.gemini.settings import GeminiSettings
 from jobs.slack.settings import SlackSettings
 from sandbox.agents.settings import AgentSettings
+from sandbox.docker_filter.settings import DockerFilterSettings
 from sandbox.settings import SandboxSettings
 
 
@@ -101,6 +103,7 @@ class Settings(BaseModel):
     slack: SlackSettings = Field(default_factory=SlackSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     gemini: GeminiSettings = Field(default_factory=GeminiSettings)
+    docker_filter: DockerFilterSettings = Field(default_factory=DockerFilterSettings)
 
     def secret_values(self) -> list[str]:
         """Every configured secret (API keys, tokens, passwords), for redaction."""
@@ -126,4 +129,5 @@ class Settings(BaseModel):
             slack=SlackSettings(),
             gateway=GatewaySettings(),
             gemini=GeminiSettings(),
+            docker_filter=DockerFilterSettings(),
         )

@@ -19,3 +19,20 @@ def image_missing(image: str) -> SandboxInfraError:
         f"image {image} not found. Build it with `askbox images build` "
         "(`askbox images build --offline` where no container registry is reachable)."
     )
+
+
+# How askbox docker-filter's refusals begin (sandbox/docker_filter/policy.py uses it).
+FILTER_PREFIX = "askbox docker-filter: "
+
+
+def docker_failed(exc: Exception) -> SandboxInfraError:
+    """A Docker call that failed: refused by askbox docker-filter (a policy decision, not an
+    outage, so not "start the daemon"), or the daemon not reachable."""
+    explanation = str(getattr(exc, "explanation", "") or "")
+    if explanation.startswith(FILTER_PREFIX):
+        return SandboxInfraError(
+            f"refused by the Docker filter: {explanation.removeprefix(FILTER_PREFIX)} (the image or a mount "
+            "is outside its policy: ASKBOX_DOCKER_FILTER_IMAGES, ASKBOX_DOCKER_FILTER_ALLOW_BINDS; see the "
+            "filter's log)"
+        )
+    return docker_unreachable(exc)

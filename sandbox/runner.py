@@ -20,7 +20,7 @@ from sandbox import labels, owner
 from sandbox.allowlist import parse_allowlist
 from sandbox.bridges import bridge_command
 from sandbox.egress import PROXY_ENV, EgressProxies, egress_bridge
-from sandbox.errors import SandboxInfraError, docker_unreachable, image_missing
+from sandbox.errors import SandboxInfraError, docker_failed, docker_unreachable, image_missing
 from sandbox.lines import LineSplitter, Tail
 from sandbox.outcome import EXIT_KILLED, Outcome, OutcomeKind
 from sandbox.spec import HOME, WORKSPACE, SandboxSpec
@@ -100,7 +100,7 @@ class Sandbox:
         except SandboxInfraError as exc:
             run._fail(str(exc))
         except (DockerException, RequestException) as exc:
-            run._fail(str(docker_unreachable(exc)))
+            run._fail(str(docker_failed(exc)))
         return run
 
     def _egress_dir(self, spec: SandboxSpec) -> Path | None:

@@ -1,4 +1,4 @@
-"""The long-running processes: ``askbox worker``, ``gateway``, ``bot``, ``dashboard`` (and ``cancel``)."""
+"""The long-running processes: ``askbox worker``, ``gateway``, ``bot``, ``dashboard``, ``docker-filter`` (and ``cancel``)."""
 
 from __future__ import annotations
 
@@ -54,6 +54,30 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_docker_filter(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from jobs.logs import configure_json_logging
+    from sandbox.docker_filter.proxy import DockerFilter
+
+    configure_json_logging(secrets=settings.secret_values())
+    section = settings.docker_filter
+    policy = section.policy(
+        deployment=settings.sandbox.deployment,
+        egress_dir=settings.sandbox.egress_socket_dir,
+        read_only_dirs=[settings.gateway.gateway_socket_dir, *settings.jobs.repos.values()],
+        runtime=settings.sandbox.sandbox_runtime,
+    )
+    server = DockerFilter(policy, section.docker_filter_socket, section.docker_filter_upstream,
+                          max_body=section.docker_filter_max_body)
+    try:
+        asyncio.run(server.run())
+    except OSError as exc:  # the socket's directory not writable, the path too long
+        err(f"askbox docker-filter: cannot listen on {section.docker_filter_socket}: {exc}")
+        return 1
+    return 0
+
+
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.cancel import cancel
 
@@ -80,6 +104,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     bot.add_argument("--http", action="store_true", help="serve /slack/events instead of Socket Mode")
     bot.add_argument("--port", type=int, default=3000)
     bot.set_defaults(func=cmd_bot)
+
+    docker_filter = sub.add_parser(
+        "docker-filter", help="the worker's Docker socket: forwards only askbox's calls and container settings"
+    )
+    docker_filter.set_defaults(func=cmd_docker_filter)
 
     dash = sub.add_parser("dashboard", help="rq-dashboard on 127.0.0.1, basic auth from ASKBOX_DASHBOARD_USER/PASSWORD")
     dash.add_argument("--port", type=int, help="default: ASKBOX_DASHBOARD_PORT or 9181")

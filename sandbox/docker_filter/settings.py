@@ -1,0 +1,60 @@
+"""The docker-filter's section of the settings tree (``ASKBOX_DOCKER_FILTER_*``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sandbox.docker_filter.policy import Policy
+
+
+def _items(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+class DockerFilterSettings(BaseSettings):
+    """Where the filter listens and forwards, and what it lets containers use."""
+
+    model_config = SettingsConfigDict(env_prefix="ASKBOX_", extra="ignore")
+
+    docker_filter_socket: Path = Path("/run/askbox-docker/docker.sock")
+    docker_filter_upstream: Path = Path("/var/run/docker.sock")
+    # Repository prefixes of the images containers may be created from, comma-separated.
+    docker_filter_images: str = "askbox/"
+    # The one repository whose containers (the egress proxies) may use the host's network.
+    docker_filter_egress_image: str = "askbox/egress-proxy"
+    # Host directories sandboxes may mount read-only, comma-separated, besides the
+    # ASKBOX_REPOS paths, the gateway socket directory and the egress socket root.
+    docker_filter_allow_binds: str = ""
+    docker_filter_max_body: int = Field(default=1 << 20, ge=4096, le=64 << 20)
+
+    @field_validator("docker_filter_allow_binds")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        for item in _items(value):
+            if not os.path.isabs(item) or os.path.normpath(item) == "/":
+                raise ValueError(f"{item!r} must be an absolute directory other than /")
+        return value
+
+    @field_validator("docker_filter_images")
+    @classmethod
+    def _prefixes(cls, value: str) -> str:
+        if not _items(value):
+            raise ValueError("name at least one image repository prefix, e.g. askbox/")
+        return value
+
+    def policy(self, deployment: str, egress_dir: Path, read_only_dirs: Iterable[Path], runtime: str | None) -> Policy:
+        """The policy for one deployment: its label, its egress root, its mountable directories."""
+        dirs = {os.path.realpath(p) for p in (*read_only_dirs, *_items(self.docker_filter_allow_binds))}
+        return Policy(
+            deployment=deployment,
+            image_prefixes=_items(self.docker_filter_images),
+            egress_image=self.docker_filter_egress_image,
+            egress_dirs=(os.path.realpath(egress_dir),),
+            read_only_dirs=tuple(sorted(dirs)),
+            runtimes=frozenset({"runc", "runsc", *([runtime] if runtime else [])}),
+        )
