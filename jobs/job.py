@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
+from contextlib import ExitStack
 from typing import Any
 
 from redis import Redis
@@ -17,7 +17,7 @@ from rq import get_current_job
 from rq.job import Job
 
 from jobs import keys, metrics
-from jobs.agent_runs import agent_session, model_route
+from jobs.agent_runs import agent_session, model_route, mount_repo, pin_repo
 from jobs.cache import AnswerCache
 from jobs.final import Final
 from jobs.gemini.client import GeminiCalls
@@ -38,7 +38,7 @@ from jobs.prompt import Turn, build_prompt
 from jobs.publisher import publisher_for
 from jobs.question import Question
 from jobs.redaction import EventRedactor, Redactor
-from jobs.repos import UnknownRepo, head_commit, resolve_repo
+from jobs.repos import Pin, RepoUnavailable, UnknownRepo, Workspace, resolve_repo
 from jobs.settings import Settings
 from sandbox.agents.adapters import Agent, agent_for
 from sandbox.agents.models import ModelRefused, check_model
@@ -93,8 +93,17 @@ class QuestionRun:
         self.redact = Redactor(settings.secret_values())
         self._stop_reason: str | None = None  # why the gateway ended the run, if it did
         self._outage: str | None = None  # the Gemini API is failing and every gateway paused it
+        # The repository as this question sees it: pinned to a commit when it starts, and
+        # (once the agent runs) its snapshot, leased until the final message is posted.
+        self.pin: Pin | None = None
+        self.workspace: Workspace | None = None
+        self._held = ExitStack()
 
     def run(self) -> Final:
+        with self._held:
+            return self._run()
+
+    def _run(self) -> Final:
         q = self.question
         who = self.redis.get(keys.cancel_request(self.job.id))
         if who is not None:
@@ -109,7 +118,11 @@ class QuestionRun:
             model = agent.model(check_model(agent.name, q.model, self.settings.agents))
         except ModelRefused as exc:
             return self._final(Final(kind="rejected", text=str(exc)))
-        commit = head_commit(repo.path)
+        try:
+            self.pin = pin = pin_repo(self.settings, repo)  # a stale mirror is fetched first
+        except RepoUnavailable as exc:
+            return self._final(Final(kind="rejected", text=str(exc), repo=repo.name))
+        commit = pin.commit
         common = dict(repo=repo.name, commit=commit, agent=agent.name, model=model)
         memory = ThreadMemory(self.redis, jobs.memory_turns, jobs.memory_ttl)
         conversation = memory.load(q.thread_key)
@@ -127,7 +140,7 @@ class QuestionRun:
             hit = cache.get(repo.name, commit, agent.name, model, q.text)
             if hit is not None:
                 remember(memory, q.thread_key, Turn(question=q.text, answer=hit.text), side, conversation.summary)
-                text = f"{hit.text}\n\n_{hit.notice()}_"
+                text = with_notice(f"{hit.text}\n\n_{hit.notice()}_", pin.notice)
                 return self._final(Final(kind="answer", text=text, cached=True, duration=self._elapsed(), **common))
         meta = self._session_meta(repo.name, model)
         if agent.gateway_fronted:
@@ -138,8 +151,11 @@ class QuestionRun:
                 return self._final(self._error_final(AgentError(kind=ErrorKind.INFRA, message="paused"), common))
         prompt = build_prompt(q.text, conversation.turns, conversation.summary)
         try:
+            self.workspace = self._held.enter_context(mount_repo(self.settings, pin))
             with model_route(self.settings, agent, meta) as route:
-                terminal, usage = self._run_agent(agent, prompt, repo.path, route)
+                terminal, usage = self._run_agent(agent, prompt, self.workspace, route)
+        except RepoUnavailable as exc:
+            return self._final(Final(kind="rejected", text=str(exc), **common))
         except PromptTooLong as exc:
             return self._final(Final(kind="rejected", text=f"This thread is too long to continue ({exc}). Start a new thread."))
         except GatewayUnavailable as exc:
@@ -151,7 +167,8 @@ class QuestionRun:
             if cache is not None:
                 cache.put(repo.name, commit, agent.name, model, q.text, answer, self._elapsed())
             summary = summarise(side, q.text, answer)
-            return self._final(Final(kind="answer", text=answer, summary=summary and self.redact(summary),
+            return self._final(Final(kind="answer", text=with_notice(answer, pin.notice),
+                                     summary=summary and self.redact(summary),
                                      duration=self._elapsed(), **common))
         return self._final(self._error_final(terminal, common))
 
@@ -164,14 +181,16 @@ class QuestionRun:
             budget_exempt=origin.user in self.settings.jobs.admins,
         )
 
-    def _run_agent(self, agent: Agent, prompt: str, repo: Path, route: GatewaySession | None
+    def _run_agent(self, agent: Agent, prompt: str, workspace: Workspace, route: GatewaySession | None
                    ) -> tuple[Result | AgentError, dict[str, Any]]:
         """The agent's run, through the gateway session when there is one: its terminal
         event and, metered by the gateway, the tokens it used."""
         q = self.question
         if route is not None:
             self.redact = self.redact.with_secrets([route.token.get_secret_value()])
-        session = agent_session(self.settings, agent, prompt, repo=repo, model=q.model, run_id=self.job.id,
+        repo = workspace.root
+        session = agent_session(self.settings, agent, prompt, repo=repo, masks=workspace.masks, model=q.model,
+                                run_id=self.job.id,
                                 labels={"job": self.job.id, "user": q.origin.user}, gateway=route)
         self.publisher.started()
         log.info("running %s (%s) on %s", agent.name, session.model or "default model", repo)
@@ -282,6 +301,11 @@ class QuestionRun:
         if not self.publisher.final(final):
             log.warning("job %s: final message already posted; not posting %s", self.job.id, final.kind)
         return final
+
+
+def with_notice(text: str, notice: str | None) -> str:
+    """The answer, with what the reader must know about its source (e.g. a stale commit)."""
+    return f"{text}\n\n_{notice}_" if notice else text
 
 
 def on_job_failure(job: Job, connection: Redis, exc_type: type, exc: BaseException, tb: object) -> None:

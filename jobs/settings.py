@@ -22,15 +22,17 @@ deadline and ``ASKBOX_RETRIES``, and carried on the job (jobs/worker.py).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from redis import Redis
 
 from jobs import keys
 from jobs.gateway.settings import GatewaySettings
 from jobs.gemini.settings import GeminiSettings
+from jobs.repos.config import RepoEntry, parse_repos
 from jobs.slack.settings import SlackSettings
 from sandbox.agents.settings import AgentSettings
 from sandbox.settings import SandboxSettings
@@ -50,7 +52,15 @@ class JobSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ASKBOX_", extra="ignore")
 
-    repos: dict[str, Path] = Field(default_factory=dict, description='JSON, e.g. {"web": "/srv/repos/web"}')
+    # NoDecode: parsed by parse_repos, whose messages name the entry (or where the JSON breaks).
+    repos: Annotated[dict[str, RepoEntry], NoDecode] = Field(
+        default_factory=dict, description='JSON, e.g. {"web": "/srv/repos/web", "api": {"url": "https://..."}}')
+    repo_mirrors: Path = Field(default=Path("/var/lib/askbox/mirrors"), description="this host's bare mirrors of git remotes")
+    repo_snapshots: Path = Field(default=Path("/var/lib/askbox/snapshots"),
+                                 description="per-commit snapshots the sandboxes mount (same path for the Docker host)")
+    repo_refresh: float = Field(default=300, ge=1, description="seconds a mirror is fresh; fetched on schedule and on demand")
+    repo_fetch_timeout: float = Field(default=120, ge=1)
+    repo_snapshot_idle: float = Field(default=3600, ge=1, description="seconds unused before a snapshot is removed")
     # The worker's decision, never the payload's: whoever can write a job to Redis could
     # otherwise name "/" and get it mounted. Even when on, only terminal questions may.
     allow_repo_paths: bool = Field(default=False, description="terminal questions may name a directory as the repo")
@@ -72,6 +82,11 @@ class JobSettings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, description="worker's Prometheus port; 0 = off")
     # Slack user ids who may cancel any question and are exempt from usage budgets.
     admins: list[str] = Field(default_factory=list)
+
+    @field_validator("repos", mode="before")
+    @classmethod
+    def _repos(cls, value: object) -> dict[str, RepoEntry]:
+        return parse_repos(value)
 
 
 class Settings(BaseModel):
@@ -95,6 +110,7 @@ class Settings(BaseModel):
                 for item in value if isinstance(value, (list, tuple)) else (value,):
                     if isinstance(item, SecretStr):
                         found.append(item.get_secret_value())
+        found += [entry.token.get_secret_value() for entry in self.jobs.repos.values() if entry.token]
         password = urlsplit(self.redis.redis_url).password
         return found + ([password] if password else [])
 
