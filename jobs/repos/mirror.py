@@ -88,7 +88,7 @@ class Mirror:
         except GitFailed as exc:
             reason = str(exc)
             if self.repo.branch and "couldn't find remote ref" in reason:
-                reason = f"the branch {self.repo.branch!r} is gone from the remote"
+                reason = f"the remote has no branch {self.repo.branch!r} (deleted or renamed?)"
             state = before.model_copy(update={"attempted_at": started, "error": reason})
         self._save(state)
         return state

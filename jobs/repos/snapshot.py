@@ -107,6 +107,8 @@ class Snapshots:
             write_tree(git_dir, commit, tmp, repo.deny)
             if repo.history:
                 _history(git_dir, commit, tmp / ".git")
+                if os.geteuid() == 0:  # git checks the work tree's owner too
+                    os.chown(tmp, SANDBOX_UID, SANDBOX_UID)
             tmp.chmod(0o755)
             try:
                 tmp.rename(tree)
