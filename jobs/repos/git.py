@@ -86,7 +86,9 @@ def run_git(args: list[str], env: dict[str, str] | None = None, timeout: float =
 def _reason(stderr: str, secrets: tuple[str, ...]) -> str:
     lines = [line.strip() for line in stderr.splitlines() if line.strip() and not line.startswith("hint:")]
     fatal = [line for line in lines if line.startswith(("fatal:", "error:"))]
-    reason = (fatal or lines or [""])[-1].removeprefix("fatal: ").removeprefix("error: ")
+    # git's first fatal line is the specific one ("... does not appear to be a git
+    # repository"); later ones are generic ("Could not read from remote repository.").
+    reason = (fatal or lines[-1:] or [""])[0].removeprefix("fatal: ").removeprefix("error: ").rstrip(".")
     for secret in secrets:
         if secret:
             reason = reason.replace(secret, "***")
