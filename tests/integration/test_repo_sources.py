@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.usefixtures("no
 
 TOKEN = "glpat-" + secrets.token_hex(12)
 ATTACK = ("cat VERSION; ls -a; cat .env; cat deploy/id_rsa; cat tls/server.key; cat .git/config; "
-          "ls -a /workspace/.git; env; grep -r glpat- / 2>/dev/null | head -3; echo done-attacking")
+          "ls -a /workspace/.git; env; grep -rs glpat- /workspace /home /tmp /etc | head -3; echo done-attacking")
 
 
 def shell(command: str) -> FunctionCall:
@@ -101,7 +101,7 @@ def test_questions_follow_the_remote_pinned_to_one_commit(sources, redis_server,
             # 1. From the remote, through the token; the attacker finds no secret, no .git.
             api.script(shell(ATTACK), echo)
             one = wait_final(redis, ask(redis, "what version is this?", "web"), timeout=120, workers=pool)
-            attack_output = " ".join(tool_outputs(api.generate_requests()[-1]))
+            attack_output = " ".join(tool_outputs(api.generate_requests[-1]))
 
             # 2. A push, then a question: the new commit, in the footer and in what the agent read.
             second = web.commit({"VERSION": "v2\n"})
@@ -211,7 +211,7 @@ def test_a_live_directory_hides_its_secrets_from_the_sandbox(redis_server, redis
             final = wait_final(redis, ask(redis, "show me", "demo"), timeout=120, workers=pool)
         finally:
             pool.stop()
-        output = " ".join(tool_outputs(api.generate_requests()[-1]))
+        output = " ".join(tool_outputs(api.generate_requests[-1]))
     assert final["kind"] == "answer" and final["commit"] is None, final
     assert "# demo repo" in output and "done-attacking" in output
     for secret in ("live-env-content", "live-pem-content", "live-dir-content"):
