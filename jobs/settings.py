@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from redis import Redis
 
 from jobs import keys
 from jobs.gateway.settings import GatewaySettings
 from jobs.gemini.settings import GeminiSettings
-from jobs.repos.config import RepoEntry, parse_repos
+from jobs.repos.config import RepoEntry, parse_repos, repos_from_file
 from jobs.slack.settings import SlackSettings
 from sandbox.agents.settings import AgentSettings
 from sandbox.settings import SandboxSettings
@@ -55,6 +55,7 @@ class JobSettings(BaseSettings):
     # NoDecode: parsed by parse_repos, whose messages name the entry (or where the JSON breaks).
     repos: Annotated[dict[str, RepoEntry], NoDecode] = Field(
         default_factory=dict, description='JSON, e.g. {"web": "/srv/repos/web", "api": {"url": "https://..."}}')
+    repos_file: Path | None = Field(default=None, description="TOML, one table per repository; added to ASKBOX_REPOS")
     repo_mirrors: Path = Field(default=Path("/var/lib/askbox/mirrors"), description="this host's bare mirrors of git remotes")
     repo_snapshots: Path = Field(default=Path("/var/lib/askbox/snapshots"),
                                  description="per-commit snapshots the sandboxes mount (same path for the Docker host)")
@@ -87,6 +88,15 @@ class JobSettings(BaseSettings):
     @classmethod
     def _repos(cls, value: object) -> dict[str, RepoEntry]:
         return parse_repos(value)
+
+    @field_validator("repos_file")
+    @classmethod
+    def _repos_from_file(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        # Merged here, where the error is ASKBOX_REPOS_FILE's own: `repos` (validated
+        # before this field) gains the file's entries.
+        if path is not None and isinstance(info.data.get("repos"), dict):
+            info.data["repos"].update(repos_from_file(path, info.data["repos"]))
+        return path
 
 
 class Settings(BaseModel):

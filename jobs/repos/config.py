@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,25 @@ def parse_repos(value: Any) -> dict[str, RepoEntry]:
             entries[name] = raw if isinstance(raw, RepoEntry) else RepoEntry.model_validate(raw)
         except ValidationError as exc:
             raise _error(f"entry {name!r}: {_first_problem(exc)}") from None
+    return entries
+
+
+def repos_from_file(path: Path, already: Mapping[str, RepoEntry]) -> dict[str, RepoEntry]:
+    """``ASKBOX_REPOS_FILE``: a TOML file, one table per repository (the keys of an object
+    entry), e.g. ``[web]`` / ``url = "https://..."`` / ``token_env = "WEB_TOKEN"``."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise _error(f"cannot read {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise _error(f"{path} is not valid TOML: {exc}") from None
+    try:
+        entries = parse_repos(data)
+    except PydanticCustomError as exc:
+        raise _error(f"{path}: {exc.message()}") from None
+    twice = sorted(set(entries) & set(already))
+    if twice:
+        raise _error(f"{path}: {', '.join(twice)} also in ASKBOX_REPOS; name each repository once")
     return entries
 
 

@@ -18,6 +18,7 @@ the agent reads it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -31,6 +32,8 @@ from jobs.repos.readability import LiveTree, Unreadable, live_tree
 from jobs.repos.resolve import RepoRef
 from jobs.repos.snapshot import Snapshots
 from sandbox.spec import Masks
+
+log = logging.getLogger(__name__)
 
 
 class RepoUnavailable(Exception):
@@ -95,7 +98,10 @@ def pin(repo: RepoRef, mirrors: Path, refresh: float, fetch_timeout: float = 120
                                   "Set ASKBOX_REPO_MIRRORS to a directory the worker can write.") from None
         if state.commit is None:
             raise RepoUnavailable(f"Cannot fetch the repository {repo.name} ({repo.remote}): {state.error}.")
-        return Pin(repo=repo, commit=state.commit, git_dir=mirror.path, notice=stale_notice(state))
+        notice = stale_notice(state)
+        if notice:
+            log.warning("repository %s answered %s", repo.name, notice)
+        return Pin(repo=repo, commit=state.commit, git_dir=mirror.path, notice=notice)
     assert repo.path is not None
     path = repo.path
     if not path.exists():

@@ -192,30 +192,45 @@ def test_unusable_repositories_end_in_one_clear_rejection(redis_server, redis, e
     assert [line for line in inline.stderr.splitlines() if line.strip()] == [inline.stderr.strip()]
 
 
-def test_a_live_directory_hides_its_secrets_from_the_sandbox(redis_server, redis, egress_root, tmp_path,
-                                                              gateway, built_images, repo):
+def test_a_live_directory_hides_secrets_and_history_is_read_only_and_credential_free(
+        redis_server, redis, egress_root, tmp_path, gateway, built_images, repo):
     (repo / ".env").write_text("SECRET=live-env-content\n")
     (repo / "src" / "tls.pem").write_text("live-pem-content\n")
     (repo / ".env.d").mkdir()
     (repo / ".env.d" / "prod").write_text("live-dir-content\n")
     for path in [repo, *repo.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
+    upstream = Upstream(tmp_path / "served", "hist")
+    first = upstream.commit({"VERSION": "v1\n"}, "the first version")
+    pinned = upstream.commit({"VERSION": "v2\n", "id_ed25519": "hist-key-content\n"}, "the second version")
+    repos = {"demo": str(repo), "hist": {"url": upstream.file_url, "history": True}}
     with FakeGeminiAPI() as api:
         proxy = gateway(api.base_url, redis_server.url)
         env = worker_env(redis_server, repo, egress_root, ASKBOX_AGENT="gemini", ASKBOX_RETRIES="0",
-                         ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir))
-        api.script(shell("cat README.md .env src/tls.pem; ls -a .env.d; cat .env.d/prod; echo done-attacking"), echo)
+                         ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir), ASKBOX_REPOS=json.dumps(repos))
         pool = Workers(env)
         pool.start(1, log_dir=tmp_path)
         try:
-            final = wait_final(redis, ask(redis, "show me", "demo"), timeout=120, workers=pool)
+            api.script(shell("cat README.md .env src/tls.pem; ls -a .env.d; cat .env.d/prod; echo done-attacking"),
+                       echo)
+            live = wait_final(redis, ask(redis, "show me", "demo"), timeout=120, workers=pool)
+            live_output = " ".join(tool_outputs(api.generate_requests[-1]))
+            api.script(shell("git log --format='%H %s'; git remote -v; cat .git/config; cat id_ed25519; "
+                             "touch .git/x; git commit --allow-empty -m mine; echo done-attacking"), echo)
+            hist = wait_final(redis, ask(redis, "when did VERSION change?", "hist"), timeout=120, workers=pool)
+            hist_output = " ".join(tool_outputs(api.generate_requests[-1]))
         finally:
             pool.stop()
-        output = " ".join(tool_outputs(api.generate_requests[-1]))
-    assert final["kind"] == "answer" and final["commit"] is None, final
-    assert "# demo repo" in output and "done-attacking" in output
+    assert live["kind"] == "answer" and live["commit"] is None, live
+    assert "# demo repo" in live_output and "done-attacking" in live_output
     for secret in ("live-env-content", "live-pem-content", "live-dir-content"):
-        assert secret not in output, f"the sandbox read {secret}"
+        assert secret not in live_output, f"the sandbox read {secret}"
+
+    assert hist["kind"] == "answer" and hist["commit"] == pinned, hist
+    assert f"{pinned} the second version" in hist_output and f"{first} the first version" in hist_output
+    assert "done-attacking" in hist_output and "hist-key-content" not in hist_output
+    assert upstream.file_url not in hist_output and str(upstream.bare) not in hist_output  # no remote, no url
+    assert "Read-only file system" in hist_output  # nor can the agent change the history it reads
 
 
 def test_concurrent_questions_fetch_once(sources, tmp_path):

@@ -65,6 +65,31 @@ def test_entry_errors_name_the_entry(entry, expected):
     assert "Value error" not in message and "hunter2" not in message
 
 
+def test_a_toml_file_adds_repositories_and_its_errors_name_file_and_entry(tmp_path, monkeypatch):
+    file = tmp_path / "repos.toml"
+    file.write_text('[web]\nurl = "https://git.example.com/org/web.git"\nbranch = "main"\n\n'
+                    '[docs]\npath = "/srv/docs"\ndeny = ["private/*"]\n')
+    monkeypatch.setenv("ASKBOX_REPOS", '{"api": "/srv/api"}')
+    monkeypatch.setenv("ASKBOX_REPOS_FILE", str(file))
+    repos = JobSettings().repos
+    assert sorted(repos) == ["api", "docs", "web"] and repos["web"].branch == "main"
+    assert repos["docs"].deny == ("private/*",)
+
+    def error_of() -> str:
+        with pytest.raises(ValidationError) as info:
+            JobSettings()
+        (error,) = info.value.errors()
+        assert error["loc"] == ("repos_file",)
+        return error["msg"]
+
+    file.write_text('[web]\nurl = "https://git.example.com/org/web.git\n')
+    assert error_of().startswith(f"{file} is not valid TOML: ") and "line 2" in error_of()
+    file.write_text('[web]\nurl = "ftp://git.example.com/web.git"\n')
+    assert error_of() == f"{file}: entry 'web': url 'ftp://git.example.com/web.git': use https://, ssh://, file:// or user@host:path"
+    file.write_text('[api]\npath = "/srv/other"\n')
+    assert error_of() == f"{file}: api also in ASKBOX_REPOS; name each repository once"
+
+
 def test_the_cli_shows_one_line_without_echoing_the_value(monkeypatch, capsys):
     from bot.cli import main
 
