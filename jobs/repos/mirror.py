@@ -57,17 +57,18 @@ class Mirror:
             return MirrorState()
 
     def refresh(self, max_age: float) -> MirrorState:
-        """The mirror's state, fetched first when its last good fetch is older than
-        ``max_age`` seconds (0: always) and no fetch ended while we waited for the lock."""
+        """The mirror's state, fetched first when the last fetch is older than ``max_age``
+        seconds (0: always) and none ended while we waited for the lock."""
         asked = time.time()
         self.root.mkdir(parents=True, exist_ok=True)
         with locked(self.lock_file):
             state = self.state()
-            age = state.age()
-            if age is not None and age < max_age and state.error is None:
-                return state
             if state.attempted_at is not None and state.attempted_at >= asked:
                 return state  # someone fetched while we waited: once is enough
+            if state.attempted_at is not None and time.time() - state.attempted_at < max_age:
+                # Fresh, or failed lately: a remote that is down is tried again once per
+                # interval (by the refresher or a question), not by every question.
+                return state
             return self._fetch(state)
 
     def _fetch(self, before: MirrorState) -> MirrorState:

@@ -249,3 +249,23 @@ def test_concurrent_questions_fetch_once(sources, tmp_path):
     assert {p.commit for p in pins} == {newer}
     advertised = [r for r in server.requests[before:] if r[1].endswith("service=git-upload-pack") and r[2]]
     assert len(advertised) == 1, server.requests[before:]
+
+
+def test_fetch_failures_keep_the_last_good_commit_and_say_why(tmp_path):
+    upstream = Upstream(tmp_path / "served", "lib")
+    good = upstream.commit({"a.txt": "1\n"})
+    mirrors = tmp_path / "mirrors"
+    ref = RepoRef(name="lib", url=upstream.file_url, branch="main")
+    assert pin(ref, mirrors, refresh=0).notice is None
+    upstream.commit({"a.txt": "2\n"})
+    git(upstream.bare, "branch", "-m", "main", "trunk")  # the branch is renamed away
+    deleted = pin(ref, mirrors, refresh=0)
+    assert deleted.commit == good
+    assert deleted.notice == f"from {good[:7]}, just now: the last fetch failed (the remote has no branch 'main' " \
+                             "(deleted or renamed?))"
+    upstream.bare.rename(tmp_path / "elsewhere.git")  # the remote is gone altogether
+    gone = pin(ref, mirrors, refresh=0)
+    assert gone.commit == good and "does not appear to be a git repository" in gone.notice
+    # Tried again once per interval, not by every question: the failure is served as it is.
+    again = pin(ref, mirrors, refresh=300)
+    assert again.notice == gone.notice
