@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 from jobs.repos.resolve import RepoRef
 from jobs.repos.workspace import refresh_all
@@ -18,7 +19,7 @@ from jobs.repos.workspace import refresh_all
 log = logging.getLogger(__name__)
 
 
-def start_refresher(repos: list[RepoRef], mirrors, snapshots, every: float, idle: float,  # type: ignore[no-untyped-def]
+def start_refresher(repos: list[RepoRef], mirrors: Path, snapshots: Path, every: float, idle: float,
                     fetch_timeout: float) -> threading.Thread:
     def loop() -> None:
         while True:

@@ -19,9 +19,10 @@ exclusive lock without waiting, i.e. when no question is reading it.
 
 from __future__ import annotations
 
-import fnmatch
+import functools
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -42,16 +43,48 @@ _BLOB_MODES = {"100644": 0o644, "100755": 0o755}
 
 def denied(path: str, patterns: tuple[str, ...]) -> bool:
     """Whether a tree path is kept out: a pattern without "/" matches any file or
-    directory name at any depth (a denied directory takes its whole subtree with it); one
-    with "/" matches the whole path from the repository's root."""
-    parts = path.split("/")
-    for pattern in patterns:
-        if "/" in pattern:
-            if fnmatch.fnmatchcase(path, pattern.strip("/")):
-                return True
-        elif any(fnmatch.fnmatchcase(part, pattern) for part in parts):
-            return True
-    return False
+    directory name at any depth, one with "/" the path from the repository's root; either
+    way a matching directory takes its whole subtree with it. ``*`` and ``?`` stay within
+    one name, ``**`` crosses names."""
+    return _deny_regex(patterns).search(path) is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _deny_regex(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    # One regex for all patterns: a snapshot asks it once per file of the tree.
+    names = [_glob(p) for p in patterns if "/" not in p]
+    paths = [_glob(p.strip("/")) for p in patterns if "/" in p]
+    alternatives = []
+    if names:
+        alternatives.append(f"(?:^|/)(?:{'|'.join(names)})(?:/|$)")
+    if paths:
+        alternatives.append(f"^(?:{'|'.join(paths)})(?:/|$)")
+    return re.compile("|".join(alternatives) or r"(?!)", re.DOTALL)
+
+
+def _glob(pattern: str) -> str:
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[" and (close := pattern.find("]", i + 2)) != -1:
+            body = pattern[i + 1:close]
+            negate = body.startswith(("!", "^"))
+            body = re.escape(body[1:] if negate else body).replace("\\-", "-")
+            out.append(f"[{'^/' if negate else ''}{body}]")
+            i = close + 1
+            continue
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
 
 
 class Snapshots:
@@ -144,6 +177,7 @@ def write_tree(git_dir: Path, commit: str, dest: Path, deny: tuple[str, ...]) ->
             continue  # submodules ("commit") have no content here
         entries.append((mode, oid, path))
     made: set[str] = {""}
+    base = os.fspath(dest)
 
     def ensure_dir(rel: str) -> None:
         if rel in made:
@@ -152,8 +186,8 @@ def write_tree(git_dir: Path, commit: str, dest: Path, deny: tuple[str, ...]) ->
         ensure_dir(parent)
         # mkdir, never makedirs: a name that is already a symlink or file fails here
         # instead of being followed out of the snapshot.
-        os.mkdir(dest / rel, 0o755)
-        os.chmod(dest / rel, 0o755)  # whatever the umask
+        os.mkdir(f"{base}/{rel}", 0o755)
+        os.chmod(f"{base}/{rel}", 0o755)  # whatever the umask
         made.add(rel)
 
     cat = subprocess.Popen([GIT, "-c", "safe.directory=*", "--git-dir", str(git_dir), "cat-file", "--batch"],
@@ -181,14 +215,18 @@ def write_tree(git_dir: Path, commit: str, dest: Path, deny: tuple[str, ...]) ->
             parent, _, _ = path.rpartition("/")
             try:
                 ensure_dir(parent)
-                target = dest / path
+                target = f"{base}/{path}"
                 if mode == "120000":
                     os.symlink(os.fsdecode(data), target)
                 else:
-                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-                    with os.fdopen(fd, "wb") as out:
-                        out.write(data)
-                    os.chmod(target, _BLOB_MODES.get(mode, 0o644))
+                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                    try:
+                        view = memoryview(data)
+                        while view:
+                            view = view[os.write(fd, view):]
+                        os.fchmod(fd, _BLOB_MODES.get(mode, 0o644))  # whatever the umask
+                    finally:
+                        os.close(fd)
                 written += 1
             except (FileExistsError, NotADirectoryError):
                 continue  # a path clashing with a symlink or file: a crafted tree, skipped
