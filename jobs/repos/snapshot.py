@@ -3,7 +3,8 @@
 ``<snapshots>/<slug>/<commit>-<variant>/`` is what a sandbox mounts at /workspace: the
 commit's files minus the denylist (``variant`` hashes the denylist and ``history``, so two
 configurations never share one), dirs 0755 and files 0644 (0755 if executable) so the
-sandbox user can read them whoever owns them. No ``.git`` unless the repository has
+sandbox user can read them whoever owns them. A repository's snapshots hard-link the
+files they share (``.blobs``): a new commit costs its directories and changed files. No ``.git`` unless the repository has
 ``history: true``: then a bare repository holding the pinned commit's history only, with
 no remote, no config of the source's and no later commits.
 
@@ -39,6 +40,10 @@ from sandbox.spec import SANDBOX_USER
 
 SANDBOX_UID = int(SANDBOX_USER.partition(":")[0])
 _BLOB_MODES = {"100644": 0o644, "100755": 0o755}
+# Per repository, next to its snapshots: the files they share, hard-linked into each, and
+# the lock that keeps the sweep of unused ones away from a snapshot being made. Neither
+# ends in ".lock": the cleanup takes "<commit>-<variant>.lock" files for snapshots.
+BLOBS, BLOBS_LOCK = ".blobs", ".blobs-lock"
 
 
 def denied(path: str, patterns: tuple[str, ...]) -> bool:
@@ -126,6 +131,14 @@ class Snapshots:
                     lock.unlink()
             except (WouldBlock, FileNotFoundError):
                 continue  # in use, or another cleanup took it
+        for blobs in self.root.glob(f"*/{BLOBS}"):
+            try:
+                with locked(blobs.parent / BLOBS_LOCK, exclusive=True, blocking=False):
+                    for blob in os.scandir(blobs):
+                        if blob.stat(follow_symlinks=False).st_nlink == 1:  # in no snapshot any more
+                            os.unlink(blob.path)
+            except (WouldBlock, FileNotFoundError):
+                continue  # a snapshot is being made: next round
         for tmp in self.root.glob("*/.tmp-*"):  # left by a crash mid-creation
             try:
                 if now - tmp.stat().st_mtime > max(idle, 3600):
@@ -136,8 +149,11 @@ class Snapshots:
 
     def _create(self, repo: RepoRef, git_dir: Path, commit: str, tree: Path) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=tree.parent))
+        blobs = tree.parent / BLOBS
         try:
-            write_tree(git_dir, commit, tmp, repo.deny)
+            blobs.mkdir(exist_ok=True)
+            with locked(tree.parent / BLOBS_LOCK, exclusive=False):  # no sweep while we link
+                write_tree(git_dir, commit, tmp, repo.deny, blobs)
             if repo.history:
                 _history(git_dir, commit, tmp / ".git")
                 if os.geteuid() == 0:  # git checks the work tree's owner too
@@ -162,9 +178,11 @@ def _remove(path: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def write_tree(git_dir: Path, commit: str, dest: Path, deny: tuple[str, ...]) -> int:
+def write_tree(git_dir: Path, commit: str, dest: Path, deny: tuple[str, ...], blobs: Path | None = None) -> int:
     """The files of ``commit`` into the empty directory ``dest``, minus ``deny``; returns
-    how many were written."""
+    how many were written. With ``blobs`` (a directory of files named ``<object id>.<mode>``),
+    a file already there is hard-linked instead of written, and a new one is added: the
+    snapshots of one repository share every file their commits share."""
     listing = run_git(["--git-dir", str(git_dir), "ls-tree", "-r", "-z", "--full-tree", commit]).stdout
     entries: list[tuple[str, str, str]] = []  # (mode, object id, path)
     for record in listing.split(b"\0"):
@@ -189,6 +207,9 @@ def write_tree(git_dir: Path, commit: str, dest: Path, deny: tuple[str, ...]) ->
         os.mkdir(f"{base}/{rel}", 0o755)
         os.chmod(f"{base}/{rel}", 0o755)  # whatever the umask
         made.add(rel)
+
+    if blobs is not None:
+        entries = [entry for entry in entries if not _linked(entry, blobs, base, ensure_dir)]
 
     cat = subprocess.Popen([GIT, "-c", "safe.directory=*", "--git-dir", str(git_dir), "cat-file", "--batch"],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=base_env())
@@ -227,6 +248,11 @@ def write_tree(git_dir: Path, commit: str, dest: Path, deny: tuple[str, ...]) ->
                         os.fchmod(fd, _BLOB_MODES.get(mode, 0o644))  # whatever the umask
                     finally:
                         os.close(fd)
+                    if blobs is not None:
+                        try:
+                            os.link(target, f"{blobs}/{oid}.{mode}")
+                        except FileExistsError:
+                            pass  # a concurrent snapshot stored it first
                 written += 1
             except (FileExistsError, NotADirectoryError):
                 continue  # a path clashing with a symlink or file: a crafted tree, skipped
@@ -235,6 +261,21 @@ def write_tree(git_dir: Path, commit: str, dest: Path, deny: tuple[str, ...]) ->
         cat.stdout.close()
         cat.wait(timeout=30)
     return written
+
+
+def _linked(entry: tuple[str, str, str], blobs: Path, base: str, ensure_dir) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the entry's file is now a hard link to the blob store's copy."""
+    mode, oid, path = entry
+    if mode == "120000":
+        return False  # symlinks are written (they are tiny)
+    try:
+        ensure_dir(path.rpartition("/")[0])
+        os.link(f"{blobs}/{oid}.{mode}", f"{base}/{path}")
+        return True
+    except FileNotFoundError:
+        return False  # not stored yet: written, then stored
+    except (FileExistsError, NotADirectoryError):
+        return True  # a path clashing with a symlink or file: a crafted tree, skipped
 
 
 def _safe(path: str) -> bool:

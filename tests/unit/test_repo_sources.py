@@ -186,6 +186,13 @@ def test_snapshots_are_shared_and_removed_only_when_unused(upstream, tmp_path):
     assert store.cleanup(idle=0) == [first] and not first.exists()
     with store.lease(ref, upstream.bare, commit) as again:  # made again when asked for again
         assert (again / "src" / "app.py").is_file()
+    newer = upstream.commit({"src/app.py": "print(2)\n"})
+    with store.lease(ref, upstream.bare, newer) as later:  # a second commit shares what did not change
+        assert (later / "README.md").stat().st_ino == (again / "README.md").stat().st_ino
+        assert (later / "src" / "app.py").read_text() == "print(2)\n" != (again / "src" / "app.py").read_text()
+        assert stat.S_IMODE((later / "README.md").stat().st_mode) == 0o644
+    assert len(store.cleanup(idle=0)) == 2
+    assert list((store.root / ref.slug / ".blobs").iterdir()) == []  # in no snapshot: swept
 
 
 def test_history_snapshot_has_a_credential_free_git_of_the_pinned_commit(upstream, tmp_path):
