@@ -10,7 +10,8 @@ first output, without a model's latency on top). Compared in the same run:
 - created: a new commit was pushed and fetched, so its snapshot must be written;
 - fetched+created: as created, with the mirror stale, so the question fetches first.
 
-Then the disk use of one snapshot (a full copy of the tree, minus the denylist) and of the mirror.
+Then the disk use of the first snapshot (a full copy of the tree, minus the denylist), of each
+further one (hard links to the files commits share) and of the mirror.
 Usage: python bench/repos.py [--files 10000] [--runs 5]
 """
 
@@ -59,15 +60,21 @@ def first_output(sandbox: Sandbox, image: str, repo: RepoRef, mirrors: Path, sna
     return first or float("nan"), prepared
 
 
-def disk_use(root: Path) -> tuple[int, int, int]:
-    """(bytes on disk, apparent bytes, files)"""
+def disk_use(*roots: Path) -> tuple[int, int, int]:
+    """(bytes on disk, apparent bytes, files) under ``roots``, each inode once (snapshots
+    hard-link the files they share), directories included."""
+    seen: set[int] = set()
     blocks = size = count = 0
-    for directory, _, names in os.walk(root):
-        for name in names:
-            st = os.lstat(os.path.join(directory, name))
-            blocks += st.st_blocks * 512
-            size += st.st_size
-            count += 1
+    for root in roots:
+        for directory, dirs, names in os.walk(root):
+            for name in [*names, *dirs]:
+                st = os.lstat(os.path.join(directory, name))
+                if st.st_ino in seen:
+                    continue
+                seen.add(st.st_ino)
+                blocks += st.st_blocks * 512
+                size += st.st_size
+                count += 0 if name in dirs else 1
     return blocks, size, count
 
 
@@ -112,16 +119,19 @@ def main() -> None:
 
     print(f"\n{args.files:,}-file repository, {args.runs} runs each, sandbox image {args.image}")
     base = row("cached snapshot", cached)
-    made = row("snapshot created", created)
+    new = row("snapshot created", created)
     both = row("fetched+created", fetched)
-    print(f"ratio created/cached {made / base:.2f}x, fetched+created/cached {both / base:.2f}x")
+    print(f"ratio created/cached {new / base:.2f}x, fetched+created/cached {both / base:.2f}x")
 
-    one = next(p for p in (snapshots / repo.slug).iterdir() if p.is_dir())
-    on_disk, apparent, count = disk_use(one)
+    made = sorted((p for p in (snapshots / repo.slug).iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: p.stat().st_mtime)
+    first_disk, content, count = disk_use(made[0])
+    all_disk, _, _ = disk_use(*made)
     mirror_disk, _, _ = disk_use(mirrors)
-    commits = sum(1 for p in (snapshots / repo.slug).iterdir() if p.is_dir())
-    print(f"snapshot per commit: {on_disk / 2**20:.1f} MiB on disk ({apparent / 2**20:.1f} MiB of content, "
-          f"{count:,} files); {commits} snapshots made; mirror {mirror_disk / 2**20:.1f} MiB for all commits")
+    print(f"snapshot disk use: the first {first_disk / 2**20:.1f} MiB ({content / 2**20:.1f} MiB of content in "
+          f"{count:,} files, 4 KiB blocks); each further commit {(all_disk - first_disk) / (len(made) - 1) / 2**20:.2f} "
+          f"MiB (files hard-linked, {len(made)} snapshots {all_disk / 2**20:.1f} MiB in all); "
+          f"mirror {mirror_disk / 2**20:.1f} MiB for all commits")
 
 
 if __name__ == "__main__":
