@@ -6,8 +6,10 @@ and around its agent: ``pin`` (the mirror, warm: no fetch), ``mount`` (the snaps
 sandbox on it whose command prints the first file it finds in /workspace (the agent's
 first output, without a model's latency on top). Compared in the same run:
 
+- first snapshot: the repository's first, every file written (once);
 - cached: the commit's snapshot exists (a second question on the same commit);
-- created: a new commit was pushed and fetched, so its snapshot must be written;
+- created: a new commit was pushed and fetched, so its snapshot must be made (the files
+  it shares with earlier commits hard-linked, the changed ones written);
 - fetched+created: as created, with the mirror stale, so the question fetches first.
 
 Then the disk use of the first snapshot (a full copy of the tree, minus the denylist), of each
@@ -107,6 +109,7 @@ def main() -> None:
     pin(repo, mirrors, refresh=0)
     print(f"first fetch into an empty mirror: {(time.perf_counter() - started) * 1000:.0f} ms")
 
+    alone = first_output(sandbox, args.image, repo, mirrors, snapshots, refresh=3600)  # no file to share yet
     cached, created, fetched = [], [], []
     for n in range(args.runs):  # interleaved, so drift hits all alike
         first_output(sandbox, args.image, repo, mirrors, snapshots, refresh=3600)  # this commit's snapshot exists
@@ -118,6 +121,7 @@ def main() -> None:
         fetched.append(first_output(sandbox, args.image, repo, mirrors, snapshots, refresh=0))
 
     print(f"\n{args.files:,}-file repository, {args.runs} runs each, sandbox image {args.image}")
+    row("first snapshot", [alone])
     base = row("cached snapshot", cached)
     new = row("snapshot created", created)
     both = row("fetched+created", fetched)
