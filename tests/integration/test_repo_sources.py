@@ -98,6 +98,7 @@ def test_questions_follow_the_remote_pinned_to_one_commit(sources, redis_server,
         pool = Workers(env)
         pool.start(1, log_dir=tmp_path)
         try:
+            mirror = Mirror(RepoRef(name="web", url=server.url("web")), state / "mirrors")
             # 1. From the remote, through the token; the attacker finds no secret, no .git.
             api.script(shell(ATTACK), echo)
             one = wait_final(redis, ask(redis, "what version is this?", "web"), timeout=120, workers=pool)
@@ -105,12 +106,12 @@ def test_questions_follow_the_remote_pinned_to_one_commit(sources, redis_server,
 
             # 2. A push, then a question: the new commit, in the footer and in what the agent read.
             second = web.commit({"VERSION": "v2\n"})
+            time.sleep(1.5)  # older than ASKBOX_REPO_REFRESH: fetched (by the refresher or the question)
             api.script(shell("cat VERSION"), echo)
             two = wait_final(redis, ask(redis, "and now?", "web"), timeout=120, workers=pool)
 
             # 3. A push DURING an answer: the refresher fetches it into the mirror, yet the
             #    agent reads the same tree on its second look.
-            mirror = Mirror(RepoRef(name="web", url=server.url("web")), state / "mirrors")
 
             def push_then_look_again(request: RecordedRequest) -> FunctionCall:
                 pushed = web.commit({"VERSION": "v3\n"})
@@ -123,6 +124,7 @@ def test_questions_follow_the_remote_pinned_to_one_commit(sources, redis_server,
 
             # 4. The remote is down: answered from the last good commit, saying so.
             server.broken = True
+            wait_for(lambda: mirror.state().error, 30, "a fetch to fail")
             api.script(shell("cat VERSION"), echo)
             four = wait_final(redis, ask(redis, "still there?", "web"), timeout=120, workers=pool)
         finally:
@@ -152,7 +154,7 @@ def test_questions_follow_the_remote_pinned_to_one_commit(sources, redis_server,
     assert stored.stdout == "", f"the token is stored in {stored.stdout}"
     assert TOKEN not in logs
     assert TOKEN.encode() not in redis_dump(redis)
-    snapshots = sorted(p.name.split("-")[0] for p in (state / "snapshots").glob("*/*") if p.is_dir())
+    snapshots = sorted(p.name.split("-")[0] for p in (state / "snapshots").glob("*/[0-9a-f]*") if p.is_dir())
     assert snapshots == sorted([sources["first"], second, third]), snapshots
 
 
