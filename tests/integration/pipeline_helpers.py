@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +22,7 @@ from jobs.queue import fetch
 ROOT = Path(__file__).resolve().parents[2]
 ASKBOX = str(Path(sys.executable).parent / "askbox")
 REPO_STATE = Path(tempfile.gettempdir()) / f"askbox-test-repos-{os.getpid()}"
+atexit.register(shutil.rmtree, REPO_STATE, ignore_errors=True)  # the session's workers are gone by then
 
 
 def free_port() -> int:
