@@ -266,3 +266,23 @@ def test_a_forked_child_does_not_inherit_a_threads_lock(tmp_path):
     holder.join()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, "the child kept the parent's lock"
+
+
+# --- git's environment ------------------------------------------------------------------
+
+
+def test_credentials_reach_git_only_through_its_environment(tmp_path):
+    from pydantic import SecretStr
+
+    from jobs.repos.git import ASKPASS, TOKEN_VAR, remote_env
+
+    https = RepoRef(name="web", url="https://git.example.com/org/web.git", token=SecretStr("tok-secret"))
+    env = remote_env(https, tmp_path)
+    assert env["GIT_TERMINAL_PROMPT"] == "0" and env["GIT_CONFIG_GLOBAL"] == os.devnull
+    assert env[TOKEN_VAR] == "tok-secret" and Path(env["GIT_ASKPASS"]).read_text() == ASKPASS
+    assert "tok-secret" not in ASKPASS and stat.S_IMODE(Path(env["GIT_ASKPASS"]).stat().st_mode) == 0o700
+    key = tmp_path / "deploy key; rm -rf ~"  # git runs GIT_SSH_COMMAND through a shell
+    ssh = RepoRef(name="ops", url="git@git.example.com:org/ops.git", ssh_key=key)
+    command = remote_env(ssh, tmp_path)["GIT_SSH_COMMAND"]
+    assert f"-i '{key}'" in command and "IdentitiesOnly=yes" in command and "BatchMode=yes" in command
+    assert TOKEN_VAR not in remote_env(ssh, tmp_path)
