@@ -1,8 +1,8 @@
 """How one agent run is put together from the settings tree.
 
 The worker (``QuestionRun``) and ``askbox ask --inline`` both start their agent here, so
-both get the same sandbox, limits, runtime (``ASKBOX_SANDBOX_RUNTIME``), egress and
-model route.
+both get the same repository snapshot (``pin_repo``, ``mount_repo``), sandbox, limits,
+runtime (``ASKBOX_SANDBOX_RUNTIME``), egress and model route.
 
 The model route: an agent the gateway can front (the Gemini CLI) never gets a real key.
 The run opens a gateway session first; the sandbox gets the session's socket directory
@@ -14,18 +14,32 @@ cursor-agent speaks its own protocol to Cursor and keeps ``CURSOR_API_KEY`` (REA
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from jobs.gateway.client import GatewayClient, GatewaySession, SessionMeta
+from jobs.repos import Pin, RepoRef, Workspace, mount, pin
 from jobs.settings import Settings
 from sandbox.agents.adapters import Agent
 from sandbox.agents.session import AgentSession
 from sandbox.bridges import SocketBridge
 from sandbox.factory import sandbox_from_settings
+from sandbox.spec import Masks
 
 GATEWAY_PORT = 8100  # inside the sandbox; any free loopback port would do
 GATEWAY_MOUNT = "/run/askbox-gateway"
+
+
+def pin_repo(settings: Settings, repo: RepoRef) -> Pin:
+    """The commit this question is answered from (a remote's mirror fetched if stale);
+    raises ``RepoUnavailable`` with the message to show (jobs/repos/workspace.py)."""
+    jobs = settings.jobs
+    return pin(repo, jobs.repo_mirrors, jobs.repo_refresh, jobs.repo_fetch_timeout)
+
+
+def mount_repo(settings: Settings, pinned: Pin) -> AbstractContextManager[Workspace]:
+    """The pinned commit's read-only snapshot, leased while the agent runs."""
+    return mount(pinned, settings.jobs.repo_snapshots)
 
 
 @contextmanager
@@ -49,6 +63,7 @@ def agent_session(
     prompt: str,
     repo: Path | None,
     model: str | None = None,
+    masks: Masks | None = None,
     run_id: str | None = None,
     labels: dict[str, str] | None = None,
     gateway: GatewaySession | None = None,
@@ -67,6 +82,7 @@ def agent_session(
         agent,
         prompt,
         repo=repo,
+        masks=masks,
         model=model,
         limits=sandbox.limits(),
         egress_allow=egress,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
+from contextlib import ExitStack
 from typing import Any
 
 from redis import Redis
@@ -17,7 +17,7 @@ from rq import get_current_job
 from rq.job import Job
 
 from jobs import access, keys, metrics
-from jobs.agent_runs import agent_session, model_route
+from jobs.agent_runs import agent_session, model_route, mount_repo, pin_repo
 from jobs.cache import AnswerCache
 from jobs.citations import cite
 from jobs.final import Final
@@ -39,9 +39,9 @@ from jobs.prompt import Turn, build_prompt
 from jobs.publisher import publisher_for
 from jobs.question import Question
 from jobs.redaction import EventRedactor, Redactor
-from jobs.repos import RepoRef, UnknownRepo, head_commit, resolve_repo
+from jobs.repos import Pin, RepoUnavailable, UnknownRepo, Workspace, resolve_repo
 from jobs.settings import Settings
-from jobs.web_host import checkout_remote
+from jobs.web_host import BadTemplate, checkout_remote, web_host
 from sandbox.agents.adapters import Agent, agent_for
 from sandbox.agents.models import ModelRefused, check_model
 from sandbox.agents.session import AgentSession, PromptTooLong
@@ -95,8 +95,17 @@ class QuestionRun:
         self.redact = Redactor(settings.secret_values())
         self._stop_reason: str | None = None  # why the gateway ended the run, if it did
         self._outage: str | None = None  # the Gemini API is failing and every gateway paused it
+        # The repository as this question sees it: pinned to a commit when it starts, and
+        # (once the agent runs) its snapshot, leased until the final message is posted.
+        self.pin: Pin | None = None
+        self.workspace: Workspace | None = None
+        self._held = ExitStack()
 
     def run(self) -> Final:
+        with self._held:
+            return self._run()
+
+    def _run(self) -> Final:
         q = self.question
         who = self.redis.get(keys.cancel_request(self.job.id))
         if who is not None:
@@ -117,7 +126,11 @@ class QuestionRun:
             model = agent.model(check_model(agent.name, q.model, self.settings.agents))
         except ModelRefused as exc:
             return self._final(Final(kind="rejected", text=str(exc)))
-        commit = head_commit(repo.path)
+        try:
+            self.pin = pin = pin_repo(self.settings, repo)  # a stale mirror is fetched first
+        except RepoUnavailable as exc:
+            return self._final(Final(kind="rejected", text=str(exc), repo=repo.name))
+        commit = pin.commit
         common = dict(repo=repo.name, commit=commit, agent=agent.name, model=model)
         memory = ThreadMemory(self.redis, jobs.memory_turns, jobs.memory_ttl)
         conversation = memory.load(q.thread_key)
@@ -138,7 +151,7 @@ class QuestionRun:
                 remember(memory, q.thread_key, Turn(question=q.text, answer=hit.text), side, conversation.summary)
                 text = f"{hit.text}\n\n_{hit.notice()}_"
                 return self._final(Final(kind="answer", cached=True, duration=self._elapsed(),
-                                         **self._cited(text, repo, commit), **common))
+                                         **self._cited(text, pin), **common))
         meta = self._session_meta(repo.name, model)
         if agent.gateway_fronted:
             refusal = check_budget(self.redis, self.settings.gateway, meta)
@@ -148,8 +161,11 @@ class QuestionRun:
                 return self._final(self._error_final(AgentError(kind=ErrorKind.INFRA, message="paused"), common))
         prompt = build_prompt(q.text, conversation.turns, conversation.summary)
         try:
+            self.workspace = self._held.enter_context(mount_repo(self.settings, pin))
             with model_route(self.settings, agent, meta) as route:
-                terminal, usage = self._run_agent(agent, prompt, repo.path, route)
+                terminal, usage = self._run_agent(agent, prompt, self.workspace, route)
+        except RepoUnavailable as exc:
+            return self._final(Final(kind="rejected", text=str(exc), **common))
         except PromptTooLong as exc:
             return self._final(Final(kind="rejected", text=f"This thread is too long to continue ({exc}). Start a new thread."))
         except GatewayUnavailable as exc:
@@ -162,17 +178,27 @@ class QuestionRun:
                 cache.put(repo.name, commit, agent.name, model, q.text, answer, self._elapsed())
             summary = summarise(side, q.text, answer)
             return self._final(Final(kind="answer", summary=summary and self.redact(summary),
-                                     duration=self._elapsed(), **self._cited(answer, repo, commit), **common))
+                                     duration=self._elapsed(), **self._cited(answer, pin), **common))
         return self._final(self._error_final(terminal, common))
 
-    @staticmethod
-    def _cited(text: str, repo: RepoRef, commit: str | None) -> dict[str, Any]:
-        """The answer's text with its file references linked at the commit, and the
-        commit's link, when the repository has a web host (jobs/citations.py)."""
-        # The tree is what the agent read; the remote is the checkout's own origin, until
-        # git sources hand over their snapshot root, credential-free remote and template.
-        cited = cite(text, root=repo.path, commit=commit, remote=checkout_remote(repo.path), web_url=None)
-        return {"text": cited.text, "commit_url": cited.commit_url}
+    def _cited(self, text: str, pin: Pin) -> dict[str, Any]:
+        """The answer's text with its file references linked at the pinned commit, and the
+        commit's link, when the repository has a web host (jobs/citations.py); then the
+        pin's notice (a failed fetch), which is not the agent's and is never linked."""
+        repo = pin.repo
+        # A local checkout has no configured remote: its own origin names the web host.
+        remote = repo.remote or (checkout_remote(repo.path) if pin.commit else None)
+        try:
+            linkable = pin.commit is not None and web_host(remote, repo.web_url) is not None
+        except BadTemplate:  # cite() logs it; an answer never fails over a template
+            linkable = False
+        if not linkable:
+            return {"text": with_notice(text, pin.notice)}
+        # The tree checked is the snapshot the agent read; a cache hit leases it again
+        # (it exists unless it sat unused long enough to be removed, then it is rebuilt).
+        workspace = self.workspace or self._held.enter_context(mount_repo(self.settings, pin))
+        cited = cite(text, root=workspace.root, commit=pin.commit, remote=remote, web_url=repo.web_url)
+        return {"text": with_notice(cited.text, pin.notice), "commit_url": cited.commit_url}
 
     def _session_meta(self, repo: str, model: str | None) -> SessionMeta:
         origin = self.question.origin
@@ -183,14 +209,16 @@ class QuestionRun:
             budget_exempt=origin.user in self.settings.jobs.admins,
         )
 
-    def _run_agent(self, agent: Agent, prompt: str, repo: Path, route: GatewaySession | None
+    def _run_agent(self, agent: Agent, prompt: str, workspace: Workspace, route: GatewaySession | None
                    ) -> tuple[Result | AgentError, dict[str, Any]]:
         """The agent's run, through the gateway session when there is one: its terminal
         event and, metered by the gateway, the tokens it used."""
         q = self.question
         if route is not None:
             self.redact = self.redact.with_secrets([route.token.get_secret_value()])
-        session = agent_session(self.settings, agent, prompt, repo=repo, model=q.model, run_id=self.job.id,
+        repo = workspace.root
+        session = agent_session(self.settings, agent, prompt, repo=repo, masks=workspace.masks, model=q.model,
+                                run_id=self.job.id,
                                 labels={"job": self.job.id, "user": q.origin.user}, gateway=route)
         self.publisher.started()
         log.info("running %s (%s) on %s", agent.name, session.model or "default model", repo)
@@ -301,6 +329,11 @@ class QuestionRun:
         if not self.publisher.final(final):
             log.warning("job %s: final message already posted; not posting %s", self.job.id, final.kind)
         return final
+
+
+def with_notice(text: str, notice: str | None) -> str:
+    """The answer, with what the reader must know about its source (e.g. a stale commit)."""
+    return f"{text}\n\n_{notice}_" if notice else text
 
 
 def on_job_failure(job: Job, connection: Redis, exc_type: type, exc: BaseException, tb: object) -> None:

@@ -23,16 +23,18 @@ deadline and ``ASKBOX_RETRIES``, and carried on the job (jobs/worker.py).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from redis import Redis
 
 from jobs import keys
 from jobs.access import ANY, AccessRule
 from jobs.gateway.settings import GatewaySettings
 from jobs.gemini.settings import GeminiSettings
+from jobs.repos.config import RepoEntry, parse_repos, repos_from_file
 from jobs.slack.settings import SlackSettings
 from sandbox.agents.settings import AgentSettings
 from sandbox.docker_filter.settings import DockerFilterSettings
@@ -53,7 +55,16 @@ class JobSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ASKBOX_", extra="ignore")
 
-    repos: dict[str, Path] = Field(default_factory=dict, description='JSON, e.g. {"web": "/srv/repos/web"}')
+    # NoDecode: parsed by parse_repos, whose messages name the entry (or where the JSON breaks).
+    repos: Annotated[dict[str, RepoEntry], NoDecode] = Field(
+        default_factory=dict, description='JSON, e.g. {"web": "/srv/repos/web", "api": {"url": "https://..."}}')
+    repos_file: Path | None = Field(default=None, description="TOML, one table per repository; added to ASKBOX_REPOS")
+    repo_mirrors: Path = Field(default=Path("/var/lib/askbox/mirrors"), description="this host's bare mirrors of git remotes")
+    repo_snapshots: Path = Field(default=Path("/var/lib/askbox/snapshots"),
+                                 description="per-commit snapshots the sandboxes mount (same path for the Docker host)")
+    repo_refresh: float = Field(default=300, ge=1, description="seconds a mirror is fresh; fetched on schedule and on demand")
+    repo_fetch_timeout: float = Field(default=120, ge=1)
+    repo_snapshot_idle: float = Field(default=3600, ge=1, description="seconds unused before a snapshot is removed")
     # Which repositories each place may ask about (jobs/access.py). Here, not in the bot's
     # section, because the worker enforces them again for jobs that never met the bot.
     channel_repos: dict[str, str] = Field(default_factory=dict, description='{"C0123": "web"}: a channel\'s repo')
@@ -90,6 +101,20 @@ class JobSettings(BaseSettings):
             raise ValueError(f"ASKBOX_REPO_ACCESS names {', '.join(map(repr, unknown))}, not in ASKBOX_REPOS")
         return self
 
+    @field_validator("repos", mode="before")
+    @classmethod
+    def _repos(cls, value: object) -> dict[str, RepoEntry]:
+        return parse_repos(value)
+
+    @field_validator("repos_file")
+    @classmethod
+    def _repos_from_file(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        # Merged here, where the error is ASKBOX_REPOS_FILE's own: `repos` (validated
+        # before this field) gains the file's entries.
+        if path is not None and isinstance(info.data.get("repos"), dict):
+            info.data["repos"].update(repos_from_file(path, info.data["repos"]))
+        return path
+
 
 class Settings(BaseModel):
     """One process's whole configuration. Frozen: parts are handed it, never change it."""
@@ -113,6 +138,7 @@ class Settings(BaseModel):
                 for item in value if isinstance(value, (list, tuple)) else (value,):
                     if isinstance(item, SecretStr):
                         found.append(item.get_secret_value())
+        found += [entry.token.get_secret_value() for entry in self.jobs.repos.values() if entry.token]
         password = urlsplit(self.redis.redis_url).password
         return found + ([password] if password else [])
 

@@ -1,4 +1,5 @@
-"""``askbox worker``: a forking RQ worker serving the askbox queues, with the sandbox reaper.
+"""``askbox worker``: a forking RQ worker serving the askbox queues, with the sandbox reaper
+and the repository refresher (jobs/repos/refresher.py).
 
 The worker decides what bot and worker must agree on, once per question: the RQ job
 timeout (its own sandbox deadline plus a margin, so the sandbox always fires first) and
@@ -29,6 +30,8 @@ from jobs import metrics
 from jobs.job_guard import AskboxJob, RefusedJob, refusal, refuse
 from jobs.logs import configure_json_logging
 from jobs.queue import QUEUE_NAMES
+from jobs.repos import resolve_repo
+from jobs.repos.refresher import start_refresher
 from jobs.settings import Settings
 from sandbox import images
 from sandbox.egress import self_test
@@ -118,6 +121,7 @@ def run_worker(settings: Settings, names: list[str] | None = None, burst: bool =
         server = metrics.serve_metrics(jobs.metrics_port, redis, QUEUE_NAMES)
         log.info("metrics on %s", server.url)
     check_sandboxes(settings)
+    start_repo_refresher(settings)
     while True:
         worker = build_worker(redis, settings, names)
         try:
@@ -148,6 +152,14 @@ def check_sandboxes(settings: Settings) -> None:
     except SandboxInfraError as exc:
         raise SystemExit(f"askbox worker: egress self-test failed, not taking questions: {exc}") from exc
     log.info("egress self-test passed")
+
+
+def start_repo_refresher(settings: Settings) -> None:
+    """Fetch every git remote of ASKBOX_REPOS on schedule, and remove idle snapshots."""
+    jobs = settings.jobs
+    repos = [resolve_repo(name, jobs.repos, allow_paths=False) for name in jobs.repos]
+    start_refresher(repos, jobs.repo_mirrors, jobs.repo_snapshots, every=jobs.repo_refresh,
+                    idle=jobs.repo_snapshot_idle, fetch_timeout=jobs.repo_fetch_timeout)
 
 
 def wait_for_redis(redis: Redis, longest: float = 10.0) -> None:

@@ -160,6 +160,8 @@ class SandboxRun:
         mounts = [Mount("/etc/resolv.conf", EMPTY_FILE, type="bind", read_only=True)]
         if spec.repo is not None:
             mounts.append(Mount(WORKSPACE, str(spec.repo), type="bind", read_only=True))
+            # Over the repository's mount (the daemon orders mounts by depth): secrets hidden.
+            mounts += [Mount(f"{WORKSPACE}/{path}", EMPTY_FILE, type="bind", read_only=True) for path in spec.masks.files]
         env = {"HOME": HOME, **spec.env}
         command = list(spec.command)
         if spec.secret_env:  # innermost: the bridges' socat never sees the keys
@@ -193,6 +195,7 @@ class SandboxRun:
                 tmpfs={
                     "/tmp": f"{tmpfs_opts},mode=1777",
                     HOME: f"{tmpfs_opts},mode=0700,uid={uid},gid={gid or uid}",
+                    **{f"{WORKSPACE}/{path}": "ro,nosuid,nodev,noexec,size=4k,mode=0555" for path in spec.masks.dirs},
                 },
                 mounts=mounts,
                 cap_drop=["ALL"],

@@ -59,6 +59,25 @@ class OutputCaps(BaseModel):
     stderr_tail_bytes: int = 16 * 1024
 
 
+class Masks(BaseModel):
+    """Paths under the mounted repository the command must not see, covered by an empty
+    read-only file (files) or an empty read-only tmpfs (directories)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    files: tuple[str, ...] = ()
+    dirs: tuple[str, ...] = ()
+
+    @field_validator("files", "dirs")
+    @classmethod
+    def _inside(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
+        for path in paths:
+            parts = path.split("/")
+            if path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+                raise ValueError(f"not a path inside the repository: {path!r}")
+        return paths
+
+
 class SandboxSpec(BaseModel):
     """One run: which image, which command, which repository, under which limits."""
 
@@ -67,6 +86,7 @@ class SandboxSpec(BaseModel):
     image: str
     command: list[str] = Field(min_length=1)
     repo: Path | None = Field(default=None, description="host directory mounted read-only at /workspace")
+    masks: Masks = Field(default_factory=Masks, description="what of the repository stays hidden")
     env: dict[str, str] = Field(default_factory=dict, repr=False)  # visible in `docker inspect`: no secrets
     secret_env: dict[str, str] = Field(
         default_factory=dict,

@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             if exc.title.endswith("Settings") and where.islower():
                 where = f"ASKBOX_{where.upper()}"  # name the environment variable to fix
             # A missing field's "input" is every other value given: it may hold secrets.
-            got = "" if error["type"] == "missing" else f" (got {error.get('input')!r})"
+            # ASKBOX_REPOS is not echoed: its message names the entry, and a URL in it may hold a token.
+            got = "" if error["type"] in ("missing", "askbox_repos") else f" (got {error.get('input')!r})"
             err(f"invalid {where}: {error['msg']}{got}")
         return 2
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one clear line

@@ -24,10 +24,10 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def ask_inline(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs.agent_runs import model_route
+    from jobs.agent_runs import model_route, mount_repo, pin_repo
     from jobs.gateway.client import GatewayUnavailable, SessionMeta
     from jobs.prompt import build_prompt
-    from jobs.repos import UnknownRepo, resolve_repo
+    from jobs.repos import RepoUnavailable, UnknownRepo, resolve_repo
     from sandbox.agents.adapters import agent_for
     from sandbox.agents.models import ModelRefused, check_model
     from sandbox.agents.session import PromptTooLong
@@ -37,14 +37,20 @@ def ask_inline(args: argparse.Namespace, settings: Settings) -> int:
         check_model(agent.name, args.model, settings.agents)  # what the worker would refuse
         # The same names as the queue (ASKBOX_REPOS), or a directory.
         repo = resolve_repo(args.repo or ".", settings.jobs.repos, allow_paths=True)
-    except (UnknownRepo, ModelRefused) as exc:
+        pinned = pin_repo(settings, repo)  # as the worker does: a stale mirror is fetched first
+    except (UnknownRepo, ModelRefused, RepoUnavailable) as exc:
         err(f"ask: {exc}")
         return 2
+    if pinned.notice:
+        err(pinned.notice)
     meta = SessionMeta(job_id=f"cli-{uuid.uuid4().hex[:12]}", user=getpass.getuser(), repo=repo.name,
                        model=agent.model(args.model), ttl=int(settings.sandbox.sandbox_timeout) + 60)
     try:
-        with model_route(settings, agent, meta) as route:
-            return _answer_inline(args, settings, agent, build_prompt(args.question), repo.path, route)
+        with mount_repo(settings, pinned) as workspace, model_route(settings, agent, meta) as route:
+            return _answer_inline(args, settings, agent, build_prompt(args.question), workspace, route)
+    except RepoUnavailable as exc:
+        err(f"ask: {exc}")
+        return 2
     except PromptTooLong as exc:
         err(f"ask: {exc}")
         return 2
@@ -53,11 +59,12 @@ def ask_inline(args: argparse.Namespace, settings: Settings) -> int:
         return 125
 
 
-def _answer_inline(args, settings, agent, prompt, repo, route) -> int:  # type: ignore[no-untyped-def]
+def _answer_inline(args, settings, agent, prompt, workspace, route) -> int:  # type: ignore[no-untyped-def]
     from jobs.agent_runs import agent_session
     from sandbox.agents.events import AgentError, Result, ToolFinished, ToolStarted
 
-    session = agent_session(settings, agent, prompt, repo=repo, model=args.model, gateway=route)
+    session = agent_session(settings, agent, prompt, repo=workspace.root, masks=workspace.masks, model=args.model,
+                            gateway=route)
     final = None
     try:
         for event in session.events():
@@ -78,8 +85,9 @@ def _answer_inline(args, settings, agent, prompt, repo, route) -> int:  # type: 
     if isinstance(final, Result):
         if not args.json:
             print(final.text, flush=True)
+        at = f" from {workspace.commit[:7]}" if workspace.commit else ""
         err(f"answered by {agent.name}" + (f"/{session.model}" if session.model else "")
-            + f" in {time.monotonic() - session.started:.1f} s")
+            + f"{at} in {time.monotonic() - session.started:.1f} s")
         return 0
     assert isinstance(final, AgentError)
     err(f"{agent.name} failed ({final.kind}): {final.message}")

@@ -15,7 +15,7 @@ from sandbox.agents.events import AgentError, AgentEvent, ErrorKind, Result, is_
 from sandbox.outcome import Ending, Outcome
 from sandbox.bridges import SocketBridge
 from sandbox.runner import Sandbox, SandboxRun
-from sandbox.spec import Limits, SandboxSpec
+from sandbox.spec import Limits, Masks, SandboxSpec
 
 # The prompt goes over stdin, so no argv limit applies; this cap keeps a runaway thread from
 # costing a fortune in tokens, and stays far below the Gemini CLI's 8 MiB stdin cut-off
@@ -34,6 +34,7 @@ class AgentSession:
         agent: Agent,
         prompt: str,
         repo: Path | None = None,
+        masks: Masks | None = None,
         model: str | None = None,
         limits: Limits | None = None,
         egress_allow: tuple[str, ...] | None = None,
@@ -54,6 +55,7 @@ class AgentSession:
             command=agent.command(self.model),
             stdin=prompt.encode(),
             repo=repo,
+            masks=masks or Masks(),
             env=agent.env(),
             secret_env=agent.secret_env(),
             limits=limits or Limits(),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +21,8 @@ from jobs.queue import fetch
 
 ROOT = Path(__file__).resolve().parents[2]
 ASKBOX = str(Path(sys.executable).parent / "askbox")
+REPO_STATE = Path(tempfile.gettempdir()) / f"askbox-test-repos-{os.getpid()}"
+atexit.register(shutil.rmtree, REPO_STATE, ignore_errors=True)  # the session's workers are gone by then
 
 
 def free_port() -> int:
@@ -157,6 +162,9 @@ def worker_env(redis_server: RedisServer, repo: Path, egress_root: Path, **extra
         "ASKBOX_REDIS_URL": redis_server.url,
         "ASKBOX_REPOS": f'{{"demo": "{repo}"}}',
         "ASKBOX_EGRESS_SOCKET_DIR": str(egress_root),
+        # This session's own mirrors and snapshots, not the host's /var/lib/askbox.
+        "ASKBOX_REPO_MIRRORS": str(REPO_STATE / "mirrors"),
+        "ASKBOX_REPO_SNAPSHOTS": str(REPO_STATE / "snapshots"),
         "PYTHONUNBUFFERED": "1",
         **extra,
     }

@@ -103,6 +103,7 @@ def test_config_is_valid(compose: str, tmp_path: Path) -> None:
     assert "- /srv/repos:/srv/repos:ro" in config
     assert "- /run/askbox/egress:/run/askbox/egress" in config
     assert "ASKBOX_EGRESS_SOCKET_DIR: /run/askbox/egress" in config
+    assert "- /var/lib/askbox/snapshots:/var/lib/askbox/snapshots" in config  # what sandboxes mount
     assert "- /var/run/docker.sock:/var/run/docker.sock" in config
     assert "- 127.0.0.1:9181:9181/tcp" in config  # the dashboard on the host's loopback only
     assert "BASE: debian:trixie-slim" in config
@@ -206,6 +207,7 @@ def stack(compose: str, docker_client: docker.DockerClient, cursor_standin_image
         "ASKBOX_DEPLOYMENT": os.environ["ASKBOX_DEPLOYMENT"],  # this session's: no_leftovers sees its sandboxes
         "ASKBOX_REPOS_DIR": str(repos_dir),
         "ASKBOX_REPOS": json.dumps({"demo": str(repos_dir / "demo")}),
+        "ASKBOX_REPO_SNAPSHOTS": str(tmp_path / "snapshots"),  # the worker snapshots the checkout's commit
         "ASKBOX_EGRESS_SOCKET_DIR": str(egress_dir),
         "ASKBOX_AGENT": "cursor",
         "ASKBOX_CURSOR_IMAGE": cursor_standin_image,

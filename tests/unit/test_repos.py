@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from jobs import repos
+import jobs.repos.head  # noqa: F401 - patched below
 from jobs.repos import RepoRef, UnknownRepo, head_commit, resolve_repo
 
 # --- resolve_repo -----------------------------------------------------------------------
@@ -192,5 +193,5 @@ def test_reftable_is_left_to_git(tmp_path, monkeypatch):
     # git here may be older than reftable (2.45); check only that such repos go to git.
     (tmp_path / ".git" / "reftable").mkdir(parents=True)
     (tmp_path / ".git" / "HEAD").write_text("ref: refs/heads/.invalid\n")
-    monkeypatch.setattr(repos, "_head_from_git", lambda path: "a" * 40 if path == tmp_path else None)
+    monkeypatch.setattr(repos.head, "_head_from_git", lambda path: "a" * 40 if path == tmp_path else None)
     assert head_commit(tmp_path) == "a" * 40

@@ -1,85 +1,16 @@
-"""Which repository a question is about, and which commit its checkout is at.
+"""The commit a local checkout has checked out (HEAD), read from its files.
 
-`ASKBOX_REPOS` (a JSON object, e.g. `{"web": "/srv/repos/web"}`) names the repositories
-users may ask about; callers that allow it may also pass a directory path.
+Read from the files rather than by running git: no dependency on a git binary for this,
+no "dubious ownership" refusal for checkouts owned by another user, and nothing from the
+repository's own config gets executed.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable
 from pathlib import Path
-
-from pydantic import BaseModel
-
-ENV_VAR = "ASKBOX_REPOS"
-
-
-class RepoRef(BaseModel):
-    name: str
-    path: Path
-
-
-class UnknownRepo(ValueError):
-    """The question names no usable repository; the message says which ones exist."""
-
-    def __init__(self, problem: str, known: Iterable[str]) -> None:
-        self.known = sorted(known)
-        if self.known:
-            hint = "Known repositories: " + ", ".join(self.known) + "."
-        else:
-            hint = f'No repositories are configured: set {ENV_VAR}, e.g. {{"web": "/srv/repos/web"}}.'
-        super().__init__(f"{problem} {hint}")
-
-
-def _looks_like_path(text: str) -> bool:
-    # Only something path-shaped is taken as a path: a bare unknown word is a mistyped
-    # name, and must not silently pick up a same-named directory in the worker's cwd.
-    return "/" in text or os.sep in text or text.startswith(("~", "."))
-
-
-def resolve_repo(
-    name_or_path: str | None,
-    repos: dict[str, Path],
-    allow_paths: bool,
-    default: str | None = None,
-) -> RepoRef:
-    requested = name_or_path.strip() if name_or_path else ""
-    if not requested:
-        if default:
-            return resolve_repo(default, repos, allow_paths)
-        if len(repos) == 1:
-            name, path = next(iter(repos.items()))
-            return RepoRef(name=name, path=Path(path))
-        raise UnknownRepo("No repository given.", repos)
-
-    # A configured name wins even if a directory of that name also exists.
-    if requested in repos:
-        return RepoRef(name=requested, path=Path(repos[requested]))
-
-    if not _looks_like_path(requested):
-        raise UnknownRepo(f"Unknown repository {requested!r}.", repos)
-    if not allow_paths:
-        raise UnknownRepo(f"Repository paths are not accepted here ({requested!r}); a worker takes them from "
-                          "terminal questions only with ASKBOX_ALLOW_REPO_PATHS=true.", repos)
-    path = Path(requested).expanduser()
-    if not path.exists():
-        raise UnknownRepo(f"No such directory: {path}.", repos)
-    if not path.is_dir():
-        raise UnknownRepo(f"Not a directory: {path}.", repos)
-    # The canonical path is the name, so two spellings of one directory share cache keys.
-    resolved = path.resolve()
-    return RepoRef(name=str(resolved), path=resolved)
-
-
-# --- HEAD commit ------------------------------------------------------------------------
-#
-# Read from the files rather than by running git: no dependency on a git binary in the
-# worker image, no "dubious ownership" refusal for checkouts owned by another user, and
-# nothing from the repository's own config gets executed.
 
 _OBJECT_ID = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # SHA-1 or SHA-256
 # Refs that live in each worktree's own git dir; all others are in the common dir.
@@ -177,3 +108,12 @@ def _head_from_git(checkout: Path) -> str | None:
         return None
     value = result.stdout.strip()
     return value if result.returncode == 0 and _OBJECT_ID.match(value) else None
+
+
+def object_store(checkout: Path) -> Path | None:
+    """The git directory holding the checkout's objects (a worktree's common dir), or None."""
+    try:
+        git_dir = _git_dir(Path(checkout))
+        return None if git_dir is None else _common_dir(git_dir)
+    except (OSError, UnicodeDecodeError):
+        return None

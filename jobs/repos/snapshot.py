@@ -1,0 +1,300 @@
+"""Read-only snapshots of one commit's tree, shared by the questions pinned to it.
+
+``<snapshots>/<slug>/<commit>-<variant>/`` is what a sandbox mounts at /workspace: the
+commit's files minus the denylist (``variant`` hashes the denylist and ``history``, so two
+configurations never share one), dirs 0755 and files 0644 (0755 if executable) so the
+sandbox user can read them whoever owns them. A repository's snapshots hard-link the
+files they share (``.blobs``): a new commit costs its directories and changed files. No ``.git`` unless the repository has
+``history: true``: then a bare repository holding the pinned commit's history only, with
+no remote, no config of the source's and no later commits.
+
+The tree is written from ``git ls-tree`` and ``git cat-file --batch`` rather than ``git
+archive``/``checkout-index``: those run the smudge filters of the source's config
+(``filter.*.smudge``, a command), and a directory a user names may be anyone's. Written
+in a temporary directory and renamed into place, so a snapshot is whole or absent.
+
+Each use holds a shared ``flock`` on ``<commit>-<variant>.lock`` (its mtime is the last
+use); the cleanup removes a snapshot unused for longer than allowed only when it gets the
+exclusive lock without waiting, i.e. when no question is reading it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from jobs.repos.git import GIT, base_env, run_git
+from jobs.repos.locks import WouldBlock, locked
+from jobs.repos.resolve import RepoRef
+from sandbox.spec import SANDBOX_USER
+
+SANDBOX_UID = int(SANDBOX_USER.partition(":")[0])
+_BLOB_MODES = {"100644": 0o644, "100755": 0o755}
+# Per repository, next to its snapshots: the files they share, hard-linked into each, and
+# the lock that keeps the sweep of unused ones away from a snapshot being made. Neither
+# ends in ".lock": the cleanup takes "<commit>-<variant>.lock" files for snapshots.
+BLOBS, BLOBS_LOCK = ".blobs", ".blobs-lock"
+
+
+def denied(path: str, patterns: tuple[str, ...]) -> bool:
+    """Whether a tree path is kept out: a pattern without "/" matches any file or
+    directory name at any depth, one with "/" the path from the repository's root; either
+    way a matching directory takes its whole subtree with it. ``*`` and ``?`` stay within
+    one name, ``**`` crosses names."""
+    return _deny_regex(patterns).search(path) is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _deny_regex(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    # One regex for all patterns: a snapshot asks it once per file of the tree.
+    names = [_glob(p) for p in patterns if "/" not in p]
+    paths = [_glob(p.strip("/")) for p in patterns if "/" in p]
+    alternatives = []
+    if names:
+        alternatives.append(f"(?:^|/)(?:{'|'.join(names)})(?:/|$)")
+    if paths:
+        alternatives.append(f"^(?:{'|'.join(paths)})(?:/|$)")
+    return re.compile("|".join(alternatives) or r"(?!)", re.DOTALL)
+
+
+def _glob(pattern: str) -> str:
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[" and (close := pattern.find("]", i + 2)) != -1:
+            body = pattern[i + 1:close]
+            negate = body.startswith(("!", "^"))
+            body = re.escape(body[1:] if negate else body).replace("\\-", "-")
+            out.append(f"[{'^/' if negate else ''}{body}]")
+            i = close + 1
+            continue
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+class Snapshots:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_of(self, repo: RepoRef, commit: str) -> Path:
+        variant = hashlib.sha256(repr((repo.deny, repo.history)).encode()).hexdigest()[:8]
+        return self.root / repo.slug / f"{commit}-{variant}"
+
+    @contextmanager
+    def lease(self, repo: RepoRef, git_dir: Path, commit: str) -> Iterator[Path]:
+        """The snapshot of ``commit`` (made from ``git_dir`` if missing), kept while held."""
+        tree = self.path_of(repo, commit)
+        tree.parent.mkdir(parents=True, exist_ok=True)
+        lock = tree.with_name(tree.name + ".lock")
+        with locked(lock, exclusive=False):
+            os.utime(lock)
+            if not tree.is_dir():
+                self._create(repo, git_dir, commit, tree)
+            yield tree
+            os.utime(lock)
+
+    def cleanup(self, idle: float) -> list[Path]:
+        """Remove snapshots no question has used for ``idle`` seconds; returns them."""
+        removed: list[Path] = []
+        now = time.time()
+        for lock in self.root.glob("*/*.lock"):
+            try:
+                if now - lock.stat().st_mtime < idle:
+                    continue
+                with locked(lock, exclusive=True, blocking=False):
+                    if now - lock.stat().st_mtime < idle:
+                        continue  # used again while we looked
+                    tree = lock.with_name(lock.name.removesuffix(".lock"))
+                    if tree.is_dir():
+                        _remove(tree)
+                        removed.append(tree)
+                    lock.unlink()
+            except (WouldBlock, FileNotFoundError):
+                continue  # in use, or another cleanup took it
+        for blobs in self.root.glob(f"*/{BLOBS}"):
+            try:
+                with locked(blobs.parent / BLOBS_LOCK, exclusive=True, blocking=False):
+                    for blob in os.scandir(blobs):
+                        if blob.stat(follow_symlinks=False).st_nlink == 1:  # in no snapshot any more
+                            os.unlink(blob.path)
+            except (WouldBlock, FileNotFoundError):
+                continue  # a snapshot is being made: next round
+        for tmp in self.root.glob("*/.tmp-*"):  # left by a crash mid-creation
+            try:
+                if now - tmp.stat().st_mtime > max(idle, 3600):
+                    _remove(tmp)
+            except FileNotFoundError:
+                pass
+        return removed
+
+    def _create(self, repo: RepoRef, git_dir: Path, commit: str, tree: Path) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=tree.parent))
+        blobs = tree.parent / BLOBS
+        try:
+            blobs.mkdir(exist_ok=True)
+            with locked(tree.parent / BLOBS_LOCK, exclusive=False):  # no sweep while we link
+                write_tree(git_dir, commit, tmp, repo.deny, blobs)
+            if repo.history:
+                _history(git_dir, commit, tmp / ".git")
+                if os.geteuid() == 0:  # git checks the work tree's owner too
+                    os.chown(tmp, SANDBOX_UID, SANDBOX_UID)
+            tmp.chmod(0o755)
+            try:
+                tmp.rename(tree)
+            except OSError:
+                if not tree.is_dir():
+                    raise
+                _remove(tmp)  # a concurrent question made the same snapshot first
+        except BaseException:
+            if tmp.exists():
+                _remove(tmp)
+            raise
+
+
+def _remove(path: Path) -> None:
+    # Renamed first: a half-removed snapshot is never mistaken for a whole one.
+    aside = path.with_name(f".rm-{path.name}-{os.getpid()}-{threading.get_ident()}")
+    path.rename(aside)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def write_tree(git_dir: Path, commit: str, dest: Path, deny: tuple[str, ...], blobs: Path | None = None) -> int:
+    """The files of ``commit`` into the empty directory ``dest``, minus ``deny``; returns
+    how many were written. With ``blobs`` (a directory of files named ``<object id>.<mode>``),
+    a file already there is hard-linked instead of written, and a new one is added: the
+    snapshots of one repository share every file their commits share."""
+    listing = run_git(["--git-dir", str(git_dir), "ls-tree", "-r", "-z", "--full-tree", commit]).stdout
+    entries: list[tuple[str, str, str]] = []  # (mode, object id, path)
+    for record in listing.split(b"\0"):
+        if not record:
+            continue
+        meta, _, raw_path = record.partition(b"\t")
+        mode, kind, oid = meta.decode().split()
+        path = raw_path.decode("utf-8", errors="surrogateescape")
+        if kind != "blob" or not _safe(path) or denied(path, deny):
+            continue  # submodules ("commit") have no content here
+        entries.append((mode, oid, path))
+    made: set[str] = {""}
+    base = os.fspath(dest)
+
+    def ensure_dir(rel: str) -> None:
+        if rel in made:
+            return
+        parent = rel.rpartition("/")[0]
+        ensure_dir(parent)
+        # mkdir, never makedirs: a name that is already a symlink or file fails here
+        # instead of being followed out of the snapshot.
+        os.mkdir(f"{base}/{rel}", 0o755)
+        os.chmod(f"{base}/{rel}", 0o755)  # whatever the umask
+        made.add(rel)
+
+    if blobs is not None:
+        entries = [entry for entry in entries if not _linked(entry, blobs, base, ensure_dir)]
+
+    cat = subprocess.Popen([GIT, "-c", "safe.directory=*", "--git-dir", str(git_dir), "cat-file", "--batch"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=base_env())
+    assert cat.stdin is not None and cat.stdout is not None
+
+    def feed() -> None:  # in a thread: a full pipe each way would otherwise deadlock
+        try:
+            for _, oid, _ in entries:
+                cat.stdin.write(f"{oid}\n".encode())  # type: ignore[union-attr]
+            cat.stdin.close()  # type: ignore[union-attr]
+        except BrokenPipeError:
+            pass
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    written = 0
+    try:
+        for mode, oid, path in entries:
+            header = cat.stdout.readline().split()
+            if len(header) != 3 or header[1] != b"blob":
+                raise RuntimeError(f"git cat-file: no blob {oid} for {path}")
+            data = cat.stdout.read(int(header[2]))
+            cat.stdout.read(1)  # the newline after each object
+            parent, _, _ = path.rpartition("/")
+            try:
+                ensure_dir(parent)
+                target = f"{base}/{path}"
+                if mode == "120000":
+                    os.symlink(os.fsdecode(data), target)
+                else:
+                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                    try:
+                        view = memoryview(data)
+                        while view:
+                            view = view[os.write(fd, view):]
+                        os.fchmod(fd, _BLOB_MODES.get(mode, 0o644))  # whatever the umask
+                    finally:
+                        os.close(fd)
+                    if blobs is not None:
+                        try:
+                            os.link(target, f"{blobs}/{oid}.{mode}")
+                        except FileExistsError:
+                            pass  # a concurrent snapshot stored it first
+                written += 1
+            except (FileExistsError, NotADirectoryError):
+                continue  # a path clashing with a symlink or file: a crafted tree, skipped
+    finally:
+        feeder.join(timeout=5)
+        cat.stdout.close()
+        cat.wait(timeout=30)
+    return written
+
+
+def _linked(entry: tuple[str, str, str], blobs: Path, base: str, ensure_dir) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the entry's file is now a hard link to the blob store's copy."""
+    mode, oid, path = entry
+    if mode == "120000":
+        return False  # symlinks are written (they are tiny)
+    try:
+        ensure_dir(path.rpartition("/")[0])
+        os.link(f"{blobs}/{oid}.{mode}", f"{base}/{path}")
+        return True
+    except FileNotFoundError:
+        return False  # not stored yet: written, then stored
+    except (FileExistsError, NotADirectoryError):
+        return True  # a path clashing with a symlink or file: a crafted tree, skipped
+
+
+def _safe(path: str) -> bool:
+    parts = path.split("/")
+    return all(p not in ("", ".", "..") and p.lower() != ".git" for p in parts)
+
+
+def _history(source: Path, commit: str, dest: Path) -> None:
+    """A bare repository of ``commit``'s history only: no remote, no source config."""
+    run_git(["init", "--quiet", "--bare", str(dest)])
+    run_git(["--git-dir", str(source), "push", "--quiet", "--no-verify", str(dest), f"{commit}:refs/heads/askbox"],
+            env={**base_env(), "GIT_DIR": str(source)})
+    run_git(["--git-dir", str(dest), "symbolic-ref", "HEAD", "refs/heads/askbox"])
+    for hook in (dest / "hooks").glob("*"):
+        hook.unlink()
+    owner = SANDBOX_UID if os.geteuid() == 0 else -1  # git refuses a repository of another owner
+    for directory, dirs, files in os.walk(dest):
+        os.chmod(directory, 0o755)
+        os.chown(directory, owner, owner)
+        for name in files:
+            os.chmod(os.path.join(directory, name), 0o644)
+            os.chown(os.path.join(directory, name), owner, owner)

@@ -1,0 +1,161 @@
+"""Real git repositories for tests: a working copy to commit in, bare remotes, and git's
+own smart HTTP server (``git http-backend`` as CGI) behind a token check on 127.0.0.1.
+
+The HTTP front is written here because the standard library has no CGI server any more
+(http.server's CGIHTTPRequestHandler is deprecated and runs scripts from a directory);
+all of git's protocol is ``git http-backend``'s.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+GIT_ENV = {
+    **os.environ,
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.com",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.com",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+@dataclass
+class Upstream:
+    """A working copy whose ``main`` is pushed to a bare repository ``<root>/<name>.git``."""
+
+    root: Path
+    name: str = "web"
+
+    def __post_init__(self) -> None:
+        self.work = self.root / f"{self.name}-work"
+        self.bare = self.root / f"{self.name}.git"
+        self.work.mkdir(parents=True)
+        git(self.work, "init", "-q", "-b", "main")
+        git(self.root, "init", "-q", "--bare", "-b", "main", str(self.bare))
+
+    def commit(self, files: dict[str, str], message: str = "change") -> str:
+        """Write ``files`` (relative path -> text), commit all, push; returns the commit."""
+        for rel, text in files.items():
+            path = self.work / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        git(self.work, "add", "-A")
+        git(self.work, "commit", "-q", "-m", message)
+        git(self.work, "push", "-q", str(self.bare), "main")
+        return git(self.work, "rev-parse", "HEAD")
+
+    @property
+    def file_url(self) -> str:
+        return self.bare.as_uri()
+
+
+@dataclass
+class GitHTTPServer:
+    """``git http-backend`` over HTTP on 127.0.0.1, serving ``root``; every request must
+    carry HTTP Basic auth whose password is ``token`` (any user name, as the forges do)."""
+
+    root: Path
+    token: str
+    broken: bool = False  # answer 503 to everything: a remote that is down
+    requests: list[tuple[str, str, bool]] = field(default_factory=list)  # (method, path, authorised)
+
+    def __post_init__(self) -> None:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+            def do_GET(self) -> None:
+                self._handle()
+
+            def do_POST(self) -> None:
+                self._handle()
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                authorised = server._authorised(self.headers.get("Authorization"))
+                server.requests.append((self.command, self.path, authorised))
+                if server.broken:
+                    return self._reply(503, {"Content-Type": "text/plain"}, b"down for maintenance\n")
+                if not authorised:
+                    return self._reply(401, {"WWW-Authenticate": 'Basic realm="git"'}, b"")
+                url = urlsplit(self.path)
+                env = {
+                    "PATH": os.environ["PATH"],
+                    "GIT_PROJECT_ROOT": str(server.root),
+                    "GIT_HTTP_EXPORT_ALL": "1",
+                    "GIT_CONFIG_NOSYSTEM": "1",
+                    "GIT_CONFIG_GLOBAL": os.devnull,
+                    "REQUEST_METHOD": self.command,
+                    "PATH_INFO": url.path,
+                    "QUERY_STRING": url.query,
+                    "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                    "CONTENT_LENGTH": str(len(body)),
+                    "REMOTE_USER": "git",
+                    "REMOTE_ADDR": "127.0.0.1",
+                }
+                if self.headers.get("Git-Protocol"):
+                    env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
+                if self.headers.get("Content-Encoding"):
+                    env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
+                done = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, check=False)
+                head, _, payload = done.stdout.partition(b"\r\n\r\n")
+                headers: dict[str, str] = {}
+                status = 200
+                for line in head.decode(errors="replace").split("\r\n"):
+                    name, _, value = line.partition(":")
+                    if name.lower() == "status":
+                        status = int(value.strip().split()[0])
+                    elif name:
+                        headers[name.strip()] = value.strip()
+                self._reply(status, headers, payload)
+
+            def _reply(self, status: int, headers: dict[str, str], payload: bytes) -> None:
+                self.send_response(status)
+                for name, value in headers.items():
+                    if name.lower() != "content-length":
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def _authorised(self, header: str | None) -> bool:
+        if not header or not header.startswith("Basic "):
+            return False
+        try:
+            _, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except ValueError:
+            return False
+        return password == self.token
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}.git"
+
+    def __enter__(self) -> GitHTTPServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
