@@ -38,6 +38,7 @@ from redis.retry import Retry as SyncRetry
 from redis.sentinel import Sentinel
 
 from jobs import keys
+from jobs.sentinel_connection import ClosingSentinelConnection
 from jobs.gateway.settings import GatewaySettings
 from jobs.gemini.settings import GeminiSettings
 from jobs.slack.settings import SlackSettings
@@ -104,7 +105,8 @@ class RedisSettings(BaseSettings):
         if not self.sentinels:
             return Redis.from_url(self.redis_url, **kwargs)  # type: ignore[arg-type]
         sentinel = Sentinel(self.sentinels, sentinel_kwargs=self._sentinel_kwargs())
-        return sentinel.master_for(self.redis_master, **{**self._master_kwargs(), **kwargs})
+        return sentinel.master_for(self.redis_master, connection_class=ClosingSentinelConnection,
+                                   **{**self._master_kwargs(), **kwargs})
 
     def async_client(self, **kwargs: object) -> AsyncRedis:
         """``client()`` for asyncio (the gateway): same server, same retries."""
