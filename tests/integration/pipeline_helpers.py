@@ -141,14 +141,17 @@ class Workers:
     env: dict[str, str]
     procs: list[subprocess.Popen] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
+    # Where the worker runs, e.g. Host.command (hosts_helpers.py): argv in, argv out.
+    wrap: Callable[..., list[str]] | None = None
 
     def start(self, count: int = 1, burst: bool = False, log_dir: Path | None = None) -> list[subprocess.Popen]:
         started = []
         for _ in range(count):
             log = (log_dir or Path("/tmp")) / f"askbox-worker-{len(self.procs)}-{os.getpid()}.log"
             self.logs.append(log)
+            argv = [ASKBOX, "worker", *(["--burst"] if burst else [])]
             proc = subprocess.Popen(
-                [ASKBOX, "worker", *(["--burst"] if burst else [])],
+                self.wrap(*argv) if self.wrap else argv,
                 env=self.env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: SIGKILL reaches the work-horse too
             )
