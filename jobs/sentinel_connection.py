@@ -1,20 +1,27 @@
-"""The connection class every Sentinel-managed (sync) Redis client of askbox uses.
+"""The connection classes of askbox's Sentinel-managed Redis clients (sync and asyncio).
 
-redis-py's ``SentinelManagedConnection.read_response`` defaults ``disconnect_on_error``
-to False, where the plain ``Connection`` defaults it to True (redis-py 8.1). So an
-exception raised *into* a read, rather than by it, leaves the connection in the pool
-with its reply still unread, and the next command on it reads that reply as its own
-("Wrong number of response items from pipeline execution"). RQ raises exactly such
-exceptions from signal handlers: a worker's warm shutdown (SIGTERM while it blocks
-waiting for a job) and a work-horse's job timeout. Found by tests/integration/
-test_sentinel.py (a worker stopped after the failover crashed in ``register_death``);
-with the plain connection's default restored, the interrupted connection is closed.
+Two gaps in redis-py 8.1's ``SentinelManagedConnection``, both found by
+tests/integration/test_sentinel.py, closed here:
+
+- Reconnecting asks the Sentinels only in ``connect()``. A command retried after a lost
+  connection reconnects in ``send_packed_command`` through ``connect_check_health()``,
+  i.e. to the *last* master's address: a command in flight at a failover knocked on the
+  dead master until its retries ran out ("Error 111 connecting to …" after 20 s, while
+  every new command found the new master). Here that reconnect asks the Sentinels once
+  per attempt; the command's own ``Retry`` does the waiting between attempts.
+- (sync only) ``read_response`` defaults ``disconnect_on_error`` to False where the plain
+  connection defaults it to True, so an exception raised *into* a read (RQ raises them
+  from signal handlers: a worker's warm shutdown while it blocks for a job, a
+  work-horse's job timeout) left the connection pooled with its reply unread, and the
+  next command read that reply as its own ("Wrong number of response items from
+  pipeline execution" in RQ's ``register_death``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from redis.asyncio.sentinel import SentinelManagedConnection as AsyncSentinelManagedConnection
 from redis.sentinel import SentinelManagedConnection
 
 
@@ -22,3 +29,15 @@ class ClosingSentinelConnection(SentinelManagedConnection):
     def read_response(self, disable_decoding: bool = False, *, disconnect_on_error: bool | None = True,
                       **kwargs: Any) -> Any:
         return super().read_response(disable_decoding, disconnect_on_error=disconnect_on_error, **kwargs)
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if not self._sock:
+            self._connect_retry()  # where the master is now, not where it was
+        super().send_packed_command(command, check_health)
+
+
+class AsyncRediscoveringSentinelConnection(AsyncSentinelManagedConnection):
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if not self.is_connected:
+            await self._connect_retry()  # where the master is now, not where it was
+        await super().send_packed_command(command, check_health)

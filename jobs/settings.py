@@ -38,7 +38,7 @@ from redis.retry import Retry as SyncRetry
 from redis.sentinel import Sentinel
 
 from jobs import keys
-from jobs.sentinel_connection import ClosingSentinelConnection
+from jobs.sentinel_connection import AsyncRediscoveringSentinelConnection, ClosingSentinelConnection
 from jobs.gateway.settings import GatewaySettings
 from jobs.gemini.settings import GeminiSettings
 from jobs.slack.settings import SlackSettings
@@ -115,7 +115,8 @@ class RedisSettings(BaseSettings):
         if not self.sentinels:
             return AsyncRedis.from_url(self.redis_url, **kwargs)  # type: ignore[arg-type]
         sentinel = AsyncSentinel(self.sentinels, sentinel_kwargs=self._sentinel_kwargs())
-        return sentinel.master_for(self.redis_master, **{**self._master_kwargs(), **kwargs})
+        return sentinel.master_for(self.redis_master, connection_class=AsyncRediscoveringSentinelConnection,
+                                   **{**self._master_kwargs(), **kwargs})
 
 
 # How long a command keeps retrying while Redis is unreachable: a restart, or a Sentinel

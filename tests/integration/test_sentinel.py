@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -68,10 +70,16 @@ class Cluster:
         return RedisSettings(ASKBOX_REDIS_URL=SENTINEL_URL, redis_sentinels=self.sentinels.addresses,
                              redis_master=self.sentinels.name).client()
 
-    def failover(self) -> float:
-        """SIGKILL the primary; seconds until a majority of Sentinels name the replica."""
+    def async_client(self):  # type: ignore[no-untyped-def]
+        return RedisSettings(ASKBOX_REDIS_URL=SENTINEL_URL, redis_sentinels=self.sentinels.addresses,
+                             redis_master=self.sentinels.name).async_client()
+
+    def failover(self, meanwhile: Callable[[], object] = lambda: None) -> float:
+        """SIGKILL the primary, run ``meanwhile``; seconds until a majority of Sentinels
+        name the replica."""
         killed = time.monotonic()
         self.primary.crash()
+        meanwhile()
         wait_for(lambda: self.sentinels.master_port() == self.replica.port, 60, "the replica's promotion", every=0.1)
         return time.monotonic() - killed
 
@@ -130,10 +138,17 @@ def test_questions_survive_a_sentinel_failover(fake, cluster, repo, cursor_stand
             accepted_before = [ts for ts, ok in before if ok]
             wait_for(lambda: any(fetch(redis, job_id(fake, ts)).get_status(refresh=True) == "started"
                                  for ts in accepted_before), 90, "a question to be running")
-            took = cluster.failover()
+            # Asked while the primary is dead and not yet replaced: the bot's writes wait
+            # (client() retries) and land on the promoted replica.
+            with ThreadPoolExecutor(2) as pool:
+                asking = []
+                took = cluster.failover(meanwhile=lambda: asking.extend(
+                    pool.submit(ask, fake, deliver, f"during the failover {i} [read:README.md] what?") for i in range(2)))
+                during = [future.result() for future in asking]
             after = [ask(fake, deliver, f"after the failover {i} [read:README.md] what is this?") for i in range(4)]
+            after += during
             accepted_after = [ts for ts, ok in after if ok]
-            assert len(accepted_after) == len(after), "a question asked after the promotion was not acked"
+            assert len(accepted_after) == len(after), "a question asked during or after the failover was not acked"
             try:
                 fake.wait_until(lambda: all(finals(fake, ts) for ts in accepted_after), timeout=240)
             except AssertionError as exc:
@@ -150,8 +165,8 @@ def test_questions_survive_a_sentinel_failover(fake, cluster, repo, cursor_stand
     answered = [ts for ts in accepted_before if finals(fake, ts) == ["white_check_mark"]]
     print(f"\nsentinel failover: promoted {took:.1f} s after SIGKILL; in flight: {len(before)} asked, "
           f"{len(accepted_before)} accepted, {len(answered)} answered once, {len(lost)} lost, {len(doubled)} doubled; "
-          f"after: {len(after)} asked, {sum(finals(fake, ts) == ['white_check_mark'] for ts in accepted_after)} "
-          "answered once")
+          f"during and after: {len(after)} asked, "
+          f"{sum(finals(fake, ts) == ['white_check_mark'] for ts in accepted_after)} answered once")
     for ts in accepted_after:
         assert finals(fake, ts) == ["white_check_mark"], (ts, finals(fake, ts), workers.tail(40))
         answers = [m for m in fake.thread(CHANNEL, ts) if m.is_bot and "demo repo" in (m.text or "") + str(m.blocks)]
@@ -191,7 +206,31 @@ def test_gateway_and_dashboard_ride_out_a_failover(cluster):
             assert asyncio.run(call(session.socket, token)).status == 200
             wait_for(lambda: _dashboard_page(port) == 200, 30, "the dashboard")
             assert redis.wait(1, 5000) == 1  # what was written is on the replica before the kill
-            cluster.failover()
+            # Commands in flight at the kill (blocked, as a worker waiting for a job is): each
+            # must find the promoted replica through the Sentinels and complete there.
+            waiting = threading.Barrier(3)
+
+            async def async_side() -> object:
+                client = cluster.async_client()
+                await client.ping()
+                waiting.wait()
+                return await client.blpop(["askbox:test:async"], timeout=15)
+
+            def sync_side() -> object:
+                redis.ping()
+                waiting.wait()
+                return redis.blpop(["askbox:test:sync"], timeout=15)
+
+            with ThreadPoolExecutor(2) as pool:
+                blocked = [pool.submit(asyncio.run, async_side()), pool.submit(sync_side)]
+                waiting.wait()
+                time.sleep(0.5)  # both BLPOPs sent
+                cluster.failover()
+                pusher = cluster.client()
+                pusher.rpush("askbox:test:async", "a")
+                pusher.rpush("askbox:test:sync", "s")
+                assert [future.result(timeout=60) for future in blocked] == [
+                    (b"askbox:test:async", b"a"), (b"askbox:test:sync", b"s")]
             assert asyncio.run(call(session.socket, token)).status == 200, gateway.output()
             assert _dashboard_page(port) == 200
             state = session_state(redis, session.id)
