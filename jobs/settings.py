@@ -50,8 +50,8 @@ class RedisSettings(BaseSettings):
     """Where Redis is, and the one way every process connects to it (``client()``).
 
     Without ``ASKBOX_REDIS_SENTINELS``: the server in ``ASKBOX_REDIS_URL``. With it: the
-    master Sentinel names ``ASKBOX_REDIS_MASTER``, found through those Sentinels, with the
-    URL's credentials (user, password) and db number; the URL's host and port are then not
+    master named ``ASKBOX_REDIS_MASTER``, found through those Sentinels, with the URL's
+    credentials (user, password) and db number (TLS through Sentinel is not supported); the URL's host and port are then not
     used (the master moves on a failover; only the Sentinels are fixed). The Sentinels'
     own ``requirepass``, if set, is ``ASKBOX_REDIS_SENTINEL_PASSWORD``.
     """
