@@ -23,9 +23,12 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, request
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis import Redis
 from rq import Worker
 from rq.serializers import JSONSerializer
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from jobs.settings import RedisSettings
 
 log = logging.getLogger(__name__)
 
@@ -88,21 +91,33 @@ def _use_json_serializer() -> None:
     web.Worker = _JSONWorker
 
 
+def _use_connection(redis: Redis) -> None:
+    """rq-dashboard connects from its URL setting (redis_sentinel_url's ``connect``), and
+    again on every request to a page with an instance number (all of them). Handed our
+    client instead, it goes where every askbox process goes (RedisSettings.client():
+    Sentinel when configured, the same retries across a failover), on one pool."""
+    from rq_dashboard import web
+
+    web.from_url = lambda *args, **kwargs: (None, redis)
+
+
 def _same(given: str | None, expected: str) -> bool:
     return hmac.compare_digest((given or "").encode(), expected.encode())
 
 
-def build_dashboard_app(redis_url: str, username: str, password: str) -> Flask:
+def build_dashboard_app(redis: Redis, username: str, password: str, label: str = "askbox") -> Flask:
+    """``label``: the instance name its pages show (never the password)."""
     if not username or not password:
         raise ValueError("the dashboard needs a user and a password")
     import rq_dashboard
     from rq_dashboard.web import setup_rq_connection
 
     _use_json_serializer()
+    _use_connection(redis)
     # rq-dashboard's templates link the favicon through the app's own static endpoint.
     app = Flask(__name__, static_folder=str(Path(rq_dashboard.__file__).parent / "static"))
     app.config.from_object(rq_dashboard.default_settings)
-    app.config["RQ_DASHBOARD_REDIS_URL"] = redis_url
+    app.config["RQ_DASHBOARD_REDIS_URL"] = (label,)
     app.config["RQ_DASHBOARD_DISABLE_DELETE"] = True  # hides the buttons; _ENDS_QUESTIONS refuses the routes
 
     @app.before_request
@@ -152,29 +167,22 @@ def make_dashboard_server(app: Flask, port: int) -> BaseWSGIServer:
     return make_server(HOST, port, app, threaded=True, request_handler=_RequestLog)
 
 
-def _redis_reachable(redis_url: str) -> None:
-    from redis import Redis, RedisError
-
-    client = Redis.from_url(redis_url, socket_connect_timeout=3)
-    try:
-        client.ping()
-    except RedisError as exc:
-        where = urlsplit(redis_url)
-        # Host and db only: the URL may carry a password.
-        raise RuntimeError(f"dashboard: Redis at {where.hostname}:{where.port or 6379}{where.path} unreachable: {exc}")
-    finally:
-        client.close()
-
-
-def run_dashboard(settings: DashboardSettings, redis_url: str) -> None:
+def run_dashboard(settings: DashboardSettings, redis_settings: RedisSettings) -> None:
     """Serves until interrupted, with werkzeug's threaded WSGI server.
 
     No production WSGI server (waitress, gunicorn) is a dependency; for a loopback-only,
     authenticated, few-users admin page werkzeug's threaded server is adequate.
     """
-    _redis_reachable(redis_url)
+    from redis import RedisError
+
+    redis = redis_settings.client()
+    try:
+        redis.ping()
+    except RedisError as exc:
+        # describe(): where, never the password.
+        raise RuntimeError(f"dashboard: Redis ({redis_settings.describe()}) unreachable: {exc}") from exc
     app = build_dashboard_app(
-        redis_url, settings.dashboard_user, settings.dashboard_password.get_secret_value()
+        redis, settings.dashboard_user, settings.dashboard_password.get_secret_value(), redis_settings.describe()
     )
     server = make_dashboard_server(app, settings.dashboard_port)
     log.info("dashboard on http://%s:%d/ (basic auth)", HOST, server.server_port)

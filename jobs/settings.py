@@ -3,7 +3,8 @@
 Each part owns its section and is handed it (``Settings.load()`` in the CLI, the worker,
 the bot, the gateway; the parts never read the environment themselves):
 
-- ``redis`` (here): ``ASKBOX_REDIS_URL``, the one place it is defined;
+- ``redis`` (here): ``ASKBOX_REDIS_URL`` (and Sentinel's ``ASKBOX_REDIS_SENTINELS``), the one
+  place it is defined, and ``client()``, the one way a process connects;
 - ``jobs`` (here): repositories, the queue, memory and cache, the worker's timings;
 - ``sandbox`` (sandbox/settings.py) and ``agents`` (sandbox/agents/settings.py);
 - ``slack`` (jobs/slack/settings.py): the worker's side of Slack;
@@ -24,14 +25,23 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry as SyncRetry
+from redis.sentinel import Sentinel
 
 from jobs import keys
 from jobs.access import ANY, AccessRule
+from jobs.sentinel_connection import AsyncRediscoveringSentinelConnection, ClosingSentinelConnection
 from jobs.gateway.settings import GatewaySettings
 from jobs.gemini.settings import GeminiSettings
 from jobs.repos.config import RepoEntry, parse_repos, repos_from_file
@@ -42,12 +52,101 @@ from sandbox.settings import SandboxSettings
 
 
 class RedisSettings(BaseSettings):
+    """Where Redis is, and the one way every process connects to it (``client()``).
+
+    Without ``ASKBOX_REDIS_SENTINELS``: the server in ``ASKBOX_REDIS_URL``. With it: the
+    master named ``ASKBOX_REDIS_MASTER``, found through those Sentinels, with the URL's
+    credentials (user, password) and db number (TLS through Sentinel is not supported); the URL's host and port are then not
+    used (the master moves on a failover; only the Sentinels are fixed). The Sentinels'
+    own ``requirepass``, if set, is ``ASKBOX_REDIS_SENTINEL_PASSWORD``.
+    """
+
     model_config = SettingsConfigDict(env_prefix="ASKBOX_", extra="ignore")
 
     redis_url: str = Field(default="redis://localhost:6379/0", validation_alias=AliasChoices("ASKBOX_REDIS_URL"))
+    redis_sentinels: str = Field(default="", description='e.g. "redis-a:26379,redis-b:26379,redis-c:26379"')
+    redis_master: str = Field(default="askbox", min_length=1, description="the master's name in the Sentinels' config")
+    redis_sentinel_password: SecretStr | None = None
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels_parse(cls, value: str) -> str:
+        _parse_sentinels(value)
+        return value
+
+    @property
+    def sentinels(self) -> tuple[tuple[str, int], ...]:
+        return _parse_sentinels(self.redis_sentinels)
+
+    def describe(self) -> str:
+        """Where this connects, for messages: never the password."""
+        if self.sentinels:
+            where = ",".join(f"{host}:{port}" for host, port in self.sentinels)
+            return f"master {self.redis_master!r} via Sentinels {where}{urlsplit(self.redis_url).path}"
+        url = urlsplit(self.redis_url)
+        return f"{url.hostname}:{url.port or 6379}{url.path}"
+
+    def _master_kwargs(self) -> dict[str, object]:
+        url = urlsplit(self.redis_url)
+        db = url.path.strip("/")
+        return {"username": unquote(url.username) if url.username else None,
+                "password": unquote(url.password) if url.password else None,
+                "db": int(db) if db.isdigit() else 0}
+
+    def _sentinel_kwargs(self) -> dict[str, object]:
+        password = self.redis_sentinel_password
+        return {"password": password.get_secret_value() if password else None,
+                "socket_timeout": SENTINEL_TIMEOUT, "socket_connect_timeout": SENTINEL_TIMEOUT}
 
     def client(self, **kwargs: object) -> Redis:
-        return Redis.from_url(self.redis_url, **kwargs)  # type: ignore[arg-type]
+        """A client that rides out a Redis restart or a Sentinel failover of up to
+        ``FAILOVER_PATIENCE`` seconds: each command is retried with backoff on a lost
+        connection or a timeout (redis-py's ``Retry``), and through Sentinel each retry
+        asks the Sentinels where the master is now (a demoted master's ``READONLY`` reply
+        counts as a lost connection). Long-lived loops (RQ's worker, the bot's listeners)
+        so see a failover as a slow command, not an error."""
+        kwargs = {"retry": _retry(SyncRetry), "socket_connect_timeout": CONNECT_TIMEOUT,
+                  "socket_keepalive": True, **kwargs}
+        if not self.sentinels:
+            return Redis.from_url(self.redis_url, **kwargs)  # type: ignore[arg-type]
+        sentinel = Sentinel(self.sentinels, sentinel_kwargs=self._sentinel_kwargs())
+        return sentinel.master_for(self.redis_master, connection_class=ClosingSentinelConnection,
+                                   **{**self._master_kwargs(), **kwargs})
+
+    def async_client(self, **kwargs: object) -> AsyncRedis:
+        """``client()`` for asyncio (the gateway): same server, same retries."""
+        kwargs = {"retry": _retry(AsyncRetry), "socket_connect_timeout": CONNECT_TIMEOUT,
+                  "socket_keepalive": True, **kwargs}
+        if not self.sentinels:
+            return AsyncRedis.from_url(self.redis_url, **kwargs)  # type: ignore[arg-type]
+        sentinel = AsyncSentinel(self.sentinels, sentinel_kwargs=self._sentinel_kwargs())
+        return sentinel.master_for(self.redis_master, connection_class=AsyncRediscoveringSentinelConnection,
+                                   **{**self._master_kwargs(), **kwargs})
+
+
+# How long a command keeps retrying while Redis is unreachable: a restart, or a Sentinel
+# failover (down-after-milliseconds plus the election; README "Scaling out").
+FAILOVER_PATIENCE = 20.0
+CONNECT_TIMEOUT = 5.0
+SENTINEL_TIMEOUT = 2.0
+
+
+def _retry(kind: type[SyncRetry] | type[AsyncRetry]) -> SyncRetry | AsyncRetry:
+    # 0.1, 0.2, 0.4, 0.8 s, then 1 s apart: about FAILOVER_PATIENCE in all.
+    retries = 4 + int(FAILOVER_PATIENCE - 1.5)
+    return kind(ExponentialBackoff(cap=1.0, base=0.1), retries,
+                supported_errors=(RedisConnectionError, RedisTimeoutError))
+
+
+def _parse_sentinels(value: str) -> tuple[tuple[str, int], ...]:
+    found = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"ASKBOX_REDIS_SENTINELS: {item!r} is not host:port "
+                             '(e.g. "redis-a:26379,redis-b:26379")')
+        found.append((host.strip("[]"), int(port)))
+    return tuple(found)
 
 
 class JobSettings(BaseSettings):

@@ -21,7 +21,7 @@ def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.logs import configure_json_logging
 
     configure_json_logging(secrets=settings.secret_values())
-    return run_gateway(settings.gateway, settings.redis.redis_url)
+    return run_gateway(settings.gateway, settings.redis)
 
 
 def cmd_bot(args: argparse.Namespace, settings: Settings) -> int:
@@ -47,7 +47,7 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     if args.port is not None:
         dashboard = dashboard.model_copy(update={"dashboard_port": args.port})
     try:
-        run_dashboard(dashboard, settings.redis.redis_url)
+        run_dashboard(dashboard, settings.redis)
     except (RuntimeError, OSError) as exc:  # Redis unreachable, port in use
         err(str(exc))
         return 1

@@ -10,11 +10,11 @@ import socket
 import sys
 
 from prometheus_client import start_http_server
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from jobs.gateway.server import Gateway
 from jobs.gateway.settings import GatewaySettings
+from jobs.settings import RedisSettings
 
 log = logging.getLogger("jobs.gateway")
 
@@ -41,15 +41,16 @@ async def _sweep(gateway: Gateway, interval: float) -> None:
             log.exception("session sweep failed")
 
 
-async def serve(settings: GatewaySettings, redis_url: str) -> int:
+async def serve(settings: GatewaySettings, redis_settings: RedisSettings) -> int:
     if not settings.api_keys():
         log.error("no Gemini API key: set GEMINI_API_KEY or ASKBOX_GEMINI_API_KEYS")
         return 2
-    redis = Redis.from_url(redis_url)
+    # The process's one pool (Sentinel's when configured): limits, sessions, keys share it.
+    redis = redis_settings.async_client()
     try:
         await redis.ping()
     except RedisError as exc:
-        log.error("Redis at %s not reachable: %s", redis_url, exc)
+        log.error("Redis (%s) not reachable: %s", redis_settings.describe(), exc)
         return 1
     directory = settings.gateway_socket_dir
     directory.mkdir(parents=True, exist_ok=True, mode=0o755)
@@ -78,6 +79,6 @@ async def serve(settings: GatewaySettings, redis_url: str) -> int:
     return 0
 
 
-def main(settings: GatewaySettings, redis_url: str) -> int:
+def main(settings: GatewaySettings, redis: RedisSettings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(serve(settings, redis_url))
+    return asyncio.run(serve(settings, redis))

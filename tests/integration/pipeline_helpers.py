@@ -38,6 +38,7 @@ class RedisServer:
     directory: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
+    extra: tuple[str, ...] = ()  # more redis-server options, e.g. ("--replicaof", "127.0.0.1", "6380")
 
     @property
     def url(self) -> str:
@@ -46,7 +47,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "", *self.extra],
             stdout=subprocess.DEVNULL,
         )
         client = Redis(port=self.port)
@@ -72,18 +73,90 @@ class RedisServer:
 
 
 @dataclass
+class Sentinels:
+    """``count`` redis-sentinel processes (``redis-server --sentinel``) of the test's own,
+    watching ``primary`` as master ``name``, with fast failure detection (1 s)."""
+
+    directory: Path
+    primary: RedisServer
+    name: str = "askbox"
+    count: int = 3
+    ports: list[int] = field(default_factory=list)
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def addresses(self) -> str:
+        """``ASKBOX_REDIS_SENTINELS``."""
+        return ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    def start(self, replicas: int = 1) -> Sentinels:
+        for i in range(self.count):
+            port = free_port()
+            conf = self.directory / f"sentinel-{i}.conf"  # Sentinel rewrites it: its own, writable
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.directory}\n"
+                f"sentinel monitor {self.name} 127.0.0.1 {self.primary.port} 2\n"
+                f"sentinel down-after-milliseconds {self.name} 1000\n"
+                f"sentinel failover-timeout {self.name} 10000\n"
+                f"sentinel parallel-syncs {self.name} 1\n"
+            )
+            self.ports.append(port)
+            self.procs.append(subprocess.Popen(["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL))
+        # Ready when every Sentinel knows the replicas and the other Sentinels: only then
+        # can a quorum agree on a failover.
+        def ready() -> bool:
+            for port in self.ports:
+                try:
+                    state = Redis(port=port, socket_timeout=1).sentinel_master(self.name)
+                except Exception:  # noqa: BLE001 - not up yet
+                    return False
+                if state["num-slaves"] < replicas or state["num-other-sentinels"] < self.count - 1:
+                    return False
+            return True
+
+        wait_for(ready, 30, "the Sentinels to see the replicas and each other", every=0.2)
+        return self
+
+    def master_port(self) -> int | None:
+        """The master's port as a majority of the Sentinels report it."""
+        seen: dict[int, int] = {}
+        for port in self.ports:
+            try:
+                _host, master = Redis(port=port, socket_timeout=1).sentinel_get_master_addr_by_name(self.name)
+            except Exception:  # noqa: BLE001 - that Sentinel is busy or down
+                continue
+            seen[int(master)] = seen.get(int(master), 0) + 1
+        agreed = [master for master, votes in seen.items() if votes > self.count // 2]
+        return agreed[0] if agreed else None
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@dataclass
 class Workers:
     env: dict[str, str]
     procs: list[subprocess.Popen] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
+    # Where the worker runs, e.g. Host.command (hosts_helpers.py): argv in, argv out.
+    wrap: Callable[..., list[str]] | None = None
 
     def start(self, count: int = 1, burst: bool = False, log_dir: Path | None = None) -> list[subprocess.Popen]:
         started = []
         for _ in range(count):
             log = (log_dir or Path("/tmp")) / f"askbox-worker-{len(self.procs)}-{os.getpid()}.log"
             self.logs.append(log)
+            argv = [ASKBOX, "worker", *(["--burst"] if burst else [])]
             proc = subprocess.Popen(
-                [ASKBOX, "worker", *(["--burst"] if burst else [])],
+                self.wrap(*argv) if self.wrap else argv,
                 env=self.env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: SIGKILL reaches the work-horse too
             )

@@ -27,7 +27,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from bot.dashboard import DashboardSettings, build_dashboard_app, make_dashboard_server
-from tests.conftest import REDIS_TEST_URL, unavailable
+from tests.conftest import unavailable
 
 USER, PASSWORD = "ops", "s3cret-pw"
 QUEUE_NAMES = ("askbox-high", "askbox-default", "askbox-low")
@@ -87,7 +87,7 @@ def _recording(app: Flask, log: list[dict[str, object]]) -> None:
 
 @pytest.fixture()
 def dashboard(redis_client: redis.Redis) -> Iterator[Served]:
-    app = build_dashboard_app(REDIS_TEST_URL, USER, PASSWORD)
+    app = build_dashboard_app(redis_client, USER, PASSWORD)
     log: list[dict[str, object]] = []
     _recording(app, log)
     server = make_dashboard_server(app, 0)
