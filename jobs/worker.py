@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -25,7 +26,11 @@ from rq.rate_limit import release_slot
 from rq.serializers import JSONSerializer
 
 from jobs import job as question_job
-from jobs import metrics
+from jobs import metrics, outbox
+from jobs.final import Final
+from jobs.publisher import publisher_for
+from jobs.question import Question
+from jobs.queue import fetch
 from jobs.job_guard import AskboxJob, RefusedJob, refusal, refuse
 from jobs.logs import configure_json_logging
 from jobs.queue import QUEUE_NAMES
@@ -118,6 +123,7 @@ def run_worker(settings: Settings, names: list[str] | None = None, burst: bool =
         server = metrics.serve_metrics(jobs.metrics_port, redis, QUEUE_NAMES)
         log.info("metrics on %s", server.url)
     check_sandboxes(settings)
+    start_outbox_sweep(redis, settings)
     while True:
         worker = build_worker(redis, settings, names)
         try:
@@ -148,6 +154,32 @@ def check_sandboxes(settings: Settings) -> None:
     except SandboxInfraError as exc:
         raise SystemExit(f"askbox worker: egress self-test failed, not taking questions: {exc}") from exc
     log.info("egress self-test passed")
+
+
+def start_outbox_sweep(redis: Redis, settings: Settings) -> threading.Thread:
+    """Every ``ASKBOX_OUTBOX_SWEEP_INTERVAL``: deliver the finals that were written but
+    not delivered (their worker died in between, or Slack failed them), on any worker."""
+    every = settings.jobs.outbox_sweep_interval
+
+    def deliver(job_id: str, final: Final) -> None:
+        job = fetch(redis, job_id)
+        question = Question.model_validate(job.args[0])
+        publisher_for(question, job, settings.slack).deliver_final(final)
+        log.info("outbox sweep: delivered the final of %s", job_id)
+
+    def run() -> None:
+        while True:
+            time.sleep(every)
+            try:
+                outbox.sweep(redis, deliver, older_than=every)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                log.warning("outbox sweep skipped: %s", exc)  # Redis is back by the next round
+            except Exception:  # noqa: BLE001 - the sweep must outlive one bad round
+                log.exception("outbox sweep failed")
+
+    thread = threading.Thread(target=run, name="outbox-sweep", daemon=True)
+    thread.start()
+    return thread
 
 
 def wait_for_redis(redis: Redis, longest: float = 10.0) -> None:
