@@ -55,8 +55,9 @@ def pending_status(team: str, channel: str, ts: str) -> str:
 
 def final_outbox(job_id: str) -> str:
     """Hash: ``final`` (the Final's JSON), ``state`` (pending/delivered), ``parts`` (JSON
-    list of the ts of every Slack message of it already posted) — jobs/outbox.py."""
-    return f"{PREFIX}final-outbox:{job_id}"
+    list of the ts of every Slack message of it already posted) — jobs/outbox.py. The
+    old final claim's name: a string there (written before the outbox) counts as written."""
+    return f"{PREFIX}final:{job_id}"
 
 
 def final_lease(job_id: str) -> str:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from redis import Redis
+from redis import Redis, ResponseError
 
 from jobs import keys
 from jobs.final import Final
@@ -63,7 +63,12 @@ def write(redis: Redis, job_id: str, final: Final) -> bool:
         pipe.hsetnx(key, "state", "pending")
         pipe.hsetnx(key, "written_at", time.time())
         pipe.expire(key, keys.CLAIM_TTL)
-        won = pipe.execute()[0]
+        try:
+            won = pipe.execute()[0]
+        except ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            return False  # the final claim of a release before the outbox: posted (or lost) then
     if won:
         redis.zadd(keys.FINAL_OUTBOX_PENDING, {job_id: time.time()}, nx=True)
     return bool(won)
@@ -72,11 +77,14 @@ def write(redis: Redis, job_id: str, final: Final) -> bool:
 def written(redis: Redis, job_id: str) -> bool:
     """A final is written (it may still be on its way): live progress must stop, or an
     edit could land on top of the final state."""
-    return bool(redis.hexists(keys.final_outbox(job_id), "final"))
+    return bool(redis.exists(keys.final_outbox(job_id)))
 
 
 def read(redis: Redis, job_id: str) -> Final | None:
-    raw = redis.hget(keys.final_outbox(job_id), "final")
+    try:
+        raw = redis.hget(keys.final_outbox(job_id), "final")
+    except ResponseError:
+        return None  # an old final claim (a string): nothing to deliver
     return Final.model_validate_json(raw) if raw else None
 
 
