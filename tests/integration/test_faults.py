@@ -214,11 +214,13 @@ def test_worker_killed_mid_stream_ends_in_one_final(fake, http_bots, pool, redis
     question = mention(fake, f"{SLOW} explain")
     assert deliver(fake, bot, question) == 200
     job_id = job_id_of(fake, question)
-    wait_for(lambda: fetch(redis, job_id).get_meta(refresh=True).get("progress"), 60, "progress to show")
+    wait_for(lambda: fetch(redis, job_id).get_meta(refresh=True).get("state") == "running", 60, "the agent to run")
+    time.sleep(1)
     name = fetch(redis, job_id).worker_name
     pid = {w.name: w.pid for w in Worker.all(connection=redis)}[name]
     pool.kill(next(p for p in workers if p.pid == pid))
     killed_at = time.monotonic()
+    assert not outbox.written(redis, job_id), "killed too late: the run had ended"
     wait_for(lambda: answered(fake, [question]), 150, f"the final\n{pool.tail()}")
     time.sleep(2)  # a second final would come from the retry's own end: give it the time
     assert_exactly_once(fake, [question])
