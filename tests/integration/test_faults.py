@@ -10,6 +10,7 @@ the process ``os._exit``s there, as a SIGKILL would leave it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -20,10 +21,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
 import pytest
 
 from jobs import outbox
 from jobs.question import Origin, sanitize_id
+from tests.conftest import sandbox_containers
 from tests.fakes.slack import FakeSlack, Message
 from tests.integration.conftest import ASKER, CHANNEL, OTHER, bot_env
 from tests.integration.pipeline_helpers import ASKBOX, Workers, free_port, wait_for
@@ -84,6 +87,74 @@ def pool(env, tmp_path) -> Iterator[Workers]:
     workers.log_dir = tmp_path  # type: ignore[attr-defined]
     yield workers
     workers.stop()
+
+
+@dataclass
+class OwnDockerd:
+    """A dockerd of the suite's own (its own data-root, exec-root, socket and pidfile; no
+    bridge, no iptables), so it can be restarted without touching the machine's daemon.
+    Its data-root is kept between sessions: the images are loaded into it once."""
+
+    root: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.root / 'docker.sock'}"
+
+    def client(self) -> docker.DockerClient:
+        return docker.DockerClient(base_url=self.host)
+
+    def start(self) -> OwnDockerd:
+        log = (self.root / "dockerd.log").open("a")
+        self.proc = subprocess.Popen(
+            ["dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
+             "-H", self.host, "--pidfile", str(self.root / "docker.pid"), "--bridge=none", "--iptables=false",
+             "--ip-masq=false"], stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self._answers(), 60, "the suite's own dockerd")
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            return bool(self.client().ping())
+        except docker.errors.DockerException:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # dockerd stops its containers and containerd on SIGTERM
+            self.proc.wait(timeout=60)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture()
+def own_dockerd(built_images, cursor_standin_image) -> Iterator[OwnDockerd]:
+    root = Path("/tmp/askbox-faults-dockerd")
+    root.mkdir(exist_ok=True)
+    with (root / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one session at a time uses this data-root
+        daemon = OwnDockerd(root).start()
+        try:
+            needed = [built_images["sandbox"], built_images["egress-proxy"], cursor_standin_image]
+            own = daemon.client()
+            missing = [tag for tag in needed if not _has_image(own, tag)]
+            if missing:  # the first session only: `docker save | docker -H ... load`
+                subprocess.run(f"docker save {' '.join(missing)} | docker -H {daemon.host} load", shell=True,
+                               check=True, capture_output=True, timeout=600)
+            yield daemon
+        finally:
+            daemon.stop()
+
+
+def _has_image(client: docker.DockerClient, tag: str) -> bool:
+    try:
+        client.images.get(tag)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
 
 
 def _listening(port: int) -> bool:
@@ -270,3 +341,37 @@ def test_slack_5xx_and_429_storm_during_finals(fake, http_bots, pool, tmp_path):
     errors = Counter(c.status for c in fake.calls("chat.postMessage") if c.status != 200)
     print(f"Slack storm: {dict(errors)} answered to chat.postMessage, {len(questions)} finals posted once each "
           f"within {time.monotonic() - started:.1f} s")
+
+
+# ---------------------------------------------------------------------------------------- 5
+
+
+def test_docker_daemon_restarted_mid_question(fake, http_bots, env, own_dockerd, redis, tmp_path):
+    workers = Workers({**env, "DOCKER_HOST": own_dockerd.host})
+    workers.start(1, log_dir=tmp_path)
+    own = own_dockerd.client()
+    try:
+        bot = http_bots()
+        first = mention(fake, f"{SLOW} explain")
+        assert deliver(fake, bot, first) == 200
+        wait_for(lambda: [c for c in sandbox_containers(own) if c.attrs.get("State") == "running"], 120,
+                 f"the sandbox to run in the suite's dockerd\n{workers.tail()}")
+        own_dockerd.restart()  # its containers die with it (no live-restore)
+        restarted_at = time.monotonic()
+        wait_for(lambda: answered(fake, [first]), 150, f"the first question's final\n{workers.tail()}")
+        ended = outbox.read(redis, job_id_of(fake, first))
+        assert ended is not None and (ended.kind == "answer" or ended.reference), ended  # retried, or one clear message
+        from jobs.queue import fetch
+
+        retries_left = fetch(redis, job_id_of(fake, first)).retries_left
+        assert ended.kind != "answer" or (retries_left or 0) < 2, "the restart did not cut the first run off"
+        second = mention(fake, f"{QUICK} and now?", user=OTHER)
+        assert deliver(fake, bot, second) == 200
+        wait_for(lambda: answered(fake, [second]), 120, f"the answer after the restart\n{workers.tail()}")
+        assert_exactly_once(fake, [first, second])
+        assert outbox.read(redis, job_id_of(fake, second)).kind == "answer"  # the worker serves again
+        print(f"Docker daemon restarted mid-question: first ended '{ended.kind}' (retries left {retries_left}) "
+              f"{time.monotonic() - restarted_at:.1f} s after the restart; the next question answered")
+    finally:
+        workers.stop()
+        wait_for(lambda: not sandbox_containers(own), 30, "the suite's dockerd to hold no sandbox")
