@@ -375,3 +375,28 @@ def test_docker_daemon_restarted_mid_question(fake, http_bots, env, own_dockerd,
     finally:
         workers.stop()
         wait_for(lambda: not sandbox_containers(own), 30, "the suite's dockerd to hold no sandbox")
+
+
+# ------------------------------------------------------------------------- leaked claims
+
+
+@pytest.mark.parametrize("leaked", ["event", "question"])
+def test_a_leaked_pending_claim_delays_the_question_but_never_loses_it(fake, http_bots, redis, leaked):
+    from jobs import keys
+    from jobs.queue import exists
+
+    bot = http_bots(ASKBOX_PENDING_CLAIM_TTL="4")
+    question = mention(fake, "why?")
+    job_id = job_id_of(fake, question)
+    key = (keys.event_claim(fake.team_id, CHANNEL, question["ts"]) if leaked == "event"
+           else keys.question_claim(job_id))
+    # What a bot killed mid-way leaves; a question claim outlives the bot's 5 s wait for it.
+    redis.set(key, "pending-of-a-dead-bot", ex=4 if leaked == "event" else 7)
+    assert deliver(fake, bot, question) not in {0, 200}  # not acknowledged: Slack will deliver again
+    assert not exists(redis, job_id)
+    wait_for(lambda: not redis.exists(key), 10, "the leaked claim to lapse")
+    assert deliver(fake, bot, question, retry=1) == 200
+    assert exists(redis, job_id)
+    assert deliver(fake, bot, question, retry=2) == 200  # and now a duplicate: acked, no second job
+    assert redis.get(keys.event_claim(fake.team_id, CHANNEL, question["ts"])) == b"1"
+    assert len([m for m in _bot_messages(fake, question) if "Queued" in (m.text or "")]) == 1
