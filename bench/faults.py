@@ -14,6 +14,9 @@ the test-only crash point after the outbox write (it and its horse die there);
 from its AOF; 6 a Slack 5xx/429 storm on chat.postMessage. (5, the Docker daemon
 restart, needs a dockerd of the bench's own and is not injected here.)
 
+A fault-free pass on the same schedule runs first (``--no-baseline`` skips it): the time
+to answer under faults is printed as a ratio of it.
+
 Usage: python bench/faults.py [--questions 200 --minutes 10 --users 20 --workers 4]
 Needs Docker and the images (`askbox images build --offline`).
 """
@@ -185,19 +188,9 @@ def finals_of(fake: FakeSlack, asked: Asked) -> int:
     return count
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--questions", type=int, default=200)
-    parser.add_argument("--minutes", type=float, default=10)
-    parser.add_argument("--users", type=int, default=20)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--fault-every", type=float, default=20.0, help="mean seconds between faults")
-    parser.add_argument("--drain", type=float, default=240.0, help="seconds to wait for the last answers")
-    parser.add_argument("--seed", type=int, default=11)
-    args = parser.parse_args()
-    random.seed(args.seed)
-    client = docker.from_env()
-    image = build_cursor_standin(client, images.tag("sandbox"))
+def soak(args: argparse.Namespace, image: str, client: docker.DockerClient, faults: bool) -> dict:
+    """One soak (with faults, or the fault-free baseline on the same schedule): its figures."""
+    rng = random.Random(args.seed)  # the same send times, users and texts for both passes
     with tempfile.TemporaryDirectory() as tmp, FakeSlack() as fake:
         tmp_path = Path(tmp)
         repo = tmp_path / "repo"
@@ -226,19 +219,20 @@ def main() -> None:
                 threading.Thread(target=target, daemon=True).start()
             duration = args.minutes * 60
             start = time.monotonic()
-            sends = sorted(random.uniform(0, duration) for _ in range(args.questions))
-            next_fault = start + random.expovariate(1 / args.fault_every)
+            sends = sorted(rng.uniform(0, duration) for _ in range(args.questions))
+            faults_rng = random.Random(args.seed + 1)
+            next_fault = start + faults_rng.expovariate(1 / args.fault_every) if faults else float("inf")
             senders = []
             for i, at in enumerate(sends):
                 while time.monotonic() < start + at:
                     if time.monotonic() >= next_fault:
-                        kind = random.choice([1, 2, 3, 4, 6])
+                        kind = faults_rng.choice([1, 2, 3, 4, 6])
                         print(f"[{time.monotonic() - start:6.1f}s] fault {kind}", flush=True)
                         bench.inject(kind)
-                        next_fault = time.monotonic() + random.expovariate(1 / args.fault_every)
+                        next_fault = time.monotonic() + faults_rng.expovariate(1 / args.fault_every)
                     time.sleep(0.05)
-                user = random.choice(users)
-                event = fake.app_mention(user, CHANNEL, f"<@{fake.bot_user_id}> " + random.choice(TEXTS).format(i=i))
+                user = rng.choice(users)
+                event = fake.app_mention(user, CHANNEL, f"<@{fake.bot_user_id}> " + rng.choice(TEXTS).format(i=i))
                 origin = Origin(kind="slack", user=user, team=fake.team_id, channel=CHANNEL, thread_ts=event["ts"],
                                 message_ts=event["ts"])
                 item = Asked(event, sanitize_id(origin.event_key() or ""), time.monotonic())
@@ -266,22 +260,51 @@ def main() -> None:
             server.stop()
             EgressProxies(images.tag("egress-proxy"), egress).stop_all(client)
         finals = [finals_of(fake, item) for item in asked]
-        accepted = [item for item in asked if item.acked]
-        answered = sum(1 for item, n in zip(asked, finals) if item.acked and n == 1)
-        doubled = sum(1 for n in finals if n > 1)
-        lost = sum(1 for item, n in zip(asked, finals) if item.acked and n == 0)
-        never_acked = len(asked) - len(accepted)
         times = [item.answered - item.sent for item in asked if item.answered]
-        print(f"\n{len(asked)} questions over {args.minutes:g} min from {args.users} users on {args.workers} workers; "
-              f"faults injected: {dict(sorted(bench.faults.items()))}")
-        print(f"answered {answered}/{len(asked)}  lost {lost}  doubled {doubled}  never acknowledged {never_acked}")
-        print(f"time to answer (first delivery -> final in Slack): p50 {statistics.median(times):.1f} s  "
-              f"p95 {pct(times, .95):.1f} s" if times else "no answers")
-        print("peak RSS: " + ", ".join(f"{role} {kib / 1024:.0f} MiB" for role, kib in sorted(bench.peak_kib.items())))
-        print(json.dumps({"asked": len(asked), "answered": answered, "lost": lost, "doubled": doubled,
-                          "never_acked": never_acked, "faults": bench.faults,
-                          "p50": statistics.median(times) if times else None, "p95": pct(times, .95) if times else None,
-                          "peak_rss_mib": {k: round(v / 1024) for k, v in bench.peak_kib.items()}}))
+        return {
+            "asked": len(asked),
+            "answered": sum(1 for item, n in zip(asked, finals) if item.acked and n == 1),
+            "lost": sum(1 for item, n in zip(asked, finals) if item.acked and n == 0),
+            "doubled": sum(1 for n in finals if n > 1),
+            "never_acked": sum(1 for item in asked if not item.acked),
+            "faults": dict(sorted(bench.faults.items())),
+            "p50": statistics.median(times) if times else float("nan"),
+            "p95": pct(times, .95),
+            "peak_rss_mib": {k: round(v / 1024) for k, v in sorted(bench.peak_kib.items())},
+        }
+
+
+def report(name: str, r: dict) -> None:
+    print(f"{name:9} answered {r['answered']}/{r['asked']}  lost {r['lost']}  doubled {r['doubled']}  "
+          f"never acknowledged {r['never_acked']}  faults {r['faults']}  time to answer p50 {r['p50']:.1f} s  "
+          f"p95 {r['p95']:.1f} s")
+    print(f"{'':9} peak RSS: " + ", ".join(f"{role} {mib} MiB" for role, mib in r["peak_rss_mib"].items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--questions", type=int, default=200)
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--fault-every", type=float, default=20.0, help="mean seconds between faults")
+    parser.add_argument("--drain", type=float, default=240.0, help="seconds to wait for the last answers")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--no-baseline", action="store_true", help="skip the fault-free pass on the same schedule")
+    args = parser.parse_args()
+    client = docker.from_env()
+    image = build_cursor_standin(client, images.tag("sandbox"))
+    print(f"{args.questions} questions over {args.minutes:g} min from {args.users} users on {args.workers} workers")
+    baseline = None if args.no_baseline else soak(args, image, client, faults=False)
+    faulty = soak(args, image, client, faults=True)
+    print()
+    if baseline is not None:
+        report("no faults", baseline)
+    report("faults", faulty)
+    if baseline is not None:
+        print(f"time to answer with faults / without: p50 {faulty['p50'] / baseline['p50']:.2f}x  "
+              f"p95 {faulty['p95'] / baseline['p95']:.2f}x")
+    print(json.dumps({"baseline": baseline, "faults": faulty}))
 
 
 if __name__ == "__main__":
