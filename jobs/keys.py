@@ -31,8 +31,8 @@ CLAIM_TTL = 7 * DAY
 # Slack's redelivery (about 1 and 5 minutes after the first) finds it lapsed. The default;
 # ASKBOX_PENDING_CLAIM_TTL overrides it.
 PENDING_CLAIM_TTL = 60
-# A final delivery in progress: the process delivering it renews nothing; a delivery
-# cut off is taken over by another process once this lapses (jobs/outbox.py).
+# A final delivery in progress, renewed by the process delivering it; a delivery cut off
+# (its process died) is taken over by another process once this lapses (jobs/outbox.py).
 FINAL_LEASE_TTL = 60
 
 

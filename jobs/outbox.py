@@ -13,9 +13,8 @@ cut off between Slack's answer and the record finds it in the thread
 (conversations.replies) instead of posting it again. Edits (the status message's final
 state, reactions) are idempotent by nature and simply done again.
 
-The lease is short (``keys.FINAL_LEASE_TTL``): a dead deliverer blocks nobody for long.
-A delivery slower than the lease can overlap a takeover; the part records and the
-thread check keep even that from doubling a part already posted.
+The lease is short (``keys.FINAL_LEASE_TTL``) and renewed while its holder delivers: a
+dead deliverer blocks nobody for long, a slow one (waiting out 429s) is not taken over.
 """
 
 from __future__ import annotations
@@ -23,12 +22,13 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from redis import Redis, ResponseError
+from redis import Redis, RedisError, ResponseError
 
 from jobs import keys
 from jobs.final import Final
@@ -105,8 +105,6 @@ class Delivery:
     redis: Redis
     job_id: str
     attempt: int  # 1 for the first; more means an earlier attempt was cut off
-    token: str = ""
-    ttl: int = keys.FINAL_LEASE_TTL
 
     @property
     def takeover(self) -> bool:
@@ -119,8 +117,6 @@ class Delivery:
 
     def record(self, part: str, value: str) -> None:
         self.redis.hset(keys.final_outbox(self.job_id), f"part:{part}", value)
-        # Each part posted renews the lease: a long answer under a 429 storm keeps it.
-        self.redis.eval(_RENEW, 1, keys.final_lease(self.job_id), self.token, self.ttl)
 
     def metadata(self, part: str) -> dict[str, object]:
         return {"event_type": EVENT_TYPE, "event_payload": {"job": self.job_id, "part": part}}
@@ -138,10 +134,16 @@ def delivering(redis: Redis, job_id: str, ttl: int = keys.FINAL_LEASE_TTL) -> It
     if not redis.set(lease, token, nx=True, ex=ttl):
         yield None
         return
+    done = threading.Event()
+    # Renewed while this process delivers (a post may wait for the rate budget and sleep
+    # through 429s for longer than the lease): only a dead deliverer's lease lapses.
+    renewer = threading.Thread(target=_renew_until, args=(redis, lease, token, ttl, done), daemon=True,
+                               name=f"final-lease-{job_id}")
+    renewer.start()
     try:
         attempt = int(redis.hincrby(keys.final_outbox(job_id), "attempts", 1))
         try:
-            yield Delivery(redis, job_id, attempt, token, ttl)
+            yield Delivery(redis, job_id, attempt)
         except Exception:
             if attempt < MAX_ATTEMPTS:
                 raise  # left pending: the sweep tries again
@@ -150,7 +152,16 @@ def delivering(redis: Redis, job_id: str, ttl: int = keys.FINAL_LEASE_TTL) -> It
             return
         _mark(redis, job_id, "delivered")
     finally:
+        done.set()
         redis.eval(_RELEASE, 1, lease, token)
+
+
+def _renew_until(redis: Redis, lease: str, token: str, ttl: int, done: threading.Event) -> None:
+    while not done.wait(ttl / 3):
+        try:
+            redis.eval(_RENEW, 1, lease, token, ttl)
+        except RedisError as exc:  # Redis away: the lease may lapse, the part records still hold
+            log.warning("renewing the final lease %s failed: %s", lease, exc)
 
 
 def _mark(redis: Redis, job_id: str, state: str) -> None:
