@@ -64,6 +64,12 @@ def final_lease(job_id: str) -> str:
     return f"{PREFIX}final-lease:{job_id}"
 
 
+def answer_streams(job_id: str) -> str:
+    """List: the ts of every answer stream any run of the question started, so a run
+    answering after another died removes that one's unfinished drafts."""
+    return f"{PREFIX}streams:{job_id}"
+
+
 FINAL_OUTBOX_PENDING = f"{PREFIX}final-outboxes"  # zset: job id -> when outboxed
 
 

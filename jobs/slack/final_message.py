@@ -16,8 +16,9 @@ the outbox once posted and carries Slack ``metadata`` naming job and part, so a
 process finishing a delivery that was cut off skips the parts already in the thread
 (records first, then conversations.replies for a part posted but not recorded). The
 status message's final state and the reactions are edits, done again. A streamed
-answer's streams are the crashed process's: a takeover, which does not know them,
-posts the answer as messages under them (the streams stay as Slack stopped them). An
+answer's streams belong to the run that streamed them: a run or takeover that answers
+after that run died removes them first (``AnswerStream.remove_foreign``, their ts kept
+under ``keys.answer_streams``) and posts the answer as messages. An
 upload carries no metadata: one cut off between Slack's answer and its record is
 uploaded again by the takeover.
 A message that fails to post raises: the final stays in the outbox, pending, and the

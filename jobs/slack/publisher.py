@@ -25,7 +25,7 @@ from redis import Redis
 from rq.job import Job
 from slack_sdk import WebClient
 
-from jobs import outbox
+from jobs import keys, outbox
 from jobs.final import Final
 from jobs.outbox import Delivery
 from jobs.question import Question
@@ -81,7 +81,7 @@ class SlackPublisher:
         self.progress = Progress(clock, options.progress_lines)
         self.status_message = StatusMessage(self.thread, self.progress, calls, options)
         self.assistant_status = AssistantStatus(self.thread, self.progress, calls, options)
-        self.stream = AnswerStream(self.thread, self.progress, calls, options)
+        self.stream = AnswerStream(self.thread, self.progress, calls, options, on_start=self._remember_stream)
         self.final_message = FinalMessage(self.thread, self.progress, calls, options, stream=self.stream, clock=clock)
 
         self._stop = threading.Event()
@@ -130,7 +130,20 @@ class SlackPublisher:
     def post_final(self, final: Final, delivery: Delivery | None = None) -> None:
         """Post the final message (the caller wrote it and holds the delivery lease)."""
         self.close()
+        # Streams of an earlier run (killed mid-answer, retried by this one) would read
+        # as a second, unfinished answer: they go before the final is posted.
+        # Not once the answer is in the thread: a finished stream may be its "last" part.
+        finished = delivery is not None and delivery.posted("last") is not None
+        recorded = [ts.decode() for ts in self.redis.lrange(keys.answer_streams(self.job.id), 0, -1)]
+        if recorded and not finished:
+            self.stream.remove_foreign(recorded)
         self.final_message.post(final, delivery)
+
+    def _remember_stream(self, ts: str) -> None:
+        with self.redis.pipeline() as pipe:
+            pipe.rpush(keys.answer_streams(self.job.id), ts)
+            pipe.expire(keys.answer_streams(self.job.id), keys.DAY)
+            pipe.execute()
 
     def close(self) -> None:
         """Stop sending progress (the final message, if any, is the caller's)."""
