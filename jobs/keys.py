@@ -11,8 +11,7 @@ The invariants that make "one question, one job, one final message" live here:
 
 ``event_claim`` and ``question_claim`` are *pending* (a token, ``PENDING_CLAIM_TTL``)
 until the work they guard is done, then long (``CLAIM_TTL``); see jobs/claims.py.
-Everything else is state: the cancel
-request a running job polls, the threads the bot was mentioned in, conversation memory,
+Everything else is state: the cancel request a running job polls, the threads the bot was mentioned in, conversation memory,
 the answer cache, feedback votes, the shared Slack rate budget, the model gateway's
 per-question tokens and usage.
 """
@@ -48,15 +47,16 @@ def question_claim(question_id: str) -> str:
 
 
 def pending_status(team: str, channel: str, ts: str) -> str:
-    """The "Queued" status message a pending attempt posted for a Slack message: reused
-    by the attempt that handles its redelivery, never left behind a second one."""
+    """(DAY) The "Queued" status message a pending attempt posted for a Slack message:
+    reused by the attempt that handles its redelivery, never left behind a second one."""
     return f"{PREFIX}pending-status:{team}:{channel}:{ts}"
 
 
 def final_outbox(job_id: str) -> str:
-    """Hash: ``final`` (the Final's JSON), ``state`` (pending/delivered), ``parts`` (JSON
-    list of the ts of every Slack message of it already posted) — jobs/outbox.py. The
-    old final claim's name: a string there (written before the outbox) counts as written."""
+    """Hash (CLAIM_TTL): ``final`` (the Final's JSON), ``state`` (pending, delivered,
+    abandoned), ``attempts``, and ``part:<name>`` (the ts of each Slack message of it
+    posted) — jobs/outbox.py. The old final claim's name: a string there (written before
+    the outbox) counts as written."""
     return f"{PREFIX}final:{job_id}"
 
 
@@ -65,8 +65,8 @@ def final_lease(job_id: str) -> str:
 
 
 def answer_streams(job_id: str) -> str:
-    """List: the ts of every answer stream any run of the question started, so a run
-    answering after another died removes that one's unfinished drafts."""
+    """List (DAY): the ts of every answer stream any run of the question started, so a
+    run answering after another died removes that one's unfinished drafts."""
     return f"{PREFIX}streams:{job_id}"
 
 
