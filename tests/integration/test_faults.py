@@ -35,6 +35,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.usefixtures("no
 QUICK = "[transcript:subagent-sleep-v2]"  # about 1.6 s of recorded cursor-agent output
 SLOW = "[transcript:direct-sleep]"  # about 4.7 s
 SECRET = "s3cret"
+BRIDGE = "askbox-fd0"  # the suite's dockerd's own bridge (see OwnDockerd)
 
 
 @dataclass
@@ -91,9 +92,13 @@ def pool(env, tmp_path) -> Iterator[Workers]:
 
 @dataclass
 class OwnDockerd:
-    """A dockerd of the suite's own (its own data-root, exec-root, socket and pidfile; no
-    bridge, no iptables), so it can be restarted without touching the machine's daemon.
-    Its data-root is kept between sessions: the images are loaded into it once."""
+    """A dockerd of the suite's own (its own data-root, exec-root, socket, pidfile and
+    bridge; no iptables), so it can be restarted without touching the machine's daemon.
+    Its data-root is kept between sessions: the images are loaded into it once.
+
+    Not ``--bridge=none``: a dockerd started so deletes the host's ``docker0`` link (the
+    machine daemon's default bridge). It gets a bridge of its own, with a TEST-NET
+    address that nothing routes (its sandboxes run without a network anyway)."""
 
     root: Path
     proc: subprocess.Popen | None = None
@@ -106,10 +111,14 @@ class OwnDockerd:
         return docker.DockerClient(base_url=self.host)
 
     def start(self) -> OwnDockerd:
+        if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0:
+            for command in (["ip", "link", "add", BRIDGE, "type", "bridge"],
+                            ["ip", "addr", "add", "192.0.2.1/24", "dev", BRIDGE], ["ip", "link", "set", BRIDGE, "up"]):
+                subprocess.run(command, check=True, capture_output=True)
         log = (self.root / "dockerd.log").open("a")
         self.proc = subprocess.Popen(
             ["dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
-             "-H", self.host, "--pidfile", str(self.root / "docker.pid"), "--bridge=none", "--iptables=false",
+             "-H", self.host, "--pidfile", str(self.root / "docker.pid"), f"--bridge={BRIDGE}", "--iptables=false",
              "--ip-masq=false"], stdout=log, stderr=subprocess.STDOUT)
         wait_for(lambda: self._answers(), 60, "the suite's own dockerd")
         return self
