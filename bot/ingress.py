@@ -17,8 +17,9 @@ from slack_sdk.errors import SlackApiError
 from bot.parse import USAGE, parse
 from bot.settings import BotSettings
 from jobs.settings import Settings
-from jobs import access, keys
+from jobs import access, claims, keys
 from jobs import queue as jobs_queue
+from jobs.crash_points import crash_point
 from jobs.question import Origin, Question, sanitize_id
 from jobs.slack.blocks import status_blocks
 from sandbox.agents.models import ModelRefused, check_model
@@ -92,20 +93,34 @@ class Ingress:
         thread_ts = event.thread_ts or event.ts
         # Claimed only now that we know we handle it: one message, one outcome, however
         # often it is delivered (retries, app_mention plus message.*, two bot processes).
+        # Pending (short) until the outcome is in Redis, so a bot killed mid-way leaves
+        # nothing that turns Slack's redelivery into "duplicate" (jobs/claims.py).
         claim = keys.event_claim(team, event.channel, event.ts)
-        if not self.redis.set(claim, "1", nx=True, ex=keys.CLAIM_TTL):
-            return "duplicate"
+        token = claims.take(self.redis, claim, self.settings.jobs.pending_claim_ttl)
+        if token is None:
+            if claims.confirmed(self.redis, claim):
+                return "duplicate"
+            # Another delivery is being handled right now, or its bot died mid-way: not
+            # acknowledged, so Slack delivers it again, after the pending claim lapsed.
+            raise jobs_queue.ClaimPending(f"event {event.channel}/{event.ts} is pending elsewhere")
         posted: list[str] = []  # listeners run concurrently: per-call state only
         try:
-            return self._accept(event, team, thread_ts, posted, shared)
+            outcome = self._accept(event, team, thread_ts, posted, shared)
+        except jobs_queue.ClaimPending:
+            with contextlib.suppress(RedisError):
+                claims.release(self.redis, claim, token)
+            raise
         except RedisError:
             # Redis went away mid-way: give the message back so Slack's redelivery (we do
             # not ack) can try again, and take back what the thread already shows.
             with contextlib.suppress(RedisError):
-                self.redis.delete(claim)
+                claims.release(self.redis, claim, token)
             for ts in posted:
                 self._call("chat_delete", channel=event.channel, ts=ts)
             raise
+        # A crash before this line: the job (if any) is found by the redelivery.
+        claims.confirm(self.redis, claim, token)
+        return outcome
 
     def _accept(self, event: SlackMessage, team: str, thread_ts: str, posted: list[str], shared: bool) -> str:
         parsed = parse(event.text)
@@ -131,13 +146,12 @@ class Ingress:
             self._post(event.channel, thread_ts, refusal)
             return "rejected"
         job_id = sanitize_id(origin.event_key() or "")
+        if jobs_queue.exists(self.redis, job_id):
+            return "duplicate"  # queued by an attempt that died before confirming its claim
         self._react(event.channel, event.ts, "eyes")
         position = jobs_queue.waiting(self.redis)
-        status = self._post(
-            event.channel, thread_ts, f"Queued (position {position + 1}).", blocks=status_blocks(
-                f":hourglass_flowing_sand: Queued (position {position + 1}).", job_id)
-        )
-        posted.extend([status] if status else [])
+        status = self._status_message(event, team, thread_ts, job_id, position, posted)
+        crash_point(self.settings.jobs.test_crash_at, "after-claim")
         try:
             question = Question(
                 origin=origin.model_copy(update={"status_ts": status}), text=parsed.text, repo=repo,
@@ -156,6 +170,23 @@ class Ingress:
         if not self.redis.set(mentioned, event.user or "", nx=True, ex=keys.CLAIM_TTL):
             self.redis.expire(mentioned, keys.CLAIM_TTL)
         return "queued"
+
+    def _status_message(self, event: SlackMessage, team: str, thread_ts: str, job_id: str, position: int,
+                        posted: list[str]) -> str | None:
+        """The question's "Queued" message: the one an attempt that died before enqueueing
+        posted (remembered under ``keys.pending_status``), or a new one."""
+        text = f"Queued (position {position + 1})."
+        blocks = status_blocks(f":hourglass_flowing_sand: {text}", job_id)
+        remembered = keys.pending_status(team, event.channel, event.ts)
+        earlier = self.redis.get(remembered)
+        if earlier is not None and self._call("chat_update", channel=event.channel, ts=earlier.decode(),
+                                              text=text, blocks=blocks):
+            return earlier.decode()
+        status = self._post(event.channel, thread_ts, text, blocks=blocks)
+        if status:
+            posted.append(status)
+            self.redis.set(remembered, status, ex=keys.DAY)
+        return status
 
     def _model_refusal(self, agent: str | None, model: str | None) -> str | None:
         """Why ``model=`` may not run (it reaches the agent's argv), or None. An unknown

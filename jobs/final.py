@@ -1,4 +1,4 @@
-"""The one final message of a question: what it says, and the guard that makes it one."""
+"""The one final message of a question: what it says (jobs/outbox.py makes it one)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel
-from redis import Redis
 
-from jobs import keys
 from sandbox.outcome import Ending
 
 # A question ends with an answer, an agent error or a rejection, or as the sandbox ended
@@ -50,15 +48,3 @@ class Final(BaseModel):
         if self.cached:
             rest.append("cached")
         return " · ".join(parts + [text(p) for p in rest])
-
-
-def claim_final(redis: Redis, job_id: str, ttl: int = keys.CLAIM_TTL) -> bool:
-    """True for exactly one caller per question, across processes, retries and restarts:
-    whoever wins posts the final message, everyone else stays silent."""
-    return bool(redis.set(keys.final_claim(job_id), "1", nx=True, ex=ttl))
-
-
-def final_claimed(redis: Redis, job_id: str) -> bool:
-    """Whether some process has claimed the question's final message (it may still be
-    posting it): live progress must stop, or an edit could land on the final state."""
-    return bool(redis.exists(keys.final_claim(job_id)))

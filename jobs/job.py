@@ -16,10 +16,11 @@ from redis import Redis
 from rq import get_current_job
 from rq.job import Job
 
-from jobs import access, keys, metrics
+from jobs import access, keys, metrics, outbox
 from jobs.agent_runs import agent_session, model_route, mount_repo, pin_repo
 from jobs.cache import AnswerCache
 from jobs.citations import cite
+from jobs.crash_points import crash_point
 from jobs.final import Final
 from jobs.gemini.client import GeminiCalls
 from jobs.gemini.compaction import remember
@@ -107,6 +108,12 @@ class QuestionRun:
 
     def _run(self) -> Final:
         q = self.question
+        earlier = outbox.read(self.redis, self.job.id)
+        if earlier is not None:
+            # A run that wrote its final and died before delivering it (RQ retried the
+            # abandoned job): finish that delivery, answer nothing again.
+            outbox.publish(self.redis, self.job.id, earlier, self.publisher.write_final, self.publisher.deliver_final)
+            return earlier
         who = self.redis.get(keys.cancel_request(self.job.id))
         if who is not None:
             return self._final(Final(kind="cancelled", text=f"Cancelled by {who.decode()} before it started."))
@@ -326,8 +333,13 @@ class QuestionRun:
         metrics.count_question("cached" if final.cached else final.kind)
         log.info("question ended: %s after %.1f s", final.kind, self._elapsed(),
                  extra={"outcome": final.kind, "cached": final.cached})
-        if not self.publisher.final(final):
-            log.warning("job %s: final message already posted; not posting %s", self.job.id, final.kind)
+        # Into the outbox, then delivered: a worker dying in between (the test-only crash
+        # point) leaves it for the failure callback or the sweep, never lost or doubled.
+        crash = self.settings.jobs.test_crash_at
+        if not outbox.publish(self.redis, self.job.id, final, self.publisher.write_final,
+                              self.publisher.deliver_final,
+                              between=lambda: crash_point(crash, "after-outbox", with_parent=True)):
+            log.warning("job %s: a final message was already written; not posting %s", self.job.id, final.kind)
         return final
 
 

@@ -5,10 +5,13 @@ The invariants that make "one question, one job, one final message" live here:
 - ``event_claim``: the bot handles a Slack message (team, channel, ts) once, however
   often Slack delivers it (retries, ``app_mention`` plus ``message.*``, several bots);
 - ``question_claim``: exactly one process creates the RQ job of a question id;
-- ``final_claim``: exactly one process posts a question's final message.
+- ``final_outbox``: a question's final message, written before it is delivered, with
+  what of it was delivered (jobs/outbox.py); ``final_lease`` is held, briefly, by the
+  one process delivering it.
 
-Each is taken with ``SET NX EX CLAIM_TTL``. Everything else is state: the cancel
-request a running job polls, the threads the bot was mentioned in, conversation memory,
+``event_claim`` and ``question_claim`` are *pending* (a token, ``PENDING_CLAIM_TTL``)
+until the work they guard is done, then long (``CLAIM_TTL``); see jobs/claims.py.
+Everything else is state: the cancel request a running job polls, the threads the bot was mentioned in, conversation memory,
 the answer cache, feedback votes, the shared Slack rate budget, the model gateway's
 per-question tokens and usage.
 """
@@ -23,6 +26,13 @@ DAY = 24 * 3600
 # Claims, RQ results and the bot's thread marks outlive any retry or redelivery Slack
 # makes (hours) by a wide margin: a week.
 CLAIM_TTL = 7 * DAY
+# A claim whose process may still die before its work is done (jobs/claims.py): short, so
+# Slack's redelivery (about 1 and 5 minutes after the first) finds it lapsed. The default;
+# ASKBOX_PENDING_CLAIM_TTL overrides it.
+PENDING_CLAIM_TTL = 60
+# A final delivery in progress, renewed by the process delivering it; a delivery cut off
+# (its process died) is taken over by another process once this lapses (jobs/outbox.py).
+FINAL_LEASE_TTL = 60
 
 
 # --- exactly once ------------------------------------------------------------------
@@ -36,8 +46,31 @@ def question_claim(question_id: str) -> str:
     return f"{PREFIX}question:{question_id}"
 
 
-def final_claim(job_id: str) -> str:
+def pending_status(team: str, channel: str, ts: str) -> str:
+    """(DAY) The "Queued" status message a pending attempt posted for a Slack message:
+    reused by the attempt that handles its redelivery, never left behind a second one."""
+    return f"{PREFIX}pending-status:{team}:{channel}:{ts}"
+
+
+def final_outbox(job_id: str) -> str:
+    """Hash (CLAIM_TTL): ``final`` (the Final's JSON), ``state`` (pending, delivered,
+    abandoned), ``attempts``, and ``part:<name>`` (the ts of each Slack message of it
+    posted) — jobs/outbox.py. The old final claim's name: a string there (written before
+    the outbox) counts as written."""
     return f"{PREFIX}final:{job_id}"
+
+
+def final_lease(job_id: str) -> str:
+    return f"{PREFIX}final-lease:{job_id}"
+
+
+def answer_streams(job_id: str) -> str:
+    """List (DAY): the ts of every answer stream any run of the question started, so a
+    run answering after another died removes that one's unfinished drafts."""
+    return f"{PREFIX}streams:{job_id}"
+
+
+FINAL_OUTBOX_PENDING = f"{PREFIX}final-outboxes"  # zset: job id -> when outboxed
 
 
 # --- a question's life ---------------------------------------------------------------

@@ -3,7 +3,11 @@
 Every question's progress lands in its RQ job's meta (throttled), so ``askbox ask``,
 the dashboard and any other process can follow it; Slack questions also get a Slack
 publisher (jobs/slack/publisher.py), and ``CompositePublisher`` fans one question out
-to several publishers while its final message is still claimed once.
+to several publishers while its final message is still written once (jobs/outbox.py).
+
+A final is two steps: ``write_final`` (into the outbox; True for one caller per
+question) and ``deliver_final`` (to every destination, under the outbox's lease, each
+destination idempotent). ``final`` does both; the job crashes, in tests, in between.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from typing import Any, Protocol
 
 from rq.job import Job
 
-from jobs.final import Final, claim_final
+from jobs import outbox
+from jobs.final import Final
+from jobs.outbox import Delivery
 from jobs.question import Question
 from jobs.slack.publisher import slack_publisher_for
 from jobs.slack.settings import SlackSettings
@@ -33,8 +39,12 @@ class Publisher(Protocol):
     def event(self, event: AgentEvent) -> None: ...
 
     def final(self, final: Final) -> bool:
-        """Post the final message; False when another process already posted it."""
+        """Write, then deliver, the final message; False when another process wrote it."""
         ...
+
+    def write_final(self, final: Final) -> bool: ...
+
+    def deliver_final(self, final: Final) -> None: ...
 
 
 class MetaPublisher:
@@ -69,11 +79,19 @@ class MetaPublisher:
         self._save(force=first)
 
     def final(self, final: Final) -> bool:
-        if not claim_final(self.job.connection, self.job.id):
-            return False
-        self.job.meta.update(state="done", final=final.model_dump(mode="json"), final_at=time.time())
+        return outbox.publish(self.job.connection, self.job.id, final, self.write_final, self.deliver_final)
+
+    def write_final(self, final: Final) -> bool:
+        return outbox.write(self.job.connection, self.job.id, final)
+
+    def deliver_final(self, final: Final) -> None:
+        outbox.deliver(self.job.connection, self.job.id, final, [self])
+
+    def post_final(self, final: Final, delivery: Delivery | None = None) -> None:
+        """The final into the job's meta (done again by a takeover: the same value)."""
+        self.job.meta.update(state="done", final=final.model_dump(mode="json"))
+        self.job.meta.setdefault("final_at", time.time())
         self._save(force=True)
-        return True
 
     def _save(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -85,18 +103,18 @@ class MetaPublisher:
 class _PostsFinal(Protocol):
     def started(self) -> None: ...
     def event(self, event: AgentEvent) -> None: ...
-    def post_final(self, final: Final) -> None: ...
+    def post_final(self, final: Final, delivery: Delivery | None = None) -> None: ...
 
 
 class CompositePublisher:
-    """Fans a question's progress out to several publishers and claims its final once.
+    """Fans a question's progress out to several publishers and writes its final once.
 
-    The first publisher's ``final()`` takes the claim (``claim_final``); only when it
-    won do the others post through ``post_final()``, which does not claim again (the
-    claim is one key per job: a second claim would always lose)."""
+    The first publisher's ``write_final()`` writes the outbox; only when it won is the
+    final delivered to all of them (``post_final()``, under one delivery lease)."""
 
     def __init__(self, first: Any, *others: _PostsFinal) -> None:
         self.publishers: tuple[Any, ...] = (first, *others)
+        self.job: Job = first.job
 
     @property
     def shown(self) -> bool:
@@ -111,14 +129,22 @@ class CompositePublisher:
             _quietly(publisher.event, event)
 
     def final(self, final: Final) -> bool:
+        return outbox.publish(self.job.connection, self.job.id, final, self.write_final, self.deliver_final)
+
+    def write_final(self, final: Final) -> bool:
         first, *others = self.publishers
-        if not first.final(final):
-            for publisher in others:
-                _quietly(getattr(publisher, "close", lambda: None))
-            return False
+        if first.write_final(final):
+            return True
         for publisher in others:
-            _quietly(publisher.post_final, final)
-        return True
+            _quietly(getattr(publisher, "close", lambda: None))
+        return False
+
+    def deliver_final(self, final: Final) -> None:
+        outbox.deliver(self.job.connection, self.job.id, final, self.publishers)
+
+    def close(self) -> None:
+        for publisher in self.publishers:
+            _quietly(getattr(publisher, "close", lambda: None))
 
 
 def _quietly(fn: Callable[..., Any], *args: Any) -> None:
@@ -133,5 +159,5 @@ def publisher_for(question: Question, job: Job, slack: SlackSettings) -> Publish
     """Every question's publisher: its RQ meta, and its Slack thread when it came from Slack."""
     meta = MetaPublisher(job)
     to_slack = slack_publisher_for(question, job, slack)  # None unless it came from Slack and a token is set
-    # The MetaPublisher comes first: its final() takes the claim, then the others post.
+    # The MetaPublisher comes first: its write_final() writes the outbox, then all deliver.
     return CompositePublisher(meta, to_slack) if to_slack is not None else meta

@@ -11,14 +11,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from redis import Redis
+from redis import Redis, WatchError
 from rq import Callback, Queue, RateLimit
-from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.rate_limit import RateLimitRegistry
 from rq.serializers import JSONSerializer
 
-from jobs import keys
+from jobs import claims, keys
 from jobs.question import Priority, Question
 from jobs.settings import JobSettings
 
@@ -29,6 +28,12 @@ JOB_FUNCTION = "jobs.job.answer_question"
 
 class QueueFull(RuntimeError):
     pass
+
+
+class ClaimPending(RuntimeError):
+    """Another process holds the question's pending claim and has made no job yet: it is
+    creating it right now, or it died doing so (its claim lapses within
+    ``pending_claim_ttl``). The caller must not report the question as handled."""
 
 
 @dataclass(frozen=True)
@@ -61,17 +66,30 @@ def user_waiting(redis: Redis, question: Question) -> int:
     return registry.get_rate_limited_job_count() + queued
 
 
+def exists(redis: Redis, job_id: str) -> bool:
+    return bool(Job.exists(job_id, connection=redis))
+
+
 def fetch(redis: Redis, job_id: str) -> Job:
     return Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
 
 
-def enqueue(redis: Redis, question: Question, settings: JobSettings) -> Enqueued:
+def enqueue(redis: Redis, question: Question, settings: JobSettings, wait: float = 5.0) -> Enqueued:
     # RQ's unique=True does not combine with RateLimit, so claim the question id ourselves:
-    # exactly one process, for one delivery of an event, gets to create the job.
+    # exactly one process, for one delivery of an event, gets to create the job. The claim
+    # is pending until the MULTI/EXEC that creates the job makes it long (jobs/claims.py).
     claim = keys.question_claim(question.id)
-    if not redis.set(claim, "1", nx=True, ex=keys.CLAIM_TTL):
-        job = _await_job(redis, question.id)
-        return Enqueued(job, position(redis, job), duplicate=True)
+    deadline = time.monotonic() + wait
+    while True:
+        if exists(redis, question.id):
+            job = fetch(redis, question.id)
+            return Enqueued(job, position(redis, job), duplicate=True)
+        token = claims.take(redis, claim, settings.pending_claim_ttl)
+        if token is not None:
+            break
+        if time.monotonic() > deadline:
+            raise ClaimPending(f"question {question.id} is being queued by another process")
+        time.sleep(0.05)
     try:
         if waiting(redis) >= settings.max_waiting:
             raise QueueFull(
@@ -83,16 +101,16 @@ def enqueue(redis: Redis, question: Question, settings: JobSettings) -> Enqueued
                 f"You already have {settings.user_max_waiting} questions waiting; please ask again once "
                 "one of them has started (or cancel one)."
             )
-        job = _enqueue(redis, question, settings)
+        job = _enqueue(redis, question, settings, claim, token)
     except BaseException:
-        redis.delete(claim)  # nothing was queued: a later delivery may try again
+        claims.release(redis, claim, token)  # nothing was queued: a later delivery may try again
         raise
     return Enqueued(job, position(redis, job))
 
 
-def _enqueue(redis: Redis, question: Question, settings: JobSettings) -> Job:
+def _enqueue(redis: Redis, question: Question, settings: JobSettings, claim: str, token: str) -> Job:
     queue = queues(redis)[PRIORITIES.index(question.priority)]
-    return queue.enqueue_call(
+    job = queue.create_job(
         JOB_FUNCTION,
         args=(question.model_dump(mode="json"),),
         job_id=question.id,
@@ -106,18 +124,24 @@ def _enqueue(redis: Redis, question: Question, settings: JobSettings) -> Job:
         meta={"state": "queued", "user": question.origin.user, "repo": question.repo,
               "thread": question.thread_key, "progress": []},
     )
-
-
-def _await_job(redis: Redis, job_id: str, wait: float = 5.0) -> Job:
-    """The job another process is creating for the same question right now."""
-    deadline = time.monotonic() + wait
-    while True:
+    # The job and the long claim in one MULTI/EXEC, only while our pending claim still
+    # holds (WATCH): a crash before EXEC leaves neither, after it both. RQ's public
+    # enqueue_job refuses a pipeline for rate-limited jobs (a later save on the same
+    # pipeline would undo the promotion; we save nothing after), so this takes the path
+    # RQ's own scheduler takes for them, ``_enqueue_rate_limited_job(job, pipeline=...)``.
+    with redis.pipeline() as pipe:
+        pipe.watch(claim)
+        if pipe.get(claim) != token.encode():
+            raise ClaimPending(f"the pending claim on question {question.id} lapsed before its job was made")
+        pipe.multi()
+        pipe.sadd(queue.redis_queues_keys, queue.key)
+        queue._enqueue_rate_limited_job(job, pipeline=pipe)  # noqa: SLF001 - see above
+        pipe.set(claim, claims.CONFIRMED, ex=keys.CLAIM_TTL)
         try:
-            return fetch(redis, job_id)
-        except NoSuchJobError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+            pipe.execute()
+        except WatchError:
+            raise ClaimPending(f"the pending claim on question {question.id} lapsed before its job was made") from None
+    return job
 
 
 def position(redis: Redis, job: Job) -> int | None:

@@ -189,6 +189,18 @@ class JobSettings(BaseSettings):
     worker_ttl: int = Field(default=45, ge=20)
     reaper_interval: float = Field(default=60.0, gt=0)
     metrics_port: int = Field(default=0, ge=0, description="worker's Prometheus port; 0 = off")
+    # A claim (jobs/claims.py) stays this short until its work is done: a process dying
+    # mid-way blocks a redelivery of the same event for at most this long.
+    pending_claim_ttl: int = Field(default=keys.PENDING_CLAIM_TTL, ge=1)
+    # SIGTERM lets the running question finish (RQ's warm shutdown) for at most this long;
+    # then its work-horse is killed and its sandbox removed. Below the supervisor's own
+    # stop timeout (compose: stop_grace_period).
+    shutdown_grace: float = Field(default=25.0, ge=0)
+    # How often a worker delivers the finals written but not delivered (jobs/outbox.py).
+    outbox_sweep_interval: float = Field(default=10.0, gt=0)
+    # Test-only fault injection (tests/integration/test_faults.py): the process dies at
+    # this named point (jobs/crash_points.py). Empty in every deployment.
+    test_crash_at: str = Field(default="", description="test only: die at this point")
     # Slack user ids who may cancel any question and are exempt from usage budgets.
     admins: list[str] = Field(default_factory=list)
 

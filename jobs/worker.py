@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from redis import Redis
@@ -26,7 +29,11 @@ from rq.rate_limit import release_slot
 from rq.serializers import JSONSerializer
 
 from jobs import job as question_job
-from jobs import metrics
+from jobs import metrics, outbox
+from jobs.final import Final
+from jobs.publisher import publisher_for
+from jobs.question import Question
+from jobs.queue import fetch
 from jobs.job_guard import AskboxJob, RefusedJob, refusal, refuse
 from jobs.logs import configure_json_logging
 from jobs.queue import QUEUE_NAMES
@@ -37,7 +44,7 @@ from sandbox import images
 from sandbox.egress import self_test
 from sandbox.errors import SandboxInfraError
 from sandbox.factory import sandbox_from_settings
-from sandbox.reaper import start_periodic
+from sandbox.reaper import reap, start_periodic
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,34 @@ RETRIES_DECIDED = "askbox_retries"
 class AskboxWorker(Worker):
     settings: Settings
     job_class = AskboxJob
+    reap_now: Callable[[], object] | None = None  # removes this host's orphaned sandboxes
+
+    def request_stop(self, signum, frame):  # type: ignore[no-untyped-def]
+        """SIGTERM: RQ's warm shutdown (the running question finishes), bounded by
+        ``ASKBOX_SHUTDOWN_GRACE``: then the work-horse is killed and its sandbox removed
+        (the question is retried elsewhere, or ends with one message)."""
+        if self.horse_pid and self._stop_requested is False:
+            threading.Thread(target=self._end_after_grace, args=(self.horse_pid,), daemon=True,
+                             name="shutdown-grace").start()
+        super().request_stop(signum, frame)
+
+    def _end_after_grace(self, horse: int) -> None:
+        time.sleep(self.settings.jobs.shutdown_grace)
+        if self.horse_pid != horse:
+            return  # the question finished within the grace
+        log.warning("shutdown grace of %.0f s over: stopping the running question", self.settings.jobs.shutdown_grace)
+        self._grace_over = True
+        self.kill_horse(signal.SIGKILL)  # its sandbox is removed once it is reaped (monitor_work_horse)
+
+    _grace_over = False
+
+    def _remove_orphans(self) -> None:
+        if self.reap_now is None:
+            return
+        try:
+            self.reap_now()
+        except Exception:  # noqa: BLE001 - the periodic reaper of any worker on this host is the fallback
+            log.exception("removing the sandbox after the shutdown grace failed")
 
     def execute_job(self, job, queue):  # type: ignore[no-untyped-def]
         reason = refusal(job)
@@ -86,6 +121,8 @@ class AskboxWorker(Worker):
             super().monitor_work_horse(job, queue, execution)
         finally:
             metrics.mark_process_dead(pid)  # its live gauges (running sandboxes) go with it
+            if self._grace_over:  # the horse is reaped now: its sandbox is an orphan
+                self._remove_orphans()
 
 
 def build_worker(redis: Redis, settings: Settings, names: list[str] | None = None) -> AskboxWorker:
@@ -120,10 +157,12 @@ def run_worker(settings: Settings, names: list[str] | None = None, burst: bool =
     if jobs.metrics_port:
         server = metrics.serve_metrics(jobs.metrics_port, redis, QUEUE_NAMES)
         log.info("metrics on %s", server.url)
-    check_sandboxes(settings)
+    reap_now = check_sandboxes(settings)
     start_repo_refresher(settings)
+    start_outbox_sweep(redis, settings)
     while True:
         worker = build_worker(redis, settings, names)
+        worker.reap_now = reap_now
         try:
             return worker.work(burst=burst, with_scheduler=True)
         except (RedisConnectionError, RedisTimeoutError) as exc:
@@ -133,7 +172,7 @@ def run_worker(settings: Settings, names: list[str] | None = None, burst: bool =
             wait_for_redis(redis)
 
 
-def check_sandboxes(settings: Settings) -> None:
+def check_sandboxes(settings: Settings) -> Callable[[], object] | None:
     """Before taking questions: start the reaper (orphans of a previous run of this host
     now, then every ``ASKBOX_REAPER_INTERVAL``; idle egress proxies too), and prove the
     egress path through the real proxy. A proxy that lets a denied request through, or
@@ -144,7 +183,7 @@ def check_sandboxes(settings: Settings) -> None:
         client = box.client
     except SandboxInfraError as exc:
         log.error("sandbox reaper and egress self-test not run: %s", exc)
-        return
+        return None
     start_periodic(client, every=settings.jobs.reaper_interval, on_reaped=lambda ids: metrics.REAPED.inc(len(ids)),
                    deployment=settings.sandbox.deployment, egress=box.egress)
     try:
@@ -152,6 +191,34 @@ def check_sandboxes(settings: Settings) -> None:
     except SandboxInfraError as exc:
         raise SystemExit(f"askbox worker: egress self-test failed, not taking questions: {exc}") from exc
     log.info("egress self-test passed")
+    deployment = settings.sandbox.deployment
+    return lambda: reap(client, deployment=deployment, grace=0.0)
+
+
+def start_outbox_sweep(redis: Redis, settings: Settings) -> threading.Thread:
+    """Every ``ASKBOX_OUTBOX_SWEEP_INTERVAL``: deliver the finals that were written but
+    not delivered (their worker died in between, or Slack failed them), on any worker."""
+    every = settings.jobs.outbox_sweep_interval
+
+    def deliver(job_id: str, final: Final) -> None:
+        job = fetch(redis, job_id)
+        question = Question.model_validate(job.args[0])
+        publisher_for(question, job, settings.slack).deliver_final(final)
+        log.info("outbox sweep: delivered the final of %s", job_id)
+
+    def run() -> None:
+        while True:
+            time.sleep(every)
+            try:
+                outbox.sweep(redis, deliver, older_than=every)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                log.warning("outbox sweep skipped: %s", exc)  # Redis is back by the next round
+            except Exception:  # noqa: BLE001 - the sweep must outlive one bad round
+                log.exception("outbox sweep failed")
+
+    thread = threading.Thread(target=run, name="outbox-sweep", daemon=True)
+    thread.start()
+    return thread
 
 
 def start_repo_refresher(settings: Settings) -> None:

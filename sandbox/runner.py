@@ -101,7 +101,21 @@ class Sandbox:
             run._fail(str(exc))
         except (DockerException, RequestException) as exc:
             run._fail(str(docker_failed(exc)))
+        except BaseException:
+            # Interrupted while starting (SIGTERM/Ctrl-C in the CLI, bot/cli/signals.py): the
+            # caller never gets the run to close, so remove what exists of it here, found
+            # by its label in case the interruption came before Docker's answer.
+            self._remove_run(spec.run_id)
+            raise
         return run
+
+    def _remove_run(self, run_id: str) -> None:
+        try:
+            for container in self.client.containers.list(all=True, sparse=True,
+                                                         filters={"label": f"{labels.RUN_ID}={run_id}"}):
+                container.remove(force=True)
+        except (DockerException, RequestException) as exc:
+            log.error("could not remove the interrupted sandbox %s: %s (the reaper will)", run_id, exc)
 
     def _egress_dir(self, spec: SandboxSpec) -> Path | None:
         if not spec.egress_allow:

@@ -60,9 +60,11 @@ def ask_inline(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _answer_inline(args, settings, agent, prompt, workspace, route) -> int:  # type: ignore[no-untyped-def]
+    from bot.cli.signals import cancel_on_termination
     from jobs.agent_runs import agent_session
     from sandbox.agents.events import AgentError, Result, ToolFinished, ToolStarted
 
+    cancel_on_termination()  # SIGTERM/SIGHUP cancel the agent's sandbox, as Ctrl-C does
     session = agent_session(settings, agent, prompt, repo=workspace.root, masks=workspace.masks, model=args.model,
                             gateway=route)
     final = None

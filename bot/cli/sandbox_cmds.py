@@ -34,7 +34,14 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         egress_allow=section.egress_entries(),
         runtime=section.sandbox_runtime,
     )
-    run = sandbox_from_settings(section).run(spec)
+    from bot.cli.signals import cancel_on_termination
+
+    cancel_on_termination()  # SIGTERM/SIGHUP cancel the run and remove its container, as Ctrl-C does
+    try:
+        run = sandbox_from_settings(section).run(spec)
+    except KeyboardInterrupt:  # while starting: the runner removed what it had made
+        err(f"sandbox {spec.run_id} cancelled before it started")
+        return 130
     with run:
         try:
             for line in run:

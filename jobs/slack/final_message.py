@@ -7,8 +7,22 @@ under its last message. Any other outcome is one message with its reason. Then t
 status message turns into a one-line final state (Cancel removed) and ``eyes`` is
 replaced by an outcome reaction.
 
-Nothing here claims: the caller holds the claim (``claim_final``), so nothing here is
-retried into a second answer either.
+Nothing here decides *whether* to post: the caller wrote the final into the outbox and
+holds its delivery lease (jobs/outbox.py). What is decided here is *what is left* to
+post: the idempotency unit is the Slack message. Every message of a final is a named
+part ("p0", "p1"… for a split answer, "last" for the message carrying footer and
+buttons, "upload" for answer.md, "outcome" for any other ending); each is recorded in
+the outbox once posted and carries Slack ``metadata`` naming job and part, so a
+process finishing a delivery that was cut off skips the parts already in the thread
+(records first, then conversations.replies for a part posted but not recorded). The
+status message's final state and the reactions are edits, done again. A streamed
+answer's streams belong to the run that streamed them: a run or takeover that answers
+after that run died removes them first (``AnswerStream.remove_foreign``, their ts kept
+under ``keys.answer_streams``) and posts the answer as messages. An
+upload carries no metadata: one cut off between Slack's answer and its record is
+uploaded again by the takeover.
+A message that fails to post raises: the final stays in the outbox, pending, and the
+worker's sweep tries again (jobs/worker.py).
 """
 
 from __future__ import annotations
@@ -21,7 +35,9 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.slack_response import SlackResponse
 
+from jobs import outbox
 from jobs.final import Final, FinalKind
+from jobs.outbox import Delivery
 from jobs.slack.blocks import Block, feedback_actions, footer, plain_text, section, sections
 from jobs.slack.client import error_code, http_status
 from jobs.slack.mrkdwn import split_message, summarize_for_file, to_mrkdwn
@@ -59,16 +75,21 @@ class FinalMessage(ThreadPart):
 
     stream: AnswerStream  # what was streamed is finished, not posted again
     clock: Callable[[], float]
+    delivery: Delivery | None = None  # this attempt's record of the parts posted
+    _in_thread: dict[str, str] | None = None  # parts found in the thread (a takeover looks once)
 
-    def post(self, final: Final) -> None:
-        """The final message, then the thread's final state; failures are logged only."""
+    def post(self, final: Final, delivery: Delivery | None = None) -> None:
+        """The final message, then the thread's final state. A message that fails raises
+        (the outbox keeps the final pending); the state edits are best effort."""
+        self.delivery, self._in_thread = delivery, None
         try:
             if final.kind == "answer":
                 self._post_answer(final)
             else:
                 self._post_outcome(final)
-        except Exception:  # noqa: BLE001 - the claim is taken: log, never retry into a second answer
+        except Exception:
             log.exception("job %s: posting the final %s to Slack failed", self.thread.job_id, final.kind)
+            raise
         for step in (self._finish_status_message, self._react):
             try:
                 step(final)
@@ -78,6 +99,8 @@ class FinalMessage(ThreadPart):
     # ------------------------------------------------------------------ the answer
 
     def _post_answer(self, final: Final) -> None:
+        if self._already("last"):
+            return  # the whole answer is in the thread: only the final state is left
         stream = self.stream
         streamed = self.progress.text[: stream.streamed]
         if stream.messages and final.text.startswith(streamed):
@@ -100,6 +123,9 @@ class FinalMessage(ThreadPart):
             self._post_parts(to_mrkdwn(self.stream.reopen + remainder), tail)
             return
         self.stream.finish(tail)
+        last = self.stream.messages[-1].ts if self.stream.messages else ""
+        if self.delivery is not None:
+            self.delivery.record("last", last)
 
     def _post_answer_messages(self, final: Final) -> None:
         note = self._attach_if_long(final)
@@ -120,7 +146,12 @@ class FinalMessage(ThreadPart):
         """Upload a very long answer as answer.md; the note to show, or "" if not uploaded."""
         if len(final.text) <= self.options.file_threshold:
             return ""
-        return attach_answer(self.calls, self.thread, final.text)
+        if (note := self._already("upload")) is not None:
+            return note
+        note = attach_answer(self.calls, self.thread, final.text)
+        if self.delivery is not None:
+            self.delivery.record("upload", note)
+        return note
 
     def _answer_tail(self, final: Final, note: str) -> list[Block]:
         """What goes under the answer's last part: the upload note, footer, feedback."""
@@ -129,19 +160,19 @@ class FinalMessage(ThreadPart):
     def _post_parts(self, mrkdwn: str, tail: list[Block]) -> None:
         """``mrkdwn`` as one or more thread replies; ``tail`` blocks under the last one."""
         parts = split_message(mrkdwn, self.options.part_limit) if mrkdwn.strip() else [""]
-        for part in parts[:-1]:
-            self._post(text=part)
+        for i, part in enumerate(parts[:-1]):
+            self._post(f"p{i}", text=part)
         last = parts[-1]
         blocks = sections(last, self.options.section_limit) + tail
         fallback = last if last.strip() else plain_text(tail) or "Done."
         try:
-            self._post(text=fallback, blocks=blocks)
+            self._post("last", text=fallback, blocks=blocks)
         except SlackApiError as exc:
-            if http_status(exc) == 429:
+            if http_status(exc) == 429 or http_status(exc) >= 500:
                 raise
             # Blocks refused (a limit we misjudged): the text must still arrive.
             log.warning("job %s: final blocks refused (%s); posting text only", self.thread.job_id, error_code(exc))
-            self._post(text=(last + "\n\n" + plain_text(tail)).strip()[: self.options.part_limit])
+            self._post("last", text=(last + "\n\n" + plain_text(tail)).strip()[: self.options.part_limit])
 
     # ------------------------------------------------------------------ any other outcome
 
@@ -151,15 +182,60 @@ class FinalMessage(ThreadPart):
         text = split_message(text, self.options.section_limit)[0]
         blocks = [section(text)] + footer(final)
         try:
-            self._post(text=text, blocks=blocks)
+            self._post("outcome", text=text, blocks=blocks)
         except SlackApiError as exc:
-            if http_status(exc) == 429:
+            if http_status(exc) == 429 or http_status(exc) >= 500:
                 raise
-            self._post(text=text)
+            self._post("outcome", text=text)
 
-    def _post(self, **args: Any) -> SlackResponse | None:
+    def _post(self, part: str, **args: Any) -> SlackResponse | None:
+        """Post one part of the final, unless an earlier attempt already did."""
+        delivery = self.delivery
+        if delivery is None:
+            return self._send(args)
+        if self._already(part) is not None:
+            return None
+        response = self._send({**args, "metadata": delivery.metadata(part)})
+        if response is not None:
+            delivery.record(part, str(response["ts"]))
+        return response
+
+    def _send(self, args: dict[str, Any]) -> SlackResponse | None:
         return self.calls.call("chat.postMessage", wait=True, channel=self.thread.channel,
                                thread_ts=self.thread.thread_ts, unfurl_links=False, unfurl_media=False, **args)
+
+    def _already(self, part: str) -> str | None:
+        """What an earlier attempt left of ``part``: its record, or (a takeover only) our
+        message in the thread carrying the part's metadata."""
+        delivery = self.delivery
+        if delivery is None:
+            return None
+        if (recorded := delivery.posted(part)) is not None:
+            return recorded
+        if not delivery.takeover:
+            return None  # the first attempt: nothing of it can be in the thread yet
+        if self._in_thread is None:
+            self._in_thread = self._parts_in_thread()
+        found = self._in_thread.get(part)
+        if found is not None:
+            delivery.record(part, found)
+        return found
+
+    def _parts_in_thread(self) -> dict[str, str]:
+        thread, found, cursor = self.thread, {}, None
+        if not thread.thread_ts:
+            return {}
+        for _ in range(20):  # 20 pages of 200: a thread far longer than any question's
+            response = self.calls.call("conversations.replies", wait=True, channel=thread.channel,
+                                       ts=thread.thread_ts, limit=200, include_all_metadata=True, cursor=cursor)
+            if response is None:
+                break
+            messages = response.get("messages") or []
+            found.update(outbox.parts_in_thread(messages, thread.job_id))
+            cursor = (response.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                break
+        return found
 
     # ------------------------------------------------------------------ the thread's final state
 

@@ -7,8 +7,8 @@ Slack through the team's shared budget (calls.py, budget.py).
 
 All progress runs in one background thread per question and only ever sends the newest
 state when the shared budget allows: updates coalesce, never queue, and the agent's
-event loop never waits for Slack. ``final()`` claims first (``claim_final``): only one
-process ever posts. Before the final, the sender thread is stopped and joined; in
+event loop never waits for Slack. ``final()`` writes the outbox first (jobs/outbox.py):
+only one final per question, delivered idempotently by whoever holds its lease. Before the final, the sender thread is stopped and joined; in
 streaming mode the rest of the answer is flushed into the stream before it is stopped.
 Without streaming no last progress edit is sent: the status message's final edit
 supersedes it.
@@ -25,7 +25,9 @@ from redis import Redis
 from rq.job import Job
 from slack_sdk import WebClient
 
-from jobs.final import Final, claim_final, final_claimed
+from jobs import keys, outbox
+from jobs.final import Final
+from jobs.outbox import Delivery
 from jobs.question import Question
 from jobs.slack.budget import SlackBudget
 from jobs.slack.calls import SlackCalls
@@ -79,7 +81,7 @@ class SlackPublisher:
         self.progress = Progress(clock, options.progress_lines)
         self.status_message = StatusMessage(self.thread, self.progress, calls, options)
         self.assistant_status = AssistantStatus(self.thread, self.progress, calls, options)
-        self.stream = AnswerStream(self.thread, self.progress, calls, options)
+        self.stream = AnswerStream(self.thread, self.progress, calls, options, on_start=self._remember_stream)
         self.final_message = FinalMessage(self.thread, self.progress, calls, options, stream=self.stream, clock=clock)
 
         self._stop = threading.Event()
@@ -113,17 +115,35 @@ class SlackPublisher:
             self._poke()
 
     def final(self, final: Final) -> bool:
-        """Claim the question's one final message, then post it; False if already claimed."""
-        if not claim_final(self.redis, self.job.id):
-            self.close()
-            return False
-        self.post_final(final)
-        return True
+        """Write the question's one final message, then deliver it; False if already written."""
+        return outbox.publish(self.redis, self.job.id, final, self.write_final, self.deliver_final)
 
-    def post_final(self, final: Final) -> None:
-        """Post the final message without claiming (the caller holds the claim)."""
+    def write_final(self, final: Final) -> bool:
+        if outbox.write(self.redis, self.job.id, final):
+            return True
         self.close()
-        self.final_message.post(final)
+        return False
+
+    def deliver_final(self, final: Final) -> None:
+        outbox.deliver(self.redis, self.job.id, final, [self])
+
+    def post_final(self, final: Final, delivery: Delivery | None = None) -> None:
+        """Post the final message (the caller wrote it and holds the delivery lease)."""
+        self.close()
+        # Streams of an earlier run (killed mid-answer, retried by this one) would read
+        # as a second, unfinished answer: they go before the final is posted.
+        # Not once the answer is in the thread: a finished stream may be its "last" part.
+        finished = delivery is not None and delivery.posted("last") is not None
+        recorded = [ts.decode() for ts in self.redis.lrange(keys.answer_streams(self.job.id), 0, -1)]
+        if recorded and not finished:
+            self.stream.remove_foreign(recorded)
+        self.final_message.post(final, delivery)
+
+    def _remember_stream(self, ts: str) -> None:
+        with self.redis.pipeline() as pipe:
+            pipe.rpush(keys.answer_streams(self.job.id), ts)
+            pipe.expire(keys.answer_streams(self.job.id), keys.DAY)
+            pipe.execute()
 
     def close(self) -> None:
         """Stop sending progress (the final message, if any, is the caller's)."""
@@ -153,7 +173,7 @@ class SlackPublisher:
     def _tick(self) -> None:
         if self.progress.closed or self.progress.begun is None:
             return
-        if final_claimed(self.redis, self.job.id):
+        if outbox.written(self.redis, self.job.id):
             # Someone else posts the final (the failure callback after a crash, another
             # worker): a progress edit now could land on top of the final state.
             self.progress.close()

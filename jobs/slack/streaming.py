@@ -16,6 +16,7 @@ Markdown, which ``to_mrkdwn`` renders when a stream is finalized with chat.updat
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,9 @@ class AnswerStream(ThreadPart):
     open: StreamMessage | None = field(default=None, init=False)  # the stream still open
     messages: list[StreamMessage] = field(default_factory=list, init=False)  # every stream message, in order
     reopen: str = field(default="", init=False)  # a code fence to reopen at the start of the next stream
+    # Told each new stream's ts (kept in Redis by the publisher): a run that takes over
+    # after this process died removes the streams it cannot finish (``remove_foreign``).
+    on_start: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------------ while the agent works
 
@@ -91,6 +95,8 @@ class AnswerStream(ThreadPart):
                                        sent=len(sent))
                 self.open, self.reopen = stream, ""
                 self.messages.append(stream)
+                if self.on_start is not None:
+                    self.on_start(stream.ts)
             else:
                 sent = safe_markdown(chunk)
                 response = self.calls.call("chat.appendStream", wait=wait, channel=thread.channel, ts=stream.ts,
@@ -204,6 +210,21 @@ class AnswerStream(ThreadPart):
                 log.warning("job %s: could not remove draft stream %s: %s", self.thread.job_id, stream.ts,
                             error_code(exc))
         self.messages.clear()
+
+
+    def remove_foreign(self, recorded: list[str]) -> None:
+        """Remove the streams of this question another run left (it died mid-answer and
+        this run answers instead): drafts only, never finished by anyone."""
+        own = {m.ts for m in self.messages}
+        for ts in recorded:
+            if ts in own:
+                continue
+            try:
+                self.calls.call("chat.delete", wait=True, channel=self.thread.channel, ts=ts)
+            except SlackApiError as exc:
+                if error_code(exc) != "message_not_found":  # a takeover removed it already
+                    log.warning("job %s: could not remove an earlier run's stream %s: %s", self.thread.job_id, ts,
+                                error_code(exc))
 
 
 def _chunk(pending: str, room: int) -> str:

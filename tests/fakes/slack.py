@@ -574,6 +574,7 @@ class FakeSlack:
         self._files: dict[str, File] = {}
         self._statuses: dict[tuple[str, str], list[tuple[float, str]]] = {}
         self._rate_limits: dict[str, deque[int]] = {}
+        self._server_errors: dict[str, deque[tuple[int, bool]]] = {}
         self._failures: dict[str, deque[tuple[str, Callable[[JSON], bool] | None]]] = {}
         self._admitted: dict[tuple[str, str | None], deque[float]] = {}
         self._last_ts = 0.0
@@ -663,6 +664,16 @@ class FakeSlack:
             raise ValueError("retry_after must be a whole number of seconds")
         with self._lock:
             self._rate_limits.setdefault(method, deque()).extend([int(retry_after)] * times)
+
+    def server_error(self, method: str, times: int = 1, *, status: int = 503, after_effect: bool = False) -> None:
+        """The next ``times`` calls to ``method`` get HTTP ``status`` (a 5xx). With
+        ``after_effect`` the call takes effect first (Slack posted, then its edge failed):
+        the caller cannot tell, so only an idempotent retry avoids a second message."""
+        if not 500 <= status <= 599:
+            raise ValueError("a server error is a 5xx")
+        self._spec(method)
+        with self._lock:
+            self._server_errors.setdefault(method, deque()).extend([(status, after_effect)] * times)
 
     def fail(
         self,
@@ -1323,6 +1334,9 @@ class FakeSlack:
             if self._rate_limits.get(name):
                 retry_after = self._rate_limits[name].popleft()
                 return answer(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)})
+            server_error = self._server_errors[name].popleft() if self._server_errors.get(name) else None
+            if server_error is not None and not server_error[1]:
+                return answer(server_error[0], {"ok": False, "error": "internal_error"})
             auth_error = self._auth_error(name, token)
             if auth_error:
                 return answer(200, {"ok": False, "error": auth_error})
@@ -1355,6 +1369,8 @@ class FakeSlack:
             if encoding == "json" and "charset" not in (headers.get("Content-Type") or ""):
                 response.setdefault("warning", "missing_charset")
             self._admit(spec, args, now)
+            if server_error is not None:  # after_effect: done, and yet a 5xx
+                return answer(server_error[0], {"ok": False, "error": "internal_error"})
             return answer(200, response)
 
     def _auth_error(self, method: str, token: str | None) -> str | None:

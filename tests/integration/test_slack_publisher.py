@@ -656,3 +656,22 @@ def test_status_ts_found_in_redis_when_meta_was_written_later(fake: FakeSlack, r
     client = slack_client(fake.bot_token, fake.api_url)
     pub = SlackPublisher(client, redis_client, asked.question, stale, streaming=False, options=FAST)
     assert pub.status_ts == "1700000000.000001"
+
+
+def test_a_run_answering_after_another_died_mid_stream_removes_its_streams(fake: FakeSlack,
+                                                                           redis_client: redis.Redis) -> None:
+    # The first run streamed part of its answer, then its worker was SIGKILLed (nothing
+    # of it finishes or cleans up); RQ's retry answers in full, streaming its own.
+    asked = ask(fake, redis_client)
+    dead = publisher(fake, redis_client, asked, streaming=True, options=STREAM_OPTIONS)
+    dead.started()
+    dead.event(TextDelta(text="The first run's half of an answer. "))
+    fake.wait_until(lambda: _stream_messages(fake, asked), timeout=5)
+    dead._stop.set()  # the process is gone: its sender sends nothing more
+    retry = publisher(fake, redis_client, asked, streaming=True, options=STREAM_OPTIONS)
+    retry.started()
+    retry.event(TextDelta(text="The retried answer, whole."))
+    fake.wait_until(lambda: len(_stream_messages(fake, asked)) == 2, timeout=5)
+    assert retry.final(answer("The retried answer, whole."))
+    [only] = [m for m in replies(fake, asked) if not m.deleted]
+    assert "retried answer" in only.text and "first run" not in only.text
