@@ -25,7 +25,7 @@ from rq.rate_limit import release_slot
 from rq.serializers import JSONSerializer
 
 from jobs import job as question_job
-from jobs import metrics
+from jobs import metrics, start_checks
 from jobs.job_guard import AskboxJob, RefusedJob, refusal, refuse
 from jobs.logs import configure_json_logging
 from jobs.queue import QUEUE_NAMES
@@ -35,6 +35,7 @@ from sandbox.egress import self_test
 from sandbox.errors import SandboxInfraError
 from sandbox.factory import sandbox_from_settings
 from sandbox.reaper import start_periodic
+from sandbox.runner import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +103,10 @@ def build_worker(redis: Redis, settings: Settings, names: list[str] | None = Non
 
 
 def run_worker(settings: Settings, names: list[str] | None = None, burst: bool = False) -> bool:
+    """Serve questions until stopped; ``StartCheckFailed`` when none could be answered here."""
     unknown = set(names or ()) - set(QUEUE_NAMES)
     if unknown:
         raise ValueError(f"unknown queue(s) {', '.join(sorted(unknown))}; known: {', '.join(QUEUE_NAMES)}")
-    # Work-horses are forks of this process: the job they run finds the settings here.
-    question_job.use_settings(settings)
     jobs = settings.jobs
     if jobs.metrics_port:
         # Before anything imports prometheus_client: work-horses are forks and report here.
@@ -114,10 +114,14 @@ def run_worker(settings: Settings, names: list[str] | None = None, burst: bool =
     configure_json_logging(secrets=settings.secret_values())
     redis = settings.redis.client()
     redis.ping()
+    box = sandbox_from_settings(settings.sandbox)
+    settings = start_checks.check(settings, box).settings  # Docker, images, the agent's key
+    # Work-horses are forks of this process: the job they run finds the settings here.
+    question_job.use_settings(settings)
     if jobs.metrics_port:
         server = metrics.serve_metrics(jobs.metrics_port, redis, QUEUE_NAMES)
         log.info("metrics on %s", server.url)
-    check_sandboxes(settings)
+    check_sandboxes(settings, box)
     while True:
         worker = build_worker(redis, settings, names)
         try:
@@ -129,13 +133,13 @@ def run_worker(settings: Settings, names: list[str] | None = None, burst: bool =
             wait_for_redis(redis)
 
 
-def check_sandboxes(settings: Settings) -> None:
+def check_sandboxes(settings: Settings, box: Sandbox) -> None:
     """Before taking questions: start the reaper (orphans of a previous run of this host
     now, then every ``ASKBOX_REAPER_INTERVAL``; idle egress proxies too), and prove the
     egress path through the real proxy. A proxy that lets a denied request through, or
-    blocks an allowed one, stops the worker; Docker being down does not (questions then
-    end with a clear infrastructure message, and the worker serves again once it is up)."""
-    box = sandbox_from_settings(settings.sandbox)
+    blocks an allowed one, stops the worker. Docker was reachable at the start checks; a
+    daemon gone since then ends questions with a clear infrastructure message, and the
+    worker serves again once it is back."""
     try:
         client = box.client
     except SandboxInfraError as exc:

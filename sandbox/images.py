@@ -152,10 +152,15 @@ def build(
 
 
 def exists(client: docker.DockerClient, name: str) -> bool:
+    return present(client, tag(name))
+
+
+def present(client: docker.DockerClient, image: str) -> bool:
+    """Whether the daemon has ``image`` (any name:tag, e.g. ASKBOX_CURSOR_IMAGE)."""
     from docker.errors import ImageNotFound
 
     try:
-        client.images.get(tag(name))
+        client.images.get(image)
     except ImageNotFound:
         return False
     return True

@@ -90,7 +90,7 @@ def ask_through_queue(args: argparse.Namespace, settings: Settings, poll: float 
     from rq import Worker
 
     from jobs.question import Origin, Question
-    from jobs.queue import QueueFull, enqueue
+    from jobs.queue import QueueFull, enqueue, where
 
     redis = settings.redis.client()
     if not Worker.all(connection=redis):
@@ -117,8 +117,7 @@ def ask_through_queue(args: argparse.Namespace, settings: Settings, poll: float 
     except QueueFull as exc:
         err(str(exc))
         return 1
-    where = f"position {queued.position}" if queued.position is not None else "waiting for your other questions"
-    err(f"queued as {queued.job.id} ({where})")
+    err(f"queued as {queued.job.id} ({where(redis, queued)})")
     return follow(redis, queued.job.id, user, settings, poll)
 
 
