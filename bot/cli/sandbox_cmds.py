@@ -11,8 +11,7 @@ from jobs.settings import Settings
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from sandbox import SandboxSpec
-    from sandbox.agents.adapters import agent_for
+    from sandbox import SandboxSpec, images
     from sandbox.factory import sandbox_from_settings
     from sandbox.spec import Limits
 
@@ -27,7 +26,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         {**section.limits().model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
     )
     spec = SandboxSpec(
-        image=args.image or agent_for(None, settings.agents).image(),
+        image=args.image or images.tag("sandbox"),  # what every agent image is built on; builds offline
         command=command,
         repo=args.repo,
         limits=limits,
@@ -62,7 +61,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     run = sandbox.add_parser("run", help="run a command exactly as jobs run agents")
     run.add_argument("--repo", type=Path, help="directory mounted read-only at /workspace")
-    run.add_argument("--image", help="image (default: the default agent's image)")
+    run.add_argument("--image", help="image (default: askbox's sandbox image, the agents' base)")
     run.add_argument("--timeout", type=float, help="wall-clock deadline in seconds")
     run.add_argument("--memory", help="memory limit, e.g. 512m (swap is the same)")
     run.add_argument("--cpus", type=float, help="CPU quota in cores")
