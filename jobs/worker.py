@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Worker
 from rq.job import JobStatus
@@ -30,11 +34,11 @@ from jobs.job_guard import AskboxJob, RefusedJob, refusal, refuse
 from jobs.logs import configure_json_logging
 from jobs.queue import QUEUE_NAMES
 from jobs.settings import Settings
-from sandbox import images
+from sandbox import images, labels, owner
 from sandbox.egress import self_test
 from sandbox.errors import SandboxInfraError
 from sandbox.factory import sandbox_from_settings
-from sandbox.reaper import start_periodic
+from sandbox.reaper import reap, start_periodic
 from sandbox.runner import Sandbox
 
 log = logging.getLogger(__name__)
@@ -42,11 +46,23 @@ log = logging.getLogger(__name__)
 
 # Seconds before the first and second retry of an infrastructure fault.
 RETRY_INTERVALS = [5, 15]
+# After SIGTERM, the running question gets this long to finish (warm shutdown), then the
+# worker stops it (RQ's cold shutdown: the question is retried or failed by another
+# worker's maintenance) and removes its sandbox and unused proxies itself: inside
+# compose's stop_grace_period (30 s), so `docker compose down` leaves nothing behind.
+SHUTDOWN_GRACE = 20.0
 # A hash field on the job: present once a worker has decided its retries.
 RETRIES_DECIDED = "askbox_retries"
 class AskboxWorker(Worker):
     settings: Settings
     job_class = AskboxJob
+
+    def request_stop(self, signum, frame):  # type: ignore[no-untyped-def]
+        super().request_stop(signum, frame)
+        if self.horse_pid:  # a question is running: bound the wait (SHUTDOWN_GRACE)
+            timer = threading.Timer(SHUTDOWN_GRACE, os.kill, (os.getpid(), signal.SIGTERM))
+            timer.daemon = True
+            timer.start()
 
     def execute_job(self, job, queue):  # type: ignore[no-untyped-def]
         reason = refusal(job)
@@ -121,19 +137,54 @@ def run_worker(settings: Settings, names: list[str] | None = None, burst: bool =
     if jobs.metrics_port:
         server = metrics.serve_metrics(jobs.metrics_port, redis, QUEUE_NAMES)
         log.info("metrics on %s", server.url)
-    check_sandboxes(settings, box)
-    while True:
-        worker = build_worker(redis, settings, names)
+    check_sandboxes(settings, box, redis)
+    try:
+        while True:
+            worker = build_worker(redis, settings, names)
+            try:
+                return worker.work(burst=burst, with_scheduler=True)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                # RQ rides out a Redis outage while it waits for jobs, but not one that hits
+                # its heartbeat or maintenance: then work() ends. Start over once Redis is back.
+                log.error("lost Redis (%s); starting a new worker once it answers", exc)
+                wait_for_redis(redis)
+    finally:
+        clean_up_on_exit(settings, box, redis)
+
+
+def owner_worker_alive(redis: Redis):  # type: ignore[no-untyped-def]
+    """The reaper's extra knowledge: a question's sandbox whose RQ worker is gone from
+    Redis (its registration expires with its heartbeat) is an orphan, whatever host name
+    it was started under. A compose worker recreated by `down`/`up` has a new host name,
+    so the owner rule alone (same host, dead pid) never applies to its predecessor's."""
+    prefix = Worker.redis_worker_namespace_prefix
+
+    def is_alive(container_labels: dict[str, str]) -> bool | None:
+        name = container_labels.get(labels.WORKER)
+        if not name or owner.is_alive_here(container_labels.get(labels.OWNER, "")) is not None:
+            return None  # not a question's run, or its owner is on this host: the pid decides
         try:
-            return worker.work(burst=burst, with_scheduler=True)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            # RQ rides out a Redis outage while it waits for jobs, but not one that hits
-            # its heartbeat or maintenance: then work() ends. Start over once Redis is back.
-            log.error("lost Redis (%s); starting a new worker once it answers", exc)
-            wait_for_redis(redis)
+            return None if redis.exists(prefix + name) else False
+        except RedisError:
+            return None  # cannot tell: leave it to the deadline
+    return is_alive
 
 
-def check_sandboxes(settings: Settings, box: Sandbox) -> None:
+def clean_up_on_exit(settings: Settings, box: Sandbox, redis: Redis) -> None:
+    """The worker stops: its dead runs' sandboxes and the proxies no run uses go now, not
+    at some later worker's reaper pass (there may be none: `docker compose down`)."""
+    try:
+        client = box.client
+        reaped = reap(client, settings.sandbox.deployment, is_alive=owner_worker_alive(redis))
+        removed = box.egress.remove_unused(client) if box.egress is not None else []
+    except Exception as exc:  # noqa: BLE001 - exiting anyway: say what was left
+        log.warning("clean-up at exit incomplete: %s", exc)
+        return
+    if reaped or removed:
+        log.info("at exit: removed %d sandbox(es) and %d unused egress proxy(ies)", len(reaped), len(removed))
+
+
+def check_sandboxes(settings: Settings, box: Sandbox, redis: Redis) -> None:
     """Before taking questions: start the reaper (orphans of a previous run of this host
     now, then every ``ASKBOX_REAPER_INTERVAL``; idle egress proxies too), and prove the
     egress path through the real proxy. A proxy that lets a denied request through, or
@@ -146,7 +197,7 @@ def check_sandboxes(settings: Settings, box: Sandbox) -> None:
         log.error("sandbox reaper and egress self-test not run: %s", exc)
         return
     start_periodic(client, every=settings.jobs.reaper_interval, on_reaped=lambda ids: metrics.REAPED.inc(len(ids)),
-                   deployment=settings.sandbox.deployment, egress=box.egress)
+                   deployment=settings.sandbox.deployment, egress=box.egress, is_alive=owner_worker_alive(redis))
     try:
         self_test(box, images.tag("sandbox"))
     except SandboxInfraError as exc:

@@ -55,9 +55,17 @@ def ask_inline(args: argparse.Namespace, settings: Settings) -> int:
 
 def _answer_inline(args, settings, agent, prompt, repo, route) -> int:  # type: ignore[no-untyped-def]
     from jobs.agent_runs import agent_session
-    from sandbox.agents.events import AgentError, Result, ToolFinished, ToolStarted
 
     session = agent_session(settings, agent, prompt, repo=repo, model=args.model, gateway=route)
+    try:
+        return _follow_inline(args, agent, session)
+    finally:
+        session.sandbox.release_egress(session.spec)  # no Squid outlives this command
+
+
+def _follow_inline(args, agent, session) -> int:  # type: ignore[no-untyped-def]
+    from sandbox.agents.events import AgentError, Result, ToolFinished, ToolStarted
+
     final = None
     try:
         for event in session.events():

@@ -33,7 +33,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         egress_allow=section.egress_entries(),
         runtime=section.sandbox_runtime,
     )
-    run = sandbox_from_settings(section).run(spec)
+    box = sandbox_from_settings(section)
+    run = box.run(spec)
     with run:
         try:
             for line in run:
@@ -41,6 +42,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                 print(line.text + (" [truncated]" if line.truncated else ""), file=out, flush=True)
         except KeyboardInterrupt:
             run.cancel()
+    box.release_egress(spec)
     assert run.outcome is not None
     err(f"sandbox {spec.run_id} {run.outcome.describe()}")
     return run.outcome.cli_exit_code()
@@ -52,6 +54,21 @@ def cmd_reap(args: argparse.Namespace, settings: Settings) -> int:
 
     removed = reap(Sandbox().client, deployment=settings.sandbox.deployment, grace=args.grace)
     err(f"reaped {len(removed)} sandbox container(s)" + (f": {', '.join(removed)}" if removed else ""))
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
+    from sandbox.factory import sandbox_from_settings
+    from sandbox.reaper import remove_deployment
+
+    section = settings.sandbox
+    if args.deployment:
+        section = section.model_copy(update={"deployment": args.deployment})
+    box = sandbox_from_settings(section)
+    sandboxes = remove_deployment(box.client, section.deployment)
+    proxies = box.egress.stop_all(box.client) if box.egress is not None else 0
+    err(f"deployment {section.deployment}: removed {len(sandboxes)} sandbox container(s) and {proxies} egress "
+        f"proxy(ies) of {section.egress_socket_dir}")
     return 0
 
 
@@ -70,3 +87,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     reap = sandbox.add_parser("reap", help="remove sandbox containers whose run is dead")
     reap.add_argument("--grace", type=float, default=60.0, help="seconds past a run's deadline")
     reap.set_defaults(func=cmd_reap)
+    cleanup = sub.add_parser(
+        "cleanup", help="remove every sandbox and egress proxy of this deployment (when none of its workers runs)")
+    cleanup.add_argument("--deployment", help="default: ASKBOX_DEPLOYMENT")
+    cleanup.set_defaults(func=cmd_cleanup)
