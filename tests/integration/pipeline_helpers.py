@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -160,3 +161,57 @@ def worker_env(redis_server: RedisServer, repo: Path, egress_root: Path, **extra
         "PYTHONUNBUFFERED": "1",
         **extra,
     }
+
+
+class DockerSocketRelay:
+    """A Unix socket relayed to the Docker daemon's, that a test can take away: a daemon
+    that was there when a worker started (its start checks pass) and is gone later.
+    Written here because nothing on the host relays Unix sockets (no socat)."""
+
+    def __init__(self, path: Path, daemon: str = "/var/run/docker.sock") -> None:
+        self.path, self.daemon = path, daemon
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(str(path))
+        self._server.listen(64)
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.path}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self.daemon)
+            self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        """The daemon is gone for whoever uses this socket: no new or open connection works."""
+        self._server.close()
+        self.path.unlink(missing_ok=True)
+        for sock in self._open:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
