@@ -23,6 +23,12 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
     if args.offline and not args.names:
         for name in [n for n in images.IMAGES if n not in names]:
             err(f"skipping {name} offline: {images.IMAGES[name].needs_internet}")
+    if not args.names:  # an agent image the settings replace (ASKBOX_CURSOR_IMAGE, ...) is not needed
+        replaced = {f"agent-{agent}": getattr(settings.agents, f"{agent}_image") for agent in ("cursor", "gemini")}
+        for name, image in replaced.items():
+            if image and name in names:
+                names.remove(name)
+                err(f"skipping {name}: ASKBOX_{name[6:].upper()}_IMAGE={image} is used instead")
     base = args.base
     try:
         if args.offline and base is None:
