@@ -163,22 +163,15 @@ def worker_env(redis_server: RedisServer, repo: Path, egress_root: Path, **extra
     }
 
 
-class DockerSocketRelay:
-    """A Unix socket relayed to the Docker daemon's, that a test can take away: a daemon
-    that was there when a worker started (its start checks pass) and is gone later.
-    Written here because nothing on the host relays Unix sockets (no socat)."""
+class SocketRelay:
+    """Relays every connection made to ``listener`` to a new one made by ``connect``, until
+    closed. Written here because nothing on the host relays sockets (no socat)."""
 
-    def __init__(self, path: Path, daemon: str = "/var/run/docker.sock") -> None:
-        self.path, self.daemon = path, daemon
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._server.bind(str(path))
+    def __init__(self, listener: socket.socket, connect: Callable[[], socket.socket]) -> None:
+        self._server, self._connect = listener, connect
         self._server.listen(64)
         self._open: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"unix://{self.path}"
 
     def _accept(self) -> None:
         while True:
@@ -186,8 +179,11 @@ class DockerSocketRelay:
                 client, _ = self._server.accept()
             except OSError:
                 return  # closed
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            upstream.connect(self.daemon)
+            try:
+                upstream = self._connect()
+            except OSError:
+                client.close()
+                continue
             self._open += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
@@ -207,11 +203,46 @@ class DockerSocketRelay:
                     pass
 
     def close(self) -> None:
-        """The daemon is gone for whoever uses this socket: no new or open connection works."""
+        """No new or open connection works any more."""
         self._server.close()
-        self.path.unlink(missing_ok=True)
         for sock in self._open:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+class DockerSocketRelay(SocketRelay):
+    """A Unix socket relayed to the Docker daemon's, that a test can take away: a daemon
+    that was there when a worker started (its start checks pass) and is gone later."""
+
+    def __init__(self, path: Path, daemon: str = "/var/run/docker.sock") -> None:
+        self.path = path
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(path))
+        super().__init__(listener, lambda: _unix(daemon))
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.path}"
+
+    def close(self) -> None:
+        super().close()
+        self.path.unlink(missing_ok=True)
+
+
+def _unix(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    return sock
+
+
+class TcpRelay(SocketRelay):
+    """``host:port`` relayed to a loopback port: a fake on 127.0.0.1 reached by containers
+    at an address of the host on their network (the fakes only listen on loopback)."""
+
+    def __init__(self, host: str, port: int, target: int) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        super().__init__(listener, lambda: socket.create_connection(("127.0.0.1", target)))

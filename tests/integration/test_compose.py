@@ -43,7 +43,7 @@ from tests.conftest import unavailable
 from tests.fakes.gemini_api import FakeGeminiAPI, Text
 from tests.fakes.slack import FakeSlack
 from tests.integration.conftest import ASKER, CHANNEL
-from tests.integration.pipeline_helpers import free_port, wait_for
+from tests.integration.pipeline_helpers import TcpRelay, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = "[transcript:subagent-sleep-v2]"  # about 1.6 s of recorded cursor-agent output
@@ -114,7 +114,7 @@ def test_config_is_valid(compose: str, tmp_path: Path) -> None:
     # for it to finish successfully (docker-compose 1.29 accepts the condition).
     images_service = _service(config, "images")
     assert "- /var/run/docker.sock:/var/run/docker.sock" in images_service and "network_mode: none" in images_service
-    assert "askbox images build --missing" in images_service and 'restart: "no"' in images_service
+    assert "- build\n    - --missing" in images_service and 'restart: "no"' in images_service
     assert "images:\n        condition: service_completed_successfully" in _service(config, "worker")
     for name in ("gateway", "worker", "dashboard", "bot"):  # a failed start check does not loop
         assert "restart: on-failure:3" in _service(config, name), name
@@ -179,12 +179,6 @@ def _base_image(client: docker.DockerClient) -> str:
         return "debian:trixie-slim"
 
 
-def _bridge_gateway(client: docker.DockerClient) -> str:
-    """The host's address on Docker's default bridge: what `host-gateway` resolves to in a
-    container, where the fakes listen (a host address, not loopback, not the network)."""
-    return client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
-
-
 OVERRIDE = """\
 services:
   # Test only: Redis published on a random port of the host's loopback, to enqueue from
@@ -197,19 +191,26 @@ services:
   bot:
     command: ["askbox", "bot", "--http", "--port", "3000"]
     ports: ["127.0.0.1::3000"]
-    extra_hosts: ["fakes.askbox-test:host-gateway"]
+    extra_hosts: ["fakes.askbox-test:{gateway}"]
   worker:
-    extra_hosts: ["fakes.askbox-test:host-gateway"]
+    extra_hosts: ["fakes.askbox-test:{gateway}"]
   gateway:
-    extra_hosts: ["fakes.askbox-test:host-gateway"]
+    extra_hosts: ["fakes.askbox-test:{gateway}"]
+# The default network on a subnet of the test's choosing: its gateway is an address of
+# this host, where the test relays the fakes (which listen on loopback only).
+networks:
+  default:
+    ipam:
+      config: [{{subnet: "{subnet}"}}]
 """
 
 
 class Stack:
-    def __init__(self, compose: str, project: Path, name: str, env: dict[str, str]) -> None:
+    def __init__(self, compose: str, project: Path, name: str, env: dict[str, str], subnet: str) -> None:
         self.project, self.name, self.env = project, name, env
+        self.gateway = subnet.rsplit(".", 1)[0] + ".1"
         override = project.parent / "test-override.yaml"
-        override.write_text(OVERRIDE)
+        override.write_text(OVERRIDE.format(gateway=self.gateway, subnet=subnet))
         env_file = project.parent / "test.env"  # not the project's .env (the canary)
         env_file.write_text("")
         self.base = [compose, "-p", name, "--env-file", str(env_file),
@@ -238,10 +239,10 @@ def stack(compose: str, docker_client: docker.DockerClient, cursor_standin_image
     egress_dir.mkdir()
     os.chmod(egress_dir, 0o755)
     project = _copy_project(tmp_path)
-    gateway_ip = _bridge_gateway(docker_client)
-    slack = FakeSlack(host=gateway_ip).start()
+    slack = FakeSlack().start()
     slack.add_user(ASKER, name="asker")
-    gemini = FakeGeminiAPI(host=gateway_ip).start()
+    gemini = FakeGeminiAPI().start()
+    relay_ports = {"slack": free_port(), "gemini": free_port()}  # on the stack's network gateway, once it exists
     dashboard_port = free_port()
     # The documented way to trust a TLS-inspecting proxy's CA in the app image: as text.
     extra_ca = "\n".join(c.read_text() for c in sorted(images.DEFAULT_EXTRA_CA_DIR.rglob("*.crt")))
@@ -260,27 +261,33 @@ def stack(compose: str, docker_client: docker.DockerClient, cursor_standin_image
         "ASKBOX_CURSOR_IMAGE": cursor_standin_image,  # agent=cursor questions: the stand-in (never downloaded)
         "CURSOR_API_KEY": "key-for-the-standin",
         "GEMINI_API_KEY": "gateway-key-for-the-fake",
-        "ASKBOX_GEMINI_BASE_URL": f"http://fakes.askbox-test:{gemini.port}",
+        "ASKBOX_GEMINI_BASE_URL": f"http://fakes.askbox-test:{relay_ports['gemini']}",
         "ASKBOX_GATEWAY_SOCKET_DIR": tempfile.mkdtemp(prefix="askbox-gw-", dir="/tmp"),  # AF_UNIX paths are short
         "SLACK_BOT_TOKEN": slack.bot_token,
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "ASKBOX_SLACK_API_URL": f"http://fakes.askbox-test:{slack.base_url.rsplit(':', 1)[1]}api/",
+        "ASKBOX_SLACK_API_URL": f"http://fakes.askbox-test:{relay_ports['slack']}/api/",
         "ASKBOX_DASHBOARD_USER": DASHBOARD_USER,
         "ASKBOX_DASHBOARD_PASSWORD": DASHBOARD_PASSWORD,
         "ASKBOX_DASHBOARD_HOST_PORT": str(dashboard_port),
         # A killed worker's question is found quickly (RQ adds 60 s to the heartbeat anyway).
         "ASKBOX_WORKER_TTL": "20", "ASKBOX_MAINTENANCE_INTERVAL": "5", "ASKBOX_REAPER_INTERVAL": "5",
     }
-    stack = Stack(compose, project, f"askbox-test-{uuid.uuid4().hex[:8]}", env)
+    subnet = f"10.213.{uuid.uuid4().int % 250 + 1}.0/24"  # a private range Docker's default pools leave alone
+    stack = Stack(compose, project, f"askbox-test-{uuid.uuid4().hex[:8]}", env, subnet)
     built = {name: images.tag(name, project / "images") for name in ("sandbox", "egress-proxy", "agent-gemini")}
+    relays: list[TcpRelay] = []
     facts = {"commit": commit, "egress_dir": egress_dir, "dashboard_port": dashboard_port, "slack": slack,
-             "gemini": gemini, "deployment": deployment, "built": built}
+             "gemini": gemini, "deployment": deployment, "built": built, "relays": relays,
+             "relay_to": {relay_ports["slack"]: slack.base_url.rsplit(":", 1)[1].strip("/"),
+                          relay_ports["gemini"]: gemini.port}}
     try:
         yield stack, facts
     finally:
         try:
             _teardown(stack, docker_client, facts)
         finally:
+            for relay in relays:
+                relay.close()
             slack.close()
             gemini.stop()
             for image in built.values():  # this copy's tags (their layers are shared with the real ones)
@@ -352,7 +359,12 @@ def test_compose_up_from_nothing(stack, docker_client: docker.DockerClient) -> N
     slack, gemini = facts["slack"], facts["gemini"]
     times: dict[str, float] = {}
     started = time.monotonic()
-    up = stack.run("up", "-d", "--build", timeout=900)
+    # `up` in two steps only for the test: the fakes' relays need the stack's network first.
+    created = stack.run("up", "--no-start", "--build", timeout=900)
+    assert created.returncode == 0, created.stderr[-6000:]
+    for port, target in facts["relay_to"].items():
+        facts["relays"].append(TcpRelay(stack.gateway, port, int(target)))
+    up = stack.run("up", "-d", timeout=600)
     times["up (builds included)"] = time.monotonic() - started
     assert up.returncode == 0, f"{up.stderr[-6000:]}\n{stack.logs()}"
 
