@@ -185,17 +185,27 @@ services:
   # here (and to knock without the password). Docker publishes no port of a container on
   # internal networks only, so for the test it also joins the default network.
   redis:
+    build: {{network: host}}
     ports: ["127.0.0.1::6379"]
     networks: [redis, default]
   # The bot in Slack's HTTP mode, its port on the host's loopback (where the fake posts).
   bot:
+    build: {{network: host}}
     command: ["askbox", "bot", "--http", "--port", "3000"]
     ports: ["127.0.0.1::3000"]
     extra_hosts: ["fakes.askbox-test:{gateway}"]
   worker:
+    build: {{network: host}}
     extra_hosts: ["fakes.askbox-test:{gateway}"]
   gateway:
+    build: {{network: host}}
     extra_hosts: ["fakes.askbox-test:{gateway}"]
+  # Builds on the host's network: they then need no default bridge (docker0), which a
+  # shared test machine may lack; the image is the same.
+  images:
+    build: {{network: host}}
+  dashboard:
+    build: {{network: host}}
 # The default network on a subnet of the test's choosing: its gateway is an address of
 # this host, where the test relays the fakes (which listen on loopback only).
 networks:
