@@ -244,5 +244,8 @@ class TcpRelay(SocketRelay):
     def __init__(self, host: str, port: int, target: int) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # IP_FREEBIND: bind before the address exists (a compose network's gateway, which
+        # `up` creates); connections are accepted once it does.
+        listener.setsockopt(socket.SOL_IP, getattr(socket, "IP_FREEBIND", 15), 1)
         listener.bind((host, port))
         super().__init__(listener, lambda: socket.create_connection(("127.0.0.1", target)))
