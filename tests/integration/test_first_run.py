@@ -90,3 +90,15 @@ def test_where_a_question_stands(redis_client) -> None:
     first.job.set_status("started")  # a worker took it at once: it is not waiting at all
     assert jobs_queue.where(redis_client, jobs_queue.Enqueued(first.job, None)) == "started"
 
+
+
+def test_images_build_without_a_registry_names_offline() -> None:
+    """Not Docker's raw "lookup registry-1.docker.io … no such host" in a build log: one line
+    naming --offline. The base names a registry on a closed loopback port (no traffic leaves
+    this machine), the way an unreachable Docker Hub looks to the daemon."""
+    base = f"127.0.0.1:{free_port()}/askbox-test/no-such-base:1"
+    result = askbox("images", "build", "sandbox", "--base", base)
+    assert result.returncode == 1
+    line = one_line(result)
+    assert f"cannot pull the base image {base}: no container registry reachable" in line
+    assert "askbox images build --offline" in line
