@@ -545,11 +545,7 @@ class FakeSlack:
         socket_ping_interval: float | None = 0.2,
         clock: Callable[[], float] = time.time,
         fixtures: Path = FIXTURES,
-        host: str = "127.0.0.1",
     ) -> None:
-        # The Web API's address: loopback, or a host address containers reach through a
-        # bridge (compose tests give the Docker bridge's gateway address).
-        self.host = host
         self.bot_token, self.app_token = bot_token, app_token
         self.team_id, self.team_name, self.app_id = team_id, team_name, app_id
         self.bot_user_id, self.bot_id, self.bot_name = bot_user_id, bot_id, bot_name
@@ -602,7 +598,7 @@ class FakeSlack:
         class Handler(_HTTPHandler):
             owner = fake
 
-        self._http = ThreadingHTTPServer((self.host, 0), Handler)
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._http.daemon_threads = True
         # close_timeout small: the builtin SocketModeClient never answers a close frame.
         self._ws = serve(
@@ -645,7 +641,7 @@ class FakeSlack:
     @property
     def base_url(self) -> str:
         assert self._http is not None, "FakeSlack not started"
-        return f"http://{self.host}:{self._http.server_address[1]}/"
+        return f"http://127.0.0.1:{self._http.server_address[1]}/"
 
     @property
     def api_url(self) -> str:
