@@ -59,6 +59,9 @@ class DashboardSettings(BaseSettings):
     dashboard_user: str = Field(default="", validate_default=True)
     dashboard_password: SecretStr = Field(default=SecretStr(""), validate_default=True)
     dashboard_port: int = Field(default=9181, ge=1, le=65535)
+    # Where users open it, when that is not where it listens: compose publishes it on the
+    # host's ASKBOX_DASHBOARD_HOST_PORT, relayed to the container's loopback.
+    dashboard_url: str | None = Field(default=None, description="the URL to log for users to open")
 
     @field_validator("dashboard_user")
     @classmethod
@@ -185,7 +188,11 @@ def run_dashboard(settings: DashboardSettings, redis_settings: RedisSettings) ->
         redis, settings.dashboard_user, settings.dashboard_password.get_secret_value(), redis_settings.describe()
     )
     server = make_dashboard_server(app, settings.dashboard_port)
-    log.info("dashboard on http://%s:%d/ (basic auth)", HOST, server.server_port)
+    listening = f"http://{HOST}:{server.server_port}/"
+    if settings.dashboard_url and settings.dashboard_url != listening:
+        log.info("dashboard on %s (basic auth; listening on %s in this container)", settings.dashboard_url, listening)
+    else:
+        log.info("dashboard on %s (basic auth)", listening)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

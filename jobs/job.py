@@ -226,7 +226,9 @@ class QuestionRun:
         repo = workspace.root
         session = agent_session(self.settings, agent, prompt, repo=repo, masks=workspace.masks, model=q.model,
                                 run_id=self.job.id,
-                                labels={"job": self.job.id, "user": q.origin.user}, gateway=route)
+                                labels={"job": self.job.id, "user": q.origin.user,
+                                        "worker": self.job.worker_name or ""},  # reaped when that worker is gone
+                                gateway=route)
         self.publisher.started()
         log.info("running %s (%s) on %s", agent.name, session.model or "default model", repo)
         terminal = self._follow(session, route)

@@ -144,6 +144,20 @@ def _enqueue(redis: Redis, question: Question, settings: JobSettings, claim: str
     return job
 
 
+def where(redis: Redis, enqueued: Enqueued) -> str:
+    """Where a just-enqueued question stands, in words for the asker: its job may already
+    have started (a worker was idle), be held back behind the asker's own running
+    questions (RQ's per-user RateLimit), or wait in line."""
+    if enqueued.position is not None:
+        return "next in line" if enqueued.position == 0 else f"{enqueued.position} ahead of it"
+    status = enqueued.job.get_status(refresh=True)
+    if status == JobStatus.RATE_LIMITED:
+        return "waiting for your other questions to finish"
+    if status == JobStatus.STARTED:
+        return "started"
+    return "queued" if status in (None, JobStatus.QUEUED) else status.value
+
+
 def position(redis: Redis, job: Job) -> int | None:
     """How many questions are ahead of this one, across the priorities served before it."""
     if job.get_status() != JobStatus.QUEUED:

@@ -195,7 +195,7 @@ class JobSettings(BaseSettings):
     # SIGTERM lets the running question finish (RQ's warm shutdown) for at most this long;
     # then its work-horse is killed and its sandbox removed. Below the supervisor's own
     # stop timeout (compose: stop_grace_period).
-    shutdown_grace: float = Field(default=25.0, ge=0)
+    shutdown_grace: float = Field(default=20.0, ge=0)
     # How often a worker delivers the finals written but not delivered (jobs/outbox.py).
     outbox_sweep_interval: float = Field(default=10.0, gt=0)
     # Test-only fault injection (tests/integration/test_faults.py): the process dies at

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Worker
 from rq.job import JobStatus
@@ -29,7 +30,7 @@ from rq.rate_limit import release_slot
 from rq.serializers import JSONSerializer
 
 from jobs import job as question_job
-from jobs import metrics, outbox
+from jobs import metrics, outbox, start_checks
 from jobs.final import Final
 from jobs.publisher import publisher_for
 from jobs.question import Question
@@ -40,11 +41,12 @@ from jobs.queue import QUEUE_NAMES
 from jobs.repos import resolve_repo
 from jobs.repos.refresher import start_refresher
 from jobs.settings import Settings
-from sandbox import images
+from sandbox import images, labels, owner
 from sandbox.egress import self_test
 from sandbox.errors import SandboxInfraError
 from sandbox.factory import sandbox_from_settings
 from sandbox.reaper import reap, start_periodic
+from sandbox.runner import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ log = logging.getLogger(__name__)
 RETRY_INTERVALS = [5, 15]
 # A hash field on the job: present once a worker has decided its retries.
 RETRIES_DECIDED = "askbox_retries"
+
+
 class AskboxWorker(Worker):
     settings: Settings
     job_class = AskboxJob
@@ -142,11 +146,10 @@ def build_worker(redis: Redis, settings: Settings, names: list[str] | None = Non
 
 
 def run_worker(settings: Settings, names: list[str] | None = None, burst: bool = False) -> bool:
+    """Serve questions until stopped; ``StartCheckFailed`` when none could be answered here."""
     unknown = set(names or ()) - set(QUEUE_NAMES)
     if unknown:
         raise ValueError(f"unknown queue(s) {', '.join(sorted(unknown))}; known: {', '.join(QUEUE_NAMES)}")
-    # Work-horses are forks of this process: the job they run finds the settings here.
-    question_job.use_settings(settings)
     jobs = settings.jobs
     if jobs.metrics_port:
         # Before anything imports prometheus_client: work-horses are forks and report here.
@@ -154,38 +157,77 @@ def run_worker(settings: Settings, names: list[str] | None = None, burst: bool =
     configure_json_logging(secrets=settings.secret_values())
     redis = settings.redis.client()
     redis.ping()
+    box = sandbox_from_settings(settings.sandbox)
+    settings = start_checks.check(settings, box).settings  # Docker, images, the agent's key
+    # Work-horses are forks of this process: the job they run finds the settings here.
+    question_job.use_settings(settings)
     if jobs.metrics_port:
         server = metrics.serve_metrics(jobs.metrics_port, redis, QUEUE_NAMES)
         log.info("metrics on %s", server.url)
-    reap_now = check_sandboxes(settings)
+    reap_now = check_sandboxes(settings, box, redis)
     start_repo_refresher(settings)
     start_outbox_sweep(redis, settings)
-    while True:
-        worker = build_worker(redis, settings, names)
-        worker.reap_now = reap_now
+    try:
+        while True:
+            worker = build_worker(redis, settings, names)
+            worker.reap_now = reap_now
+            try:
+                return worker.work(burst=burst, with_scheduler=True)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                # RQ rides out a Redis outage while it waits for jobs, but not one that hits
+                # its heartbeat or maintenance: then work() ends. Start over once Redis is back.
+                log.error("lost Redis (%s); starting a new worker once it answers", exc)
+                wait_for_redis(redis)
+    finally:
+        clean_up_on_exit(settings, box, redis)
+
+
+def owner_worker_alive(redis: Redis):  # type: ignore[no-untyped-def]
+    """The reaper's extra knowledge: a question's sandbox whose RQ worker is gone from
+    Redis (its registration expires with its heartbeat) is an orphan, whatever host name
+    it was started under. A compose worker recreated by `down`/`up` has a new host name,
+    so the owner rule alone (same host, dead pid) never applies to its predecessor's."""
+    prefix = Worker.redis_worker_namespace_prefix
+
+    def is_alive(container_labels: dict[str, str]) -> bool | None:
+        name = container_labels.get(labels.WORKER)
+        if not name or owner.is_alive_here(container_labels.get(labels.OWNER, "")) is not None:
+            return None  # not a question's run, or its owner is on this host: the pid decides
         try:
-            return worker.work(burst=burst, with_scheduler=True)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            # RQ rides out a Redis outage while it waits for jobs, but not one that hits
-            # its heartbeat or maintenance: then work() ends. Start over once Redis is back.
-            log.error("lost Redis (%s); starting a new worker once it answers", exc)
-            wait_for_redis(redis)
+            return None if redis.exists(prefix + name) else False
+        except RedisError:
+            return None  # cannot tell: leave it to the deadline
+    return is_alive
 
 
-def check_sandboxes(settings: Settings) -> Callable[[], object] | None:
+def clean_up_on_exit(settings: Settings, box: Sandbox, redis: Redis) -> None:
+    """The worker stops: its dead runs' sandboxes and the proxies no run uses go now, not
+    at some later worker's reaper pass (there may be none: `docker compose down`)."""
+    try:
+        client = box.client
+        reaped = reap(client, settings.sandbox.deployment, is_alive=owner_worker_alive(redis))
+        removed = box.egress.remove_unused(client) if box.egress is not None else []
+    except Exception as exc:  # noqa: BLE001 - exiting anyway: say what was left
+        log.warning("clean-up at exit incomplete: %s", exc)
+        return
+    if reaped or removed:
+        log.info("at exit: removed %d sandbox(es) and %d unused egress proxy(ies)", len(reaped), len(removed))
+
+
+def check_sandboxes(settings: Settings, box: Sandbox, redis: Redis) -> Callable[[], object] | None:
     """Before taking questions: start the reaper (orphans of a previous run of this host
     now, then every ``ASKBOX_REAPER_INTERVAL``; idle egress proxies too), and prove the
     egress path through the real proxy. A proxy that lets a denied request through, or
-    blocks an allowed one, stops the worker; Docker being down does not (questions then
-    end with a clear infrastructure message, and the worker serves again once it is up)."""
-    box = sandbox_from_settings(settings.sandbox)
+    blocks an allowed one, stops the worker. Docker was reachable at the start checks; a
+    daemon gone since then ends questions with a clear infrastructure message, and the
+    worker serves again once it is back."""
     try:
         client = box.client
     except SandboxInfraError as exc:
         log.error("sandbox reaper and egress self-test not run: %s", exc)
         return None
     start_periodic(client, every=settings.jobs.reaper_interval, on_reaped=lambda ids: metrics.REAPED.inc(len(ids)),
-                   deployment=settings.sandbox.deployment, egress=box.egress)
+                   deployment=settings.sandbox.deployment, egress=box.egress, is_alive=owner_worker_alive(redis))
     try:
         self_test(box, images.tag("sandbox"))
     except SandboxInfraError as exc:

@@ -70,11 +70,15 @@ class EgressProxies:
         max_connections: int = 64,
         extra_hosts: dict[str, str] | None = None,
         dns_nameservers: tuple[str, ...] = (),
+        deployment: str = "default",
     ) -> None:
         if not 1 <= max_connections <= 1024:
             raise ValueError("egress max_connections must be from 1 to 1024")
         self.image = image
         self.socket_root = socket_root
+        # Part of every proxy's identity and label: two deployments on one host (sharing
+        # a socket root or not) never share, reap or clean up each other's proxies.
+        self.deployment = deployment
         self.max_connections = max_connections
         self.extra_hosts = dict(extra_hosts or {})
         self.dns_nameservers = tuple(dns_nameservers)
@@ -136,17 +140,19 @@ class EgressProxies:
             "extra_hosts": self.extra_hosts,
             "pids": PROXY_PIDS,
             "nofile": PROXY_NOFILE,
+            "deployment": self.deployment,
         }
         return config, hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
     def _name(self, digest: str) -> str:
-        # The socket directory is part of the identity: two deployments on one host
-        # (or two test sessions) must not share, or stop, each other's proxies.
+        # The socket directory is part of the identity (and the deployment, through the
+        # digest): two deployments on one host (or two test sessions) must not share, or
+        # stop, each other's proxies.
         root = hashlib.sha256(str(self.socket_root).encode()).hexdigest()[:6]
         return f"askbox-egress-{root}-{digest[:12]}"
 
     def _mine(self, client: docker.DockerClient, entries: tuple[AllowEntry, ...] | None = None) -> list:
-        wanted = [f"{labels.EGRESS_ROOT}={self.socket_root}"]
+        wanted = [f"{labels.EGRESS_ROOT}={self.socket_root}", f"{labels.EGRESS_DEPLOYMENT}={self.deployment}"]
         if entries is not None:
             wanted.append(f"{ALLOWLIST_LABEL}={allowlist_key(entries)}")
         return client.containers.list(all=True, sparse=True, filters={"label": wanted})
@@ -169,10 +175,43 @@ class EgressProxies:
         return sorted(lines)  # by Squid's timestamp, the second field
 
     def stop_all(self, client: docker.DockerClient) -> int:
+        """Remove every proxy of this deployment and socket root, in use or not
+        (``askbox cleanup``, tests' teardown)."""
         found = self._mine(client)
         for container in found:
-            container.remove(force=True)
+            try:
+                container.remove(force=True)
+            except NotFound:
+                continue
+            digest = (container.attrs.get("Labels") or {}).get(DIGEST_LABEL, "")
+            if digest:
+                shutil.rmtree(self.socket_root / digest[:12], ignore_errors=True)
         return len(found)
+
+    def remove_unused(self, client: docker.DockerClient, entries: tuple[AllowEntry, ...] | None = None) -> list[str]:
+        """Remove the proxies (of one allowlist, or all) that no run uses now: a CLI run
+        when it ends, a worker when it stops, so neither leaves a Squid behind. A run's
+        directory goes when its sandbox ends (``close_run``); one still there means a run.
+        A run starting on another process between its proxy check and its directory
+        finds the proxy gone and fails as an infrastructure fault (a question retries)."""
+        removed = []
+        for container in self._mine(client, entries):
+            digest = (container.attrs.get("Labels") or {}).get(DIGEST_LABEL, "")
+            directory = self.socket_root / digest[:12]
+            if digest and any((directory / RUNS).glob("run-*")):
+                continue
+            try:
+                container.remove(force=True)
+            except (NotFound, APIError):
+                continue
+            if digest:
+                shutil.rmtree(directory, ignore_errors=True)
+            removed.append(((container.attrs.get("Names") or ["?"])[0]).lstrip("/"))
+        return removed
+
+    def close_run(self, run_dir: Path) -> None:
+        """A run ended: its socket directory goes (its listener in the proxy stops within 2 s)."""
+        shutil.rmtree(run_dir, ignore_errors=True)
 
     def reap_idle(self, client: docker.DockerClient, idle: float = 600.0, grace: float = 60.0) -> list[str]:
         """Close run sockets whose sandbox is gone (older than ``grace`` s, so a run being
@@ -236,6 +275,7 @@ class EgressProxies:
                 labels={
                     labels.EGRESS: digest[:12],
                     labels.EGRESS_ROOT: str(self.socket_root),
+                    labels.EGRESS_DEPLOYMENT: self.deployment,
                     DIGEST_LABEL: digest,
                     ALLOWLIST_LABEL: allowlist_key(entries),
                     "askbox.egress.allow": ",".join(map(str, entries)),

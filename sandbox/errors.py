@@ -15,6 +15,13 @@ def docker_unreachable(detail: object) -> SandboxInfraError:
 
 
 def image_missing(image: str) -> SandboxInfraError:
+    if image.startswith("askbox/agent-cursor:"):
+        # --offline skips this image: advising it would send the user round in a circle.
+        return SandboxInfraError(
+            f"image {image} not found. cursor-agent is only distributed from Cursor's download servers, so "
+            "build it where they are reachable (`askbox images build agent-cursor`), set ASKBOX_CURSOR_IMAGE "
+            "to a copy built elsewhere, or use the Gemini agent (ASKBOX_AGENT=gemini, or agent=gemini)."
+        )
     return SandboxInfraError(
         f"image {image} not found. Build it with `askbox images build` "
         "(`askbox images build --offline` where no container registry is reachable)."

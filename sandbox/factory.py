@@ -10,6 +10,6 @@ from sandbox.settings import SandboxSettings
 
 def sandbox_from_settings(settings: SandboxSettings) -> Sandbox:
     return Sandbox(
-        egress=EgressProxies(images.tag("egress-proxy"), settings.egress_socket_dir),
+        egress=EgressProxies(images.tag("egress-proxy"), settings.egress_socket_dir, deployment=settings.deployment),
         deployment=settings.deployment,
     )

@@ -105,6 +105,38 @@ def build_offline_base(client: docker.DockerClient, log: Callable[[str], None], 
     return OFFLINE_BASE
 
 
+DEFAULT_BASE = "debian:trixie-slim"
+
+
+class NoRegistry(RuntimeError):
+    """The base image is not here and no registry could be reached to pull it."""
+
+
+def resolve_base(client: docker.DockerClient, base: str | None, log: Callable[[str], None]) -> str:
+    """The base to build from: ``base`` (default debian:trixie-slim) when present or
+    pullable; without a registry, the offline base when it exists, said in one line;
+    otherwise ``NoRegistry`` with one line naming the fix, instead of Docker's raw
+    "lookup registry-1.docker.io … no such host" in the middle of a build log."""
+    from docker.errors import APIError, ImageNotFound
+
+    wanted = base or DEFAULT_BASE
+    if present(client, wanted):
+        return wanted
+    try:
+        client.images.pull(wanted)
+        return wanted
+    except (APIError, ImageNotFound) as exc:
+        reason = str(getattr(exc, "explanation", None) or exc).strip().splitlines()[0]
+    if base is None and present(client, OFFLINE_BASE):
+        log(f"cannot pull {wanted} ({reason}); building from the local offline base {OFFLINE_BASE}")
+        return OFFLINE_BASE
+    raise NoRegistry(
+        f"cannot pull the base image {wanted}: no container registry reachable ({reason}). "
+        "Build offline with `askbox images build --offline` (debootstrap a local Debian base; "
+        "apt-get install debootstrap), or pass --base IMAGE with a base already on this host."
+    )
+
+
 def _context(name: str, extra_ca_dir: Path, into: Path) -> Path:
     if not (IMAGES_DIR / name / "Dockerfile").is_file():
         raise RuntimeError(f"no Dockerfile at {IMAGES_DIR / name}: is this a complete askbox checkout?")
@@ -124,12 +156,19 @@ def build(
     base: str | None,
     log: Callable[[str], None],
     extra_ca_dir: Path = DEFAULT_EXTRA_CA_DIR,
+    missing_only: bool = False,
 ) -> list[str]:
-    """Build ``names`` (and their parents) from ``base``; return the tags built."""
+    """Build ``names`` (and their parents) from ``base``; return the tags built.
+
+    ``missing_only`` skips images whose tag is already here: a tag is a digest of the
+    image's build files and its parent's tag, so an existing one is up to date."""
     built = []
     with tempfile.TemporaryDirectory(prefix="askbox-build-") as tmp:
         for name in build_order(names):
             image_tag = tag(name)
+            if missing_only and present(client, image_tag):
+                log(f"{image_tag} is already built")
+                continue
             buildargs = {"BASE": base} if base else {}
             parent = IMAGES[name].parent
             if parent:
@@ -152,10 +191,15 @@ def build(
 
 
 def exists(client: docker.DockerClient, name: str) -> bool:
+    return present(client, tag(name))
+
+
+def present(client: docker.DockerClient, image: str) -> bool:
+    """Whether the daemon has ``image`` (any name:tag, e.g. ASKBOX_CURSOR_IMAGE)."""
     from docker.errors import ImageNotFound
 
     try:
-        client.images.get(tag(name))
+        client.images.get(image)
     except ImageNotFound:
         return False
     return True

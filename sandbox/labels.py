@@ -11,4 +11,6 @@ OWNER = "askbox.owner"  # "<hostname>:<pid>:<process start time>" of the process
 DEADLINE = "askbox.deadline"  # unix time after which the run is dead whatever its owner says
 EGRESS = "askbox.egress"
 EGRESS_ROOT = "askbox.egress.root"  # the socket directory a proxy serves
+EGRESS_DEPLOYMENT = "askbox.egress.deployment"  # the deployment (ASKBOX_DEPLOYMENT) it serves
+WORKER = "askbox.worker"  # the RQ worker whose question a sandbox runs (jobs/ sets it)
 PREFIX = "askbox."

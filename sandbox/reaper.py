@@ -59,6 +59,19 @@ def reap(
     return removed
 
 
+def remove_deployment(client: docker.DockerClient, deployment: str) -> list[str]:
+    """Remove every sandbox of ``deployment``, running or not (``askbox cleanup``, after its
+    workers are stopped); return their run ids."""
+    removed = []
+    for container in client.containers.list(all=True, sparse=True, filters={"label": f"{labels.SANDBOX}={deployment}"}):
+        try:
+            container.remove(force=True)
+        except NotFound:
+            continue
+        removed.append((container.attrs.get("Labels") or {}).get(labels.RUN_ID, container.short_id))
+    return removed
+
+
 def start_periodic(
     client: docker.DockerClient,
     every: float = 60.0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -125,6 +126,16 @@ class Sandbox:
         # A socket of this run's own: its connections are capped and logged under its id.
         return self.egress.ensure(self.client, parse_allowlist(spec.egress_allow), spec.run_id)
 
+    def release_egress(self, spec: SandboxSpec) -> None:
+        """After a one-off run (the CLI's): remove its allowlist's proxy unless another run
+        uses it now, so no Squid outlives the command (a worker's reaper is not there)."""
+        if not spec.egress_allow or self.egress is None:
+            return
+        try:
+            self.egress.remove_unused(self.client, parse_allowlist(spec.egress_allow))
+        except (DockerException, RequestException, SandboxInfraError) as exc:
+            log.warning("could not remove the egress proxy of run %s: %s", spec.run_id, exc)
+
     def cancel(self, run_id: str) -> bool:
         """Kill a run from any thread or process; its owner reports it as cancelled."""
         found = self.client.containers.list(sparse=True, filters={"label": f"{labels.RUN_ID}={run_id}"})
@@ -154,6 +165,7 @@ class SandboxRun:
         self._lock = threading.Lock()
         self._ending: OutcomeKind | None = None  # why *we* ended it, if we did
         self._drained = False  # the output stream reached its end
+        self._egress_dir: Path | None = None  # this run's proxy socket directory, if any
         self._stderr = Tail(spec.caps.stderr_tail_bytes)
         self._splitters = {
             "stdout": LineSplitter(spec.caps.max_line_bytes),
@@ -164,6 +176,7 @@ class SandboxRun:
 
     def _start(self, client: docker.DockerClient, egress_dir: Path | None, deployment: str) -> None:
         spec = self.spec
+        self._egress_dir = egress_dir
         if spec.runtime and spec.runtime not in client.info().get("Runtimes", {}):
             raise SandboxInfraError(
                 f"container runtime {spec.runtime!r} is not installed on the Docker host "
@@ -369,6 +382,10 @@ class SandboxRun:
             pass
         except (DockerException, RequestException) as exc:
             log.error("could not remove sandbox container %s: %s (the reaper will)", self.container.id, exc)
+        if self._egress_dir is not None:
+            # The run's own proxy socket goes with it: a proxy without run directories is
+            # unused (EgressProxies.remove_unused), and its listener stops within 2 s.
+            shutil.rmtree(self._egress_dir, ignore_errors=True)
 
     def _classify(self, exit_code: int | None, oom: bool, error: str) -> Outcome:
         duration = time.monotonic() - self._started

@@ -73,7 +73,8 @@ def egress_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def sandbox(docker_client: docker.DockerClient, built_images: dict[str, str], egress_root: Path) -> Iterator[Sandbox]:
-    proxies = EgressProxies(built_images["egress-proxy"], egress_root)
+    # This session's deployment, like its workers': teardown removes their proxies too.
+    proxies = EgressProxies(built_images["egress-proxy"], egress_root, deployment=DEPLOYMENT)
     yield Sandbox(docker_client, proxies, deployment=DEPLOYMENT)
     proxies.stop_all(docker_client)
 

@@ -10,8 +10,11 @@ import argparse
 import re
 import sys
 
+from urllib.parse import urlsplit
+
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
+from redis.exceptions import RedisError
 
 from bot.cli import ask_cmds, images_cmds, sandbox_cmds, service_cmds
 from bot.cli.output import err
@@ -45,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
             got = "" if error["type"] in ("missing", "askbox_repos") else f" (got {error.get('input')!r})"
             err(f"invalid {where}: {error['msg']}{got}")
         return 2
+    except RedisError as exc:  # ask, cancel, worker, gateway, dashboard: Redis is down or refuses us
+        err(redis_unreachable(exc))
+        return 1
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one clear line
         from sandbox.errors import SandboxInfraError
 
@@ -52,6 +58,20 @@ def main(argv: list[str] | None = None) -> int:
             err(str(exc))
             return 125
         raise
+
+
+def redis_unreachable(exc: RedisError) -> str:
+    """One line naming the Redis askbox tried (its password masked) and the fix."""
+    try:
+        url = Settings.load().redis.redis_url
+    except (ValidationError, SettingsError):
+        url = "ASKBOX_REDIS_URL"
+    parts = urlsplit(url)
+    if parts.password:
+        url = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return (f"Redis not reachable at {url} ({detail}): start it (`redis-server --appendonly yes`, or "
+            "`docker compose up redis`) or set ASKBOX_REDIS_URL (redis://:PASSWORD@host:6379/0)")
 
 
 if __name__ == "__main__":

@@ -62,11 +62,19 @@ def ask_inline(args: argparse.Namespace, settings: Settings) -> int:
 def _answer_inline(args, settings, agent, prompt, workspace, route) -> int:  # type: ignore[no-untyped-def]
     from bot.cli.signals import cancel_on_termination
     from jobs.agent_runs import agent_session
-    from sandbox.agents.events import AgentError, Result, ToolFinished, ToolStarted
 
     cancel_on_termination()  # SIGTERM/SIGHUP cancel the agent's sandbox, as Ctrl-C does
     session = agent_session(settings, agent, prompt, repo=workspace.root, masks=workspace.masks, model=args.model,
                             gateway=route)
+    try:
+        return _follow_inline(args, agent, session, workspace)
+    finally:
+        session.sandbox.release_egress(session.spec)  # no Squid outlives this command
+
+
+def _follow_inline(args, agent, session, workspace) -> int:  # type: ignore[no-untyped-def]
+    from sandbox.agents.events import AgentError, Result, ToolFinished, ToolStarted
+
     final = None
     try:
         for event in session.events():
@@ -100,7 +108,7 @@ def ask_through_queue(args: argparse.Namespace, settings: Settings, poll: float 
     from rq import Worker
 
     from jobs.question import Origin, Question
-    from jobs.queue import QueueFull, enqueue
+    from jobs.queue import QueueFull, enqueue, where
 
     redis = settings.redis.client()
     if not Worker.all(connection=redis):
@@ -127,8 +135,7 @@ def ask_through_queue(args: argparse.Namespace, settings: Settings, poll: float 
     except QueueFull as exc:
         err(str(exc))
         return 1
-    where = f"position {queued.position}" if queued.position is not None else "waiting for your other questions"
-    err(f"queued as {queued.job.id} ({where})")
+    err(f"queued as {queued.job.id} ({where(redis, queued)})")
     return follow(redis, queued.job.id, user, settings, poll)
 
 

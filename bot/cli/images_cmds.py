@@ -16,22 +16,45 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
     from sandbox.runner import Sandbox
 
     client = Sandbox().client
+    # Images that need the internet (agent-cursor) are built when named, or when building
+    # everything with a registry in reach; a build-everything that cannot get them says so
+    # in one line and goes on: the service runs without them (the Gemini agent answers).
     names = args.names or [n for n, d in images.IMAGES.items() if not (args.offline and d.needs_internet)]
     if args.offline and not args.names:
         for name in [n for n in images.IMAGES if n not in names]:
             err(f"skipping {name} offline: {images.IMAGES[name].needs_internet}")
+    if not args.names:  # an agent image the settings replace (ASKBOX_CURSOR_IMAGE, ...) is not needed
+        replaced = {f"agent-{agent}": getattr(settings.agents, f"{agent}_image") for agent in ("cursor", "gemini")}
+        for name, image in replaced.items():
+            if image and name in names:
+                names.remove(name)
+                err(f"skipping {name}: ASKBOX_{name[6:].upper()}_IMAGE={image} is used instead")
     base = args.base
-    if args.offline and base is None:
-        base = images.OFFLINE_BASE
-        try:
-            present = bool(client.images.get(base))
-        except ImageNotFound:
-            present = False
-        if args.rebuild_base or not present:
-            images.build_offline_base(client, err)
     try:
-        for built in images.build(client, names, base, err, extra_ca_dir=args.extra_ca_dir):
-            print(built)
+        if args.offline and base is None:
+            base = images.OFFLINE_BASE
+            try:
+                present = bool(client.images.get(base))
+            except ImageNotFound:
+                present = False
+            if args.rebuild_base or not present:
+                images.build_offline_base(client, err)
+        else:
+            base = images.resolve_base(client, base, err)
+        optional = [] if args.names else [n for n in names if images.IMAGES[n].needs_internet]
+        required = [n for n in names if n not in optional]
+        for built in images.build(client, required, base, err, extra_ca_dir=args.extra_ca_dir,
+                                  missing_only=args.missing):
+            print(built, flush=True)
+        for name in optional:  # their parents were built just above
+            try:
+                for built in images.build(client, [name], base, err, extra_ca_dir=args.extra_ca_dir,
+                                          missing_only=True):
+                    print(built, flush=True)
+            except RuntimeError:
+                err(f"{name} not built: {images.IMAGES[name].needs_internet}, which are not reachable from "
+                    "here. Questions use the Gemini agent (set ASKBOX_AGENT=gemini); build it where they are "
+                    f"reachable (`askbox images build {name}`) or set ASKBOX_CURSOR_IMAGE to a copy built elsewhere.")
     except (RuntimeError, ValueError) as exc:
         err(str(exc))
         return 1
@@ -58,6 +81,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--offline", action="store_true", help="no registry: debootstrap a local base")
     build.add_argument("--base", help="base image instead of debian:trixie-slim")
     build.add_argument("--rebuild-base", action="store_true", help="redo the offline base")
+    build.add_argument("--missing", action="store_true", help="only images whose tag is not built yet")
     build.add_argument(
         "--extra-ca-dir",
         type=Path,

@@ -11,8 +11,7 @@ from jobs.settings import Settings
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from sandbox import SandboxSpec
-    from sandbox.agents.adapters import agent_for
+    from sandbox import SandboxSpec, images
     from sandbox.factory import sandbox_from_settings
     from sandbox.spec import Limits
 
@@ -27,7 +26,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         {**section.limits().model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
     )
     spec = SandboxSpec(
-        image=args.image or agent_for(None, settings.agents).image(),
+        image=args.image or images.tag("sandbox"),  # what every agent image is built on; builds offline
         command=command,
         repo=args.repo,
         limits=limits,
@@ -37,9 +36,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from bot.cli.signals import cancel_on_termination
 
     cancel_on_termination()  # SIGTERM/SIGHUP cancel the run and remove its container, as Ctrl-C does
+    box = sandbox_from_settings(section)
     try:
-        run = sandbox_from_settings(section).run(spec)
+        run = box.run(spec)
     except KeyboardInterrupt:  # while starting: the runner removed what it had made
+        box.release_egress(spec)
         err(f"sandbox {spec.run_id} cancelled before it started")
         return 130
     with run:
@@ -49,6 +50,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                 print(line.text + (" [truncated]" if line.truncated else ""), file=out, flush=True)
         except KeyboardInterrupt:
             run.cancel()
+    box.release_egress(spec)
     assert run.outcome is not None
     err(f"sandbox {spec.run_id} {run.outcome.describe()}")
     return run.outcome.cli_exit_code()
@@ -63,13 +65,28 @@ def cmd_reap(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
+    from sandbox.factory import sandbox_from_settings
+    from sandbox.reaper import remove_deployment
+
+    section = settings.sandbox
+    if args.deployment:
+        section = section.model_copy(update={"deployment": args.deployment})
+    box = sandbox_from_settings(section)
+    sandboxes = remove_deployment(box.client, section.deployment)
+    proxies = box.egress.stop_all(box.client) if box.egress is not None else 0
+    err(f"deployment {section.deployment}: removed {len(sandboxes)} sandbox container(s) and {proxies} egress "
+        f"proxy(ies) of {section.egress_socket_dir}")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     sandbox = sub.add_parser("sandbox", help="run commands under the sandbox policy").add_subparsers(
         dest="action", required=True
     )
     run = sandbox.add_parser("run", help="run a command exactly as jobs run agents")
     run.add_argument("--repo", type=Path, help="directory mounted read-only at /workspace")
-    run.add_argument("--image", help="image (default: the default agent's image)")
+    run.add_argument("--image", help="image (default: askbox's sandbox image, the agents' base)")
     run.add_argument("--timeout", type=float, help="wall-clock deadline in seconds")
     run.add_argument("--memory", help="memory limit, e.g. 512m (swap is the same)")
     run.add_argument("--cpus", type=float, help="CPU quota in cores")
@@ -78,3 +95,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     reap = sandbox.add_parser("reap", help="remove sandbox containers whose run is dead")
     reap.add_argument("--grace", type=float, default=60.0, help="seconds past a run's deadline")
     reap.set_defaults(func=cmd_reap)
+    cleanup = sub.add_parser(
+        "cleanup", help="remove every sandbox and egress proxy of this deployment (when none of its workers runs)")
+    cleanup.add_argument("--deployment", help="default: ASKBOX_DEPLOYMENT")
+    cleanup.set_defaults(func=cmd_cleanup)

@@ -10,9 +10,14 @@ from jobs.settings import Settings
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.start_checks import StartCheckFailed
     from jobs.worker import run_worker
 
-    run_worker(settings, args.queues, burst=args.burst)
+    try:
+        run_worker(settings, args.queues, burst=args.burst)
+    except StartCheckFailed as exc:
+        err(f"worker not started: {exc}")
+        return 2
     return 0
 
 

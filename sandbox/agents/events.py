@@ -88,7 +88,8 @@ class ErrorKind(HasEndings, StrEnum):
     QUOTA = "quota"  # usage limit, rate limit, RESOURCE_EXHAUSTED
     BAD_MODEL = "bad_model"  # the requested model does not exist or is not allowed
     UNTRUSTED_WORKSPACE = "untrusted_workspace"  # the CLI refuses to work in the folder
-    EGRESS_BLOCKED = "egress_blocked"  # the LLM endpoint could not be reached
+    EGRESS_BLOCKED = "egress_blocked"  # the egress proxy refused the LLM endpoint (policy)
+    UNREACHABLE = "unreachable"  # the endpoint's name did not resolve, or the proxy could not connect to it
     AGENT = "agent"  # anything else the agent reported
     # How the sandbox ended the run rather than what the agent said; the meanings and
     # values are the sandbox's, so an error and the final message use the same word.

@@ -15,11 +15,33 @@ from sandbox.agents.events import AgentError, ErrorKind
 from sandbox.agents.text import DETAIL_LIMIT, strip_ansi
 
 EGRESS_BLOCKED_MESSAGE = "LLM endpoint not reachable (blocked by egress policy)"
+NAME_RESOLUTION_MESSAGE = (
+    "LLM endpoint not reachable: its name did not resolve ({detail}). Not the egress policy: "
+    "check DNS on the host running askbox (its egress proxy resolves the allowlisted names)"
+)
+UPSTREAM_MESSAGE = (
+    "LLM endpoint not reachable: the egress proxy let it through but could not connect ({detail}): "
+    "its name did not resolve or it refused the connection. Check DNS and the route out of the host running askbox"
+)
 
+# Name resolution failures (Node's getaddrinfo codes, curl's and glibc's words, Squid's
+# ERR_DNS_FAIL page): a name that does not resolve, not a request the policy refused.
+_DNS = re.compile(
+    r"getaddrinfo\s+\S+\s+\S+|\b(?:ENOTFOUND|EAI_AGAIN)\b[^\n]{0,80}|Could not resolve host:?\s*\S*"
+    r"|Temporary failure in name resolution|Name or service not known|ERR_DNS_FAIL",
+    re.IGNORECASE,
+)
+# The proxy answered CONNECT with a 5xx: allowed, but it could not reach the endpoint
+# (Squid's 503 for a name it could not resolve or a connection it could not make).
+_UPSTREAM = re.compile(
+    r"Proxy response \(5\d\d\)|statusCode=5\d\d|proxy[^\n]{0,80}\b5(?:02|03|04)\b"
+    r"|\b5(?:02|03|04)\b[^\n]{0,80}proxy|CONNECT[^\n]{0,40}\b5(?:02|03|04)\b",
+    re.IGNORECASE,
+)
 # Node's networking errors, undici's and the proxy agents' wording for a refused
 # CONNECT: what an agent prints when the egress proxy does not let it through.
 _EGRESS = re.compile(
-    r"ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|fetch failed|tunneling socket"
+    r"ECONNREFUSED|ETIMEDOUT|fetch failed|tunneling socket"
     r"|Proxy response \(\d+\)|proxy[^\n]{0,80}\b403\b|\b403\b[^\n]{0,80}proxy"
     r"|CONNECT[^\n]{0,40}\b403\b",
     re.IGNORECASE,
@@ -33,11 +55,30 @@ def looks_like_egress_block(text: str) -> bool:
     return bool(_EGRESS.search(text))
 
 
+def network_failure(text: str) -> ErrorKind | None:
+    """UNREACHABLE for a name that did not resolve or a proxy that could not connect,
+    EGRESS_BLOCKED for a request the proxy refused (or any other network error), else None."""
+    if _DNS.search(text) or _UPSTREAM.search(text):
+        return ErrorKind.UNREACHABLE
+    if looks_like_egress_block(text):
+        return ErrorKind.EGRESS_BLOCKED
+    return None
+
+
+def unreachable_message(text: str) -> str:
+    found = _DNS.search(text)
+    if found:
+        return NAME_RESOLUTION_MESSAGE.format(detail=found.group(0).strip())
+    found = _UPSTREAM.search(text)
+    return UPSTREAM_MESSAGE.format(detail=found.group(0).strip() if found else "no detail")
+
+
 def classify(text: str, rules: Iterable[Rule]) -> ErrorKind:
     """The error kind for an agent's error text. Network failures win: behind a
     blocked proxy an agent's other complaints (auth, model list) are side effects."""
-    if looks_like_egress_block(text):
-        return ErrorKind.EGRESS_BLOCKED
+    network = network_failure(text)
+    if network is not None:
+        return network
     for kind, pattern in rules:
         if pattern.search(text):
             return kind
@@ -103,6 +144,8 @@ class AgentFailures:
         if kind is ErrorKind.EGRESS_BLOCKED:
             # the agent's words (auth, model list) are side effects of the block
             return EGRESS_BLOCKED_MESSAGE
+        if kind is ErrorKind.UNREACHABLE:
+            return unreachable_message(text)
         explain = self.explanations.get(kind)
         if explain is not None:
             return explain(text)

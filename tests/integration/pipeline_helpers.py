@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -241,3 +242,91 @@ def worker_env(redis_server: RedisServer, repo: Path, egress_root: Path, **extra
         "PYTHONUNBUFFERED": "1",
         **extra,
     }
+
+
+class SocketRelay:
+    """Relays every connection made to ``listener`` to a new one made by ``connect``, until
+    closed. Written here because nothing on the host relays sockets (no socat)."""
+
+    def __init__(self, listener: socket.socket, connect: Callable[[], socket.socket]) -> None:
+        self._server, self._connect = listener, connect
+        self._server.listen(64)
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return  # closed
+            try:
+                upstream = self._connect()
+            except OSError:
+                client.close()
+                continue
+            self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        """No new or open connection works any more."""
+        self._server.close()
+        for sock in self._open:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class DockerSocketRelay(SocketRelay):
+    """A Unix socket relayed to the Docker daemon's, that a test can take away: a daemon
+    that was there when a worker started (its start checks pass) and is gone later."""
+
+    def __init__(self, path: Path, daemon: str = "/var/run/docker.sock") -> None:
+        self.path = path
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(path))
+        super().__init__(listener, lambda: _unix(daemon))
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.path}"
+
+    def close(self) -> None:
+        super().close()
+        self.path.unlink(missing_ok=True)
+
+
+def _unix(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    return sock
+
+
+class TcpRelay(SocketRelay):
+    """``host:port`` relayed to a loopback port: a fake on 127.0.0.1 reached by containers
+    at an address of the host on their network (the fakes only listen on loopback)."""
+
+    def __init__(self, host: str, port: int, target: int) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # IP_FREEBIND: bind before the address exists (a compose network's gateway, which
+        # `up` creates); connections are accepted once it does.
+        listener.setsockopt(socket.SOL_IP, getattr(socket, "IP_FREEBIND", 15), 1)
+        listener.bind((host, port))
+        super().__init__(listener, lambda: socket.create_connection(("127.0.0.1", target)))

@@ -56,15 +56,20 @@ def test_output_streams_as_it_comes(sandbox_image):
     assert second_at - first_at > 1.5  # the first line arrived before the command finished
 
 
-def test_default_image_is_the_default_agents(docker_client):
-    from sandbox import images
-
+def test_default_image_is_the_sandbox_image(docker_client):
+    """The README's example works offline: the default image is the agents' base, which
+    builds without Cursor's servers (issue 13; it was the default agent's image)."""
     result = askbox("sandbox", "run", "--", "bash", "-c", "echo has-bash", env={"ASKBOX_AGENT": "cursor"})
-    if images.exists(docker_client, "agent-cursor"):
-        assert result.returncode == 0 and result.stdout == "has-bash\n"
-    else:  # offline machines cannot build it: the message says how
-        assert result.returncode == 125
-        assert images.tag("agent-cursor") in result.stderr and "askbox images build" in result.stderr
+    assert result.returncode == 0 and result.stdout == "has-bash\n", result.stderr
+
+
+def test_missing_cursor_image_names_what_to_do_not_offline(docker_client):
+    cursor = "askbox/agent-cursor:0.0.0-never-built"  # as a checkout whose tag is not built sees it
+    result = askbox("sandbox", "run", "--image", cursor, "--", "true")
+    assert result.returncode == 125
+    # --offline skips agent-cursor, so the message must not send the user there.
+    assert cursor in result.stderr and "--offline" not in result.stderr
+    assert "askbox images build agent-cursor" in result.stderr and "ASKBOX_AGENT=gemini" in result.stderr
 
 
 def test_dead_docker_daemon(tmp_path):

@@ -244,8 +244,8 @@ def test_changed_config_takes_effect_on_the_next_run_and_idle_proxies_are_reaped
         left = proxy_names(tight, docker_client)
         run.cancel()
     assert before <= set(removed) and len(left) == 1 and left < after, (removed, left)
-    run_dirs = list(Path(tight.egress.socket_root).glob("*/runs/run-*"))
-    assert [d.name for d in run_dirs] == [f"run-{sleeper.run_id}"]
+    # The run's own socket directory went with its sandbox (issue 13: it used to wait for the reaper).
+    assert list(Path(tight.egress.socket_root).glob("*/runs/run-*")) == []
     # ... and goes once nothing uses it, with its sockets' directories.
     assert set(tight.egress.reap_idle(docker_client, idle=0, grace=0)) == left
     assert tight.egress._mine(docker_client) == []
@@ -269,3 +269,29 @@ def test_self_test_fails_clearly_without_the_proxy_image(docker_client, sandbox_
     broken = Sandbox(docker_client, EgressProxies("askbox/egress-proxy:does-not-exist", tmp_path), deployment=DEPLOYMENT)
     with pytest.raises(SandboxInfraError, match="does-not-exist"):
         self_test(broken, sandbox_image)
+
+
+# --- 5. a name that does not resolve is not the egress policy (issue 13) -------------------
+
+
+def test_a_name_that_does_not_resolve_reads_unlike_a_refused_one(own_proxies, sandbox_image, dns_recorder):
+    """What a client prints through the real proxy for an allowlisted name that does not
+    resolve (the test's DNS server answers NXDOMAIN) and for a name off the list: the first
+    is named a DNS failure, the second the egress policy."""
+    from sandbox.agents.events import ErrorKind
+    from sandbox.agents.failures import EGRESS_BLOCKED_MESSAGE, network_failure, unreachable_message
+
+    sandbox = own_proxies(dns_nameservers=(dns_recorder.address,))
+    script = ("curl -sS -m 20 -o /dev/null https://api.nxdomain.askbox.test/ 2>&1 | sed 's/^/unresolved: /'; "
+              "curl -sS -m 20 -o /dev/null https://off-the-list.askbox.test/ 2>&1 | sed 's/^/refused: /'")
+    spec = SandboxSpec(image=sandbox_image, command=["sh", "-c", script], egress_allow=("api.nxdomain.askbox.test",),
+                       limits=Limits(timeout=90))
+    lines, outcome = run_lines(sandbox, spec)
+    assert outcome.kind is OutcomeKind.OK, outcome
+    unresolved = next(line for line in lines if line.startswith("unresolved: "))
+    refused = next(line for line in lines if line.startswith("refused: "))
+    assert network_failure(unresolved) is ErrorKind.UNREACHABLE, unresolved
+    assert "could not connect" in unreachable_message(unresolved) and "egress policy" not in unresolved
+    assert network_failure(refused) is ErrorKind.EGRESS_BLOCKED, refused
+    assert EGRESS_BLOCKED_MESSAGE.startswith("LLM endpoint not reachable (blocked by egress policy)")
+    assert any(name == "api.nxdomain.askbox.test" for name, _ in dns_recorder.questions)  # it was asked

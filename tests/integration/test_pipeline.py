@@ -13,6 +13,7 @@ import time
 
 import pytest
 from redis import Redis
+from rq import Worker
 
 from jobs import queue as jobs_queue
 from jobs.cancel import cancel
@@ -21,7 +22,7 @@ from jobs.settings import JobSettings
 from jobs.slack.settings import SlackSettings
 from sandbox import labels
 from tests.conftest import sandbox_containers
-from tests.integration.pipeline_helpers import ASKBOX, Workers, final_of, wait_final, wait_for
+from tests.integration.pipeline_helpers import ASKBOX, DockerSocketRelay, Workers, final_of, wait_final, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.usefixtures("no_leftovers")]
 SLOW = "[transcript:direct-sleep]"  # about 4.7 s of real, recorded cursor-agent output
@@ -303,10 +304,15 @@ def test_positions_on_enqueue(redis, settings):
 
 def test_infrastructure_fault_is_retried_then_reported_once(redis, settings, workers, tmp_path):
     """Docker unreachable before anything was shown: RQ retries, then one clear final message."""
-    workers.env["DOCKER_HOST"] = f"unix://{tmp_path}/no-docker.sock"
+    # The daemon is there when the worker starts (it stops at once otherwise: start checks)
+    # and gone by the time the question runs.
+    relay = DockerSocketRelay(tmp_path / "docker.sock")
+    workers.env["DOCKER_HOST"] = relay.url
     workers.env["ASKBOX_RETRIES"] = "1"  # the worker decides a question's retries
-    job_id = ask(redis, settings, QUICK)
     workers.start(1, log_dir=tmp_path)
+    wait_for(lambda: Worker.count(connection=redis), 60, "the worker to pass its start checks")
+    relay.close()
+    job_id = ask(redis, settings, QUICK)
     final = wait_final(redis, job_id, 90, workers)
     assert final["kind"] == "infra"
     assert "Docker daemon not reachable" in final["text"] and job_id in final["text"]

@@ -637,9 +637,16 @@ STDERR_CASES = [
     ("Workspace Trust Required", ErrorKind.UNTRUSTED_WORKSPACE, "--trust"),
     ("Error: connect ECONNREFUSED 10.0.0.2:443", ErrorKind.EGRESS_BLOCKED, EGRESS_BLOCKED_MESSAGE),
     (
+        # a name that did not resolve is not the egress policy (issue 13)
         "Error: getaddrinfo ENOTFOUND api2.cursor.sh",
-        ErrorKind.EGRESS_BLOCKED,
-        EGRESS_BLOCKED_MESSAGE,
+        ErrorKind.UNREACHABLE,
+        "its name did not resolve (getaddrinfo ENOTFOUND api2.cursor.sh)",
+    ),
+    (
+        # the proxy allowed the CONNECT but could not reach the endpoint (Squid's 503)
+        "TypeError: fetch failed\n  cause: Proxy response (503) !== 200 when HTTP Tunneling",
+        ErrorKind.UNREACHABLE,
+        "the egress proxy let it through but could not connect (Proxy response (503))",
     ),
     ("TypeError: fetch failed", ErrorKind.EGRESS_BLOCKED, EGRESS_BLOCKED_MESSAGE),
     ("Error: connect ETIMEDOUT 104.18.0.1:443", ErrorKind.EGRESS_BLOCKED, EGRESS_BLOCKED_MESSAGE),

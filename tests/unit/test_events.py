@@ -82,6 +82,7 @@ def test_error_kinds_are_the_documented_set() -> None:
         "bad_model",
         "untrusted_workspace",
         "egress_blocked",
+        "unreachable",
         "agent",
         "timeout",
         "oom",

@@ -424,8 +424,14 @@ STDERR_CASES = [
     (
         "Error: getaddrinfo ENOTFOUND generativelanguage.googleapis.com",
         1,
-        ErrorKind.EGRESS_BLOCKED,
-        EGRESS_BLOCKED_MESSAGE,
+        ErrorKind.UNREACHABLE,
+        "its name did not resolve (getaddrinfo ENOTFOUND generativelanguage.googleapis.com)",
+    ),
+    (
+        "Error: getaddrinfo EAI_AGAIN generativelanguage.googleapis.com",
+        1,
+        ErrorKind.UNREACHABLE,
+        "Not the egress policy",
     ),
     (
         "tunneling socket could not be established, statusCode=403",

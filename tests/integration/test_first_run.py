@@ -1,0 +1,104 @@
+"""A new user's first mistakes end with one line naming the fix, not a traceback or a loop.
+
+Real `askbox` processes, a real Docker daemon (or none, on purpose) and a real Redis (or a
+closed port): Redis unreachable for `ask`, `worker` and `cancel`; a worker whose agent
+cannot run (no key, no image) or with no Docker daemon; and where a queued question stands.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from jobs import queue as jobs_queue
+from jobs.question import Origin, Question
+from jobs.settings import JobSettings
+from tests.conftest import REDIS_TEST_URL
+from tests.integration.pipeline_helpers import ASKBOX, ROOT, free_port
+
+pytestmark = [pytest.mark.docker]
+
+
+def askbox(*args: str, timeout: float = 90, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ASKBOX_AGENT", "CURSOR_", "GEMINI_"))}
+    return subprocess.run([ASKBOX, *args], env={**clean, **env}, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def one_line(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", [["ask", "--repo", "demo", "hello"], ["worker"], ["cancel", "some-job"]])
+def test_redis_unreachable_is_one_line(command: list[str]) -> None:
+    closed = f"redis://:hunter2@127.0.0.1:{free_port()}/0"  # a port nothing listens on
+    result = askbox(*command, ASKBOX_REDIS_URL=closed)
+    line = one_line(result)
+    assert result.returncode == 1
+    assert "Redis not reachable at redis://:***@127.0.0.1:" in line and "ASKBOX_REDIS_URL" in line
+    assert "hunter2" not in result.stderr  # the password is masked
+
+
+def test_worker_with_docker_unreachable_stops_at_once(redis_client, tmp_path) -> None:
+    result = askbox("worker", ASKBOX_REDIS_URL=REDIS_TEST_URL, DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
+    line = one_line(result)
+    assert result.returncode == 2
+    assert line.startswith("askbox: worker not started: Docker daemon not reachable") and "DOCKER_HOST" in line
+
+
+def test_worker_for_cursor_without_its_key_stops_naming_the_variable(redis_client, cursor_standin_image) -> None:
+    result = askbox("worker", ASKBOX_REDIS_URL=REDIS_TEST_URL, ASKBOX_AGENT="cursor",
+                    ASKBOX_CURSOR_IMAGE=cursor_standin_image, ASKBOX_REPOS='{"demo": "/tmp"}')
+    assert result.returncode == 2, result.stderr
+    assert "ASKBOX_AGENT=cursor, but the cursor agent has no key: set CURSOR_API_KEY" in one_line(result)
+
+
+def test_worker_for_an_agent_without_its_image_names_the_build(redis_client) -> None:
+    never_built = "askbox/agent-gemini:0.0.0-never-built"
+    result = askbox("worker", ASKBOX_REDIS_URL=REDIS_TEST_URL, ASKBOX_AGENT="gemini",
+                    ASKBOX_GEMINI_IMAGE=never_built, ASKBOX_REPOS='{"demo": "/tmp"}')
+    assert result.returncode == 2, result.stderr
+    line = one_line(result)
+    assert never_built in line and "askbox images build" in line
+
+
+def test_default_cursor_unusable_falls_back_to_gemini_with_a_warning(redis_client, built_images, egress_root) -> None:
+    """ASKBOX_AGENT unset and agent-cursor not usable (here: no key): the worker says so once
+    and serves with the Gemini agent, as `docker compose up` does where agent-cursor cannot
+    be built. It also warns that no repository is configured. --burst: it stops when idle."""
+    result = askbox("worker", "--burst", ASKBOX_REDIS_URL=REDIS_TEST_URL, ASKBOX_EGRESS_SOCKET_DIR=str(egress_root),
+                    timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "answering with the Gemini agent instead" in result.stderr
+    assert "no repository configured" in result.stderr and "ASKBOX_REPOS" in result.stderr
+
+
+def test_where_a_question_stands(redis_client) -> None:
+    """Not "waiting for your other questions" when nothing of the asker's is queued."""
+    settings = JobSettings(user_concurrency=1)
+    ask = lambda user, text: jobs_queue.enqueue(  # noqa: E731
+        redis_client, Question(origin=Origin(kind="terminal", user=user), text=text, repo="demo"), settings)
+    first = ask("alice", "one")
+    assert jobs_queue.where(redis_client, first) == "next in line"
+    assert jobs_queue.where(redis_client, ask("bob", "two")) == "1 ahead of it"
+    # alice's second waits behind her first (one at a time for her), and is told so.
+    assert jobs_queue.where(redis_client, ask("alice", "three")) == "waiting for your other questions to finish"
+    first.job.set_status("started")  # a worker took it at once: it is not waiting at all
+    assert jobs_queue.where(redis_client, jobs_queue.Enqueued(first.job, None)) == "started"
+
+
+
+def test_images_build_without_a_registry_names_offline() -> None:
+    """Not Docker's raw "lookup registry-1.docker.io … no such host" in a build log: one line
+    naming --offline. The base names a registry on a closed loopback port (no traffic leaves
+    this machine), the way an unreachable Docker Hub looks to the daemon."""
+    base = f"127.0.0.1:{free_port()}/askbox-test/no-such-base:1"
+    result = askbox("images", "build", "sandbox", "--base", base)
+    assert result.returncode == 1
+    line = one_line(result)
+    assert f"cannot pull the base image {base}: no container registry reachable" in line
+    assert "askbox images build --offline" in line

@@ -1,0 +1,72 @@
+""".env.example lists every setting with a one-line comment, and compose passes each on.
+
+Walks every section of the settings tree (and the bot's and dashboard's own sections):
+a field added without its line here fails this test, so the file cannot drift.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic_settings import BaseSettings
+
+from bot.dashboard import DashboardSettings
+from bot.settings import BotSettings
+from jobs.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+LINE = re.compile(r"^#? ?([A-Z][A-Z0-9_]*)=")
+# Settings compose sets itself rather than passing through from .env (compose.yaml says why).
+SET_BY_COMPOSE = {"ASKBOX_DASHBOARD_PORT"}  # the dashboard listens on 9180 behind its relay
+
+
+def sections() -> list[type[BaseSettings]]:
+    tree = [field.annotation for field in Settings.model_fields.values()]
+    return [*tree, BotSettings, DashboardSettings]  # type: ignore[list-item]
+
+
+def variables(section: type[BaseSettings]) -> list[str]:
+    """The environment variable(s) of each field: its alias, or the prefix and its name."""
+    prefix = section.model_config.get("env_prefix", "")
+    found = []
+    for name, field in section.model_fields.items():
+        alias = field.validation_alias
+        choices = getattr(alias, "choices", None)
+        found += [str(c) for c in choices] if choices else [f"{prefix}{name}".upper()]
+    return found
+
+
+def listed() -> dict[str, str]:
+    """Each variable of .env.example and the comment line just above it."""
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    found = {}
+    for i, line in enumerate(lines):
+        match = LINE.match(line)
+        if match:
+            above = lines[i - 1] if i else ""
+            found[match.group(1)] = above if above.startswith("# ") and not LINE.match(above) else ""
+    return found
+
+
+def test_every_setting_is_listed_with_a_comment() -> None:
+    example = listed()
+    assert len(sections()) == 9  # redis, jobs, sandbox, agents, slack, gateway, gemini, bot, dashboard
+    missing = [v for s in sections() for v in variables(s) if v not in example]
+    assert missing == [], f"add to .env.example, with a one-line comment: {missing}"
+    uncommented = [v for v, comment in example.items() if len(comment) < 10]
+    assert uncommented == [], f"each needs a one-line comment above it: {uncommented}"
+
+
+def test_compose_passes_every_setting_on() -> None:
+    """A setting in .env that compose.yaml does not name would be silently ignored."""
+    compose = (ROOT / "compose.yaml").read_text()
+    named = set(re.findall(r"\b[A-Z][A-Z0-9_]+\b", compose))
+    ignored = [v for v in listed() if v not in named and v not in SET_BY_COMPOSE]
+    assert ignored == [], f"compose.yaml must pass these to the services that read them: {ignored}"
+
+
+def test_the_check_sees_a_missing_setting() -> None:
+    """The walk really reads field names: a section's known variable is found, a made-up one is not."""
+    assert "ASKBOX_SANDBOX_MEMORY" in variables(sections()[2]) and "CURSOR_API_KEY" in variables(sections()[3])
+    assert "ASKBOX_NOT_A_SETTING" not in listed()
