@@ -70,7 +70,11 @@ def cmd_docker_filter(args: argparse.Namespace, settings: Settings) -> int:
     policy = section.policy(
         deployment=settings.sandbox.deployment,
         egress_dir=settings.sandbox.egress_socket_dir,
-        read_only_dirs=[settings.gateway.gateway_socket_dir, *settings.jobs.repos.values()],
+        # What sandboxes mount: the gateway's sockets, the per-commit snapshots, and the
+        # local directories of ASKBOX_REPOS (a directory that is not a git checkout is
+        # mounted as it is).
+        read_only_dirs=[settings.gateway.gateway_socket_dir, settings.jobs.repo_snapshots,
+                        *(entry.path for entry in settings.jobs.repos.values() if entry.path is not None)],
         runtime=settings.sandbox.sandbox_runtime,
     )
     server = DockerFilter(policy, section.docker_filter_socket, section.docker_filter_upstream,
