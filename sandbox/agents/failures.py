@@ -24,11 +24,16 @@ UPSTREAM_MESSAGE = (
     "its name did not resolve or it refused the connection. Check DNS and the route out of the host running askbox"
 )
 
-# Name resolution failures (Node's getaddrinfo codes, curl's and glibc's words, Squid's
-# ERR_DNS_FAIL page): a name that does not resolve, not a request the policy refused.
-_DNS = re.compile(
-    r"getaddrinfo\s+\S+\s+\S+|\b(?:ENOTFOUND|EAI_AGAIN)\b[^\n]{0,80}|Could not resolve host:?\s*\S*"
-    r"|Temporary failure in name resolution|Name or service not known|ERR_DNS_FAIL",
+# Squid's page for a name it could not resolve: the proxy let the request through, and
+# the name did not resolve on the host running askbox.
+_DNS = re.compile(r"ERR_DNS_FAIL", re.IGNORECASE)
+# A lookup made inside the sandbox (Node's getaddrinfo codes, curl's and glibc's words).
+# The sandbox has no resolver by design: names are resolved by the egress proxy. An agent
+# that resolves a name itself went around the proxy, so that is the policy at work
+# (recorded: cursor-agent with no route out prints `getaddrinfo EAI_AGAIN api2.cursor.sh`).
+_LOCAL_DNS = re.compile(
+    r"getaddrinfo\s+\S+\s+\S+|\b(?:ENOTFOUND|EAI_AGAIN)\b|Could not resolve host"
+    r"|Temporary failure in name resolution|Name or service not known",
     re.IGNORECASE,
 )
 # The proxy answered CONNECT with a 5xx: allowed, but it could not reach the endpoint
@@ -56,11 +61,12 @@ def looks_like_egress_block(text: str) -> bool:
 
 
 def network_failure(text: str) -> ErrorKind | None:
-    """UNREACHABLE for a name that did not resolve or a proxy that could not connect,
-    EGRESS_BLOCKED for a request the proxy refused (or any other network error), else None."""
+    """UNREACHABLE when the proxy let the request through but its name did not resolve or
+    the endpoint could not be reached; EGRESS_BLOCKED for a request the proxy refused, a
+    lookup inside the sandbox (around the proxy) or any other network error; else None."""
     if _DNS.search(text) or _UPSTREAM.search(text):
         return ErrorKind.UNREACHABLE
-    if looks_like_egress_block(text):
+    if _LOCAL_DNS.search(text) or looks_like_egress_block(text):
         return ErrorKind.EGRESS_BLOCKED
     return None
 

@@ -637,10 +637,16 @@ STDERR_CASES = [
     ("Workspace Trust Required", ErrorKind.UNTRUSTED_WORKSPACE, "--trust"),
     ("Error: connect ECONNREFUSED 10.0.0.2:443", ErrorKind.EGRESS_BLOCKED, EGRESS_BLOCKED_MESSAGE),
     (
-        # a name that did not resolve is not the egress policy (issue 13)
+        # a lookup inside the sandbox (which has no resolver) went around the proxy
         "Error: getaddrinfo ENOTFOUND api2.cursor.sh",
+        ErrorKind.EGRESS_BLOCKED,
+        EGRESS_BLOCKED_MESSAGE,
+    ),
+    (
+        # the proxy let it through and the name did not resolve on the host (Squid's page)
+        "Error: upstream answered ERR_DNS_FAIL for api2.cursor.sh",
         ErrorKind.UNREACHABLE,
-        "its name did not resolve (getaddrinfo ENOTFOUND api2.cursor.sh)",
+        "its name did not resolve (ERR_DNS_FAIL)",
     ),
     (
         # the proxy allowed the CONNECT but could not reach the endpoint (Squid's 503)

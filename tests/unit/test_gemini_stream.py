@@ -424,14 +424,14 @@ STDERR_CASES = [
     (
         "Error: getaddrinfo ENOTFOUND generativelanguage.googleapis.com",
         1,
-        ErrorKind.UNREACHABLE,
-        "its name did not resolve (getaddrinfo ENOTFOUND generativelanguage.googleapis.com)",
+        ErrorKind.EGRESS_BLOCKED,
+        EGRESS_BLOCKED_MESSAGE,
     ),
     (
         "Error: getaddrinfo EAI_AGAIN generativelanguage.googleapis.com",
         1,
-        ErrorKind.UNREACHABLE,
-        "Not the egress policy",
+        ErrorKind.EGRESS_BLOCKED,
+        EGRESS_BLOCKED_MESSAGE,
     ),
     (
         "tunneling socket could not be established, statusCode=403",
