@@ -172,12 +172,19 @@ def run_worker(settings: Settings, names: list[str] | None = None, burst: bool =
             worker = build_worker(redis, settings, names)
             worker.reap_now = reap_now
             try:
-                return worker.work(burst=burst, with_scheduler=True)
+                done = worker.work(burst=burst, with_scheduler=True)
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 # RQ rides out a Redis outage while it waits for jobs, but not one that hits
                 # its heartbeat or maintenance: then work() ends. Start over once Redis is back.
                 log.error("lost Redis (%s); starting a new worker once it answers", exc)
                 wait_for_redis(redis)
+                continue
+            if burst or worker._stop_requested:
+                return done
+            # RQ also ends work() itself ("found an unhandled exception, quitting") when
+            # Redis fails under a running job's heartbeat: not a stop anyone asked for.
+            log.error("the worker stopped without being asked to (Redis lost?); starting a new one once Redis answers")
+            wait_for_redis(redis)
     finally:
         clean_up_on_exit(settings, box, redis)
 

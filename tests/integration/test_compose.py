@@ -51,7 +51,9 @@ DASHBOARD_USER, DASHBOARD_PASSWORD = "ops", "compose-test-pw"
 REDIS_PASSWORD = "compose-test-redis-pw"
 # Never copied into the test project: big, private, or built from it.
 NOT_COPIED = (".git", ".venv", "__pycache__", "*.egg-info", ".pytest_cache", ".mypy_cache",
-              ".ruff_cache", ".env", "repos", "build", "dist")
+              ".ruff_cache", ".env")
+# At the top only, as .dockerignore reads them: jobs/repos/ is code and must be copied.
+NOT_COPIED_AT_TOP = ("repos", "build", "dist")
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +152,13 @@ def _service(config: str, name: str) -> str:
 
 def _copy_project(into: Path) -> Path:
     project = into / "askbox"
-    shutil.copytree(ROOT, project, ignore=shutil.ignore_patterns(*NOT_COPIED), symlinks=True)
+    anywhere = shutil.ignore_patterns(*NOT_COPIED)
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        top = {n for n in names if n in NOT_COPIED_AT_TOP} if Path(directory) == ROOT else set()
+        return set(anywhere(directory, names)) | top
+
+    shutil.copytree(ROOT, project, ignore=ignore, symlinks=True)
     # A canary: .dockerignore must keep a user's .env (their keys) out of the image.
     (project / ".env").write_text("CANARY=do-not-bake-me\n")
     # Images of this copy's own: their tags (digests of images/) exist nowhere yet, so the
@@ -438,7 +446,7 @@ def test_compose_up_from_nothing(stack, docker_client: docker.DockerClient) -> N
     assert stack.run("up", "-d", "worker", timeout=300).returncode == 0
     _final_reaction(slack, slow["ts"], stack, 240)
     time.sleep(3)  # a second final would come right after the first
-    assert redis.exists(keys.final_claim(job_id)) == 1
+    assert redis.exists(keys.final_outbox(job_id)) == 1  # one final written (jobs/outbox.py)
     texts = [m.text or "" for m in slack.thread(CHANNEL, slow["ts"]) if m.is_bot and not m.deleted]
     finals = [t for t in texts if "Answered after the restart" in t or "went wrong" in t or "retried" in t]
     assert len(finals) <= 1, texts

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import socket
 import struct
@@ -138,13 +139,16 @@ class DnsRecorder:
         self.questions: list[tuple[str, int]] = []
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((address, 53))
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
 
     def _serve(self) -> None:
         while True:
             try:
                 packet, peer = self.sock.recvfrom(4096)
             except OSError:
+                return
+            if peer is None:  # shut down (close() below)
                 return
             name, offset = [], 12
             while offset < len(packet) and packet[offset]:
@@ -158,6 +162,12 @@ class DnsRecorder:
             self.sock.sendto(reply, peer)
 
     def close(self) -> None:
+        # shutdown() first: it wakes the thread blocked in recvfrom. A bare close() would
+        # leave the kernel socket (and port 53 on this address) held by that blocked call,
+        # and the next test's recorder could not bind.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.thread.join(timeout=5)
         self.sock.close()
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from rq import Worker
 
 from jobs import outbox
 from jobs.question import Origin, sanitize_id
@@ -311,8 +312,11 @@ def test_worker_killed_mid_stream_ends_in_one_final(fake, http_bots, pool, redis
 # ---------------------------------------------------------------------------------------- 4
 
 
-def test_redis_restarted_under_load_loses_and_doubles_nothing(fake, http_bots, pool, redis_server, tmp_path):
+def test_redis_restarted_under_load_loses_and_doubles_nothing(fake, http_bots, pool, redis_server, redis, tmp_path):
     pool.start(2, log_dir=tmp_path)
+    # Both serving (past their start checks, which end a worker that finds no Redis)
+    # before the crash: this is a restart under load, not a worker started into an outage.
+    wait_for(lambda: len(Worker.all(connection=redis)) >= 2, 180, f"two workers registered\n{pool.tail()}")
     bot = http_bots()
     questions = [mention(fake, f"{QUICK} load {i}", user=(ASKER, OTHER)[i % 2]) for i in range(6)]
     for q in questions[:3]:
