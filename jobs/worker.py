@@ -179,7 +179,8 @@ def run_worker(settings: Settings, names: list[str] | None = None, burst: bool =
                 log.error("lost Redis (%s); starting a new worker once it answers", exc)
                 wait_for_redis(redis)
                 continue
-            if burst or worker._stop_requested:
+            # A signal asked for it (RQ's warm shutdown: idle, or after the running job).
+            if burst or worker._stop_requested or worker._shutdown_requested_date is not None:
                 return done
             # RQ also ends work() itself ("found an unhandled exception, quitting") when
             # Redis fails under a running job's heartbeat: not a stop anyone asked for.
