@@ -89,7 +89,9 @@ class GatewayProcess:
         shutil.rmtree(self.socket_dir, ignore_errors=True)
 
     def __enter__(self) -> "GatewayProcess":
-        return self.start()
+        # Started already (``with GatewayProcess(...).start() as gw``): a second start
+        # would spawn a second gateway, and only the last one would be stopped.
+        return self if self.proc is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
