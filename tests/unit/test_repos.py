@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,6 +9,7 @@ import pytest
 from jobs import repos
 import jobs.repos.head  # noqa: F401 - patched below
 from jobs.repos import RepoRef, UnknownRepo, head_commit, resolve_repo
+from tests.integration.git_helpers import GIT_ENV
 
 # --- resolve_repo -----------------------------------------------------------------------
 
@@ -92,17 +92,8 @@ needs_git = pytest.mark.skipif(GIT is None, reason="git binary needed to build t
 
 
 def git(cwd: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        # Isolated from the developer's config: no signing, hooks or default-branch surprises.
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-    }
-    result = subprocess.run([GIT, *args], cwd=cwd, env=env, capture_output=True, text=True, check=True)
+    # GIT_ENV: isolated from the developer's config (no signing, hooks or default-branch surprises).
+    result = subprocess.run([GIT, *args], cwd=cwd, env=GIT_ENV, capture_output=True, text=True, check=True)
     return result.stdout.strip()
 
 
