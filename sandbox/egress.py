@@ -16,6 +16,7 @@ gone and proxies nobody used for a while.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -23,6 +24,8 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,9 +89,13 @@ class EgressProxies:
     def ensure(self, client: docker.DockerClient, entries: tuple[AllowEntry, ...], run_id: str, wait: float = 30.0) -> Path:
         """Make sure the proxy for this allowlist runs and open ``run_id``'s own socket in it;
         return the host directory holding that socket (the one to mount in the sandbox)."""
-        container, directory = self._ensure_proxy(client, entries, wait)
-        run_dir = directory / RUNS / f"run-{run_id}"
-        run_dir.mkdir(parents=True, exist_ok=True)
+        config, digest = self._config(client, entries)
+        # The run's directory is made under the proxy's lock: from then on no other
+        # process's remove_unused or reap_idle takes this proxy away.
+        with self._lock(digest):
+            container, directory = self._ensure_started(client, entries, config, digest, wait)
+            run_dir = directory / RUNS / f"run-{run_id}"
+            run_dir.mkdir(parents=True, exist_ok=True)
         os.chown(run_dir.parent, PROXY_UID, PROXY_UID)
         os.chown(run_dir, PROXY_UID, PROXY_UID)
         (run_dir / SOCKET_NAME).unlink(missing_ok=True)
@@ -103,13 +110,59 @@ class EgressProxies:
         return run_dir
 
     def _ensure_proxy(self, client: docker.DockerClient, entries: tuple[AllowEntry, ...], wait: float):
+        """The running proxy for this allowlist and its socket directory (the self-test's way in)."""
         config, digest = self._config(client, entries)
+        with self._lock(digest):
+            return self._ensure_started(client, entries, config, digest, wait)
+
+    @contextmanager
+    def _lock(self, digest: str, blocking: bool = True) -> Iterator[bool]:
+        """An exclusive flock per proxy, across this host's workers: starting a proxy and
+        adding a run to it exclude removing it as unused. Without it, two workers' first
+        questions raced: one found the other's proxy still "created", removed it as broken
+        and started its own, and the other saw its proxy vanish ("failed to start").
+
+        The lock file sits beside the proxy's directory; whoever removes the proxy removes
+        it too, while holding it, so a waiter that then gets the lock of a deleted file
+        opens the new one instead (the inode check). Yields False when ``blocking`` is off
+        and another process holds the lock."""
+        self.socket_root.mkdir(parents=True, exist_ok=True)
+        path = self._lock_path(digest)
+        while True:
+            handle = open(path, "a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                handle.close()
+                yield False
+                return
+            try:
+                current = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            handle.close()
+        try:
+            yield True
+        finally:
+            handle.close()  # releases the flock
+
+    def _lock_path(self, digest: str) -> Path:
+        return self.socket_root / f"{digest[:12]}.lock"
+
+    def _ensure_started(
+        self, client: docker.DockerClient, entries: tuple[AllowEntry, ...], config: dict, digest: str, wait: float
+    ):
+        """Under the proxy's lock: start it unless it runs, and wait for Squid's port."""
         name = self._name(digest)
         directory = self.socket_root / digest[:12]
         directory.mkdir(parents=True, exist_ok=True)
         (directory / LAST_USED).touch()  # before any check, so the reaper leaves it alone
         container = _get(client, name)
         if container is not None and container.status != "running":
+            # Exited, restarting, or created by a process killed before it started it
+            # (a live starter would hold the lock we hold): replace it.
             container.remove(force=True)
             container = None
         if container is None:
@@ -118,7 +171,7 @@ class EgressProxies:
         while time.monotonic() < deadline:
             running = _get(client, name)
             if running is None or running.status in {"exited", "dead"}:
-                logs = running.logs(tail=20).decode(errors="replace") if running else ""
+                logs = running.logs(tail=20).decode(errors="replace") if running else "(the container was removed)"
                 raise SandboxInfraError(f"egress proxy {name} failed to start: {logs.strip()}")
             if running.status == "running" and running.exec_run(["test", "-s", "/tmp/squid.port"]).exit_code == 0:
                 return running, directory
@@ -186,26 +239,28 @@ class EgressProxies:
             digest = (container.attrs.get("Labels") or {}).get(DIGEST_LABEL, "")
             if digest:
                 shutil.rmtree(self.socket_root / digest[:12], ignore_errors=True)
+                self._lock_path(digest).unlink(missing_ok=True)
         return len(found)
 
     def remove_unused(self, client: docker.DockerClient, entries: tuple[AllowEntry, ...] | None = None) -> list[str]:
         """Remove the proxies (of one allowlist, or all) that no run uses now: a CLI run
         when it ends, a worker when it stops, so neither leaves a Squid behind. A run's
         directory goes when its sandbox ends (``close_run``); one still there means a run.
-        A run starting on another process between its proxy check and its directory
-        finds the proxy gone and fails as an infrastructure fault (a question retries)."""
+        A proxy whose lock another process holds is starting a run: it stays."""
         removed = []
         for container in self._mine(client, entries):
             digest = (container.attrs.get("Labels") or {}).get(DIGEST_LABEL, "")
             directory = self.socket_root / digest[:12]
-            if digest and any((directory / RUNS).glob("run-*")):
-                continue
-            try:
-                container.remove(force=True)
-            except (NotFound, APIError):
-                continue
-            if digest:
-                shutil.rmtree(directory, ignore_errors=True)
+            with self._lock(digest, blocking=False) as free:
+                if not free or (digest and any((directory / RUNS).glob("run-*"))):
+                    continue  # a run is starting on it, or using it
+                try:
+                    container.remove(force=True)
+                except (NotFound, APIError):
+                    continue
+                if digest:
+                    shutil.rmtree(directory, ignore_errors=True)
+                self._lock_path(digest).unlink(missing_ok=True)
             removed.append(((container.attrs.get("Names") or ["?"])[0]).lstrip("/"))
         return removed
 
@@ -237,12 +292,16 @@ class EgressProxies:
                     shutil.rmtree(run_dir, ignore_errors=True)  # its listener stops within 2 s
             if in_use or now - _mtime(directory / LAST_USED) < idle:
                 continue
-            try:
-                container.remove(force=True)
-            except (NotFound, APIError) as exc:
-                log.warning("could not remove idle egress proxy %s: %s", container.id[:12], exc)
-                continue
-            shutil.rmtree(directory, ignore_errors=True)
+            with self._lock(digest, blocking=False) as free:
+                if not free or now - _mtime(directory / LAST_USED) < idle:
+                    continue  # a run is starting on it
+                try:
+                    container.remove(force=True)
+                except (NotFound, APIError) as exc:
+                    log.warning("could not remove idle egress proxy %s: %s", container.id[:12], exc)
+                    continue
+                shutil.rmtree(directory, ignore_errors=True)
+                self._lock_path(digest).unlink(missing_ok=True)
             name = ((container.attrs.get("Names") or ["?"])[0]).lstrip("/")
             log.info("removed idle egress proxy %s", name)
             removed.append(name)
@@ -363,6 +422,7 @@ def _discard(container, directory: Path) -> None:  # type: ignore[no-untyped-def
     except (NotFound, APIError):
         pass
     shutil.rmtree(directory, ignore_errors=True)
+    (directory.parent / f"{directory.name}.lock").unlink(missing_ok=True)
 
 
 def _check_through(sandbox: Sandbox, image: str, timeout: float, entries: tuple[AllowEntry, ...], port: int,

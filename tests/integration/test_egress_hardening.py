@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import http.server
+import multiprocessing
 import socket
 import struct
 import subprocess
@@ -260,6 +262,57 @@ def test_changed_config_takes_effect_on_the_next_run_and_idle_proxies_are_reaped
     assert set(tight.egress.reap_idle(docker_client, idle=0, grace=0)) == left
     assert tight.egress._mine(docker_client) == []
     assert list(Path(tight.egress.socket_root).iterdir()) == []
+
+
+def _ensure_from_another_process(image: str, root: str, allow: str, run_id: str, start_at: float) -> str:
+    """One worker process's first question: open a run on the proxy (starting it if need be)."""
+    import docker  # in the child
+
+    proxies = EgressProxies(image, Path(root))
+    time.sleep(max(0.0, start_at - time.time()))  # all processes at once
+    try:
+        return str(proxies.ensure(docker.from_env(), parse_allowlist(allow), run_id))
+    except Exception as exc:  # noqa: BLE001 - reported back to the test as text
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _remove_unused_from_another_process(image: str, root: str, until: float) -> int:
+    """A worker stopping meanwhile: remove_unused as often as it can."""
+    import docker
+
+    proxies, client, removed = EgressProxies(image, Path(root)), docker.from_env(), 0
+    while time.time() < until:
+        removed += len(proxies.remove_unused(client))
+    return removed
+
+
+def test_workers_starting_one_proxy_at_once_all_get_it(docker_client, built_images, tmp_path):
+    """Four processes' first runs on one allowlist, with no proxy yet, while another process
+    keeps removing unused proxies: every run gets its socket on one running proxy. (CI saw
+    the race this closes: one worker removed another's just-created proxy as broken.)"""
+    root = tmp_path / "egress"
+    root.mkdir(mode=0o755)
+    image, allow = built_images["egress-proxy"], "localhost:9"
+    proxies = EgressProxies(image, root)
+    context = multiprocessing.get_context("spawn")  # real, separate processes, as workers are
+    try:
+        with concurrent.futures.ProcessPoolExecutor(5, mp_context=context) as pool:
+            for round_ in range(3):
+                start_at = time.time() + 3.0  # the pool's processes are spawned by then
+                remover = pool.submit(_remove_unused_from_another_process, image, str(root), start_at + 8.0)
+                runs = [pool.submit(_ensure_from_another_process, image, str(root), allow, f"r{round_}-{i}", start_at)
+                        for i in range(4)]
+                results = [run.result(timeout=120) for run in runs]
+                remover.result(timeout=120)
+                assert all(Path(result).is_dir() for result in results), results
+                running = [c for c in proxies._mine(docker_client) if c.status == "running"]
+                assert len(running) == 1, [(c.name, c.status) for c in proxies._mine(docker_client)]
+                for result in results:
+                    proxies.close_run(Path(result))
+                assert proxies.remove_unused(docker_client) == [running[0].attrs["Names"][0].lstrip("/")]
+                assert list(root.iterdir()) == []  # its directory and its lock went with it
+    finally:
+        proxies.stop_all(docker_client)
 
 
 # --- 4. the self-test -----------------------------------------------------------------
