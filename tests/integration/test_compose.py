@@ -142,6 +142,67 @@ def test_config_is_valid(compose: str, tmp_path: Path) -> None:
     assert f"BASE: {images.OFFLINE_BASE}" in custom.stdout
 
 
+def _compose_v2() -> list[str]:
+    """Compose v2, the `docker compose` CLI plugin (.ci/run installs Debian trixie's)."""
+    argv = [shutil.which("docker") or "docker", "compose"]
+    try:
+        found = subprocess.run([*argv, "version"], capture_output=True, text=True, timeout=60, check=False)
+    except FileNotFoundError as exc:
+        unavailable("Compose v2 (docker compose)", exc)
+    if found.returncode != 0 or not re.search(r"version v?[2-9]\.", found.stdout):
+        unavailable("Compose v2 (docker compose)", (found.stdout + found.stderr).strip() or "not a v2 plugin")
+    return argv
+
+
+def test_config_is_valid_for_compose_v2(tmp_path: Path) -> None:
+    """What users of current Docker run: `docker compose` reads compose.yaml and the
+    docker-filter override with the meaning the v1 test above checks."""
+    compose = _compose_v2()
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    base = [*compose, "--env-file", str(empty), "-f", str(ROOT / "compose.yaml")]
+    refused = _run([*base, "config"], _clean_env(), ROOT)
+    assert refused.returncode != 0 and "set ASKBOX_REDIS_PASSWORD" in refused.stderr, refused.stderr
+
+    result = _run([*base, "--profile", "slack", "config", "--format", "json"], _env(), ROOT)
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    services = config["services"]
+    assert sorted(services) == ["bot", "dashboard", "gateway", "images", "redis", "worker"]
+    assert config["networks"]["redis"].get("internal") is True
+    assert list(services["redis"]["networks"]) == ["redis"] and "ports" not in services["redis"]
+    for name in ("gateway", "worker", "dashboard", "bot"):
+        service = services[name]
+        assert service["restart"] == "on-failure:3", name
+        assert sorted(service["networks"]) == ["default", "redis"], name
+        assert service["environment"]["ASKBOX_REDIS_URL"] == f"redis://:{REDIS_PASSWORD}@redis:6379/0", name
+    assert services["bot"]["command"] == ["askbox", "bot"] and services["bot"]["profiles"] == ["slack"]
+    worker = services["worker"]
+    assert worker["depends_on"]["images"]["condition"] == "service_completed_successfully"
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    mounts = {(m["source"], m["target"], m.get("read_only", False)) for m in worker["volumes"]}
+    assert {("/var/run/docker.sock", "/var/run/docker.sock", False), ("/srv/repos", "/srv/repos", True),
+            ("/run/askbox/egress", "/run/askbox/egress", False),
+            ("/var/lib/askbox/snapshots", "/var/lib/askbox/snapshots", False)} <= mounts
+    images_service = services["images"]
+    assert images_service["network_mode"] == "none" and images_service["restart"] == "no"
+    command = images_service["command"]
+    assert command[command.index("build"):][:2] == ["build", "--missing"], command
+    [port] = services["dashboard"]["ports"]
+    assert (port["host_ip"], port["target"], str(port["published"])) == ("127.0.0.1", 9181, "9181")
+
+    filtered = _run([*base, "-f", str(ROOT / "compose.docker-filter.yaml"), "config", "--format", "json"],
+                    {**_env(), "ASKBOX_REPOS_DIR": "/data/checkouts"}, ROOT)
+    assert filtered.returncode == 0, filtered.stderr
+    services = json.loads(filtered.stdout)["services"]
+    worker_mounts = {(m["source"], m["target"]) for m in services["worker"]["volumes"]}
+    assert ("/var/run/docker.sock", "/var/run/docker.sock") not in worker_mounts  # the real socket is gone
+    assert ("/dev/null", "/var/run/docker.sock") in worker_mounts
+    assert services["worker"]["environment"]["DOCKER_HOST"] == "unix:///run/askbox-docker/docker.sock"
+    assert services["worker"]["depends_on"]["docker-filter"]["condition"] == "service_healthy"
+    assert services["docker-filter"]["network_mode"] == "none"
+
+
 def _service(config: str, name: str) -> str:
     """One service's block of `docker-compose config` output (pyyaml is not a dependency)."""
     services = config[config.index("\nservices:\n"):]
