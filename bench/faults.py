@@ -215,7 +215,17 @@ def soak(args: argparse.Namespace, image: str, client: docker.DockerClient, faul
         try:
             bench.start_bot()
             bench.workers.start(args.workers, log_dir=tmp_path)
-            for target in (bench.sample_memory, lambda: bench.keep_workers(args.workers)):
+
+            def note_answers() -> None:  # the time an answer is first seen, while questions still arrive
+                for item in list(asked):
+                    if item.answered is None and finals_of(fake, item):
+                        item.answered = time.monotonic()
+
+            def watch_answers() -> None:
+                while not bench.stop.wait(0.5):
+                    note_answers()
+
+            for target in (bench.sample_memory, lambda: bench.keep_workers(args.workers), watch_answers):
                 threading.Thread(target=target, daemon=True).start()
             duration = args.minutes * 60
             start = time.monotonic()
@@ -244,9 +254,7 @@ def soak(args: argparse.Namespace, image: str, client: docker.DockerClient, faul
                 sender.join(timeout=150)
             deadline = time.monotonic() + args.drain
             while time.monotonic() < deadline:
-                for item in asked:
-                    if item.answered is None and finals_of(fake, item):
-                        item.answered = time.monotonic()
+                note_answers()
                 if all(item.answered for item in asked if item.acked):
                     break
                 time.sleep(0.5)
