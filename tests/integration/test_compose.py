@@ -142,6 +142,12 @@ def test_config_is_valid(compose: str, tmp_path: Path) -> None:
     assert f"BASE: {images.OFFLINE_BASE}" in custom.stdout
 
 
+@pytest.fixture(params=["docker-compose 1.29", "compose v2"])
+def compose_cli(request: pytest.FixtureRequest, compose: str) -> list[str]:
+    """`up` is run with both: Debian 12's docker-compose and current Docker's `docker compose`."""
+    return [compose] if request.param == "docker-compose 1.29" else _compose_v2()
+
+
 def _compose_v2() -> list[str]:
     """Compose v2, the `docker compose` CLI plugin (.ci/run installs Debian trixie's)."""
     argv = [shutil.which("docker") or "docker", "compose"]
@@ -286,14 +292,14 @@ networks:
 
 
 class Stack:
-    def __init__(self, compose: str, project: Path, name: str, env: dict[str, str], subnet: str) -> None:
+    def __init__(self, compose: list[str], project: Path, name: str, env: dict[str, str], subnet: str) -> None:
         self.project, self.name, self.env = project, name, env
         self.gateway = subnet.rsplit(".", 1)[0] + ".1"
         override = project.parent / "test-override.yaml"
         override.write_text(OVERRIDE.format(gateway=self.gateway, subnet=subnet))
         env_file = project.parent / "test.env"  # not the project's .env (the canary)
         env_file.write_text("")
-        self.base = [compose, "-p", name, "--env-file", str(env_file),
+        self.base = [*compose, "-p", name, "--env-file", str(env_file),
                      "-f", str(project / "compose.yaml"), "-f", str(override), "--profile", "slack"]
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -311,7 +317,7 @@ SIGNING_SECRET = "compose-test-signing-secret"
 
 
 @pytest.fixture()
-def stack(compose: str, docker_client: docker.DockerClient, cursor_standin_image: str,
+def stack(compose_cli: list[str], docker_client: docker.DockerClient, cursor_standin_image: str,
           tmp_path: Path) -> Iterator[tuple[Stack, dict[str, object]]]:
     repos_dir = tmp_path / "repos"
     commit = _git_repo(repos_dir / "demo")
@@ -354,7 +360,7 @@ def stack(compose: str, docker_client: docker.DockerClient, cursor_standin_image
         "ASKBOX_WORKER_TTL": "20", "ASKBOX_MAINTENANCE_INTERVAL": "5", "ASKBOX_REAPER_INTERVAL": "5",
     }
     subnet = f"10.213.{uuid.uuid4().int % 250 + 1}.0/24"  # a private range Docker's default pools leave alone
-    stack = Stack(compose, project, f"askbox-test-{uuid.uuid4().hex[:8]}", env, subnet)
+    stack = Stack(compose_cli, project, f"askbox-test-{uuid.uuid4().hex[:8]}", env, subnet)
     built = {name: images.tag(name, project / "images") for name in ("sandbox", "egress-proxy", "agent-gemini")}
     relays: list[TcpRelay] = []
     facts = {"commit": commit, "egress_dir": egress_dir, "dashboard_port": dashboard_port, "slack": slack,
