@@ -397,6 +397,24 @@ def self_test(sandbox: Sandbox, image: str, timeout: float = 60.0) -> None:
     proxies = sandbox.egress
     if proxies is None:
         raise SandboxInfraError("egress self-test: this sandbox has no egress proxy configured")
+    for attempt in (1, 2):
+        try:
+            _self_test_once(sandbox, proxies, image, timeout)
+            return
+        except _NotReached as exc:
+            # Only a missed allowed request is tried again, on a fresh proxy and port: CI saw
+            # one such miss across several full test runs (Squid answered with an error page,
+            # its proxy untouched). A denied request let through is never retried.
+            if attempt == 2:
+                raise SandboxInfraError(str(exc)) from None
+            log.warning("%s; trying once more on a new proxy", exc)
+
+
+class _NotReached(Exception):
+    """The self-test's allowed request did not reach its responder."""
+
+
+def _self_test_once(sandbox: Sandbox, proxies: EgressProxies, image: str, timeout: float) -> None:
     token = secrets.token_hex(8)
     for _attempt in range(5):  # a random port may be taken on the host; try another
         port = 20000 + secrets.randbelow(41000)
@@ -442,9 +460,11 @@ def _check_through(sandbox: Sandbox, image: str, timeout: float, entries: tuple[
     if outcome is None or outcome.kind is OutcomeKind.INFRA_ERROR:
         raise SandboxInfraError(f"egress self-test could not run a sandbox: {outcome.message if outcome else 'no outcome'}")
     if f"allowed={token}" not in lines:
-        raise SandboxInfraError(
+        decisions = sandbox.egress.decisions(sandbox.client, entries, run_id=spec.run_id) if sandbox.egress else []
+        raise _NotReached(
             f"egress self-test: an allowed local name (localhost:{port}) was not reached through the proxy {where}; "
-            f"sandbox said: {' | '.join(lines) or outcome.stderr_tail.strip()[-300:]}"
+            f"sandbox said: {' | '.join(lines)[:200] or outcome.stderr_tail.strip()[-300:]}; "
+            f"proxy said: {' | '.join(decisions) or 'nothing'}"
         )
     for check in ("name", "literal"):
         if f"{check}=403" not in lines:
