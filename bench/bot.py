@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.fakes.slack import FakeSlack  # noqa: E402
 from tests.integration.pipeline_helpers import ASKBOX, RedisServer  # noqa: E402
+from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -82,7 +83,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--channels", type=int, default=20)
     parser.add_argument("--lag-runs", type=int, default=5, help="questions answered for the lag numbers")
-    args = parser.parse_args()
+    args = parse_args(parser, mentions=6, seconds=1.0, channels=2, lag_runs=1)
     with tempfile.TemporaryDirectory() as tmp, FakeSlack() as fake:
         tmp_path = Path(tmp)
         (tmp_path / "redis").mkdir()
@@ -92,7 +93,9 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
         env.update(SLACK_BOT_TOKEN=fake.bot_token, SLACK_APP_TOKEN=fake.app_token, ASKBOX_SLACK_API_URL=fake.api_url,
                    ASKBOX_REDIS_URL=server.url, ASKBOX_REPOS=json.dumps({"demo": str(tmp_path / "repo")}),
-                   ASKBOX_MAX_WAITING="100000", ASKBOX_USER_MAX_WAITING="100000")
+                   ASKBOX_MAX_WAITING="100000", ASKBOX_USER_MAX_WAITING="100000",
+                   # Every channel may ask (jobs/access.py): the bench's channels have no repo of their own.
+                   ASKBOX_REPO_ACCESS=json.dumps({"*": {"channels": ["*"]}}))
         bot = subprocess.Popen([ASKBOX, "bot"], env=env, stdout=(tmp_path / "bot.log").open("w"),
                                stderr=subprocess.STDOUT)
         try:
@@ -107,7 +110,7 @@ def main() -> None:
                 sent[(channel, mention["ts"])] = time.time()
                 fake.push_event(mention)
                 time.sleep(max(0.0, start + (i + 1) * gap - time.time()))
-            fake.wait_until(lambda: len(fake.calls("chat.postMessage")) >= args.mentions, timeout=300)
+            fake.wait_until(lambda: len(fake.calls("chat.postMessage")) >= args.mentions, timeout=60 + args.seconds)
             reacted = {(c.args["channel"], c.args["timestamp"]): c.time for c in fake.calls("reactions.add")}
             posted = {(c.args["channel"], c.args["thread_ts"]): c.time for c in fake.calls("chat.postMessage")}
             to_reaction = [reacted[k] - t for k, t in sent.items() if k in reacted]

@@ -29,6 +29,7 @@ from sandbox import images  # noqa: E402
 from sandbox.runner import Sandbox  # noqa: E402
 from sandbox.spec import SandboxSpec  # noqa: E402
 from tests.integration.pipeline_helpers import ASKBOX, wait_for  # noqa: E402
+from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 DEPLOYMENT = "bench-filter"
 
@@ -64,7 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--calls", type=int, default=300)
-    args = parser.parse_args()
+    args = parse_args(parser, runs=2, calls=5)
     image = images.tag("sandbox")
     with tempfile.TemporaryDirectory(prefix="benchdf", dir="/tmp") as tmp:
         sock = Path(tmp) / "docker.sock"

@@ -50,6 +50,7 @@ from tests.fakes.slack import FakeSlack  # noqa: E402
 from tests.integration.conftest import CHANNEL, bot_env  # noqa: E402
 from tests.integration.pipeline_helpers import ASKBOX, RedisServer, Workers, descendants, free_port  # noqa: E402
 from tests.standins.build import build_cursor_standin  # noqa: E402
+from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 SECRET = "bench-secret"
 TEXTS = ["[transcript:subagent-sleep-v2] how does the queue work? {i}", "[read:README.md] what is this? {i}"]
@@ -299,7 +300,7 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=240.0, help="seconds to wait for the last answers")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--no-baseline", action="store_true", help="skip the fault-free pass on the same schedule")
-    args = parser.parse_args()
+    args = parse_args(parser, questions=4, minutes=0.5, users=2, workers=2, fault_every=10.0, drain=120.0)
     client = docker.from_env()
     image = build_cursor_standin(client, images.tag("sandbox"))
     print(f"{args.questions} questions over {args.minutes:g} min from {args.users} users on {args.workers} workers")

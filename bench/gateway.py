@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.fakes.gemini_api import FakeGeminiAPI  # noqa: E402
 from tests.integration.pipeline_helpers import RedisServer  # noqa: E402
-from tests.integration.test_gateway_helpers import GatewayProcess, call, gateway_env  # noqa: E402
+from tests.integration.gateway_helpers import GatewayProcess, call, gateway_env  # noqa: E402
+from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 KEY = "bench-real-key"
 
@@ -60,7 +61,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--clients", type=int, default=20)
-    args = parser.parse_args()
+    args = parse_args(parser, calls=5, clients=3)
     with tempfile.TemporaryDirectory() as tmp, FakeGeminiAPI() as fake:
         redis = RedisServer(Path(tmp)).start()
         try:

@@ -34,6 +34,7 @@ from sandbox.agents.adapters import CursorAgent  # noqa: E402
 from sandbox.agents.settings import AgentSettings  # noqa: E402
 from tests.integration.pipeline_helpers import RedisServer, Workers, wait_for  # noqa: E402
 from tests.standins.build import build_cursor_standin  # noqa: E402
+from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 PROMPT = "[read:README.md] what is this?"
 
@@ -93,7 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--questions", type=int, default=16)
     parser.add_argument("--latency-runs", type=int, default=10)
-    args = parser.parse_args()
+    args = parse_args(parser, questions=2, latency_runs=2)
     client = docker.from_env()
     image = build_cursor_standin(client, images.tag("sandbox"))
     with tempfile.TemporaryDirectory() as tmp:

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from jobs.repos import RepoRef, mount, pin  # noqa: E402
 from sandbox import Sandbox, SandboxSpec, images  # noqa: E402
 from tests.integration.git_helpers import Upstream, git  # noqa: E402
+from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 
 def generate(up: Upstream, files: int) -> None:
@@ -94,7 +95,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--image", default=images.tag("sandbox"))
-    args = parser.parse_args()
+    args = parse_args(parser, files=50, runs=1)
     root = Path(tempfile.mkdtemp(prefix="askbox-bench-repos-"))
     up = Upstream(root / "upstream")
     started = time.perf_counter()

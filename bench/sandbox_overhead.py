@@ -12,6 +12,7 @@ import subprocess
 import time
 
 from sandbox import Sandbox, SandboxSpec, images
+from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 
 def first_line_subprocess(argv: list[str]) -> tuple[float, float]:
@@ -49,7 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--image", default=images.tag("sandbox"))
-    args = parser.parse_args()
+    args = parse_args(parser, runs=2)
     sandbox = Sandbox()
     sandbox.run(SandboxSpec(image=args.image, command=["true"])).wait()  # warm caches
     subprocess.run(["docker", "run", "--rm", args.image, "true"], check=True)

@@ -41,6 +41,7 @@ from sandbox.egress import EgressProxies  # noqa: E402
 from tests.fakes.gemini_api import FakeGeminiAPI, FunctionCall, RecordedRequest, Text  # noqa: E402
 from tests.integration.gateway_helpers import GatewayProcess, gateway_env  # noqa: E402
 from tests.integration.pipeline_helpers import RedisServer, Workers, wait_for  # noqa: E402
+from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 DEPLOYMENT = os.environ["ASKBOX_DEPLOYMENT"]
 KEY = "AIzaSy-bench-scale-key-0123456789"
@@ -175,7 +176,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=12, help="questions per throughput run")
     parser.add_argument("--workers", default="1,2,4", help="worker counts to measure, the first is the baseline")
     parser.add_argument("--model-seconds", type=float, default=2.0, help="the fake model's streaming time per answer")
-    args = parser.parse_args()
+    args = parse_args(parser, questions=2, workers="1,2", model_seconds=0.2)
     counts = [int(c) for c in args.workers.split(",")]
     client = docker.from_env()
     print(f"host: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB; "

@@ -35,6 +35,7 @@ from tests.fakes.gemini_api import FakeGeminiAPI, RecordedRequest, Text  # noqa:
 from tests.integration.gateway_helpers import GatewayProcess, gateway_env  # noqa: E402
 from tests.integration.pipeline_helpers import RedisServer, Workers, wait_final, wait_for, worker_env  # noqa: E402
 from tests.standins.build import build_cursor_standin  # noqa: E402
+from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 MESSAGE = "thanks!"
 
@@ -61,7 +62,7 @@ def timed(redis: Redis, settings: JobSettings, workers: Workers, runs: int, **op
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    args = parser.parse_args()
+    args = parse_args(parser, runs=1)
     image = build_cursor_standin(docker.from_env(), images.tag("sandbox"))
     with tempfile.TemporaryDirectory(prefix="askbox-bench-") as tmp, FakeGeminiAPI(default=answers) as api:
         root = Path(tmp)
