@@ -85,14 +85,36 @@ def build_order(names: list[str]) -> list[str]:
     return order
 
 
-def build_offline_base(client: docker.DockerClient, log: Callable[[str], None], suite: str = "trixie") -> str:
+def debian_mirror(configured: str | None = None) -> str:
+    """The Debian archive to debootstrap from: ``configured`` (ASKBOX_DEBIAN_MIRROR) when
+    given, else the one this host's apt already uses (its Debian "main" index, security
+    archive excluded), so a machine behind a mirror or proxy builds from what it trusts and
+    no archive's host name is written into askbox."""
+    if configured:
+        return configured
+    query = ["apt-get", "indextargets", "--format", "$(REPO_URI)",
+             "Origin: Debian", "Label: Debian", "Identifier: Packages", "Component: main"]
+    try:
+        found = subprocess.run(query, capture_output=True, text=True, timeout=60, check=False).stdout.split()
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        found = []
+    if not found:
+        raise RuntimeError("no Debian archive to debootstrap from: this host's apt configuration names none "
+                           "(`apt-get indextargets`; run `apt-get update` first), so set ASKBOX_DEBIAN_MIRROR "
+                           "to a Debian mirror's URL")
+    return found[0]
+
+
+def build_offline_base(client: docker.DockerClient, log: Callable[[str], None], suite: str = "trixie",
+                       mirror: str | None = None) -> str:
     """debootstrap a minimal Debian and import it: a base image without any registry."""
     if shutil.which("debootstrap") is None:
         raise RuntimeError("offline builds need debootstrap: apt-get install -y debootstrap")
+    archive = debian_mirror(mirror)
     with tempfile.TemporaryDirectory(prefix="askbox-base-") as root:
-        log(f"debootstrap --variant=minbase {suite} (about a minute)")
+        log(f"debootstrap --variant=minbase {suite} from {archive} (about a minute)")
         subprocess.run(
-            ["debootstrap", "--variant=minbase", suite, root, "http://deb.debian.org/debian"],
+            ["debootstrap", "--variant=minbase", suite, root, archive],
             check=True,
             stdout=subprocess.DEVNULL,
         )

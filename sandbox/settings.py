@@ -37,6 +37,8 @@ class SandboxSettings(BaseSettings):
     sandbox_runtime: str | None = None
     egress_allow: str = ""
     egress_socket_dir: Path = Field(default_factory=_default_socket_root)
+    # `askbox images build --offline` debootstraps from it; empty: the host's apt's Debian archive.
+    debian_mirror: str | None = None
 
     @field_validator("sandbox_memory", "sandbox_tmpfs")
     @classmethod

@@ -38,7 +38,7 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
             except ImageNotFound:
                 present = False
             if args.rebuild_base or not present:
-                images.build_offline_base(client, err)
+                images.build_offline_base(client, err, mirror=settings.sandbox.debian_mirror)
         else:
             base = images.resolve_base(client, base, err)
         optional = [] if args.names else [n for n in names if images.IMAGES[n].needs_internet]

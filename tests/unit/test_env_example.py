@@ -21,6 +21,9 @@ LINE = re.compile(r"^#? ?([A-Z][A-Z0-9_]*)=")
 SET_BY_COMPOSE = {"ASKBOX_DASHBOARD_PORT"}  # the dashboard listens on 9180 behind its relay
 # Test-only fault injection (jobs/crash_points.py): not a user's setting.
 TEST_ONLY = {"ASKBOX_TEST_CRASH_AT"}
+# Read by commands run on the host only: `askbox images build --offline` (compose's images
+# service never builds offline; it builds on a base the host made).
+HOST_ONLY = {"ASKBOX_DEBIAN_MIRROR"}
 
 
 def sections() -> list[type[BaseSettings]]:
@@ -64,7 +67,7 @@ def test_compose_passes_every_setting_on() -> None:
     """A setting in .env that compose.yaml does not name would be silently ignored."""
     compose = "".join(path.read_text() for path in sorted(ROOT.glob("compose*.yaml")))  # the override's too
     named = set(re.findall(r"\b[A-Z][A-Z0-9_]+\b", compose))
-    ignored = [v for v in listed() if v not in named and v not in SET_BY_COMPOSE]
+    ignored = [v for v in listed() if v not in named and v not in SET_BY_COMPOSE | HOST_ONLY]
     assert ignored == [], f"compose.yaml must pass these to the services that read them: {ignored}"
 
 
