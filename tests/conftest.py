@@ -1,7 +1,13 @@
-"""Shared fixtures: the real Docker engine, askbox's images, and leak checks.
+"""Shared fixtures: the real Docker engine, askbox's images, and leak checks; the tiers.
 
 Tests that need Docker (or Redis) fail in CI (CI=true) when it is missing, and skip
 locally with the reason printed.
+
+Tiers (markers, given here by where a test lives, so no test can forget its own):
+``unit`` is everything under tests/unit/ (no Docker, Redis, network or askbox process:
+`make check` runs it in seconds); ``integration`` is everything else; ``slow`` is added
+by the modules that bring up whole deployments (compose, the fault suite, Sentinel, two
+hosts) on top of ``integration``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,15 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # This session's sandboxes (and its worker processes', which inherit the environment) carry
 # their own deployment label, so concurrent test sessions on one Docker host never collide.
 DEPLOYMENT = os.environ.setdefault("ASKBOX_DEPLOYMENT", f"test-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+
+
+UNIT_DIR = Path(__file__).parent / "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        unit = item.path.is_relative_to(UNIT_DIR)
+        item.add_marker(pytest.mark.unit if unit else pytest.mark.integration)
 
 
 def unavailable(what: str, why: object) -> None:

@@ -441,6 +441,7 @@ def _job_of(redis: Redis, ts: str) -> str:
 
 
 @pytest.mark.docker
+@pytest.mark.slow
 def test_compose_up_from_nothing(stack, docker_client: docker.DockerClient) -> None:
     stack, facts = stack
     slack, gemini = facts["slack"], facts["gemini"]

@@ -32,7 +32,7 @@ from tests.fakes.slack import FakeSlack, Message
 from tests.integration.conftest import ASKER, CHANNEL, OTHER, bot_env
 from tests.integration.pipeline_helpers import ASKBOX, Workers, free_port, wait_for
 
-pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.usefixtures("no_leftovers")]
+pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.redis, pytest.mark.usefixtures("no_leftovers")]
 QUICK = "[transcript:subagent-sleep-v2]"  # about 1.6 s of recorded cursor-agent output
 SLOW = "[transcript:direct-sleep]"  # about 4.7 s
 SECRET = "s3cret"

@@ -37,7 +37,7 @@ from tests.integration.gateway_helpers import GatewayProcess, call, gateway_env
 from tests.integration.pipeline_helpers import ASKBOX, RedisServer, Sentinels, Workers, free_port, wait_for
 from tests.integration.test_bot import http_bot
 
-pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.usefixtures("no_leftovers")]
+pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.redis, pytest.mark.usefixtures("no_leftovers")]
 
 OUTCOMES = set(REACTIONS.values())
 # With Sentinels the URL gives only the credentials and the db: this host is never looked up.

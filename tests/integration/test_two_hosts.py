@@ -24,7 +24,7 @@ from tests.conftest import DEPLOYMENT, unavailable
 from tests.integration.hosts_helpers import Host, free_subnets, tools_missing
 from tests.integration.pipeline_helpers import ASKBOX, RedisServer, Workers, wait_final, wait_for, worker_env
 
-pytestmark = [pytest.mark.docker, pytest.mark.redis]
+pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.redis]
 
 
 class Hosts:
