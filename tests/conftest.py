@@ -27,18 +27,30 @@ from sandbox.egress import SELF_TEST_LABEL, EgressProxies
 from sandbox.runner import Sandbox
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# Under pytest-xdist each test process is one of "gw0", "gw1", ...; it inherits the
+# controller's environment, so what must differ per process is derived from this.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 # This session's sandboxes (and its worker processes', which inherit the environment) carry
-# their own deployment label, so concurrent test sessions on one Docker host never collide.
+# their own deployment label, so concurrent test sessions, and the parallel processes of
+# one session, never see, reap or clean up each other's containers on one Docker host.
 DEPLOYMENT = os.environ.setdefault("ASKBOX_DEPLOYMENT", f"test-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+if XDIST_WORKER and not DEPLOYMENT.endswith(f"-{XDIST_WORKER}"):
+    DEPLOYMENT = os.environ["ASKBOX_DEPLOYMENT"] = f"{DEPLOYMENT}-{XDIST_WORKER}"
 
 
 UNIT_DIR = Path(__file__).parent / "unit"
+# Modules whose tests share something of the machine's between them (a dockerd of their
+# own with a fixed bridge, network namespaces, compose's project and host folders): under
+# pytest-xdist (`--dist loadgroup`) each runs whole in one process, beside the others.
+ONE_PROCESS_EACH = {"test_faults", "test_two_hosts", "test_compose", "test_sentinel"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         unit = item.path.is_relative_to(UNIT_DIR)
         item.add_marker(pytest.mark.unit if unit else pytest.mark.integration)
+        if item.path.stem in ONE_PROCESS_EACH:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
 def unavailable(what: str, why: object) -> None:
@@ -133,9 +145,21 @@ def cursor_standin_image(docker_client: docker.DockerClient, sandbox_image: str)
     return build_cursor_standin(docker_client, sandbox_image)
 
 
-# db 15, not 0: flushing it must never touch data a developer keeps in the default db.
-# ASKBOX_TEST_REDIS_URL lets two test sessions on one machine use different dbs.
-REDIS_TEST_URL = os.environ.get("ASKBOX_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+def _test_redis_url() -> str:
+    """db 15, not 0: flushing it must never touch data a developer keeps in the default db.
+    ASKBOX_TEST_REDIS_URL lets two test sessions on one machine use different dbs; each
+    parallel process of a session counts down from it (gw0: 15, gw1: 14, ...)."""
+    url = os.environ.get("ASKBOX_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    if not XDIST_WORKER:
+        return url
+    base, _, db = url.rpartition("/")
+    number = int(db or 0) - int(XDIST_WORKER.removeprefix("gw"))
+    if number < 0:
+        raise RuntimeError(f"{url}: too few Redis dbs below it for test process {XDIST_WORKER}")
+    return f"{base}/{number}"
+
+
+REDIS_TEST_URL = _test_redis_url()
 
 
 @pytest.fixture()
