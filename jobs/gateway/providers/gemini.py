@@ -1,14 +1,10 @@
 """The Gemini API (generativelanguage) as the gateway serves it to one question.
 
-Route table (nothing else reaches upstream):
+Route table (nothing else reaches upstream; ``{model}`` is the session's model, no other):
 
-============  =====================================================  ===========  =======
-method        path (``{model}`` = the session's model, nothing else)  query        metered
-============  =====================================================  ===========  =======
-POST          ``/{v1beta|v1}/models/{model}:streamGenerateContent``   ``alt=sse``  yes
-POST          ``/{v1beta|v1}/models/{model}:generateContent``         none         yes
-POST          ``/{v1beta|v1}/models/{model}:countTokens``             none         no
-============  =====================================================  ===========  =======
+- ``POST /{v1beta|v1}/models/{model}:streamGenerateContent``, query ``alt=sse`` or none (metered);
+- ``POST /{v1beta|v1}/models/{model}:generateContent`` (metered);
+- ``POST /{v1beta|v1}/models/{model}:countTokens`` (not billed; still paced like any call).
 
 (The Gemini CLI calls v1beta; google-genai defaults to v1 when given a base URL.) The
 session token may come as ``x-goog-api-key`` or ``?key=``, as the API accepts a key, and
