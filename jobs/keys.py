@@ -162,6 +162,14 @@ def daily_usage(kind: str, name: str, date: str | None = None) -> str:
     return f"{GATEWAY_PREFIX}daily:{date or utc_date()}:{kind}:{name}"
 
 
+def budget_reserved(scope: str, name: str, date: str) -> str:
+    """Hash: the spend reserved by requests in flight against one budget (``scope`` "user"
+    or "channel" for ``date``, or "question" for a session), one field per request."""
+    if scope == "question":
+        return f"{GATEWAY_PREFIX}reserved:question:{name}"
+    return f"{GATEWAY_PREFIX}reserved:{date}:{scope}:{name}"
+
+
 def key_cooldown(kid: str) -> str:
     """Set while an API key waits out an upstream 429's retryDelay."""
     return f"{GATEWAY_PREFIX}cooldown:{kid}"

@@ -27,6 +27,7 @@ from tests.fakes.gemini_api import (
     FunctionCall,
     FunctionCalls,
     RecordedRequest,
+    Redirect,
     Text,
     Turn,
     new_token,
@@ -255,6 +256,27 @@ def test_unknown_paths_get_json_404_and_are_recorded(api: FakeGeminiAPI) -> None
     assert excinfo.value.code == 404
     assert json.loads(excinfo.value.read())["error"]["status"] == "NOT_FOUND"
     assert [r.path for r in api.unknown] == ["/v1internal:loadCodeAssist"]
+    for method in ("DELETE", "PUT", "PATCH"):  # whatever the method, recorded
+        with pytest.raises(urllib.error.HTTPError) as excinfo:
+            urllib.request.urlopen(urllib.request.Request(f"{api.base_url}/v1beta/files/x", method=method), timeout=5)
+        assert excinfo.value.code == 404
+    assert [r.method for r in api.unknown[1:]] == ["DELETE", "PUT", "PATCH"]
+
+
+def test_redirects_and_answers_without_usage(api: FakeGeminiAPI, client: genai.Client) -> None:
+    api.script(Text("unmetered", chunks=2, usage=False), Redirect("http://127.0.0.1:9/elsewhere", status=307))
+    chunks = list(client.models.generate_content_stream(model=MODEL, contents="hi"))
+    assert "".join(c.text or "" for c in chunks) == "unmetered"
+    assert all(c.usage_metadata is None for c in chunks) and api.requests[0].usage is None
+    url = f"{api.base_url}/v1beta/models/{MODEL}:generateContent"
+
+    class NoFollow(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any) -> None:
+            return None
+
+    with pytest.raises(urllib.error.HTTPError) as excinfo:
+        urllib.request.build_opener(NoFollow).open(urllib.request.Request(url, data=b"{}", method="POST"), timeout=5)
+    assert excinfo.value.code == 307 and excinfo.value.headers["Location"] == "http://127.0.0.1:9/elsewhere"
 
 
 # -------------------------------------------------------------- real Gemini CLI

@@ -1,12 +1,16 @@
-"""Daily budgets per user and per channel (tokens or estimated USD, UTC day).
+"""Budgets: per user and per channel per UTC day, and per question (tokens or estimated
+USD; 0 = none), and the messages that say one is used up.
 
-The rule is one pure function, used by the worker before a container starts (sync
-Redis, :func:`check_budget`) and by the gateway after metering each response.
+The rule is used in three places, all reading the same Redis hashes: the worker before a
+container starts (sync Redis, :func:`check_budget`), the gateway when it reserves a
+request's spend (jobs/gateway/reservations.py, atomically in Redis), and the gateway after
+it settled a response (:func:`over_budget`, which ends the session at once).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from redis import Redis
 
@@ -15,35 +19,67 @@ from jobs.gateway.meta import SessionMeta
 from jobs.gateway.settings import GatewaySettings
 
 
-def over_budget(settings: GatewaySettings, meta: SessionMeta, totals: Mapping[str, Mapping[str, float]]) -> str | None:
-    """A message naming the budget crossed (used/limit), or None. ``totals`` maps "user"
-    and "channel" to today's ``{"tokens": .., "cost_usd": ..}``."""
+@dataclass(frozen=True)
+class Budget:
+    """One scope's limits and where its spend is kept."""
+
+    scope: str  # "user", "channel" or "question"
+    name: str  # the user's or channel's id, or the session's
+    tokens: int  # 0 = no limit
+    usd: float  # 0 = no limit
+
+    def used_key(self, date: str) -> str:
+        if self.scope == "question":
+            return keys.session_usage(self.name)
+        return keys.daily_usage(self.scope, self.name, date)
+
+    def reserved_key(self, date: str) -> str:
+        return keys.budget_reserved(self.scope, self.name, date)
+
+    @property
+    def fields(self) -> tuple[str, str]:
+        """The used hash's token and USD fields."""
+        return ("total_tokens", "cost_usd") if self.scope == "question" else ("tokens", "cost_usd")
+
+    def used_up(self, kind: str, used: float) -> str:
+        """The message for a budget used up (``kind`` "tokens" or "cost_usd")."""
+        limit = self.tokens if kind == "tokens" else self.usd
+        amount = f"{int(used):,}/{int(limit):,} tokens" if kind == "tokens" else f"${used:.2f}/${limit:.2f}"
+        if self.scope == "question":
+            return f"This question's Gemini budget is used up ({amount}); ask a narrower question."
+        who = f"<@{self.name}>'s" if self.scope == "user" else f"channel <#{self.name}>'s"
+        return f"{who} daily Gemini budget is used up ({amount} today, UTC); it renews at 00:00 UTC."
+
+
+def budgets_for(settings: GatewaySettings, meta: SessionMeta, session_id: str | None = None) -> list[Budget]:
+    """The budgets a session's spend counts against (none for an exempt user)."""
     if meta.budget_exempt:
-        return None
-    checks = [
-        ("user", meta.user, "tokens", settings.budget_user_tokens),
-        ("user", meta.user, "cost_usd", settings.budget_user_usd),
-        ("channel", meta.channel, "tokens", settings.budget_channel_tokens),
-        ("channel", meta.channel, "cost_usd", settings.budget_channel_usd),
+        return []
+    found = [
+        Budget("user", meta.user, settings.budget_user_tokens, settings.budget_user_usd),
+        Budget("channel", meta.channel or "", settings.budget_channel_tokens, settings.budget_channel_usd),
+        Budget("question", session_id or "", settings.budget_question_tokens, settings.budget_question_usd),
     ]
-    for kind, name, field, limit in checks:
-        if not limit or not name:
-            continue
-        used = float(totals.get(kind, {}).get(field, 0))
-        if used >= limit:
-            who = f"<@{name}>'s" if kind == "user" else f"channel <#{name}>'s"
-            amount = f"{int(used):,}/{int(limit):,} tokens" if field == "tokens" else f"${used:.2f}/${limit:.2f}"
-            return f"{who} daily Gemini budget is used up ({amount} today, UTC); it renews at 00:00 UTC."
+    return [b for b in found if b.name and (b.tokens or b.usd)]
+
+
+def over_budget(settings: GatewaySettings, meta: SessionMeta, totals: Mapping[str, Mapping[str, float]],
+                session_id: str | None = None) -> str | None:
+    """A message naming the budget crossed (used/limit), or None. ``totals`` maps a scope
+    ("user", "channel", "question") to its ``{"tokens": .., "cost_usd": ..}``."""
+    for budget in budgets_for(settings, meta, session_id):
+        spent = totals.get(budget.scope, {})
+        for kind, limit in (("tokens", budget.tokens), ("cost_usd", budget.usd)):
+            used = float(spent.get(kind, 0))
+            if limit and used >= limit:
+                return budget.used_up(kind, used)
     return None
 
 
 def check_budget(redis: Redis, settings: GatewaySettings, meta: SessionMeta) -> str | None:
     """For the worker, before a container starts: a refusal message, or None."""
-    if meta.budget_exempt:
-        return None
     totals: dict[str, dict[str, float]] = {}
-    for kind, name in (("user", meta.user), ("channel", meta.channel)):
-        if name:
-            raw = redis.hgetall(keys.daily_usage(kind, name))
-            totals[kind] = {k.decode(): float(v) for k, v in raw.items()}  # type: ignore[union-attr]
+    for budget in budgets_for(settings, meta):
+        raw = redis.hgetall(budget.used_key(keys.utc_date()))
+        totals[budget.scope] = {k.decode(): float(v) for k, v in raw.items()}  # type: ignore[union-attr]
     return over_budget(settings, meta, totals)

@@ -52,6 +52,8 @@ class GatewayClient:
         """A new session for one question (raises GatewayUnavailable)."""
         if not self.control.exists():
             raise GatewayUnavailable(self.socket_dir, f"no socket {self.control}")
+        if not meta.model:
+            raise ValueError("a gateway session needs the model its agent runs (SessionMeta.model)")
         try:
             with self._client() as client:
                 response = client.post("/sessions", json=meta.model_dump())

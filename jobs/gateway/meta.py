@@ -15,7 +15,9 @@ class SessionMeta(BaseModel, frozen=True):
     team: str | None = None
     channel: str | None = None
     repo: str | None = None
-    model: str | None = None
+    # The one model the session may call (the gateway binds it into its route table); a
+    # plain name, since it goes into the upstream path.
+    model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._][A-Za-z0-9._-]{0,99}$")
     ttl: int = Field(default=3600, ge=1)
     budget_exempt: bool = False
 

@@ -1,11 +1,17 @@
 """The gateway's two HTTP faces (aiohttp): the control API on ``control.sock`` (sessions,
-health) and the Gemini API proxy on every session socket."""
+health) and the Gemini API proxy on every session socket.
+
+A request on a session socket goes: the token (401/403), the session's own state (ended:
+429 with why), its requests in flight (``ASKBOX_GATEWAY_SESSION_CONCURRENCY``, else 429),
+the provider's route table and body allowlist (refused: 403/400, never forwarded), the
+spend reserved against the budgets (jobs/gateway/reservations.py), upstream (limits, key
+pool, breaker, retries), then the answer streamed back and its spend settled.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import time
 
 import aiohttp
@@ -19,16 +25,16 @@ from jobs.gateway.errors import describe_reset, error_response
 from jobs.gateway.keypool import AllKeysExhausted, KeyPool
 from jobs.gateway.limiter import LimitTimeout, SharedLimits
 from jobs.gateway.meta import SessionMeta
-from jobs.gateway.metering import Meter
+from jobs.gateway.metering import Charge, Meter, estimate_cost, is_priced, price_for
+from jobs.gateway.providers import Call, Refused
+from jobs.gateway.providers.gemini import GeminiProvider
+from jobs.gateway.reservations import BudgetHeld, BudgetUsedUp, Reservation, Reservations
 from jobs.gateway.sessions import AuthError, Session, Sessions
 from jobs.gateway.settings import GatewaySettings
-from jobs.gateway.upstream import DROP_RESPONSE, Attempts, Upstream, UpstreamRetryable
-from jobs.gateway.usage import UsageTracker
+from jobs.gateway.upstream import DROP_RESPONSE, Attempts, Upstream, UpstreamRedirect, UpstreamRetryable
+from jobs.gateway.usage import Usage, UsageTracker
 
 log = logging.getLogger(__name__)
-
-_MODEL_PATH = re.compile(r"/models/(?P<model>[^/:]+)(?::(?P<action>[A-Za-z]+))?$")
-_GENERATE = {"generateContent", "streamGenerateContent"}
 
 
 class Gateway:
@@ -41,8 +47,10 @@ class Gateway:
         self.pool = KeyPool(redis, self.limits, settings.api_keys())
         self.breaker = RedisBreaker(redis, "gemini", settings.gateway_breaker_threshold,
                                     settings.gateway_breaker_cooldown)
-        self.upstream = Upstream(settings, self.pool, self.breaker)
-        self.meter = Meter(redis, settings.gemini_prices)
+        self.provider = GeminiProvider(settings.gateway_reserve_output_tokens)
+        self.upstream = Upstream(settings, self.provider, self.pool, self.breaker)
+        self.meter = Meter(redis)
+        self.reservations = Reservations(redis, settings)
         self.proxy_runner = web.AppRunner(self.proxy_app(), handle_signals=False, access_log=None)
         self.control_runner = web.AppRunner(self.control_app(), handle_signals=False, access_log=None)
         self.sessions = Sessions(redis, settings.gateway_socket_dir, self.proxy_runner)
@@ -80,6 +88,11 @@ class Gateway:
             meta = SessionMeta.model_validate(await request.json())
         except ValueError as exc:
             return error_response(400, f"bad session metadata: {exc}")
+        if not meta.model:  # the route table binds it: a session without one could call nothing
+            return error_response(400, "bad session metadata: a session needs the model its agent runs")
+        if not is_priced(self.settings.gemini_prices, meta.model):
+            log.warning("no price for model %s: metered at the most expensive known price %s", meta.model,
+                        price_for(self.settings.gemini_prices, meta.model))
         session, token = await self.sessions.open(meta)
         return web.json_response({"id": session.id, "token": token, "socket_dir": str(session.directory)})
 
@@ -99,66 +112,112 @@ class Gateway:
 
     def proxy_app(self) -> web.Application:
         app = web.Application(client_max_size=64 << 20)  # long agent histories
+        # Every method and path comes here: the provider's route table decides what is
+        # served, so a refusal names what is allowed instead of a bare 404/405.
         app.router.add_route("*", "/{tail:.*}", self.proxy)
         return app
 
     async def proxy(self, request: web.Request) -> web.StreamResponse:
-        token = request.headers.get("x-goog-api-key") or request.query.get("key")
+        provider = self.provider
         try:
-            session = self.sessions.authenticate(request, token)
+            session = self.sessions.authenticate(request, provider.client_token(request))
         except AuthError as exc:
             metrics.REQUESTS.labels("refused_auth").inc()
-            return error_response(exc.status, str(exc))
+            return provider.error(exc.status, str(exc))
         if session.stop_reason:
             metrics.REQUESTS.labels("refused_stopped").inc()
-            return error_response(429, session.stop_reason)
-        match = _MODEL_PATH.search(request.path)
-        model = match["model"] if match else (session.meta.model or "unknown")
-        limited = bool(match and match["action"] in _GENERATE)
-        body = await request.read()
-        url = self.upstream.url(request.rel_url.raw_path, list(request.query.items()))
+            return provider.error(429, session.stop_reason)
+        limit = self.settings.gateway_session_concurrency
+        if session.in_flight >= limit:  # before the body is read: a burst holds no memory
+            metrics.REQUESTS.labels("refused_concurrency").inc()
+            return provider.error(429, f"askbox lets one question make at most {limit} model requests at "
+                                       "once; retry when one has finished.", retry_after=1.0)
+        session.in_flight += 1
+        try:
+            body = await request.read()
+            try:
+                call = provider.admit(request.method, request.rel_url.raw_path, list(request.query.items()),
+                                      request.headers, body, session.meta.model or "")
+            except Refused as exc:
+                metrics.REQUESTS.labels("refused_request").inc()
+                log.warning("session %s: refused %s %s: %s", session.id, request.method,
+                            request.rel_url.raw_path[:200], exc)
+                return provider.error(exc.status, str(exc))
+            return await self._forward(request, session, call)
+        finally:
+            session.in_flight -= 1
+
+    async def _forward(self, request: web.Request, session: Session, call: Call) -> web.StreamResponse:
+        """Reserve the call's spend, send it upstream, relay and settle the answer."""
+        reservation = None
+        if call.metered:
+            usd = estimate_cost(self.settings.gemini_prices, call.model,
+                                Usage(prompt=call.prompt_tokens, candidates=call.output_tokens))
+            try:
+                reservation = await self.reservations.reserve(session.id, session.meta, call.prompt_tokens
+                                                              + call.output_tokens, usd,
+                                                              stopped=lambda: session.stop_reason is not None)
+            except BudgetUsedUp as exc:
+                metrics.REQUESTS.labels("budget").inc()
+                return await self._stop(session, str(exc))
+            except BudgetHeld as exc:
+                metrics.REQUESTS.labels("budget_held").inc()
+                if session.stop_reason:
+                    return self.provider.error(429, session.stop_reason)
+                return self.provider.error(429, f"The Gemini budget's room left is held by requests in flight "
+                                                f"(waited {exc.waited:.0f} s); retry shortly.", retry_after=2.0)
         attempts = Attempts()
         started = time.monotonic()
+        relayed = False
         try:
-            upstream = await self.upstream.send(request.method, url, request.headers, body,
-                                                limited=limited, attempts=attempts)
-        except BreakerOpen as exc:
-            metrics.REQUESTS.labels("breaker_open").inc()
-            return error_response(503, f"The Gemini API is failing; askbox paused calls to it "
-                                       f"(retry in {exc.retry_in:.0f} s).", retry_after=exc.retry_in)
-        except LimitTimeout as exc:
-            metrics.REQUESTS.labels("wait_timeout").inc()
-            return error_response(429, f"askbox's shared Gemini rate limit is saturated: waited "
-                                       f"{exc.waited:.0f} s for a turn.", retry_after=5.0)
-        except AllKeysExhausted as exc:
-            metrics.REQUESTS.labels("daily_quota").inc()
-            return await self._stop(session, daily_message(exc, self.settings))
-        except UpstreamRetryable as exc:
-            metrics.REQUESTS.labels("upstream_error").inc()
-            if exc.status == 0:
-                return error_response(502, "The Gemini API could not be reached after retries.")
-            headers = {k: v for k, v in exc.headers.items() if k.lower() not in DROP_RESPONSE}
-            return web.Response(status=exc.status, body=exc.body, headers=headers)
-        metrics.WAIT.observe(time.monotonic() - started)
-        return await self._relay(request, session, upstream, model, attempts)
+            try:
+                upstream = await self.upstream.send(call, attempts)
+            except BreakerOpen as exc:
+                metrics.REQUESTS.labels("breaker_open").inc()
+                return self.provider.error(503, f"The Gemini API is failing; askbox paused calls to it "
+                                                f"(retry in {exc.retry_in:.0f} s).", retry_after=exc.retry_in)
+            except LimitTimeout as exc:
+                metrics.REQUESTS.labels("wait_timeout").inc()
+                return self.provider.error(429, f"askbox's shared Gemini rate limit is saturated: waited "
+                                                f"{exc.waited:.0f} s for a turn.", retry_after=5.0)
+            except AllKeysExhausted as exc:
+                metrics.REQUESTS.labels("daily_quota").inc()
+                return await self._stop(session, daily_message(exc, self.settings))
+            except UpstreamRedirect as exc:
+                metrics.REQUESTS.labels("upstream_redirect").inc()
+                return self.provider.error(502, f"The Gemini API answered with a redirect ({exc.status}); "
+                                                "askbox never follows one.")
+            except UpstreamRetryable as exc:
+                metrics.REQUESTS.labels("upstream_error").inc()
+                if exc.status == 0:
+                    return self.provider.error(502, "The Gemini API could not be reached after retries.")
+                headers = {k: v for k, v in exc.headers.items() if k.lower() not in DROP_RESPONSE}
+                return web.Response(status=exc.status, body=exc.body, headers=headers)
+            metrics.WAIT.observe(time.monotonic() - started)
+            relayed = True
+            return await self._relay(request, session, upstream, call, reservation, attempts)
+        finally:
+            if reservation is not None and not relayed:
+                # Nothing was billed (no answer, or an error answer): the room is free again.
+                await self.meter.release(reservation)
 
-    async def _relay(self, request: web.Request, session: Session, upstream: aiohttp.ClientResponse,
-                     model: str, attempts: Attempts) -> web.StreamResponse:
+    async def _relay(self, request: web.Request, session: Session, upstream: aiohttp.ClientResponse, call: Call,
+                     reservation: Reservation | None, attempts: Attempts) -> web.StreamResponse:
         """Stream the upstream answer through chunk by chunk, metering it as it passes."""
         headers = {k: v for k, v in upstream.headers.items() if k.lower() not in DROP_RESPONSE}
         response = web.StreamResponse(status=upstream.status, headers=headers)
-        tracker = UsageTracker(sse="text/event-stream" in upstream.headers.get("content-type", ""))
+        tracker = self.provider.usage_tracker(upstream.headers.get("content-type", ""))
         outcome = "ok" if upstream.status < 400 else f"upstream_{upstream.status}"
-        metered = False
+        settled = False
         try:
             await response.prepare(request)
             async for chunk in upstream.content.iter_any():
                 tracker.feed(chunk)
                 await response.write(chunk)  # no buffering: first-token latency unchanged
-            # Metered before the stream's end reaches the agent, so a budget crossed by this
+            # Settled before the stream's end reaches the agent, so a budget crossed by this
             # answer refuses the agent's very next request.
-            metered = True
-            await self._meter(session, model, tracker, attempts, upstream.status)
+            settled = True
+            await self._settle(session, call, reservation, tracker, attempts, upstream.status, whole=True)
             await response.write_eof()
         except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
             # Mid-stream: the status line is out, so no retry; the agent sees a cut stream.
@@ -167,20 +226,26 @@ class Gateway:
         finally:
             upstream.release()
             metrics.REQUESTS.labels(outcome).inc()
-            if not metered:  # what streamed before a cut was still paid for
-                await self._meter(session, model, tracker, attempts, upstream.status)
+            if not settled:  # cut off (or cancelled): charged its reservation at least
+                await self._settle(session, call, reservation, tracker, attempts, upstream.status, whole=False)
         return response
 
-    async def _meter(self, session: Session, model: str, tracker: UsageTracker, attempts: Attempts,
-                     status: int) -> None:
-        if status >= 400:
-            return  # an error answer carries no usage
+    async def _settle(self, session: Session, call: Call, reservation: Reservation | None, tracker: UsageTracker,
+                      attempts: Attempts, status: int, *, whole: bool) -> None:
+        if status >= 400:  # an error answer is not billed
+            if reservation is not None:
+                await self.meter.release(reservation)
+            return
         usage = tracker.usage()
-        if usage is not None and attempts.key is not None:
-            await self.limits.charge(attempts.key.id, usage.total)
-        totals = await self.meter.record(session.id, session.meta, model, usage, attempts.waited,
-                                         attempts.absorbed_429)
-        reason = over_budget(self.settings, session.meta, totals)
+        if reservation is None:  # not billed upstream (countTokens)
+            charge = Charge(0, 0.0, usage, estimated=False)
+        else:
+            charge = Charge.settle(self.settings.gemini_prices, call.model, reservation, usage, whole)
+        if attempts.key is not None:
+            await self.limits.charge(attempts.key.id, charge.tokens)
+        totals = await self.meter.record(session.id, session.meta, call.model, charge, reservation,
+                                         attempts.waited, attempts.absorbed_429)
+        reason = over_budget(self.settings, session.meta, totals, session.id)
         if reason:
             await self._stop(session, reason)
 
@@ -189,7 +254,7 @@ class Gateway:
         session.stop_reason = session.stop_reason or reason
         await self.meter.stop(session.id, session.meta, reason)
         log.info("session %s stopped: %s", session.id, reason)
-        return error_response(429, reason)
+        return self.provider.error(429, reason)
 
 
 def daily_message(exc: AllKeysExhausted, settings: GatewaySettings) -> str:

@@ -40,6 +40,7 @@ class Session:
     expires_at: float  # monotonic
     site: web.UnixSite | None = None
     stop_reason: str | None = None  # once set, every further request is refused with it
+    in_flight: int = 0  # requests being answered now (this process alone serves the socket)
     closed: bool = field(default=False)
 
     @property

@@ -27,8 +27,7 @@ DEFAULT_PRICES: dict[str, dict[str, float]] = {
     "gemini-2.5-flash": {"input": 0.30, "output": 2.50},
     "gemini-2.5-flash-lite": {"input": 0.10, "output": 0.40},
     "gemini-2.0-flash": {"input": 0.10, "output": 0.40},
-    "gemini": {"input": 0.30, "output": 2.50},  # unknown Gemini models: priced as flash
-}
+}  # a model no prefix matches is priced at the most expensive entry (metering.price_for)
 
 
 class GatewaySettings(BaseSettings):
@@ -63,13 +62,22 @@ class GatewaySettings(BaseSettings):
     gateway_metrics_port: int = Field(default=0, ge=0, le=65535, description="0 = off; served on 127.0.0.1")
     gateway_sweep_interval: float = Field(default=30.0, gt=0)
 
-    gemini_prices: dict[str, dict[str, float]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    gemini_prices: dict[str, dict[str, float]] = Field(default_factory=lambda: dict(DEFAULT_PRICES), min_length=1,
+                                                       description="USD per million tokens by model prefix")
+
+    # What the gateway lets one question do at once, and what it holds for each request.
+    gateway_session_concurrency: int = Field(default=2, ge=1, description="requests in flight per question")
+    gateway_reserve_output_tokens: int = Field(
+        default=65536, ge=1, description="answer tokens reserved for a request that sets no maxOutputTokens")
 
     # Daily budgets (UTC day); 0 = none.
     budget_user_tokens: int = Field(default=0, ge=0)
     budget_channel_tokens: int = Field(default=0, ge=0)
     budget_user_usd: float = Field(default=0.0, ge=0)
     budget_channel_usd: float = Field(default=0.0, ge=0)
+    # Per question (one gateway session); 0 = none.
+    budget_question_tokens: int = Field(default=0, ge=0)
+    budget_question_usd: float = Field(default=0.0, ge=0)
 
     def api_keys(self) -> list[str]:
         """The pool: GEMINI_API_KEY first, then ASKBOX_GEMINI_API_KEYS, deduplicated."""

@@ -12,7 +12,12 @@ is the classification of each upstream answer:
   none is), bounded by the max wait and attempt count; they never open the breaker;
 - 5xx, timeouts, connection errors: a breaker failure and exponential backoff with
   jitter, at most ``gateway_retries`` times;
+- a redirect is never followed (it would carry the key to another host): the caller
+  gets UpstreamRedirect;
 - anything else (2xx, other 4xx) goes back to the caller, unread, to be streamed.
+
+Every call, countTokens too, takes a turn under the shared limits on a key that is not
+cooling down: each one spends the key's quota.
 """
 
 from __future__ import annotations
@@ -32,16 +37,13 @@ from yarl import URL
 
 from jobs.gateway import metrics
 from jobs.gateway.breaker import RedisBreaker
-from jobs.gateway.errors import UpstreamError, next_pacific_midnight
+from jobs.gateway.errors import next_pacific_midnight
 from jobs.gateway.keypool import ApiKey, KeyPool
+from jobs.gateway.providers import Call, Provider
 from jobs.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
-# Never forwarded upstream: the client's credentials (the session token) and hop-by-hop
-# or length headers aiohttp sets itself.
-_DROP_REQUEST = {"host", "x-goog-api-key", "authorization", "content-length", "transfer-encoding",
-                 "connection", "keep-alive", "accept-encoding", "proxy-authorization", "te", "upgrade"}
 # Never passed back: aiohttp has decoded and re-frames the body.
 DROP_RESPONSE = {"content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive"}
 
@@ -71,6 +73,14 @@ class UpstreamRetryable(Exception):
         self.transient = transient  # 5xx / network (backoff) as opposed to 429 (key cooldown)
 
 
+class UpstreamRedirect(Exception):
+    """Upstream answered a redirect, which is never followed."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"upstream answered a redirect ({status})")
+        self.status = status
+
+
 @dataclass
 class Attempts:
     """What happened before the answer: for metering and the agent's error."""
@@ -83,8 +93,9 @@ class Attempts:
 
 
 class Upstream:
-    def __init__(self, settings: GatewaySettings, pool: KeyPool, breaker: RedisBreaker) -> None:
+    def __init__(self, settings: GatewaySettings, provider: Provider, pool: KeyPool, breaker: RedisBreaker) -> None:
         self.settings = settings
+        self.provider = provider
         self.base_url = settings.gemini_base_url.rstrip("/")
         self.pool = pool
         self.breaker = breaker
@@ -101,17 +112,13 @@ class Upstream:
         if self._session is not None:
             await self._session.close()
 
-    def url(self, raw_path: str, query: list[tuple[str, str]]) -> URL:
-        # The client's ``key`` parameter is its session token: never sent upstream.
-        return URL(self.base_url + raw_path, encoded=True).with_query([(k, v) for k, v in query if k != "key"])
-
-    async def send(self, method: str, url: URL, headers: CIMultiDict[str], body: bytes, *,
-                   limited: bool, attempts: Attempts) -> aiohttp.ClientResponse:
+    async def send(self, call: Call, attempts: Attempts) -> aiohttp.ClientResponse:
         """An upstream response to stream to the agent (2xx or a final error).
 
-        Raises BreakerOpen, LimitTimeout, AllKeysExhausted, or UpstreamRetryable (retries used up).
+        Raises BreakerOpen, LimitTimeout, AllKeysExhausted, UpstreamRedirect, or
+        UpstreamRetryable (retries used up).
         """
-        forward = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in _DROP_REQUEST)
+        url = URL(self.base_url + call.path).with_query(list(call.query))
         start = time.monotonic()
         settings = self.settings
         backoff = wait_exponential_jitter(initial=settings.gateway_backoff_initial, max=settings.gateway_backoff_max)
@@ -129,31 +136,33 @@ class Upstream:
         retrying = AsyncRetrying(stop=stop, wait=wait, retry=retry_if_exception_type(UpstreamRetryable), reraise=True)
         async for attempt in retrying:
             with attempt:
-                return await self._attempt(method, url, forward, body, limited, attempts, start)
+                return await self._attempt(url, call, attempts, start)
         raise AssertionError("unreachable: tenacity re-raises the last UpstreamRetryable")
 
-    async def _attempt(self, method: str, url: URL, headers: CIMultiDict[str], body: bytes, limited: bool,
-                       attempts: Attempts, start: float) -> aiohttp.ClientResponse:
+    async def _attempt(self, url: URL, call: Call, attempts: Attempts, start: float) -> aiohttp.ClientResponse:
         assert self._session is not None, "Upstream.start() first"
         await self.breaker.check()
-        if limited:
-            remaining = self.settings.gateway_max_wait - (time.monotonic() - start)
-            key, waited = await self.pool.lease(max(0.0, remaining))
-            attempts.waited += waited
-        else:  # metadata calls (countTokens, models): not paced, any key
-            key = random.choice(self.pool.keys)
+        remaining = self.settings.gateway_max_wait - (time.monotonic() - start)
+        key, waited = await self.pool.lease(max(0.0, remaining))
+        attempts.waited += waited
         attempts.key = key
-        headers = CIMultiDict(headers)
-        headers["x-goog-api-key"] = key.secret
+        headers = CIMultiDict(call.headers)
+        self.provider.authorize(headers, key.secret)
         try:
-            response = await self._session.request(method, url, headers=headers, data=body or None)
+            # Never follow a redirect: aiohttp would resend the key to wherever it points.
+            response = await self._session.post(url, headers=headers, data=call.body, allow_redirects=False)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return await self._transient(attempts, 0, repr(exc).encode(), None)
         metrics.UPSTREAM_ATTEMPTS.labels(str(response.status)).inc()
         attempts.statuses.append(response.status)
+        if 300 <= response.status < 400:
+            response.release()
+            log.warning("upstream answered %s (a redirect to %s): not followed", response.status,
+                        response.headers.get("location", "nowhere")[:200])
+            raise UpstreamRedirect(response.status)
         if response.status == 429:
             data = await response.read()
-            error = UpstreamError.parse(data)
+            error = self.provider.upstream_error(data)
             if error.per_day_quota:
                 await self.pool.exhaust_for_day(key, next_pacific_midnight().timestamp(), error.per_day_quota)
             else:

@@ -101,6 +101,7 @@ class SessionState(BaseModel, frozen=True):
     cached_tokens: int = 0
     total_tokens: int = 0
     requests: int = 0
+    estimated_requests: int = 0  # charged their reservation: no usage reported, or cut off
     cost_usd: float = 0.0
     absorbed_429: int = 0
     wait_seconds: float = 0.0

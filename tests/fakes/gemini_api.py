@@ -49,6 +49,7 @@ __all__ = [
     "FunctionCalls",
     "HttpError",
     "RecordedRequest",
+    "Redirect",
     "Text",
     "Turn",
     "TurnFactory",
@@ -75,7 +76,8 @@ class Text:
     model (or, with a large delay, a hung one). ``finish_reason=None`` ends the stream
     without one, like a cut-off stream (the Gemini CLI then retries the request).
     ``thought`` adds a leading thought-summary part (``"thought": true``), as thinking
-    models send when asked to include thoughts.
+    models send when asked to include thoughts. ``usage=False`` leaves ``usageMetadata``
+    out of every chunk (a response a client cannot meter).
     """
 
     text: str
@@ -83,6 +85,7 @@ class Text:
     delay: float = 0.0
     finish_reason: str | None = "STOP"
     thought: str | None = None
+    usage: bool = True
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,14 @@ class HttpError:
         if self.details:
             error["details"] = list(self.details)
         return {"error": error}
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """A redirect answer (``status``, ``Location: location``) instead of a model turn."""
+
+    location: str
+    status: int = 307
 
 
 def rate_limited(
@@ -222,7 +233,7 @@ def api_key_invalid() -> HttpError:
     )
 
 
-Turn = Union[Text, FunctionCall, FunctionCalls, HttpError]
+Turn = Union[Text, FunctionCall, FunctionCalls, HttpError, Redirect]
 
 
 @dataclass
@@ -371,6 +382,9 @@ def _turn_events(turn: Turn, model: str, prompt_tokens: int) -> list[_Event]:
             delay = turn.delay if (i or events) else 0.0
             usage = _usage(prompt_tokens, emitted)
             events.append(_Event(delay, _chunk(model, response_id, cand, usage)))
+        if not turn.usage:
+            for ev in events:
+                del ev.payload["usageMetadata"]
         return events
     if isinstance(turn, FunctionCall):
         turn = FunctionCalls(turn)
@@ -432,6 +446,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._handle()
 
+    # Recorded and answered 404 like any unknown route, so a test sees every request that
+    # reached the fake, whatever its method.
+    do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_POST
+
     def _handle(self) -> None:
         self.answered = False
         try:
@@ -466,6 +484,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+        self.wfile.flush()
+
+    def send_redirect(self, status: int, location: str) -> None:
+        self.answered = True
+        self.send_response(status)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
         self.wfile.flush()
 
     def send_sse(self, events: Iterator[_Event]) -> None:
@@ -707,9 +733,13 @@ class FakeGeminiAPI:
         if isinstance(turn, HttpError):
             self._answer_error(handler, req, turn)
             return
+        if isinstance(turn, Redirect):
+            req.status = turn.status
+            handler.send_redirect(turn.status, turn.location)
+            return
         events = _turn_events(turn, req.model or "gemini", _estimate_tokens(req.body))
         req.status = 200
-        req.usage = events[-1].payload["usageMetadata"]
+        req.usage = events[-1].payload.get("usageMetadata")
         if req.action == "streamGenerateContent":
             handler.send_sse(iter(events))
         else:

@@ -72,6 +72,7 @@ class GatewayProcess:
         return GatewayClient(self.socket_dir)
 
     def open(self, user: str = "U1", channel: str | None = "C1", **meta: Any) -> GatewaySession:
+        meta.setdefault("model", MODEL)
         return self.client.open(SessionMeta(job_id=meta.pop("job_id", f"job-{time.monotonic_ns()}"),
                                             user=user, channel=channel, **meta))
 

@@ -116,3 +116,35 @@ def test_breaker_opens_shared_and_half_opens_once(redis_client: Redis):
         assert await two.state() == "closed"
 
     run(scenario())
+
+
+def test_reservations_hold_room_across_gateways_and_a_dead_ones_is_charged(redis_client: Redis):
+    from jobs import keys
+    from jobs.gateway.meta import SessionMeta
+    from jobs.gateway.reservations import BudgetHeld, BudgetUsedUp, Reservations
+
+    # A reservation lives ttl + read timeout + max wait: 1.7 s here.
+    settings = GatewaySettings(budget_user_tokens=250, gateway_read_timeout=0.1, gateway_max_wait=0.6)
+    meta = SessionMeta(job_id="j", user="URES", model="gemini-2.5-flash", ttl=1)
+    used = keys.daily_usage("user", "URES")
+
+    async def scenario() -> None:
+        one, two = Reservations(aredis(), settings), Reservations(aredis(), settings)
+        first = await one.reserve("s1", meta, 100, 0.01, stopped=lambda: False)
+        assert [b.scope for b in first.budgets] == ["user"]
+        second = await two.reserve("s2", meta, 200, 0.02, stopped=lambda: False)  # 0 used + 100 held < 250
+        with pytest.raises(BudgetHeld):  # 0 used + 300 held: the room is held by requests in flight
+            await two.reserve("s3", meta, 1, 0.0, stopped=lambda: False)
+        assert sorted(redis_client.hkeys(first.held_in[0])) == sorted([first.id.encode(), second.id.encode()])
+        # The gateways holding them die: nobody settles them. Once they expire, the next
+        # request to look charges them in full, and finds the budget used up.
+        await asyncio.sleep(1.9)
+        with pytest.raises(BudgetUsedUp, match=r"<@URES>'s daily Gemini budget is used up \(300/250 tokens"):
+            await one.reserve("s4", meta, 1, 0.0, stopped=lambda: False)
+        assert int(redis_client.hget(used, "tokens")) == 300
+        assert float(redis_client.hget(used, "cost_usd")) == pytest.approx(0.03)
+        assert redis_client.hlen(first.held_in[0]) == 0 and 0 < redis_client.ttl(used) <= keys.DAILY_TTL
+        exempt = meta.model_copy(update={"budget_exempt": True})
+        assert (await one.reserve("s5", exempt, 10**9, 1e9, stopped=lambda: False)).budgets == ()
+
+    run(scenario())
