@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from jobs.gateway.client import GatewayClient, GatewaySession, SessionMeta
+from gateway.client import GatewayClient, GatewaySession, SessionMeta
 from jobs.repos import Pin, RepoRef, Workspace, mount, pin
 from jobs.settings import Settings
 from sandbox.agents.adapters import Agent

@@ -26,7 +26,7 @@ from jobs.gemini.client import GeminiCalls
 from jobs.gemini.compaction import remember
 from jobs.gemini.summary import summarise
 from jobs.gemini.triage import triage, with_note
-from jobs.gateway.client import (
+from gateway.client import (
     GatewaySession,
     GatewayUnavailable,
     SessionMeta,

@@ -120,7 +120,7 @@ SLACK_BUDGET_PREFIX = f"{PREFIX}slack-budget"  # jobs/slack budget windows and p
 SIDE_TASK_OUTAGE = f"{PREFIX}side-tasks:outage"
 
 
-# --- the model gateway (jobs/gateway/) ----------------------------------------------------
+# --- the model gateway (gateway/) ----------------------------------------------------
 #
 # Real API keys never appear in Redis: keys are named by ``key_id``; per-question tokens
 # are stored hashed, so a Redis dump hands out no live credential.

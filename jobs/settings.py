@@ -8,7 +8,7 @@ the bot, the gateway; the parts never read the environment themselves):
 - ``jobs`` (here): repositories, the queue, memory and cache, the worker's timings;
 - ``sandbox`` (sandbox/settings.py) and ``agents`` (sandbox/agents/settings.py);
 - ``slack`` (jobs/slack/settings.py): the worker's side of Slack;
-- ``gateway`` (jobs/gateway/settings.py): the model gateway and its limits;
+- ``gateway`` (gateway/settings.py): the model gateway and its limits;
 - ``gemini`` (jobs/gemini/settings.py): the Gemini side tasks (triage, compaction, summaries);
 - ``docker_filter`` (sandbox/docker_filter/settings.py): ``askbox docker-filter``'s socket and policy.
 
@@ -42,7 +42,7 @@ from redis.sentinel import Sentinel
 from jobs import keys
 from jobs.access import ANY, AccessRule
 from jobs.sentinel_connection import AsyncRediscoveringSentinelConnection, ClosingSentinelConnection
-from jobs.gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings
 from jobs.gemini.settings import GeminiSettings
 from jobs.repos.config import RepoEntry, parse_repos, repos_from_file
 from jobs.slack.settings import SlackSettings

@@ -25,7 +25,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 def ask_inline(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.agent_runs import model_route, mount_repo, pin_repo
-    from jobs.gateway.client import GatewayUnavailable, SessionMeta
+    from gateway.client import GatewayUnavailable, SessionMeta
     from jobs.prompt import build_prompt
     from jobs.repos import RepoUnavailable, UnknownRepo, resolve_repo
     from sandbox.agents.adapters import agent_for

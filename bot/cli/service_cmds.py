@@ -22,7 +22,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs.gateway.serve import main as run_gateway
+    from gateway.process import main as run_gateway
     from jobs.logs import configure_json_logging
 
     configure_json_logging(secrets=settings.secret_values())

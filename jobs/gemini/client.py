@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 from redis import Redis
 
 from jobs import keys
-from jobs.gateway.client import GatewayClient, GatewayUnavailable, SessionMeta, upstream_paused
+from gateway.client import GatewayClient, GatewayUnavailable, SessionMeta, upstream_paused
 from jobs.gemini.settings import GeminiSettings
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ class AgentSettings(BaseSettings):
         default_factory=lambda: ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite"])
     # The standard names, without our prefix: what users already have in their environment.
     # The Gemini CLI's key and endpoint are not settings of the agent: each run gets them
-    # from the model gateway (jobs/gateway/), which alone reads GEMINI_API_KEY.
+    # from the model gateway (gateway/), which alone reads GEMINI_API_KEY.
     cursor_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("CURSOR_API_KEY"))
     # Images built elsewhere (cursor-agent cannot be built offline) or pinned by an operator.
     cursor_image: str | None = None

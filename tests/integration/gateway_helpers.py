@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from jobs.gateway.client import GatewayClient, GatewaySession, SessionMeta
+from gateway.client import GatewayClient, GatewaySession, SessionMeta
 from tests.conftest import REDIS_TEST_URL
 
 ROOT = Path(__file__).resolve().parents[2]

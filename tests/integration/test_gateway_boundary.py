@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from jobs.gateway.providers.gemini import FORWARDED_HEADERS
+from gateway.providers.gemini import FORWARDED_HEADERS
 from sandbox import Sandbox, SandboxSpec
 from sandbox.bridges import SocketBridge
 from sandbox.spec import Limits

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from jobs.gateway.client import session_state
+from gateway.client import session_state
 from tests.fakes.gemini_api import FakeGeminiAPI, Text
 from tests.integration.gateway_helpers import MODEL, GatewayProcess, gateway_env
 from tests.test_fake_gemini_api import gemini_cli_home

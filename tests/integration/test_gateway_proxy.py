@@ -13,8 +13,8 @@ import pytest
 from redis import Redis
 
 from jobs import keys
-from jobs.gateway.client import SessionMeta, check_budget, session_state
-from jobs.gateway.settings import GatewaySettings
+from gateway.client import SessionMeta, check_budget, session_state
+from gateway.settings import GatewaySettings
 from tests.fakes.gemini_api import FakeGeminiAPI, Text
 from tests.integration.pipeline_helpers import free_port
 from tests.integration.gateway_helpers import (

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from jobs import queue as jobs_queue
-from jobs.gateway.client import upstream_paused
+from gateway.client import upstream_paused
 from jobs.question import Origin, Question
 from jobs.redaction import forms_of
 from jobs.settings import JobSettings

@@ -10,10 +10,10 @@ import pytest
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from jobs.gateway.breaker import BreakerOpen, RedisBreaker
-from jobs.gateway.keypool import AllKeysExhausted, KeyPool
-from jobs.gateway.limiter import LimitTimeout, SharedLimits
-from jobs.gateway.settings import GatewaySettings
+from gateway.breaker import BreakerOpen, RedisBreaker
+from gateway.keypool import AllKeysExhausted, KeyPool
+from gateway.limiter import LimitTimeout, SharedLimits
+from gateway.settings import GatewaySettings
 from tests.conftest import REDIS_TEST_URL
 
 pytestmark = pytest.mark.redis
@@ -120,8 +120,8 @@ def test_breaker_opens_shared_and_half_opens_once(redis_client: Redis):
 
 def test_reservations_hold_room_across_gateways_and_a_dead_ones_is_charged(redis_client: Redis):
     from jobs import keys
-    from jobs.gateway.meta import SessionMeta
-    from jobs.gateway.reservations import BudgetHeld, BudgetUsedUp, Reservations
+    from gateway.meta import SessionMeta
+    from gateway.reservations import BudgetHeld, BudgetUsedUp, Reservations
 
     # A reservation lives ttl + read timeout + max wait: 1.7 s here.
     settings = GatewaySettings(budget_user_tokens=250, gateway_read_timeout=0.1, gateway_max_wait=0.6)

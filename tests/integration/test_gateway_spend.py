@@ -15,10 +15,10 @@ import pytest
 from redis import Redis
 
 from jobs import keys
-from jobs.gateway.client import session_state
-from jobs.gateway.metering import estimate_cost
-from jobs.gateway.settings import DEFAULT_PRICES
-from jobs.gateway.usage import Usage
+from gateway.client import session_state
+from gateway.metering import estimate_cost
+from gateway.settings import DEFAULT_PRICES
+from gateway.usage import Usage
 from tests.fakes.gemini_api import FakeGeminiAPI, Text
 from tests.integration.gateway_helpers import (
     GENERATE_PATH, MODEL, STREAM_PATH, GatewayProcess, call, gateway_env, request_body, run,

@@ -27,7 +27,7 @@ import pytest
 from redis import Redis
 from rq import Worker
 
-from jobs.gateway.client import session_state
+from gateway.client import session_state
 from jobs.queue import fetch
 from jobs.settings import RedisSettings
 from jobs.slack.final_message import REACTIONS

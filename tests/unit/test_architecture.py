@@ -1,4 +1,5 @@
-"""The layering, read from the imports: sandbox <- jobs <- bot, nothing runs back up.
+"""The layering, read from the imports: sandbox <- jobs <- bot, nothing runs back up; the
+model gateway is a process of its own beside them.
 
 Parsed with ast (no module is imported), so a violation fails here even when it sits in
 a function body or a branch that the other tests never reach.
@@ -7,6 +8,7 @@ a function body or a branch that the other tests never reach.
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +19,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Which top-level modules each package must never import.
 FORBIDDEN = {
-    "sandbox": {"jobs", "bot", "redis", "rq", "slack_sdk", "slack_bolt", "rq_dashboard"},
+    "sandbox": {"jobs", "bot", "gateway", "redis", "rq", "slack_sdk", "slack_bolt", "rq_dashboard"},
     "jobs": {"bot", "slack_bolt", "rq_dashboard", "flask"},
+    # Its own process: no Slack, no queue, no Docker, no worker.
+    "gateway": {"bot", "sandbox", "rq", "slack_sdk", "slack_bolt", "rq_dashboard", "docker", "flask"},
 }
+# What the gateway may take from jobs/: the one module of Redis key names, and the settings
+# tree's Redis section (every process connects to Redis the same way). Nothing of the worker.
+GATEWAY_USES_OF_JOBS = {"jobs.keys", "jobs.settings"}
+# How the others reach the gateway: its client (and its section of the settings tree);
+# `askbox gateway` starts its process.
+GATEWAY_FACES = {"gateway.client", "gateway.settings", "gateway.process"}
 # The only modules that talk to the Docker API themselves.
 DOCKER_MODULES = {
     "sandbox/runner.py",
@@ -38,20 +48,59 @@ def imported_modules(path: Path) -> set[str]:
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
+            # `from jobs import keys` uses the module jobs.keys (or a name of jobs; either way
+            # the rules below read it as what it names).
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
     return found
 
 
-def sources(package: str) -> list[Path]:
-    return sorted((ROOT / package).rglob("*.py"))
+def _within(module: str, allowed: set[str]) -> bool:
+    return any(module == a or module.startswith(a + ".") for a in allowed)
+
+
+def sources(package: str, root: Path = ROOT) -> list[Path]:
+    return sorted((root / package).rglob("*.py"))
+
+
+def layer_violations(package: str, root: Path = ROOT) -> list[str]:
+    bad = [
+        f"{path.relative_to(root)} imports {module}"
+        for path in sources(package, root)
+        for module in imported_modules(path)
+        if module.split(".")[0] in FORBIDDEN[package]
+    ]
+    if package == "gateway":
+        bad += [
+            f"{path.relative_to(root)} imports {module}"
+            for path in sources(package, root)
+            for module in imported_modules(path)
+            if module.split(".")[0] == "jobs" and module != "jobs" and not _within(module, GATEWAY_USES_OF_JOBS)
+        ]
+    return bad
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_no_imports_back_up_the_layers(package: str) -> None:
+    assert layer_violations(package) == []
+
+
+@pytest.mark.parametrize("planted", ["import bot.app", "from bot.ingress import handle", "from jobs.job import run",
+                                     "from jobs import worker", "import sandbox.runner", "import rq"])
+def test_a_planted_import_into_the_gateway_fails_the_check(tmp_path: Path, planted: str) -> None:
+    """The check above, on a copy of the gateway with one import planted: it must catch it."""
+    shutil.copytree(ROOT / "gateway", tmp_path / "gateway")
+    (tmp_path / "gateway" / "planted.py").write_text(f"def later():\n    {planted}\n")
+    assert layer_violations("gateway", tmp_path) != []
+    assert all("planted.py" in v for v in layer_violations("gateway", tmp_path))
+
+
+def test_the_gateway_is_reached_only_through_its_client() -> None:
     bad = [
         f"{path.relative_to(ROOT)} imports {module}"
+        for package in ("bot", "jobs", "sandbox")
         for path in sources(package)
         for module in imported_modules(path)
-        if module.split(".")[0] in FORBIDDEN[package]
+        if module.split(".")[0] == "gateway" and module != "gateway" and not _within(module, GATEWAY_FACES)
     ]
     assert bad == []
 
@@ -59,7 +108,7 @@ def test_no_imports_back_up_the_layers(package: str) -> None:
 def test_docker_is_imported_only_where_runs_are_made() -> None:
     bad = [
         str(path.relative_to(ROOT))
-        for package in ("bot", "jobs", "sandbox")
+        for package in ("bot", "gateway", "jobs", "sandbox")
         for path in sources(package)
         if str(path.relative_to(ROOT)) not in DOCKER_MODULES
         and any(m.split(".")[0] == "docker" for m in imported_modules(path))

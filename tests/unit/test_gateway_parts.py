@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from jobs.gateway.budgets import over_budget
-from jobs.gateway.client import GatewayClient, GatewayUnavailable, SessionMeta
-from jobs.gateway.errors import UpstreamError, describe_reset, next_pacific_midnight, parse_duration
-from jobs.gateway.metering import estimate_cost, price_for
-from jobs.gateway.settings import DEFAULT_PRICES, GatewaySettings
-from jobs.gateway.usage import Usage, UsageTracker
+from gateway.budgets import over_budget
+from gateway.client import GatewayClient, GatewayUnavailable, SessionMeta
+from gateway.errors import UpstreamError, describe_reset, next_pacific_midnight, parse_duration
+from gateway.metering import estimate_cost, price_for
+from gateway.settings import DEFAULT_PRICES, GatewaySettings
+from gateway.usage import Usage, UsageTracker
 from tests.fakes.gemini_api import daily_quota_exhausted, rate_limited
 
 
@@ -94,6 +94,6 @@ def test_client_without_a_gateway(tmp_path):
     with pytest.raises(GatewayUnavailable) as raised:
         client.open(SessionMeta(job_id="j", user="U"))
     assert "askbox gateway" in str(raised.value) and f"ASKBOX_GATEWAY_SOCKET_DIR={tmp_path}" in str(raised.value)
-    from jobs.gateway.meta import GatewaySession
+    from gateway.meta import GatewaySession
 
     client.close(GatewaySession(id="x", token="t", socket_dir=tmp_path))  # logs, never raises

@@ -1,4 +1,4 @@
-"""Gemini's route table and request allowlist (jobs/gateway/providers/gemini.py), and what
+"""Gemini's route table and request allowlist (gateway/providers/gemini.py), and what
 a response is charged: what the Gemini CLI and google-genai send passes unchanged in
 meaning; every other path, model, field and spelling is refused with a message."""
 
@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from jobs.gateway.metering import Charge, estimate_cost, price_for
-from jobs.gateway.providers import Refused
-from jobs.gateway.providers.gemini import FORWARDED_HEADERS, GeminiProvider
-from jobs.gateway.reservations import Reservation
-from jobs.gateway.settings import DEFAULT_PRICES
-from jobs.gateway.usage import Usage
+from gateway.metering import Charge, estimate_cost, price_for
+from gateway.providers import Refused
+from gateway.providers.gemini import FORWARDED_HEADERS, GeminiProvider
+from gateway.reservations import Reservation
+from gateway.settings import DEFAULT_PRICES
+from gateway.usage import Usage
 
 MODEL = "gemini-2.5-flash"
 STREAM = f"/v1beta/models/{MODEL}:streamGenerateContent"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from jobs import keys
-from jobs.gateway.limiter import LimitTimeout, SharedLimits, sleep_until
+from gateway.limiter import LimitTimeout, SharedLimits, sleep_until
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimite
 from redis.asyncio import Redis
 
 from jobs import keys
-from jobs.gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings
 
 
 class LimitTimeout(Exception):

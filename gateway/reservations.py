@@ -1,10 +1,10 @@
 """Reserving a request's spend before it goes upstream, atomically against every budget.
 
 The rule: a metered request is admitted only while every budget it counts against (its
-user's and channel's day, its question; jobs/gateway/budgets.py) has room left, that is
+user's and channel's day, its question; gateway/budgets.py) has room left, that is
 ``used + reserved < limit`` in tokens and in USD; it then reserves its estimate on each
 (the prompt's size plus the answer's cap, priced at its model's price). Settling the
-response (jobs/gateway/metering.py) removes the reservation and adds what was really used
+response (gateway/metering.py) removes the reservation and adds what was really used
 in one transaction. Settling never adds more than it removes (an estimate bounds what a
 request can use), so used + reserved passes the limit only by the last admission: requests
 running at once cross a budget by at most what that one reserved.
@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from jobs import keys
-from jobs.gateway.budgets import Budget, budgets_for
-from jobs.gateway.meta import SessionMeta
-from jobs.gateway.settings import GatewaySettings
+from gateway.budgets import Budget, budgets_for
+from gateway.meta import SessionMeta
+from gateway.settings import GatewaySettings
 
 # KEYS: per budget, its used hash then its reserved hash.
 # ARGV: now, id, tokens, usd, expires_at, the reserved hash's ttl (ms); then per budget: the used

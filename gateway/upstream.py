@@ -35,12 +35,12 @@ from multidict import CIMultiDict
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 from yarl import URL
 
-from jobs.gateway import metrics
-from jobs.gateway.breaker import RedisBreaker
-from jobs.gateway.errors import next_pacific_midnight
-from jobs.gateway.keypool import ApiKey, KeyPool
-from jobs.gateway.providers import Call, Provider
-from jobs.gateway.settings import GatewaySettings
+from gateway import metrics
+from gateway.breaker import RedisBreaker
+from gateway.errors import next_pacific_midnight
+from gateway.keypool import ApiKey, KeyPool
+from gateway.providers import Call, Provider
+from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 

@@ -2,5 +2,5 @@
 one shared rate limit, absorbed 429s and every token counted.
 
 Run it with ``askbox gateway``; the worker talks to it through
-:class:`jobs.gateway.client.GatewayClient`.
+:class:`gateway.client.GatewayClient`.
 """

@@ -16,9 +16,9 @@ from redis import Redis
 
 from jobs import keys
 
-from jobs.gateway.budgets import check_budget
-from jobs.gateway.meta import GatewaySession, SessionMeta
-from jobs.gateway.usage import SessionState, session_state
+from gateway.budgets import check_budget
+from gateway.meta import GatewaySession, SessionMeta
+from gateway.usage import SessionState, session_state
 
 log = logging.getLogger(__name__)
 

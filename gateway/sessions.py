@@ -23,8 +23,8 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from jobs import keys
-from jobs.gateway import metrics
-from jobs.gateway.meta import SessionMeta
+from gateway import metrics
+from gateway.meta import SessionMeta
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ USD; 0 = none), and the messages that say one is used up.
 
 The rule is used in three places, all reading the same Redis hashes: the worker before a
 container starts (sync Redis, :func:`check_budget`), the gateway when it reserves a
-request's spend (jobs/gateway/reservations.py, atomically in Redis), and the gateway after
+request's spend (gateway/reservations.py, atomically in Redis), and the gateway after
 it settled a response (:func:`over_budget`, which ends the session at once).
 """
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from redis import Redis
 
 from jobs import keys
-from jobs.gateway.meta import SessionMeta
-from jobs.gateway.settings import GatewaySettings
+from gateway.meta import SessionMeta
+from gateway.settings import GatewaySettings
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ import sys
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
-from jobs.gateway.server import Gateway
-from jobs.gateway.settings import GatewaySettings
+from gateway.server import Gateway
+from gateway.settings import GatewaySettings
 from jobs.settings import RedisSettings
 
-log = logging.getLogger("jobs.gateway")
+log = logging.getLogger("gateway")
 
 
 def _control_socket_live(path: str) -> bool:

@@ -4,7 +4,7 @@ health) and the Gemini API proxy on every session socket.
 A request on a session socket goes: the token (401/403), the session's own state (ended:
 429 with why), its requests in flight (``ASKBOX_GATEWAY_SESSION_CONCURRENCY``, else 429),
 the provider's route table and body allowlist (refused: 403/400, never forwarded), the
-spend reserved against the budgets (jobs/gateway/reservations.py), upstream (limits, key
+spend reserved against the budgets (gateway/reservations.py), upstream (limits, key
 pool, breaker, retries), then the answer streamed back and its spend settled.
 """
 
@@ -18,21 +18,21 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
-from jobs.gateway import metrics
-from jobs.gateway.breaker import BreakerOpen, RedisBreaker
-from jobs.gateway.budgets import over_budget
-from jobs.gateway.errors import describe_reset, error_response
-from jobs.gateway.keypool import AllKeysExhausted, KeyPool
-from jobs.gateway.limiter import LimitTimeout, SharedLimits
-from jobs.gateway.meta import SessionMeta
-from jobs.gateway.metering import Charge, Meter, estimate_cost, is_priced, price_for
-from jobs.gateway.providers import Call, Refused
-from jobs.gateway.providers.gemini import GeminiProvider
-from jobs.gateway.reservations import BudgetHeld, BudgetUsedUp, Reservation, Reservations
-from jobs.gateway.sessions import AuthError, Session, Sessions
-from jobs.gateway.settings import GatewaySettings
-from jobs.gateway.upstream import DROP_RESPONSE, Attempts, Upstream, UpstreamRedirect, UpstreamRetryable
-from jobs.gateway.usage import Usage, UsageTracker
+from gateway import metrics
+from gateway.breaker import BreakerOpen, RedisBreaker
+from gateway.budgets import over_budget
+from gateway.errors import describe_reset, error_response
+from gateway.keypool import AllKeysExhausted, KeyPool
+from gateway.limiter import LimitTimeout, SharedLimits
+from gateway.meta import SessionMeta
+from gateway.metering import Charge, Meter, estimate_cost, is_priced, price_for
+from gateway.providers import Call, Refused
+from gateway.providers.gemini import GeminiProvider
+from gateway.reservations import BudgetHeld, BudgetUsedUp, Reservation, Reservations
+from gateway.sessions import AuthError, Session, Sessions
+from gateway.settings import GatewaySettings
+from gateway.upstream import DROP_RESPONSE, Attempts, Upstream, UpstreamRedirect, UpstreamRetryable
+from gateway.usage import Usage, UsageTracker
 
 log = logging.getLogger(__name__)
 

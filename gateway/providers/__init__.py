@@ -14,7 +14,7 @@ A provider is the single owner of everything that depends on its wire protocol:
 
 The gateway (server.py, upstream.py) asks the provider and knows no path, field or
 header name itself, so a second provider (Anthropic, OpenAI) is one more module here
-with its own route table and meter. Gemini's is :mod:`jobs.gateway.providers.gemini`.
+with its own route table and meter. Gemini's is :mod:`gateway.providers.gemini`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from multidict import CIMultiDict
 
-from jobs.gateway.errors import UpstreamError
-from jobs.gateway.usage import UsageTracker
+from gateway.errors import UpstreamError
+from gateway.usage import UsageTracker
 
 
 class Refused(Exception):

@@ -2,7 +2,7 @@
 and model: session totals and daily totals per user and channel in Redis, Prometheus.
 
 What a response is charged: the usage it reported when it arrived whole; its reservation
-(jobs/gateway/reservations.py) when it reported none or was cut off (the client hung up,
+(gateway/reservations.py) when it reported none or was cut off (the client hung up,
 the upstream stream broke), or its reported usage if that is more. Settling removes the
 reservation in the same transaction.
 """
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from jobs import keys
-from jobs.gateway import metrics
-from jobs.gateway.meta import SessionMeta
-from jobs.gateway.reservations import Reservation
-from jobs.gateway.usage import Usage
+from gateway import metrics
+from gateway.meta import SessionMeta
+from gateway.reservations import Reservation
+from gateway.usage import Usage
 
 
 def price_for(prices: dict[str, dict[str, float]], model: str) -> dict[str, float]:

@@ -25,10 +25,10 @@ from aiohttp import web
 from multidict import CIMultiDict
 from pydantic import BaseModel, ValidationError
 
-from jobs.gateway.errors import UpstreamError, error_response
-from jobs.gateway.providers import Call, Provider, Refused
-from jobs.gateway.providers.gemini_schema import CountTokensRequest, GenerateContentRequest
-from jobs.gateway.usage import UsageTracker
+from gateway.errors import UpstreamError, error_response
+from gateway.providers import Call, Provider, Refused
+from gateway.providers.gemini_schema import CountTokensRequest, GenerateContentRequest
+from gateway.usage import UsageTracker
 
 KEY_HEADER = "x-goog-api-key"
 # What the clients send that upstream may use: content negotiation and the SDK's
