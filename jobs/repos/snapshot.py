@@ -20,10 +20,8 @@ exclusive lock without waiting, i.e. when no question is reading it.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -33,6 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from jobs.repos.denylist import denied
 from jobs.repos.git import GIT, base_env, run_git
 from jobs.repos.locks import WouldBlock, locked
 from jobs.repos.resolve import RepoRef
@@ -44,52 +43,6 @@ _BLOB_MODES = {"100644": 0o644, "100755": 0o755}
 # the lock that keeps the sweep of unused ones away from a snapshot being made. Neither
 # ends in ".lock": the cleanup takes "<commit>-<variant>.lock" files for snapshots.
 BLOBS, BLOBS_LOCK = ".blobs", ".blobs-lock"
-
-
-def denied(path: str, patterns: tuple[str, ...]) -> bool:
-    """Whether a tree path is kept out: a pattern without "/" matches any file or
-    directory name at any depth, one with "/" the path from the repository's root; either
-    way a matching directory takes its whole subtree with it. ``*`` and ``?`` stay within
-    one name, ``**`` crosses names."""
-    return _deny_regex(patterns).search(path) is not None
-
-
-@functools.lru_cache(maxsize=64)
-def _deny_regex(patterns: tuple[str, ...]) -> re.Pattern[str]:
-    # One regex for all patterns: a snapshot asks it once per file of the tree.
-    names = [_glob(p) for p in patterns if "/" not in p]
-    paths = [_glob(p.strip("/")) for p in patterns if "/" in p]
-    alternatives = []
-    if names:
-        alternatives.append(f"(?:^|/)(?:{'|'.join(names)})(?:/|$)")
-    if paths:
-        alternatives.append(f"^(?:{'|'.join(paths)})(?:/|$)")
-    return re.compile("|".join(alternatives) or r"(?!)", re.DOTALL)
-
-
-def _glob(pattern: str) -> str:
-    out, i = [], 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[" and (close := pattern.find("]", i + 2)) != -1:
-            body = pattern[i + 1:close]
-            negate = body.startswith(("!", "^"))
-            body = re.escape(body[1:] if negate else body).replace("\\-", "-")
-            out.append(f"[{'^/' if negate else ''}{body}]")
-            i = close + 1
-            continue
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
 
 
 class Snapshots:
