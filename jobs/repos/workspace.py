@@ -30,7 +30,7 @@ from jobs.repos.head import head_commit, object_store
 from jobs.repos.mirror import Mirror, MirrorState
 from jobs.repos.readability import LiveTree, Unreadable, live_tree
 from jobs.repos.resolve import RepoRef
-from jobs.repos.snapshot import Snapshots
+from jobs.repos.snapshot import DeniedInHistory, Snapshots
 from sandbox.spec import Masks
 
 log = logging.getLogger(__name__)
@@ -133,9 +133,15 @@ def mount(pinned: Pin, snapshots: Path) -> Iterator[Workspace]:
     with ExitStack() as held:
         try:
             root = held.enter_context(Snapshots(snapshots).lease(repo, pinned.git_dir, pinned.commit))
-        except (OSError, GitFailed, RuntimeError) as exc:
+        except DeniedInHistory as exc:
+            raise RepoUnavailable(f"The repository {repo.name} has history: true, but {exc}, which the secrets "
+                                  "denylist keeps out (git show would print it): remove \"history\" from its "
+                                  "entry, or the file from its history.") from None
+        except OSError as exc:
             raise RepoUnavailable(f"Cannot make a snapshot of {repo.name} at {pinned.commit[:7]} in {snapshots}: "
                                   f"{exc}. Set ASKBOX_REPO_SNAPSHOTS to a directory the worker can write.") from None
+        except (GitFailed, RuntimeError) as exc:
+            raise RepoUnavailable(f"Cannot make a snapshot of {repo.name} at {pinned.commit[:7]}: {exc}.") from None
         yield Workspace(repo=repo, root=root, commit=pinned.commit, notice=pinned.notice)
 
 
