@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from jobs.repos.checkout import OutsideCheckout, object_store, objects_view
 from jobs.repos.git import GitFailed
 from jobs.repos.head import head_commit
-from jobs.repos.mirror import Mirror, MirrorState
+from jobs.repos.mirror import Mirror, MirrorState, sweep_mirrors
 from jobs.repos.readability import LiveTree, Unreadable, live_tree
 from jobs.repos.resolve import RepoRef
 from jobs.repos.snapshot import DeniedInHistory, Snapshots
@@ -162,9 +162,16 @@ def mount(pinned: Pin, snapshots: Path) -> Iterator[Workspace]:
 
 def refresh_all(repos: list[RepoRef], mirrors: Path, snapshots: Path, refresh: float, idle: float,
                 fetch_timeout: float = 120) -> None:
-    """One round of the worker's refresher: every remote fetched when due, idle snapshots removed."""
+    """One round of the worker's refresher: every remote fetched when due; mirrors of no
+    configured remote (a URL changed, a repository removed) and idle snapshots removed."""
+    kept = set()
     for repo in repos:
         if repo.url is not None:
-            Mirror(repo, mirrors, timeout=fetch_timeout).refresh(refresh)
+            mirror = Mirror(repo, mirrors, timeout=fetch_timeout)
+            mirror.refresh(refresh)
+            kept.add(mirror.path.name)
+    if mirrors.is_dir():
+        sweep_mirrors(mirrors, kept, idle)
     if snapshots.is_dir():
         Snapshots(snapshots).cleanup(idle)
+
