@@ -17,8 +17,10 @@ say can make git run a command, whoever wrote them. Every git askbox runs goes t
 - works only in repositories askbox made itself (mirrors, snapshots, and the object view
   of a local checkout: jobs/repos/checkout.py), named with ``--git-dir``, so there is no
   discovery and no ``safe.directory`` exception to make. A local checkout is read as
-  files (its HEAD, jobs/repos/head.py) and as objects (its object store, through a view of
-  askbox's own): git never opens it as a repository.
+  files (its HEAD, jobs/repos/head.py; its config with ``git config --file``) and as
+  objects (its object store, through a view of askbox's own): git opens it as a
+  repository only to resolve a reftable HEAD (jobs/repos/checkout.py), under the
+  overrides above.
 
 Credentials:
 
