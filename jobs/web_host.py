@@ -33,13 +33,13 @@ parses remotes but has no permalink shapes for all four, and is barely maintaine
 from __future__ import annotations
 
 import re
-import shutil
 import string
-import subprocess
 from dataclasses import dataclass
 from typing import Literal
 from pathlib import Path
 from urllib.parse import quote, urlsplit
+
+from jobs.repos.checkout import origin_url
 
 HostKind = Literal["github", "gitlab", "bitbucket", "gitea", "template"]
 TEMPLATE_FIELDS = frozenset({"host", "repo", "commit", "path", "start", "end"})
@@ -183,16 +183,7 @@ def web_host(remote: str | None, template: str | None = None) -> WebHost | None:
 
 def checkout_remote(checkout: Path) -> str | None:
     """``remote.origin.url`` of a local checkout (a repository given as a directory), or
-    None. ``git config --get`` only reads; what it returns goes through ``parse_remote``,
-    which keeps no credential."""
-    git = shutil.which("git")
-    if git is None:
-        return None
-    try:
-        result = subprocess.run(
-            [git, "-c", "safe.directory=*", "-C", str(checkout), "config", "--get", "remote.origin.url"],
-            capture_output=True, text=True, timeout=10, check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
+    None: read from its own config file as data (jobs/repos/checkout.py), never by git
+    run in the checkout. What it returns goes through ``parse_remote``, which keeps no
+    credential."""
+    return origin_url(checkout)

@@ -12,8 +12,9 @@ A token is named, never given: ``token_env`` names the variable holding it, read
 the settings load (the bot, which only needs the names, may not have it). URLs must not
 carry credentials: they are stored in the mirror's state and shown in messages.
 
-``deny`` adds patterns to ``DEFAULT_DENY``; the defaults cannot be switched off per repo
-(a secret excluded by accident is a smaller harm than one shown in a public channel).
+``deny`` adds gitignore patterns to ``DEFAULT_DENY`` (jobs/repos/denylist.py); the defaults
+cannot be switched off per repo, nor a ``!`` pattern take a file back (a secret excluded by
+accident is a smaller harm than one shown in a public channel).
 """
 
 from __future__ import annotations
@@ -30,8 +31,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-# Files a snapshot never holds, whatever the repository (README, "Repositories").
-DEFAULT_DENY: tuple[str, ...] = (".env*", "*.pem", "id_rsa*", "id_ed25519*", "id_ecdsa*", "*.key", ".git")
+from jobs.repos.denylist import DEFAULT_DENY, check_pattern
 
 _SCP = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:(?!//)")  # git@host:org/repo.git
 _SCHEMES = {"https", "http", "ssh", "git+ssh", "file"}
@@ -88,6 +88,7 @@ class RepoEntry(BaseModel):
         for pattern in self.deny:
             if not pattern or pattern.startswith("/") or "\0" in pattern:
                 raise ValueError(f"deny pattern {pattern!r}: a glob relative to the repository, e.g. \"*.secret\"")
+            check_pattern(pattern)  # a ValueError naming the pattern
         if self.token_env is not None:
             if not _ENV_NAME.match(self.token_env):
                 raise ValueError(f"token_env {self.token_env!r} is not an environment variable name")

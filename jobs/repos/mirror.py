@@ -1,8 +1,11 @@
 """A bare mirror of one git remote on this worker host, fetched when it is older than allowed.
 
 ``<mirrors>/<slug>.git`` holds the branch's tip in ``refs/askbox/tip`` (the branch asked
-for, or the remote's HEAD). The remote's URL is not in the mirror's config: every fetch
-names it, so nothing but the commit graph is stored. Next to it, ``<slug>.json`` records
+for, or the remote's HEAD). The slug names the repository, its URL and branch
+(jobs/repos/resolve.py): a mirror is of one remote only, and one that no configured
+repository uses any more is swept by the refresher (``sweep_mirrors``). The remote's URL
+is not in the mirror's config: every fetch names it, so nothing but the commit graph is
+stored. Next to it, ``<slug>.json`` records
 the last good fetch and the last failure, and ``<slug>.lock`` makes one fetch at a time
 per host: a question that waited for another's fetch uses its result, fetching once.
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +24,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from jobs.repos.git import GitFailed, remote_env, run_git
-from jobs.repos.locks import locked
+from jobs.repos.locks import WouldBlock, locked
 from jobs.repos.resolve import RepoRef
 
 TIP = "refs/askbox/tip"
@@ -80,10 +84,10 @@ class Mirror:
             if not self.path.is_dir():
                 self._create()
             source = f"refs/heads/{self.repo.branch}" if self.repo.branch else "HEAD"
-            run_git(["-C", str(self.path), "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+            run_git(["--git-dir", str(self.path), "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
                      "--", self.repo.url or "", f"+{source}:{TIP}"],
                     env=remote_env(self.repo, self.root), timeout=self.timeout, secrets=secrets)
-            commit = run_git(["-C", str(self.path), "rev-parse", "--verify", "--quiet", f"{TIP}^{{commit}}"]
+            commit = run_git(["--git-dir", str(self.path), "rev-parse", "--verify", "--quiet", f"{TIP}^{{commit}}"]
                              ).stdout.decode().strip()
             state = MirrorState(commit=commit, fetched_at=started, attempted_at=started)
         except GitFailed as exc:
@@ -100,10 +104,38 @@ class Mirror:
         run_git(["init", "--quiet", "--bare", str(tmp)])
         # No `gc --auto` detached into the background from a question's fetch (it would outlive
         # the work-horse); a mirror only grows by what the branch gains.
-        run_git(["-C", str(tmp), "config", "gc.auto", "0"])
+        run_git(["--git-dir", str(tmp), "config", "gc.auto", "0"])
         tmp.rename(self.path)
 
     def _save(self, state: MirrorState) -> None:
         tmp = self.state_file.with_suffix(f".tmp-{os.getpid()}")
         tmp.write_text(json.dumps(state.model_dump()))
         tmp.replace(self.state_file)
+
+
+def sweep_mirrors(root: Path, kept: set[str], idle: float) -> list[Path]:
+    """Remove the mirrors in ``root`` not named in ``kept`` whose last fetch (good or not)
+    is older than ``idle`` seconds; returns them. A mirror of another worker's
+    configuration is fetched by its refresher, so it never gets that old; one being
+    fetched holds its lock and is left for the next round."""
+    removed: list[Path] = []
+    now = time.time()
+    for mirror in root.glob("*.git"):
+        if mirror.name in kept or not mirror.is_dir():
+            continue
+        slug = mirror.name.removesuffix(".git")
+        state, lock = root / f"{slug}.json", root / f"{slug}.lock"
+        try:
+            with locked(lock, exclusive=True, blocking=False):
+                last = state.stat().st_mtime if state.exists() else mirror.stat().st_mtime
+                if now - last < idle:
+                    continue
+                aside = root / f".rm-{slug}-{os.getpid()}"  # renamed first: never half a mirror
+                mirror.rename(aside)
+                shutil.rmtree(aside, ignore_errors=True)
+                state.unlink(missing_ok=True)
+                removed.append(mirror)
+            lock.unlink(missing_ok=True)
+        except WouldBlock:
+            continue
+    return removed

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from jobs.repos.snapshot import denied
+from jobs.repos.denylist import denied
 from sandbox.spec import SANDBOX_USER
 
 _UID, _, _GID = SANDBOX_USER.partition(":")
@@ -79,7 +79,7 @@ def live_tree(root: Path, deny: tuple[str, ...]) -> LiveTree:
         for name in subdirs:
             rel = rel_dir + name
             full = Path(directory, name)
-            if denied(rel, deny):
+            if denied(rel, deny, directory=True):
                 if not full.is_symlink():
                     dirs.append(rel)
                 continue  # masked: its contents do not matter

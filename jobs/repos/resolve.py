@@ -49,9 +49,22 @@ class RepoRef(BaseModel):
 
     @property
     def slug(self) -> str:
-        """A directory name for this repository's mirror and snapshots."""
+        """A directory name for this repository's mirror and snapshots: its name, and for a
+        remote its URL and branch too. A name given another URL gets a mirror of its own at
+        once (never the old remote's commit, nor two remotes' objects in one mirror); the
+        old one is swept when unused (jobs/repos/mirror.py)."""
         readable = re.sub(r"[^A-Za-z0-9._-]", "_", self.name).strip("._")[:40] or "repo"
-        return f"{readable}-{hashlib.sha256(self.name.encode()).hexdigest()[:8]}"
+        key = self.name if self.url is None else "\0".join((self.name, _normalised(self.url), self.branch or ""))
+        return f"{readable}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def _normalised(url: str) -> str:
+    """One spelling per remote: scheme and host are case-insensitive, a trailing "/" means nothing."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return url.rstrip("/")  # scp-style user@host:path
+    user, at, host = parts.netloc.rpartition("@")
+    return urlunsplit((parts.scheme.lower(), f"{user}{at}{host.lower()}", parts.path.rstrip("/"), parts.query, ""))
 
 
 class UnknownRepo(ValueError):

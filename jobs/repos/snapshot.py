@@ -20,10 +20,8 @@ exclusive lock without waiting, i.e. when no question is reading it.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -33,7 +31,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from jobs.repos.git import GIT, base_env, run_git
+from jobs.repos.denylist import denied
+from jobs.repos.git import base_env, git_argv, git_records, run_git
 from jobs.repos.locks import WouldBlock, locked
 from jobs.repos.resolve import RepoRef
 from sandbox.spec import SANDBOX_USER
@@ -44,52 +43,6 @@ _BLOB_MODES = {"100644": 0o644, "100755": 0o755}
 # the lock that keeps the sweep of unused ones away from a snapshot being made. Neither
 # ends in ".lock": the cleanup takes "<commit>-<variant>.lock" files for snapshots.
 BLOBS, BLOBS_LOCK = ".blobs", ".blobs-lock"
-
-
-def denied(path: str, patterns: tuple[str, ...]) -> bool:
-    """Whether a tree path is kept out: a pattern without "/" matches any file or
-    directory name at any depth, one with "/" the path from the repository's root; either
-    way a matching directory takes its whole subtree with it. ``*`` and ``?`` stay within
-    one name, ``**`` crosses names."""
-    return _deny_regex(patterns).search(path) is not None
-
-
-@functools.lru_cache(maxsize=64)
-def _deny_regex(patterns: tuple[str, ...]) -> re.Pattern[str]:
-    # One regex for all patterns: a snapshot asks it once per file of the tree.
-    names = [_glob(p) for p in patterns if "/" not in p]
-    paths = [_glob(p.strip("/")) for p in patterns if "/" in p]
-    alternatives = []
-    if names:
-        alternatives.append(f"(?:^|/)(?:{'|'.join(names)})(?:/|$)")
-    if paths:
-        alternatives.append(f"^(?:{'|'.join(paths)})(?:/|$)")
-    return re.compile("|".join(alternatives) or r"(?!)", re.DOTALL)
-
-
-def _glob(pattern: str) -> str:
-    out, i = [], 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[" and (close := pattern.find("]", i + 2)) != -1:
-            body = pattern[i + 1:close]
-            negate = body.startswith(("!", "^"))
-            body = re.escape(body[1:] if negate else body).replace("\\-", "-")
-            out.append(f"[{'^/' if negate else ''}{body}]")
-            i = close + 1
-            continue
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
 
 
 class Snapshots:
@@ -155,7 +108,7 @@ class Snapshots:
             with locked(tree.parent / BLOBS_LOCK, exclusive=False):  # no sweep while we link
                 write_tree(git_dir, commit, tmp, repo.deny, blobs)
             if repo.history:
-                _history(git_dir, commit, tmp / ".git")
+                _history(git_dir, commit, tmp / ".git", repo.deny)
                 if os.geteuid() == 0:  # git checks the work tree's owner too
                     os.chown(tmp, SANDBOX_UID, SANDBOX_UID)
             tmp.chmod(0o755)
@@ -211,7 +164,7 @@ def write_tree(git_dir: Path, commit: str, dest: Path, deny: tuple[str, ...], bl
     if blobs is not None:
         entries = [entry for entry in entries if not _linked(entry, blobs, base, ensure_dir)]
 
-    cat = subprocess.Popen([GIT, "-c", "safe.directory=*", "--git-dir", str(git_dir), "cat-file", "--batch"],
+    cat = subprocess.Popen([*git_argv(), "--git-dir", str(git_dir), "cat-file", "--batch"],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=base_env())
     assert cat.stdin is not None and cat.stdout is not None
 
@@ -283,14 +236,32 @@ def _safe(path: str) -> bool:
     return all(p not in ("", ".", "..") and p.lower() != ".git" for p in parts)
 
 
-def _history(source: Path, commit: str, dest: Path) -> None:
-    """A bare repository of ``commit``'s history only: no remote, no source config."""
-    run_git(["init", "--quiet", "--bare", str(dest)])
-    run_git(["--git-dir", str(source), "push", "--quiet", "--no-verify", str(dest), f"{commit}:refs/heads/askbox"],
-            env={**base_env(), "GIT_DIR": str(source)})
+class DeniedInHistory(Exception):
+    """``history: true`` refused: the pinned commit's history holds a denied path."""
+
+    def __init__(self, path: str, commit: str, more: int) -> None:
+        super().__init__(f"its history holds {path!r} (commit {commit[:12]})"
+                         + (f" and {more} more denied path{'s' * (more > 1)}" if more else ""))
+        self.path, self.commit, self.more = path, commit, more
+
+
+def _history(source: Path, commit: str, dest: Path, deny: tuple[str, ...]) -> None:
+    """A bare repository of ``commit``'s history only: no remote, no source config.
+
+    Made from the destination's side (``git --git-dir DEST fetch SOURCE commit``), so no
+    git runs in ``source`` reading its config (``source`` is a mirror or an object view
+    of askbox's own anyway). Refused with ``DeniedInHistory`` when any commit of that
+    history holds a denied path: ``git show <commit>:.env`` would print what the tree
+    leaves out. Refused rather than rewritten: a rewrite costs a pass over every blob of
+    the history and gives commits other ids than the ones the answer and its links name;
+    the check is one pass over the names of the paths each commit changed."""
+    found = denied_in_history(source, commit, deny)
+    if found is not None:
+        raise found
+    run_git(["init", "--quiet", "--bare", "--template=", str(dest)])  # no template: no sample hooks
+    run_git(["--git-dir", str(dest), "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--",
+             str(source), f"{commit}:refs/heads/askbox"], timeout=600)
     run_git(["--git-dir", str(dest), "symbolic-ref", "HEAD", "refs/heads/askbox"])
-    for hook in (dest / "hooks").glob("*"):
-        hook.unlink()
     owner = SANDBOX_UID if os.geteuid() == 0 else -1  # git refuses a repository of another owner
     for directory, dirs, files in os.walk(dest):
         os.chmod(directory, 0o755)
@@ -298,3 +269,31 @@ def _history(source: Path, commit: str, dest: Path) -> None:
         for name in files:
             os.chmod(os.path.join(directory, name), 0o644)
             os.chown(os.path.join(directory, name), owner, owner)
+
+
+def denied_in_history(git_dir: Path, commit: str, deny: tuple[str, ...]) -> DeniedInHistory | None:
+    """The newest denied path any commit reachable from ``commit`` holds, or None.
+
+    Every path a history holds was added or changed by one of its commits (a merge's
+    additions show against its first parent), so ``git log --name-only`` without
+    deletions lists them all; each name is matched once."""
+    seen: dict[str, str] = {}  # path -> the newest commit that holds it
+    current, header, first = "", True, False
+    # "%x00%H": an empty record before each commit id (a path is never empty); the first
+    # path after it starts with the newline that ends the header.
+    for record in git_records(["--git-dir", str(git_dir), "log", "--format=%x00%H", "--name-only", "-z",
+                               "--no-renames", "--diff-merges=first-parent", "--diff-filter=d", commit, "--"]):
+        if not record:
+            header = True
+            continue
+        if header:
+            current, header, first = record.decode(), False, True
+            continue
+        if first:
+            record, first = record.removeprefix(b"\n"), False
+        seen.setdefault(record.decode("utf-8", errors="surrogateescape"), current)
+    hits = [(path, sha) for path, sha in seen.items() if denied(path, deny)]
+    if not hits:
+        return None
+    path, sha = hits[0]
+    return DeniedInHistory(path, sha, len(hits) - 1)

@@ -8,7 +8,8 @@ from a resolved repository to a mount, for the worker (jobs/job.py) and ``askbox
   answers from the last good commit, with a notice; no commit at all is ``RepoUnavailable``),
   then a snapshot of its tip;
 - a local git checkout: a snapshot of its HEAD commit (what is committed: uncommitted
-  changes are not seen);
+  changes are not seen), its objects read through a view of askbox's own
+  (jobs/repos/checkout.py: git never runs in the checkout, nor reads outside it);
 - a local directory that is no checkout: mounted as it is, once the sandbox user is known
   to be able to read it, with the denylist masked.
 
@@ -25,12 +26,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from jobs.repos.checkout import OutsideCheckout, object_store, objects_view
 from jobs.repos.git import GitFailed
-from jobs.repos.head import head_commit, object_store
-from jobs.repos.mirror import Mirror, MirrorState
+from jobs.repos.head import head_commit
+from jobs.repos.mirror import Mirror, MirrorState, sweep_mirrors
 from jobs.repos.readability import LiveTree, Unreadable, live_tree
 from jobs.repos.resolve import RepoRef
-from jobs.repos.snapshot import Snapshots
+from jobs.repos.snapshot import DeniedInHistory, Snapshots
 from sandbox.spec import Masks
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,8 @@ class Pin(BaseModel):
 
     repo: RepoRef
     commit: str | None  # None for a directory that is no git checkout
-    git_dir: Path | None = None  # where the commit's objects are (the mirror, or the checkout's)
+    git_dir: Path | None = None  # a remote's mirror, where the commit's objects are
+    objects: Path | None = None  # a local checkout's object store (read through a view)
     live: LiveTree | None = None  # a directory mounted as it is, with what to mask
     notice: str | None = None  # said with the answer: e.g. it comes from an older commit
 
@@ -109,9 +112,13 @@ def pin(repo: RepoRef, mirrors: Path, refresh: float, fetch_timeout: float = 120
                               "on this worker: check ASKBOX_REPOS.")
     if not path.is_dir():
         raise RepoUnavailable(f"The repository {repo.name} is configured at {path}, which is not a directory.")
-    commit, git_dir = head_commit(path), object_store(path)
-    if commit is not None and git_dir is not None:
-        return Pin(repo=repo, commit=commit, git_dir=git_dir)
+    try:
+        commit, objects = head_commit(path), object_store(path)
+    except OutsideCheckout as exc:
+        raise RepoUnavailable(f"The repository {repo.name} at {path} is refused: {exc}. askbox reads a checkout's "
+                              "git data only from inside it.") from None
+    if commit is not None and objects is not None:
+        return Pin(repo=repo, commit=commit, objects=objects)
     try:
         return Pin(repo=repo, commit=None, live=live_tree(path, repo.deny))
     except Unreadable as exc:
@@ -129,22 +136,42 @@ def mount(pinned: Pin, snapshots: Path) -> Iterator[Workspace]:
         yield Workspace(repo=repo, root=live.root, commit=None,
                         masks=Masks(files=live.masked_files, dirs=live.masked_dirs))
         return
-    assert pinned.commit is not None and pinned.git_dir is not None
+    assert pinned.commit is not None and (pinned.git_dir or pinned.objects) is not None
+    commit = pinned.commit
     with ExitStack() as held:
         try:
-            root = held.enter_context(Snapshots(snapshots).lease(repo, pinned.git_dir, pinned.commit))
-        except (OSError, GitFailed, RuntimeError) as exc:
-            raise RepoUnavailable(f"Cannot make a snapshot of {repo.name} at {pinned.commit[:7]} in {snapshots}: "
+            with ExitStack() as source:  # a checkout's view lives only while the snapshot is made
+                git_dir = pinned.git_dir
+                if git_dir is None:
+                    assert repo.path is not None and pinned.objects is not None
+                    git_dir = source.enter_context(objects_view(repo.path, pinned.objects))
+                root = held.enter_context(Snapshots(snapshots).lease(repo, git_dir, commit))
+        except DeniedInHistory as exc:
+            raise RepoUnavailable(f"The repository {repo.name} has history: true, but {exc}, which the secrets "
+                                  "denylist keeps out (git show would print it): remove \"history\" from its "
+                                  "entry, or the file from its history.") from None
+        except OutsideCheckout as exc:
+            raise RepoUnavailable(f"The repository {repo.name} at {repo.path} is refused: {exc}.") from None
+        except OSError as exc:
+            raise RepoUnavailable(f"Cannot make a snapshot of {repo.name} at {commit[:7]} in {snapshots}: "
                                   f"{exc}. Set ASKBOX_REPO_SNAPSHOTS to a directory the worker can write.") from None
-        yield Workspace(repo=repo, root=root, commit=pinned.commit, notice=pinned.notice)
+        except (GitFailed, RuntimeError) as exc:
+            raise RepoUnavailable(f"Cannot make a snapshot of {repo.name} at {commit[:7]}: {exc}.") from None
+        yield Workspace(repo=repo, root=root, commit=commit, notice=pinned.notice)
 
 
 def refresh_all(repos: list[RepoRef], mirrors: Path, snapshots: Path, refresh: float, idle: float,
                 fetch_timeout: float = 120) -> None:
-    """One round of the worker's refresher: every remote fetched when due, idle snapshots removed."""
+    """One round of the worker's refresher: every remote fetched when due; mirrors of no
+    configured remote (a URL changed, a repository removed) and idle snapshots removed."""
+    kept = set()
     for repo in repos:
         if repo.url is not None:
-            Mirror(repo, mirrors, timeout=fetch_timeout).refresh(refresh)
+            mirror = Mirror(repo, mirrors, timeout=fetch_timeout)
+            mirror.refresh(refresh)
+            kept.add(mirror.path.name)
+    if mirrors.is_dir():
+        sweep_mirrors(mirrors, kept, idle)
     if snapshots.is_dir():
         Snapshots(snapshots).cleanup(idle)
 

@@ -159,3 +159,95 @@ class GitHTTPServer:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+# Every hook git knows (githooks(5)): a repository's own hooks must never run.
+HOOKS = ("applypatch-msg", "pre-applypatch", "post-applypatch", "pre-commit", "pre-merge-commit",
+         "prepare-commit-msg", "commit-msg", "post-commit", "pre-rebase", "post-checkout", "post-merge", "pre-push",
+         "pre-receive", "update", "proc-receive", "post-receive", "post-update", "reference-transaction",
+         "push-to-checkout", "pre-auto-gc", "post-rewrite", "sendemail-validate", "fsmonitor-watchman",
+         "post-index-change")
+
+
+def arm(repo: Path, markers: Path, origin: str | None = None) -> list[str]:
+    """Arms ``repo`` (a checkout or a bare repository) as an attacker who can write it
+    would: every config key known to make git run a command (directly, through an
+    ``include``, or a URL rewrite to ``ext::``), every hook, filter and diff drivers on all
+    files, and a partial clone's promisor remote that runs a command when an object is
+    missing. Each leaves a file named after itself in ``markers``, which must stay empty.
+    ``origin`` becomes ``remote.origin.url`` (for citations). Returns what was armed."""
+    git_dir = repo / ".git" if (repo / ".git").is_dir() else repo
+    bin_dir = markers.with_name(markers.name + "-bin")
+    hooks = markers.with_name(markers.name + "-hooks")
+    for directory in (markers, bin_dir, hooks, git_dir / "hooks", git_dir / "info"):
+        directory.mkdir(parents=True, exist_ok=True)
+    assert " " not in str(markers), "ext:: commands below are space-separated"
+
+    def script(name: str) -> str:
+        path = bin_dir / name
+        path.write_text(f"#!/bin/sh\ntouch '{markers}/{name}'\ncat\n")
+        path.chmod(0o755)
+        return str(path)
+
+    for hook in HOOKS:
+        for where in (git_dir / "hooks", hooks):
+            (where / hook).write_text(f"#!/bin/sh\ntouch '{markers}/hook-{hook}'\n")
+            (where / hook).chmod(0o755)
+    ext = f"ext::sh -c touch% {markers}/ext-"
+    settings = {
+        "core.repositoryformatversion": "1",
+        "core.hooksPath": str(hooks),
+        "core.fsmonitor": script("core.fsmonitor"),
+        "core.sshCommand": script("core.sshCommand"),
+        "core.gitProxy": script("core.gitProxy"),
+        "core.askPass": script("core.askPass"),
+        "core.pager": script("core.pager"),
+        "core.editor": script("core.editor"),
+        "core.alternateRefsCommand": script("core.alternateRefsCommand"),
+        "credential.helper": "!" + script("credential.helper"),
+        "diff.external": script("diff.external"),
+        "diff.evil.textconv": script("diff.evil.textconv"),
+        "diff.evil.command": script("diff.evil.command"),
+        "filter.evil.smudge": script("filter.evil.smudge"),
+        "filter.evil.clean": script("filter.evil.clean"),
+        "filter.evil.process": script("filter.evil.process"),
+        "filter.evil.required": "true",
+        "merge.evil.driver": script("merge.evil.driver"),
+        "log.showSignature": "true",
+        "gpg.program": script("gpg.program"),
+        "gpg.ssh.program": script("gpg.ssh.program"),
+        "pager.log": script("pager.log"),
+        "sequence.editor": script("sequence.editor"),
+        "uploadpack.packObjectsHook": script("uploadpack.packObjectsHook"),
+        "uploadpack.allowAnySHA1InWant": "true",
+        "trace2.normalTarget": str(markers / "trace2"),  # writes a file, if ever read from here
+        "protocol.allow": "always",
+        "protocol.ext.allow": "always",
+        "protocol.fd.allow": "always",
+        "remote.origin.uploadpack": script("remote.origin.uploadpack"),
+        "remote.origin.receivepack": script("remote.origin.receivepack"),
+        # A partial clone: a missing object is fetched from this remote, i.e. runs it.
+        "extensions.partialClone": "evil",
+        "remote.evil.url": f"{ext}promisor",
+        "remote.evil.promisor": "true",
+        "core.worktree": "/",
+    }
+    if origin:
+        settings["remote.origin.url"] = origin
+    # Written from outside the repository: the test's own git never reads what it arms.
+    config = ["config", "--file", str(git_dir / "config")]
+    for key, value in settings.items():
+        git(bin_dir, *config, key, value)
+    for prefix in ("/", "file://", "https://", "http://", "ssh://", "git@"):
+        for rewrite in ("insteadOf", "pushInsteadOf"):
+            # "% #": the rest of the rewritten URL is a comment to the shell.
+            git(bin_dir, *config, "--add", f"url.{ext}{rewrite}% #.{rewrite}", prefix)
+    # The same again from an included file, as a second way in.
+    included = bin_dir / "included.gitconfig"
+    included.write_text(f"[core]\n\tfsmonitor = {script('include.core.fsmonitor')}\n"
+                        f"\tsshCommand = {script('include.core.sshCommand')}\n"
+                        f"[diff]\n\texternal = {script('include.diff.external')}\n")
+    git(bin_dir, *config, "include.path", str(included))
+    git(bin_dir, *config, "includeIf.gitdir:/.path", str(included))
+    (git_dir / "info" / "attributes").write_text("* filter=evil diff=evil merge=evil\n")
+    return sorted(settings) + [f"hooks/{hook}" for hook in HOOKS]

@@ -204,7 +204,8 @@ def test_a_live_directory_hides_secrets_and_history_is_read_only_and_credential_
         path.chmod(0o755 if path.is_dir() else 0o644)
     upstream = Upstream(tmp_path / "served", "hist")
     first = upstream.commit({"VERSION": "v1\n"}, "the first version")
-    pinned = upstream.commit({"VERSION": "v2\n", "id_ed25519": "hist-key-content\n"}, "the second version")
+    # A history that never held a denied path: one that did is refused (test_hostile_repos.py).
+    pinned = upstream.commit({"VERSION": "v2\n"}, "the second version")
     repos = {"demo": str(repo), "hist": {"url": upstream.file_url, "history": True}}
     with FakeGeminiAPI() as api:
         proxy = gateway(api.base_url, redis_server.url)
@@ -217,7 +218,7 @@ def test_a_live_directory_hides_secrets_and_history_is_read_only_and_credential_
                        echo)
             live = wait_final(redis, ask(redis, "show me", "demo"), timeout=120, workers=pool)
             live_output = " ".join(tool_outputs(api.generate_requests[-1]))
-            api.script(shell("git log --format='%H %s'; git remote -v; cat .git/config; cat id_ed25519; "
+            api.script(shell("git log --format='%H %s'; git remote -v; cat .git/config; "
                              "touch .git/x; git commit --allow-empty -m mine; echo done-attacking"), echo)
             hist = wait_final(redis, ask(redis, "when did VERSION change?", "hist"), timeout=120, workers=pool)
             hist_output = " ".join(tool_outputs(api.generate_requests[-1]))
@@ -230,7 +231,7 @@ def test_a_live_directory_hides_secrets_and_history_is_read_only_and_credential_
 
     assert hist["kind"] == "answer" and hist["commit"] == pinned, hist
     assert f"{pinned} the second version" in hist_output and f"{first} the first version" in hist_output
-    assert "done-attacking" in hist_output and "hist-key-content" not in hist_output
+    assert "done-attacking" in hist_output
     assert upstream.file_url not in hist_output and str(upstream.bare) not in hist_output  # no remote, no url
     assert "Read-only file system" in hist_output  # nor can the agent change the history it reads
 

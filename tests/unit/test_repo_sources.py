@@ -195,8 +195,11 @@ def test_snapshots_are_shared_and_removed_only_when_unused(upstream, tmp_path):
     assert list((store.root / ref.slug / ".blobs").iterdir()) == []  # in no snapshot: swept
 
 
-def test_history_snapshot_has_a_credential_free_git_of_the_pinned_commit(upstream, tmp_path):
-    first = git(upstream.work, "rev-parse", "HEAD")
+def test_history_snapshot_has_a_credential_free_git_of_the_pinned_commit(tmp_path):
+    # A history without secrets: one that ever held a denied path is refused (test_repo_hostile.py).
+    upstream = Upstream(tmp_path / "up")
+    upstream.commit({"README.md": "# demo\n"})
+    first = upstream.commit({"src/app.py": "print(1)\n"})
     upstream.commit({"later.txt": "not yet\n"})  # after the pinned commit: not in its history
     ref = RepoRef(name="web", url=upstream.file_url, history=True)
     with Snapshots(tmp_path / "s").lease(ref, upstream.bare, first) as root:

@@ -9,6 +9,7 @@ import pytest
 from jobs import repos
 import jobs.repos.head  # noqa: F401 - patched below
 from jobs.repos import RepoRef, UnknownRepo, head_commit, resolve_repo
+from jobs.repos.checkout import OutsideCheckout
 from tests.integration.git_helpers import GIT_ENV
 
 # --- resolve_repo -----------------------------------------------------------------------
@@ -136,15 +137,16 @@ def test_detached_head(checkout):
 
 
 @needs_git
-def test_worktree(checkout, tmp_path):
+def test_a_worktree_is_refused_its_git_directory_is_elsewhere(checkout, tmp_path):
+    # A linked worktree's git directory is in the main checkout: askbox reads a checkout's
+    # git data only from inside it (jobs/repos/checkout.py), so it says so instead.
     first = git(checkout, "rev-parse", "HEAD~1")
     tree = tmp_path / "tree"
     git(checkout, "worktree", "add", "-q", "-b", "side", str(tree), first)
     assert (tree / ".git").is_file()
-    assert head_commit(tree) == first == rev_parse(tree)
-    # The branch ref lives in the main repository; after packing it is only in packed-refs.
-    git(checkout, "pack-refs", "--all")
-    assert head_commit(tree) == first
+    with pytest.raises(OutsideCheckout, match=r"git directory \(from its \.git file\) is .*/checkout/\.git/"
+                                              r"worktrees/tree, outside the checkout .*configure the main checkout"):
+        head_commit(tree)
     assert head_commit(checkout) == rev_parse(checkout) != first
 
 
