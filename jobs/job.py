@@ -36,7 +36,7 @@ from jobs.gateway.client import (
 )
 from jobs.logs import log_context
 from jobs.memory import ThreadMemory
-from jobs.prompt import Turn, build_prompt
+from jobs.prompt import Turn, build_prompt, setting_for
 from jobs.publisher import publisher_for
 from jobs.question import Question
 from jobs.redaction import EventRedactor, Redactor
@@ -167,7 +167,8 @@ class QuestionRun:
                 return self._final(Final(kind="rejected", text=refusal, **common))
             if self._upstream_down():  # every gateway has paused the API: no container for nothing
                 return self._final(self._error_final(AgentError(kind=ErrorKind.INFRA, message="paused"), common))
-        prompt = build_prompt(q.text, conversation.turns, conversation.summary)
+        setting = setting_for(jobs, repo.name, commit, q.origin.channel, q.origin.kind)
+        prompt = build_prompt(q.text, setting, conversation.turns, conversation.summary)
         try:
             self.workspace = self._held.enter_context(mount_repo(self.settings, pin))
             with model_route(self.settings, agent, meta) as route:
