@@ -55,9 +55,10 @@ _LINES = r"(?::(?P<a>\d{1,9})(?:-(?P<b>\d{1,9}))?|#L(?P<c>\d{1,9})(?:-L?(?P<d>\d
 # not followed by what would continue it ("app.pyc", "src/app.py/x", "a.py.bak").
 _PLAIN_REF = re.compile(rf"(?<![\w./@+#:~-]){_PATH}{_LINES}(?![\w/@+-]|\.\w)")
 _WHOLE_REF = re.compile(rf"{_PATH}{_LINES}")
-# Lines in words: "line 42", "lines 10-20", "lines 10–20", "lines 10 to 20".
+# Lines in words: "line 42", "lines 10-20", "lines 10–20", "lines 10 to 20"; not a list
+# ("lines 10 and 12 of x.py": no one range, so no link at all).
 _LINE_WORDS = re.compile(
-    r"(?<![\w-])[Ll]ines?[ \t]+(?P<s>\d{1,9})(?:[ \t]*(?:-|–|—|to|through)[ \t]*(?P<e>\d{1,9}))?(?![\w-]|[.,:]\d)"
+    r"(?<![\w-])[Ll]ines?[ \t]+(?P<s>\d{1,9})(?:[ \t]*(?:-|–|—|to|through)[ \t]*(?P<e>\d{1,9}))?(?![\w-]|[.,:]\d|[ \t]*(?:,|and|&)[ \t]*\d)"
 )
 # What may stand between a reference and the lines that are its own: "app.py (lines 3-4)",
 # "app.py, line 3", "app.py at line 3"; and between lines and their file: "lines 3-4 of app.py".
@@ -191,6 +192,7 @@ class _Item:
     match: re.Match[str]
     lines: tuple[int, int] | None = None  # given by the lines in words before it
     taken: bool = False  # lines in words that went to the reference next to them
+    file: str | None = None  # lines in words right after a symbol: in the symbol's file
 
     @property
     def reference(self) -> Reference | None:
@@ -262,14 +264,18 @@ class Linker:
                 if ref.start is None:
                     after.lines = (first, last)  # "lines 3-4 of app.py": the path's link carries them
                 return text  # a made-up file's lines are not the last file's
-            url = self._url(Reference(self.last_file, first, last)) if self.last_file else None
+            file = item.file or self.last_file
+            url = self._url(Reference(file, first, last)) if file else None
             return f"[{text}]({url})" if url else text
         ref = item.reference
         path = self._file(ref.path) if ref is not None else None
         own_lines = after is not None and after.kind == "lines" and _GAP_BEFORE_LINES.fullmatch(gap) is not None
         if ref is None or path is None:
-            if item.kind == "code" and (linked := self._symbol(text, _span_body(item.match))) != text:
-                return linked  # lines after it are in its file, the file named last
+            if item.kind == "code" and (symbol := self._symbol(text, _span_body(item.match))) is not None:
+                linked, where = symbol
+                if after is not None and own_lines:
+                    after.file = where  # "`Parser.parse` (lines 3-9)": lines of the symbol's file
+                return linked
             if after is not None and own_lines and ref is not None and _file_like(ref.path):
                 after.taken = True  # "nope.py (lines 1-2)": a file's lines, not the last file's
             return text
@@ -294,23 +300,25 @@ class Linker:
         index = self.index()
         return index.file_named(written) if index else None
 
-    def _symbol(self, text: str, body: str) -> str:
+    def _symbol(self, text: str, body: str) -> tuple[str, str] | None:
+        """The code span ``text`` (``body`` within its backticks) linked to the one definition it names, and that
+        definition's file; None when it names none or several. A symbol does not become
+        the file named last: "`secret_key` is unset (line 318)" means the file being read."""
         named = _IDENTIFIER.fullmatch(body)
         index = self.index() if named else None
         definition = index.definition(named["name"]) if index and named else None
         if named is None or definition is None:
-            return text
+            return None
         url = self._url(Reference(definition.path, definition.line))
         if url is None:
-            return text
-        self.last_file = definition.path
+            return None
         if not deceptive(body, url):
-            return f"[{text}]({url})"
+            return f"[{text}]({url})", definition.path
         # "DefaultJSONProvider.dumps" reads like a host name to Slack's deceptive-link
         # check (jobs/slack/mrkdwn.py): the last part alone is the link's label.
         name = named["name"]
         tail = _SEPARATOR.split(name)[-1]
-        return f"`{name[:-len(tail)]}`[`{tail}{body[len(name):]}`]({url})"
+        return f"`{name[: -len(tail)]}`[`{tail}{body[len(name) :]}`]({url})", definition.path
 
     def _url(self, ref: Reference) -> str | None:
         if not self.tree.exists(ref):

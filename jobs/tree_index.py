@@ -120,8 +120,12 @@ class TreeIndex:
         parts = split_name(written)
         if self.definitions is None or not parts:
             return None
+        # Or by its module's path, given at least two of its names ("flask.json.dumps",
+        # not "json.dumps": one module name is as often another package's, the stdlib's json).
         found = {(d.path, d.line): d for d in self._definitions_by_name().get(parts[-1], ())
-                 if d.parts[-len(parts):] == parts}
+                 if d.parts[-len(parts):] == parts
+                 or (len(parts) - len(d.parts) >= 2 and parts[-len(d.parts):] == d.parts
+                     and _module(d.path)[-(len(parts) - len(d.parts)):] == parts[:-len(d.parts)])}
         return next(iter(found.values())) if len(found) == 1 else None
 
     def _files_by_basename(self) -> dict[str, list[str]]:
@@ -159,6 +163,13 @@ class TreeIndex:
                        definitions=None if defs is None else tuple(Definition(p, int(n), tuple(q)) for p, n, q in defs))
         except (zlib.error, ValueError, KeyError, TypeError):
             return None
+
+
+def _module(path: str) -> tuple[str, ...]:
+    """A file's module path: ``src/flask/json/provider.py`` -> (src, flask, json, provider);
+    a package's own file (``__init__.py``, ``index.js``, ``mod.rs``) is its directory."""
+    parts = path.rsplit(".", 1)[0].split("/") if "." in path.rsplit("/", 1)[-1] else path.split("/")
+    return tuple(parts[:-1] if parts[-1] in {"__init__", "index", "mod"} else parts)
 
 
 # ---------------------------------------------------------------------- building

@@ -173,6 +173,39 @@ def test_a_symbol_naming_one_definition_is_linked(tree, index, written, target):
     assert link(f"Uses {written} here.", tree, index) == f"Uses [{written}]({BLOB}/{target}) here."
 
 
+def test_a_symbol_lends_its_file_only_to_the_lines_right_after_it(tree, index):
+    # "`secret_key` is unset (line 3)": the lines are the file being read, not the symbol's.
+    out = link(f"In `{PROVIDER}`, `Blueprint._check_setup_finished` is unrelated; see line 10.", tree, index)
+    assert out.endswith(f"see [line 10]({BLOB}/{PROVIDER}#L10).")
+
+
+@pytest.mark.parametrize("written, target", [
+    ("`pkg.json.provider.DefaultJSONProvider`", f"{PROVIDER}#L9"),
+    ("`src.pkg.app.create_app`", "src/pkg/app.py#L6"),
+    ("`pkg.sansio.blueprints.Blueprint`", "src/pkg/sansio/blueprints.py#L1"),
+])
+def test_a_symbol_qualified_by_its_module_path(tree, index, written, target):
+    head, _, tail = written.strip("`").rpartition(".")  # dotted names read like hosts: the last part links
+    assert link(f"Uses {written}.", tree, index) == f"Uses `{head}.`[`{tail}`]({BLOB}/{target})."
+
+
+def test_a_single_module_name_is_not_enough(tree, index):
+    # "json.dumps" is as often the standard library's: one module name does not qualify.
+    (tree / "src" / "pkg" / "json" / "__init__.py").write_text("def dumps(obj):\n    return obj\n")
+    try:
+        fresh = build_index(tree)
+        assert link("`json.dumps`", tree, fresh) == "`json.dumps`"
+        assert link("`pkg.json.dumps`", tree, fresh) == f"`pkg.json.`[`dumps`]({BLOB}/src/pkg/json/__init__.py#L1)"
+    finally:
+        (tree / "src" / "pkg" / "json" / "__init__.py").unlink()
+
+
+def test_a_list_of_lines_is_no_range(tree, index):
+    text = f"See `{PROVIDER}`; lines 10 and 13 of `src/pkg/app.py`, lines 2, 3 there."
+    assert link(text, tree, index) == (f"See [`{PROVIDER}`]({BLOB}/{PROVIDER}); lines 10 and 13 of "
+                                       f"[`src/pkg/app.py`]({BLOB}/src/pkg/app.py), lines 2, 3 there.")
+
+
 def test_a_qualified_symbol_that_reads_like_a_host_links_its_last_part(tree, index):
     out = link("`DefaultJSONProvider.dumps` and `DefaultJSONProvider.loads()`", tree, index)
     assert out == (f"`DefaultJSONProvider.`[`dumps`]({BLOB}/{PROVIDER}#L13) and "
