@@ -117,6 +117,12 @@ class TreeIndex:
         """The one definition ``written`` names: its name, or its name qualified by the
         end of its scope (``Blueprint._check_setup_finished``, ``T.M``); None when none or
         several do."""
+        memo: dict[str, Definition | None] = self._by_name.setdefault("resolved", {})
+        if written not in memo:  # an answer may name one symbol thousands of times
+            memo[written] = self._definition(written)
+        return memo[written]
+
+    def _definition(self, written: str) -> Definition | None:
         parts = split_name(written)
         if self.definitions is None or not parts:
             return None

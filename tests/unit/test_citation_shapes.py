@@ -13,7 +13,7 @@ import pytest
 from jobs.citations import MAX_LINE, cite, link_citations
 from jobs.final import Final
 from jobs.slack.mrkdwn import to_mrkdwn
-from jobs.tree_index import TreeIndex, build_index, lazy
+from jobs.tree_index import Definition, TreeIndex, build_index, lazy
 from jobs.web_host import web_host
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -325,3 +325,12 @@ def test_the_footer_says_how_many_references_were_verified():
     assert final.model_copy(update={"verified": 1}).footer().endswith("· 1 reference verified")
     assert "verified" not in final.model_copy(update={"verified": 0}).footer()
     assert "verified" not in final.model_copy(update={"verified": None}).footer()
+
+
+def test_a_name_with_many_definitions_named_many_times_is_bounded(tree):
+    many = TreeIndex(files=tuple(f"m{i}.py" for i in range(50_000)),
+                     definitions=tuple(Definition(f"m{i}.py", 1, (f"C{i}", "__init__")) for i in range(50_000)))
+    text = ("`__init__` `C7.__init__` `m7.py`\n" * 40_000)[: 2**20]
+    started = time.monotonic()
+    cite(text, root=tree, commit=SHA, remote="https://github.com/acme/demo.git", index=lambda: many)
+    assert time.monotonic() - started < 3.0
