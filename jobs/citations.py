@@ -293,17 +293,23 @@ class Linker:
 
     def _file(self, written: str) -> str | None:
         """The tree's path ``written`` names: itself, or the one file it is the end of."""
+        bare = "/" not in written and "." not in written.strip(".")
+        # An extensionless bare word ("Makefile", "config", an identifier) is a file only at
+        # the root: a stat first, so identifiers do not use up the answer's MAX_CHECKS.
+        if bare and not os.path.isfile(os.path.join(self.tree.root, written)):
+            return None
         if self.tree.line_count(written) is not None:
             return written
-        if "/" not in written and "." not in written.strip("."):
-            return None  # an extensionless bare word ("config") is a file only at the root
+        if bare:
+            return None
         index = self.index()
         return index.file_named(written) if index else None
 
     def _symbol(self, text: str, body: str) -> tuple[str, str] | None:
-        """The code span ``text`` (``body`` within its backticks) linked to the one definition it names, and that
-        definition's file; None when it names none or several. A symbol does not become
-        the file named last: "`secret_key` is unset (line 318)" means the file being read."""
+        """The code span ``text`` (``body`` within its backticks) linked to the one
+        definition it names, and that definition's file; None when it names none or
+        several. A symbol does not become the file named last: "`secret_key` is unset
+        (line 318)" means the file being read."""
         named = _IDENTIFIER.fullmatch(body)
         index = self.index() if named else None
         definition = index.definition(named["name"]) if index and named else None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.citations import MAX_LINE, cite, link_citations
+from jobs.citations import MAX_CHECKS, MAX_LINE, cite, link_citations
 from jobs.final import Final
 from jobs.slack.mrkdwn import to_mrkdwn
 from jobs.tree_index import Definition, TreeIndex, build_index, lazy
@@ -235,6 +235,11 @@ def test_without_an_index_symbols_and_bare_names_stay_plain(tree):
     no_ctags = build_index(tree, ctags="/nonexistent/ctags")
     assert no_ctags.definitions is None and no_ctags.files is not None
     assert link(text, tree, no_ctags) == f"`DefaultJSONProvider` in [`provider.py`]({BLOB}/{PROVIDER})"
+
+
+def test_identifiers_do_not_use_up_the_file_checks(tree, index):
+    names = " ".join(f"`name{i}`" for i in range(MAX_CHECKS + 100))
+    assert link(f"{names} then `{PROVIDER}:3`", tree, index).endswith(f"[`{PROVIDER}:3`]({BLOB}/{PROVIDER}#L3)")
 
 
 def test_a_failing_index_leaves_names_plain(tree):
