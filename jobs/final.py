@@ -29,6 +29,7 @@ class Final(BaseModel):
     tokens: int | None = None  # metered by the model gateway, when it fronted the agent
     cost_usd: float | None = None  # estimated from the gateway's price table
     summary: str | None = None  # two or three lines on top of a long answer (jobs/gemini/summary.py)
+    verified: int | None = None  # references in the answer checked against the commit and linked (jobs/citations.py)
 
     def footer(self, text: Callable[[str], str] = str, commit: Callable[[str, str], str] | None = None) -> str:
         """One line: repo, commit, agent/model, time, usage. ``text`` renders each plain
@@ -45,6 +46,8 @@ class Final(BaseModel):
             rest.append(f"{self.tokens:,} tokens")
         if self.cost_usd:
             rest.append(f"~${self.cost_usd:.4f}")
+        if self.verified:
+            rest.append(f"{self.verified} reference{'s' if self.verified != 1 else ''} verified")
         if self.cached:
             rest.append("cached")
         return " · ".join(parts + [text(p) for p in rest])

@@ -36,12 +36,13 @@ from gateway.client import (
 )
 from jobs.logs import log_context
 from jobs.memory import ThreadMemory
-from jobs.prompt import Turn, build_prompt
+from jobs.prompt import Turn, build_prompt, setting_for
 from jobs.publisher import publisher_for
 from jobs.question import Question
 from jobs.redaction import EventRedactor, Redactor
 from jobs.repos import Pin, RepoUnavailable, UnknownRepo, Workspace, resolve_repo
 from jobs.settings import Settings
+from jobs.tree_index import lazy, shared_index
 from jobs.web_host import BadTemplate, checkout_remote, web_host
 from sandbox.agents.adapters import Agent, agent_for
 from sandbox.agents.models import ModelRefused, check_model
@@ -166,7 +167,8 @@ class QuestionRun:
                 return self._final(Final(kind="rejected", text=refusal, **common))
             if self._upstream_down():  # every gateway has paused the API: no container for nothing
                 return self._final(self._error_final(AgentError(kind=ErrorKind.INFRA, message="paused"), common))
-        prompt = build_prompt(q.text, conversation.turns, conversation.summary)
+        setting = setting_for(jobs, repo.name, commit, q.origin.channel, q.origin.kind)
+        prompt = build_prompt(q.text, setting, conversation.turns, conversation.summary)
         try:
             self.workspace = self._held.enter_context(mount_repo(self.settings, pin))
             with model_route(self.settings, agent, meta) as route:
@@ -204,8 +206,11 @@ class QuestionRun:
         # The tree checked is the snapshot the agent read; a cache hit leases it again
         # (it exists unless it sat unused long enough to be removed, then it is rebuilt).
         workspace = self.workspace or self._held.enter_context(mount_repo(self.settings, pin))
-        cited = cite(text, root=workspace.root, commit=pin.commit, remote=remote, web_url=repo.web_url)
-        return {"text": with_notice(cited.text, pin.notice), "commit_url": cited.commit_url}
+        # Bare names and symbols resolve through the snapshot's index, built once per commit.
+        index = lazy(lambda: shared_index(self.redis, workspace.root))
+        cited = cite(text, root=workspace.root, commit=pin.commit, remote=remote, web_url=repo.web_url, index=index)
+        return {"text": with_notice(cited.text, pin.notice), "commit_url": cited.commit_url,
+                "verified": cited.verified}
 
     def _session_meta(self, repo: str, model: str | None) -> SessionMeta:
         origin = self.question.origin

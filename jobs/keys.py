@@ -105,6 +105,13 @@ def cached_answer(digest: str) -> str:
     return f"{PREFIX}cache:{digest}"
 
 
+def tree_index(snapshot: str) -> str:
+    """(a day, renewed on use; jobs/tree_index.py) A snapshot's files and definitions,
+    compressed, for citations; ``snapshot`` is ``<repo slug>/<commit>-<variant>``. Its
+    ``:build`` lock is held while one process builds it."""
+    return f"{PREFIX}tree-index:{hashlib.sha256(snapshot.encode()).hexdigest()[:32]}"
+
+
 # --- feedback and budgets --------------------------------------------------------------
 
 

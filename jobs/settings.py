@@ -44,7 +44,7 @@ from jobs.access import ANY, AccessRule
 from jobs.sentinel_connection import AsyncRediscoveringSentinelConnection, ClosingSentinelConnection
 from gateway.settings import GatewaySettings
 from jobs.gemini.settings import GeminiSettings
-from jobs.repos.config import RepoEntry, parse_repos, repos_from_file
+from jobs.repos.config import MAX_INSTRUCTIONS, RepoEntry, parse_repos, repos_from_file
 from jobs.slack.settings import SlackSettings
 from sandbox.agents.settings import AgentSettings
 from sandbox.docker_filter.settings import DockerFilterSettings
@@ -167,6 +167,9 @@ class JobSettings(BaseSettings):
     # Which repositories each place may ask about (jobs/access.py). Here, not in the bot's
     # section, because the worker enforces them again for jobs that never met the bot.
     channel_repos: dict[str, str] = Field(default_factory=dict, description='{"C0123": "web"}: a channel\'s repo')
+    # Added to the agent's prompt for questions asked there (jobs/prompt.py), after the repository's.
+    channel_instructions: dict[str, str] = Field(
+        default_factory=dict, description='{"C0123": "Readers are support engineers: explain behaviour"}')
     repo_access: dict[str, AccessRule] = Field(
         default_factory=dict, description='{"secret": {"channels": ["C1"], "users": [], "dms": false, "shared": false}}'
     )
@@ -211,6 +214,14 @@ class JobSettings(BaseSettings):
         if unknown:
             raise ValueError(f"ASKBOX_REPO_ACCESS names {', '.join(map(repr, unknown))}, not in ASKBOX_REPOS")
         return self
+
+    @field_validator("channel_instructions")
+    @classmethod
+    def _instructions_fit(cls, value: dict[str, str]) -> dict[str, str]:
+        long = sorted(channel for channel, text in value.items() if len(text) > MAX_INSTRUCTIONS)
+        if long:
+            raise ValueError(f"the instructions for {', '.join(long)} are longer than {MAX_INSTRUCTIONS} characters")
+        return value
 
     @field_validator("repos", mode="before")
     @classmethod

@@ -20,13 +20,34 @@ EXIT_NO_WORKER = 3
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    if args.explain:
+        return explain(args, settings)
     return ask_inline(args, settings) if args.inline else ask_through_queue(args, settings)
+
+
+def explain(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the prompt the agent would get for this question (with ``--channel``: asked in
+    that Slack channel), pinned to the commit it would read; nothing runs."""
+    from jobs.agent_runs import pin_repo
+    from jobs.prompt import build_prompt, setting_for
+    from jobs.repos import RepoUnavailable, UnknownRepo, resolve_repo
+
+    try:
+        repo = resolve_repo(args.repo or ".", settings.jobs.repos, allow_paths=True)
+        pinned = pin_repo(settings, repo)
+    except (UnknownRepo, RepoUnavailable) as exc:
+        err(f"ask: {exc}")
+        return 2
+    setting = setting_for(settings.jobs, repo.name, pinned.commit, args.channel,
+                          "slack" if args.channel else "terminal")
+    print(build_prompt(args.question, setting), flush=True)
+    return 0
 
 
 def ask_inline(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.agent_runs import model_route, mount_repo, pin_repo
     from gateway.client import GatewayUnavailable, SessionMeta
-    from jobs.prompt import build_prompt
+    from jobs.prompt import build_prompt, setting_for
     from jobs.repos import RepoUnavailable, UnknownRepo, resolve_repo
     from sandbox.agents.adapters import agent_for
     from sandbox.agents.models import ModelRefused, check_model
@@ -47,7 +68,8 @@ def ask_inline(args: argparse.Namespace, settings: Settings) -> int:
                        model=agent.model(args.model), ttl=int(settings.sandbox.sandbox_timeout) + 60)
     try:
         with mount_repo(settings, pinned) as workspace, model_route(settings, agent, meta) as route:
-            return _answer_inline(args, settings, agent, build_prompt(args.question), workspace, route)
+            prompt = build_prompt(args.question, setting_for(settings.jobs, repo.name, pinned.commit))
+            return _answer_inline(args, settings, agent, prompt, workspace, route)
     except RepoUnavailable as exc:
         err(f"ask: {exc}")
         return 2
@@ -177,4 +199,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ask.add_argument("--thread", help="a conversation name: later questions with it see the earlier ones")
     ask.add_argument("--fresh", action="store_true", help="do not answer from the cache")
     ask.add_argument("--priority", choices=["high", "default", "low"], default="default")
+    ask.add_argument("--explain", action="store_true", help="print the prompt the agent would get; run nothing")
+    ask.add_argument("--channel", help="with --explain: as asked in this Slack channel (its instructions)")
     ask.set_defaults(func=cmd_ask)

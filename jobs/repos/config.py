@@ -6,7 +6,8 @@ or an object::
 
     {"url": "https://host/org/web.git", "branch": "main", "token_env": "WEB_TOKEN",
      "ssh_key": "/etc/askbox/web_deploy_key", "history": false, "deny": ["config/*.secret"],
-     "web_url": "https://code.example.com/web/blob/{commit}/{path}#L{line}"}
+     "web_url": "https://code.example.com/web/blob/{commit}/{path}#L{line}",
+     "instructions": "Readers are support engineers: explain behaviour, not internals."}
 
 A token is named, never given: ``token_env`` names the variable holding it, read once when
 the settings load (the bot, which only needs the names, may not have it). URLs must not
@@ -38,6 +39,7 @@ _SCHEMES = {"https", "http", "ssh", "git+ssh", "file"}
 _BRANCH = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]+(?<![./])$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+MAX_INSTRUCTIONS = 4000  # characters of operators' instructions for the agent (a repository's, a channel's)
 
 
 def looks_like_url(text: str) -> bool:
@@ -59,6 +61,8 @@ class RepoEntry(BaseModel):
     history: bool = False
     deny: tuple[str, ...] = ()
     web_url: str | None = None
+    # Added to the agent's prompt for every question on this repository (jobs/prompt.py).
+    instructions: str | None = Field(default=None, max_length=MAX_INSTRUCTIONS)
 
     @model_validator(mode="before")
     @classmethod

@@ -20,6 +20,7 @@ BENCHES = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem != "qui
 # What each report's last lines must hold: the bench reached its summary.
 REPORTS = {
     "bot": "final event -> answer posted",
+    "citations": "real references linked",
     "docker_filter": "ratio filtered / direct",
     "faults": '"faults": {"asked"',
     "gateway": "concurrent clients",
