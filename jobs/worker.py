@@ -29,6 +29,7 @@ from rq.job import JobStatus
 from rq.rate_limit import release_slot
 from rq.serializers import JSONSerializer
 
+from jobs.worker_pubsub import PromptUnsubscribe
 from jobs import job as question_job
 from jobs import metrics, outbox, start_checks
 from jobs.final import Final
@@ -57,7 +58,7 @@ RETRY_INTERVALS = [5, 15]
 RETRIES_DECIDED = "askbox_retries"
 
 
-class AskboxWorker(Worker):
+class AskboxWorker(PromptUnsubscribe, Worker):
     settings: Settings
     job_class = AskboxJob
     reap_now: Callable[[], object] | None = None  # removes this host's orphaned sandboxes

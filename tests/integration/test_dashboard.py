@@ -27,6 +27,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from bot.dashboard import DashboardSettings, build_dashboard_app, make_dashboard_server
+from jobs.worker_pubsub import PromptUnsubscribe
 from tests.conftest import unavailable
 
 USER, PASSWORD = "ops", "s3cret-pw"
@@ -46,6 +47,10 @@ def add(a: int, b: int) -> int:
 
 
 
+class BurstWorker(PromptUnsubscribe, SimpleWorker):
+    """RQ's in-process worker, leaving its command channel at once (jobs/worker_pubsub.py)."""
+
+
 @pytest.fixture()
 def jobs(redis_client: redis.Redis) -> dict[str, Job]:
     """A finished job on askbox-default, one waiting on each other queue."""
@@ -53,7 +58,7 @@ def jobs(redis_client: redis.Redis) -> dict[str, Job]:
     finished = queues["askbox-default"].enqueue("tests.integration.test_dashboard.add", 2, 3)
     waiting_high = queues["askbox-high"].enqueue("tests.integration.test_dashboard.add", 1, 1)
     waiting_low = queues["askbox-low"].enqueue("tests.integration.test_dashboard.add", 4, 4)
-    SimpleWorker([queues["askbox-default"]], connection=redis_client, serializer=JSONSerializer).work(burst=True)
+    BurstWorker([queues["askbox-default"]], connection=redis_client, serializer=JSONSerializer).work(burst=True)
     finished.refresh()
     assert finished.get_status() == JobStatus.FINISHED
     return {"finished": finished, "high": waiting_high, "low": waiting_low}
@@ -289,7 +294,7 @@ def fail() -> None:
 def failed_job(redis_client: redis.Redis) -> Job:
     queue = Queue("askbox-default", connection=redis_client, serializer=JSONSerializer)
     job = queue.enqueue("tests.integration.test_dashboard.fail")
-    SimpleWorker([queue], connection=redis_client, serializer=JSONSerializer).work(burst=True)
+    BurstWorker([queue], connection=redis_client, serializer=JSONSerializer).work(burst=True)
     assert job.get_status(refresh=True) == JobStatus.FAILED
     return job
 

@@ -23,6 +23,7 @@ from rq import Queue, Worker
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from jobs.worker_pubsub import PromptUnsubscribe
 from tests.conftest import REDIS_TEST_URL
 
 QUEUE_NAMES = ("askbox-high", "askbox-default", "askbox-low")
@@ -49,7 +50,7 @@ def record_in_horse() -> int:
     return os.getpid()
 
 
-class MetricsWorker(Worker):
+class MetricsWorker(PromptUnsubscribe, Worker):
     """The hook jobs/metrics.py documents for the worker."""
 
     def monitor_work_horse(self, job, queue, execution):  # type: ignore[no-untyped-def]
