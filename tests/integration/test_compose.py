@@ -107,6 +107,7 @@ def test_config_is_valid(compose: str, tmp_path: Path) -> None:
     assert "- /run/askbox/egress:/run/askbox/egress" in config
     assert "ASKBOX_EGRESS_SOCKET_DIR: /run/askbox/egress" in config
     assert "- /var/lib/askbox/snapshots:/var/lib/askbox/snapshots" in config  # what sandboxes mount
+    assert "- egress-locks:/run/askbox/egress.locks:rw" in _service(config, "worker")  # the workers' own, beside it
     assert "- /var/run/docker.sock:/var/run/docker.sock" in config
     assert "- 127.0.0.1:9181:9181/tcp" in config  # the dashboard on the host's loopback only
     assert "BASE: debian:trixie-slim" in config
@@ -136,6 +137,7 @@ def test_config_is_valid(compose: str, tmp_path: Path) -> None:
     assert custom.returncode == 0, custom.stderr
     assert "- /data/checkouts:/data/checkouts:ro" in custom.stdout
     assert "- /run/other/egress:/run/other/egress" in custom.stdout
+    assert "- egress-locks:/run/other/egress.locks" in custom.stdout
     assert "ASKBOX_EGRESS_SOCKET_DIR: /run/other/egress" in custom.stdout
     assert "- 127.0.0.1:19999:9181/tcp" in custom.stdout
     assert "ASKBOX_DASHBOARD_URL: http://127.0.0.1:19999/" in custom.stdout  # what it logs for users
@@ -207,6 +209,19 @@ def test_config_is_valid_for_compose_v2(tmp_path: Path) -> None:
     assert services["worker"]["environment"]["DOCKER_HOST"] == "unix:///run/askbox-docker/docker.sock"
     assert services["worker"]["depends_on"]["docker-filter"]["condition"] == "service_healthy"
     assert services["docker-filter"]["network_mode"] == "none"
+    # Issue 17: nothing a container binds is the worker's to write, but the snapshots'
+    # staging area; the filter writes the sealed snapshots and the egress sockets.
+    worker_mounts = {(m["source"], m["target"], m.get("read_only", False)) for m in services["worker"]["volumes"]}
+    writable = {(source, target) for source, target, read_only in worker_mounts if not read_only}
+    assert writable == {("/var/lib/askbox/snapshots/staging", "/var/lib/askbox/snapshots/staging"),
+                        ("egress-locks", "/run/askbox/egress.locks"), ("repo-mirrors", "/var/lib/askbox/mirrors")}
+    assert {("/var/lib/askbox/snapshots", "/var/lib/askbox/snapshots", True), ("/run/askbox/egress", "/run/askbox/egress", True),
+            ("/run/askbox/gateway", "/run/askbox/gateway", True)} <= worker_mounts
+    docker_filter = services["docker-filter"]
+    filter_mounts = {(m["source"], m["target"], m.get("read_only", False)) for m in docker_filter["volumes"]}
+    assert {("/var/lib/askbox/snapshots", "/var/lib/askbox/snapshots", False), ("/run/askbox/egress", "/run/askbox/egress", False),
+            ("/run/askbox/gateway", "/run/askbox/gateway", True), ("/data/checkouts", "/data/checkouts", True)} <= filter_mounts
+    assert sorted(docker_filter["cap_add"]) == ["CHOWN", "DAC_OVERRIDE"] and docker_filter["cap_drop"] == ["ALL"]
 
 
 def _service(config: str, name: str) -> str:
