@@ -16,9 +16,9 @@ gone and proxies nobody used for a while.
 The socket directories (``<socket root>/<digest[:12]>/runs/run-<id>/``) are bound into
 containers, so the worker never holds them writable behind askbox docker-filter: they are
 made and removed by ``owned_dirs.perform`` (here when this process may, else by the
-filter), and the proxy's uid may write only its runs' own directories. The worker's
-coordination (a lock per proxy, whose mtime is its last use) lives beside the root, in
-``<socket root>.locks/``, which is the worker's own.
+filter), and the proxy's uid may write only its runs' own directories. The workers'
+coordination (a lock per proxy, and a file whose mtime is its last use) lives beside the
+root, in ``<socket root>.locks/``, which is theirs.
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ class EgressProxies:
             raise ValueError("egress max_connections must be from 1 to 1024")
         self.image = image
         self.socket_root = socket_root
-        # The workers' locks, one per proxy (its mtime: the proxy's last use): theirs, beside
-        # the root they may not write (behind askbox docker-filter).
+        # The workers' locks and last-use stamps, per proxy: theirs, beside the root they
+        # may not write (behind askbox docker-filter).
         self.lock_dir = lock_dir or socket_root.with_name(socket_root.name + ".locks")
         # Part of every proxy's identity and label: two deployments on one host (sharing
         # a socket root or not) never share, reap or clean up each other's proxies.
@@ -156,8 +156,11 @@ class EgressProxies:
     def _lock_path(self, digest: str) -> Path:
         return self.lock_dir / f"{digest[:12]}.lock"
 
+    def _used_path(self, digest: str) -> Path:
+        return self.lock_dir / f"{digest[:12]}.used"  # touched by every run that uses the proxy
+
     def _last_used(self, digest: str) -> float:
-        return _mtime(self._lock_path(digest))
+        return _mtime(self._used_path(digest))
 
     def _remove_dir(self, proxy: str, run: str | None = None) -> None:
         """A proxy's socket directory, or one run's, removed; a failure is logged (the next
@@ -169,8 +172,9 @@ class EgressProxies:
                         f" of run {run}" if run else "", exc)
 
     def _forget(self, digest: str) -> None:
-        """A removed proxy's directory and lock go (the lock while held: see ``_lock``)."""
+        """A removed proxy's directory, stamp and lock go (the lock while held: see ``_lock``)."""
         self._remove_dir(digest[:12])
+        self._used_path(digest).unlink(missing_ok=True)
         self._lock_path(digest).unlink(missing_ok=True)
 
     def _ensure_started(
@@ -181,7 +185,7 @@ class EgressProxies:
         directory = self.socket_root / digest[:12]
         self.socket_root.mkdir(parents=True, exist_ok=True)
         owned_dirs.perform("egress/make", self.socket_root, proxy=directory.name)
-        os.utime(self._lock_path(digest))  # last used: before any check, so the reaper leaves it alone
+        self._used_path(digest).touch()  # before any check, so the reaper leaves it alone
         container = _get(client, name)
         if container is not None and container.status != "running":
             # Exited, restarting, or created by a process killed before it started it
