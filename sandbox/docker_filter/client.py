@@ -36,7 +36,7 @@ def ask_filter(action: str, payload: dict[str, str | None], because: OSError) ->
         # The real daemon (404 page not found): this process is not behind the filter.
         raise SandboxInfraError(
             f"cannot {action} here: {here}, and the Docker endpoint is not askbox docker-filter "
-            f"(it answered {response.status_code}: {message[:200]}). Give this process write access to "
-            f"{payload.get('root')}, or run it behind askbox docker-filter (README: Docker access through the filter)."
+            f"(it answered {response.status_code}: {message[:200]}). Run it where it may do this itself (as root, "
+            f"with {payload.get('root')} writable), or behind askbox docker-filter (README: Docker access through the filter)."
         )
     raise SandboxInfraError(message)

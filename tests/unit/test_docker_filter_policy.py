@@ -122,6 +122,14 @@ def test_a_bad_setting_stops_the_filter_naming_its_variable(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_a_bind_directory_overlapping_the_snapshots_stops_the_filter(tmp_path):
+    done = _filter(tmp_path, ASKBOX_DOCKER_FILTER_ALLOW_BINDS=str(tmp_path), ASKBOX_REPO_SNAPSHOTS=str(tmp_path / "snaps"),
+                   ASKBOX_DOCKER_FILTER_SOCKET=str(tmp_path / "f.sock"))
+    assert done.returncode == 2 and "askbox docker-filter not started: " in done.stderr, done.stderr
+    assert f"{tmp_path} (a directory sandboxes may bind anything below) overlaps {tmp_path}/snaps" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_a_daemon_that_is_down_is_reported_as_such(tmp_path):
     import socket
     import time
