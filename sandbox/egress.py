@@ -12,6 +12,13 @@ A proxy is named after a digest of its image and its whole container configurati
 change either and the next run gets a new proxy, while runs still on the old one finish
 there. ``reap_idle`` (called by the worker's reaper) removes run sockets whose sandbox is
 gone and proxies nobody used for a while.
+
+The socket directories (``<socket root>/<digest[:12]>/runs/run-<id>/``) are bound into
+containers, so the worker never holds them writable behind askbox docker-filter: they are
+made and removed by ``owned_dirs.perform`` (here when this process may, else by the
+filter), and the proxy's uid may write only its runs' own directories. The workers'
+coordination (a lock per proxy, and a file whose mtime is its last use) lives beside the
+root, in ``<socket root>.locks/``, which is theirs.
 """
 
 from __future__ import annotations
@@ -22,7 +29,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,24 +39,22 @@ import docker
 from docker.errors import APIError, NotFound
 from docker.types import LogConfig, Mount, Ulimit
 
-from sandbox import labels
+from sandbox import labels, owned_dirs
 from sandbox.allowlist import MAX_FILEDESCRIPTORS, AllowEntry, allowlist_key, parse_allowlist, squid_config
 from sandbox.bridges import SocketBridge
 from sandbox.errors import SandboxInfraError, image_missing
 from sandbox.outcome import OutcomeKind
+from sandbox.owned_dirs import EGRESS_MOUNT_POINT as MOUNT_POINT
+from sandbox.owned_dirs import RUNS, SOCKET_NAME
 from sandbox.spec import Limits, SandboxSpec
+from sandbox.users import PROXY_USER
 
 if TYPE_CHECKING:  # the runner imports this module
     from sandbox.runner import Sandbox
 
 log = logging.getLogger(__name__)
 
-SOCKET_NAME = "proxy.sock"
-MOUNT_POINT = "/run/askbox-egress"
-PROXY_UID = 10002  # the egress image's unprivileged user
 PROXY_PORT_IN_SANDBOX = 3128
-RUNS = "runs"
-LAST_USED = "last-used"  # touched by every run that uses the proxy
 DIGEST_LABEL = "askbox.egress.digest"
 ALLOWLIST_LABEL = "askbox.egress.allowlist"  # allowlist_key(): every proxy of one allowlist
 # Per run: one watcher shell, its sleep, socat and its children. The container's limits
@@ -74,11 +78,15 @@ class EgressProxies:
         extra_hosts: dict[str, str] | None = None,
         dns_nameservers: tuple[str, ...] = (),
         deployment: str = "default",
+        lock_dir: Path | None = None,
     ) -> None:
         if not 1 <= max_connections <= 1024:
             raise ValueError("egress max_connections must be from 1 to 1024")
         self.image = image
         self.socket_root = socket_root
+        # The workers' locks and last-use stamps, per proxy: theirs, beside the root they
+        # may not write (behind askbox docker-filter).
+        self.lock_dir = lock_dir or socket_root.with_name(socket_root.name + ".locks")
         # Part of every proxy's identity and label: two deployments on one host (sharing
         # a socket root or not) never share, reap or clean up each other's proxies.
         self.deployment = deployment
@@ -94,15 +102,12 @@ class EgressProxies:
         # process's remove_unused or reap_idle takes this proxy away.
         with self._lock(digest):
             container, directory = self._ensure_started(client, entries, config, digest, wait)
-            run_dir = directory / RUNS / f"run-{run_id}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-        os.chown(run_dir.parent, PROXY_UID, PROXY_UID)
-        os.chown(run_dir, PROXY_UID, PROXY_UID)
-        (run_dir / SOCKET_NAME).unlink(missing_ok=True)
+            owned_dirs.perform("egress/make", self.socket_root, proxy=directory.name, run=run_id)
+        run_dir = directory / RUNS / f"run-{run_id}"
         listen = ["askbox-egress-listen", f"{MOUNT_POINT}/{RUNS}/{run_dir.name}", run_id, str(self.max_connections)]
-        result = container.exec_run(listen, user=f"{PROXY_UID}:{PROXY_UID}")
+        result = container.exec_run(listen, user=PROXY_USER)
         if result.exit_code != 0:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            self.close_run(run_dir)
             raise SandboxInfraError(
                 f"egress proxy {container.name} could not open a socket for run {run_id}: "
                 f"{result.output.decode(errors='replace').strip()}"
@@ -126,7 +131,7 @@ class EgressProxies:
         it too, while holding it, so a waiter that then gets the lock of a deleted file
         opens the new one instead (the inode check). Yields False when ``blocking`` is off
         and another process holds the lock."""
-        self.socket_root.mkdir(parents=True, exist_ok=True)
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
         path = self._lock_path(digest)
         while True:
             handle = open(path, "a")
@@ -149,7 +154,28 @@ class EgressProxies:
             handle.close()  # releases the flock
 
     def _lock_path(self, digest: str) -> Path:
-        return self.socket_root / f"{digest[:12]}.lock"
+        return self.lock_dir / f"{digest[:12]}.lock"
+
+    def _used_path(self, digest: str) -> Path:
+        return self.lock_dir / f"{digest[:12]}.used"  # touched by every run that uses the proxy
+
+    def _last_used(self, digest: str) -> float:
+        return _mtime(self._used_path(digest))
+
+    def _remove_dir(self, proxy: str, run: str | None = None) -> None:
+        """A proxy's socket directory, or one run's, removed; a failure is logged (the next
+        reaper round tries again), never raised into a run's or a cleanup's path."""
+        try:
+            owned_dirs.perform("egress/remove", self.socket_root, proxy=proxy, run=run)
+        except (OSError, ValueError, SandboxInfraError) as exc:
+            log.warning("could not remove the egress socket directory %s%s: %s", proxy,
+                        f" of run {run}" if run else "", exc)
+
+    def _forget(self, digest: str) -> None:
+        """A removed proxy's directory, stamp and lock go (the lock while held: see ``_lock``)."""
+        self._remove_dir(digest[:12])
+        self._used_path(digest).unlink(missing_ok=True)
+        self._lock_path(digest).unlink(missing_ok=True)
 
     def _ensure_started(
         self, client: docker.DockerClient, entries: tuple[AllowEntry, ...], config: dict, digest: str, wait: float
@@ -157,8 +183,9 @@ class EgressProxies:
         """Under the proxy's lock: start it unless it runs, and wait for Squid's port."""
         name = self._name(digest)
         directory = self.socket_root / digest[:12]
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / LAST_USED).touch()  # before any check, so the reaper leaves it alone
+        self.socket_root.mkdir(parents=True, exist_ok=True)
+        owned_dirs.perform("egress/make", self.socket_root, proxy=directory.name)
+        self._used_path(digest).touch()  # before any check, so the reaper leaves it alone
         container = _get(client, name)
         if container is not None and container.status != "running":
             # Exited, restarting, or created by a process killed before it started it
@@ -238,8 +265,7 @@ class EgressProxies:
                 continue
             digest = (container.attrs.get("Labels") or {}).get(DIGEST_LABEL, "")
             if digest:
-                shutil.rmtree(self.socket_root / digest[:12], ignore_errors=True)
-                self._lock_path(digest).unlink(missing_ok=True)
+                self._forget(digest)
         return len(found)
 
     def remove_unused(self, client: docker.DockerClient, entries: tuple[AllowEntry, ...] | None = None) -> list[str]:
@@ -259,14 +285,13 @@ class EgressProxies:
                 except (NotFound, APIError):
                     continue
                 if digest:
-                    shutil.rmtree(directory, ignore_errors=True)
-                self._lock_path(digest).unlink(missing_ok=True)
+                    self._forget(digest)
             removed.append(((container.attrs.get("Names") or ["?"])[0]).lstrip("/"))
         return removed
 
     def close_run(self, run_dir: Path) -> None:
         """A run ended: its socket directory goes (its listener in the proxy stops within 2 s)."""
-        shutil.rmtree(run_dir, ignore_errors=True)
+        close_run(run_dir)
 
     def reap_idle(self, client: docker.DockerClient, idle: float = 600.0, grace: float = 60.0) -> list[str]:
         """Close run sockets whose sandbox is gone (older than ``grace`` s, so a run being
@@ -289,19 +314,18 @@ class EgressProxies:
                 if run_dir.name[4:] in running or now - _mtime(run_dir) < grace:
                     in_use = True
                 else:
-                    shutil.rmtree(run_dir, ignore_errors=True)  # its listener stops within 2 s
-            if in_use or now - _mtime(directory / LAST_USED) < idle:
+                    self._remove_dir(directory.name, run_dir.name[4:])  # its listener stops within 2 s
+            if in_use or now - self._last_used(digest) < idle:
                 continue
             with self._lock(digest, blocking=False) as free:
-                if not free or now - _mtime(directory / LAST_USED) < idle:
+                if not free or now - self._last_used(digest) < idle:
                     continue  # a run is starting on it
                 try:
                     container.remove(force=True)
                 except (NotFound, APIError) as exc:
                     log.warning("could not remove idle egress proxy %s: %s", container.id[:12], exc)
                     continue
-                shutil.rmtree(directory, ignore_errors=True)
-                self._lock_path(digest).unlink(missing_ok=True)
+                self._forget(digest)
             name = ((container.attrs.get("Names") or ["?"])[0]).lstrip("/")
             log.info("removed idle egress proxy %s", name)
             removed.append(name)
@@ -310,16 +334,13 @@ class EgressProxies:
     def _start(
         self, client: docker.DockerClient, name: str, digest: str, entries: tuple[AllowEntry, ...], config: dict, directory: Path
     ) -> None:
-        os.chmod(self.socket_root, 0o755)
-        os.chown(directory, PROXY_UID, PROXY_UID)
-        os.chmod(directory, 0o755)
         try:
             client.containers.run(
                 self.image,
                 name=name,
                 detach=True,
                 network_mode="host",
-                user=f"{PROXY_UID}:{PROXY_UID}",
+                user=PROXY_USER,
                 read_only=True,
                 tmpfs={"/tmp": "rw,nosuid,nodev,size=16m,mode=1777"},
                 cap_drop=["ALL"],
@@ -337,7 +358,7 @@ class EgressProxies:
                     labels.EGRESS_DEPLOYMENT: self.deployment,
                     DIGEST_LABEL: digest,
                     ALLOWLIST_LABEL: allowlist_key(entries),
-                    "askbox.egress.allow": ",".join(map(str, entries)),
+                    labels.EGRESS_ALLOW: ",".join(map(str, entries)),
                 },
                 restart_policy={"Name": "unless-stopped"},
                 log_config=LogConfig(type="json-file", config={"max-size": "10m", "max-file": "2"}),
@@ -347,6 +368,16 @@ class EgressProxies:
         except APIError as exc:
             if exc.status_code != 409:  # 409: another process started it first; wait for it
                 raise SandboxInfraError(f"cannot start egress proxy {name}: {exc.explanation}") from exc
+
+
+def close_run(run_dir: Path) -> None:
+    """A run ended: its socket directory (``<root>/<proxy>/runs/run-<id>``) goes, and its
+    listener in the proxy stops within 2 s. A failure is logged: the reaper tries again."""
+    proxy_dir = run_dir.parent.parent
+    try:
+        owned_dirs.perform("egress/remove", proxy_dir.parent, proxy=proxy_dir.name, run=run_dir.name.removeprefix("run-"))
+    except (OSError, ValueError, SandboxInfraError) as exc:
+        log.warning("could not remove the egress socket directory %s: %s", run_dir, exc)
 
 
 def _mtime(path: Path) -> float:
@@ -423,7 +454,7 @@ def _self_test_once(sandbox: Sandbox, proxies: EgressProxies, image: str, timeou
         started = container.exec_run(["askbox-egress-responder", str(port), token, str(int(timeout) + 30)])
         if started.exit_code == 0:
             break
-        _discard(container, directory)
+        _discard(proxies, container, directory)
     else:
         raise SandboxInfraError(f"egress self-test: no free port for its local server: {started.output.decode(errors='replace').strip()}")
     try:
@@ -431,16 +462,15 @@ def _self_test_once(sandbox: Sandbox, proxies: EgressProxies, image: str, timeou
     finally:
         # The proxy served this one test (its allowlist names a random port): gone with it,
         # so worker starts do not pile up proxies.
-        _discard(container, directory)
+        _discard(proxies, container, directory)
 
 
-def _discard(container, directory: Path) -> None:  # type: ignore[no-untyped-def]
+def _discard(proxies: EgressProxies, container, directory: Path) -> None:  # type: ignore[no-untyped-def]
     try:
         container.remove(force=True)
     except (NotFound, APIError):
         pass
-    shutil.rmtree(directory, ignore_errors=True)
-    (directory.parent / f"{directory.name}.lock").unlink(missing_ok=True)
+    proxies._forget(directory.name)
 
 
 def _check_through(sandbox: Sandbox, image: str, timeout: float, entries: tuple[AllowEntry, ...], port: int,

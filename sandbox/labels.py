@@ -12,5 +12,6 @@ DEADLINE = "askbox.deadline"  # unix time after which the run is dead whatever i
 EGRESS = "askbox.egress"
 EGRESS_ROOT = "askbox.egress.root"  # the socket directory a proxy serves
 EGRESS_DEPLOYMENT = "askbox.egress.deployment"  # the deployment (ASKBOX_DEPLOYMENT) it serves
+EGRESS_ALLOW = "askbox.egress.allow"  # its allowlist, comma-separated: its squid.conf is made from it
 WORKER = "askbox.worker"  # the RQ worker whose question a sandbox runs (jobs/ sets it)
 PREFIX = "askbox."

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from requests.exceptions import RequestException
 from sandbox import labels, owner
 from sandbox.allowlist import parse_allowlist
 from sandbox.bridges import bridge_command
-from sandbox.egress import PROXY_ENV, EgressProxies, egress_bridge
+from sandbox.egress import PROXY_ENV, EgressProxies, close_run, egress_bridge
 from sandbox.errors import SandboxInfraError, docker_failed, docker_unreachable, image_missing
 from sandbox.lines import LineSplitter, Tail
 from sandbox.outcome import EXIT_KILLED, Outcome, OutcomeKind
@@ -385,7 +384,7 @@ class SandboxRun:
         if self._egress_dir is not None:
             # The run's own proxy socket goes with it: a proxy without run directories is
             # unused (EgressProxies.remove_unused), and its listener stops within 2 s.
-            shutil.rmtree(self._egress_dir, ignore_errors=True)
+            close_run(self._egress_dir)
 
     def _classify(self, exit_code: int | None, oom: bool, error: str) -> Outcome:
         duration = time.monotonic() - self._started

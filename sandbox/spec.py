@@ -9,10 +9,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sandbox.bridges import SocketBridge
+from sandbox.users import SANDBOX_USER
 
 WORKSPACE = "/workspace"
 HOME = "/home/agent"
-SANDBOX_USER = "10001:10001"
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

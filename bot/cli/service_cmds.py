@@ -67,16 +67,20 @@ def cmd_docker_filter(args: argparse.Namespace, settings: Settings) -> int:
 
     configure_json_logging(secrets=settings.secret_values())
     section = settings.docker_filter
-    policy = section.policy(
-        deployment=settings.sandbox.deployment,
-        egress_dir=settings.sandbox.egress_socket_dir,
-        # What sandboxes mount: the gateway's sockets, the per-commit snapshots, and the
-        # local directories of ASKBOX_REPOS (a directory that is not a git checkout is
-        # mounted as it is).
-        read_only_dirs=[settings.gateway.gateway_socket_dir, settings.jobs.repo_snapshots,
-                        *(entry.path for entry in settings.jobs.repos.values() if entry.path is not None)],
-        runtime=settings.sandbox.sandbox_runtime,
-    )
+    try:
+        policy = section.policy(
+            deployment=settings.sandbox.deployment,
+            egress_dir=settings.sandbox.egress_socket_dir,
+            snapshot_dir=settings.jobs.repo_snapshots,
+            gateway_dir=settings.gateway.gateway_socket_dir,
+            # The local directories of ASKBOX_REPOS (one that is not a git checkout is
+            # mounted as it is).
+            read_only_dirs=[entry.path for entry in settings.jobs.repos.values() if entry.path is not None],
+            runtime=settings.sandbox.sandbox_runtime,
+        )
+    except ValueError as exc:  # a directory sandboxes may bind overlaps one only the filter writes
+        err(f"askbox docker-filter not started: {exc}")
+        return 2
     server = DockerFilter(policy, section.docker_filter_socket, section.docker_filter_upstream,
                           max_body=section.docker_filter_max_body)
     try:

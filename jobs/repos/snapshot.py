@@ -1,21 +1,29 @@
 """Read-only snapshots of one commit's tree, shared by the questions pinned to it.
 
-``<snapshots>/<slug>/<commit>-<variant>/`` is what a sandbox mounts at /workspace: the
-commit's files minus the denylist (``variant`` hashes the denylist and ``history``, so two
-configurations never share one), dirs 0755 and files 0644 (0755 if executable) so the
+``<snapshots>/sealed/<slug>/<commit>-<variant>/`` is what a sandbox mounts at /workspace:
+the commit's files minus the denylist (``variant`` hashes the denylist and ``history``, so
+two configurations never share one), dirs 0755 and files 0644 (0755 if executable) so the
 sandbox user can read them whoever owns them. A repository's snapshots hard-link the
 files they share (``.blobs``): a new commit costs its directories and changed files. No ``.git`` unless the repository has
 ``history: true``: then a bare repository holding the pinned commit's history only, with
 no remote, no config of the source's and no later commits.
 
+The worker builds in ``<snapshots>/staging/<slug>/`` (its own: the ``.blobs`` store, the
+builds, the lock files); a finished snapshot is *sealed*, moved to ``sealed/``, which only
+the sealing party may change, so that nothing a sandbox binds can be replaced by the
+worker between askbox docker-filter's check and the container's start. Behind the filter
+the worker has ``sealed/`` read-only and the filter seals and removes (sandbox/owned_dirs.py:
+``perform`` tries here first, then asks the filter).
+
 The tree is written from ``git ls-tree`` and ``git cat-file --batch`` rather than ``git
 archive``/``checkout-index``: those run the smudge filters of the source's config
 (``filter.*.smudge``, a command), and a directory a user names may be anyone's. Written
-in a temporary directory and renamed into place, so a snapshot is whole or absent.
+in a temporary directory in staging and sealed (renamed) into place, so a snapshot is
+whole or absent.
 
-Each use holds a shared ``flock`` on ``<commit>-<variant>.lock`` (its mtime is the last
-use); the cleanup removes a snapshot unused for longer than allowed only when it gets the
-exclusive lock without waiting, i.e. when no question is reading it.
+Each use holds a shared ``flock`` on ``staging/<slug>/<commit>-<variant>.lock`` (its mtime
+is the last use); the cleanup removes a snapshot unused for longer than allowed only when
+it gets the exclusive lock without waiting, i.e. when no question is reading it.
 """
 
 from __future__ import annotations
@@ -35,30 +43,35 @@ from jobs.repos.denylist import denied
 from jobs.repos.git import base_env, git_argv, git_records, run_git
 from jobs.repos.locks import WouldBlock, locked
 from jobs.repos.resolve import RepoRef
+from sandbox import owned_dirs
+from sandbox.owned_dirs import SEALED, STAGING
 from sandbox.spec import SANDBOX_USER
 
 SANDBOX_UID = int(SANDBOX_USER.partition(":")[0])
 _BLOB_MODES = {"100644": 0o644, "100755": 0o755}
-# Per repository, next to its snapshots: the files they share, hard-linked into each, and
-# the lock that keeps the sweep of unused ones away from a snapshot being made. Neither
-# ends in ".lock": the cleanup takes "<commit>-<variant>.lock" files for snapshots.
+# Per repository, in its staging directory: the files its snapshots share, hard-linked
+# into each, and the lock that keeps the sweep of unused ones away from a snapshot being
+# made. Neither ends in ".lock": the cleanup takes "<commit>-<variant>.lock" files.
 BLOBS, BLOBS_LOCK = ".blobs", ".blobs-lock"
 
 
 class Snapshots:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.staging = root / STAGING
+        self.sealed = root / SEALED
 
     def path_of(self, repo: RepoRef, commit: str) -> Path:
         variant = hashlib.sha256(repr((repo.deny, repo.history)).encode()).hexdigest()[:8]
-        return self.root / repo.slug / f"{commit}-{variant}"
+        return self.sealed / repo.slug / f"{commit}-{variant}"
 
     @contextmanager
     def lease(self, repo: RepoRef, git_dir: Path, commit: str) -> Iterator[Path]:
         """The snapshot of ``commit`` (made from ``git_dir`` if missing), kept while held."""
         tree = self.path_of(repo, commit)
-        tree.parent.mkdir(parents=True, exist_ok=True)
-        lock = tree.with_name(tree.name + ".lock")
+        work = self.staging / repo.slug
+        work.mkdir(parents=True, exist_ok=True)
+        lock = work / f"{tree.name}.lock"
         with locked(lock, exclusive=False):
             os.utime(lock)
             if not tree.is_dir():
@@ -70,21 +83,21 @@ class Snapshots:
         """Remove snapshots no question has used for ``idle`` seconds; returns them."""
         removed: list[Path] = []
         now = time.time()
-        for lock in self.root.glob("*/*.lock"):
+        for lock in self.staging.glob("*/*.lock"):
             try:
                 if now - lock.stat().st_mtime < idle:
                     continue
                 with locked(lock, exclusive=True, blocking=False):
                     if now - lock.stat().st_mtime < idle:
                         continue  # used again while we looked
-                    tree = lock.with_name(lock.name.removesuffix(".lock"))
+                    tree = self.sealed / lock.parent.name / lock.name.removesuffix(".lock")
                     if tree.is_dir():
-                        _remove(tree)
+                        owned_dirs.perform("snapshots/remove", self.root, slug=lock.parent.name, name=tree.name)
                         removed.append(tree)
                     lock.unlink()
             except (WouldBlock, FileNotFoundError):
                 continue  # in use, or another cleanup took it
-        for blobs in self.root.glob(f"*/{BLOBS}"):
+        for blobs in self.staging.glob(f"*/{BLOBS}"):
             try:
                 with locked(blobs.parent / BLOBS_LOCK, exclusive=True, blocking=False):
                     for blob in os.scandir(blobs):
@@ -92,7 +105,7 @@ class Snapshots:
                             os.unlink(blob.path)
             except (WouldBlock, FileNotFoundError):
                 continue  # a snapshot is being made: next round
-        for tmp in self.root.glob("*/.tmp-*"):  # left by a crash mid-creation
+        for tmp in self.staging.glob("*/.tmp-*"):  # left by a crash mid-creation
             try:
                 if now - tmp.stat().st_mtime > max(idle, 3600):
                     _remove(tmp)
@@ -101,23 +114,20 @@ class Snapshots:
         return removed
 
     def _create(self, repo: RepoRef, git_dir: Path, commit: str, tree: Path) -> None:
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=tree.parent))
-        blobs = tree.parent / BLOBS
+        work = self.staging / repo.slug
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=work))
+        blobs = work / BLOBS
         try:
             blobs.mkdir(exist_ok=True)
-            with locked(tree.parent / BLOBS_LOCK, exclusive=False):  # no sweep while we link
+            with locked(work / BLOBS_LOCK, exclusive=False):  # no sweep while we link
                 write_tree(git_dir, commit, tmp, repo.deny, blobs)
             if repo.history:
                 _history(git_dir, commit, tmp / ".git", repo.deny)
                 if os.geteuid() == 0:  # git checks the work tree's owner too
                     os.chown(tmp, SANDBOX_UID, SANDBOX_UID)
             tmp.chmod(0o755)
-            try:
-                tmp.rename(tree)
-            except OSError:
-                if not tree.is_dir():
-                    raise
-                _remove(tmp)  # a concurrent question made the same snapshot first
+            # Into sealed/ (or dropped, when a concurrent question sealed the same one first).
+            owned_dirs.perform("snapshots/seal", self.root, slug=repo.slug, build=tmp.name, name=tree.name)
         except BaseException:
             if tmp.exists():
                 _remove(tmp)

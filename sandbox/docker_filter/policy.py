@@ -17,6 +17,10 @@ The rules follow from how the daemon reads a request, not only from what docker-
   every field the policy does not vouch for must be empty; the body forwarded is the one
   parsed here, re-serialised;
 - query strings: one value per parameter, only the parameters a route takes, re-encoded.
+
+Bind mounts are resolved by the daemon when a container *starts*: a source is allowed only
+in the shape askbox makes it, under a directory the worker cannot write
+(sandbox/owned_dirs.py), and checked again at start, no symlink on the way.
 """
 
 from __future__ import annotations
@@ -30,7 +34,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from sandbox import labels as askbox_labels
+from sandbox import owned_dirs
+from sandbox.allowlist import parse_allowlist, squid_config
 from sandbox.errors import FILTER_PREFIX as PREFIX
+from sandbox.users import PROXY_USER, SANDBOX_USER
 
 MIN_API_VERSION = (1, 40)  # older versions read HostConfig from other places (e.g. the start body)
 
@@ -39,8 +46,11 @@ SANDBOX_REQUIRED_LABELS = (askbox_labels.RUN_ID, askbox_labels.OWNER, askbox_lab
 EGRESS_LABEL = askbox_labels.EGRESS
 EGRESS_ROOT_LABEL = askbox_labels.EGRESS_ROOT
 
-# What the worker execs in an egress proxy (sandbox/egress.py); nothing else, nowhere else.
-EXEC_COMMANDS = frozenset({"askbox-egress-listen", "askbox-egress-responder", "test"})
+# What the worker execs in an egress proxy (sandbox/egress.py), each argument in the shape
+# askbox gives it; nothing else, nowhere else.
+EXEC_COMMANDS = ("askbox-egress-listen", "askbox-egress-responder", "test")
+SQUID_PORT_FILE = "/tmp/squid.port"  # `test -s` it: Squid listens (images/egress-proxy/entrypoint.sh)
+PROXY_ENV = "ASKBOX_SQUID_CONF"  # the one variable an egress proxy is created with
 
 NO_NEW_PRIVILEGES = frozenset({"no-new-privileges", "no-new-privileges:true", "no-new-privileges=true"})
 LOG_DRIVERS = frozenset({"", "json-file", "local", "none"})  # none that sends logs over a network
@@ -52,8 +62,8 @@ _PATH = re.compile(r"^(?:/v(?P<major>\d{1,2})\.(?P<minor>\d{1,3}))?(?P<rest>(?:/
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # a container's name or (short) id
 _EXEC_ID = re.compile(r"^[0-9a-f]{64}$")
 _IMAGE = re.compile(r"^(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*):(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$")
-# uid:gid, both numeric and not 0 (a uid alone gets gid 0 when the image has no passwd entry for it)
-_USER = re.compile(r"^[1-9][0-9]{0,9}:[1-9][0-9]{0,9}$")
+_SESSION = re.compile(r"s-[A-Za-z0-9_-]{1,64}")  # a gateway session's socket directory
+_RUN_DIR = re.compile(r"run-" + owned_dirs.RUN.pattern)
 
 
 class Refused(Exception):
@@ -71,15 +81,33 @@ class Policy:
     deployment: str
     image_prefixes: tuple[str, ...]  # repositories, e.g. "askbox/"
     egress_image: str  # the repository allowed the host's network: "askbox/egress-proxy"
-    egress_dirs: tuple[str, ...]  # egress socket roots: egress proxies mount these read-write
-    read_only_dirs: tuple[str, ...]  # repositories, gateway sockets: sandboxes mount these read-only
+    # Egress socket roots: a proxy binds <root>/<proxy> read-write, a sandbox
+    # <root>/<proxy>/runs/run-<id> read-only (sandbox/owned_dirs.py).
+    egress_dirs: tuple[str, ...]
+    # Repositories (ASKBOX_REPOS paths, ASKBOX_DOCKER_FILTER_ALLOW_BINDS): sandboxes bind
+    # anything below, read-only. Directories the worker cannot write.
+    read_only_dirs: tuple[str, ...]
+    # ASKBOX_REPO_SNAPSHOTS: sandboxes bind <root>/sealed/<slug>/<name> read-only, and the
+    # filter seals and removes snapshots there (its staging/ is the worker's: never bound).
+    snapshot_dirs: tuple[str, ...] = ()
+    gateway_dirs: tuple[str, ...] = ()  # gateway socket directories: sandboxes bind s-<session> read-only
     runtimes: frozenset[str] = frozenset({"runc", "runsc"})
     read_only_files: tuple[str, ...] = ("/dev/null",)  # the sandbox's empty /etc/resolv.conf
+    sandbox_user: str = SANDBOX_USER  # exactly: any other gid (the Docker socket's group) is refused
+    proxy_user: str = PROXY_USER
 
     def __post_init__(self) -> None:
-        for prefix in (*self.egress_dirs, *self.read_only_dirs):
+        owned = (*self.egress_dirs, *self.snapshot_dirs, *self.gateway_dirs)
+        for prefix in (*owned, *self.read_only_dirs):
             if not os.path.isabs(prefix) or os.path.normpath(prefix) in {"/", "//"}:
                 raise ValueError(f"docker-filter: bind prefix {prefix!r} must be an absolute directory other than /")
+        for prefix in self.read_only_dirs:
+            for other in owned:
+                if _under(prefix, [other]) or _under(other, [prefix]):
+                    raise ValueError(
+                        f"docker-filter: {prefix} (a directory sandboxes may bind anything below) overlaps {other}, "
+                        "whose directories askbox binds only in the shapes it makes them (and whose snapshot "
+                        "staging area the worker writes): name a directory beside it")
 
 
 @dataclass(frozen=True)
@@ -93,6 +121,7 @@ class Decision:
     container: str | None = None  # check this container's labels, then use its full id
     exec_id: str | None = None  # check this exec's container, then forward
     exec_only_egress: bool = False  # the target must be an egress proxy (exec create)
+    recheck_mounts: bool = False  # container start: its bind mounts are checked again first
     summary: str = ""
 
     def target(self) -> str:
@@ -109,7 +138,7 @@ _ROUTES: list[tuple[frozenset[str], re.Pattern[str], frozenset[str], str]] = [
     (frozenset({"GET"}), re.compile(r"^/containers/json$"), frozenset({"all", "limit", "size", "filters", "trunc_cmd", "since", "before"}), "list"),
     (frozenset({"POST"}), re.compile(r"^/containers/create$"), frozenset({"name"}), "create"),
     (frozenset({"GET"}), re.compile(r"^/containers/(?P<id>[^/]+)/json$"), frozenset({"size"}), "container"),
-    (frozenset({"POST"}), re.compile(r"^/containers/(?P<id>[^/]+)/start$"), frozenset(), "container"),
+    (frozenset({"POST"}), re.compile(r"^/containers/(?P<id>[^/]+)/start$"), frozenset(), "start"),
     (frozenset({"POST"}), re.compile(r"^/containers/(?P<id>[^/]+)/wait$"), frozenset({"condition"}), "container"),
     (frozenset({"POST"}), re.compile(r"^/containers/(?P<id>[^/]+)/kill$"), frozenset({"signal"}), "container"),
     (frozenset({"GET"}), re.compile(r"^/containers/(?P<id>[^/]+)/logs$"),
@@ -155,12 +184,13 @@ def decide(policy: Policy, method: str, target: str, body: bytes) -> Decision:
         return clean
     if kind == "create":
         return _create(policy, clean, args, body)
-    if kind in {"container", "attach"}:
+    if kind in {"container", "attach", "start"}:
         ident = _ident(found["id"])
-        return Decision(path=path, query=clean.query, container=ident, hijack=kind == "attach")
+        return Decision(path=path, query=clean.query, container=ident, hijack=kind == "attach",
+                        recheck_mounts=kind == "start")
     if kind == "exec-create":
         ident = _ident(found["id"])
-        payload = _exec_body(_parse_json(body, "exec"))
+        payload = _exec_body(policy, parse_json(body, "exec"))
         return Decision(path=path, body=payload, container=ident, exec_only_egress=True)
     # exec start / inspect: the exec's container is checked by the proxy
     exec_id = found["id"]
@@ -168,7 +198,7 @@ def decide(policy: Policy, method: str, target: str, body: bytes) -> Decision:
         raise Refused(f"exec id {exec_id[:80]!r} is not a full exec id")
     payload = b""
     if kind == "exec-start":
-        start = _fields(_parse_json(body, "exec start") if body else _Obj(), {"Detach", "Tty", "ConsoleSize"},
+        start = _fields(parse_json(body, "exec start") if body else _Obj(), {"Detach", "Tty", "ConsoleSize"},
                         "exec start")
         if _get(start, "Detach") not in (None, False):
             raise Refused("detached execs are not used by askbox")
@@ -268,7 +298,7 @@ def _constant(name: str) -> None:
     raise Refused(f"JSON holds {name}, which is not JSON")
 
 
-def _parse_json(body: bytes, what: str) -> _Obj:
+def parse_json(body: bytes, what: str) -> _Obj:
     try:
         text = body.decode("utf-8")  # not json.loads(bytes), which would also take UTF-16/32
         value = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant)
@@ -362,23 +392,26 @@ _HOST_FIELDS = {
 
 
 def _create(policy: Policy, clean: Decision, args: dict[str, str], body: bytes) -> Decision:
-    config = _parse_json(body, "create")
+    config = parse_json(body, "create")
     fields = _fields(config, _CONFIG_FIELDS, "create")
     repo = check_image(policy, _get(fields, "Image", ""))
     kind = "egress" if repo == policy.egress_image else "sandbox"
     name = args.get("name", "")
     if name and not re.fullmatch(r"askbox-[A-Za-z0-9_.-]{1,120}", name):
         raise Refused(f"container name {name[:80]!r} does not start with askbox-")
-    user = _get(fields, "User", "")
-    if not isinstance(user, str) or not _USER.match(user):
-        raise Refused(f"User {str(user)[:40]!r} must be a numeric uid:gid other than root (0)")
+    check_user(policy, kind, _get(fields, "User", ""), "create")
     _check_labels(policy, kind, _get(fields, "Labels", {}))
+    env = _str_list(_get(fields, "Env"), "create.Env")
     if kind == "egress":
-        # The proxy runs its image's own entrypoint, nothing else.
+        # The proxy runs its image's own entrypoint, nothing else, with its Squid
+        # configuration and no other variable (LD_PRELOAD and the like run code of the
+        # caller's choosing in the host's network namespace).
         _require_empty(fields, ["Cmd"], "create")
+        if len(env) != 1 or not env[0].startswith(PROXY_ENV + "="):
+            raise Refused(f"create.Env of an egress proxy must be {PROXY_ENV}=<its squid.conf> and nothing else")
+        check_squid_conf(env[0].removeprefix(PROXY_ENV + "="), _get(fields, "Labels", {}))
     if "Entrypoint" in fields and fields["Entrypoint"].value is not None:
         raise Refused("create.Entrypoint may not be set: the image's own is used")
-    _str_list(_get(fields, "Env"), "create.Env")
     _str_list(_get(fields, "Cmd"), "create.Cmd")
     networking = _fields(_get(fields, "NetworkingConfig"), {"EndpointsConfig"}, "create.NetworkingConfig")
     _require_empty(networking, ["EndpointsConfig"], "create.NetworkingConfig")
@@ -388,6 +421,36 @@ def _create(policy: Policy, clean: Decision, args: dict[str, str], body: bytes) 
     _check_host(policy, kind, _fields(host, _HOST_FIELDS, "HostConfig"))
     return Decision(path=clean.path, query=clean.query, body=json.dumps(config).encode(),
                     summary=f"{kind} {_get(fields, 'Image')}")
+
+
+def check_squid_conf(conf: str, labels: Mapping[str, str]) -> None:
+    """The proxy's squid.conf must be the one askbox writes (sandbox/allowlist.py) for the
+    allowlist on its label: Squid runs the programs its configuration names (helpers,
+    rewriters), so any other text could be code of the caller's choosing in the host's
+    network namespace. Only the allowlist, the per-run connection cap and the resolvers
+    vary; they are read back and the whole text made again to compare."""
+    allow = labels.get(askbox_labels.EGRESS_ALLOW)
+    cap = re.search(r"^client_ip_max_connections ([1-9][0-9]{0,3})$", conf, re.MULTILINE)
+    servers = re.search(r"^dns_nameservers (.+)$", conf, re.MULTILINE)
+    try:
+        if not isinstance(allow, str) or cap is None:
+            raise ValueError("no allowlist label or connection cap")
+        expected = squid_config(parse_allowlist(allow), max_connections=int(cap[1]),
+                                dns_nameservers=servers[1].split() if servers else ())
+    except ValueError:  # pydantic's ValidationError is one too
+        expected = None
+    if conf != expected:
+        raise Refused(f"create.Env {PROXY_ENV} is not the squid.conf askbox writes for the allowlist in the "
+                      f"proxy's {askbox_labels.EGRESS_ALLOW} label")
+
+
+def check_user(policy: Policy, kind: str, user: Any, where: str) -> None:
+    """A sandbox runs as exactly the sandbox user, a proxy as exactly the proxy's: no
+    other uid, and no other gid (the Docker socket's group would open it)."""
+    wanted = policy.proxy_user if kind == "egress" else policy.sandbox_user
+    if user != wanted:
+        raise Refused(f"{where}.User {str(user)[:40]!r}: a{'n egress proxy' if kind == 'egress' else ' sandbox'} "
+                      f"runs as {wanted} exactly")
 
 
 def _check_labels(policy: Policy, kind: str, labels: Any) -> None:
@@ -521,11 +584,29 @@ def _under(path: str, prefixes: Iterable[str]) -> bool:
     return any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)
 
 
-def check_source(policy: Policy, source: Any, read_only: bool, kind: str) -> None:
-    """A bind mount's host path: canonical, no symlink on the way (as far as this process
-    sees the host's directories: they must be mounted into the filter at the same path),
-    and under a directory askbox mounts."""
-    where = "HostConfig.Mounts"
+def _shaped(source: str, roots: Iterable[str], shape: tuple[re.Pattern[str] | str, ...]) -> bool:
+    """Whether ``source`` is ``<one of roots>/<part>/...`` with exactly the parts of ``shape``."""
+    for root in roots:
+        prefix = root.rstrip("/") + "/"
+        if source.startswith(prefix):
+            parts = source[len(prefix):].split("/")
+            if len(parts) == len(shape) and all(
+                part == want if isinstance(want, str) else want.fullmatch(part) is not None
+                for part, want in zip(parts, shape)
+            ):
+                return True
+    return False
+
+
+def _sealed(policy: Policy) -> list[str]:
+    return [f"{root.rstrip('/')}/{owned_dirs.SEALED}" for root in policy.snapshot_dirs]
+
+
+def check_source(policy: Policy, source: Any, read_only: bool, kind: str, where: str = "HostConfig.Mounts") -> None:
+    """A bind mount's host path: canonical, in a shape askbox makes under a directory the
+    worker cannot write (sandbox/owned_dirs.py), and reached without a symlink on the way
+    (as this process sees the host's directories: they must be mounted into the filter at
+    the same path)."""
     if not isinstance(source, str) or "\0" in source or not source.startswith("/"):
         raise Refused(f"{where}: source {str(source)[:120]!r} is not an absolute path")
     if os.path.normpath(source) != source:
@@ -535,19 +616,29 @@ def check_source(policy: Policy, source: Any, read_only: bool, kind: str) -> Non
             raise Refused(f"{where}: {source} only read-only")
         return
     if kind == "egress":
-        allowed = policy.egress_dirs
+        shapes = [f"{root}/<proxy>" for root in policy.egress_dirs]
+        allowed = _shaped(source, policy.egress_dirs, (owned_dirs.PROXY,))
     else:
         if not read_only:
             raise Refused(f"{where}: a sandbox's mounts are read-only ({source[:200]})")
-        allowed = (*policy.read_only_dirs, *policy.egress_dirs)
-    if not _under(source, allowed):
-        raise Refused(f"{where}: {source[:200]} is not under a directory askbox mounts "
-                      f"({', '.join(allowed) or 'none configured'})")
-    if not os.path.exists(source):
+        shapes = [*(f"{root}/..." for root in policy.read_only_dirs),
+                  *(f"{root}/<slug>/<snapshot>" for root in _sealed(policy)),
+                  *(f"{root}/s-<session>" for root in policy.gateway_dirs),
+                  *(f"{root}/<proxy>/{owned_dirs.RUNS}/run-<id>" for root in policy.egress_dirs)]
+        allowed = (_under(source, policy.read_only_dirs)
+                   or _shaped(source, _sealed(policy), (owned_dirs.SLUG, owned_dirs.SNAPSHOT))
+                   or _shaped(source, policy.gateway_dirs, (_SESSION,))
+                   or _shaped(source, policy.egress_dirs, (owned_dirs.PROXY, owned_dirs.RUNS, _RUN_DIR)))
+    if not allowed:
+        raise Refused(f"{where}: {source[:200]} is not under a directory askbox mounts, in a shape it mounts "
+                      f"({', '.join(shapes) or 'none configured'})")
+    try:
+        owned_dirs.check_no_symlink(source)
+    except FileNotFoundError:
         raise Refused(f"{where}: {source[:200]} is not visible to the filter "
-                      "(mount the directory into it at the same path)")
-    if os.path.realpath(source) != source:
-        raise Refused(f"{where}: {source[:200]} is or passes through a symlink")
+                      "(mount the directory into it at the same path)") from None
+    except OSError as exc:  # ELOOP, ENOTDIR: a symlink (or a file) on the way
+        raise Refused(f"{where}: {source[:200]} is or passes through a symlink or a file ({exc.strerror})") from None
 
 
 def _check_mounts(policy: Policy, kind: str, value: Any, where: str) -> None:
@@ -571,14 +662,61 @@ _EXEC_FIELDS = {"Container", "AttachStdin", "AttachStdout", "AttachStderr", "Tty
                 "WorkingDir", "DetachKeys", "ConsoleSize"}
 
 
-def _exec_body(config: _Obj) -> bytes:
+def _exec_body(policy: Policy, config: _Obj) -> bytes:
     fields = _fields(config, _EXEC_FIELDS, "exec")
     if _get(fields, "Privileged") not in (None, False):
         raise Refused("exec.Privileged is not allowed")
     user = _get(fields, "User", "")
-    if user and (not isinstance(user, str) or not _USER.match(user)):
-        raise Refused(f"exec.User {str(user)[:40]!r} must be empty (the container's) or a numeric non-root uid:gid")
-    command = _str_list(_get(fields, "Cmd"), "exec.Cmd")
-    if not command or command[0] not in EXEC_COMMANDS:
-        raise Refused(f"exec of {command[:1]} is not allowed (only {', '.join(sorted(EXEC_COMMANDS))})")
+    if user not in ("", policy.proxy_user):
+        raise Refused(f"exec.User {str(user)[:40]!r} must be empty (the proxy's own) or {policy.proxy_user}")
+    # No variable (LD_PRELOAD makes any command arbitrary code), no other directory.
+    _require_empty(fields, ["Env", "WorkingDir"], "exec")
+    check_exec_command(_str_list(_get(fields, "Cmd"), "exec.Cmd"))
     return json.dumps(config).encode()
+
+
+def check_exec_command(command: list[str]) -> None:
+    """One of the commands sandbox/egress.py runs in a proxy, each argument in its shape."""
+    name, args = (command[0], command[1:]) if command else ("", [])
+    if name not in EXEC_COMMANDS:
+        raise Refused(f"exec of {command[:1]} is not allowed (only {', '.join(EXEC_COMMANDS)})")
+    if name == "test":
+        ok = args == ["-s", SQUID_PORT_FILE]
+        shape = f"test -s {SQUID_PORT_FILE}"
+    elif name == "askbox-egress-listen":  # RUN_DIR RUN_ID MAX_CONNECTIONS
+        ok = (len(args) == 3 and owned_dirs.RUN.fullmatch(args[1]) is not None
+              and args[0] == f"{owned_dirs.EGRESS_MOUNT_POINT}/{owned_dirs.RUNS}/run-{args[1]}"
+              and _number(args[2], 1, 1024))
+        shape = f"askbox-egress-listen {owned_dirs.EGRESS_MOUNT_POINT}/{owned_dirs.RUNS}/run-<id> <id> <1-1024>"
+    else:  # askbox-egress-responder PORT TOKEN SECONDS
+        ok = (len(args) == 3 and _number(args[0], 1, 65535) and re.fullmatch(r"[A-Za-z0-9]{1,64}", args[1]) is not None
+              and _number(args[2], 1, 3600))
+        shape = "askbox-egress-responder <port> <token> <1-3600>"
+    if not ok:
+        raise Refused(f"exec {' '.join(command)[:200]!r} is not in the shape askbox runs it ({shape})")
+
+
+def _number(text: str, low: int, high: int) -> bool:
+    return re.fullmatch(r"[1-9][0-9]{0,5}", text) is not None and low <= int(text) <= high
+
+
+# -- start ----------------------------------------------------------------------------
+
+
+def check_at_start(policy: Policy, info: Mapping[str, Any]) -> None:
+    """Before a container starts (``info``: the daemon's inspect of it), its bind mounts
+    and user are checked again: defence in depth. A source is resolved by the daemon at
+    start, so one replaced since the create (a symlink now) is refused here. Not the fix:
+    nothing sandboxes bind is the worker's to replace (sandbox/owned_dirs.py)."""
+    config = info.get("Config") or {}
+    kind = target_kind(policy, config.get("Labels"))
+    if kind is None:
+        raise Refused("the container to start is not one of this deployment's sandboxes or egress proxies")
+    host = info.get("HostConfig") or {}
+    check_user(policy, kind, config.get("User", ""), "start")
+    if host.get("Binds") or host.get("VolumesFrom") or host.get("Devices"):
+        raise Refused("start: the container has Binds, VolumesFrom or Devices")
+    for mount in host.get("Mounts") or []:
+        if not isinstance(mount, dict) or mount.get("Type") != "bind":
+            raise Refused(f"start: only bind mounts (got {str(mount)[:80]})")
+        check_source(policy, mount.get("Source"), mount.get("ReadOnly") is True, kind, where="start: Mounts")

@@ -17,6 +17,11 @@ HTTP server framework will not hand over. So the loop below is asyncio streams +
    caller's later bytes forwarded (they are the container's stdin, not HTTP); on any
    other route they are dropped, so nothing can be pipelined past the check.
 
+A container's start is checked once more (``check_at_start``: its bind mounts, on the
+daemon's own record of them). ``POST /askbox/<action>`` is the filter's own, never
+forwarded: ``endpoints.py`` seals snapshots and makes egress socket directories for a
+worker that has them read-only.
+
 A refusal is a Docker-style ``{"message": "askbox docker-filter: <why>"}`` (docker-py
 raises it as ``APIError`` with that explanation), logged with the request.
 """
@@ -37,7 +42,8 @@ from urllib.parse import quote
 import aiohttp
 import h11
 
-from sandbox.docker_filter.policy import PREFIX, Decision, Policy, Refused, check_target, decide
+from sandbox.docker_filter import endpoints
+from sandbox.docker_filter.policy import PREFIX, Decision, Policy, Refused, check_at_start, check_target, decide
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +112,11 @@ class DockerFilter:
                 method, target = request.method.decode("ascii"), request.target.decode("ascii")
             except UnicodeDecodeError:
                 raise Refused("request line is not ASCII") from None
+            if target.startswith(endpoints.PREFIX):
+                answer = await asyncio.to_thread(endpoints.serve, self.policy, method, target, body)
+                log.info("docker-filter did %s %s", method, target[:200])
+                await self._answer(conn, writer, 200, answer)
+                return
             decision = decide(self.policy, method, target, body)
             decision = await self._resolve(decision)
             if decision.summary:
@@ -182,6 +193,8 @@ class DockerFilter:
             # NotFound stays NotFound: the runner and reaper treat a gone container as gone.
             raise DaemonAnswer(status, info.get("message", f"daemon answered {status}"))
         check_target(self.policy, decision, decision.container, (info.get("Config") or {}).get("Labels"))
+        if decision.recheck_mounts:
+            check_at_start(self.policy, info)
         full = info["Id"]
         path = _CONTAINER_IN_PATH.sub(lambda m: m[1] + full, decision.path, count=1)
         return Decision(path=path, query=decision.query, body=decision.body, hijack=decision.hijack,

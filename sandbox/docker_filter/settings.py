@@ -27,8 +27,9 @@ class DockerFilterSettings(BaseSettings):
     docker_filter_images: str = "askbox/"
     # The one repository whose containers (the egress proxies) may use the host's network.
     docker_filter_egress_image: str = "askbox/egress-proxy"
-    # Host directories sandboxes may mount read-only, comma-separated, besides the
-    # ASKBOX_REPOS paths, the gateway socket directory and the egress socket root.
+    # Host directories sandboxes may mount (anything below, read-only), comma-separated,
+    # besides the ASKBOX_REPOS paths: directories the worker cannot write. Never one
+    # overlapping ASKBOX_REPO_SNAPSHOTS, the gateway's or the egress sockets' (refused).
     docker_filter_allow_binds: str = ""
     docker_filter_max_body: int = Field(default=1 << 20, ge=4096, le=64 << 20)
 
@@ -47,8 +48,10 @@ class DockerFilterSettings(BaseSettings):
             raise ValueError("name at least one image repository prefix, e.g. askbox/")
         return value
 
-    def policy(self, deployment: str, egress_dir: Path, read_only_dirs: Iterable[Path], runtime: str | None) -> Policy:
-        """The policy for one deployment: its label, its egress root, its mountable directories."""
+    def policy(self, deployment: str, egress_dir: Path, snapshot_dir: Path, gateway_dir: Path,
+               read_only_dirs: Iterable[Path], runtime: str | None) -> Policy:
+        """The policy for one deployment: its label, and the directories its containers bind:
+        the egress root, the snapshots, the gateway's sockets and the repositories."""
         dirs = {os.path.realpath(p) for p in (*read_only_dirs, *_items(self.docker_filter_allow_binds))}
         return Policy(
             deployment=deployment,
@@ -56,5 +59,7 @@ class DockerFilterSettings(BaseSettings):
             egress_image=self.docker_filter_egress_image,
             egress_dirs=(os.path.realpath(egress_dir),),
             read_only_dirs=tuple(sorted(dirs)),
+            snapshot_dirs=(os.path.realpath(snapshot_dir),),
+            gateway_dirs=(os.path.realpath(gateway_dir),),
             runtimes=frozenset({"runc", "runsc", *([runtime] if runtime else [])}),
         )

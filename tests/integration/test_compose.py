@@ -107,6 +107,7 @@ def test_config_is_valid(compose: str, tmp_path: Path) -> None:
     assert "- /run/askbox/egress:/run/askbox/egress" in config
     assert "ASKBOX_EGRESS_SOCKET_DIR: /run/askbox/egress" in config
     assert "- /var/lib/askbox/snapshots:/var/lib/askbox/snapshots" in config  # what sandboxes mount
+    assert "- egress-locks:/run/askbox/egress.locks:rw" in _service(config, "worker")  # the workers' own, beside it
     assert "- /var/run/docker.sock:/var/run/docker.sock" in config
     assert "- 127.0.0.1:9181:9181/tcp" in config  # the dashboard on the host's loopback only
     assert "BASE: debian:trixie-slim" in config
@@ -136,6 +137,7 @@ def test_config_is_valid(compose: str, tmp_path: Path) -> None:
     assert custom.returncode == 0, custom.stderr
     assert "- /data/checkouts:/data/checkouts:ro" in custom.stdout
     assert "- /run/other/egress:/run/other/egress" in custom.stdout
+    assert "- egress-locks:/run/other/egress.locks" in custom.stdout
     assert "ASKBOX_EGRESS_SOCKET_DIR: /run/other/egress" in custom.stdout
     assert "- 127.0.0.1:19999:9181/tcp" in custom.stdout
     assert "ASKBOX_DASHBOARD_URL: http://127.0.0.1:19999/" in custom.stdout  # what it logs for users
@@ -207,6 +209,19 @@ def test_config_is_valid_for_compose_v2(tmp_path: Path) -> None:
     assert services["worker"]["environment"]["DOCKER_HOST"] == "unix:///run/askbox-docker/docker.sock"
     assert services["worker"]["depends_on"]["docker-filter"]["condition"] == "service_healthy"
     assert services["docker-filter"]["network_mode"] == "none"
+    # Issue 17: nothing a container binds is the worker's to write, but the snapshots'
+    # staging area; the filter writes the sealed snapshots and the egress sockets.
+    worker_mounts = {(m["source"], m["target"], m.get("read_only", False)) for m in services["worker"]["volumes"]}
+    writable = {(source, target) for source, target, read_only in worker_mounts if not read_only}
+    assert writable == {("/var/lib/askbox/snapshots/staging", "/var/lib/askbox/snapshots/staging"),
+                        ("egress-locks", "/run/askbox/egress.locks"), ("repo-mirrors", "/var/lib/askbox/mirrors")}
+    assert {("/var/lib/askbox/snapshots", "/var/lib/askbox/snapshots", True), ("/run/askbox/egress", "/run/askbox/egress", True),
+            ("/run/askbox/gateway", "/run/askbox/gateway", True)} <= worker_mounts
+    docker_filter = services["docker-filter"]
+    filter_mounts = {(m["source"], m["target"], m.get("read_only", False)) for m in docker_filter["volumes"]}
+    assert {("/var/lib/askbox/snapshots", "/var/lib/askbox/snapshots", False), ("/run/askbox/egress", "/run/askbox/egress", False),
+            ("/run/askbox/gateway", "/run/askbox/gateway", True), ("/data/checkouts", "/data/checkouts", True)} <= filter_mounts
+    assert sorted(docker_filter["cap_add"]) == ["CHOWN", "DAC_OVERRIDE"] and docker_filter["cap_drop"] == ["ALL"]
 
 
 def _service(config: str, name: str) -> str:
@@ -282,7 +297,7 @@ services:
     build: {{network: host}}
   dashboard:
     build: {{network: host}}
-# The default network on a subnet of the test's choosing: its gateway is an address of
+{extra}# The default network on a subnet of the test's choosing: its gateway is an address of
 # this host, where the test relays the fakes (which listen on loopback only).
 networks:
   default:
@@ -291,16 +306,25 @@ networks:
 """
 
 
+FILTER_OVERRIDE = """\
+  docker-filter:
+    build: {network: host}
+"""
+
+
 class Stack:
-    def __init__(self, compose: list[str], project: Path, name: str, env: dict[str, str], subnet: str) -> None:
+    def __init__(self, compose: list[str], project: Path, name: str, env: dict[str, str], subnet: str,
+                 docker_filter: bool = False) -> None:
         self.project, self.name, self.env = project, name, env
         self.gateway = subnet.rsplit(".", 1)[0] + ".1"
         override = project.parent / "test-override.yaml"
-        override.write_text(OVERRIDE.format(gateway=self.gateway, subnet=subnet))
+        override.write_text(OVERRIDE.format(gateway=self.gateway, subnet=subnet,
+                                            extra=FILTER_OVERRIDE if docker_filter else ""))
         env_file = project.parent / "test.env"  # not the project's .env (the canary)
         env_file.write_text("")
+        files = ["compose.yaml", *(["compose.docker-filter.yaml"] if docker_filter else [])]
         self.base = [*compose, "-p", name, "--env-file", str(env_file),
-                     "-f", str(project / "compose.yaml"), "-f", str(override), "--profile", "slack"]
+                     *(arg for f in files for arg in ("-f", str(project / f))), "-f", str(override), "--profile", "slack"]
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return _run([*self.base, *args], self.env, self.project, timeout)
@@ -319,6 +343,19 @@ SIGNING_SECRET = "compose-test-signing-secret"
 @pytest.fixture()
 def stack(compose_cli: list[str], docker_client: docker.DockerClient, cursor_standin_image: str,
           tmp_path: Path) -> Iterator[tuple[Stack, dict[str, object]]]:
+    yield from _stack(compose_cli, docker_client, cursor_standin_image, tmp_path)
+
+
+@pytest.fixture()
+def filter_stack(docker_client: docker.DockerClient, cursor_standin_image: str,
+                 tmp_path: Path) -> Iterator[tuple[Stack, dict[str, object]]]:
+    """The same stack with compose.docker-filter.yaml (compose v2: the v1 reading of the
+    files is checked in test_docker_filter.py)."""
+    yield from _stack(_compose_v2(), docker_client, cursor_standin_image, tmp_path, docker_filter=True)
+
+
+def _stack(compose_cli: list[str], docker_client: docker.DockerClient, cursor_standin_image: str, tmp_path: Path,
+           docker_filter: bool = False) -> Iterator[tuple[Stack, dict[str, object]]]:
     repos_dir = tmp_path / "repos"
     commit = _git_repo(repos_dir / "demo")
     egress_dir = tmp_path / "egress"
@@ -358,12 +395,14 @@ def stack(compose_cli: list[str], docker_client: docker.DockerClient, cursor_sta
         "ASKBOX_DASHBOARD_HOST_PORT": str(dashboard_port),
         # A killed worker's question is found quickly (RQ adds 60 s to the heartbeat anyway).
         "ASKBOX_WORKER_TTL": "20", "ASKBOX_MAINTENANCE_INTERVAL": "5", "ASKBOX_REAPER_INTERVAL": "5",
+        "ASKBOX_DOCKER_FILTER_IMAGES": "askbox/,askbox-test/",  # and the cursor-agent stand-in's (the filter's)
     }
     subnet = f"10.213.{uuid.uuid4().int % 250 + 1}.0/24"  # a private range Docker's default pools leave alone
-    stack = Stack(compose_cli, project, f"askbox-test-{uuid.uuid4().hex[:8]}", env, subnet)
+    stack = Stack(compose_cli, project, f"askbox-test-{uuid.uuid4().hex[:8]}", env, subnet, docker_filter)
     built = {name: images.tag(name, project / "images") for name in ("sandbox", "egress-proxy", "agent-gemini")}
     relays: list[TcpRelay] = []
-    facts = {"commit": commit, "egress_dir": egress_dir, "dashboard_port": dashboard_port, "slack": slack,
+    facts = {"commit": commit, "egress_dir": egress_dir, "snapshots": tmp_path / "snapshots",
+             "dashboard_port": dashboard_port, "slack": slack,
              "gemini": gemini, "deployment": deployment, "built": built, "relays": relays,
              "relay_to": {relay_ports["slack"]: slack.base_url.rsplit(":", 1)[1].strip("/"),
                           relay_ports["gemini"]: gemini.port}}
@@ -570,3 +609,53 @@ def _dashboard_answers(port: int) -> bool:
         return _get(port, "/")[0] == 200
     except OSError:
         return False
+
+
+@pytest.mark.docker
+def test_compose_up_behind_the_docker_filter(filter_stack, docker_client: docker.DockerClient) -> None:
+    """compose.docker-filter.yaml as the README gives it: the worker has no Docker socket,
+    only the filter's, and writes none of what containers bind (issue 17), yet a mention
+    is answered from a snapshot the filter sealed, and a cursor question through an egress
+    proxy whose directories the filter made."""
+    stack, facts = filter_stack
+    slack, gemini = facts["slack"], facts["gemini"]
+    for port, target in facts["relay_to"].items():
+        facts["relays"].append(TcpRelay(stack.gateway, port, int(target)))
+    up = stack.run("up", "-d", "--build", timeout=900)
+    assert up.returncode == 0, f"{up.stderr[-6000:]}\n{stack.logs()}"
+    everything = docker_client.containers.list(all=True, filters={"label": f"com.docker.compose.project={stack.name}"})
+    states = {c.labels["com.docker.compose.service"]: c.status for c in everything}
+    assert states == {"images": "exited", "redis": "running", "gateway": "running", "worker": "running",
+                      "dashboard": "running", "bot": "running", "docker-filter": "running"}, (states, stack.logs())
+    redis = Redis.from_url(f"redis://:{REDIS_PASSWORD}@127.0.0.1:{stack.port('redis', 6379)}/0", socket_connect_timeout=2)
+    try:
+        wait_for(lambda: _workers(redis), 120, "the worker to register in Redis")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{stack.logs()}") from None
+
+    # In the worker: no socket but the filter's; the sealed snapshots and egress sockets
+    # read-only (root and DAC_OVERRIDE notwithstanding); its staging area writable.
+    snapshots, egress = facts["snapshots"], facts["egress_dir"]
+    probe = stack.run("exec", "-T", "worker", "sh", "-c",
+                      "test ! -S /var/run/docker.sock && test -S /run/askbox-docker/docker.sock; echo socket=$?; "
+                      f"mkdir {snapshots}/probe; echo snapshots=$?; mkdir {egress}/probe; echo egress=$?; "
+                      f"mkdir {snapshots}/staging/probe && rmdir {snapshots}/staging/probe; echo staging=$?")
+    assert ["socket=0", "snapshots=1", "egress=1", "staging=0"] == [
+        line for line in probe.stdout.splitlines() if "=" in line], probe.stdout + probe.stderr
+    assert probe.stderr.count("Read-only file system") == 2, probe.stderr
+
+    gemini.script(Text("answer() returns 42, in src/app.py.", chunks=3, delay=0.2))
+    mention = _mention(stack, slack, "where is answer()?")
+    assert _final_reaction(slack, mention["ts"], stack, 180) == {"white_check_mark"}
+    replies = [m for m in slack.thread(CHANNEL, mention["ts"]) if m.is_bot and not m.deleted]
+    assert any("returns 42" in (m.text or "") + json.dumps(m.blocks or []) for m in replies), replies
+    [sealed] = [p for p in (snapshots / "sealed").glob("*/*") if not p.name.startswith(".")]
+    swap = stack.run("exec", "-T", "worker", "sh", "-c", f"mv {sealed} {sealed}.aside || ln -s /var/run {sealed}.x")
+    assert swap.returncode != 0 and "Read-only file system" in swap.stderr and sealed.is_dir(), swap.stderr
+
+    ask = stack.run("exec", "-T", "worker", "askbox", "ask", "--repo", "demo", "--agent", "cursor",
+                    f"{QUICK} where is answer()?", timeout=180)
+    assert ask.returncode == 0, ask.stderr[-3000:] + stack.logs("worker", "docker-filter")
+    filter_log = stack.run("logs", "--no-color", "docker-filter", timeout=60).stdout
+    for action in ("snapshots/seal", "egress/make"):
+        assert f"did POST /askbox/{action}" in filter_log, filter_log

@@ -33,6 +33,7 @@ from sandbox.agents.adapters import GeminiAgent
 from sandbox.agents.events import Result
 from sandbox.agents.session import AgentSession
 from sandbox.agents.settings import AgentSettings
+from sandbox.allowlist import parse_allowlist, squid_config
 from sandbox.egress import EgressProxies
 from sandbox.outcome import OutcomeKind
 from sandbox.runner import Sandbox
@@ -57,12 +58,12 @@ def short_dir(prefix: str) -> Path:
 @pytest.fixture(scope="module")
 def filter_dirs(tmp_path_factory, docker_client) -> Iterator[dict[str, Path]]:
     dirs = {"socket": short_dir("df"), "egress": short_dir("dfeg"), "gateway": short_dir("dfgw"),
-            "repos": tmp_path_factory.mktemp("df-repos")}
+            "repos": tmp_path_factory.mktemp("df-repos"), "snapshots": short_dir("dfsn")}
     yield dirs
     # Every egress proxy of this root (the worker's, the sandboxes'), from the real daemon.
     for proxy in docker_client.containers.list(all=True, filters={"label": f"{labels.EGRESS_ROOT}={dirs['egress']}"}):
         proxy.remove(force=True)
-    for path in dirs.values():
+    for path in (*dirs.values(), dirs["egress"].with_name(dirs["egress"].name + ".locks")):
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -72,7 +73,7 @@ def filter_socket(docker_client, built_images, filter_dirs) -> Iterator[Path]:
     sock = filter_dirs["socket"] / "docker.sock"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASKBOX_") or k == "ASKBOX_DEPLOYMENT"}
     env.update(ASKBOX_DOCKER_FILTER_SOCKET=str(sock), ASKBOX_EGRESS_SOCKET_DIR=str(filter_dirs["egress"]),
-               ASKBOX_GATEWAY_SOCKET_DIR=str(filter_dirs["gateway"]),
+               ASKBOX_GATEWAY_SOCKET_DIR=str(filter_dirs["gateway"]), ASKBOX_REPO_SNAPSHOTS=str(filter_dirs["snapshots"]),
                ASKBOX_DOCKER_FILTER_ALLOW_BINDS=str(filter_dirs["repos"]), PYTHONUNBUFFERED="1",
                ASKBOX_DOCKER_FILTER_IMAGES="askbox/,askbox-test/")  # and the cursor-agent stand-in's
     log = filter_dirs["socket"].with_suffix(".log")
@@ -176,7 +177,8 @@ def test_a_worker_answers_a_queued_question_through_it(filter_socket, filter_dir
            "DOCKER_HOST": f"unix://{filter_socket}", "ASKBOX_REDIS_URL": redis_server.url, "ASKBOX_AGENT": "cursor",
            "ASKBOX_CURSOR_IMAGE": cursor_standin_image, "CURSOR_API_KEY": "key-for-the-standin",
            "ASKBOX_EGRESS_SOCKET_DIR": str(filter_dirs["egress"]), "ASKBOX_REPOS": json.dumps({"demo": str(filter_repo)}),
-           "ASKBOX_GATEWAY_SOCKET_DIR": str(filter_dirs["gateway"]), "PYTHONUNBUFFERED": "1"}
+           "ASKBOX_GATEWAY_SOCKET_DIR": str(filter_dirs["gateway"]), "PYTHONUNBUFFERED": "1",
+           "ASKBOX_REPO_SNAPSHOTS": str(filter_dirs["snapshots"])}
     redis = Redis.from_url(redis_server.url)
     question = Question(origin=Origin(kind="terminal", user="alice"), text="[transcript:subagent-sleep-v2] hi",
                         repo="demo")
@@ -355,7 +357,9 @@ def egress_image_name(built_images) -> str:
 def test_the_egress_image_gets_the_host_network_only_as_a_proxy(filtered, egress_image_name, filter_dirs, docker_client):
     proxy = dict(user="10002:10002", network_mode="host", read_only=True, cap_drop=["ALL"],
                  security_opt=["no-new-privileges"], pids_limit=64, mem_limit="64m",
-                 labels={labels.EGRESS: "x", labels.EGRESS_ROOT: str(filter_dirs["egress"]), ATTACK: TOKEN},
+                 environment={"ASKBOX_SQUID_CONF": squid_config(parse_allowlist("x.test"))},
+                 labels={labels.EGRESS: "x", labels.EGRESS_ROOT: str(filter_dirs["egress"]), ATTACK: TOKEN,
+                         labels.EGRESS_ALLOW: "x.test:443"},
                  mounts=[Mount("/run/askbox-egress", str(filter_dirs["egress"]), type="bind")])
     assert_refused(lambda: filtered.containers.create(egress_image_name, ["sh", "-c", "id"], **proxy), docker_client,
                    "Cmd")
@@ -381,7 +385,7 @@ def victim(docker_client, sandbox_image) -> Iterator:
 def test_containers_askbox_did_not_start_cannot_be_touched(filtered, victim, docker_client):
     seen = filtered.api  # the low-level calls, by id and by a short id prefix
     for ref in (victim.id, victim.id[:12], victim.name):
-        assert_refused(lambda: seen.exec_create(ref, ["test", "-e", "/"]), docker_client, "not one of this deployment's")
+        assert_refused(lambda: seen.exec_create(ref, SQUID_UP), docker_client, "not one of this deployment's")
         assert_refused(lambda: seen.inspect_container(ref), docker_client, "not one of this deployment's")
         assert_refused(lambda: seen.kill(ref), docker_client, "not one of this deployment's")
         assert_refused(lambda: seen.remove_container(ref, force=True), docker_client, "not one of this deployment's")
@@ -391,6 +395,9 @@ def test_containers_askbox_did_not_start_cannot_be_touched(filtered, victim, doc
     assert docker_client.containers.get(victim.id).status == "running"
 
 
+SQUID_UP = ["test", "-s", "/tmp/squid.port"]  # an exec askbox makes (sandbox/egress.py)
+
+
 @pytest.mark.usefixtures("no_leftovers")
 def test_exec_only_into_egress_proxies_and_only_askbox_commands(filtered, filtered_sandbox, sandbox_image,
                                                                  docker_client):
@@ -398,20 +405,18 @@ def test_exec_only_into_egress_proxies_and_only_askbox_commands(filtered, filter
     with filtered_sandbox.run(spec) as run:
         found = wait_for(lambda: filtered.containers.list(filters={"label": f"{labels.RUN_ID}={spec.run_id}"}), 20,
                          "the sandbox")
-        assert_refused(lambda: filtered.api.exec_create(found[0].id, ["test", "-e", "/"]), docker_client,
+        assert_refused(lambda: filtered.api.exec_create(found[0].id, SQUID_UP), docker_client,
                        "only in egress proxies")
-        assert_refused(lambda: filtered.api.exec_create(found[0].id, ["test", "-e", "/"], user="10001"), docker_client,
+        assert_refused(lambda: filtered.api.exec_create(found[0].id, SQUID_UP, user="10001"), docker_client,
                        "User")
         run.cancel()
     proxies = filtered_sandbox.egress
-    from sandbox.allowlist import parse_allowlist
-
     proxy, _ = proxies._ensure_proxy(filtered, parse_allowlist("localhost:1"), wait=30)
     assert_refused(lambda: filtered.api.exec_create(proxy.id, ["sh", "-c", "id"]), docker_client, "exec of ['sh']")
-    assert_refused(lambda: filtered.api.exec_create(proxy.id, ["test", "-e", "/"], user="0"), docker_client, "User")
-    assert_refused(lambda: filtered.api.exec_create(proxy.id, ["test", "-e", "/"], privileged=True), docker_client,
+    assert_refused(lambda: filtered.api.exec_create(proxy.id, SQUID_UP, user="0"), docker_client, "User")
+    assert_refused(lambda: filtered.api.exec_create(proxy.id, SQUID_UP, privileged=True), docker_client,
                    "Privileged")
-    assert proxy.exec_run(["test", "-e", "/"]).exit_code == 0  # the control: askbox's own exec passes
+    assert proxy.exec_run(SQUID_UP).exit_code == 0  # the control: askbox's own exec passes
 
 
 # -- raw HTTP on the filter's socket ----------------------------------------------------
@@ -632,7 +637,19 @@ def test_the_compose_override_gives_the_worker_only_the_filter(tmp_path):
     assert "docker-filter:\n        condition: service_healthy" in worker
     assert "- /var/run/docker.sock:/var/run/docker.sock:rw" in docker_filter
     assert "network_mode: none" in docker_filter and "- ALL" in docker_filter and "read_only: true" in docker_filter
-    # The directories mounts may name, seen by the filter at the same paths, read-only.
+    # The directories mounts may name, seen by the filter at the same paths: read-only but
+    # the two it writes (it seals snapshots, makes egress socket directories: issue 17).
     assert "- /data/checkouts:/data/checkouts:ro" in docker_filter
     assert "ASKBOX_DOCKER_FILTER_ALLOW_BINDS: /data/checkouts" in docker_filter
-    assert "- /run/askbox/egress:/run/askbox/egress:ro" in docker_filter
+    assert "- /run/askbox/gateway:/run/askbox/gateway:ro" in docker_filter
+    assert "- /run/askbox/egress:/run/askbox/egress:rw" in docker_filter
+    assert "- /var/lib/askbox/snapshots:/var/lib/askbox/snapshots:rw" in docker_filter
+    assert "cap_add:\n    - CHOWN\n    - DAC_OVERRIDE\n    cap_drop:\n    - ALL\n" in docker_filter
+    # Nothing a container binds is the worker's to write: only the snapshots' staging area.
+    for mount in ("/var/lib/askbox/snapshots:/var/lib/askbox/snapshots:ro", "/run/askbox/egress:/run/askbox/egress:ro",
+                  "/run/askbox/gateway:/run/askbox/gateway:ro", "/data/checkouts:/data/checkouts:ro",
+                  "/var/lib/askbox/snapshots/staging:/var/lib/askbox/snapshots/staging:rw",
+                  "egress-locks:/run/askbox/egress.locks:rw"):
+        assert f"- {mount}\n" in worker, mount
+    writable = [line for line in worker.splitlines() if line.endswith(":rw") and line.strip().startswith("- /")]
+    assert writable == ["    - /var/lib/askbox/snapshots/staging:/var/lib/askbox/snapshots/staging:rw"], writable

@@ -154,7 +154,7 @@ def test_questions_follow_the_remote_pinned_to_one_commit(sources, redis_server,
     assert stored.stdout == "", f"the token is stored in {stored.stdout}"
     assert TOKEN not in logs
     assert TOKEN.encode() not in redis_dump(redis)
-    snapshots = sorted(p.name.split("-")[0] for p in (state / "snapshots").glob("*/[0-9a-f]*") if p.is_dir())
+    snapshots = sorted(p.name.split("-")[0] for p in (state / "snapshots" / "sealed").glob("*/[0-9a-f]*") if p.is_dir())
     assert snapshots == sorted([sources["first"], second, third]), snapshots
 
 

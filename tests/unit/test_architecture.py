@@ -36,6 +36,7 @@ DOCKER_MODULES = {
     "sandbox/reaper.py",
     "sandbox/egress.py",
     "sandbox/images.py",
+    "sandbox/docker_filter/client.py",  # the worker's side of the filter's own endpoints
     "bot/cli/images_cmds.py",
 }
 

@@ -192,7 +192,7 @@ def test_snapshots_are_shared_and_removed_only_when_unused(upstream, tmp_path):
         assert (later / "src" / "app.py").read_text() == "print(2)\n" != (again / "src" / "app.py").read_text()
         assert stat.S_IMODE((later / "README.md").stat().st_mode) == 0o644
     assert len(store.cleanup(idle=0)) == 2
-    assert list((store.root / ref.slug / ".blobs").iterdir()) == []  # in no snapshot: swept
+    assert list((store.staging / ref.slug / ".blobs").iterdir()) == []  # in no snapshot: swept
 
 
 def test_history_snapshot_has_a_credential_free_git_of_the_pinned_commit(tmp_path):
