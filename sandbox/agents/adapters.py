@@ -190,10 +190,13 @@ class CodexAgent(FrontedAgent):
     api_host = "api.openai.com"
 
     def command(self, model: str | None) -> list[str]:
-        # "-" reads the prompt from stdin. The sandbox policy is read-only and approvals
-        # never asked for (headless); the base URL of the "askbox" provider is this run's.
+        # "-" reads the prompt from stdin; approvals are never asked for (headless); the
+        # base URL of the "askbox" provider is this run's. Codex's own read-only policy runs
+        # each command under bubblewrap, which needs user namespaces that askbox's sandbox
+        # (rightly) does not grant: every command failed. The container is the sandbox, as
+        # for the other agents: the repository is mounted read-only, there is no network.
         argv = ["codex", "exec", "--json", "--skip-git-repo-check", "--ephemeral", "--color", "never",
-                "-s", "read-only", "-m", model or self.default_model]
+                "-s", "danger-full-access", "-m", model or self.default_model]
         if self.base_url:
             argv += ["-c", f'model_providers.askbox.base_url="{self.base_url}/v1"']
         return [*argv, "-"]
