@@ -25,10 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scale import DEPLOYMENT, Sampler  # noqa: E402  (bench/scale.py: the deployment label, the cgroup sampler)
-
 import docker  # noqa: E402
-from pydantic import SecretStr  # noqa: E402
+from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
+from scale import DEPLOYMENT, Sampler  # noqa: E402  (bench/scale.py: the deployment label, the cgroup sampler)
 
 from jobs.agent_runs import GATEWAY_MOUNT, GATEWAY_PORT  # noqa: E402
 from sandbox import Sandbox, images  # noqa: E402
@@ -46,7 +45,6 @@ from tests.fakes.llm_api import Text, ToolCall  # noqa: E402
 from tests.fakes.openai_api import FakeOpenAIAPI  # noqa: E402
 from tests.integration.gateway_helpers import GatewayProcess, provider_env  # noqa: E402
 from tests.integration.pipeline_helpers import RedisServer  # noqa: E402
-from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 KEY = "bench-agents-real-key"
 ANSWER = "The repository is a small demo: src/app.py holds answer(), which returns 42."

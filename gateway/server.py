@@ -155,6 +155,8 @@ class Gateway:
         except AuthError as exc:
             metrics.REQUESTS.labels("refused_auth").inc()
             return provider.error(exc.status, str(exc))
+        if lane is None:  # not reached: a session is opened only for a provider served here
+            return provider.error(403, f"This gateway does not serve {session.meta.provider}.")
         if session.stop_reason:
             metrics.REQUESTS.labels("refused_stopped").inc()
             return provider.error(429, session.stop_reason)

@@ -82,7 +82,7 @@ class UsageTracker:
         for line in lines:
             self._line(line)
 
-    def _line(self, line: bytes) -> None:
+    def _line(self, line: bytes | bytearray) -> None:
         line = line.strip()
         if not line.startswith(b"data:"):
             return

@@ -32,8 +32,8 @@ from google.genai import errors, types
 from pydantic import BaseModel, ValidationError
 from redis import Redis
 
-from jobs import keys
 from gateway.client import GatewayClient, GatewaySession, GatewayUnavailable, SessionMeta, upstream_paused
+from jobs import keys
 from jobs.gemini.settings import GeminiSettings
 
 log = logging.getLogger(__name__)
