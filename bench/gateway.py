@@ -2,7 +2,10 @@
 
 1. Per-call overhead: the same streamGenerateContent call (fake Gemini API, one short
    answer) made N times straight to the fake and N times through a real gateway process
-   (session socket, token swap, Redis-backed limits, metering); p50/p99 of each.
+   (session socket, token swap, Redis-backed limits, metering); p50/p99 of each. Then the
+   same for each provider: a streamed Anthropic Messages call and a streamed OpenAI
+   Responses call, straight to its fake and through a gateway serving that provider, in
+   the same run: the p50 added per call.
 2. Failure rate of 20 concurrent clients at 0/30/60 % injected 429s (retryDelay 1 s),
    straight to the API (one attempt each, as a client without retries) and through the
    gateway.
@@ -28,7 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.fakes.gemini_api import FakeGeminiAPI  # noqa: E402
 from tests.integration.pipeline_helpers import RedisServer  # noqa: E402
-from tests.integration.gateway_helpers import GatewayProcess, call, gateway_env  # noqa: E402
+from tests.fakes.anthropic_api import FakeAnthropicAPI  # noqa: E402
+from tests.fakes.llm_api import Text  # noqa: E402
+from tests.fakes.openai_api import FakeOpenAIAPI  # noqa: E402
+from tests.integration.gateway_helpers import GatewayProcess, call, gateway_env, provider_env  # noqa: E402
 from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 KEY = "bench-real-key"
@@ -49,6 +55,48 @@ async def latencies(calls: int, socket: Path | None, token: str, base_url: str) 
             assert answer.status == 200, answer.body
             result.append(time.perf_counter() - start)
         return result[10:]  # the first calls warm connections and caches
+
+
+# One streamed call per provider, as its agent makes it: path, key header, body.
+PROVIDER_CALLS = {
+    "anthropic": ("claude-sonnet-4-5", "/v1/messages?beta=true", lambda key: {"x-api-key": key},
+                  {"model": "claude-sonnet-4-5", "max_tokens": 256, "stream": True,
+                   "messages": [{"role": "user", "content": "What does this repo do?"}]}),
+    "openai": ("gpt-5-codex", "/v1/responses", lambda key: {"authorization": f"Bearer {key}"},
+               {"model": "gpt-5-codex", "stream": True, "input": "What does this repo do?"}),
+}
+
+
+async def provider_latencies(calls: int, socket: Path | None, base_url: str, path: str, headers: dict[str, str],
+                             body: dict) -> list[float]:
+    connector = aiohttp.UnixConnector(path=str(socket)) if socket else aiohttp.TCPConnector()
+    async with aiohttp.ClientSession(connector=connector) as session:
+        result = []
+        for _ in range(calls + 10):
+            start = time.perf_counter()
+            async with session.post(base_url + path, json=body, headers=headers) as response:
+                await response.read()
+                assert response.status == 200, await response.text()
+            result.append(time.perf_counter() - start)
+        return result[10:]
+
+
+def provider_overhead(calls: int, redis_url: str) -> None:
+    print(f"\nper-provider overhead, {calls} streamed calls each (ms)")
+    print(f"{'provider':<11}{'direct p50':>11}{'gateway p50':>12}{'added p50':>10}")
+    for provider, (model, path, auth, body) in PROVIDER_CALLS.items():
+        fake = FakeAnthropicAPI(default=Text("An answer.", chunks=3)) if provider == "anthropic" \
+            else FakeOpenAIAPI(default=Text("An answer.", chunks=3))
+        with fake:
+            upstream = fake.api_url if isinstance(fake, FakeOpenAIAPI) else fake.base_url
+            with GatewayProcess(provider_env(provider, upstream, [KEY], redis_url=redis_url)) as gateway:
+                session = gateway.open(model=model, provider=provider)
+                token = session.token.get_secret_value()
+                direct = asyncio.run(provider_latencies(calls, None, fake.base_url, path, auth(KEY), body))
+                through = asyncio.run(provider_latencies(calls, session.socket, "http://gateway", path, auth(token),
+                                                         body))
+        d, g = percentile(direct, .5) * 1e3, percentile(through, .5) * 1e3
+        print(f"{provider:<11}{d:>11.2f}{g:>12.2f}{g - d:>10.2f}")
 
 
 async def failure_rate(targets: list[tuple[Path | None, str]], base_url: str) -> tuple[float, float]:
@@ -76,7 +124,8 @@ def main() -> int:
                     print(f"{name:<10}{percentile(values, .5) * 1e3:>8.2f}{percentile(values, .99) * 1e3:>8.2f}")
                 overhead = (percentile(through, .5) - percentile(direct, .5)) * 1e3
                 print(f"overhead p50: {overhead:.2f} ms")
-
+            provider_overhead(args.calls, redis.url)
+            with GatewayProcess(gateway_env(fake.base_url, [KEY], redis_url=redis.url)) as gateway:
                 sessions = [gateway.open(user=f"U{i}") for i in range(args.clients)]
                 via = [(s.socket, s.token.get_secret_value()) for s in sessions]
                 print(f"\n{args.clients} concurrent clients, injected 429s (retryDelay 1s): failure rate")

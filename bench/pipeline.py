@@ -31,7 +31,7 @@ from jobs.settings import JobSettings  # noqa: E402
 from sandbox import Sandbox, SandboxSpec, images  # noqa: E402
 from sandbox.egress import EgressProxies  # noqa: E402
 from sandbox.agents.adapters import CursorAgent  # noqa: E402
-from sandbox.agents.settings import AgentSettings  # noqa: E402
+from sandbox.agents.settings import AgentSettings, CursorAgentSettings  # noqa: E402
 from tests.integration.pipeline_helpers import RedisServer, Workers, wait_for  # noqa: E402
 from tests.standins.build import build_cursor_standin  # noqa: E402
 from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
@@ -46,7 +46,7 @@ def pct(values: list[float], p: float) -> float:
 
 def bare_first_line(image: str, repo: Path, runs: int) -> list[float]:
     sandbox = Sandbox()
-    agent = CursorAgent(AgentSettings(cursor_api_key="k", cursor_image=image))
+    agent = CursorAgent(AgentSettings(cursor=CursorAgentSettings(api_key="k", image=image)))
     spec = SandboxSpec(image=image, command=agent.command(None), stdin=PROMPT.encode(), env=agent.env(),
                        secret_env=agent.secret_env(), repo=repo)
     samples = []

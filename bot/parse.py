@@ -11,7 +11,7 @@ _OPTION = re.compile(r"(?<!\S)(repo|agent|model)=(\S+)")
 
 USAGE = """\
 Ask me about the code: `@askbox how does the retry logic work?`
-Options anywhere in the message: `repo=NAME` (which repository), `agent=cursor|gemini`, `model=NAME`.
+Options anywhere in the message: `repo=NAME` (which repository), `agent=claude|codex|gemini|cursor`, `model=NAME`.
 Start or end with `fresh` to skip cached answers, with `agent` to have the agent answer even small talk.
 Reply in the thread to follow up; I keep the context."""
 

@@ -18,6 +18,8 @@ from jobs import keys
 from gateway.meta import SessionMeta
 from gateway.settings import GatewaySettings
 
+TITLES = {"gemini": "Gemini", "anthropic": "Anthropic", "openai": "OpenAI"}  # as the providers name themselves
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -41,14 +43,15 @@ class Budget:
         """The used hash's token and USD fields."""
         return ("total_tokens", "cost_usd") if self.scope == "question" else ("tokens", "cost_usd")
 
-    def used_up(self, kind: str, used: float) -> str:
-        """The message for a budget used up (``kind`` "tokens" or "cost_usd")."""
+    def used_up(self, kind: str, used: float, title: str = "Gemini") -> str:
+        """The message for a budget used up (``kind`` "tokens" or "cost_usd"), naming the
+        provider (``title``) whose request found it so: the budget itself covers them all."""
         limit = self.tokens if kind == "tokens" else self.usd
         amount = f"{int(used):,}/{int(limit):,} tokens" if kind == "tokens" else f"${used:.2f}/${limit:.2f}"
         if self.scope == "question":
-            return f"This question's Gemini budget is used up ({amount}); ask a narrower question."
+            return f"This question's {title} budget is used up ({amount}); ask a narrower question."
         who = f"<@{self.name}>'s" if self.scope == "user" else f"channel <#{self.name}>'s"
-        return f"{who} daily Gemini budget is used up ({amount} today, UTC); it renews at 00:00 UTC."
+        return f"{who} daily {title} budget is used up ({amount} today, UTC); it renews at 00:00 UTC."
 
 
 def budgets_for(settings: GatewaySettings, meta: SessionMeta, session_id: str | None = None) -> list[Budget]:
@@ -64,7 +67,7 @@ def budgets_for(settings: GatewaySettings, meta: SessionMeta, session_id: str | 
 
 
 def over_budget(settings: GatewaySettings, meta: SessionMeta, totals: Mapping[str, Mapping[str, float]],
-                session_id: str | None = None) -> str | None:
+                session_id: str | None = None, title: str = "Gemini") -> str | None:
     """A message naming the budget crossed (used/limit), or None. ``totals`` maps a scope
     ("user", "channel", "question") to its ``{"tokens": .., "cost_usd": ..}``."""
     for budget in budgets_for(settings, meta, session_id):
@@ -72,14 +75,15 @@ def over_budget(settings: GatewaySettings, meta: SessionMeta, totals: Mapping[st
         for kind, limit in (("tokens", budget.tokens), ("cost_usd", budget.usd)):
             used = float(spent.get(kind, 0))
             if limit and used >= limit:
-                return budget.used_up(kind, used)
+                return budget.used_up(kind, used, title)
     return None
 
 
 def check_budget(redis: Redis, settings: GatewaySettings, meta: SessionMeta) -> str | None:
-    """For the worker, before a container starts: a refusal message, or None."""
+    """For the worker, before a container starts: a refusal message, or None. The budgets
+    count every provider's spend together."""
     totals: dict[str, dict[str, float]] = {}
     for budget in budgets_for(settings, meta):
         raw = redis.hgetall(budget.used_key(keys.utc_date()))
         totals[budget.scope] = {k.decode(): float(v) for k, v in raw.items()}  # type: ignore[union-attr]
-    return over_budget(settings, meta, totals)
+    return over_budget(settings, meta, totals, title=TITLES[meta.provider])

@@ -78,7 +78,7 @@ class GatewayClient:
             return False
 
 
-def upstream_paused(redis: Redis, name: str = "gemini") -> float | None:
+def upstream_paused(redis: Redis, name: str = "gemini") -> float | None:  # name: the provider
     """Seconds until the shared circuit breaker lets a trial request through, while it is
     open (every gateway has stopped calling the API); None while calls go through."""
     open_until = redis.hget(keys.breaker(name), "open_until")

@@ -1,4 +1,5 @@
-"""Gemini-style error answers, and reading the details of the upstream's errors.
+"""Gemini-style error answers, and reading the details of the upstream's errors (the
+``retry-after`` headers every provider may send, Gemini's ``RetryInfo`` and quotas).
 
 Clients (the Gemini CLI, google-genai) parse ``{"error": {code, message, status,
 details}}``; the gateway's own refusals use the same shape so an agent reports them
@@ -10,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -34,6 +36,21 @@ def error_response(code: int, message: str, *, retry_after: float | None = None)
         details = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after:.3f}s"}]
         headers["Retry-After"] = str(max(1, round(retry_after)))
     return web.json_response(error_body(code, message, details), status=code, headers=headers)
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds; an HTTP date
+    is not sent by the providers served, and reads as no advice)."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is not None:
+            try:
+                seconds = float(value) / scale
+            except ValueError:
+                continue
+            if seconds >= 0:
+                return seconds
+    return None
 
 
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s)?\s*$")

@@ -41,9 +41,9 @@ class AllKeysExhausted(Exception):
 
 
 class KeyPool:
-    def __init__(self, redis: Redis, limits: SharedLimits, secrets: list[str]) -> None:
+    def __init__(self, redis: Redis, limits: SharedLimits, secrets: list[str], title: str = "Gemini") -> None:
         if not secrets:
-            raise ValueError("no Gemini API key: set GEMINI_API_KEY or ASKBOX_GEMINI_API_KEYS")
+            raise ValueError(f"no {title} API key: set {title.upper()}_API_KEY or ASKBOX_{title.upper()}_API_KEYS")
         self.redis = redis
         self.limits = limits
         self.keys = [ApiKey(keys.key_id(s), s) for s in secrets]

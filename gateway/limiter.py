@@ -1,4 +1,5 @@
-"""One rate limit per API key for the whole deployment, held in Redis.
+"""One rate limit per API key for the whole deployment, held in Redis (each provider's
+keys under that provider's ``ASKBOX_<PROVIDER>_REQUEST_LIMIT`` / ``_TOKEN_LIMIT``).
 
 Library: ``limits`` (5.x, async API, its Redis storage used through redis.asyncio via
 ``implementation="redispy"``, so no second Redis client library). It was chosen over
@@ -32,14 +33,14 @@ from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimite
 from redis.asyncio import Redis
 
 from jobs import keys
-from gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings, ProviderName
 
 
 class LimitTimeout(Exception):
     """The request waited ``waited`` seconds for its turn and gave up."""
 
     def __init__(self, waited: float) -> None:
-        super().__init__(f"waited {waited:.1f} s for the shared Gemini rate limit")
+        super().__init__(f"waited {waited:.1f} s for the shared rate limit")
         self.waited = waited
 
 
@@ -68,7 +69,7 @@ def _limit(text: str) -> RateLimitItem | None:
 class SharedLimits:
     """Requests/minute, tokens/minute and requests/day per key, shared through Redis."""
 
-    def __init__(self, redis: Redis, settings: GatewaySettings) -> None:
+    def __init__(self, redis: Redis, settings: GatewaySettings, provider: ProviderName = "gemini") -> None:
         # Reuse the caller's connection pool: one set of connections per process.
         storage = RedisStorage(
             "async+redis://",
@@ -78,9 +79,10 @@ class SharedLimits:
         )
         self._moving = MovingWindowRateLimiter(storage)
         self._fixed = FixedWindowRateLimiter(storage)
-        self.requests = _limit(settings.gemini_request_limit)
-        self.tokens = _limit(settings.gemini_token_limit)
-        self.daily = _limit(settings.gemini_daily_limit)
+        config = settings.provider(provider)
+        self.requests = _limit(config.request_limit)
+        self.tokens = _limit(config.token_limit)
+        self.daily = _limit(config.daily_limit)
 
     async def try_acquire(self, key_id: str) -> Admission:
         """Take one request slot on ``key_id`` if every limit has room (never waits)."""

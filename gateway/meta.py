@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr
 
+from gateway.settings import ProviderName
+
 
 class SessionMeta(BaseModel, frozen=True):
     """Everything the gateway attributes usage to."""
@@ -18,6 +20,8 @@ class SessionMeta(BaseModel, frozen=True):
     # The one model the session may call (the gateway binds it into its route table); a
     # plain name, since it goes into the upstream path.
     model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._][A-Za-z0-9._-]{0,99}$")
+    # Whose API the session's socket serves (the agent's, or the side task's).
+    provider: ProviderName = "gemini"
     ttl: int = Field(default=3600, ge=1)
     budget_exempt: bool = False
 

@@ -42,8 +42,9 @@ async def _sweep(gateway: Gateway, interval: float) -> None:
 
 
 async def serve(settings: GatewaySettings, redis_settings: RedisSettings) -> int:
-    if not settings.api_keys():
-        log.error("no Gemini API key: set GEMINI_API_KEY or ASKBOX_GEMINI_API_KEYS")
+    if not settings.served():
+        log.error("no model API key: set GEMINI_API_KEY, ANTHROPIC_API_KEY or OPENAI_API_KEY (or "
+                  "ASKBOX_OPENAI_BASE_URL for a self-hosted OpenAI-compatible server)")
         return 2
     # The process's one pool (Sentinel's when configured): limits, sessions, keys share it.
     redis = redis_settings.async_client()
@@ -67,8 +68,9 @@ async def serve(settings: GatewaySettings, redis_settings: RedisSettings) -> int
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     sweeper = asyncio.create_task(_sweep(gateway, settings.gateway_sweep_interval))
-    log.info("gateway ready on %s (%d keys, upstream %s)", settings.control_socket,
-             len(gateway.pool.keys), settings.gemini_base_url)
+    for lane in gateway.lanes.values():
+        log.info("provider %s: %d keys, upstream %s", lane.config.name, len(lane.pool.keys), lane.config.base_url)
+    log.info("gateway ready on %s", settings.control_socket)
     print(f"gateway ready on {settings.control_socket}", file=sys.stderr, flush=True)
     await stop.wait()
     sweeper.cancel()

@@ -112,7 +112,7 @@ class Reservations:
         self._reserve = redis.register_script(_RESERVE)
 
     async def reserve(self, session_id: str, meta: SessionMeta, tokens: int, usd: float,
-                      stopped: Callable[[], bool]) -> Reservation:
+                      stopped: Callable[[], bool], title: str = "Gemini") -> Reservation:
         """Hold ``tokens`` and ``usd`` against the session's budgets, waiting while requests in
         flight hold the room (raises BudgetUsedUp, BudgetHeld)."""
         settings = self.settings
@@ -140,7 +140,7 @@ class Reservations:
                 return reservation
             index, kind, used = int(outcome[0]), outcome[1].decode(), float(outcome[2])
             if kind != "held":
-                raise BudgetUsedUp(reservation.budgets[index - 1].used_up(kind, used))
+                raise BudgetUsedUp(reservation.budgets[index - 1].used_up(kind, used, title))
             waited = time.monotonic() - start
             if stopped() or waited + 0.5 > settings.gateway_max_wait:
                 raise BudgetHeld(waited)

@@ -104,10 +104,14 @@ class Sessions:
         log.info("session %s closed", session_id)
         return True
 
+    def on_socket(self, request: web.Request) -> Session | None:
+        """The session whose socket this request came in on (not yet authenticated)."""
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        return self._by_socket.get(str(sockname))
+
     def authenticate(self, request: web.Request, token: str | None) -> Session:
         """The session of the socket this request came in on, if ``token`` is its token."""
-        sockname = request.transport.get_extra_info("sockname") if request.transport else None
-        session = self._by_socket.get(str(sockname))
+        session = self.on_socket(request)
         if session is None or session.closed:
             raise AuthError(403, "This socket has no open askbox gateway session.")
         if not token:

@@ -1,5 +1,7 @@
-"""Sending one agent request upstream: a key from the pool, the shared limits, the
-breaker, and retries before anything reached the agent.
+"""Sending one agent request upstream (one provider's: each has its own ``Upstream``): a
+key from the pool, the shared limits, the breaker, and retries before anything reached
+the agent. A 429's advice (Gemini's RetryInfo, the others' ``retry-after``) is read by
+the provider.
 
 Retries use tenacity (its AsyncRetrying loop, stop and wait combinators); what is ours
 is the classification of each upstream answer:
@@ -93,10 +95,11 @@ class Attempts:
 
 
 class Upstream:
-    def __init__(self, settings: GatewaySettings, provider: Provider, pool: KeyPool, breaker: RedisBreaker) -> None:
+    def __init__(self, settings: GatewaySettings, provider: Provider, pool: KeyPool, breaker: RedisBreaker,
+                 base_url: str | None = None) -> None:
         self.settings = settings
         self.provider = provider
-        self.base_url = settings.gemini_base_url.rstrip("/")
+        self.base_url = (base_url or settings.gemini_base_url).rstrip("/")
         self.pool = pool
         self.breaker = breaker
         self._session: aiohttp.ClientSession | None = None
@@ -162,7 +165,7 @@ class Upstream:
             raise UpstreamRedirect(response.status)
         if response.status == 429:
             data = await response.read()
-            error = self.provider.upstream_error(data)
+            error = self.provider.upstream_error(data, response.headers)
             if error.per_day_quota:
                 await self.pool.exhaust_for_day(key, next_pacific_midnight().timestamp(), error.per_day_quota)
             else:

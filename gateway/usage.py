@@ -1,12 +1,17 @@
 """Token usage: read from responses, kept per session in Redis, read back by the worker.
 
-The real API repeats *cumulative* ``usageMetadata`` on every chunk of a stream, so the
-usage of one response is the last chunk's, never the sum of its chunks.
+Each provider reports usage its own way, and a :class:`UsageTracker` is given its reader
+(``Reader``: the usage so far and one JSON payload in, the usage after it out):
+
+- Gemini repeats *cumulative* ``usageMetadata`` on every chunk of a stream, so the usage
+  of one response is the last chunk's, never the sum of its chunks (:func:`read_gemini`);
+- the other providers' readers are in their modules (gateway/providers/).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +47,17 @@ class Usage:
         return {name: getattr(self, name) for name in KINDS.values()}
 
 
+Reader = Callable[[Usage | None, dict[str, Any]], Usage | None]
+
+
+def read_gemini(current: Usage | None, payload: dict[str, Any]) -> Usage | None:
+    """A chunk's ``usageMetadata`` replaces what came before (it is cumulative)."""
+    meta = payload.get("usageMetadata")
+    return Usage.from_metadata(meta) if isinstance(meta, dict) else current
+
+
 class UsageTracker:
-    """Fed the response bytes as they pass; knows the response's final usageMetadata.
+    """Fed the response bytes as they pass; knows the response's final usage.
 
     SSE is parsed line by line as it streams (so nothing is buffered beyond one line);
     a plain JSON body (or the JSON array a non-SSE stream sends) is parsed at the end.
@@ -51,10 +65,11 @@ class UsageTracker:
 
     MAX_JSON = 16 << 20  # bodies beyond this are passed on but not metered
 
-    def __init__(self, sse: bool) -> None:
+    def __init__(self, sse: bool, read: Reader = read_gemini) -> None:
         self.sse = sse
+        self.read = read
         self._buffer = bytearray()
-        self.last: dict[str, Any] | None = None
+        self.last: Usage | None = None
 
     def feed(self, data: bytes) -> None:
         self._buffer += data
@@ -67,29 +82,31 @@ class UsageTracker:
         for line in lines:
             self._line(line)
 
-    def _line(self, line: bytes) -> None:
+    def _line(self, line: bytes | bytearray) -> None:
         line = line.strip()
         if not line.startswith(b"data:"):
             return
         try:
             payload = json.loads(line[5:])
         except ValueError:
-            return
-        if isinstance(payload, dict) and isinstance(payload.get("usageMetadata"), dict):
-            self.last = payload["usageMetadata"]
+            return  # OpenAI's closing "data: [DONE]", or a broken line
+        if isinstance(payload, dict):
+            self.last = self.read(self.last, payload)
 
     def usage(self) -> Usage | None:
         if self.sse:
             self._line(bytes(self._buffer))
+            self._buffer.clear()
         elif self._buffer:
             try:
                 body = json.loads(self._buffer)
             except ValueError:
                 body = None
+            self._buffer.clear()
             for item in body if isinstance(body, list) else [body]:
-                if isinstance(item, dict) and isinstance(item.get("usageMetadata"), dict):
-                    self.last = item["usageMetadata"]
-        return Usage.from_metadata(self.last) if self.last is not None else None
+                if isinstance(item, dict):
+                    self.last = self.read(self.last, item)
+        return self.last
 
 
 class SessionState(BaseModel, frozen=True):

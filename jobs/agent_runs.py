@@ -4,8 +4,8 @@ The worker (``QuestionRun``) and ``askbox ask --inline`` both start their agent 
 both get the same repository snapshot (``pin_repo``, ``mount_repo``), sandbox, limits,
 runtime (``ASKBOX_SANDBOX_RUNTIME``), egress and model route.
 
-The model route: an agent the gateway can front (the Gemini CLI) never gets a real key.
-The run opens a gateway session first; the sandbox gets the session's socket directory
+The model route: an agent the gateway can front (the Gemini CLI, Claude Code, Codex CLI)
+never gets a real key. The run opens a gateway session for its agent's provider first; the sandbox gets the session's socket directory
 mounted and bridged to ``127.0.0.1:GATEWAY_PORT``, the per-run token as its key and no
 egress at all. No gateway answering means no run (``GatewayUnavailable`` names the fix).
 cursor-agent speaks its own protocol to Cursor and keeps ``CURSOR_API_KEY`` (README).
@@ -50,7 +50,8 @@ def model_route(settings: Settings, agent: Agent, meta: SessionMeta) -> Iterator
         yield None
         return
     client = GatewayClient(settings.gateway.gateway_socket_dir)
-    session = client.open(meta)  # GatewayUnavailable when no gateway answers
+    # GatewayUnavailable when no gateway answers
+    session = client.open(meta.model_copy(update={"provider": agent.provider}))
     try:
         yield session
     finally:

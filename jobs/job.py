@@ -96,7 +96,8 @@ class QuestionRun:
         # Every configured secret, in every form, is kept out of what this question shows.
         self.redact = Redactor(settings.secret_values())
         self._stop_reason: str | None = None  # why the gateway ended the run, if it did
-        self._outage: str | None = None  # the Gemini API is failing and every gateway paused it
+        self._outage: str | None = None  # the model API is failing and every gateway paused it
+        self._provider = "gemini"  # the agent's gateway provider
         # The repository as this question sees it: pinned to a commit when it starts, and
         # (once the agent runs) its snapshot, leased until the final message is posted.
         self.pin: Pin | None = None
@@ -130,6 +131,7 @@ class QuestionRun:
         except UnknownRepo as exc:
             return self._final(Final(kind="rejected", text=str(exc)))
         agent = agent_for(q.agent, self.settings.agents)
+        self._provider = agent.provider or "gemini"  # whose breaker says the API is down
         try:  # the bot checked it too, but a job written straight into Redis never met the bot
             model = agent.model(check_model(agent.name, q.model, self.settings.agents))
         except ModelRefused as exc:
@@ -160,7 +162,7 @@ class QuestionRun:
                 text = f"{hit.text}\n\n_{hit.notice()}_"
                 return self._final(Final(kind="answer", cached=True, duration=self._elapsed(),
                                          **self._cited(text, pin), **common))
-        meta = self._session_meta(repo.name, model)
+        meta = self._session_meta(repo.name, model).model_copy(update={"provider": self._provider})
         if agent.gateway_fronted:
             refusal = check_budget(self.redis, self.settings.gateway, meta)
             if refusal is not None:  # before any container starts
@@ -292,9 +294,10 @@ class QuestionRun:
 
     def _upstream_down(self) -> bool:
         """True (and the message kept) while the shared breaker has paused the Gemini API."""
-        paused = upstream_paused(self.redis)
+        paused = upstream_paused(self.redis, self._provider)
         if paused is not None:
-            self._outage = (f"The Gemini API is failing; askbox paused calls to it for {paused:.0f} s "
+            api = {"anthropic": "Anthropic", "openai": "OpenAI"}.get(self._provider, "Gemini")
+            self._outage = (f"The {api} API is failing; askbox paused calls to it for {paused:.0f} s "
                             "more. Please ask again in a minute.")
         return paused is not None
 

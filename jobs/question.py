@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sandbox.agents.settings import AgentName
+
 MAX_QUESTION_CHARS = 8000
 FORCE_AGENT_WORD = "agent"
 Priority = Literal["high", "default", "low"]
@@ -53,7 +55,7 @@ class Question(BaseModel):
     origin: Origin
     text: str = Field(min_length=1)
     repo: str | None = None
-    agent: Literal["cursor", "gemini"] | None = None
+    agent: AgentName | None = None
     model: str | None = None
     fresh: bool = False  # skip the answer cache
     force_agent: bool = False  # skip triage: the agent answers even small talk

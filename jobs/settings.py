@@ -255,14 +255,31 @@ class Settings(BaseModel):
     def secret_values(self) -> list[str]:
         """Every configured secret (API keys, tokens, passwords), for redaction."""
         found: list[str] = []
-        for section in (self.redis, self.jobs, self.sandbox, self.agents, self.slack, self.gateway):
+        sections: list[BaseModel] = [self.redis, self.jobs, self.sandbox, self.agents, self.slack, self.gateway]
+        while sections:
+            section = sections.pop()
             for value in section.__dict__.values():
                 for item in value if isinstance(value, (list, tuple)) else (value,):
                     if isinstance(item, SecretStr):
                         found.append(item.get_secret_value())
+                    elif isinstance(item, BaseSettings):  # a section's own (each agent's)
+                        sections.append(item)
         found += [entry.token.get_secret_value() for entry in self.jobs.repos.values() if entry.token]
         password = urlsplit(self.redis.redis_url).password
         return found + ([password] if password else [])
+
+    @classmethod
+    def variable(cls, section: str, field: str) -> str:
+        """The environment variable of ``field`` of the settings class named ``section``
+        (a ValidationError's title), for messages: ``ASKBOX_CURSOR_MODELS``."""
+        pending: list[type[BaseModel]] = [f.annotation for f in cls.model_fields.values()]  # type: ignore[misc]
+        while pending:
+            kind = pending.pop()
+            if kind.__name__ == section and issubclass(kind, BaseSettings):
+                return f"{kind.model_config.get('env_prefix', '')}{field}".upper()
+            pending += [f.annotation for f in kind.model_fields.values()
+                        if isinstance(f.annotation, type) and issubclass(f.annotation, BaseSettings)]
+        return f"ASKBOX_{field}".upper()
 
     @classmethod
     def load(cls) -> Settings:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from jobs.settings import Settings
 from sandbox import images
 from sandbox.agents.adapters import Agent, agent_for
+from sandbox.agents.settings import AGENT_NAMES
 from sandbox.errors import SandboxInfraError
 from sandbox.runner import Sandbox
 
@@ -49,7 +50,7 @@ def agent_problem(agent: Agent, present: set[str]) -> str | None:
             hint = ("build it where Cursor's download servers are reachable (`askbox images build agent-cursor`) "
                     "or set ASKBOX_CURSOR_IMAGE to a copy built elsewhere")
         return f"the {agent.name} agent's image {image} is missing: {hint}"
-    if agent.name == "cursor" and agent.settings.cursor_api_key is None:
+    if agent.name == "cursor" and agent.settings.cursor.api_key is None:
         return "the cursor agent has no key: set CURSOR_API_KEY"
     return None
 
@@ -62,7 +63,7 @@ def check(settings: Settings, box: Sandbox) -> Checked:
         raise StartCheckFailed(f"{exc}") from None
     present: set[str] = set()
     wanted = [images.tag("sandbox"), images.tag("egress-proxy"),
-              *(agent_for(name, settings.agents).image() for name in ("cursor", "gemini"))]
+              *(agent_for(name, settings.agents).image() for name in AGENT_NAMES)]
     for image in wanted:
         if images.present(client, image):
             present.add(image)

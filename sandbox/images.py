@@ -39,6 +39,8 @@ IMAGES: dict[str, ImageDef] = {
         ImageDef("sandbox"),
         ImageDef("egress-proxy"),
         ImageDef("agent-gemini", parent="sandbox"),
+        ImageDef("agent-claude", parent="sandbox"),
+        ImageDef("agent-codex", parent="sandbox"),
         ImageDef(
             "agent-cursor",
             parent="sandbox",

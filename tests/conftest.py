@@ -74,7 +74,7 @@ def docker_client() -> docker.DockerClient:
 @pytest.fixture(scope="session")
 def built_images(docker_client: docker.DockerClient) -> dict[str, str]:
     """The images the tests use, built if missing (from the offline base when it exists)."""
-    wanted = ["sandbox", "egress-proxy", "agent-gemini"]
+    wanted = ["sandbox", "egress-proxy", "agent-gemini", "agent-claude", "agent-codex"]
     missing = [n for n in wanted if not images.exists(docker_client, n)]
     if missing:
         try:

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         for error in exc.errors():
             where = ".".join(str(p) for p in error["loc"])
             if exc.title.endswith("Settings") and where.islower():
-                where = f"ASKBOX_{where.upper()}"  # name the environment variable to fix
+                where = Settings.variable(exc.title, where)  # name the environment variable to fix
             # A missing field's "input" is every other value given: it may hold secrets.
             # ASKBOX_REPOS is not echoed: its message names the entry, and a URL in it may hold a token.
             got = "" if error["type"] in ("missing", "askbox_repos") else f" (got {error.get('input')!r})"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bot.cli.output import err
 from jobs.settings import Settings
+from sandbox.agents.settings import AGENT_NAMES
 
 EXIT_NO_WORKER = 3
 
@@ -192,7 +193,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ask = sub.add_parser("ask", help="ask a question about a repository")
     ask.add_argument("question")
     ask.add_argument("--repo", help="a name from ASKBOX_REPOS or a directory (default: here)")
-    ask.add_argument("--agent", choices=["cursor", "gemini"], help="default: ASKBOX_AGENT or cursor")
+    ask.add_argument("--agent", choices=list(AGENT_NAMES), help="default: ASKBOX_AGENT or cursor")
     ask.add_argument("--model", help="default: ASKBOX_AGENT_MODEL or the agent's own default")
     ask.add_argument("--inline", action="store_true", help="run in this process, without the queue")
     ask.add_argument("--json", action="store_true", help="print the normalized events as NDJSON")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bot.cli.output import err
 from jobs.settings import Settings
+from sandbox.agents.settings import AGENT_NAMES
 
 
 def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
@@ -24,7 +25,7 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
         for name in [n for n in images.IMAGES if n not in names]:
             err(f"skipping {name} offline: {images.IMAGES[name].needs_internet}")
     if not args.names:  # an agent image the settings replace (ASKBOX_CURSOR_IMAGE, ...) is not needed
-        replaced = {f"agent-{agent}": getattr(settings.agents, f"{agent}_image") for agent in ("cursor", "gemini")}
+        replaced = {f"agent-{agent}": settings.agents.section(agent).image for agent in AGENT_NAMES}
         for name, image in replaced.items():
             if image and name in names:
                 names.remove(name)

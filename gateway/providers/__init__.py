@@ -13,18 +13,27 @@ A provider is the single owner of everything that depends on its wire protocol:
   looks like on the wire.
 
 The gateway (server.py, upstream.py) asks the provider and knows no path, field or
-header name itself, so a second provider (Anthropic, OpenAI) is one more module here
-with its own route table and meter. Gemini's is :mod:`gateway.providers.gemini`.
+header name itself. The providers: :mod:`gateway.providers.gemini` (the Gemini API),
+:mod:`gateway.providers.anthropic` (the Messages API), :mod:`gateway.providers.openai`
+(the Responses and Chat Completions APIs, of OpenAI or of an OpenAI-compatible server);
+a session names its provider (``SessionMeta.provider``), :func:`provider_for` builds it.
+
+Shared by all three: a body must be JSON without a key given twice (:func:`parse_json`)
+and goes upstream re-serialised from what was checked (:func:`serialise`), and a
+pydantic validation error is told as the one field refused (:func:`explain`).
 """
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
+from pydantic import ValidationError
 
 from gateway.errors import UpstreamError
 from gateway.usage import UsageTracker
@@ -57,6 +66,8 @@ class Provider(ABC):
     """One upstream API as the gateway serves it (see the module docstring)."""
 
     name: str
+    label: str  # as messages name it: "the Gemini API"
+    title: str  # as budgets name it: "Gemini"
 
     @abstractmethod
     def client_token(self, request: web.Request) -> str | None:
@@ -77,9 +88,73 @@ class Provider(ABC):
         """A meter for one response with this content type."""
 
     @abstractmethod
-    def upstream_error(self, body: bytes) -> UpstreamError:
-        """What an upstream 429's body says about retrying (delay, per-day quota)."""
+    def upstream_error(self, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
+        """What an upstream 429 says about retrying (delay, per-day quota)."""
 
     @abstractmethod
     def error(self, status: int, message: str, *, retry_after: float | None = None) -> web.Response:
         """The gateway's own refusal, shaped like the provider's errors so clients report it."""
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Two values for one key: Python keeps the last, another parser may keep the first.
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise Refused(400, f"The request body gives `{key}` twice; the askbox gateway forwards only "
+                               "unambiguous JSON.")
+        seen[key] = value
+    return seen
+
+
+def parse_json(body: bytes) -> Any:
+    """The request body as JSON, refused when it is not, or gives a key twice."""
+    try:
+        return json.loads(body, object_pairs_hook=_reject_duplicates)
+    except (ValueError, UnicodeDecodeError):
+        raise Refused(400, "The request body is not JSON (the askbox gateway forwards only JSON bodies).") from None
+
+
+def serialise(parsed: Any) -> bytes:
+    """What goes upstream: exactly what was checked, never the client's bytes (whose
+    parsing could differ from Python's)."""
+    try:
+        return json.dumps(parsed, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    except (ValueError, UnicodeEncodeError):
+        raise Refused(400, "The request body holds a number or a string that is not valid JSON.") from None
+
+
+_BRANCHES = {"str", "int", "float", "bool", "none"}
+
+
+def where(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as a path into the body: ``messages[0].content``."""
+    path = ""
+    for item in loc:
+        if isinstance(item, str) and (any(c in item for c in "[(,") or item in _BRANCHES):
+            continue  # a union's branch name, not a field
+        path += f"[{item}]" if isinstance(item, int) else (f".{item}" if path else str(item))
+    return path or "the body"
+
+
+def explain(exc: ValidationError, allowed: str) -> str:
+    """One refused field, named: ``allowed`` says what a request may hold instead."""
+    # A forbidden field says more than the required one missing beside it, and of a
+    # union's branches the one that got furthest into the value says what is wrong.
+    order = {"extra_forbidden": 0, "union_tag_invalid": 1, "literal_error": 2}
+    error = min(exc.errors(), key=lambda e: (order.get(e["type"], 3), -len(e["loc"])))
+    at = where(error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"The askbox gateway does not forward `{at}`: {allowed}"
+    return f"The askbox gateway refused the request body at `{at}`: {error['msg']}. {allowed}"
+
+
+def provider_for(name: str, default_output_tokens: int) -> Provider:
+    """The provider called ``name`` ("gemini", "anthropic", "openai")."""
+    from gateway.providers.anthropic import AnthropicProvider
+    from gateway.providers.gemini import GeminiProvider
+    from gateway.providers.openai import OpenAIProvider
+
+    kinds: dict[str, type[Provider]] = {"gemini": GeminiProvider, "anthropic": AnthropicProvider,
+                                        "openai": OpenAIProvider}
+    return kinds[name](default_output_tokens)  # type: ignore[call-arg]

@@ -15,18 +15,16 @@ it goes upstream re-serialised from what was checked, with only the request head
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
 from pydantic import BaseModel, ValidationError
 
-from gateway.errors import UpstreamError, error_response
-from gateway.providers import Call, Provider, Refused
+from gateway.errors import UpstreamError, error_response, retry_after
+from gateway.providers import Call, Provider, Refused, explain, parse_json, serialise
 from gateway.providers.gemini_schema import CountTokensRequest, GenerateContentRequest
 from gateway.usage import UsageTracker
 
@@ -57,38 +55,15 @@ ROUTES = {
 }
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Two values for one key: Python keeps the last, another parser may keep the first.
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise Refused(400, f"The request body gives `{key}` twice; the askbox gateway forwards only "
-                               "unambiguous JSON.")
-        seen[key] = value
-    return seen
-
-
-def _where(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for item in loc:
-        path += f"[{item}]" if isinstance(item, int) else (f".{item}" if path else str(item))
-    return path or "the body"
-
-
-def _explain(exc: ValidationError) -> str:
-    # A forbidden field says more than the required one missing beside it.
-    error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    where = _where(error["loc"])
-    if error["type"] == "extra_forbidden":
-        return (f"The askbox gateway does not forward `{where}`: a request may hold contents (text, inline "
-                "data, function calls and responses), a system instruction, function declarations and "
-                "generation settings; server-side tools (googleSearch, urlContext, codeExecution...), "
-                "cached content and file references are refused.")
-    return f"The askbox gateway refused the request body at `{where}`: {error['msg']}."
+ALLOWED = ("a request may hold contents (text, inline data, function calls and responses), a system "
+           "instruction, function declarations and generation settings; server-side tools (googleSearch, "
+           "urlContext, codeExecution...), cached content and file references are refused.")
 
 
 class GeminiProvider(Provider):
     name = "gemini"
+    label = "the Gemini API"
+    title = "Gemini"
 
     def __init__(self, default_output_tokens: int) -> None:
         # The answer's cap when a request sets no maxOutputTokens (for its reservation).
@@ -112,25 +87,17 @@ class GeminiProvider(Provider):
             allowed = "&".join(f"{k}={v}" for k, v in route.query) or "no parameters"
             raise Refused(400, f"The askbox gateway allows {allowed} on {route.action}; the query "
                                f"{'&'.join(f'{k}={v}' for k, v in forwarded)[:200]} is refused.")
-        try:
-            parsed = json.loads(body, object_pairs_hook=_reject_duplicates)
-        except (ValueError, UnicodeDecodeError):
-            raise Refused(400, "The request body is not JSON (the askbox gateway forwards only JSON bodies).") from None
+        parsed = parse_json(body)
         try:
             request = route.schema.model_validate(parsed)
         except ValidationError as exc:
-            raise Refused(400, _explain(exc)) from None
+            raise Refused(400, explain(exc, ALLOWED)) from None
         if isinstance(request, CountTokensRequest) and request.generate_content_request is not None:
             named = request.generate_content_request.model
             if named != f"models/{model}":
                 raise Refused(403, f"This question may use only the model {model}; the askbox gateway refuses "
                                    f"{named[:100]}.")
-        try:
-            # Upstream gets exactly what was checked, never the client's bytes (whose
-            # parsing could differ from Python's).
-            data = json.dumps(parsed, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-        except (ValueError, UnicodeEncodeError):
-            raise Refused(400, "The request body holds a number or a string that is not valid JSON.") from None
+        data = serialise(parsed)
         return Call(
             action=route.action,
             model=model,
@@ -159,8 +126,11 @@ class GeminiProvider(Provider):
     def usage_tracker(self, content_type: str) -> UsageTracker:
         return UsageTracker(sse="text/event-stream" in content_type)
 
-    def upstream_error(self, body: bytes) -> UpstreamError:
-        return UpstreamError.parse(body)
+    def upstream_error(self, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
+        error = UpstreamError.parse(body)
+        if error.retry_delay is None and (delay := retry_after(headers)) is not None:
+            return UpstreamError(delay, error.per_day_quota)
+        return error
 
     def error(self, status: int, message: str, *, retry_after: float | None = None) -> web.Response:
         return error_response(status, message, retry_after=retry_after)

@@ -1,4 +1,10 @@
-"""One side-task call to Gemini, through the model gateway, that never fails the question.
+"""One side-task call, through the model gateway, that never fails the question.
+
+The provider is ``ASKBOX_SIDE_PROVIDER``: Gemini with the real google-genai client, or
+Anthropic's Messages API or the OpenAI provider's Chat Completions (OpenAI, or the
+operator's own OpenAI-compatible server) with one plain JSON POST over the session's
+socket (:func:`other_provider_call`, httpx: one request each, for which the vendors'
+SDKs would be two more dependencies).
 
 Every call opens a gateway session of its own (so it shares the gateway's Redis-held
 limits, key pool, 429 handling with ``RetryInfo``, circuit breaker, metering and budgets
@@ -14,10 +20,11 @@ first success after it clears the flag and says so.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from google import genai
@@ -25,8 +32,8 @@ from google.genai import errors, types
 from pydantic import BaseModel, ValidationError
 from redis import Redis
 
+from gateway.client import GatewayClient, GatewaySession, GatewayUnavailable, SessionMeta, upstream_paused
 from jobs import keys
-from gateway.client import GatewayClient, GatewayUnavailable, SessionMeta, upstream_paused
 from jobs.gemini.settings import GeminiSettings
 
 log = logging.getLogger(__name__)
@@ -52,7 +59,7 @@ class GeminiCalls:
 
     @property
     def model(self) -> str:
-        return self.settings.gemini_model
+        return self.settings.model
 
     def enabled(self, task: str) -> bool:
         return self.settings.enabled(task)
@@ -78,7 +85,7 @@ class GeminiCalls:
             return None
 
     def _call(self, task: str, system: str, prompt: str, schema: type[BaseModel] | None,
-              timeout: float) -> types.GenerateContentResponse | None:
+              timeout: float) -> types.GenerateContentResponse | Answer | None:
         try:
             response = self._generate(task, system, prompt, schema, timeout)
         except SideTaskSkipped as exc:
@@ -91,16 +98,22 @@ class GeminiCalls:
         return response
 
     def _generate(self, task: str, system: str, prompt: str, schema: type[BaseModel] | None,
-                  timeout: float) -> types.GenerateContentResponse:
-        paused = upstream_paused(self.redis)  # the gateways' shared breaker: no call for nothing
+                  timeout: float) -> types.GenerateContentResponse | Answer:
+        provider = self.settings.side_provider
+        paused = upstream_paused(self.redis, provider)  # the gateways' shared breaker: no call for nothing
         if paused is not None:
-            raise SideTaskSkipped(f"the Gemini API is paused by the gateway's breaker for {paused:.0f} s")
+            raise SideTaskSkipped(f"the {provider} API is paused by the gateway's breaker for {paused:.0f} s")
         meta = self.meta.model_copy(update={"job_id": f"{self.meta.job_id}-{task}", "model": self.model,
-                                            "ttl": math.ceil(timeout) + 30})
+                                            "ttl": math.ceil(timeout) + 30, "provider": provider})
         try:
             session = self.gateway.open(meta)
         except GatewayUnavailable as exc:
             raise SideTaskSkipped(str(exc)) from exc
+        if provider != "gemini":
+            try:
+                return other_provider_call(provider, session, self.model, system, prompt, schema, timeout)
+            finally:
+                self.gateway.close(session)
         config = types.GenerateContentConfig(
             system_instruction=system, temperature=0.0,
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True))  # no tools here
@@ -133,3 +146,47 @@ class GeminiCalls:
     def _recovered(self) -> None:
         if self.redis.delete(keys.SIDE_TASK_OUTAGE):
             log.warning("Gemini side tasks work again")
+
+
+class Answer:
+    """What a side task reads of an answer: its text, and no SDK-parsed object."""
+
+    parsed = None
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def other_provider_call(provider: str, session: GatewaySession, model: str, system: str, prompt: str,
+                        schema: type[BaseModel] | None, timeout: float) -> Answer:
+    """One Anthropic Messages or OpenAI Chat Completions call over the session's socket."""
+    token = session.token.get_secret_value()
+    if provider == "anthropic":
+        if schema is not None:  # asked for in words: the JSON is validated on our side
+            system += f"\n\nAnswer with one JSON object and nothing else, matching this JSON schema: " \
+                      f"{json.dumps(schema.model_json_schema())}"
+        path, headers = "/v1/messages", {"x-api-key": token, "anthropic-version": "2023-06-01"}
+        body: dict[str, Any] = {"model": model, "max_tokens": 2048, "temperature": 0.0, "system": system,
+                                "messages": [{"role": "user", "content": prompt}]}
+    else:
+        path, headers = "/v1/chat/completions", {"authorization": f"Bearer {token}"}
+        body = {"model": model, "temperature": 0.0,
+                "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}]}
+        if schema is not None:
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": schema.__name__, "schema": schema.model_json_schema()}}
+    try:
+        transport = httpx.HTTPTransport(uds=str(session.socket))
+        with httpx.Client(transport=transport, base_url="http://gateway", timeout=timeout) as http:
+            response = http.post(path, json=body, headers=headers)
+    except httpx.HTTPError as exc:
+        raise SideTaskSkipped(f"no answer in time ({type(exc).__name__}: {exc})") from exc
+    if response.status_code != 200:
+        raise SideTaskSkipped(f"the gateway answered {response.status_code}: {response.text[:200]}")
+    data = response.json()
+    if provider == "anthropic":
+        text = "".join(b.get("text", "") for b in data.get("content") or [] if isinstance(b, dict))
+    else:
+        choices = data.get("choices") or [{}]
+        text = (choices[0].get("message") or {}).get("content") or ""
+    return Answer(text)

@@ -27,7 +27,7 @@ about askbox itself, or only asks to reformat, shorten or translate the previous
 Anything else, and whenever you are not sure: needs_code true and reply empty.
 
 About askbox: mention it in a channel with a question about the code; options anywhere in
-the message: repo=NAME, agent=cursor|gemini, model=NAME; start or end with `fresh` to skip
+the message: repo=NAME, agent=claude|codex|gemini|cursor, model=NAME; start or end with `fresh` to skip
 cached answers; reply in the thread to follow up, the earlier turns are kept."""
 
 

@@ -1,7 +1,13 @@
 """Agent adapters: how a question becomes a container command, and which parser reads it.
 
 An adapter is the *runtime* half (what runs); the sandbox is the *deployment* half
-(where it runs). Adding an agent means adding an adapter here and an image in images/.
+(where it runs). Adding an agent means adding an adapter here, its settings section
+(sandbox/agents/settings.py), its stream parser and an image in images/.
+
+The agents the model gateway fronts (``gateway_fronted``) name the gateway ``provider``
+whose API they speak: the Gemini CLI ``gemini``, Claude Code ``anthropic``, Codex CLI
+``openai``. Each gets the gateway's per-question socket bridge as its base URL and the
+question's token as its key (``with_endpoint``), never a real key.
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from sandbox import images
-from sandbox.agents.jsonlines import StreamParser
+from sandbox.agents.claude_stream import ClaudeStreamParser
+from sandbox.agents.codex_stream import CodexStreamParser
 from sandbox.agents.cursor_stream import CursorStreamParser
 from sandbox.agents.gemini_stream import GeminiStreamParser
+from sandbox.agents.jsonlines import StreamParser
 from sandbox.agents.settings import AgentName, AgentSettings
 from sandbox.spec import WORKSPACE
 
@@ -30,10 +38,13 @@ class Agent(ABC):
         self.settings = settings
 
     def image(self) -> str:
-        return getattr(self.settings, f"{self.name}_image") or images.tag(self.image_name)
+        return self.settings.section(self.name).image or images.tag(self.image_name)
 
     def model(self, override: str | None = None) -> str | None:
         return override or self.settings.agent_model or self.default_model
+
+    # The gateway provider whose API this agent speaks (None: the gateway cannot front it).
+    provider: ClassVar[str | None] = None
 
     @abstractmethod
     def command(self, model: str | None) -> list[str]:
@@ -76,12 +87,12 @@ class CursorAgent(Agent):
         argv += ["--trust", "--sandbox", "disabled"]
         if model:
             argv += ["--model", model]
-        if self.settings.cursor_proxy == "proxychains":
+        if self.settings.cursor.proxy == "proxychains":
             argv = ["proxychains4", "-q", *argv]
         return argv
 
     def secret_env(self) -> dict[str, str]:
-        key = self.settings.cursor_api_key
+        key = self.settings.cursor.api_key
         return {"CURSOR_API_KEY": key.get_secret_value()} if key else {}
 
     def endpoints(self) -> tuple[str, ...]:
@@ -92,17 +103,39 @@ class CursorAgent(Agent):
         return CursorStreamParser(workspace=WORKSPACE)
 
 
-class GeminiAgent(Agent):
-    name = "gemini"
-    image_name = "agent-gemini"
-    default_model = "gemini-2.5-flash"  # a fixed model: auto-routing makes extra calls
-    key_variable = "GEMINI_API_KEY"
+class FrontedAgent(Agent):
+    """An agent that takes any base URL and key: the gateway swaps the token for a real key."""
+
     gateway_fronted = True
+    api_host: ClassVar[str]  # the provider's own host, when no gateway is in between
 
     def __init__(self, settings: AgentSettings, base_url: str | None = None, key: SecretStr | None = None) -> None:
         super().__init__(settings)
         self.base_url = base_url.rstrip("/") if base_url else None
         self.key = key
+
+    def secret_env(self) -> dict[str, str]:
+        return {self.key_variable: self.key.get_secret_value()} if self.key is not None else {}
+
+    def endpoints(self) -> tuple[str, ...]:
+        if self.base_url is None:
+            return (self.api_host,)
+        url = urlsplit(self.base_url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        host = f"[{url.hostname}]" if ":" in (url.hostname or "") else url.hostname
+        return (f"{host}:{port}",)
+
+    def with_endpoint(self, base_url: str, key: str) -> Agent:
+        return type(self)(self.settings, base_url, SecretStr(key))
+
+
+class GeminiAgent(FrontedAgent):
+    name = "gemini"
+    image_name = "agent-gemini"
+    default_model = "gemini-2.5-flash"  # a fixed model: auto-routing makes extra calls
+    key_variable = "GEMINI_API_KEY"
+    provider = "gemini"
+    api_host = "generativelanguage.googleapis.com"
 
     def command(self, model: str | None) -> list[str]:
         # No -p: with stdin not a terminal the CLI runs headless and takes the prompt from it
@@ -115,26 +148,64 @@ class GeminiAgent(Agent):
     def env(self) -> dict[str, str]:
         return {"GOOGLE_GEMINI_BASE_URL": self.base_url} if self.base_url else {}
 
-    def secret_env(self) -> dict[str, str]:
-        return {"GEMINI_API_KEY": self.key.get_secret_value()} if self.key is not None else {}
-
-    def endpoints(self) -> tuple[str, ...]:
-        if self.base_url is None:
-            return ("generativelanguage.googleapis.com",)
-        url = urlsplit(self.base_url)
-        port = url.port or (443 if url.scheme == "https" else 80)
-        host = f"[{url.hostname}]" if ":" in (url.hostname or "") else url.hostname
-        return (f"{host}:{port}",)
-
     def parser(self) -> StreamParser:
         return GeminiStreamParser(workspace=WORKSPACE)
 
-    def with_endpoint(self, base_url: str, key: str) -> Agent:
-        # The CLI takes any base URL and key: the gateway swaps the token for a real key.
-        return GeminiAgent(self.settings, base_url, SecretStr(key))
+
+class ClaudeAgent(FrontedAgent):
+    """Claude Code, headless (images/agent-claude: managed settings, no telemetry)."""
+
+    name = "claude"
+    image_name = "agent-claude"
+    default_model = "claude-sonnet-4-5"
+    key_variable = "ANTHROPIC_API_KEY"
+    provider = "anthropic"
+    api_host = "api.anthropic.com"
+
+    def command(self, model: str | None) -> list[str]:
+        # -p without a prompt argument: Claude Code reads the prompt from stdin. Partial
+        # messages stream the answer as it is written. Two tools only, both read-only in
+        # effect (the mount is read-only): Read, and Bash to search and run the code.
+        # bypassPermissions: nobody can approve a step in a headless run; the sandbox,
+        # not the agent's politeness, keeps the repository safe (as the Gemini CLI's yolo).
+        return ["claude", "-p", "--output-format", "stream-json", "--verbose", "--include-partial-messages",
+                "--model", model or self.default_model, "--tools", "Bash,Read",
+                "--permission-mode", "bypassPermissions", "--no-session-persistence", "--strict-mcp-config"]
+
+    def env(self) -> dict[str, str]:
+        return {"ANTHROPIC_BASE_URL": self.base_url} if self.base_url else {}
+
+    def parser(self) -> StreamParser:
+        return ClaudeStreamParser(workspace=WORKSPACE)
 
 
-AGENTS: dict[str, type[Agent]] = {a.name: a for a in (CursorAgent, GeminiAgent)}
+class CodexAgent(FrontedAgent):
+    """Codex CLI, ``codex exec`` (images/agent-codex: the system config names the gateway)."""
+
+    name = "codex"
+    image_name = "agent-codex"
+    default_model = "gpt-5-codex"
+    key_variable = "OPENAI_API_KEY"
+    provider = "openai"
+    api_host = "api.openai.com"
+
+    def command(self, model: str | None) -> list[str]:
+        # "-" reads the prompt from stdin; approvals are never asked for (headless); the
+        # base URL of the "askbox" provider is this run's. Codex's own read-only policy runs
+        # each command under bubblewrap, which needs user namespaces that askbox's sandbox
+        # (rightly) does not grant: every command failed. The container is the sandbox, as
+        # for the other agents: the repository is mounted read-only, there is no network.
+        argv = ["codex", "exec", "--json", "--skip-git-repo-check", "--ephemeral", "--color", "never",
+                "-s", "danger-full-access", "-m", model or self.default_model]
+        if self.base_url:
+            argv += ["-c", f'model_providers.askbox.base_url="{self.base_url}/v1"']
+        return [*argv, "-"]
+
+    def parser(self) -> StreamParser:
+        return CodexStreamParser(workspace=WORKSPACE)
+
+
+AGENTS: dict[str, type[Agent]] = {a.name: a for a in (CursorAgent, GeminiAgent, ClaudeAgent, CodexAgent)}
 
 
 def agent_for(name: str | None, settings: AgentSettings) -> Agent:

@@ -1,6 +1,6 @@
 """The normalized event stream every agent adapter produces: the agents' vocabulary.
 
-Each agent CLI (cursor-agent, Gemini CLI) prints its own NDJSON dialect; the parsers in
+Each agent CLI (cursor-agent, Gemini CLI, Claude Code, Codex CLI) prints its own NDJSON dialect; the parsers in
 this package translate it into these events so everything downstream (progress
 display, answer posting, the CLI's own NDJSON output) deals with one vocabulary.
 Events are JSON-serializable: ``event.model_dump_json()`` on the way out,
@@ -88,6 +88,7 @@ class ErrorKind(HasEndings, StrEnum):
     QUOTA = "quota"  # usage limit, rate limit, RESOURCE_EXHAUSTED
     BAD_MODEL = "bad_model"  # the requested model does not exist or is not allowed
     UNTRUSTED_WORKSPACE = "untrusted_workspace"  # the CLI refuses to work in the folder
+    CONTEXT_OVERFLOW = "context_overflow"  # the conversation no longer fits the model's context window
     EGRESS_BLOCKED = "egress_blocked"  # the egress proxy refused the LLM endpoint (policy)
     UNREACHABLE = "unreachable"  # the endpoint's name did not resolve, or the proxy could not connect to it
     AGENT = "agent"  # anything else the agent reported

@@ -2,8 +2,8 @@
 
 A model name ends up in the agent's argv (``--model M`` / ``-m M``), so a name a user
 typed (``model=`` in Slack, ``--model`` in the CLI) or a job forged in Redis carries must
-be a plain name from the agent's allowed list (``ASKBOX_CURSOR_MODELS`` /
-``ASKBOX_GEMINI_MODELS``, plus the operator's own ``ASKBOX_AGENT_MODEL``): never an option
+be a plain name from the agent's allowed list (``ASKBOX_<AGENT>_MODELS``: cursor, gemini,
+claude, codex; plus the operator's own ``ASKBOX_AGENT_MODEL``): never an option
 (``--yolo``), never shell or control characters. The bot refuses with a message for the
 asker; the worker checks again, since whoever can write to Redis skips the bot.
 """
@@ -20,7 +20,7 @@ class ModelRefused(ValueError):
 
 
 def allowed_models(agent: AgentName, settings: AgentSettings) -> tuple[str, ...]:
-    listed = settings.cursor_models if agent == "cursor" else settings.gemini_models
+    listed = settings.section(agent).models
     default = (settings.agent_model,) if settings.agent_model else ()  # the operator's own choice
     return tuple(dict.fromkeys([*listed, *default]))
 

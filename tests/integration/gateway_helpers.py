@@ -45,6 +45,23 @@ def gateway_env(base_url: str, keys: list[str], redis_url: str = REDIS_URL, **se
     return env
 
 
+# Where each provider's fake goes in a gateway's environment, and its keys.
+PROVIDER_VARIABLES = {"gemini": ("ASKBOX_GEMINI_BASE_URL", "ASKBOX_GEMINI_API_KEYS"),
+                      "anthropic": ("ASKBOX_ANTHROPIC_BASE_URL", "ASKBOX_ANTHROPIC_API_KEYS"),
+                      "openai": ("ASKBOX_OPENAI_BASE_URL", "ASKBOX_OPENAI_API_KEYS")}
+KEY_VARIABLES = ("GEMINI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_API_KEY")
+
+
+def provider_env(provider: str, base_url: str, keys: list[str], redis_url: str = REDIS_URL,
+                 **settings: str) -> dict[str, str]:
+    """The environment of a gateway serving one provider (its fake at ``base_url``) only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASKBOX_") and k not in KEY_VARIABLES}
+    url, key = PROVIDER_VARIABLES[provider]
+    env.update({"ASKBOX_REDIS_URL": redis_url, url: base_url, key: ",".join(keys), "ASKBOX_GATEWAY_SOCKET_DIR": ""})
+    env.update({f"ASKBOX_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
 @dataclass
 class GatewayProcess:
     """One real gateway process with a socket directory of its own."""

@@ -7,7 +7,7 @@ import pytest
 from sandbox.agents.adapters import CursorAgent
 from sandbox.agents.failures import EGRESS_BLOCKED_MESSAGE
 from sandbox.agents.session import AgentSession
-from sandbox.agents.settings import AgentSettings
+from sandbox.agents.settings import AgentSettings, CursorAgentSettings
 from sandbox.agents.events import AgentError, Started, ErrorKind, Result, TextDelta, ToolFinished, ToolStarted
 from sandbox.spec import Limits
 
@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("no_leftovers")]
 
 @pytest.fixture()
 def cursor(cursor_standin_image) -> CursorAgent:
-    return CursorAgent(AgentSettings(cursor_api_key="key-for-the-standin", cursor_image=cursor_standin_image))
+    return CursorAgent(AgentSettings(cursor=CursorAgentSettings(api_key="key-for-the-standin", image=cursor_standin_image)))
 
 
 def run(sandbox, agent, prompt, repo, **kwargs) -> list:
@@ -52,7 +52,7 @@ def test_write_is_refused_by_the_mount_and_the_answer_arrives(sandbox, cursor, r
 @pytest.mark.parametrize(
     "prompt, settings, kind, words",
     [
-        ("hi", {"cursor_api_key": None}, ErrorKind.AUTH, "CURSOR_API_KEY"),
+        ("hi", {"api_key": None}, ErrorKind.AUTH, "CURSOR_API_KEY"),
         ("hi", {"agent_model": "gpt-0"}, ErrorKind.BAD_MODEL, "gpt-0"),
         ("[usage-limit]", {}, ErrorKind.QUOTA, "usage limit"),
         ("[network-down]", {}, ErrorKind.EGRESS_BLOCKED, EGRESS_BLOCKED_MESSAGE),
@@ -61,7 +61,8 @@ def test_write_is_refused_by_the_mount_and_the_answer_arrives(sandbox, cursor, r
 )
 def test_failures_without_a_result_become_plain_errors(sandbox, cursor_standin_image, repo, prompt, settings, kind, words):
     agent = CursorAgent(
-        AgentSettings(**{"cursor_api_key": "k", "cursor_image": cursor_standin_image, **settings})
+        AgentSettings(agent_model=settings.get("agent_model"), cursor=CursorAgentSettings(
+            **{"api_key": "k", "image": cursor_standin_image, **{k: v for k, v in settings.items() if k != "agent_model"}}))
     )
     events = run(sandbox, agent, prompt, repo)
     final = events[-1]

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCHES = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem != "quick")
 # What each report's last lines must hold: the bench reached its summary.
 REPORTS = {
+    "agents": "time to first LLM request and memory per sandbox",
     "bot": "final event -> answer posted",
     "citations": "real references linked",
     "docker_filter": "ratio filtered / direct",

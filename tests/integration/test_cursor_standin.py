@@ -21,7 +21,7 @@ import pytest
 from sandbox import OutcomeKind, SandboxSpec
 from sandbox.agents.adapters import CursorAgent
 from sandbox.agents.cursor_stream import failure_from_stderr
-from sandbox.agents.settings import AgentSettings
+from sandbox.agents.settings import AgentSettings, CursorAgentSettings
 from sandbox.agents.events import ErrorKind, Result, TextDelta, ToolFinished, ToolStarted
 from sandbox.outcome import Outcome
 from sandbox.spec import Limits
@@ -126,7 +126,7 @@ def test_version(sandbox, cursor_standin_image):
 
 
 def test_adapter_command_is_what_the_standin_understands():
-    settings = AgentSettings(cursor_proxy="env", agent_model=None)
+    settings = AgentSettings(cursor=CursorAgentSettings(proxy="env"), agent_model=None)
     argv = CursorAgent(settings).command(None)  # the prompt goes over stdin (run_standin)
     assert argv[0] == "cursor-agent"
     assert sorted(argv[1:]) == sorted(PARTIAL_ARGS)
@@ -280,7 +280,7 @@ def test_read_returns_the_mounted_file(sandbox, cursor_standin_image, repo):
     assert "".join(texts([e for e in events if is_partial_delta(e)])) == result["result"]
 
     # the adapter's parser makes one answer of it, without repeating the replays
-    parser = CursorAgent(AgentSettings(cursor_proxy="env")).parser()
+    parser = CursorAgent(AgentSettings(cursor=CursorAgentSettings(proxy="env"))).parser()
     parsed = [ev for line in ran.stdout for ev in parser.feed(line)]
     assert parser.done
     assert "".join(ev.text for ev in parsed if isinstance(ev, TextDelta)) == result["result"]

@@ -26,7 +26,7 @@ from sandbox import OutcomeKind, SandboxSpec
 from sandbox.agents.adapters import CursorAgent
 from sandbox.agents.events import Result
 from sandbox.agents.session import MAX_PROMPT_BYTES, AgentSession, PromptTooLong
-from sandbox.agents.settings import AgentSettings
+from sandbox.agents.settings import AgentSettings, CursorAgentSettings
 from sandbox.runner import OOM_SCORE_ADJ
 from sandbox.spec import Limits
 from tests.conftest import REDIS_TEST_URL, sandbox_containers
@@ -133,14 +133,14 @@ def test_a_command_that_never_reads_stdin_is_not_held_up(sandbox, sandbox_image)
 
 
 def test_prompt_over_the_cap_is_refused_clearly(sandbox, cursor_standin_image):
-    agent = CursorAgent(AgentSettings(cursor_api_key="k", cursor_image=cursor_standin_image))
+    agent = CursorAgent(AgentSettings(cursor=CursorAgentSettings(api_key="k", image=cursor_standin_image)))
     with pytest.raises(PromptTooLong, match=r"the prompt is 1,048,577 bytes; the limit is 1,048,576"):
         AgentSession(sandbox, agent, "x" * (MAX_PROMPT_BYTES + 1))
 
 
 def test_cursor_prompt_and_key_show_in_neither_inspect_nor_ps(sandbox, cursor_standin_image, docker_client, repo):
     marker, key = "marker-" + secrets.token_hex(8), "cursor-key-" + secrets.token_hex(8)
-    agent = CursorAgent(AgentSettings(cursor_api_key=key, cursor_image=cursor_standin_image))
+    agent = CursorAgent(AgentSettings(cursor=CursorAgentSettings(api_key=key, image=cursor_standin_image)))
     # 200 KiB: argv refused it before (MAX_ARG_STRLEN); direct-sleep runs for seconds
     prompt = f"[transcript:direct-sleep] {marker} " + "y" * 200 * 1024
     session = AgentSession(sandbox, agent, prompt, repo=repo, egress_allow=(), limits=Limits(timeout=60))

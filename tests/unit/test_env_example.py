@@ -32,13 +32,18 @@ def sections() -> list[type[BaseSettings]]:
 
 
 def variables(section: type[BaseSettings]) -> list[str]:
-    """The environment variable(s) of each field: its alias, or the prefix and its name."""
+    """The environment variable(s) of each field: its alias (the first, the one users set),
+    or the prefix and its name; a field that is a section of its own (each agent's) is
+    walked in turn."""
     prefix = section.model_config.get("env_prefix", "")
     found = []
     for name, field in section.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseSettings):
+            found += variables(field.annotation)
+            continue
         alias = field.validation_alias
         choices = getattr(alias, "choices", None)
-        found += [str(c) for c in choices] if choices else [f"{prefix}{name}".upper()]
+        found += [str(choices[0])] if choices else [f"{prefix}{name}".upper()]
     return found
 
 

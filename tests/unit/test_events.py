@@ -81,6 +81,7 @@ def test_error_kinds_are_the_documented_set() -> None:
         "quota",
         "bad_model",
         "untrusted_workspace",
+        "context_overflow",
         "egress_blocked",
         "unreachable",
         "agent",
