@@ -49,6 +49,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import LockError, RedisError
 
+from jobs import spawning
 from jobs import keys
 
 log = logging.getLogger(__name__)
@@ -228,8 +229,8 @@ def _walk(root: str, deadline: float) -> list[tuple[str, int]] | None:
 def _languages(ctags: str) -> str | None:
     """The ``--languages`` value for this ctags, or None when it is no Universal Ctags."""
     try:
-        version = subprocess.run([ctags, "--version"], capture_output=True, text=True, timeout=10, env=_ENV)
-        listed = subprocess.run([ctags, "--options=NONE", "--list-languages"], capture_output=True, text=True,
+        version = spawning.run([ctags, "--version"], capture_output=True, text=True, timeout=10, env=_ENV)
+        listed = spawning.run([ctags, "--options=NONE", "--list-languages"], capture_output=True, text=True,
                                 timeout=10, env=_ENV)
     except (OSError, subprocess.SubprocessError):
         return None
@@ -267,8 +268,8 @@ def _definitions(root: str, files: list[tuple[str, int]], ctags: str | None,
 
 def _run_ctags(argv: list[str], root: str, listed: set[str], deadline: float) -> tuple[Definition, ...] | None:
     try:
-        proc = subprocess.Popen(argv, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, env=_ENV)
+        proc = spawning.start(argv, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, env=_ENV)
     except OSError as exc:
         log.warning("tree index: cannot run ctags (%s): symbols in answers stay plain", exc)
         return None

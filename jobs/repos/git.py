@@ -42,6 +42,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from jobs import spawning
 from jobs.repos.resolve import RepoRef
 
 GIT = "git"
@@ -133,9 +134,8 @@ def run_git(args: list[str], env: dict[str, str] | None = None, timeout: float =
             secrets: tuple[str, ...] = (), stdout: int | None = subprocess.PIPE) -> subprocess.CompletedProcess:
     """``git <args>``; raises ``GitFailed`` with git's own words when it fails."""
     try:
-        done = subprocess.run([*git_argv(), *args],
-                              env=env or base_env(), stdout=stdout, stderr=subprocess.PIPE,
-                              stdin=subprocess.DEVNULL, timeout=timeout, check=False)
+        done = spawning.run([*git_argv(), *args], timeout=timeout,
+                            env=env or base_env(), stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise GitFailed(f"git {args[0]} took longer than {timeout:.0f} s") from None
     except OSError as exc:
@@ -150,8 +150,8 @@ def git_records(args: list[str], timeout: float = 600) -> Iterator[bytes]:
     memory stays bounded by one chunk, whatever the size of the output. Raises
     ``GitFailed`` (git's own words) when it fails or outlives ``timeout``."""
     with tempfile.TemporaryFile() as stderr:
-        proc = subprocess.Popen([*git_argv(), *args], env=base_env(), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=stderr)
+        proc = spawning.start([*git_argv(), *args], env=base_env(), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=stderr)
         timed_out = threading.Event()
 
         def kill() -> None:

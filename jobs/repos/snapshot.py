@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from jobs import spawning
 from jobs.repos.denylist import denied
 from jobs.repos.git import base_env, git_argv, git_records, run_git
 from jobs.repos.locks import WouldBlock, locked
@@ -174,8 +175,8 @@ def write_tree(git_dir: Path, commit: str, dest: Path, deny: tuple[str, ...], bl
     if blobs is not None:
         entries = [entry for entry in entries if not _linked(entry, blobs, base, ensure_dir)]
 
-    cat = subprocess.Popen([*git_argv(), "--git-dir", str(git_dir), "cat-file", "--batch"],
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=base_env())
+    cat = spawning.start([*git_argv(), "--git-dir", str(git_dir), "cat-file", "--batch"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=base_env())
     assert cat.stdin is not None and cat.stdout is not None
 
     def feed() -> None:  # in a thread: a full pipe each way would otherwise deadlock
