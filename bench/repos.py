@@ -96,7 +96,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--image", default=images.tag("sandbox"))
     args = parse_args(parser, files=50, runs=1)
-    root = Path(tempfile.mkdtemp(prefix="askbox-bench-repos-"))
+    with tempfile.TemporaryDirectory(prefix="askbox-bench-repos-") as tmp:
+        measure(args, Path(tmp))
+
+
+def measure(args: argparse.Namespace, root: Path) -> None:
     up = Upstream(root / "upstream")
     started = time.perf_counter()
     generate(up, args.files)
@@ -128,7 +132,8 @@ def main() -> None:
     both = row("fetched+created", fetched)
     print(f"ratio created/cached {new / base:.2f}x, fetched+created/cached {both / base:.2f}x")
 
-    made = sorted((p for p in (snapshots / repo.slug).iterdir() if p.is_dir() and not p.name.startswith(".")),
+    # Sealed snapshots (jobs/repos/snapshot.py): what sandboxes mount, one per commit.
+    made = sorted((p for p in (snapshots / "sealed" / repo.slug).iterdir() if p.is_dir() and not p.name.startswith(".")),
                   key=lambda p: p.stat().st_mtime)
     first_disk, content, count = disk_use(made[0])
     all_disk, _, _ = disk_use(*made)
