@@ -26,10 +26,25 @@ REPO_STATE = Path(tempfile.gettempdir()) / f"askbox-test-repos-{os.getpid()}"
 atexit.register(shutil.rmtree, REPO_STATE, ignore_errors=True)  # the session's workers are gone by then
 
 
+# Ports for the servers tests start: below the kernel's ephemeral range (32768 and up, where
+# bind(0) and outgoing connections take theirs) and below the egress proxies' (20000 and up),
+# one block per test process. A port from bind(0) is free only until the next process asks:
+# with tests in parallel, two of them were handed the same one before either listened.
+_PORT_BLOCK = 2500
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % 4
+_ports = iter(range(10000 + _WORKER * _PORT_BLOCK + (os.getpid() % 500), 10000 + (_WORKER + 1) * _PORT_BLOCK))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port no other test process is handed, and free now."""
+    for port in _ports:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (a server of a test before, or another program's)
+            return port
+    raise RuntimeError("this test process has used up its block of ports")
 
 
 @dataclass

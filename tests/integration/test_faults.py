@@ -75,7 +75,10 @@ def http_bots(env, tmp_path) -> Iterator:
                                 stdout=log, stderr=subprocess.STDOUT)
         bot = HttpBot(proc, f"http://127.0.0.1:{port}/slack/events")
         started.append(bot)
-        wait_for(lambda: _listening(port), 30, "the HTTP bot to listen")
+        wait_for(lambda: proc.poll() is not None or _listening(port), 30, "the HTTP bot to listen")
+        if proc.poll() is not None:  # it died: say why, not "timed out"
+            raise AssertionError(f"askbox bot --http exited {proc.returncode}: "
+                                 f"{(tmp_path / f'http-bot-{len(started) - 1}.log').read_text()[-2000:]}")
         return bot
 
     yield start

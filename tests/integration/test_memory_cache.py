@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from jobs.memory import Conversation, ThreadMemory
 from jobs.prompt import Turn
 from tests.conftest import unavailable
 from tests.conftest import REDIS_TEST_URL
+from tests.integration.pipeline_helpers import free_port
 
 pytestmark = pytest.mark.redis
 
@@ -203,12 +203,6 @@ def test_cache_hit_latency(redis_client):
 
 
 # --- durability -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class OwnRedis:
