@@ -126,7 +126,7 @@ class SandboxSpec(BaseModel):
     @field_validator("secret_env")
     @classmethod
     def _one_line_each(cls, env: dict[str, str]) -> dict[str, str]:
-        # One NAME=value line each on stdin (see runner.secret_env_command).
+        # One NAME=value line each on stdin (see container_config.secret_env_command).
         for name, value in env.items():
             if not _ENV_NAME.fullmatch(name):
                 raise ValueError(f"not an environment variable name: {name!r}")

@@ -27,7 +27,7 @@ from sandbox.agents.adapters import CursorAgent
 from sandbox.agents.events import Result
 from sandbox.agents.session import MAX_PROMPT_BYTES, AgentSession, PromptTooLong
 from sandbox.agents.settings import AgentSettings, CursorAgentSettings
-from sandbox.runner import OOM_SCORE_ADJ
+from sandbox.container_config import OOM_SCORE_ADJ
 from sandbox.spec import Limits
 from tests.conftest import REDIS_TEST_URL, sandbox_containers
 from tests.fakes.gemini_api import FakeGeminiAPI, Text

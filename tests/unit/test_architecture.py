@@ -36,6 +36,7 @@ DOCKER_MODULES = {
     "sandbox/reaper.py",
     "sandbox/egress.py",
     "sandbox/images.py",
+    "sandbox/container_config.py",  # docker-py's types (Mount, Ulimit) only: the config, no calls
     "sandbox/docker_filter/client.py",  # the worker's side of the filter's own endpoints
     "bot/cli/images_cmds.py",
 }
