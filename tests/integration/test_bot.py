@@ -176,6 +176,37 @@ def test_missing_settings_name_the_variable(redis_server, repo, fake):
     assert done.returncode == 2 and "ASKBOX_CHANNEL_REPOS" in done.stderr
 
 
+@pytest.mark.parametrize("secret", ["", None])
+def test_http_mode_without_a_signing_secret_does_not_start(redis_server, repo, fake, tmp_path, secret):
+    """`SLACK_SIGNING_SECRET=` (set, empty) or unset: `askbox bot --http` stops at start
+    with one line naming the variable. Were it to listen, Bolt would verify requests
+    against a secret anyone can know: the attempt below forges a mention with the
+    fallback the bot used to give Bolt, and with the empty secret Bolt itself falls to."""
+    from tests.integration.pipeline_helpers import free_port
+
+    port = free_port()
+    env = {**bot_env(fake, redis_server.url, repo), "SLACK_SIGNING_SECRET": secret}
+    if secret is None:
+        del env["SLACK_SIGNING_SECRET"]
+    del env["SLACK_APP_TOKEN"]
+    proc = subprocess.Popen([ASKBOX, "bot", "--http", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        url = f"http://127.0.0.1:{port}/slack/events"
+        forged = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> forged")
+        answers = [fake.deliver_http(url, fake.event_callback(forged), key)[0]
+                   for key in ("unused-in-socket-mode", "")]
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"`askbox bot --http` listened without a signing secret; forged events got {answers}")
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, stderr
+    assert len(lines) == 1 and "SLACK_SIGNING_SECRET" in lines[0], stderr
+    assert "Traceback" not in stderr and stdout == ""
+
+
 @contextlib.contextmanager
 def http_bot(fake, redis_server, repo, tmp_path, **settings: str) -> Iterator[tuple[int, Callable[..., tuple[int, str]]]]:
     """A real `askbox bot --http` process; yields its port and ``deliver(event, **kwargs)``
