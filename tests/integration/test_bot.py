@@ -51,6 +51,22 @@ def test_mention_is_acknowledged_and_queued(fake, bots, redis):
     assert "eyes" in message.reactions
 
 
+def test_a_status_message_reset_after_slack_posted_it_is_found_not_posted_again(fake, bots, redis):
+    """Slack posts the "Queued" message and the connection is reset before its answer:
+    the bot does not post it again (slack_sdk's connection-error retry would), it finds
+    it in the thread by its metadata and the job carries its ts."""
+    bots(1)
+    fake.connection_reset("chat.postMessage")
+    mention = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> asked over a bad link")
+    fake.wait_ack(fake.push_event(mention), timeout=10)
+    [question] = wait_for(lambda: queued(redis), 10, "the job")
+    settle(fake)
+    statuses = [m for m in fake.thread(CHANNEL, mention["ts"]) if m.is_bot]
+    assert [m.text for m in statuses] == ["Queued (position 1)."], [m.text for m in statuses]
+    assert question.origin.status_ts == statuses[0].ts
+    assert [c.status for c in fake.calls("chat.postMessage")] == [0]  # one post, its answer lost
+
+
 def test_retries_double_delivery_and_two_bot_processes_make_one_job(fake, bots, redis):
     bots(2)
     mention = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> why?")
