@@ -409,3 +409,27 @@ def test_slack_connect_askers_reach_only_what_is_open_to_shared_channels(fake, r
         assert set(asked) == {"ours", "the channel's own repo"}
         assert not asked["ours"].origin.shared and asked["ours"].repo == "web"
         assert asked["the channel's own repo"].origin.shared and asked["the channel's own repo"].repo == "demo"
+
+
+def test_a_dm_about_a_channels_repo_is_refused_unless_a_rule_opens_it(fake, redis_server, redis, repo, tmp_path):
+    """`demo` is the channel's (ASKBOX_CHANNEL_REPOS) and no rule names it: a DM asking
+    about it gets an ephemeral refusal and no job, as if it did not exist; `web`, whose
+    rule says `dms: true`, is answered. Then a rule opening `demo` to DMs: queued."""
+    with socket_bot(fake, redis_server, repo, tmp_path):
+        refused = fake.dm(ASKER, "repo=demo what does the channel's repo hide?")
+        fake.wait_ack(fake.push_event(refused), timeout=5)
+        [shown] = fake.wait_until(lambda: fake.ephemerals("D0FAKEDM001"), timeout=10)
+        assert shown.ephemeral_to == ASKER and "I can't answer about the repository `demo` here" in shown.text
+        assert "`web`" in shown.text and "`demo`" not in shown.text.split("here:")[-1]
+        allowed = fake.dm(ASKER, "repo=web and this one?")
+        fake.push_event(allowed)
+        [question] = wait_for(lambda: queued(redis), 5, "the DM about web")
+        settle(fake)
+        assert question.repo == "web" and len(queued(redis)) == 1
+        assert [m for m in fake.thread("D0FAKEDM001", refused["ts"]) if m.is_bot] == []
+    opened = json.dumps({"web": {"channels": [CHANNEL], "dms": True}, "demo": {"dms": True}})
+    with socket_bot(fake, redis_server, repo, tmp_path, ASKBOX_REPO_ACCESS=opened):
+        again = fake.dm(ASKER, "repo=demo now that a rule opens it?")
+        fake.push_event(again)
+        wait_for(lambda: "now that a rule opens it?" in {q.text for q in queued(redis)}, 5, "the opened DM")
+        assert [q.repo for q in queued(redis) if q.text == "now that a rule opens it?"] == ["demo"]
