@@ -818,3 +818,38 @@ def test_a_stream_append_reset_is_not_resent_and_the_final_replaces_the_streams(
     shown = [m for m in replies(fake, asked) if not m.deleted]
     assert [m.text for m in shown] == ["First words. More words. The end."], [m.text for m in shown]
     assert all(c.args.get("markdown_text") != "More words. " for c in fake.calls("chat.appendStream")[1:])
+
+
+# --------------------------------------------------------------------------- a job's failure
+
+
+@pytest.mark.parametrize("shown", [False, True])
+def test_a_job_timed_out_after_its_progress_was_shown_is_not_retried(
+        fake: FakeSlack, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, shown: bool) -> None:
+    """RQ's timeout (JobTimeoutException) calls the failure callback, then retries the job
+    on this very object if ``retries_left``. Nothing shown yet: silent, RQ retries. Once
+    the thread showed the agent's steps: no retry, one final message saying what happened."""
+    from rq.timeouts import JobTimeoutException
+
+    from jobs import job as question_job
+
+    monkeypatch.setenv("SLACK_BOT_TOKEN", fake.bot_token)
+    monkeypatch.setenv("ASKBOX_SLACK_API_URL", fake.api_url)
+    monkeypatch.setattr(question_job, "_settings", None)  # the callback loads the tree from this environment
+    asked = ask(fake, redis_client)
+    job = asked.job
+    job.retries_left, job.timeout = 2, 1110
+    run = CompositePublisher(MetaPublisher(job), publisher(fake, redis_client, asked))
+    run.started()
+    if shown:
+        run.event(ToolStarted(call_id="a", tool="read", summary="Read a.py"))
+    assert redis_client.exists(keys.progress_shown(job.id)) == shown
+    question_job.on_job_failure(job, redis_client, JobTimeoutException, JobTimeoutException("timed out"), None)
+    run.close()
+    if not shown:
+        assert job.retries_left == 2 and replies(fake, asked) == []
+        return
+    assert job.retries_left == 0
+    [final] = replies(fake, asked)
+    assert "took longer than askbox allows one question (1110 s)" in final.text and job.id in final.text
+    assert_finished(fake, asked, "timeout")
