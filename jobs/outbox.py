@@ -161,13 +161,9 @@ class Delivery:
 
     redis: Redis
     job_id: str
-    attempt: int  # 1 for the first; more means an earlier attempt was cut off
+    attempt: int  # 1 for the first; more: earlier attempts were cut off (or failed)
     token: int = 0  # this attempt's fencing token (0: not leased, as in tests of one part)
     final: Final | None = None  # written again should the record be lost under it
-
-    @property
-    def takeover(self) -> bool:
-        return self.attempt > 1
 
     def posted(self, part: str) -> str | None:
         """The ts (or note) recorded for ``part``, if an attempt posted it."""
