@@ -28,7 +28,7 @@ from rq import Worker
 from jobs import outbox
 from jobs.question import Origin, sanitize_id
 from tests.conftest import sandbox_containers
-from tests.fakes.slack import FakeSlack, Message
+from tests.fakes.slack import RESET, FakeSlack, Message
 from tests.integration.conftest import ASKER, CHANNEL, OTHER, bot_env
 from tests.integration.pipeline_helpers import ASKBOX, Workers, free_port, wait_for
 
@@ -356,6 +356,27 @@ def test_slack_5xx_and_429_storm_during_finals(fake, http_bots, pool, tmp_path):
           f"within {time.monotonic() - started:.1f} s")
 
 
+def test_connection_resets_after_slack_posted_the_finals(fake, http_bots, pool, tmp_path):
+    """Slack posts a final and the connection is reset before its answer: the worker does
+    not post it again blind (slack_sdk's connection-error retry would); the next attempt
+    reads the thread, finds the part by its metadata and posts nothing twice."""
+    pool.start(2, log_dir=tmp_path)
+    bot = http_bots()
+    questions = [mention(fake, f"{QUICK} reset {i}", user=(ASKER, OTHER)[i % 2]) for i in range(4)]
+    started = time.monotonic()
+    for q in questions:
+        deliver_until_acked(fake, bot, q)
+    fake.wait_until(lambda: all(_bot_messages(fake, q) for q in questions), timeout=30)  # the status messages
+    fake.connection_reset("chat.postMessage", times=3)  # the next three posts: the finals
+    wait_for(lambda: answered(fake, questions), 150, f"every answer\n{pool.tail()}")
+    time.sleep(5)  # a sweep round more: nothing further may arrive
+    assert_exactly_once(fake, questions)
+    resets = sum(c.status == RESET for c in fake.calls("chat.postMessage"))
+    assert resets == 3, resets
+    print(f"connection resets after Slack posted: {resets} finals' answers lost, {len(questions)} finals "
+          f"in the threads once each within {time.monotonic() - started:.1f} s")
+
+
 # ---------------------------------------------------------------------------------------- 7
 
 
@@ -388,7 +409,9 @@ def test_a_question_whose_fetch_is_slow_ends_once_not_killed_and_retried(fake, h
             fetches = len(server.requests)
             started = time.monotonic()
             assert deliver(fake, bot, question) == 200
-            wait_for(lambda: answered(fake, [question]), 240, f"the answer\n{workers.tail()}")
+            bot_log = "\n".join(p.read_text(errors="replace")[-3000:] for p in tmp_path.glob("http-bot-*.log"))
+            wait_for(lambda: answered(fake, [question]), 240,
+                     f"the answer\n{workers.tail()}\n--- bot\n{bot_log}\n--- thread\n{_bot_messages(fake, question)}")
             took = time.monotonic() - started
         finally:
             workers.stop()
