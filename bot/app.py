@@ -11,7 +11,7 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from bot.ingress import Ingress
-from bot.settings import BotSettings
+from bot.settings import BotSettings, HttpBotSettings
 from jobs.settings import Settings
 from jobs.slack.settings import SlackSettings
 from jobs import keys
@@ -33,11 +33,17 @@ def web_client(settings: SlackSettings) -> WebClient:
 def build_app(settings: Settings, bot: BotSettings, redis: Redis | None = None) -> App:
     redis = redis or settings.redis.client()
     client = web_client(settings.slack)
-    secret = bot.slack_signing_secret.get_secret_value() if bot.slack_signing_secret else None
+    # HTTP mode verifies every request with the signing secret (HttpBotSettings refuses
+    # to start without one). Socket Mode has no request to verify: verification is off by
+    # Bolt's own option, never fed a made-up secret that would then be the key for anyone
+    # who knows it should the same app ever be served over HTTP.
+    http = isinstance(bot, HttpBotSettings)
+    secret = bot.slack_signing_secret.get_secret_value() if http and bot.slack_signing_secret else ""
     # Acknowledge only after the listener ran: if Redis is down, the listener raises, Slack
     # gets no ack and delivers the event again later, and the question is not lost. The
     # listener stays well under Slack's 3 s (claim, reaction, status message, enqueue).
-    app = App(client=client, signing_secret=secret or "unused-in-socket-mode", process_before_response=True)
+    app = App(client=client, signing_secret=secret, request_verification_enabled=http,
+              process_before_response=True)
     ingress = Ingress(redis, client, settings, bot)
 
     @app.event("app_mention")

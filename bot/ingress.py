@@ -21,7 +21,10 @@ from jobs import access, claims, keys
 from jobs import queue as jobs_queue
 from jobs.crash_points import crash_point
 from jobs.question import Origin, Question, sanitize_id
+from jobs.replicas import replicated
 from jobs.slack.blocks import status_blocks
+from jobs.slack.client import ambiguous
+from jobs.slack.in_thread import replies_page, status_in_thread, thread_messages, status_metadata
 from sandbox.agents.models import ModelRefused, check_model
 from sandbox.agents.settings import AGENT_NAMES as AGENTS
 
@@ -118,8 +121,10 @@ class Ingress:
             for ts in posted:
                 self._call("chat_delete", channel=event.channel, ts=ts)
             raise
-        # A crash before this line: the job (if any) is found by the redelivery.
-        claims.confirm(self.redis, claim, token)
+        # A crash before this line: the job (if any) is found by the redelivery. Waited
+        # for on a replica (when there are any) before Slack gets its ack: a failover
+        # must not lose a question Slack will not deliver again (jobs/replicas.py).
+        replicated(self.redis, lambda conn: claims.confirm(conn, claim, token), f"the claim of {claim}")
         return outcome
 
     def _accept(self, event: SlackMessage, team: str, thread_ts: str, posted: list[str], shared: bool) -> str:
@@ -182,7 +187,7 @@ class Ingress:
         if earlier is not None and self._call("chat_update", channel=event.channel, ts=earlier.decode(),
                                               text=text, blocks=blocks):
             return earlier.decode()
-        status = self._post(event.channel, thread_ts, text, blocks=blocks)
+        status = self._post(event.channel, thread_ts, text, blocks=blocks, job_id=job_id)
         if status:
             posted.append(status)
             self.redis.set(remembered, status, ex=keys.DAY)
@@ -209,10 +214,35 @@ class Ingress:
 
     # -- Slack calls: an error here must not lose the question ----------------------------
 
-    def _post(self, channel: str, thread_ts: str, text: str, blocks: list | None = None) -> str | None:
-        response = self._call("chat_postMessage", channel=channel, thread_ts=thread_ts, text=text,
-                              **({"blocks": blocks} if blocks else {}))
-        return response["ts"] if response else None
+    def _post(self, channel: str, thread_ts: str, text: str, blocks: list | None = None,
+              job_id: str | None = None) -> str | None:
+        """Post in the thread; the message's ts, or None. ``job_id``: the question's status
+        message, posted with metadata that finds it again (jobs/slack/in_thread.py).
+
+        A post is never retried blind (jobs/slack/client.py): when Slack's answer is lost
+        after the request went out, a status message is looked for in the thread, and
+        any other reply (help, a refusal) is left at most once."""
+        extra: dict[str, Any] = {"blocks": blocks} if blocks else {}
+        if job_id is not None:
+            extra["metadata"] = status_metadata(job_id)
+        try:
+            return self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text, **extra)["ts"]
+        except Exception as exc:
+            if not ambiguous(exc):
+                if isinstance(exc, SlackApiError):
+                    log.warning("slack chat_postMessage failed: %s", exc.response.get("error"))
+                    return None
+                raise  # not sent (Slack unreachable): not acknowledged, Slack delivers it again
+            log.warning("slack chat_postMessage got no answer (%s); not posting it again", exc)
+        if job_id is None:
+            return None
+        try:
+            found = status_in_thread(thread_messages(
+                replies_page(self.client.conversations_replies, channel, thread_ts)), job_id)
+        except Exception as exc:  # noqa: BLE001 - then the worker looks again before posting its own
+            log.warning("could not look for the status message of %s in the thread: %s", job_id, exc)
+            return None
+        return found
 
     def _react(self, channel: str, ts: str, name: str) -> None:
         self._call("reactions_add", channel=channel, timestamp=ts, name=name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.app import build_app, web_client
-from bot.settings import BotSettings
+from bot.settings import BotSettings, HttpBotSettings
 from jobs.settings import Settings
 
 
@@ -11,11 +11,11 @@ class BotConfigError(ValueError):
     pass
 
 
-def run_bot(settings: Settings, bot: BotSettings, http: bool = False, port: int = 3000) -> None:
+def run_bot(settings: Settings, bot: BotSettings, port: int = 3000) -> None:
+    """HTTP mode for ``HttpBotSettings`` (their signing secret validated), else Socket Mode."""
     if settings.slack.slack_bot_token is None:
         raise BotConfigError("SLACK_BOT_TOKEN (xoxb-...) must be set: the bot posts with it")
-    if http and bot.slack_signing_secret is None:
-        raise BotConfigError("SLACK_SIGNING_SECRET must be set for HTTP mode: events are verified with it")
+    http = isinstance(bot, HttpBotSettings)
     if not http and bot.slack_app_token is None:
         raise BotConfigError("SLACK_APP_TOKEN (xapp-...) must be set for Socket Mode, or run with --http")
     app = build_app(settings, bot)

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class BotSettings(BaseSettings):
+    """Socket Mode's (``askbox bot``): events arrive over the app's own WebSocket, opened
+    with the app token, so there is no request to verify and no signing secret is used."""
+
     model_config = SettingsConfigDict(env_prefix="ASKBOX_", extra="ignore")
 
     # Socket Mode only; HTTP mode needs the signing secret instead.
@@ -30,3 +34,20 @@ class BotSettings(BaseSettings):
     http_keep_alive: int = Field(default=5, ge=1, description="seconds an idle keep-alive connection stays open")
     # Replies in a thread the bot was mentioned in: questions from its asker only, or anyone's.
     follow_ups: Literal["asker", "anyone"] = "asker"
+
+
+class HttpBotSettings(BotSettings):
+    """HTTP mode's (``askbox bot --http``): every request is verified with the signing
+    secret, so the process does not start without one. An empty value is refused too:
+    Bolt would verify against "", and anyone could then sign events as any user, channel
+    or Slack Connect flag."""
+
+    slack_signing_secret: SecretStr = Field(validation_alias=AliasChoices("SLACK_SIGNING_SECRET"))  # type: ignore[assignment]
+
+    @field_validator("slack_signing_secret")
+    @classmethod
+    def _secret_not_blank(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            # A custom type: the CLI does not echo a secret's value (bot/cli/__init__.py).
+            raise PydanticCustomError("askbox_secret", "is empty; HTTP mode verifies every Slack request with it")
+        return value

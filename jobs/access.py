@@ -18,9 +18,11 @@ without an entry of its own, to a rule::
   operator's explicit choice and is allowed shared or not.
 
 Anything a rule leaves out is refused. With no rule for a repository and no ``"*"``, the
-default is ``{"dms": true}``: a channel may ask about its ``ASKBOX_CHANNEL_REPOS`` entry
-and nothing else, a DM (from this workspace) about any repository without a rule of its
-own. Terminal questions (``askbox ask``) are the operator's and may ask about anything.
+default fails closed: a repository ``ASKBOX_CHANNEL_REPOS`` gives to a channel is that
+channel's (``{}``: no DMs, no other channel), and only a repository bound to no channel
+is open to DMs (from this workspace; ``{"dms": true}``). A channel asks about its own
+entry and nothing else. Terminal questions (``askbox ask``) are the operator's and may
+ask about anything.
 
 The bot refuses before queueing; the worker checks again from the job's origin, since a
 job written straight into Redis never met the bot. The worker trusts the ids a job
@@ -52,7 +54,8 @@ class AccessRule(BaseModel):
     shared: bool = False
 
 
-DEFAULT_RULE = AccessRule(dms=True)
+DEFAULT_RULE = AccessRule(dms=True)  # a repository no channel was given, and no rule names
+CHANNEL_BOUND_RULE = AccessRule()  # one ASKBOX_CHANNEL_REPOS gives a channel: that channel's only
 
 
 def is_dm(origin: Origin) -> bool:
@@ -60,15 +63,19 @@ def is_dm(origin: Origin) -> bool:
     return origin.kind == "slack" and (origin.channel or "").startswith("D")
 
 
-def rule_for(repo: str, policy: Mapping[str, AccessRule]) -> AccessRule:
-    return policy.get(repo) or policy.get(ANY) or DEFAULT_RULE
+def rule_for(repo: str, policy: Mapping[str, AccessRule], channel_repos: Mapping[str, str]) -> AccessRule:
+    """The repository's rule, ``"*"``'s, or the default (the module docstring)."""
+    rule = policy.get(repo) or policy.get(ANY)
+    if rule is not None:
+        return rule
+    return CHANNEL_BOUND_RULE if repo in channel_repos.values() else DEFAULT_RULE
 
 
 def may_ask(repo: str, origin: Origin, policy: Mapping[str, AccessRule], channel_repos: Mapping[str, str]) -> bool:
     """Whether a question from ``origin`` may be about the configured repository ``repo``."""
     if origin.kind == "terminal":
         return True  # the operator, on the worker's own queue
-    rule = rule_for(repo, policy)
+    rule = rule_for(repo, policy, channel_repos)
     if rule.users and origin.user not in rule.users:
         return False
     channel = origin.channel or ""

@@ -359,15 +359,31 @@ def with_notice(text: str, notice: str | None) -> str:
 
 
 def on_job_failure(job: Job, connection: Redis, exc_type: type, exc: BaseException, tb: object) -> None:
-    """RQ failure callback: the job raised, or its worker died (AbandonedJobError).
+    """RQ failure callback: the job raised (RQ's timeout included), or its worker died
+    (AbandonedJobError); the worker calls it too when its work-horse died under it
+    (``WorkHorseDied``, jobs/worker.py), where RQ itself calls nothing.
 
-    When RQ will retry, stay silent; otherwise post the one final message."""
+    A retry is only for a failure before anything was shown (``keys.progress_shown``):
+    a second run would show its progress again under the first's. So once the thread
+    showed progress the retries are dropped here (RQ decides right after this callback,
+    on this very job object) and the question ends with one final message saying what
+    happened. When RQ will retry, stay silent."""
+    if job.retries_left and connection.exists(keys.progress_shown(job.id)):
+        log.warning("job %s failed (%s) after its progress was shown: ending it, not retrying", job.id,
+                    exc_type.__name__)
+        job.retries_left = 0
     if job.retries_left:
         return
     question = Question.model_validate(job.args[0])
-    if exc_type.__name__ == "AbandonedJobError":
-        text = f"The worker running this question stopped unexpectedly. Please ask again. Reference: {job.id}"
+    if exc_type.__name__ in ("AbandonedJobError", "WorkHorseDied"):
+        text = f"The worker running this question stopped before it finished. Please ask again. Reference: {job.id}"
+        kind = "infra"
+    elif exc_type.__name__ == "JobTimeoutException":
+        text = (f"This question took longer than askbox allows one question ({job.timeout} s) and was stopped. "
+                f"Please ask again. Reference: {job.id}")
+        kind = "timeout"
     else:
         text = f"Something went wrong on our side ({exc}). Reference: {job.id}"
-    metrics.count_question("infra")
-    publisher_for(question, job, current_settings().slack).final(Final(kind="infra", text=text, reference=job.id))
+        kind = "infra"
+    metrics.count_question(kind)
+    publisher_for(question, job, current_settings().slack).final(Final(kind=kind, text=text, reference=job.id))

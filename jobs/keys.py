@@ -76,6 +76,14 @@ FINAL_OUTBOX_PENDING = f"{PREFIX}final-outboxes"  # zset: job id -> when outboxe
 # --- a question's life ---------------------------------------------------------------
 
 
+def progress_shown(job_id: str) -> str:
+    """(CLAIM_TTL) Set once a tool step or answer text of the question was shown: from
+    then on RQ does not retry it (a second run would show its progress again under the
+    first's); a timeout or a dead work-horse ends it with one message (jobs/job.py)."""
+    return f"{PREFIX}shown:{job_id}"
+
+
+
 def cancel_request(job_id: str) -> str:
     """Who asked to cancel (the value); the running job polls it."""
     return f"{PREFIX}cancel:{job_id}"

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from rq.job import Job
 
-from jobs import outbox
+from jobs import keys, outbox
 from jobs.final import Final
 from jobs.outbox import Delivery
 from jobs.question import Question
@@ -54,6 +54,7 @@ class MetaPublisher:
         self.started_at = time.monotonic()
         self._saved_at = 0.0
         self.shown = False  # anything beyond "started" reached the user
+        self._marked = False  # keys.progress_shown is set
 
     def started(self) -> None:
         self.job.meta.update(state="running", progress=[], preview="")
@@ -76,6 +77,11 @@ class MetaPublisher:
         elif isinstance(event, TextDelta):
             meta["preview"] = (meta.get("preview", "") + event.text)[-MAX_PREVIEW_CHARS:]
             self.shown = True
+        if self.shown and not self._marked:
+            # Before any other publisher can show it (this one comes first): from here
+            # on, a failure ends the question instead of retrying it.
+            self.job.connection.set(keys.progress_shown(self.job.id), 1, ex=keys.CLAIM_TTL)
+            self._marked = True
         self._save(force=first)
 
     def final(self, final: Final) -> bool:

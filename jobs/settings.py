@@ -16,13 +16,15 @@ The bot's own section (app token, signing secret, channels) is bot/settings.py, 
 bot/dashboard.py: jobs/ must not import bot/. Each section is a ``BaseSettings`` of its
 own, so a bad value fails at start-up naming its variable (``ASKBOX_<FIELD>``).
 
-Values that bot and worker must agree on are decided once: the RQ job timeout and the
-retries of a question are set by the worker that first takes it, from *its* sandbox
-deadline and ``ASKBOX_RETRIES``, and carried on the job (jobs/worker.py).
+Values that bot and worker must agree on are decided once: the RQ job timeout (the sum
+of every phase's bound, ``Settings.job_timeout``) and the retries of a question are set
+by the worker that takes it, from *its* settings and ``ASKBOX_RETRIES``, and carried on
+the job (jobs/worker.py).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import unquote, urlsplit
@@ -124,6 +126,11 @@ class RedisSettings(BaseSettings):
                                    **{**self._master_kwargs(), **kwargs})
 
 
+# The final message's Slack calls within a question's time: each waits for the team's
+# rate budget (SlackOptions.final_wait, 60 s) and for Slack (its client's 30 s timeout).
+# A delivery cut off past it is finished by the outbox sweep (jobs/outbox.py).
+FINAL_DELIVERY_ALLOWANCE = 90.0
+
 # How long a command keeps retrying while Redis is unreachable: a restart, or a Sentinel
 # failover (down-after-milliseconds plus the election; README "Scaling out").
 FAILOVER_PATIENCE = 20.0
@@ -163,6 +170,9 @@ class JobSettings(BaseSettings):
                                  description="per-commit snapshots the sandboxes mount (same path for the Docker host)")
     repo_refresh: float = Field(default=300, ge=1, description="seconds a mirror is fresh; fetched on schedule and on demand")
     repo_fetch_timeout: float = Field(default=120, ge=1)
+    # What making a commit's snapshot may take within a question's time (Settings.job_timeout):
+    # listing and copying its files out of the mirror (jobs/repos/snapshot.py).
+    repo_snapshot_allowance: float = Field(default=120, ge=1, description="seconds a question allows for a snapshot")
     repo_snapshot_idle: float = Field(default=3600, ge=1, description="seconds unused before a snapshot is removed")
     # Which repositories each place may ask about (jobs/access.py). Here, not in the bot's
     # section, because the worker enforces them again for jobs that never met the bot.
@@ -182,8 +192,9 @@ class JobSettings(BaseSettings):
     memory_turns: int = Field(default=10, ge=1)
     memory_ttl: int = Field(default=keys.MEMORY_TTL, ge=60)
     cache_ttl: int = Field(default=keys.CACHE_TTL, ge=60)
-    # RQ's own timeout sits above the sandbox deadline so the sandbox always fires first.
-    job_timeout_margin: int = Field(default=60, ge=10)
+    # RQ's own timeout is every phase's bound plus this margin (Settings.job_timeout), so
+    # the sandbox's deadline always fires first and a slow fetch is not cut off by RQ.
+    job_timeout_margin: int = Field(default=60, ge=10, description="seconds for container start and removal, and the rest")
     retries: int = Field(default=2, ge=0, description="retries for infrastructure faults before any output")
     # How often a worker looks for jobs whose worker died; RQ's default is 10 minutes.
     maintenance_interval: int = Field(default=30, ge=5)
@@ -251,6 +262,32 @@ class Settings(BaseModel):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     gemini: GeminiSettings = Field(default_factory=GeminiSettings)
     docker_filter: DockerFilterSettings = Field(default_factory=DockerFilterSettings)
+
+    def job_phases(self) -> dict[str, float]:
+        """The longest each phase of a question may take, in seconds (see ``job_timeout``)."""
+        jobs, gemini = self.jobs, self.gemini
+        side = ((gemini.triage_timeout if gemini.enabled("triage") else 0.0)
+                + (gemini.gemini_timeout if gemini.enabled("compaction") else 0.0)
+                + (gemini.gemini_timeout if gemini.enabled("summary") else 0.0))
+        return {
+            # A fetch of the repository's mirror may first wait for another process's
+            # (the refresher's, another question's) to end: two fetches (jobs/repos/mirror.py).
+            "fetch": 2 * jobs.repo_fetch_timeout,
+            "snapshot": jobs.repo_snapshot_allowance,
+            "side tasks": side,  # triage, compaction, summary (jobs/gemini/)
+            "sandbox": self.sandbox.sandbox_timeout,  # the agent's own deadline
+            "final delivery": FINAL_DELIVERY_ALLOWANCE,
+            "margin": float(jobs.job_timeout_margin),
+        }
+
+    def job_timeout(self) -> int:
+        """RQ's timeout for one question: the sum of every phase's bound (``job_phases``).
+
+        The one place it is computed (the worker sets it on each job it takes, from its own
+        settings): every phase's own bound fires before RQ's, so RQ's kill (which ends the
+        question with one message, jobs/job.py ``on_job_failure``) is for a phase that
+        overran its bound, not for a slow fetch in front of a full-length run."""
+        return math.ceil(sum(self.job_phases().values()))
 
     def secret_values(self) -> list[str]:
         """Every configured secret (API keys, tokens, passwords), for redaction."""

@@ -2,8 +2,11 @@
 and the repository refresher (jobs/repos/refresher.py).
 
 The worker decides what bot and worker must agree on, once per question: the RQ job
-timeout (its own sandbox deadline plus a margin, so the sandbox always fires first) and
-the number of retries (``ASKBOX_RETRIES``), stored on the job when it first takes it.
+timeout (``Settings.job_timeout``: every phase's bound from its own settings, so the
+sandbox's deadline and the fetch's fire first) and the number of retries
+(``ASKBOX_RETRIES``), stored on the job when it first takes it. A retry is only for a
+fault before anything was shown: a job that timed out or whose work-horse died after
+the thread showed progress ends with one final message instead (jobs/job.py).
 
 It runs only askbox's own jobs (jobs/job_guard.py): a job that is not is failed before
 anything it names is imported.
@@ -56,6 +59,10 @@ log = logging.getLogger(__name__)
 RETRY_INTERVALS = [5, 15]
 # A hash field on the job: present once a worker has decided its retries.
 RETRIES_DECIDED = "askbox_retries"
+
+
+class WorkHorseDied(RuntimeError):
+    """The work-horse running a question ended without finishing it (killed, crashed)."""
 
 
 class AskboxWorker(PromptUnsubscribe, Worker):
@@ -112,13 +119,26 @@ class AskboxWorker(PromptUnsubscribe, Worker):
     def decide_limits(self, job) -> None:  # type: ignore[no-untyped-def]
         """This worker's deadline bounds this run; the first worker fixes the retries."""
         settings = self.settings
-        job.timeout = int(settings.sandbox.sandbox_timeout) + settings.jobs.job_timeout_margin
+        job.timeout = settings.job_timeout()
         fields: dict[str, object] = {"timeout": job.timeout}
         # HSETNX: one decision per question, kept across its retries and other workers.
         if self.connection.hsetnx(job.key, RETRIES_DECIDED, settings.jobs.retries) and settings.jobs.retries:
             job.retries_left, job.retry_intervals = settings.jobs.retries, RETRY_INTERVALS
             fields.update(retries_left=job.retries_left, retry_intervals=json.dumps(RETRY_INTERVALS))
         self.connection.hset(job.key, mapping=fields)
+
+    def handle_work_horse_killed(self, job, retpid, ret_val, rusage):  # type: ignore[no-untyped-def]
+        """The work-horse died under its job (a kill, the shutdown grace, RQ's own kill
+        past the timeout): RQ retries it, or fails it silently, without the failure
+        callback. Ours decides instead, as for any failure: no retry once progress was
+        shown, and one final message when there is no retry (jobs/job.py)."""
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        try:
+            job.get_meta(refresh=True)  # the work-horse's progress, not the parent's stale copy
+            question_job.on_job_failure(job, self.connection, WorkHorseDied,
+                                        WorkHorseDied(f"work-horse ended with {ret_val}"), None)
+        except Exception:  # noqa: BLE001 - RQ's own failure handling must still run
+            log.exception("job %s: ending it after its work-horse died failed", job.id)
 
     def monitor_work_horse(self, job, queue, execution):  # type: ignore[no-untyped-def]
         pid = self.horse_pid  # RQ resets it once the horse is gone

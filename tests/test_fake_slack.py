@@ -20,10 +20,10 @@ from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
-from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
 
-from tests.fakes.slack import FIXTURES, FakeSlack, ManualClock, signed_request
+from tests.fakes.slack import FIXTURES, RESET, FakeSlack, ManualClock, signed_request
 
 CHANNEL = "C0CHANNEL01"
 OTHER_CHANNEL = "C0CHANNEL02"
@@ -328,6 +328,28 @@ def test_retry_handler_honours_retry_after(fake: FakeSlack) -> None:
     with pytest.raises(SlackApiError) as caught:  # one retry allowed, two 429s: gives up
         patient.chat_postMessage(channel=CHANNEL, text="never")
     assert caught.value.response.status_code == 429
+
+
+def test_connection_reset_after_the_post_leaves_the_client_unsure(fake: FakeSlack) -> None:
+    """A reset after Slack posted: slack_sdk raises (it got no answer), yet the message is
+    there; slack_sdk's own ConnectionErrorRetryHandler (a default) then posts it a second time."""
+    client = WebClient(token=fake.bot_token, base_url=fake.api_url, retry_handlers=[])
+    fake.connection_reset("chat.postMessage", times=1)
+    with pytest.raises(ConnectionResetError):
+        client.chat_postMessage(channel=CHANNEL, text="accepted, answer lost")
+    assert [m.text for m in fake.channel_messages(CHANNEL)] == ["accepted, answer lost"]
+    assert [c.status for c in fake.calls("chat.postMessage")] == [RESET]
+
+    fake.connection_reset("chat.postMessage", times=1, after_effect=False)
+    with pytest.raises(ConnectionResetError):
+        client.chat_postMessage(channel=CHANNEL, text="never posted")
+    assert [m.text for m in fake.channel_messages(CHANNEL)] == ["accepted, answer lost"]
+
+    retrying = WebClient(token=fake.bot_token, base_url=fake.api_url)
+    assert any(isinstance(h, ConnectionErrorRetryHandler) for h in retrying.retry_handlers)
+    fake.connection_reset("chat.postMessage", times=1)
+    assert retrying.chat_postMessage(channel=CHANNEL, text="posted twice")["ok"]
+    assert [m.text for m in fake.channel_messages(CHANNEL)][-2:] == ["posted twice", "posted twice"]
 
 
 def test_scripted_failures(fake: FakeSlack, client: WebClient) -> None:

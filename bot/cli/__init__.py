@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
             if exc.title.endswith("Settings") and where.islower():
                 where = Settings.variable(exc.title, where)  # name the environment variable to fix
             # A missing field's "input" is every other value given: it may hold secrets.
-            # ASKBOX_REPOS is not echoed: its message names the entry, and a URL in it may hold a token.
-            got = "" if error["type"] in ("missing", "askbox_repos") else f" (got {error.get('input')!r})"
+            # ASKBOX_REPOS is not echoed: its message names the entry, and a URL in it may hold a token;
+            # nor is a secret (askbox_secret).
+            got = "" if error["type"] in ("missing", "askbox_repos", "askbox_secret") else f" (got {error.get('input')!r})"
             err(f"invalid {where}: {error['msg']}{got}")
         return 2
     except RedisError as exc:  # ask, cancel, worker, gateway, dashboard: Redis is down or refuses us

@@ -31,12 +31,15 @@ def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_bot(args: argparse.Namespace, settings: Settings) -> int:
     from bot.serve import BotConfigError, run_bot
-    from bot.settings import BotSettings
+    from bot.settings import BotSettings, HttpBotSettings
     from jobs.logs import configure_json_logging
 
+    # HTTP mode's settings refuse a missing or empty SLACK_SIGNING_SECRET (main prints
+    # the ValidationError as one line naming it, exit 2), before anything listens.
+    bot = HttpBotSettings() if args.http else BotSettings()
     configure_json_logging(secrets=settings.secret_values())
     try:
-        run_bot(settings, BotSettings(), http=args.http, port=args.port)
+        run_bot(settings, bot, port=args.port)
     except BotConfigError as exc:
         err(str(exc))
         return 2

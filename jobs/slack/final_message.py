@@ -12,17 +12,20 @@ holds its delivery lease (jobs/outbox.py). What is decided here is *what is left
 post: the idempotency unit is the Slack message. Every message of a final is a named
 part ("p0", "p1"… for a split answer, "last" for the message carrying footer and
 buttons, "upload" for answer.md, "outcome" for any other ending); each is recorded in
-the outbox once posted and carries Slack ``metadata`` naming job and part, so a
-process finishing a delivery that was cut off skips the parts already in the thread
-(records first, then conversations.replies for a part posted but not recorded). The
-status message's final state and the reactions are edits, done again. A streamed
-answer's streams belong to the run that streamed them: a run or takeover that answers
-after that run died removes them first (``AnswerStream.remove_foreign``, their ts kept
-under ``keys.answer_streams``) and posts the answer as messages. An
-upload carries no metadata: one cut off between Slack's answer and its record is
-uploaded again by the takeover.
-A message that fails to post raises: the final stays in the outbox, pending, and the
-worker's sweep tries again (jobs/worker.py).
+the outbox once posted and carries Slack ``metadata`` naming job and part. Every
+attempt (the first too: a record can be lost with a failover, and a post whose answer
+was lost is in the thread unrecorded) reads the thread once before it posts a part
+that is not recorded (conversations.replies), and skips what is there. A "last" or
+"outcome" there means the final is complete: only the thread's state is finished. A
+post is never retried blind: the Slack client does not retry it (jobs/slack/client.py),
+and a failure that leaves it unknown whether Slack posted it (a reset, a 5xx) raises;
+the final stays pending and the next attempt looks first. The status message's final
+state and the reactions are edits, done again; a status message whose ts was lost is
+found in the thread by its ``askbox_status`` metadata. A streamed answer's streams
+belong to the run that streamed them: a run or takeover that answers after that run
+died removes them first (``AnswerStream.remove_foreign``, their ts kept under
+``keys.answer_streams``) and posts the answer as messages. An upload carries no
+metadata: one cut off between Slack's answer and its record is uploaded again.
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ from slack_sdk.web.slack_response import SlackResponse
 
 from jobs import outbox
 from jobs.final import Final, FinalKind
-from jobs.outbox import Delivery
+from jobs.outbox import Delivery, LeaseLost
 from jobs.slack.blocks import Block, feedback_actions, footer, plain_text, section, sections
 from jobs.slack.client import error_code, http_status
+from jobs.slack.in_thread import replies_page, status_in_thread, thread_messages
 from jobs.slack.mrkdwn import split_message, summarize_for_file, to_mrkdwn
 from jobs.slack.progress import count_steps, format_elapsed
 from jobs.slack.state import ThreadPart
@@ -76,14 +80,16 @@ class FinalMessage(ThreadPart):
     stream: AnswerStream  # what was streamed is finished, not posted again
     clock: Callable[[], float]
     delivery: Delivery | None = None  # this attempt's record of the parts posted
-    _in_thread: dict[str, str] | None = None  # parts found in the thread (a takeover looks once)
+    _in_thread: dict[str, str] | None = None  # parts found in the thread (read once per attempt)
 
     def post(self, final: Final, delivery: Delivery | None = None) -> None:
         """The final message, then the thread's final state. A message that fails raises
         (the outbox keeps the final pending); the state edits are best effort."""
         self.delivery, self._in_thread = delivery, None
         try:
-            if final.kind == "answer":
+            if self._complete():
+                pass  # the final is in the thread: only its state is left to finish
+            elif final.kind == "answer":
                 self._post_answer(final)
             else:
                 self._post_outcome(final)
@@ -99,16 +105,15 @@ class FinalMessage(ThreadPart):
     # ------------------------------------------------------------------ the answer
 
     def _post_answer(self, final: Final) -> None:
-        if self._already("last"):
-            return  # the whole answer is in the thread: only the final state is left
         stream = self.stream
         streamed = self.progress.text[: stream.streamed]
-        if stream.messages and final.text.startswith(streamed):
+        if stream.messages and not stream.doubtful and final.text.startswith(streamed):
             self._finish_streamed_answer(final, final.text[len(streamed) :])
             return
         if stream.messages:
-            # The final text is not what was streamed (an agent may rewrite it): the
-            # streams were drafts. Remove them, so the answer is in the thread once.
+            # The final text is not what was streamed (an agent may rewrite it), or a
+            # stream call got no answer (what the stream holds is unknown): the streams
+            # were drafts. Remove them, so the answer is in the thread once.
             stream.discard()
         self._post_answer_messages(final)
 
@@ -195,6 +200,8 @@ class FinalMessage(ThreadPart):
             return self._send(args)
         if self._already(part) is not None:
             return None
+        if not delivery.holds():
+            raise LeaseLost(f"job {delivery.job_id}: a newer delivery took the final over before part {part}")
         response = self._send({**args, "metadata": delivery.metadata(part)})
         if response is not None:
             delivery.record(part, str(response["ts"]))
@@ -204,16 +211,19 @@ class FinalMessage(ThreadPart):
         return self.calls.call("chat.postMessage", wait=True, channel=self.thread.channel,
                                thread_ts=self.thread.thread_ts, unfurl_links=False, unfurl_media=False, **args)
 
+    def _complete(self) -> bool:
+        """A whole final of this question is in the thread already (an earlier attempt
+        posted its "last" or "outcome" part, and maybe lost the record of it)."""
+        return self._already("last") is not None or self._already("outcome") is not None
+
     def _already(self, part: str) -> str | None:
-        """What an earlier attempt left of ``part``: its record, or (a takeover only) our
-        message in the thread carrying the part's metadata."""
+        """What an earlier attempt left of ``part``: its record, or our message in the
+        thread carrying the part's metadata (the thread is read once per attempt)."""
         delivery = self.delivery
         if delivery is None:
             return None
         if (recorded := delivery.posted(part)) is not None:
             return recorded
-        if not delivery.takeover:
-            return None  # the first attempt: nothing of it can be in the thread yet
         if self._in_thread is None:
             self._in_thread = self._parts_in_thread()
         found = self._in_thread.get(part)
@@ -222,20 +232,24 @@ class FinalMessage(ThreadPart):
         return found
 
     def _parts_in_thread(self) -> dict[str, str]:
-        thread, found, cursor = self.thread, {}, None
+        thread = self.thread
         if not thread.thread_ts:
             return {}
-        for _ in range(20):  # 20 pages of 200: a thread far longer than any question's
-            response = self.calls.call("conversations.replies", wait=True, channel=thread.channel,
-                                       ts=thread.thread_ts, limit=200, include_all_metadata=True, cursor=cursor)
-            if response is None:
-                break
-            messages = response.get("messages") or []
-            found.update(outbox.parts_in_thread(messages, thread.job_id))
-            cursor = (response.get("response_metadata") or {}).get("next_cursor")
-            if not cursor:
-                break
-        return found
+        fetch = replies_page(lambda **args: self.calls.call("conversations.replies", wait=True, **args),
+                             thread.channel, thread.thread_ts)
+        try:
+            messages = thread_messages(fetch)
+        except SlackApiError as exc:
+            if http_status(exc) == 429 or http_status(exc) >= 500:
+                raise  # try again later, never post blind
+            # Slack will not show us the thread (no history scope for it, or no such
+            # thread): nothing to find, ever. Posting beats losing the answer.
+            log.warning("job %s: cannot read the thread (%s); posting the final's unrecorded parts",
+                        thread.job_id, error_code(exc))
+            return {}
+        if thread.status_ts is None:  # the status message's ts was lost: finish it anyway
+            thread.status_ts = status_in_thread(messages, thread.job_id)
+        return outbox.parts_in_thread(messages, thread.job_id)
 
     # ------------------------------------------------------------------ the thread's final state
 

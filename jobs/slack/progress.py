@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from slack_sdk.errors import SlackApiError
 
 from jobs.slack.blocks import Block, cancel_actions, section
-from jobs.slack.client import error_code, http_status
+from jobs.slack.client import ambiguous, error_code, http_status
+from jobs.slack.in_thread import status_in_thread, status_metadata, thread_messages
 from jobs.slack.mrkdwn import escape, open_fence, split_message, to_mrkdwn
 from jobs.slack.state import ThreadPart
 
@@ -51,6 +52,7 @@ class StatusMessage(ThreadPart):
     _shown_version: int = field(default=-1, init=False)
     _last_edit: float = field(default=float("-inf"), init=False)
     _posted_own: bool = field(default=False, init=False)  # we posted it (the bot's was gone)
+    _look_first: bool = field(default=True, init=False)  # read the thread before posting our own
 
     def update(self, now: float) -> None:
         """Edit the status message if something changed (or it has been idle too long)."""
@@ -65,8 +67,16 @@ class StatusMessage(ThreadPart):
             if thread.status_ts is None:
                 if self._posted_own:
                     return  # ours was deleted too: progress stays in the stream and the meta
-                response = self.calls.attempt("chat.postMessage", channel=thread.channel, thread_ts=thread.thread_ts,
-                                              text=text, blocks=blocks)
+                if self._look_first:
+                    # The bot's post may have reached Slack with its answer lost: adopt it
+                    # rather than leave a second status message (and its Cancel) behind.
+                    found = self._find_in_thread()
+                    if found is None:
+                        return  # no budget now: the next tick
+                    self._look_first = False
+                    thread.status_ts = found or None
+            if thread.status_ts is None:
+                response = self._post_own(text, blocks)
                 if response is not None:
                     self._posted_own = True
                     thread.status_ts = response["ts"]
@@ -86,6 +96,46 @@ class StatusMessage(ThreadPart):
         with self.progress.lock:
             if self.progress.step_count or (self.progress.text and not thread.streaming):
                 thread.shown = True
+
+    def _find_in_thread(self) -> str | None:
+        """The ts of this question's status message in the thread, "" if there is none,
+        None when the budget says not now."""
+        thread = self.thread
+        if not thread.thread_ts:
+            return ""
+        pages: list[object] = []
+
+        def fetch(cursor: str | None) -> dict:
+            response = self.calls.attempt("conversations.replies", channel=thread.channel, ts=thread.thread_ts,
+                                          limit=200, include_all_metadata=True, cursor=cursor)
+            pages.append(response)
+            return response or {}
+
+        try:
+            messages = thread_messages(fetch)
+        except SlackApiError as exc:
+            if http_status(exc) == 429:
+                return None
+            log.info("job %s: cannot read the thread (%s); posting a status message", thread.job_id, error_code(exc))
+            return ""
+        if None in pages:
+            return None
+        return status_in_thread(messages, thread.job_id) or ""
+
+    def _post_own(self, text: str, blocks: list[Block]) -> object:
+        """Post a status message of our own (with the metadata that finds it again)."""
+        thread = self.thread
+        try:
+            return self.calls.attempt("chat.postMessage", channel=thread.channel, thread_ts=thread.thread_ts,
+                                      text=text, blocks=blocks, metadata=status_metadata(thread.job_id))
+        except Exception as exc:
+            if not ambiguous(exc):
+                raise
+            # Slack may have posted it: never post blind; read the thread next time.
+            log.warning("job %s: posting a status message got no answer (%s); looking in the thread next",
+                        thread.job_id, exc)
+            self._look_first = True
+            return None
 
     def render(self, now: float) -> tuple[str, list[Block]]:
         """The status message now: its notification text and its blocks."""

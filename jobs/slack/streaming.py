@@ -23,7 +23,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 
 from jobs.slack.blocks import Block, sections
-from jobs.slack.client import error_code, http_status
+from jobs.slack.client import ambiguous, error_code, http_status
 from jobs.slack.mrkdwn import fence_closer, open_fence, safe_markdown, settled, to_mrkdwn
 from jobs.slack.state import ThreadPart
 
@@ -49,6 +49,9 @@ class AnswerStream(ThreadPart):
     open: StreamMessage | None = field(default=None, init=False)  # the stream still open
     messages: list[StreamMessage] = field(default_factory=list, init=False)  # every stream message, in order
     reopen: str = field(default="", init=False)  # a code fence to reopen at the start of the next stream
+    # A start or append got no answer (a reset, a 5xx): Slack may or may not hold it, so
+    # it is never sent again; streaming stops and the final replaces the streams.
+    doubtful: bool = field(default=False, init=False)
     # Told each new stream's ts (kept in Redis by the publisher): a run that takes over
     # after this process died removes the streams it cannot finish (``remove_foreign``).
     on_start: Callable[[str], None] | None = None
@@ -114,6 +117,14 @@ class AnswerStream(ThreadPart):
                 log.warning("job %s: streaming failed (%s); falling back to status edits", thread.job_id,
                             error_code(exc))
                 thread.streaming = False
+                self.doubtful = self.doubtful or http_status(exc) >= 500
+            return False
+        except Exception as exc:
+            if not ambiguous(exc):
+                raise
+            log.warning("job %s: streaming got no answer (%s); the answer will be posted as messages instead",
+                        thread.job_id, exc)
+            thread.streaming, self.doubtful = False, True
             return False
         self.streamed += len(chunk)
         thread.shown = True

@@ -22,7 +22,9 @@ Usage::
         fake.wait_until(lambda: len(fake.thread("C1", env.event["ts"])) == 2)
 
 Scripting: ``rate_limit(method, times, retry_after)`` (HTTP 429 + Retry-After),
-``fail(method, error, times)``, ``expire_streams()``, ``enforce_tiers=True``
+``fail(method, error, times)``, ``server_error(method, times, after_effect=...)``,
+``connection_reset(method, times, after_effect=...)`` (the request is read, maybe
+carried out, and the connection reset with no answer), ``expire_streams()``, ``enforce_tiers=True``
 (429 when a tier is exceeded over a sliding minute). Assertions: ``calls(method)``,
 ``thread(channel, ts)``, ``rate_report()``, ``tier_violations()``.
 
@@ -43,7 +45,9 @@ import json
 import math
 import re
 import secrets
+import socket
 import string
+import struct
 import threading
 import time
 import urllib.error
@@ -70,6 +74,7 @@ __all__ = [
     "Message",
     "MethodRate",
     "MethodSpec",
+    "RESET",
     "load_methods",
     "signed_request",
 ]
@@ -84,6 +89,9 @@ TIER_PER_MINUTE = {"t1": 1, "t2": 20, "t3": 50, "t4": 100}
 # per channel (see _post_message_limits); the others have no published number, so they
 # get Tier 4's.
 SPECIAL_PER_MINUTE = 100
+
+# A Call's status when the fake reset the connection instead of answering.
+RESET = 0
 
 # Errors any method can answer, on top of the ones each fixture lists.
 GENERIC_ERRORS = frozenset(
@@ -576,6 +584,7 @@ class FakeSlack:
         self._rate_limits: dict[str, deque[int]] = {}
         self._server_errors: dict[str, deque[tuple[int, bool]]] = {}
         self._failures: dict[str, deque[tuple[str, Callable[[JSON], bool] | None]]] = {}
+        self._resets: dict[str, deque[tuple[bool, Callable[[JSON], bool] | None]]] = {}
         self._admitted: dict[tuple[str, str | None], deque[float]] = {}
         self._last_ts = 0.0
         self._tickets: set[str] = set()
@@ -674,6 +683,17 @@ class FakeSlack:
         self._spec(method)
         with self._lock:
             self._server_errors.setdefault(method, deque()).extend([(status, after_effect)] * times)
+
+    def connection_reset(self, method: str, times: int = 1, *, after_effect: bool = True,
+                         when: Callable[[JSON], bool] | None = None) -> None:
+        """The next ``times`` calls to ``method`` (matching ``when(args)``) get no answer:
+        the fake reads the whole request, carries it out (``after_effect``; else not) and
+        resets the connection (TCP RST). What a client sees when Slack's answer is lost on
+        the way: it cannot tell whether the call took effect. Recorded as calls with
+        status ``RESET``."""
+        self._spec(method)
+        with self._lock:
+            self._resets.setdefault(method, deque()).extend([(after_effect, when)] * times)
 
     def fail(
         self,
@@ -1288,6 +1308,8 @@ class FakeSlack:
         parts = urlsplit(path)
         if parts.path.startswith("/api/"):
             status, extra, answer = self._handle_api(parts.path[len("/api/") :], verb, headers, parts.query, body)
+            if status == RESET:
+                return RESET, {}, b""
             return status, {"Content-Type": "application/json; charset=utf-8", **extra}, json.dumps(answer).encode()
         if parts.path.startswith("/upload/v1/") and verb == "POST":
             return self._handle_upload(parts.path.rsplit("/", 1)[-1], body)
@@ -1335,7 +1357,12 @@ class FakeSlack:
                 retry_after = self._rate_limits[name].popleft()
                 return answer(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)})
             server_error = self._server_errors[name].popleft() if self._server_errors.get(name) else None
+            reset = self._next_reset(name, args)
+            if reset is not None:
+                server_error = (RESET, reset)
             if server_error is not None and not server_error[1]:
+                if server_error[0] == RESET:
+                    return answer(RESET, {})
                 return answer(server_error[0], {"ok": False, "error": "internal_error"})
             auth_error = self._auth_error(name, token)
             if auth_error:
@@ -1369,7 +1396,9 @@ class FakeSlack:
             if encoding == "json" and "charset" not in (headers.get("Content-Type") or ""):
                 response.setdefault("warning", "missing_charset")
             self._admit(spec, args, now)
-            if server_error is not None:  # after_effect: done, and yet a 5xx
+            if server_error is not None:  # after_effect: done, and yet a 5xx (or no answer at all)
+                if server_error[0] == RESET:
+                    return answer(RESET, response)
                 return answer(server_error[0], {"ok": False, "error": "internal_error"})
             return answer(200, response)
 
@@ -1382,6 +1411,15 @@ class FakeSlack:
             return None if token == self.app_token else "not_allowed_token_type"
         if token == self.app_token and method != "auth.test":
             return "not_allowed_token_type"
+        return None
+
+    def _next_reset(self, method: str, args: JSON) -> bool | None:
+        """``after_effect`` of the next scripted reset matching this call, or None."""
+        queue = self._resets.get(method)
+        for i, (after_effect, when) in enumerate(queue or ()):
+            if when is None or when(args):
+                del queue[i]  # type: ignore[union-attr]
+                return after_effect
         return None
 
     def _next_failure(self, method: str, args: JSON) -> str | None:
@@ -1906,6 +1944,12 @@ class _HTTPHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         status, headers, payload = self.owner._handle_http(verb, self.path, self.headers, body)
+        if status == RESET:
+            # SO_LINGER 0: close() sends RST, not FIN; the client's read fails with ECONNRESET.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+            return
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)

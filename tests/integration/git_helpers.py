@@ -12,6 +12,7 @@ import base64
 import os
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -71,6 +72,7 @@ class GitHTTPServer:
     root: Path
     token: str
     broken: bool = False  # answer 503 to everything: a remote that is down
+    stall: float = 0.0  # seconds each fetch's first request (the ref advertisement) waits: a slow remote
     requests: list[tuple[str, str, bool]] = field(default_factory=list)  # (method, path, authorised)
 
     def __post_init__(self) -> None:
@@ -95,6 +97,8 @@ class GitHTTPServer:
                 server.requests.append((self.command, self.path, authorised))
                 if server.broken:
                     return self._reply(503, {"Content-Type": "text/plain"}, b"down for maintenance\n")
+                if server.stall and self.command == "GET" and "/info/refs" in self.path and authorised:
+                    time.sleep(server.stall)
                 if not authorised:
                     return self._reply(401, {"WWW-Authenticate": 'Basic realm="git"'}, b"")
                 url = urlsplit(self.path)
@@ -135,7 +139,10 @@ class GitHTTPServer:
                         self.send_header(name, value)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.wfile.write(payload)
+                except ConnectionError:
+                    pass  # the client gave up (a fetch timed out, its worker stopped)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

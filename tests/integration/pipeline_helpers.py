@@ -70,12 +70,22 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while True:
             try:
-                client.ping()
-                return self
+                served_by = client.info("server")["process_id"]
             except Exception:  # noqa: BLE001 - not up yet
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+                continue
+            if served_by == self.proc.pid:
+                return self
+            # Another test session's server took the port between free_port() and ours
+            # (which then failed to bind): never share it, its workers would take our jobs.
+            self.proc.kill()
+            self.proc.wait()
+            if self.directory.joinpath("appendonlydir").exists() or self.extra:
+                raise RuntimeError(f"port {self.port} is another process's Redis (pid {served_by})")
+            self.port = free_port()
+            return self.start()
 
     def crash(self) -> None:
         assert self.proc is not None

@@ -51,6 +51,22 @@ def test_mention_is_acknowledged_and_queued(fake, bots, redis):
     assert "eyes" in message.reactions
 
 
+def test_a_status_message_reset_after_slack_posted_it_is_found_not_posted_again(fake, bots, redis):
+    """Slack posts the "Queued" message and the connection is reset before its answer:
+    the bot does not post it again (slack_sdk's connection-error retry would), it finds
+    it in the thread by its metadata and the job carries its ts."""
+    bots(1)
+    fake.connection_reset("chat.postMessage")
+    mention = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> asked over a bad link")
+    fake.wait_ack(fake.push_event(mention), timeout=10)
+    [question] = wait_for(lambda: queued(redis), 10, "the job")
+    settle(fake)
+    statuses = [m for m in fake.thread(CHANNEL, mention["ts"]) if m.is_bot]
+    assert [m.text for m in statuses] == ["Queued (position 1)."], [m.text for m in statuses]
+    assert question.origin.status_ts == statuses[0].ts
+    assert [c.status for c in fake.calls("chat.postMessage")] == [0]  # one post, its answer lost
+
+
 def test_retries_double_delivery_and_two_bot_processes_make_one_job(fake, bots, redis):
     bots(2)
     mention = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> why?")
@@ -174,6 +190,37 @@ def test_missing_settings_name_the_variable(redis_server, repo, fake):
     env["ASKBOX_CHANNEL_REPOS"] = "not json"
     done = subprocess.run([ASKBOX, "bot"], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "ASKBOX_CHANNEL_REPOS" in done.stderr
+
+
+@pytest.mark.parametrize("secret", ["", None])
+def test_http_mode_without_a_signing_secret_does_not_start(redis_server, repo, fake, tmp_path, secret):
+    """`SLACK_SIGNING_SECRET=` (set, empty) or unset: `askbox bot --http` stops at start
+    with one line naming the variable. Were it to listen, Bolt would verify requests
+    against a secret anyone can know: the attempt below forges a mention with the
+    fallback the bot used to give Bolt, and with the empty secret Bolt itself falls to."""
+    from tests.integration.pipeline_helpers import free_port
+
+    port = free_port()
+    env = {**bot_env(fake, redis_server.url, repo), "SLACK_SIGNING_SECRET": secret}
+    if secret is None:
+        del env["SLACK_SIGNING_SECRET"]
+    del env["SLACK_APP_TOKEN"]
+    proc = subprocess.Popen([ASKBOX, "bot", "--http", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        url = f"http://127.0.0.1:{port}/slack/events"
+        forged = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> forged")
+        answers = [fake.deliver_http(url, fake.event_callback(forged), key)[0]
+                   for key in ("unused-in-socket-mode", "")]
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"`askbox bot --http` listened without a signing secret; forged events got {answers}")
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, stderr
+    assert len(lines) == 1 and "SLACK_SIGNING_SECRET" in lines[0], stderr
+    assert "Traceback" not in stderr and stdout == ""
 
 
 @contextlib.contextmanager
@@ -362,3 +409,27 @@ def test_slack_connect_askers_reach_only_what_is_open_to_shared_channels(fake, r
         assert set(asked) == {"ours", "the channel's own repo"}
         assert not asked["ours"].origin.shared and asked["ours"].repo == "web"
         assert asked["the channel's own repo"].origin.shared and asked["the channel's own repo"].repo == "demo"
+
+
+def test_a_dm_about_a_channels_repo_is_refused_unless_a_rule_opens_it(fake, redis_server, redis, repo, tmp_path):
+    """`demo` is the channel's (ASKBOX_CHANNEL_REPOS) and no rule names it: a DM asking
+    about it gets an ephemeral refusal and no job, as if it did not exist; `web`, whose
+    rule says `dms: true`, is answered. Then a rule opening `demo` to DMs: queued."""
+    with socket_bot(fake, redis_server, repo, tmp_path):
+        refused = fake.dm(ASKER, "repo=demo what does the channel's repo hide?")
+        fake.wait_ack(fake.push_event(refused), timeout=5)
+        [shown] = fake.wait_until(lambda: fake.ephemerals("D0FAKEDM001"), timeout=10)
+        assert shown.ephemeral_to == ASKER and "I can't answer about the repository `demo` here" in shown.text
+        assert "`web`" in shown.text and "`demo`" not in shown.text.split("here:")[-1]
+        allowed = fake.dm(ASKER, "repo=web and this one?")
+        fake.push_event(allowed)
+        [question] = wait_for(lambda: queued(redis), 5, "the DM about web")
+        settle(fake)
+        assert question.repo == "web" and len(queued(redis)) == 1
+        assert [m for m in fake.thread("D0FAKEDM001", refused["ts"]) if m.is_bot] == []
+    opened = json.dumps({"web": {"channels": [CHANNEL], "dms": True}, "demo": {"dms": True}})
+    with socket_bot(fake, redis_server, repo, tmp_path, ASKBOX_REPO_ACCESS=opened):
+        again = fake.dm(ASKER, "repo=demo now that a rule opens it?")
+        fake.push_event(again)
+        wait_for(lambda: "now that a rule opens it?" in {q.text for q in queued(redis)}, 5, "the opened DM")
+        assert [q.repo for q in queued(redis) if q.text == "now that a rule opens it?"] == ["demo"]

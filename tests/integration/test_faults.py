@@ -28,7 +28,7 @@ from rq import Worker
 from jobs import outbox
 from jobs.question import Origin, sanitize_id
 from tests.conftest import sandbox_containers
-from tests.fakes.slack import FakeSlack, Message
+from tests.fakes.slack import RESET, FakeSlack, Message
 from tests.integration.conftest import ASKER, CHANNEL, OTHER, bot_env
 from tests.integration.pipeline_helpers import ASKBOX, Workers, free_port, wait_for
 
@@ -357,6 +357,128 @@ def test_slack_5xx_and_429_storm_during_finals(fake, http_bots, pool, tmp_path):
     errors = Counter(c.status for c in fake.calls("chat.postMessage") if c.status != 200)
     print(f"Slack storm: {dict(errors)} answered to chat.postMessage, {len(questions)} finals posted once each "
           f"within {time.monotonic() - started:.1f} s")
+
+
+def test_connection_resets_after_slack_posted_the_finals(fake, http_bots, pool, tmp_path):
+    """Slack posts a final and the connection is reset before its answer: the worker does
+    not post it again blind (slack_sdk's connection-error retry would); the next attempt
+    reads the thread, finds the part by its metadata and posts nothing twice."""
+    pool.start(2, log_dir=tmp_path)
+    bot = http_bots()
+    questions = [mention(fake, f"{QUICK} reset {i}", user=(ASKER, OTHER)[i % 2]) for i in range(4)]
+    started = time.monotonic()
+    for q in questions:
+        deliver_until_acked(fake, bot, q)
+    fake.wait_until(lambda: all(_bot_messages(fake, q) for q in questions), timeout=30)  # the status messages
+    fake.connection_reset("chat.postMessage", times=3)  # the next three posts: the finals
+    wait_for(lambda: answered(fake, questions), 150, f"every answer\n{pool.tail()}")
+    time.sleep(5)  # a sweep round more: nothing further may arrive
+    assert_exactly_once(fake, questions)
+    resets = sum(c.status == RESET for c in fake.calls("chat.postMessage"))
+    assert resets == 3, resets
+    print(f"connection resets after Slack posted: {resets} finals' answers lost, {len(questions)} finals "
+          f"in the threads once each within {time.monotonic() - started:.1f} s")
+
+
+# ---------------------------------------------------------------------------------------- 7
+
+
+def test_a_question_whose_fetch_is_slow_ends_once_not_killed_and_retried(fake, http_bots, env, redis, tmp_path):
+    """The repository's remote answers each fetch after 30 s. RQ's timeout used to be the
+    sandbox deadline plus a margin (here 20 + 10 s): shorter than the fetch alone, so RQ
+    killed the work-horse mid-fetch and retried, fetch after fetch. The job timeout now
+    sums every phase's bound (two fetches of up to 45 s, the snapshot, the deadline, the
+    delivery, the margin): answered once, never killed, never retried."""
+    from jobs.queue import fetch
+    from tests.integration.git_helpers import GitHTTPServer, Upstream
+
+    served = tmp_path / "served"
+    Upstream(served, "demo").commit({"README.md": "# demo, from a slow remote\n"})
+    stall = 30.0
+    with GitHTTPServer(served, "git-token", stall=stall) as server:
+        settings = {
+            "ASKBOX_REPOS": json.dumps({"demo": {"url": server.url("demo"), "token_env": "DEMO_TOKEN"}}),
+            "ASKBOX_REPO_ACCESS": "{}", "DEMO_TOKEN": "git-token",
+            "ASKBOX_REPO_MIRRORS": str(tmp_path / "mirrors"), "ASKBOX_REPO_SNAPSHOTS": str(tmp_path / "snapshots"),
+            "ASKBOX_REPO_REFRESH": "1",  # every question fetches (and waits for a fetch under way)
+            "ASKBOX_REPO_FETCH_TIMEOUT": "45", "ASKBOX_SANDBOX_TIMEOUT": "20", "ASKBOX_JOB_TIMEOUT_MARGIN": "10",
+        }
+        workers = Workers({**env, **settings})
+        workers.start(1, log_dir=tmp_path)
+        try:
+            wait_for(lambda: len(Worker.all(connection=redis)) == 1, 180, f"the worker\n{workers.tail()}")
+            bot = http_bots(**settings)
+            question = mention(fake, f"{QUICK} what is in the readme?")
+            fetches = len(server.requests)
+            started = time.monotonic()
+            assert deliver(fake, bot, question) == 200
+            bot_log = "\n".join(p.read_text(errors="replace")[-3000:] for p in tmp_path.glob("http-bot-*.log"))
+            wait_for(lambda: answered(fake, [question]), 240,
+                     f"the answer\n{workers.tail()}\n--- bot\n{bot_log}\n--- thread\n{_bot_messages(fake, question)}")
+            took = time.monotonic() - started
+        finally:
+            workers.stop()
+    job_id = job_id_of(fake, question)
+    logs = "".join(log.read_text(errors="replace") for log in workers.logs)
+    assert_exactly_once(fake, [question])
+    ended = outbox.read(redis, job_id)
+    assert ended is not None and ended.kind == "answer", ended
+    assert took >= stall and len(server.requests) > fetches, "the question did not wait for a fetch"
+    job = fetch(redis, job_id)
+    assert job.timeout >= 2 * 45 + 20 + 10 and job.retries_left == 2, (job.timeout, job.retries_left)
+    for sign in ("JobTimeoutException", "maximum timeout", "for retry"):
+        assert sign not in logs, sign
+    print(f"a fetch of {stall:.0f} s (RQ timeout {job.timeout} s, was 30 s): answered once in {took:.1f} s, "
+          f"no kill, no retry")
+
+
+# ---------------------------------------------------------------------------------------- 8
+
+
+def test_a_work_horse_killed_after_progress_was_shown_ends_once_not_retried(fake, http_bots, pool, redis, tmp_path):
+    """The work-horse dies (SIGKILL) once the thread shows the agent's steps; its worker
+    lives on. Retrying would show a second run's steps under the first's: the question
+    ends with one message saying the worker stopped, and RQ does not retry it."""
+    from jobs import keys
+    from jobs.queue import fetch
+    from tests.integration.pipeline_helpers import descendants
+
+    [worker] = pool.start(1, log_dir=tmp_path)
+    bot = http_bots()
+    question = mention(fake, f"{SLOW} explain")
+    assert deliver(fake, bot, question) == 200
+    job_id = job_id_of(fake, question)
+    # The job marks it before any publisher shows it; the transcript ends about a second
+    # after its first step, so the kill follows at once.
+    wait_for(lambda: redis.exists(keys.progress_shown(job_id)), 90, f"the agent's first step\n{pool.tail()}",
+             every=0.02)
+    horses = [pid for pid in descendants(worker.pid) if _is_work_horse(pid)]
+    assert horses, "the work-horse was not found"
+    for pid in horses:
+        os.kill(pid, 9)
+    killed_at = time.monotonic()
+    wait_for(lambda: answered(fake, [question]), 60, f"the final\n{pool.tail()}")
+    ended_after = time.monotonic() - killed_at
+    time.sleep(5)  # a retry would start a second run now: give it the time
+    assert_exactly_once(fake, [question])
+    ended = outbox.read(redis, job_id)
+    assert ended is not None and ended.kind == "infra" and "stopped before it finished" in ended.text, ended
+    job = fetch(redis, job_id)
+    assert job.get_status() == "failed" and job.retries_left == 0, (job.get_status(), job.retries_left)
+    assert worker.poll() is None, "the worker itself must live on"
+    print(f"work-horse killed after progress was shown: one message {ended_after:.1f} s after, "
+          "not retried")
+
+
+def _is_work_horse(pid: int) -> bool:
+    """RQ's work-horse: a fork of the askbox worker that leads its own process group
+    (RQ's ``os.setpgrp()``), unlike the worker's scheduler process."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        leads = os.getpgid(pid) == pid
+    except OSError:
+        return False
+    return leads and any(part.endswith(b"askbox") for part in command) and b"worker" in command
 
 
 # ---------------------------------------------------------------------------------------- 5

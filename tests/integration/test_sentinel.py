@@ -239,3 +239,50 @@ def test_gateway_and_dashboard_ride_out_a_failover(cluster):
             dashboard.wait(timeout=10)
     assert state.requests == 2  # both metered, the second on the promoted replica
     assert redis.connection_pool.get_master_address()[1] == cluster.replica.port
+
+
+def test_an_outbox_write_waits_for_the_replica_and_survives_a_failover(cluster, caplog):
+    """The outbox write WAITs until the replica holds it (jobs/replicas.py): with the
+    replica stalled (SIGSTOP) it returns only once the replica is back and has it, so
+    the primary SIGKILLed right after loses nothing; a replica that does not answer
+    within REPLICA_WAIT_MS is logged, and the write still counts."""
+    import logging
+    import os
+    import signal
+
+    from jobs import keys, outbox
+    from jobs.final import Final
+    from jobs.replicas import REPLICA_WAIT_MS
+
+    redis = cluster.client()
+    replica = cluster.replica.proc
+    assert replica is not None
+    final = Final(kind="answer", text="kept through the failover")
+
+    # 1. A replica that does not answer: the write waits REPLICA_WAIT_MS, says so, counts.
+    os.kill(replica.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="jobs.replicas"):
+            assert outbox.write(redis, "job-unreplicated", final)
+        waited = time.monotonic() - started
+    finally:
+        os.kill(replica.pid, signal.SIGCONT)
+    assert waited >= REPLICA_WAIT_MS / 1000 * 0.9, waited
+    assert "the final of job-unreplicated is on no replica" in caplog.text
+
+    # 2. A replica stalled for a moment: the write returns once it holds the final.
+    wait_for(lambda: Redis(port=cluster.replica.port).hget(keys.final_outbox("job-unreplicated"), "final"), 10,
+             "the replica to catch up")
+    os.kill(replica.pid, signal.SIGSTOP)
+    threading.Timer(0.4, os.kill, (replica.pid, signal.SIGCONT)).start()
+    started = time.monotonic()
+    assert outbox.write(redis, "job-kept", final)
+    waited = time.monotonic() - started
+    assert 0.3 <= waited < REPLICA_WAIT_MS / 1000, waited  # it waited for the replica, which came back in time
+    took = cluster.failover()  # SIGKILL the primary the moment the write returned
+    promoted = cluster.client()
+    assert outbox.read(promoted, "job-kept") == final
+    assert promoted.zscore(keys.FINAL_OUTBOX_PENDING, "job-kept") is not None  # the sweep still finds it
+    print(f"\noutbox write: waited {waited:.2f} s for the stalled replica; after the failover "
+          f"({took:.1f} s) the final and its pending entry are there")

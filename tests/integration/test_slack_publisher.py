@@ -8,6 +8,7 @@ publishers racing for one final.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import threading
 import time
@@ -21,12 +22,13 @@ import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from jobs import keys, outbox
 from jobs.final import Final
 from jobs.publisher import CompositePublisher, MetaPublisher
 from jobs.question import Origin, Question
 from jobs.slack.blocks import CANCEL_ACTION, FEEDBACK_DOWN, FEEDBACK_UP
 from jobs.slack.budget import SlackBudget
-from jobs.slack.client import slack_client
+from jobs.slack.client import ambiguous, slack_client
 from jobs.slack.final_message import REACTIONS
 from jobs.slack.mrkdwn import FILE_THRESHOLD, PART_LIMIT, to_mrkdwn
 from jobs.slack.options import SlackOptions
@@ -34,7 +36,7 @@ from jobs.slack.publisher import SlackPublisher, slack_publisher_for
 from jobs.slack.settings import SlackSettings
 from jobs.slack.upload import ANSWER_FILENAME
 from sandbox.agents.events import Started, TextDelta, ToolFinished, ToolStarted
-from tests.fakes.slack import FakeSlack, Message
+from tests.fakes.slack import RESET, FakeSlack, Message
 from tests.conftest import REDIS_TEST_URL
 from tests.unit.test_slack_format import _long_answer, _rejoin
 
@@ -675,3 +677,179 @@ def test_a_run_answering_after_another_died_mid_stream_removes_its_streams(fake:
     assert retry.final(answer("The retried answer, whole."))
     [only] = [m for m in replies(fake, asked) if not m.deleted]
     assert "retried answer" in only.text and "first run" not in only.text
+
+
+# --------------------------------------------------------------------------- never posted twice
+
+
+def _final_parts(fake: FakeSlack, asked: Asked) -> list[str]:
+    """The final's parts in the thread, by their askbox_final metadata, in order."""
+    return [m.metadata["event_payload"]["part"] for m in replies(fake, asked)
+            if not m.deleted and (m.metadata or {}).get("event_type") == outbox.EVENT_TYPE]
+
+
+def _part_of(args: dict[str, Any]) -> str | None:
+    """The final's part a chat.postMessage call posts, from its metadata."""
+    metadata = args.get("metadata") or {}
+    metadata = json.loads(metadata) if isinstance(metadata, str) else metadata
+    return (metadata.get("event_payload") or {}).get("part")
+
+
+def test_client_retries_only_what_cannot_be_done_twice(fake: FakeSlack) -> None:
+    """A connection reset after Slack acted: a post is not retried (Slack posted it once;
+    the caller learns its answer was lost), an edit is (doing it again changes nothing)."""
+    client = slack_client(fake.bot_token, fake.api_url)
+    fake.connection_reset("chat.postMessage")
+    with pytest.raises(ConnectionResetError) as caught:
+        client.chat_postMessage(channel=CHANNEL, text="accepted, answer lost")
+    assert ambiguous(caught.value)
+    assert [m.text for m in fake.channel_messages(CHANNEL)] == ["accepted, answer lost"]
+    ts = fake.channel_messages(CHANNEL)[0].ts
+    fake.connection_reset("chat.update")
+    assert client.chat_update(channel=CHANNEL, ts=ts, text="edited")["ok"]
+    assert [c.status for c in fake.calls("chat.update")] == [RESET, 200]
+    assert [m.text for m in fake.channel_messages(CHANNEL)] == ["edited"]
+
+
+@pytest.mark.parametrize("reset_part", ["last", "p1"])  # the only message; the middle one of three
+def test_a_final_whose_post_was_reset_after_slack_accepted_it_is_in_the_thread_once(
+        fake: FakeSlack, redis_client: redis.Redis, reset_part: str) -> None:
+    asked = ask(fake, redis_client)
+    pub = publisher(fake, redis_client, asked, options=FAST.model_copy(update={"part_limit": 500}))
+    text = "short answer" if reset_part == "last" else "\n\n".join(f"Paragraph {i}. " + "word " * 80 for i in range(3))
+    # Slack posts that part, and its answer is lost on the way (a TCP reset).
+    fake.connection_reset("chat.postMessage", when=lambda args: _part_of(args) == reset_part)
+    assert pub.final(answer(text)) is True  # written; its delivery failed on the reset
+    assert _final_parts(fake, asked)[-1] == reset_part and not outbox.delivered(redis_client, asked.job.id)
+    # The sweep's attempt (a new publisher, as in another process) reads the thread
+    # before it posts what is not recorded.
+    publisher(fake, redis_client, asked).deliver_final(answer(text))
+    parts = _final_parts(fake, asked)
+    assert parts == (["last"] if reset_part == "last" else ["p0", "p1", "last"]), parts
+    assert outbox.delivered(redis_client, asked.job.id)
+    assert_finished(fake, asked, "answer")
+    assert [c.status for c in fake.calls("chat.postMessage")].count(RESET) == 1
+
+
+def test_a_final_whose_record_a_failover_lost_is_not_posted_again(fake: FakeSlack, redis_client: redis.Redis) -> None:
+    """The answer was delivered, then a Sentinel failover lost the outbox record (and the
+    job's end with it: replication keeps a prefix). The job ends again (RQ calls it
+    abandoned: the failure callback's infra final, a first attempt): the thread already
+    holds a whole final of this job, so nothing more is posted."""
+    asked = ask(fake, redis_client)
+    assert publisher(fake, redis_client, asked).final(answer("The answer."))
+    assert _final_parts(fake, asked) == ["last"]
+    redis_client.delete(keys.final_outbox(asked.job.id), keys.final_lease(asked.job.id))  # what the failover lost
+    callback = publisher(fake, redis_client, asked)
+    assert callback.final(Final(kind="infra", text="The worker stopped unexpectedly. Reference: x")) is True
+    assert _final_parts(fake, asked) == ["last"], "a second final in the thread"
+    assert outbox.delivered(redis_client, asked.job.id)
+    assert fake.get_message(CHANNEL, asked.status_ts).text.startswith(":warning: Failed")  # the state: redone
+
+
+def test_a_delivery_whose_lease_was_taken_over_cannot_write_the_record(redis_client: redis.Redis) -> None:
+    """Fencing: a holder paused past its lease (its renewals lost) comes back after
+    another process took the delivery over; its writes are refused, the newer stand."""
+    final = answer("fenced")
+    assert outbox.write(redis_client, "fenced-job", final)
+    with outbox.delivering(redis_client, "fenced-job", final) as old:
+        assert old is not None and old.token == 1
+        redis_client.delete(keys.final_lease("fenced-job"))  # the lease lapsed while it was paused
+        with outbox.delivering(redis_client, "fenced-job", final) as new:
+            assert new is not None and new.token == 2 and new.attempt == 2
+            new.record("last", "1700000000.000002")
+            with pytest.raises(outbox.LeaseLost):
+                old.record("last", "1700000000.000001")
+            assert not old.holds() and new.holds()
+            assert not old.mark("delivered")
+        assert outbox.delivered(redis_client, "fenced-job")
+        assert new.posted("last") == "1700000000.000002"
+    # The old holder ending cleanly afterwards changes nothing either.
+    assert redis_client.hget(keys.final_outbox("fenced-job"), "part:last") == b"1700000000.000002"
+    assert redis_client.zscore(keys.FINAL_OUTBOX_PENDING, "fenced-job") is None
+
+
+def test_the_outbox_record_and_its_pending_entry_are_one_write(redis_client: redis.Redis) -> None:
+    """One script writes both (MONITOR shows one command: no crash can fall between)."""
+    final = answer("atomic")
+    with redis_client.monitor() as monitor:
+        assert outbox.write(redis_client, "atomic-job", final)
+        commands = []
+        for event in monitor.listen():
+            command = event["command"].split(" ")[0].upper()
+            if event.get("client_type") == "lua" or command in {"HELLO", "SELECT", "CLIENT"}:
+                continue  # the script's own commands; a new connection's set-up
+            commands.append(command)
+            if command == "INFO":
+                break
+    assert commands == ["EVAL", "INFO"], commands  # (INFO: are there replicas to WAIT for?)
+    assert redis_client.zscore(keys.FINAL_OUTBOX_PENDING, "atomic-job") is not None
+    assert outbox.write(redis_client, "atomic-job", answer("second")) is False
+    assert outbox.read(redis_client, "atomic-job") == final
+
+
+def test_own_status_message_reset_after_slack_posted_it_is_adopted_not_doubled(
+        fake: FakeSlack, redis_client: redis.Redis) -> None:
+    asked = ask(fake, redis_client, status=False)
+    fake.connection_reset("chat.postMessage")  # the worker's own status message: posted, answer lost
+    pub = publisher(fake, redis_client, asked)
+    pub.started()
+    work(pub, 2)
+    fake.wait_until(lambda: pub.status_ts is not None, timeout=5)
+    [status] = [m for m in replies(fake, asked)]
+    assert status.ts == pub.status_ts  # found again by its metadata
+    pub.final(answer("Found it."))
+    assert fake.get_message(CHANNEL, status.ts).text.startswith(":white_check_mark: Answered")
+    assert [m.text for m in replies(fake, asked) if m.ts != status.ts] == ["Found it."]
+
+
+def test_a_stream_append_reset_is_not_resent_and_the_final_replaces_the_streams(
+        fake: FakeSlack, redis_client: redis.Redis) -> None:
+    asked = ask(fake, redis_client)
+    pub = publisher(fake, redis_client, asked, streaming=True, options=STREAM_OPTIONS)
+    pub.started()
+    pub.event(TextDelta(text="First words. "))
+    fake.wait_until(lambda: _stream_messages(fake, asked), timeout=5)
+    fake.connection_reset("chat.appendStream")  # Slack appended it; the answer was lost
+    pub.event(TextDelta(text="More words. "))
+    fake.wait_until(lambda: any(c.status == RESET for c in fake.calls("chat.appendStream")), timeout=5)
+    pub.event(TextDelta(text="The end."))
+    assert pub.final(answer("First words. More words. The end."))
+    shown = [m for m in replies(fake, asked) if not m.deleted]
+    assert [m.text for m in shown] == ["First words. More words. The end."], [m.text for m in shown]
+    assert all(c.args.get("markdown_text") != "More words. " for c in fake.calls("chat.appendStream")[1:])
+
+
+# --------------------------------------------------------------------------- a job's failure
+
+
+@pytest.mark.parametrize("shown", [False, True])
+def test_a_job_timed_out_after_its_progress_was_shown_is_not_retried(
+        fake: FakeSlack, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, shown: bool) -> None:
+    """RQ's timeout (JobTimeoutException) calls the failure callback, then retries the job
+    on this very object if ``retries_left``. Nothing shown yet: silent, RQ retries. Once
+    the thread showed the agent's steps: no retry, one final message saying what happened."""
+    from rq.timeouts import JobTimeoutException
+
+    from jobs import job as question_job
+
+    monkeypatch.setenv("SLACK_BOT_TOKEN", fake.bot_token)
+    monkeypatch.setenv("ASKBOX_SLACK_API_URL", fake.api_url)
+    monkeypatch.setattr(question_job, "_settings", None)  # the callback loads the tree from this environment
+    asked = ask(fake, redis_client)
+    job = asked.job
+    job.retries_left, job.timeout = 2, 1110
+    run = CompositePublisher(MetaPublisher(job), publisher(fake, redis_client, asked))
+    run.started()
+    if shown:
+        run.event(ToolStarted(call_id="a", tool="read", summary="Read a.py"))
+    assert redis_client.exists(keys.progress_shown(job.id)) == shown
+    question_job.on_job_failure(job, redis_client, JobTimeoutException, JobTimeoutException("timed out"), None)
+    run.close()
+    if not shown:
+        assert job.retries_left == 2 and replies(fake, asked) == []
+        return
+    assert job.retries_left == 0
+    [final] = replies(fake, asked)
+    assert "took longer than askbox allows one question (1110 s)" in final.text and job.id in final.text
+    assert_finished(fake, asked, "timeout")

@@ -29,21 +29,28 @@ def seen(origin: Origin, policy=POLICY) -> set[str]:
     return set(visible(REPOS, origin, policy, CHANNEL_REPOS))
 
 
-def test_without_a_policy_a_channel_sees_its_own_repo_only_and_dms_any():
+def test_without_a_policy_a_channel_sees_its_own_repo_only_and_dms_the_unbound_ones():
     assert seen(slack("C0WEB"), {}) == {"web"}
     assert seen(slack("C0OTHER"), {}) == set()
-    assert seen(slack("D0BOB"), {}) == {"web", "api", "secret"}
+    # web and secret are channels' own (ASKBOX_CHANNEL_REPOS): not open to every DM.
+    assert seen(slack("D0BOB"), {}) == {"api"}
     assert seen(Origin(kind="terminal", user="ops"), {}) == {"web", "api", "secret"}
 
 
 def test_a_policy_opens_and_restricts():
     assert seen(slack("C0WEB")) == {"web", "api"}  # api: every channel
     assert seen(slack("C0OTHER")) == {"api"}
-    assert seen(slack("D0BOB")) == {"web", "api"}  # secret has a rule of its own: no DMs
+    assert seen(slack("D0BOB")) == {"api"}  # secret's rule says no DMs; web is C0WEB's, no rule opens it
     assert seen(slack("C0VAULT")) == {"api"}  # bob is not among secret's users
     assert seen(slack("C0VAULT", user="U0ALICE")) == {"api", "secret"}
     # Even its own channel (ASKBOX_CHANNEL_REPOS) asks about secret only as one of its users.
     assert seen(slack("C0SECRET")) == {"api"} and "secret" in seen(slack("C0SECRET", user="U0ALICE"))
+
+
+def test_a_channel_bound_repo_reaches_dms_only_through_a_rule():
+    assert seen(slack("D0BOB"), {"web": AccessRule(dms=True)}) == {"web", "api"}
+    assert seen(slack("D0BOB"), {"*": AccessRule(dms=True)}) == {"web", "api", "secret"}  # the operator's "*"
+    assert seen(slack("D0BOB"), {"web": AccessRule(channels=("C0OTHER",))}) == {"api"}  # a rule, but no dms
 
 
 def test_the_star_rule_covers_repos_without_their_own():

@@ -43,3 +43,22 @@ def test_spec_hides_env_values():
 def test_bad_limits_on_the_command_line_are_refused(flags, word, capsys):
     assert main(["sandbox", "run", *flags, "--", "true"]) == 2
     assert f"invalid {word}" in capsys.readouterr().err
+
+
+def test_the_job_timeout_is_every_phases_bound_plus_the_margin(monkeypatch):
+    from jobs.settings import FINAL_DELIVERY_ALLOWANCE, Settings
+
+    for name in ("ASKBOX_REPO_FETCH_TIMEOUT", "ASKBOX_SANDBOX_TIMEOUT", "ASKBOX_JOB_TIMEOUT_MARGIN",
+                 "ASKBOX_SIDE_TASKS", "ASKBOX_REPO_SNAPSHOT_ALLOWANCE"):
+        monkeypatch.delenv(name, raising=False)
+    defaults = Settings.load()
+    assert defaults.job_phases() == {"fetch": 240.0, "snapshot": 120.0, "side tasks": 0.0, "sandbox": 600.0,
+                                     "final delivery": FINAL_DELIVERY_ALLOWANCE, "margin": 60.0}
+    # It used to be the deadline plus the margin (660 s): a 120 s fetch in front of a
+    # full-length run overran it and RQ killed the question.
+    assert defaults.job_timeout() == 1110 > 120 + 600 + 60
+    monkeypatch.setenv("ASKBOX_SIDE_TASKS", "true")  # triage 8 s, compaction and summary 30 s each
+    monkeypatch.setenv("ASKBOX_REPO_FETCH_TIMEOUT", "45")
+    monkeypatch.setenv("ASKBOX_SANDBOX_TIMEOUT", "20")
+    monkeypatch.setenv("ASKBOX_JOB_TIMEOUT_MARGIN", "10")
+    assert Settings.load().job_timeout() == 90 + 120 + 68 + 20 + 90 + 10
