@@ -26,7 +26,7 @@ import docker  # noqa: E402
 from redis import Redis  # noqa: E402
 from rq import Worker  # noqa: E402
 
-from jobs.gemini import triage  # noqa: E402
+from jobs.side_tasks import triage  # noqa: E402
 from jobs.queue import enqueue  # noqa: E402
 from jobs.question import Origin, Question  # noqa: E402
 from jobs.settings import JobSettings  # noqa: E402

@@ -19,13 +19,13 @@ from jobs.cancel import cancel
 from jobs.queue import fetch
 from jobs.question import Question
 from jobs.slack.blocks import CANCEL_ACTION, FEEDBACK_VOTES
-from jobs.slack.client import slack_client
+from jobs.slack.web_api import slack_client
 
 log = logging.getLogger(__name__)
 
 
 def web_client(settings: SlackSettings) -> WebClient:
-    """The bot's client: the worker's (jobs/slack/client.py), with the same retries."""
+    """The bot's client: the worker's (jobs/slack/web_api.py), with the same retries."""
     assert settings.slack_bot_token is not None, "run_bot checks SLACK_BOT_TOKEN first"
     return slack_client(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
 

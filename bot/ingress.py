@@ -23,7 +23,7 @@ from jobs.crash_points import crash_point
 from jobs.question import Origin, Question, sanitize_id
 from jobs.replicas import replicated
 from jobs.slack.blocks import status_blocks
-from jobs.slack.client import ambiguous
+from jobs.slack.web_api import ambiguous
 from jobs.slack.in_thread import replies_page, status_in_thread, thread_messages, status_metadata
 from sandbox.agents.models import ModelRefused, check_model
 from sandbox.agents.settings import AGENT_NAMES as AGENTS
@@ -219,7 +219,7 @@ class Ingress:
         """Post in the thread; the message's ts, or None. ``job_id``: the question's status
         message, posted with metadata that finds it again (jobs/slack/in_thread.py).
 
-        A post is never retried blind (jobs/slack/client.py): when Slack's answer is lost
+        A post is never retried blind (jobs/slack/web_api.py): when Slack's answer is lost
         after the request went out, a status message is looked for in the thread, and
         any other reply (help, a refusal) is left at most once."""
         extra: dict[str, Any] = {"blocks": blocks} if blocks else {}

@@ -10,7 +10,7 @@ from rq.job import JobStatus
 
 from jobs import keys
 from jobs.final import Final
-from jobs.publisher import publisher_for
+from jobs.destinations import publisher_for
 from jobs.queue import fetch
 from jobs.question import Question
 from jobs.slack.settings import SlackSettings

@@ -28,7 +28,7 @@ class Final(BaseModel):
     reference: str | None = None  # the job id, for infrastructure errors
     tokens: int | None = None  # metered by the model gateway, when it fronted the agent
     cost_usd: float | None = None  # estimated from the gateway's price table
-    summary: str | None = None  # two or three lines on top of a long answer (jobs/gemini/summary.py)
+    summary: str | None = None  # two or three lines on top of a long answer (jobs/side_tasks/summary.py)
     verified: int | None = None  # references in the answer checked against the commit and linked (jobs/citations.py)
 
     def footer(self, text: Callable[[str], str] = str, commit: Callable[[str, str], str] | None = None) -> str:

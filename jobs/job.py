@@ -22,10 +22,10 @@ from jobs.cache import AnswerCache
 from jobs.citations import cite
 from jobs.crash_points import crash_point
 from jobs.final import Final
-from jobs.gemini.client import GeminiCalls
-from jobs.gemini.compaction import remember
-from jobs.gemini.summary import summarise
-from jobs.gemini.triage import triage, with_note
+from jobs.side_tasks.side_call import GeminiCalls
+from jobs.side_tasks.compaction import remember
+from jobs.side_tasks.summary import summarise
+from jobs.side_tasks.triage import triage, with_note
 from gateway.client import (
     GatewaySession,
     GatewayUnavailable,
@@ -37,7 +37,7 @@ from gateway.client import (
 from jobs.logs import log_context
 from jobs.memory import ThreadMemory
 from jobs.prompt import Turn, build_prompt, setting_for
-from jobs.publisher import publisher_for
+from jobs.destinations import publisher_for
 from jobs.question import Question
 from jobs.redaction import EventRedactor, Redactor
 from jobs.repos import Pin, RepoUnavailable, UnknownRepo, Workspace, resolve_repo

@@ -40,7 +40,7 @@ class ThreadMemory:
     """The last `max_turns` turns of a thread plus a running summary.
 
     The summary slot holds what fell out of the window: ``append`` returns those turns and
-    the compaction side task (jobs/gemini/compaction.py) folds them in with ``set_summary``.
+    the compaction side task (jobs/side_tasks/compaction.py) folds them in with ``set_summary``.
     Every use refreshes the TTL, so active threads live on and idle ones expire.
     """
 
@@ -81,7 +81,7 @@ class ThreadMemory:
 
     def append(self, thread_key: str, turn: Turn) -> list[Turn]:
         """Add ``turn``; returns the turns that fell out of the window (oldest first), for
-        the caller to fold into the summary (jobs/gemini/compaction.py)."""
+        the caller to fold into the summary (jobs/side_tasks/compaction.py)."""
         turns_key, summary_key = self.turns_key(thread_key), self.summary_key(thread_key)
         # MULTI: another process never sees the list longer than max_turns or without TTL,
         # and the turns read as dropped are exactly those the trim removes.

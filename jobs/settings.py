@@ -9,7 +9,7 @@ the bot, the gateway; the parts never read the environment themselves):
 - ``sandbox`` (sandbox/settings.py) and ``agents`` (sandbox/agents/settings.py);
 - ``slack`` (jobs/slack/settings.py): the worker's side of Slack;
 - ``gateway`` (gateway/settings.py): the model gateway and its limits;
-- ``gemini`` (jobs/gemini/settings.py): the Gemini side tasks (triage, compaction, summaries);
+- ``gemini`` (jobs/side_tasks/settings.py): the Gemini side tasks (triage, compaction, summaries);
 - ``docker_filter`` (sandbox/docker_filter/settings.py): ``askbox docker-filter``'s socket and policy.
 
 The bot's own section (app token, signing secret, channels) is bot/settings.py, the dashboard's is
@@ -45,7 +45,7 @@ from jobs import keys
 from jobs.access import ANY, AccessRule
 from jobs.sentinel_connection import AsyncRediscoveringSentinelConnection, ClosingSentinelConnection
 from gateway.settings import GatewaySettings
-from jobs.gemini.settings import GeminiSettings
+from jobs.side_tasks.settings import GeminiSettings
 from jobs.repos.config import MAX_INSTRUCTIONS, RepoEntry, parse_repos, repos_from_file
 from jobs.slack.settings import SlackSettings
 from sandbox.agents.settings import AgentSettings
@@ -274,7 +274,7 @@ class Settings(BaseModel):
             # (the refresher's, another question's) to end: two fetches (jobs/repos/mirror.py).
             "fetch": 2 * jobs.repo_fetch_timeout,
             "snapshot": jobs.repo_snapshot_allowance,
-            "side tasks": side,  # triage, compaction, summary (jobs/gemini/)
+            "side tasks": side,  # triage, compaction, summary (jobs/side_tasks/)
             "sandbox": self.sandbox.sandbox_timeout,  # the agent's own deadline
             "final delivery": FINAL_DELIVERY_ALLOWANCE,
             "margin": float(jobs.job_timeout_margin),

@@ -36,7 +36,7 @@ from jobs.worker_pubsub import PromptUnsubscribe
 from jobs import job as question_job
 from jobs import metrics, outbox, start_checks
 from jobs.final import Final
-from jobs.publisher import publisher_for
+from jobs.destinations import publisher_for
 from jobs.question import Question
 from jobs.queue import fetch
 from jobs.job_guard import AskboxJob, RefusedJob, refusal, refuse

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from slack_sdk.errors import SlackApiError
 
 from jobs.slack.blocks import Block, cancel_actions, section
-from jobs.slack.client import ambiguous, error_code, http_status
+from jobs.slack.web_api import ambiguous, error_code, http_status
 from jobs.slack.in_thread import status_in_thread, status_metadata, thread_messages
 from jobs.slack.mrkdwn import escape, open_fence, split_message, to_mrkdwn
 from jobs.slack.state import ThreadPart

@@ -23,7 +23,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 
 from jobs.slack.blocks import Block, sections
-from jobs.slack.client import ambiguous, error_code, http_status
+from jobs.slack.web_api import ambiguous, error_code, http_status
 from jobs.slack.mrkdwn import fence_closer, open_fence, safe_markdown, settled, to_mrkdwn
 from jobs.slack.state import ThreadPart
 

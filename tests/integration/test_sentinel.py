@@ -30,7 +30,7 @@ from rq import Worker
 from gateway.client import session_state
 from jobs.queue import fetch
 from jobs.settings import RedisSettings
-from jobs.slack.final_message import REACTIONS
+from jobs.slack.thread_final import REACTIONS
 from tests.fakes.gemini_api import FakeGeminiAPI, Text
 from tests.integration.conftest import ASKER, CHANNEL, bot_env
 from tests.integration.gateway_helpers import GatewayProcess, call, gateway_env

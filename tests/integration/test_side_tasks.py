@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from jobs.gemini import compaction, summary, triage
+from jobs.side_tasks import compaction, summary, triage
 from jobs.queue import enqueue
 from jobs.question import Origin, Question, sanitize_id
 from jobs.settings import JobSettings

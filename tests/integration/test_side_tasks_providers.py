@@ -13,9 +13,9 @@ import pytest
 from redis import Redis
 
 from gateway.client import SessionMeta
-from jobs.gemini.client import GeminiCalls
-from jobs.gemini.settings import GeminiSettings
-from jobs.gemini.triage import Verdict, triage
+from jobs.side_tasks.side_call import GeminiCalls
+from jobs.side_tasks.settings import GeminiSettings
+from jobs.side_tasks.triage import Verdict, triage
 from jobs.memory import Conversation
 from tests.fakes.anthropic_api import FakeAnthropicAPI
 from tests.fakes.llm_api import RecordedRequest, Text

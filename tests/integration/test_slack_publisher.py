@@ -24,15 +24,15 @@ from rq.serializers import JSONSerializer
 
 from jobs import keys, outbox
 from jobs.final import Final
-from jobs.publisher import CompositePublisher, MetaPublisher
+from jobs.destinations import CompositePublisher, MetaPublisher
 from jobs.question import Origin, Question
 from jobs.slack.blocks import CANCEL_ACTION, FEEDBACK_DOWN, FEEDBACK_UP
 from jobs.slack.budget import SlackBudget
-from jobs.slack.client import ambiguous, slack_client
-from jobs.slack.final_message import REACTIONS
+from jobs.slack.web_api import ambiguous, slack_client
+from jobs.slack.thread_final import REACTIONS
 from jobs.slack.mrkdwn import FILE_THRESHOLD, PART_LIMIT, to_mrkdwn
 from jobs.slack.options import SlackOptions
-from jobs.slack.publisher import SlackPublisher, slack_publisher_for
+from jobs.slack.thread_publisher import SlackPublisher, slack_publisher_for
 from jobs.slack.settings import SlackSettings
 from jobs.slack.upload import ANSWER_FILENAME
 from sandbox.agents.events import Started, TextDelta, ToolFinished, ToolStarted

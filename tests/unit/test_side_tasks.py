@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.gemini.settings import GeminiSettings
-from jobs.gemini.triage import with_note
+from jobs.side_tasks.settings import GeminiSettings
+from jobs.side_tasks.triage import with_note
 from jobs.question import Origin, Question
 
 ORIGIN = Origin(kind="terminal", user="alice")

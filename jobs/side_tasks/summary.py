@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobs.gemini.client import GeminiCalls
+from jobs.side_tasks.side_call import GeminiCalls
 from jobs.slack.mrkdwn import FILE_THRESHOLD
 
 MAX_INPUT_CHARS = 100_000  # a longer answer is summarised from its beginning

@@ -34,7 +34,7 @@ from redis import Redis
 
 from gateway.client import GatewayClient, GatewaySession, GatewayUnavailable, SessionMeta, upstream_paused
 from jobs import keys
-from jobs.gemini.settings import GeminiSettings
+from jobs.side_tasks.settings import GeminiSettings
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ Everything else (``chat.postMessage``, ``chat.startStream``/``appendStream``,
 ``files.completeUploadExternal``…) is never retried blind: a reset after Slack accepted
 a post would post it twice. The caller sees the error (``ambiguous`` says which errors
 leave it unknown whether Slack acted) and decides; the final message looks for its part
-in the thread first (jobs/slack/final_message.py).
+in the thread first (jobs/slack/thread_final.py).
 
 The base URL (``ASKBOX_SLACK_API_URL``: a proxy, or a fake in tests) comes in as an
 argument from the caller's settings; nothing here reads the environment.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from jobs.gemini.client import GeminiCalls
+from jobs.side_tasks.side_call import GeminiCalls
 from jobs.memory import Conversation
 
 FORCE_KEYWORD = "agent"

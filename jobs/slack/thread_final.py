@@ -17,7 +17,7 @@ attempt (the first too: a record can be lost with a failover, and a post whose a
 was lost is in the thread unrecorded) reads the thread once before it posts a part
 that is not recorded (conversations.replies), and skips what is there. A "last" or
 "outcome" there means the final is complete: only the thread's state is finished. A
-post is never retried blind: the Slack client does not retry it (jobs/slack/client.py),
+post is never retried blind: the Slack client does not retry it (jobs/slack/web_api.py),
 and a failure that leaves it unknown whether Slack posted it (a reset, a 5xx) raises;
 the final stays pending and the next attempt looks first. The status message's final
 state and the reactions are edits, done again; a status message whose ts was lost is
@@ -42,7 +42,7 @@ from jobs import outbox
 from jobs.final import Final, FinalKind
 from jobs.outbox import Delivery, LeaseLost
 from jobs.slack.blocks import Block, feedback_actions, footer, plain_text, section, sections
-from jobs.slack.client import error_code, http_status
+from jobs.slack.web_api import error_code, http_status
 from jobs.slack.in_thread import replies_page, status_in_thread, thread_messages
 from jobs.slack.mrkdwn import split_message, summarize_for_file, to_mrkdwn
 from jobs.slack.progress import count_steps, format_elapsed

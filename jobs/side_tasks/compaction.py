@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from jobs.gemini.client import GeminiCalls
+from jobs.side_tasks.side_call import GeminiCalls
 from jobs.memory import ThreadMemory
 from jobs.prompt import Turn
 

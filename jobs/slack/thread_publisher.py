@@ -31,8 +31,8 @@ from jobs.outbox import Delivery
 from jobs.question import Question
 from jobs.slack.budget import SlackBudget
 from jobs.slack.calls import SlackCalls
-from jobs.slack.client import shared_client
-from jobs.slack.final_message import FinalMessage
+from jobs.slack.web_api import shared_client
+from jobs.slack.thread_final import FinalMessage
 from jobs.slack.options import SlackOptions
 from jobs.slack.progress import AssistantStatus, StatusMessage
 from jobs.slack.settings import SlackSettings

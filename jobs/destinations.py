@@ -2,7 +2,7 @@
 
 Every question's progress lands in its RQ job's meta (throttled), so ``askbox ask``,
 the dashboard and any other process can follow it; Slack questions also get a Slack
-publisher (jobs/slack/publisher.py), and ``CompositePublisher`` fans one question out
+publisher (jobs/slack/thread_publisher.py), and ``CompositePublisher`` fans one question out
 to several publishers while its final message is still written once (jobs/outbox.py).
 
 A final is two steps: ``write_final`` (into the outbox; True for one caller per
@@ -23,7 +23,7 @@ from jobs import keys, outbox
 from jobs.final import Final
 from jobs.outbox import Delivery
 from jobs.question import Question
-from jobs.slack.publisher import slack_publisher_for
+from jobs.slack.thread_publisher import slack_publisher_for
 from jobs.slack.settings import SlackSettings
 from sandbox.agents.events import AgentEvent, Started, TextDelta, ToolFinished, ToolStarted
 
