@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 import docker
 from docker.errors import APIError, NotFound
+from docker.models.containers import Container
 from docker.types import LogConfig, Mount, Ulimit
 
 from sandbox import labels, owned_dirs
@@ -335,7 +336,8 @@ class EgressProxies:
         self, client: docker.DockerClient, name: str, digest: str, entries: tuple[AllowEntry, ...], config: dict, directory: Path
     ) -> None:
         try:
-            client.containers.run(
+            # types-docker's restart policy names lack "unless-stopped", which the Engine API has.
+            client.containers.run(  # type: ignore[call-overload]
                 self.image,
                 name=name,
                 detach=True,
@@ -349,7 +351,7 @@ class EgressProxies:
                 pids_limit=PROXY_PIDS,
                 ulimits=[Ulimit(name="nofile", soft=PROXY_NOFILE, hard=PROXY_NOFILE), Ulimit(name="core", soft=0, hard=0)],
                 mem_limit="512m",
-                environment={"ASKBOX_SQUID_CONF": config["squid_conf"]},
+                environment={"ASKBOX_SQUID_CONF": str(config["squid_conf"])},
                 extra_hosts=self.extra_hosts or None,
                 mounts=[Mount(MOUNT_POINT, str(directory), type="bind")],
                 labels={
@@ -465,7 +467,7 @@ def _self_test_once(sandbox: Sandbox, proxies: EgressProxies, image: str, timeou
         _discard(proxies, container, directory)
 
 
-def _discard(proxies: EgressProxies, container, directory: Path) -> None:  # type: ignore[no-untyped-def]
+def _discard(proxies: EgressProxies, container: Container, directory: Path) -> None:
     try:
         container.remove(force=True)
     except (NotFound, APIError):

@@ -37,7 +37,7 @@ def reap(
     """
     removed = []
     now = time.time()
-    mine = {"label": f"{labels.SANDBOX}={deployment}"}
+    mine: dict[str, str | list[str] | bool] = {"label": f"{labels.SANDBOX}={deployment}"}
     # sparse: no inspect per container, which would race with runs removing their own.
     for container in client.containers.list(all=True, sparse=True, filters=mine):
         container_labels = container.attrs.get("Labels") or {}

@@ -8,10 +8,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.models.containers import Container
 from pydantic import BaseModel
 from requests.exceptions import RequestException
 
@@ -27,11 +28,12 @@ from sandbox.spec import SandboxSpec
 log = logging.getLogger(__name__)
 
 
-def _raw_socket(sock: object) -> socket.socket:
+def _raw_socket(sock: Any) -> socket.socket:
     # docker-py hands back the hijacked attach connection wrapped in a SocketIO, which has
     # no shutdown(); half-closing the socket (SHUT_WR) is how the daemon learns that stdin
     # ended (it then closes the container's stdin: StdinOnce), and no docker-py API does it.
-    return getattr(sock, "_sock", sock)  # type: ignore[return-value]
+    raw: socket.socket = getattr(sock, "_sock", sock)
+    return raw
 
 
 class OutputLine(BaseModel):
@@ -130,8 +132,8 @@ class SandboxRun:
     def __init__(self, spec: SandboxSpec) -> None:
         self.spec = spec
         self.outcome: Outcome | None = None
-        self.container = None
-        self._stream = None
+        self.container: Container | None = None
+        self._stream: Any = None
         self._stdin: socket.socket | None = None
         self._timer: threading.Timer | None = None
         self._started = time.monotonic()
@@ -159,19 +161,16 @@ class SandboxRun:
         config = container_config(spec, egress_dir=egress_dir, deployment=deployment, owner=owner.this_process(),
                                   deadline=time.time() + spec.limits.timeout)
         try:
-            self.container = client.containers.create(**config)
+            container = self.container = client.containers.create(**config)
         except ImageNotFound as exc:
             raise image_missing(spec.image) from exc
         try:
             # Attach before start so not one byte of output is missed.
-            self._stream = client.api.attach(
-                self.container.id, stdout=True, stderr=True, stream=True, logs=False, demux=True
-            )
+            cid = str(container.id)  # set on every container the daemon created
+            self._stream = client.api.attach(cid, stdout=True, stderr=True, stream=True, logs=False, demux=True)
             if payload is not None:
-                self._stdin = _raw_socket(
-                    client.api.attach_socket(self.container.id, params={"stdin": 1, "stream": 1})
-                )
-            self.container.start()
+                self._stdin = _raw_socket(client.api.attach_socket(cid, params={"stdin": 1, "stream": 1}))
+            container.start()
         except BaseException:
             self._close_stdin()
             self._remove()
@@ -287,12 +286,15 @@ class SandboxRun:
         self.close()
 
     def _remove(self) -> None:
+        container = self.container
         try:
-            self.container.remove(force=True)
+            if container is not None:
+                container.remove(force=True)
         except NotFound:
             pass
         except (DockerException, RequestException) as exc:
-            log.error("could not remove sandbox container %s: %s (the reaper will)", self.container.id, exc)
+            log.error("could not remove sandbox container %s: %s (the reaper will)",
+                      container.id if container is not None else "?", exc)
         if self._egress_dir is not None:
             # The run's own proxy socket goes with it: a proxy without run directories is
             # unused (EgressProxies.remove_unused), and its listener stops within 2 s.
@@ -300,27 +302,25 @@ class SandboxRun:
 
     def _classify(self, exit_code: int | None, oom: bool, error: str) -> Outcome:
         duration = time.monotonic() - self._started
-        common = dict(
-            exit_code=exit_code,
-            stderr_tail=self._stderr.text(),
-            duration=round(duration, 3),
-            truncated_lines=sum(s.truncated for s in self._splitters.values()),
-        )
+
+        def outcome(kind: OutcomeKind, message: str = "", stopped_early: bool = False) -> Outcome:
+            return Outcome(kind=kind, message=message, stopped_early=stopped_early, exit_code=exit_code,
+                           stderr_tail=self._stderr.text(), duration=round(duration, 3),
+                           truncated_lines=sum(s.truncated for s in self._splitters.values()))
+
         limits = self.spec.limits
         if error and exit_code is None:
-            return Outcome(kind=OutcomeKind.INFRA_ERROR, message=f"lost the container: {error}", **common)
+            return outcome(OutcomeKind.INFRA_ERROR, f"lost the container: {error}")
         if self._ending is OutcomeKind.TIMEOUT:
-            return Outcome(kind=OutcomeKind.TIMEOUT, message=f"deadline {limits.timeout:g} s", **common)
+            return outcome(OutcomeKind.TIMEOUT, f"deadline {limits.timeout:g} s")
         if oom:
-            return Outcome(
-                kind=OutcomeKind.OOM, message=f"memory limit {limits.memory // 2**20} MiB", **common
-            )
+            return outcome(OutcomeKind.OOM, f"memory limit {limits.memory // 2**20} MiB")
         if self._ending is OutcomeKind.CANCELLED:
-            return Outcome(kind=OutcomeKind.CANCELLED, **common)
+            return outcome(OutcomeKind.CANCELLED)
         if self._ending is OutcomeKind.OK:
-            return Outcome(kind=OutcomeKind.OK, stopped_early=True, **common)
+            return outcome(OutcomeKind.OK, stopped_early=True)
         if exit_code == 0:
-            return Outcome(kind=OutcomeKind.OK, **common)
+            return outcome(OutcomeKind.OK)
         if exit_code == EXIT_KILLED:
-            return Outcome(kind=OutcomeKind.CANCELLED, message="killed from outside", **common)
-        return Outcome(kind=OutcomeKind.EXIT_ERROR, **common)
+            return outcome(OutcomeKind.CANCELLED, "killed from outside")
+        return outcome(OutcomeKind.EXIT_ERROR)

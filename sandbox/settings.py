@@ -63,9 +63,9 @@ class SandboxSettings(BaseSettings):
 
     def limits(self) -> Limits:
         return Limits(
-            memory=self.sandbox_memory,
+            memory=parse_size(self.sandbox_memory),
             cpus=self.sandbox_cpus,
             pids=self.sandbox_pids,
-            tmpfs=self.sandbox_tmpfs,
+            tmpfs=parse_size(self.sandbox_tmpfs),
             timeout=self.sandbox_timeout,
         )

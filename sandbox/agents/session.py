@@ -9,11 +9,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sandbox.agents.adapters import Agent
 from sandbox.agents.events import AgentError, AgentEvent, ErrorKind, Result, is_terminal
-from sandbox.outcome import Ending, Outcome
 from sandbox.bridges import SocketBridge
+from sandbox.outcome import Ending, Outcome
 from sandbox.runner import Sandbox, SandboxRun
 from sandbox.spec import Limits, Masks, SandboxSpec
 
@@ -49,7 +50,7 @@ class AgentSession:
         self.sandbox = sandbox
         self.agent = agent
         self.model = agent.model(model)
-        extra = {"run_id": run_id} if run_id else {}
+        extra: dict[str, Any] = {"run_id": run_id} if run_id else {}
         self.spec = SandboxSpec(
             image=agent.image(),
             command=agent.command(self.model),

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import docker
 import requests
+from docker.utils import kwargs_from_env
 
 from sandbox.errors import FILTER_PREFIX, SandboxInfraError
 
-TIMEOUT = 120.0  # removing a large snapshot takes a while
+TIMEOUT = 120  # seconds: removing a large snapshot takes a while
 
 
 def ask_filter(action: str, payload: dict[str, str | None], because: OSError) -> None:
     """Have the filter run ``action``; raises SandboxInfraError with why not."""
     here = f"{because.strerror or because} ({because.filename or payload.get('root')})"
-    api = docker.APIClient(version="1.41", timeout=TIMEOUT, **docker.utils.kwargs_from_env())
+    api = docker.APIClient(version="1.41", timeout=int(TIMEOUT), **kwargs_from_env())
     try:
         response = api.post(f"{api.base_url}/askbox/{action}", json=payload, timeout=TIMEOUT)
     except requests.RequestException as exc:

@@ -52,7 +52,8 @@ class DockerFilterSettings(BaseSettings):
                read_only_dirs: Iterable[Path], runtime: str | None) -> Policy:
         """The policy for one deployment: its label, and the directories its containers bind:
         the egress root, the snapshots, the gateway's sockets and the repositories."""
-        dirs = {os.path.realpath(p) for p in (*read_only_dirs, *_items(self.docker_filter_allow_binds))}
+        named: list[str | Path] = [*read_only_dirs, *_items(self.docker_filter_allow_binds)]
+        dirs = {os.path.realpath(p) for p in named}
         return Policy(
             deployment=deployment,
             image_prefixes=_items(self.docker_filter_images),
