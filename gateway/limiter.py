@@ -75,7 +75,7 @@ class SharedLimits:
             "async+redis://",
             implementation="redispy",
             key_prefix=keys.GATEWAY_LIMITS_PREFIX,
-            connection_pool=redis.connection_pool,
+            connection_pool=redis.connection_pool,  # type: ignore[arg-type]  # limits types its options as scalars
         )
         self._moving = MovingWindowRateLimiter(storage)
         self._fixed = FixedWindowRateLimiter(storage)

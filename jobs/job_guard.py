@@ -12,6 +12,7 @@ abandoned jobs); the worker fails a refused job without running it or its callba
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from rq.job import Job
 
@@ -94,6 +95,6 @@ class AskboxJob(Job):
     failure_callback = _checked_first("failure_callback")
     stopped_callback = _checked_first("stopped_callback")
 
-    def send_webhooks(self, status, *, exc_string=None) -> None:  # type: ignore[no-untyped-def]
+    def send_webhooks(self, status: Any, *, exc_string: str | None = None) -> None:
         if self.webhooks:  # askbox registers none; a forged job's would make us POST for it
             refuse(self, "it carries webhooks")

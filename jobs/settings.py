@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
@@ -88,7 +88,7 @@ class RedisSettings(BaseSettings):
         url = urlsplit(self.redis_url)
         return f"{url.hostname}:{url.port or 6379}{url.path}"
 
-    def _master_kwargs(self) -> dict[str, object]:
+    def _master_kwargs(self) -> dict[str, Any]:
         url = urlsplit(self.redis_url)
         db = url.path.strip("/")
         return {"username": unquote(url.username) if url.username else None,
@@ -100,7 +100,7 @@ class RedisSettings(BaseSettings):
         return {"password": password.get_secret_value() if password else None,
                 "socket_timeout": SENTINEL_TIMEOUT, "socket_connect_timeout": SENTINEL_TIMEOUT}
 
-    def client(self, **kwargs: object) -> Redis:
+    def client(self, **kwargs: Any) -> Redis:
         """A client that rides out a Redis restart or a Sentinel failover of up to
         ``FAILOVER_PATIENCE`` seconds: each command is retried with backoff on a lost
         connection or a timeout (redis-py's ``Retry``), and through Sentinel each retry
@@ -110,17 +110,17 @@ class RedisSettings(BaseSettings):
         kwargs = {"retry": _retry(SyncRetry), "socket_connect_timeout": CONNECT_TIMEOUT,
                   "socket_keepalive": True, **kwargs}
         if not self.sentinels:
-            return Redis.from_url(self.redis_url, **kwargs)  # type: ignore[arg-type]
+            return Redis.from_url(self.redis_url, **kwargs)
         sentinel = Sentinel(self.sentinels, sentinel_kwargs=self._sentinel_kwargs())
         return sentinel.master_for(self.redis_master, connection_class=ClosingSentinelConnection,
                                    **{**self._master_kwargs(), **kwargs})
 
-    def async_client(self, **kwargs: object) -> AsyncRedis:
+    def async_client(self, **kwargs: Any) -> AsyncRedis:
         """``client()`` for asyncio (the gateway): same server, same retries."""
         kwargs = {"retry": _retry(AsyncRetry), "socket_connect_timeout": CONNECT_TIMEOUT,
                   "socket_keepalive": True, **kwargs}
         if not self.sentinels:
-            return AsyncRedis.from_url(self.redis_url, **kwargs)  # type: ignore[arg-type]
+            return AsyncRedis.from_url(self.redis_url, **kwargs)
         sentinel = AsyncSentinel(self.sentinels, sentinel_kwargs=self._sentinel_kwargs())
         return sentinel.master_for(self.redis_master, connection_class=AsyncRediscoveringSentinelConnection,
                                    **{**self._master_kwargs(), **kwargs})

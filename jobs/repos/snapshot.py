@@ -35,7 +35,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -227,7 +227,7 @@ def write_tree(git_dir: Path, commit: str, dest: Path, deny: tuple[str, ...], bl
     return written
 
 
-def _linked(entry: tuple[str, str, str], blobs: Path, base: str, ensure_dir) -> bool:  # type: ignore[no-untyped-def]
+def _linked(entry: tuple[str, str, str], blobs: Path, base: str, ensure_dir: Callable[[str], None]) -> bool:
     """Whether the entry's file is now a hard link to the blob store's copy."""
     mode, oid, path = entry
     if mode == "120000":
