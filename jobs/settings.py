@@ -63,10 +63,10 @@ class RedisSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ASKBOX_", extra="ignore")
 
-    redis_url: str = Field(default="redis://localhost:6379/0", validation_alias=AliasChoices("ASKBOX_REDIS_URL"))
+    redis_url: str = Field(default="redis://localhost:6379/0", validation_alias=AliasChoices("ASKBOX_REDIS_URL"), description="Redis URL for host processes (compose sets it from ASKBOX_REDIS_PASSWORD): redis://:PASSWORD@host:6379/0.")
     redis_sentinels: str = Field(default="", description='e.g. "redis-a:26379,redis-b:26379,redis-c:26379"')
     redis_master: str = Field(default="askbox", min_length=1, description="the master's name in the Sentinels' config")
-    redis_sentinel_password: SecretStr | None = None
+    redis_sentinel_password: SecretStr | None = Field(default=None, description="The Sentinels' own password, when they require one.")
 
     @field_validator("redis_sentinels")
     @classmethod
@@ -162,7 +162,7 @@ class JobSettings(BaseSettings):
     repo_snapshots: Path = Field(default=Path("/var/lib/askbox/snapshots"),
                                  description="per-commit snapshots the sandboxes mount (same path for the Docker host)")
     repo_refresh: float = Field(default=300, ge=1, description="seconds a mirror is fresh; fetched on schedule and on demand")
-    repo_fetch_timeout: float = Field(default=120, ge=1)
+    repo_fetch_timeout: float = Field(default=120, ge=1, description="Seconds one git fetch may take.")
     repo_snapshot_idle: float = Field(default=3600, ge=1, description="seconds unused before a snapshot is removed")
     # Which repositories each place may ask about (jobs/access.py). Here, not in the bot's
     # section, because the worker enforces them again for jobs that never met the bot.
@@ -179,33 +179,33 @@ class JobSettings(BaseSettings):
     max_waiting: int = Field(default=200, ge=1, description="questions waiting beyond which new ones are refused")
     user_concurrency: int = Field(default=2, ge=1, description="questions of one user running at once")
     user_max_waiting: int = Field(default=10, ge=1, description="questions of one user waiting beyond which theirs are refused")
-    memory_turns: int = Field(default=10, ge=1)
-    memory_ttl: int = Field(default=keys.MEMORY_TTL, ge=60)
-    cache_ttl: int = Field(default=keys.CACHE_TTL, ge=60)
+    memory_turns: int = Field(default=10, ge=1, description="Turns of a thread kept in its conversation memory.")
+    memory_ttl: int = Field(default=keys.MEMORY_TTL, ge=60, description="Seconds a thread's memory lives after its last use.")
+    cache_ttl: int = Field(default=keys.CACHE_TTL, ge=60, description="Seconds a cached answer lives.")
     # RQ's own timeout sits above the sandbox deadline so the sandbox always fires first.
-    job_timeout_margin: int = Field(default=60, ge=10)
+    job_timeout_margin: int = Field(default=60, ge=10, description="Seconds RQ's job timeout exceeds the sandbox deadline (the sandbox fires first).")
     retries: int = Field(default=2, ge=0, description="retries for infrastructure faults before any output")
     # How often a worker looks for jobs whose worker died; RQ's default is 10 minutes.
-    maintenance_interval: int = Field(default=30, ge=5)
-    job_monitoring_interval: int = Field(default=10, ge=1)
+    maintenance_interval: int = Field(default=30, ge=5, description="Seconds between a worker's looks for jobs whose worker died.")
+    job_monitoring_interval: int = Field(default=10, ge=1, description="Seconds between a busy worker's heartbeats.")
     # An idle worker blocks on Redis for worker_ttl - 15 s and only then does maintenance.
-    worker_ttl: int = Field(default=45, ge=20)
-    reaper_interval: float = Field(default=60.0, gt=0)
+    worker_ttl: int = Field(default=45, ge=20, description="Seconds a worker's registration lives without a heartbeat.")
+    reaper_interval: float = Field(default=60.0, gt=0, description="Seconds between sandbox reaper passes.")
     metrics_port: int = Field(default=0, ge=0, description="worker's Prometheus port; 0 = off")
     # A claim (jobs/claims.py) stays this short until its work is done: a process dying
     # mid-way blocks a redelivery of the same event for at most this long.
-    pending_claim_ttl: int = Field(default=keys.PENDING_CLAIM_TTL, ge=1)
+    pending_claim_ttl: int = Field(default=keys.PENDING_CLAIM_TTL, ge=1, description="Seconds a pending claim (a message or question being queued) holds before a redelivery may take it.")
     # SIGTERM lets the running question finish (RQ's warm shutdown) for at most this long;
     # then its work-horse is killed and its sandbox removed. Below the supervisor's own
     # stop timeout (compose: stop_grace_period).
-    shutdown_grace: float = Field(default=20.0, ge=0)
+    shutdown_grace: float = Field(default=20.0, ge=0, description="Seconds a stopping worker lets its running question finish before stopping it.")
     # How often a worker delivers the finals written but not delivered (jobs/outbox.py).
-    outbox_sweep_interval: float = Field(default=10.0, gt=0)
+    outbox_sweep_interval: float = Field(default=10.0, gt=0, description="Seconds between a worker's deliveries of finals written but not delivered (the outbox).")
     # Test-only fault injection (tests/integration/test_faults.py): the process dies at
     # this named point (jobs/crash_points.py). Empty in every deployment.
     test_crash_at: str = Field(default="", description="test only: die at this point")
     # Slack user ids who may cancel any question and are exempt from usage budgets.
-    admins: list[str] = Field(default_factory=list)
+    admins: list[str] = Field(default_factory=list, description="Slack user ids who may cancel any question and are exempt from budgets (JSON list).")
 
     @model_validator(mode="after")
     def _access_names_known_repos(self) -> JobSettings:
