@@ -158,6 +158,12 @@ class JobSettings(BaseSettings):
     repos: Annotated[dict[str, RepoEntry], NoDecode] = Field(
         default_factory=dict, description='JSON, e.g. {"web": "/srv/repos/web", "api": {"url": "https://..."}}')
     repos_file: Path | None = Field(default=None, description="TOML, one table per repository; added to ASKBOX_REPOS")
+    # Compose mounts only this host folder into the worker (same path inside and out): a
+    # local repository elsewhere cannot be seen there, which the worker says at start
+    # (jobs/start_checks.py), askbox doctor reports, and a question's refusal names.
+    repos_dir: Path | None = Field(
+        default=None, description="Host folder holding the local repositories; compose mounts only it into the worker "
+        "(default there /srv/repos): a repository outside it is reported at start and by askbox doctor.")
     repo_mirrors: Path = Field(default=Path("/var/lib/askbox/mirrors"), description="this host's bare mirrors of git remotes")
     repo_snapshots: Path = Field(default=Path("/var/lib/askbox/snapshots"),
                                  description="per-commit snapshots the sandboxes mount (same path for the Docker host)")
