@@ -151,8 +151,7 @@ def render() -> str:
     for section in sections():
         source = inspect.getsourcefile(section)
         where = Path(source).resolve().relative_to(ROOT) if source else section.__module__
-        out += ["", f"## {TITLES.get(section.__name__, section.__name__)}", "",
-                f"`{where}` `{section.__name__}`."]
+        out += ["", f"## {TITLES.get(section.__name__, section.__name__)}", "", f"`{where}` `{section.__name__}`."]
         doc = inspect.getdoc(section)
         if doc and section.__doc__:  # its own docstring, not one inherited from BaseSettings
             out += ["", " ".join(doc.split("\n\n")[0].split())]

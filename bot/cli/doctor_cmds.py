@@ -34,11 +34,22 @@ from jobs.settings import Settings
 Status = Literal["ok", "warn", "skip", "FAIL"]
 
 # The variables that give each provider a key, for the fix of a missing one.
-KEY_VARIABLES = {"gemini": "GEMINI_API_KEY", "anthropic": "ANTHROPIC_API_KEY",
-                 "openai": "OPENAI_API_KEY (or ASKBOX_OPENAI_BASE_URL for a self-hosted server)"}
+KEY_VARIABLES = {
+    "gemini": "GEMINI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "openai": "OPENAI_API_KEY (or ASKBOX_OPENAI_BASE_URL for a self-hosted server)",
+}
 # What the bot and the worker call (docs/slack.md); assistant:write is optional (thread status).
-SLACK_SCOPES = ("app_mentions:read", "chat:write", "reactions:write", "channels:history", "groups:history",
-                "im:history", "files:write", "users:read")
+SLACK_SCOPES = (
+    "app_mentions:read",
+    "chat:write",
+    "reactions:write",
+    "channels:history",
+    "groups:history",
+    "im:history",
+    "files:write",
+    "users:read",
+)
 # A password askbox can put into redis://:PASSWORD@host unencoded (and Redis's start script accepts).
 URL_SAFE = re.compile(r"^(?:[A-Za-z0-9._~-]|%[0-9A-Fa-f]{2})*$")
 
@@ -64,9 +75,11 @@ def redis_url(settings: Settings) -> Finding:
     userinfo = rest.rsplit("@", 1)[0] if "@" in rest else ""
     password = userinfo.partition(":")[2]
     if not URL_SAFE.match(password):
-        return Finding("FAIL", "the password in ASKBOX_REDIS_URL may hold only letters, digits and . _ ~ - "
-                               "(or %XX escapes)",
-                       "under compose set ASKBOX_REDIS_PASSWORD to such a value, e.g. `openssl rand -hex 32`")
+        return Finding(
+            "FAIL",
+            "the password in ASKBOX_REDIS_URL may hold only letters, digits and . _ ~ - (or %XX escapes)",
+            "under compose set ASKBOX_REDIS_PASSWORD to such a value, e.g. `openssl rand -hex 32`",
+        )
     return Finding("ok", f"Redis URL points at {settings.redis.describe()}")
 
 
@@ -97,9 +110,12 @@ def model_keys(settings: Settings, served: set[str] | None = None) -> Finding:
     if served is None:
         served = {config.name for config in settings.gateway.served()}
     if provider not in served:
-        return Finding("FAIL", f"no model can answer: {why}, whose provider ({provider}) has no key at the gateway",
-                       f"set {KEY_VARIABLES[provider]} (or another agent's: ANTHROPIC_API_KEY for claude, "
-                       "OPENAI_API_KEY for codex, CURSOR_API_KEY for cursor, with ASKBOX_AGENT naming it)")
+        return Finding(
+            "FAIL",
+            f"no model can answer: {why}, whose provider ({provider}) has no key at the gateway",
+            f"set {KEY_VARIABLES[provider]} (or another agent's: ANTHROPIC_API_KEY for claude, "
+            "OPENAI_API_KEY for codex, CURSOR_API_KEY for cursor, with ASKBOX_AGENT naming it)",
+        )
     return Finding("ok", f"agent {name}: the gateway has a key for {provider}")
 
 
@@ -110,23 +126,33 @@ def dashboard() -> Finding:
         DashboardSettings()
     except ValidationError as exc:
         unset = [Settings.variable(exc.title, str(e["loc"][0])) for e in exc.errors() if e["loc"]]
-        return Finding("FAIL", f"dashboard: {' and '.join(unset) or 'its settings'} not valid (it never runs "
-                               "without a user and password)", f"set {' and '.join(unset)} in .env")
+        return Finding(
+            "FAIL",
+            f"dashboard: {' and '.join(unset) or 'its settings'} unset or invalid (it never "
+            "runs without a user and a password)",
+            f"set {' and '.join(unset)} in .env",
+        )
     return Finding("ok", "dashboard: user and password set")
 
 
-def repositories_seen(settings: Settings) -> Iterator[Finding]:
+def repositories_seen(settings: Settings, *, each: bool = True) -> Iterator[Finding]:
     from jobs.repos.visibility import outside
 
     jobs = settings.jobs
     if not jobs.repos:
-        yield Finding("warn", "no repository configured: every question will be refused",
-                      'set ASKBOX_REPOS (JSON, e.g. {"web": "/srv/repos/web"})')
-    for name, entry in jobs.repos.items():
+        yield Finding(
+            "warn",
+            "no repository configured: every question will be refused",
+            'set ASKBOX_REPOS (JSON, e.g. {"web": "/srv/repos/web"})',
+        )
+    for name, entry in jobs.repos.items() if each else ():
         if entry.path is not None and outside(entry.path, jobs.repos_dir):
-            yield Finding("FAIL", f"repository {name}: {entry.path} is outside ASKBOX_REPOS_DIR ({jobs.repos_dir}), "
-                                  "the only folder of repositories the worker sees",
-                          f"move it under {jobs.repos_dir}, or set ASKBOX_REPOS_DIR to the folder that holds it")
+            yield Finding(
+                "FAIL",
+                f"repository {name}: {entry.path} is outside ASKBOX_REPOS_DIR ({jobs.repos_dir}), "
+                "the only folder of repositories the worker sees",
+                f"move it under {jobs.repos_dir}, or set ASKBOX_REPOS_DIR to the folder that holds it",
+            )
 
 
 def slack_tokens(settings: Settings) -> Iterator[Finding]:
@@ -134,12 +160,18 @@ def slack_tokens(settings: Settings) -> Iterator[Finding]:
 
     token = settings.slack.slack_bot_token
     if token is not None and not token.get_secret_value().startswith("xoxb-"):
-        yield Finding("FAIL", "SLACK_BOT_TOKEN is not a bot token (xoxb-…)",
-                      "copy the Bot User OAuth Token from your Slack app's OAuth & Permissions page")
+        yield Finding(
+            "FAIL",
+            "SLACK_BOT_TOKEN is not a bot token (xoxb-…)",
+            "copy the Bot User OAuth Token from your Slack app's OAuth & Permissions page",
+        )
     app = BotSettings().slack_app_token
     if app is not None and not app.get_secret_value().startswith("xapp-"):
-        yield Finding("FAIL", "SLACK_APP_TOKEN is not an app-level token (xapp-…)",
-                      "generate one with the connections:write scope under your Slack app's Basic Information")
+        yield Finding(
+            "FAIL",
+            "SLACK_APP_TOKEN is not an app-level token (xapp-…)",
+            "generate one with the connections:write scope under your Slack app's Basic Information",
+        )
 
 
 def config_findings(settings: Settings, *, live: bool) -> Iterator[Finding]:
@@ -147,7 +179,7 @@ def config_findings(settings: Settings, *, live: bool) -> Iterator[Finding]:
     if not live:  # live, the gateway reports its keys and the dashboard is not this process's
         yield model_keys(settings)
         yield dashboard()
-    yield from repositories_seen(settings)
+    yield from repositories_seen(settings, each=not live)  # live, each is pinned as a question would
     yield from slack_tokens(settings)
 
 
@@ -169,12 +201,18 @@ def docker_and_images(settings: Settings) -> Iterator[Finding]:
     yield Finding("ok", f"Docker {version}")
     cursor = agent_for("cursor", settings.agents).image()
     name, _ = answering_agent(settings, cursor_image_present=images.present(client, cursor))
-    wanted = {"sandbox": images.tag("sandbox"), "egress-proxy": images.tag("egress-proxy"),
-              f"agent-{name}": agent_for(name, settings.agents).image()}
+    wanted = {
+        "sandbox": images.tag("sandbox"),
+        "egress-proxy": images.tag("egress-proxy"),
+        f"agent-{name}": agent_for(name, settings.agents).image(),
+    }
     missing = [f"{label} ({image})" for label, image in wanted.items() if not images.present(client, image)]
     if missing:
-        yield Finding("FAIL", f"images missing: {', '.join(missing)}",
-                      "build them: `docker compose up -d` (its images service), or `askbox images build --missing`")
+        yield Finding(
+            "FAIL",
+            f"images missing: {', '.join(missing)}",
+            "build them: `docker compose up -d` (its images service), or `askbox images build --missing`",
+        )
     else:
         yield Finding("ok", f"images: {', '.join(wanted)} built")
 
@@ -191,17 +229,23 @@ def redis_and_workers(settings: Settings) -> Iterator[Finding]:
         redis.ping()
         workers = Worker.count(connection=redis)
     except RedisError as exc:
-        yield Finding("FAIL", f"Redis at {settings.redis.describe()}: {str(exc).splitlines()[0] if str(exc) else exc!r}",
-                      "start it (`docker compose up -d redis`; on a host `redis-server --appendonly yes`), "
-                      "or fix ASKBOX_REDIS_URL")
+        yield Finding(
+            "FAIL",
+            f"Redis at {settings.redis.describe()}: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+            "start it (`docker compose up -d redis`; on a host `redis-server --appendonly yes`), "
+            "or fix ASKBOX_REDIS_URL",
+        )
         return
     yield Finding("ok", f"Redis at {settings.redis.describe()}")
     if workers:
         yield Finding("ok", f"{workers} worker(s) registered")
     else:
-        yield Finding("FAIL", "no worker is running: questions would wait",
-                      "start one (`docker compose up -d worker`, whose `docker compose logs worker` says why it "
-                      "stopped; on a host `askbox worker`)")
+        yield Finding(
+            "FAIL",
+            "no worker is running: questions would wait",
+            "start one (`docker compose up -d worker`, whose `docker compose logs worker` says why it "
+            "stopped; on a host `askbox worker`)",
+        )
 
 
 def gateway(settings: Settings) -> Iterator[Finding]:
@@ -213,12 +257,13 @@ def gateway(settings: Settings) -> Iterator[Finding]:
     try:
         health = GatewayClient(settings.gateway.gateway_socket_dir).health()
     except GatewayUnavailable as exc:
-        yield Finding("FAIL" if needed else "warn", f"gateway: not answering on {settings.gateway.control_socket} "
-                                                    f"({exc.why})",
-                      "start `askbox gateway` (compose: `docker compose up -d gateway`; `docker compose logs gateway` "
-                      "says why it stopped)" + ("" if needed else "; side tasks and the other agents need it"))
-        if needed:
-            yield Finding("FAIL", f"no model can answer: the {name} agent needs the gateway")
+        need = f"the {name} agent needs it to answer" if needed else "side tasks and the other agents need it"
+        yield Finding(
+            "FAIL" if needed else "warn",
+            f"gateway: not answering on {settings.gateway.control_socket} ({exc.why}); {need}",
+            "start `askbox gateway` (compose: `docker compose up -d gateway`; `docker compose logs "
+            "gateway` says why it stopped)",
+        )
         return
     keys = {provider for provider, count in health.get("keys", {}).items() if count}
     yield Finding("ok", f"gateway: ready, keys for {', '.join(sorted(keys)) or 'nothing'}")
@@ -241,11 +286,14 @@ def repositories(settings: Settings) -> Iterator[Finding]:
             continue
         where = repo.remote or str(repo.path)
         if pinned.commit is not None:
-            yield Finding("warn" if pinned.notice else "ok", f"repository {name}: {where} at {pinned.commit[:7]}"
-                          + (f" ({pinned.notice})" if pinned.notice else ""))
+            yield Finding(
+                "warn" if pinned.notice else "ok",
+                f"repository {name}: {where} at {pinned.commit[:7]}" + (f" ({pinned.notice})" if pinned.notice else ""),
+            )
         else:
-            yield Finding("ok", f"repository {name}: {where} (not a git checkout: mounted as it is), readable by "
-                                "the sandbox user")
+            yield Finding(
+                "ok", f"repository {name}: {where} (not a git checkout: mounted as it is), readable by the sandbox user"
+            )
 
 
 def slack(settings: Settings) -> Iterator[Finding]:
@@ -257,13 +305,18 @@ def slack(settings: Settings) -> Iterator[Finding]:
     if token is None:
         yield Finding("skip", "Slack: SLACK_BOT_TOKEN not set (the bot is optional; see docs/slack.md)")
         return
+    if not token.get_secret_value().startswith("xoxb-"):
+        return  # said by slack_tokens(): not a bot token, so auth.test tells nothing more
     client = slack_client(token.get_secret_value(), settings.slack.slack_api_url)
     client.retry_handlers = []  # one try: doctor reports
     try:
         response = client.auth_test()
     except SlackApiError as exc:
-        yield Finding("FAIL", f"Slack: auth.test answered {exc.response.get('error')}",
-                      "check SLACK_BOT_TOKEN (the Bot User OAuth Token of the installed app)")
+        yield Finding(
+            "FAIL",
+            f"Slack: auth.test answered {exc.response.get('error')}",
+            "check SLACK_BOT_TOKEN (the Bot User OAuth Token of the installed app)",
+        )
         return
     except OSError as exc:
         yield Finding("FAIL", f"Slack not reachable: {exc}", "check the network, HTTPS_PROXY or ASKBOX_SLACK_API_URL")
@@ -272,14 +325,22 @@ def slack(settings: Settings) -> Iterator[Finding]:
     missing = [scope for scope in SLACK_SCOPES if scope not in scopes]
     where = f"{response.get('team')} as {response.get('user')}"
     if missing:
-        yield Finding("FAIL", f"Slack: {where}, but the bot token lacks {', '.join(missing)}",
-                      "add them under OAuth & Permissions, then reinstall the app")
+        yield Finding(
+            "FAIL",
+            f"Slack: {where}, but the bot token lacks {', '.join(missing)}",
+            "add them under OAuth & Permissions, then reinstall the app",
+        )
     else:
         yield Finding("ok", f"Slack: {where}, scopes complete")
 
 
-LIVE: tuple[Callable[[Settings], Iterator[Finding]], ...] = (docker_and_images, redis_and_workers, gateway,
-                                                              repositories, slack)
+LIVE: tuple[Callable[[Settings], Iterator[Finding]], ...] = (
+    docker_and_images,
+    redis_and_workers,
+    gateway,
+    repositories,
+    slack,
+)
 
 
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
@@ -297,8 +358,11 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    doctor = sub.add_parser("doctor", help="check Docker, images, Redis, the gateway, repositories and Slack; "
-                                           "one line per problem with its fix")
-    doctor.add_argument("--config", action="store_true",
-                        help="check the settings only, no service (compose's preflight runs this)")
+    doctor = sub.add_parser(
+        "doctor",
+        help="check Docker, images, Redis, the gateway, repositories and Slack; one line per problem with its fix",
+    )
+    doctor.add_argument(
+        "--config", action="store_true", help="check the settings only, no service (compose's preflight runs this)"
+    )
     doctor.set_defaults(func=cmd_doctor)

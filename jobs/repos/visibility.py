@@ -24,9 +24,11 @@ def outside(path: Path, repos_dir: Path | None) -> bool:
 def unseen(name: str, path: Path, repos_dir: Path | None) -> str | None:
     """Why the repository ``name`` at ``path`` cannot be seen here, with the fix, or None."""
     if outside(path, repos_dir):
-        return (f"repository {name}: {path} is outside ASKBOX_REPOS_DIR ({repos_dir}), the only folder of "
-                f"repositories mounted into the worker: move it under {repos_dir}, or set ASKBOX_REPOS_DIR to "
-                "the folder that holds it")
+        return (
+            f"repository {name}: {path} is outside ASKBOX_REPOS_DIR ({repos_dir}), the only folder of "
+            f"repositories mounted into the worker: move it under {repos_dir}, or set ASKBOX_REPOS_DIR to "
+            "the folder that holds it"
+        )
     if not path.exists():
         return f"repository {name}: {path} does not exist here: clone it there, or fix its path in ASKBOX_REPOS"
     return None

@@ -20,7 +20,8 @@ ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]*)` \|", re.MULTILINE)
 
 def test_the_document_is_generated_from_the_code() -> None:
     assert DOC.read_text() == config_doc.render(), (
-        "docs/configuration.md is out of date: python -m bot.config_doc > docs/configuration.md")
+        "docs/configuration.md is out of date: python -m bot.config_doc > docs/configuration.md"
+    )
 
 
 def test_it_names_exactly_the_variables_of_env_example() -> None:
