@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -50,6 +51,9 @@ SLACK_SCOPES = (
     "files:write",
     "users:read",
 )
+# How long doctor waits for a worker to register: one started by the `up` just before is
+# still running its start checks and egress self-test.
+WORKER_PATIENCE = 45.0
 # A password askbox can put into redis://:PASSWORD@host unencoded (and Redis's start script accepts).
 URL_SAFE = re.compile(r"^(?:[A-Za-z0-9._~-]|%[0-9A-Fa-f]{2})*$")
 
@@ -237,6 +241,10 @@ def redis_and_workers(settings: Settings) -> Iterator[Finding]:
         )
         return
     yield Finding("ok", f"Redis at {settings.redis.describe()}")
+    deadline = time.monotonic() + WORKER_PATIENCE  # right after `up`, a worker is still starting
+    while not workers and time.monotonic() < deadline:
+        time.sleep(1)
+        workers = Worker.count(connection=redis)
     if workers:
         yield Finding("ok", f"{workers} worker(s) registered")
     else:
