@@ -43,6 +43,7 @@ TITLES = {
     "GatewaySettings": "The model gateway",
     "GeminiSettings": "Side tasks (triage, compaction, summaries)",
     "DockerFilterSettings": "The Docker filter",
+    "TracingSettings": "Tracing (OpenTelemetry)",
     "BotSettings": "The Slack bot",
     "DashboardSettings": "The dashboard",
 }

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from redis import Redis
 
-from jobs import keys
+from jobs import keys, tracing
 
 from gateway.budgets import check_budget
 from gateway.meta import GatewaySession, SessionMeta
@@ -56,6 +56,8 @@ class GatewayClient:
             raise GatewayUnavailable(self.socket_dir, f"no socket {self.control}")
         if not meta.model:
             raise ValueError("a gateway session needs the model its agent runs (SessionMeta.model)")
+        if not meta.trace:  # the session's requests are spans of the question opening it
+            meta = meta.model_copy(update={"trace": tracing.carrier()})
         try:
             with self._client() as client:
                 response = client.post("/sessions", json=meta.model_dump())

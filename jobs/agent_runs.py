@@ -20,7 +20,8 @@ from pathlib import Path
 from gateway.client import GatewayClient, GatewaySession, SessionMeta
 from jobs.repos import Pin, RepoRef, RepoUnavailable, Workspace, mount, pin
 from jobs.repos.visibility import outside
-from jobs.settings import Settings
+from jobs import tracing
+from jobs.settings import JobSettings, Settings
 from sandbox.agents.adapters import Agent
 from sandbox.agents.session import AgentSession
 from sandbox.bridges import SocketBridge
@@ -35,6 +36,11 @@ def pin_repo(settings: Settings, repo: RepoRef) -> Pin:
     """The commit this question is answered from (a remote's mirror fetched if stale);
     raises ``RepoUnavailable`` with the message to show (jobs/repos/workspace.py)."""
     jobs = settings.jobs
+    with tracing.span("askbox.repo.pin", {"askbox.repo": repo.name}):
+        return _pin(repo, jobs)
+
+
+def _pin(repo: RepoRef, jobs: JobSettings) -> Pin:
     if repo.path is not None and outside(repo.path, jobs.repos_dir):  # not "does not exist": why
         raise RepoUnavailable(f"The repository {repo.name} is configured at {repo.path}, outside ASKBOX_REPOS_DIR "
                               f"({jobs.repos_dir}), the only folder of repositories this worker sees: move it "

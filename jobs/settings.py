@@ -10,7 +10,8 @@ the bot, the gateway; the parts never read the environment themselves):
 - ``slack`` (jobs/slack/settings.py): the worker's side of Slack;
 - ``gateway`` (gateway/settings.py): the model gateway and its limits;
 - ``gemini`` (jobs/gemini/settings.py): the Gemini side tasks (triage, compaction, summaries);
-- ``docker_filter`` (sandbox/docker_filter/settings.py): ``askbox docker-filter``'s socket and policy.
+- ``docker_filter`` (sandbox/docker_filter/settings.py): ``askbox docker-filter``'s socket and policy;
+- ``tracing`` (jobs/tracing.py): OpenTelemetry's ``OTEL_EXPORTER_OTLP_ENDPOINT``, off when unset.
 
 The bot's own section (app token, signing secret, channels) is bot/settings.py, the dashboard's is
 bot/dashboard.py: jobs/ must not import bot/. Each section is a ``BaseSettings`` of its
@@ -46,6 +47,7 @@ from gateway.settings import GatewaySettings
 from jobs.gemini.settings import GeminiSettings
 from jobs.repos.config import MAX_INSTRUCTIONS, RepoEntry, parse_repos, repos_from_file
 from jobs.slack.settings import SlackSettings
+from jobs.tracing import TracingSettings
 from sandbox.agents.settings import AgentSettings
 from sandbox.docker_filter.settings import DockerFilterSettings
 from sandbox.settings import SandboxSettings
@@ -257,6 +259,7 @@ class Settings(BaseModel):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     gemini: GeminiSettings = Field(default_factory=GeminiSettings)
     docker_filter: DockerFilterSettings = Field(default_factory=DockerFilterSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     def secret_values(self) -> list[str]:
         """Every configured secret (API keys, tokens, passwords), for redaction."""
@@ -301,4 +304,5 @@ class Settings(BaseModel):
             gateway=GatewaySettings(),
             gemini=GeminiSettings(),
             docker_filter=DockerFilterSettings(),
+            tracing=TracingSettings(),
         )

@@ -43,8 +43,13 @@ def run(*args: str, cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess:
 
 def exposed(family: Any) -> set[str]:
     """The sample names a metric family is exposed as (what PromQL names)."""
-    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),
-                "summary": ("", "_count", "_sum", "_created"), "info": ("_info",), "gauge": ("",)}
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_count", "_sum", "_created"),
+        "summary": ("", "_count", "_sum", "_created"),
+        "info": ("_info",),
+        "gauge": ("",),
+    }
     return {family.name + suffix for suffix in suffixes.get(family.type, ("",))}
 
 
@@ -59,8 +64,12 @@ def registered() -> set[str]:
     metrics._ensure_metrics()
     families = list(REGISTRY.collect())
     redis = Redis()  # never connected: describe() reads no data
-    for collector in (metrics.QueueDepthCollector(redis, QUEUE_NAMES), metrics.FeedbackCollector(redis),
-                      metrics.RedisServerCollector(redis), metrics.BudgetCollector(redis, {})):
+    for collector in (
+        metrics.QueueDepthCollector(redis, QUEUE_NAMES),
+        metrics.FeedbackCollector(redis),
+        metrics.RedisServerCollector(redis),
+        metrics.BudgetCollector(redis, {}),
+    ):
         families += list(collector.describe())
     return {name for family in families for name in exposed(family) if name.startswith("askbox_")}
 
@@ -113,8 +122,11 @@ def test_every_metric_the_dashboard_names_is_registered() -> None:
     assert len(queries) >= 20
     assert unknown("\n".join(queries)) == []
     # Each panel reads askbox's metrics or Prometheus's own.
-    names = {name for query in queries
-             for name in re.findall(r"\b([a-z_][a-z0-9_]*)(?:\{|\[|\))", re.sub(r"by \([^)]*\)", "", query))}
+    names = {
+        name
+        for query in queries
+        for name in re.findall(r"\b([a-z_][a-z0-9_]*)(?:\{|\[|\))", re.sub(r"by \([^)]*\)", "", query))
+    }
     assert names - registered() - BUILTIN - {"rate", "increase", "sum", "max", "count", "histogram_quantile"} == set()
 
 
@@ -141,7 +153,8 @@ def test_the_dashboard_is_importable() -> None:
 def test_a_metric_the_code_does_not_register_is_caught() -> None:
     """The check above really compares: a renamed metric is reported."""
     assert unknown("rate(askbox_questions_total[5m]) + askbox_questions_renamed_total") == [
-        "askbox_questions_renamed_total"]
+        "askbox_questions_renamed_total"
+    ]
     assert "askbox_gateway_breaker_opened_total" in registered()
     assert "askbox_redis_server_info" in registered() and "askbox_budget_used_ratio" in registered()
 
