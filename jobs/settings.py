@@ -127,7 +127,7 @@ class RedisSettings(BaseSettings):
 
 
 # How long a command keeps retrying while Redis is unreachable: a restart, or a Sentinel
-# failover (down-after-milliseconds plus the election; README "Scaling out").
+# failover (down-after-milliseconds plus the election; docs/operations.md "Scaling out").
 FAILOVER_PATIENCE = 20.0
 CONNECT_TIMEOUT = 5.0
 SENTINEL_TIMEOUT = 2.0
