@@ -543,8 +543,8 @@ def test_compose_up_from_nothing(stack, docker_client: docker.DockerClient) -> N
     assert "skipping agent-cursor: ASKBOX_CURSOR_IMAGE=" in stack.logs("images")
     everything = docker_client.containers.list(all=True, filters={"label": f"com.docker.compose.project={stack.name}"})
     states = {c.labels["com.docker.compose.service"]: c.status for c in everything}
-    assert states == {"images": "exited", "redis": "running", "gateway": "running", "worker": "running",
-                      "dashboard": "running", "bot": "running"}, (states, stack.logs())
+    assert states == {"preflight": "exited", "images": "exited", "redis": "running", "gateway": "running",
+                      "worker": "running", "dashboard": "running", "bot": "running"}, (states, stack.logs())
 
     port = stack.port("redis", 6379)
     # A client without the password is refused, by the composed Redis itself; so is a wrong one.
@@ -679,8 +679,9 @@ def test_compose_up_behind_the_docker_filter(filter_stack, docker_client: docker
     assert up.returncode == 0, f"{up.stderr[-6000:]}\n{stack.logs()}"
     everything = docker_client.containers.list(all=True, filters={"label": f"com.docker.compose.project={stack.name}"})
     states = {c.labels["com.docker.compose.service"]: c.status for c in everything}
-    assert states == {"images": "exited", "redis": "running", "gateway": "running", "worker": "running",
-                      "dashboard": "running", "bot": "running", "docker-filter": "running"}, (states, stack.logs())
+    assert states == {"preflight": "exited", "images": "exited", "redis": "running", "gateway": "running",
+                      "worker": "running", "dashboard": "running", "bot": "running", "docker-filter": "running"}, (
+        states, stack.logs())
     redis = Redis.from_url(f"redis://:{REDIS_PASSWORD}@127.0.0.1:{stack.port('redis', 6379)}/0", socket_connect_timeout=2)
     try:
         wait_for(lambda: _workers(redis), 120, "the worker to register in Redis")
