@@ -56,9 +56,9 @@ class DashboardSettings(BaseSettings):
     # Empty defaults validated below, rather than plain required fields: pydantic's
     # "missing" error carries every other input as its context, which would include the
     # password when only the user is missing, and the CLI prints that context.
-    dashboard_user: str = Field(default="", validate_default=True)
-    dashboard_password: SecretStr = Field(default=SecretStr(""), validate_default=True)
-    dashboard_port: int = Field(default=9181, ge=1, le=65535)
+    dashboard_user: str = Field(default="", validate_default=True, description="The dashboard's basic-auth user (required: it never runs without auth).")
+    dashboard_password: SecretStr = Field(default=SecretStr(""), validate_default=True, description="The dashboard's basic-auth password (required).")
+    dashboard_port: int = Field(default=9181, ge=1, le=65535, description="Port of `askbox dashboard` on 127.0.0.1 (compose: ASKBOX_DASHBOARD_HOST_PORT instead).")
     # Where users open it, when that is not where it listens: compose publishes it on the
     # host's ASKBOX_DASHBOARD_HOST_PORT, relayed to the container's loopback.
     dashboard_url: str | None = Field(default=None, description="the URL to log for users to open")

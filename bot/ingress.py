@@ -17,7 +17,7 @@ from slack_sdk.errors import SlackApiError
 from bot.parse import USAGE, parse
 from bot.settings import BotSettings
 from jobs.settings import Settings
-from jobs import access, claims, keys
+from jobs import access, claims, keys, tracing
 from jobs import queue as jobs_queue
 from jobs.crash_points import crash_point
 from jobs.question import Origin, Question, sanitize_id
@@ -57,6 +57,7 @@ class Ingress:
 
     # -- which messages are questions ---------------------------------------------------
 
+    @tracing.traced("askbox.bot.event")  # a question's trace starts here (jobs/tracing.py)
     def on_event(self, body: dict[str, Any]) -> str:
         """Handle one delivered event; returns what was done, for logs and tests."""
         try:

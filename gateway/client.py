@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from redis import Redis
 
-from jobs import keys
+from jobs import keys, tracing
 
 from gateway.budgets import check_budget
 from gateway.meta import GatewaySession, SessionMeta
@@ -30,6 +31,7 @@ class GatewayUnavailable(RuntimeError):
     """No gateway answers on the control socket; the message names the fix."""
 
     def __init__(self, socket_dir: Path, why: object) -> None:
+        self.why = str(why)
         super().__init__(
             f"the model gateway is not running ({why}): start `askbox gateway` "
             f"(or the compose service gateway); ASKBOX_GATEWAY_SOCKET_DIR={socket_dir}"
@@ -54,6 +56,8 @@ class GatewayClient:
             raise GatewayUnavailable(self.socket_dir, f"no socket {self.control}")
         if not meta.model:
             raise ValueError("a gateway session needs the model its agent runs (SessionMeta.model)")
+        if not meta.trace:  # the session's requests are spans of the question opening it
+            meta = meta.model_copy(update={"trace": tracing.carrier()})
         try:
             with self._client() as client:
                 response = client.post("/sessions", json=meta.model_dump())
@@ -69,6 +73,20 @@ class GatewayClient:
                 client.delete(f"/sessions/{session.id}").raise_for_status()
         except httpx.HTTPError as exc:
             log.warning("could not close gateway session %s: %s", session.id, exc)
+
+    def health(self) -> dict[str, Any]:
+        """The gateway's own account: sessions, each provider's breaker state and key count
+        (raises GatewayUnavailable)."""
+        if not self.control.exists():
+            raise GatewayUnavailable(self.socket_dir, f"no socket {self.control}")
+        try:
+            with self._client() as client:
+                response = client.get("/health")
+                response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise GatewayUnavailable(self.socket_dir, exc) from exc
+        found: dict[str, Any] = response.json()
+        return found
 
     def healthy(self) -> bool:
         try:

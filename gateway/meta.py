@@ -24,6 +24,8 @@ class SessionMeta(BaseModel, frozen=True):
     provider: ProviderName = "gemini"
     ttl: int = Field(default=3600, ge=1)
     budget_exempt: bool = False
+    # The question's trace context (W3C traceparent; jobs/tracing.py), for the gateway's spans.
+    trace: dict[str, str] = Field(default_factory=dict)
 
 
 class GatewaySession(BaseModel, frozen=True):

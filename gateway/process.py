@@ -10,6 +10,8 @@ import socket
 import sys
 
 from prometheus_client import start_http_server
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway.server import Gateway
@@ -46,13 +48,19 @@ async def serve(settings: GatewaySettings, redis_settings: RedisSettings) -> int
         log.error("no model API key: set GEMINI_API_KEY, ANTHROPIC_API_KEY or OPENAI_API_KEY (or "
                   "ASKBOX_OPENAI_BASE_URL for a self-hosted OpenAI-compatible server)")
         return 2
+    # Once, without the client's ~20 s of retries (they ride out a failover, not a Redis
+    # that was never started): a gateway without Redis says so at once.
+    probe = redis_settings.async_client(retry=AsyncRetry(NoBackoff(), 0))
+    try:
+        await probe.ping()
+    except RedisError as exc:
+        log.error("Redis (%s) not reachable: %s: start it (`redis-server --appendonly yes`) or set "
+                  "ASKBOX_REDIS_URL", redis_settings.describe(), exc)
+        return 1
+    finally:
+        await probe.aclose()
     # The process's one pool (Sentinel's when configured): limits, sessions, keys share it.
     redis = redis_settings.async_client()
-    try:
-        await redis.ping()
-    except RedisError as exc:
-        log.error("Redis (%s) not reachable: %s", redis_settings.describe(), exc)
-        return 1
     directory = settings.gateway_socket_dir
     directory.mkdir(parents=True, exist_ok=True, mode=0o755)
     directory.chmod(0o755)

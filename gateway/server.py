@@ -25,6 +25,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from gateway import metrics
+from jobs import tracing
 from gateway.breaker import BreakerOpen, RedisBreaker
 from gateway.budgets import over_budget
 from gateway.errors import describe_reset, error_response
@@ -176,7 +177,13 @@ class Gateway:
                 log.warning("session %s: refused %s %s: %s", session.id, request.method,
                             request.rel_url.raw_path[:200], exc)
                 return provider.error(exc.status, str(exc))
-            return await self._forward(request, session, lane, call)
+            attributes = {"askbox.provider": lane.config.name, "askbox.model": call.model,
+                          "askbox.job": session.meta.job_id}
+            with tracing.span("askbox.gateway.request", attributes, parent=session.meta.trace) as span:
+                response = await self._forward(request, session, lane, call)
+                if span is not None:
+                    span.set_attribute("http.response.status_code", response.status)
+                return response
         finally:
             session.in_flight -= 1
 

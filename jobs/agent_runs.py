@@ -8,7 +8,7 @@ The model route: an agent the gateway can front (the Gemini CLI, Claude Code, Co
 never gets a real key. The run opens a gateway session for its agent's provider first; the sandbox gets the session's socket directory
 mounted and bridged to ``127.0.0.1:GATEWAY_PORT``, the per-run token as its key and no
 egress at all. No gateway answering means no run (``GatewayUnavailable`` names the fix).
-cursor-agent speaks its own protocol to Cursor and keeps ``CURSOR_API_KEY`` (README).
+cursor-agent speaks its own protocol to Cursor and keeps ``CURSOR_API_KEY`` (docs/agents.md).
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from gateway.client import GatewayClient, GatewaySession, SessionMeta
-from jobs.repos import Pin, RepoRef, Workspace, mount, pin
-from jobs.settings import Settings
+from jobs.repos import Pin, RepoRef, RepoUnavailable, Workspace, mount, pin
+from jobs.repos.visibility import outside
+from jobs import tracing
+from jobs.settings import JobSettings, Settings
 from sandbox.agents.adapters import Agent
 from sandbox.agents.session import AgentSession
 from sandbox.bridges import SocketBridge
@@ -34,6 +36,15 @@ def pin_repo(settings: Settings, repo: RepoRef) -> Pin:
     """The commit this question is answered from (a remote's mirror fetched if stale);
     raises ``RepoUnavailable`` with the message to show (jobs/repos/workspace.py)."""
     jobs = settings.jobs
+    with tracing.span("askbox.repo.pin", {"askbox.repo": repo.name}):
+        return _pin(repo, jobs)
+
+
+def _pin(repo: RepoRef, jobs: JobSettings) -> Pin:
+    if repo.path is not None and outside(repo.path, jobs.repos_dir):  # not "does not exist": why
+        raise RepoUnavailable(f"The repository {repo.name} is configured at {repo.path}, outside ASKBOX_REPOS_DIR "
+                              f"({jobs.repos_dir}), the only folder of repositories this worker sees: move it "
+                              "there, or set ASKBOX_REPOS_DIR to the folder that holds it.")
     return pin(repo, jobs.repo_mirrors, jobs.repo_refresh, jobs.repo_fetch_timeout)
 
 

@@ -1,7 +1,7 @@
 """An answer's references to code, checked against the tree it was answered from and
 turned into permalinks at the pinned commit.
 
-What is a reference (outside code blocks, links and URLs; see README "Citations"):
+What is a reference (outside code blocks, links and URLs; see docs/citations-and-access.md):
 
 - a path: ``path``, ``path:line``, ``path:start-end``, ``path#L10``/``path#L10-L20`` (also
   ``/workspace/path…``, as the agent sees the tree), backticked (filling its code span) or

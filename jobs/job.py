@@ -16,7 +16,7 @@ from redis import Redis
 from rq import get_current_job
 from rq.job import Job
 
-from jobs import access, keys, metrics, outbox
+from jobs import access, keys, metrics, outbox, tracing
 from jobs.agent_runs import agent_session, model_route, mount_repo, pin_repo
 from jobs.cache import AnswerCache
 from jobs.citations import cite
@@ -80,8 +80,12 @@ def answer_question(data: dict[str, Any]) -> dict[str, Any]:
     question = Question.model_validate(data)
     if job.started_at and job.enqueued_at:
         metrics.QUEUE_WAIT.observe((job.started_at - job.enqueued_at).total_seconds())
-    with log_context(job_id=job.id, repo=question.repo, user=question.origin.user, thread=question.thread_key):
-        final = QuestionRun(question, job, current_settings()).run()
+    try:
+        with (log_context(job_id=job.id, repo=question.repo, user=question.origin.user, thread=question.thread_key),
+              tracing.question(job.meta, job.id, job.enqueued_at, job.started_at)):
+            final = QuestionRun(question, job, current_settings()).run()
+    finally:
+        tracing.flush()  # the work-horse exits without atexit hooks
     return {"kind": final.kind, "duration": final.duration}
 
 
@@ -173,7 +177,9 @@ class QuestionRun:
         prompt = build_prompt(q.text, setting, conversation.turns, conversation.summary)
         try:
             self.workspace = self._held.enter_context(mount_repo(self.settings, pin))
-            with model_route(self.settings, agent, meta) as route:
+            # The gateway session opened inside the run's span: its requests are the run's children.
+            with tracing.span("askbox.sandbox.run", {"askbox.agent": agent.name, "askbox.model": model}), \
+                    model_route(self.settings, agent, meta) as route:
                 terminal, usage = self._run_agent(agent, prompt, self.workspace, route)
         except RepoUnavailable as exc:
             return self._final(Final(kind="rejected", text=str(exc), **common))
@@ -339,6 +345,7 @@ class QuestionRun:
     def _elapsed(self) -> float:
         return round(time.monotonic() - self.started, 2)
 
+    @tracing.traced("askbox.final")  # its Slack posts are its children
     def _final(self, final: Final) -> Final:
         metrics.count_question("cached" if final.cached else final.kind)
         log.info("question ended: %s after %.1f s", final.kind, self._elapsed(),

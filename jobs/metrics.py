@@ -240,6 +240,77 @@ class FeedbackCollector:
         yield family
 
 
+class RedisServerCollector:
+    """``askbox_redis_server_info{run_id, role}``: the Redis server this worker's commands
+    reach, read at scrape time. Its ``run_id`` changes when another server answers (a
+    Sentinel failover) or the same one restarted, which is what the Redis failover alert
+    (ops/prometheus/alerts.yml) counts."""
+
+    NAME = "askbox_redis_server"
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    def _family(self) -> Any:
+        from prometheus_client.core import InfoMetricFamily
+
+        return InfoMetricFamily(self.NAME, "The Redis server askbox's commands reach.", labels=["run_id", "role"])
+
+    def describe(self) -> Iterable[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        from redis import RedisError
+
+        family = self._family()
+        try:
+            server, replication = self._redis.info("server"), self._redis.info("replication")
+        except RedisError as exc:
+            log.warning("Redis server info unavailable: %s", exc)
+        else:
+            family.add_metric([str(server.get("run_id", "")), str(replication.get("role", ""))], {})
+        yield family
+
+
+class BudgetCollector:
+    """``askbox_budget_used_ratio{scope}``: the largest share of its daily budget (tokens or
+    USD, whichever is further along) that any one user or channel has used today (UTC),
+    read from the gateway's daily totals in Redis at scrape time; absent when that scope
+    has no budget. The "budget near its limit" alert reads it."""
+
+    NAME = "askbox_budget_used_ratio"
+
+    def __init__(self, redis: Redis, limits: dict[str, tuple[float, float]]) -> None:
+        self._redis = redis
+        self._limits = {scope: pair for scope, pair in limits.items() if any(pair)}  # (tokens, usd); 0 = none
+
+    def _family(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        return GaugeMetricFamily(self.NAME, "Largest share of a daily budget one user or channel has used today.",
+                                 labels=["scope"])
+
+    def describe(self) -> Iterable[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        from redis import RedisError
+
+        family = self._family()
+        try:
+            for scope, (tokens, usd) in self._limits.items():
+                highest = 0.0
+                for key in self._redis.scan_iter(match=keys.daily_usage(scope, "*"), count=500):
+                    used_tokens, used_usd = self._redis.hmget(key, "tokens", "cost_usd")
+                    shares = [float(used_tokens or 0) / tokens if tokens else 0.0,
+                              float(used_usd or 0) / usd if usd else 0.0]
+                    highest = max(highest, *shares)
+                family.add_metric([scope], highest)
+        except RedisError as exc:
+            log.warning("budget use unavailable: %s", exc)
+        yield family
+
+
 class _Forward:
     """Exposes another registry's metrics (the process's own, when not multiprocess)."""
 
@@ -269,7 +340,8 @@ class MetricsServer:
         self.thread.join(timeout=5)
 
 
-def serve_metrics(port: int, redis: Redis, queue_names: Sequence[str]) -> MetricsServer:
+def serve_metrics(port: int, redis: Redis, queue_names: Sequence[str],
+                  budgets: dict[str, tuple[float, float]] | None = None) -> MetricsServer:
     """Serves ``/metrics`` on 127.0.0.1:``port`` (0: a free port, see ``.port``) in a daemon
     thread: all processes' metrics when multiprocess, else this process's, plus queue depth.
 
@@ -288,5 +360,7 @@ def serve_metrics(port: int, redis: Redis, queue_names: Sequence[str]) -> Metric
         registry.register(_Forward(REGISTRY))
     registry.register(QueueDepthCollector(redis, queue_names))
     registry.register(FeedbackCollector(redis))
+    registry.register(RedisServerCollector(redis))
+    registry.register(BudgetCollector(redis, budgets or {}))
     httpd, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     return MetricsServer(port=httpd.server_port, httpd=httpd, thread=thread)

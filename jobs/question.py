@@ -66,8 +66,8 @@ class Question(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _agent_keyword(cls, data: object) -> object:
-        # The word `agent` at the start or end of a question forces the agent (README,
-        # "Side tasks"). Here rather than in the bot's parser so a question from any origin
+        # The word `agent` at the start or end of a question forces the agent (docs/gateway.md,
+        # "Gemini side tasks"). Here rather than in the bot's parser so a question from any origin
         # (Slack, `askbox ask`) honours it; once set it is kept, so a re-validation in the
         # worker does not strip a second word.
         if isinstance(data, dict) and not data.get("force_agent") and isinstance(data.get("text"), str):

@@ -17,7 +17,7 @@ from rq.job import Job, JobStatus
 from rq.rate_limit import RateLimitRegistry
 from rq.serializers import JSONSerializer
 
-from jobs import claims, keys
+from jobs import claims, keys, tracing
 from jobs.question import Priority, Question
 from jobs.settings import JobSettings
 
@@ -122,7 +122,7 @@ def _enqueue(redis: Redis, question: Question, settings: JobSettings, claim: str
             concurrency=settings.user_concurrency,
         ),
         meta={"state": "queued", "user": question.origin.user, "repo": question.repo,
-              "thread": question.thread_key, "progress": []},
+              "thread": question.thread_key, "progress": [], tracing.META_KEY: tracing.carrier()},
     )
     # The job and the long claim in one MULTI/EXEC, only while our pending claim still
     # holds (WATCH): a crash before EXEC leaves neither, after it both. RQ's public

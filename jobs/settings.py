@@ -9,8 +9,9 @@ the bot, the gateway; the parts never read the environment themselves):
 - ``sandbox`` (sandbox/settings.py) and ``agents`` (sandbox/agents/settings.py);
 - ``slack`` (jobs/slack/settings.py): the worker's side of Slack;
 - ``gateway`` (gateway/settings.py): the model gateway and its limits;
-- ``gemini`` (jobs/side_tasks/settings.py): the Gemini side tasks (triage, compaction, summaries);
-- ``docker_filter`` (sandbox/docker_filter/settings.py): ``askbox docker-filter``'s socket and policy.
+- ``gemini`` (jobs/side_tasks/settings.py): the side tasks (triage, compaction, summaries);
+- ``docker_filter`` (sandbox/docker_filter/settings.py): ``askbox docker-filter``'s socket and policy;
+- ``tracing`` (jobs/tracing.py): OpenTelemetry's ``OTEL_EXPORTER_OTLP_ENDPOINT``, off when unset.
 
 The bot's own section (app token, signing secret, channels) is bot/settings.py, the dashboard's is
 bot/dashboard.py: jobs/ must not import bot/. Each section is a ``BaseSettings`` of its
@@ -48,6 +49,7 @@ from gateway.settings import GatewaySettings
 from jobs.side_tasks.settings import GeminiSettings
 from jobs.repos.config import MAX_INSTRUCTIONS, RepoEntry, parse_repos, repos_from_file
 from jobs.slack.settings import SlackSettings
+from jobs.tracing import TracingSettings
 from sandbox.agents.settings import AgentSettings
 from sandbox.docker_filter.settings import DockerFilterSettings
 from sandbox.settings import SandboxSettings
@@ -65,10 +67,10 @@ class RedisSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ASKBOX_", extra="ignore")
 
-    redis_url: str = Field(default="redis://localhost:6379/0", validation_alias=AliasChoices("ASKBOX_REDIS_URL"))
+    redis_url: str = Field(default="redis://localhost:6379/0", validation_alias=AliasChoices("ASKBOX_REDIS_URL"), description="Redis URL for host processes (compose sets it from ASKBOX_REDIS_PASSWORD): redis://:PASSWORD@host:6379/0.")
     redis_sentinels: str = Field(default="", description='e.g. "redis-a:26379,redis-b:26379,redis-c:26379"')
     redis_master: str = Field(default="askbox", min_length=1, description="the master's name in the Sentinels' config")
-    redis_sentinel_password: SecretStr | None = None
+    redis_sentinel_password: SecretStr | None = Field(default=None, description="The Sentinels' own password, when they require one.")
 
     @field_validator("redis_sentinels")
     @classmethod
@@ -132,7 +134,7 @@ class RedisSettings(BaseSettings):
 FINAL_DELIVERY_ALLOWANCE = 90.0
 
 # How long a command keeps retrying while Redis is unreachable: a restart, or a Sentinel
-# failover (down-after-milliseconds plus the election; README "Scaling out").
+# failover (down-after-milliseconds plus the election; docs/operations.md "Scaling out").
 FAILOVER_PATIENCE = 20.0
 CONNECT_TIMEOUT = 5.0
 SENTINEL_TIMEOUT = 2.0
@@ -165,11 +167,17 @@ class JobSettings(BaseSettings):
     repos: Annotated[dict[str, RepoEntry], NoDecode] = Field(
         default_factory=dict, description='JSON, e.g. {"web": "/srv/repos/web", "api": {"url": "https://..."}}')
     repos_file: Path | None = Field(default=None, description="TOML, one table per repository; added to ASKBOX_REPOS")
+    # Compose mounts only this host folder into the worker (same path inside and out): a
+    # local repository elsewhere cannot be seen there, which the worker says at start
+    # (jobs/start_checks.py), askbox doctor reports, and a question's refusal names.
+    repos_dir: Path | None = Field(
+        default=None, description="Host folder holding the local repositories; compose mounts only it into the worker "
+        "(default there /srv/repos): a repository outside it is reported at start and by askbox doctor.")
     repo_mirrors: Path = Field(default=Path("/var/lib/askbox/mirrors"), description="this host's bare mirrors of git remotes")
     repo_snapshots: Path = Field(default=Path("/var/lib/askbox/snapshots"),
                                  description="per-commit snapshots the sandboxes mount (same path for the Docker host)")
     repo_refresh: float = Field(default=300, ge=1, description="seconds a mirror is fresh; fetched on schedule and on demand")
-    repo_fetch_timeout: float = Field(default=120, ge=1)
+    repo_fetch_timeout: float = Field(default=120, ge=1, description="Seconds one git fetch may take.")
     # What making a commit's snapshot may take within a question's time (Settings.job_timeout):
     # listing and copying its files out of the mirror (jobs/repos/snapshot.py).
     repo_snapshot_allowance: float = Field(default=120, ge=1, description="seconds a question allows for a snapshot")
@@ -189,34 +197,34 @@ class JobSettings(BaseSettings):
     max_waiting: int = Field(default=200, ge=1, description="questions waiting beyond which new ones are refused")
     user_concurrency: int = Field(default=2, ge=1, description="questions of one user running at once")
     user_max_waiting: int = Field(default=10, ge=1, description="questions of one user waiting beyond which theirs are refused")
-    memory_turns: int = Field(default=10, ge=1)
-    memory_ttl: int = Field(default=keys.MEMORY_TTL, ge=60)
-    cache_ttl: int = Field(default=keys.CACHE_TTL, ge=60)
+    memory_turns: int = Field(default=10, ge=1, description="Turns of a thread kept in its conversation memory.")
+    memory_ttl: int = Field(default=keys.MEMORY_TTL, ge=60, description="Seconds a thread's memory lives after its last use.")
+    cache_ttl: int = Field(default=keys.CACHE_TTL, ge=60, description="Seconds a cached answer lives.")
     # RQ's own timeout is every phase's bound plus this margin (Settings.job_timeout), so
     # the sandbox's deadline always fires first and a slow fetch is not cut off by RQ.
     job_timeout_margin: int = Field(default=60, ge=10, description="seconds for container start and removal, and the rest")
     retries: int = Field(default=2, ge=0, description="retries for infrastructure faults before any output")
     # How often a worker looks for jobs whose worker died; RQ's default is 10 minutes.
-    maintenance_interval: int = Field(default=30, ge=5)
-    job_monitoring_interval: int = Field(default=10, ge=1)
+    maintenance_interval: int = Field(default=30, ge=5, description="Seconds between a worker's looks for jobs whose worker died.")
+    job_monitoring_interval: int = Field(default=10, ge=1, description="Seconds between a busy worker's heartbeats.")
     # An idle worker blocks on Redis for worker_ttl - 15 s and only then does maintenance.
-    worker_ttl: int = Field(default=45, ge=20)
-    reaper_interval: float = Field(default=60.0, gt=0)
+    worker_ttl: int = Field(default=45, ge=20, description="Seconds a worker's registration lives without a heartbeat.")
+    reaper_interval: float = Field(default=60.0, gt=0, description="Seconds between sandbox reaper passes.")
     metrics_port: int = Field(default=0, ge=0, description="worker's Prometheus port; 0 = off")
     # A claim (jobs/claims.py) stays this short until its work is done: a process dying
     # mid-way blocks a redelivery of the same event for at most this long.
-    pending_claim_ttl: int = Field(default=keys.PENDING_CLAIM_TTL, ge=1)
+    pending_claim_ttl: int = Field(default=keys.PENDING_CLAIM_TTL, ge=1, description="Seconds a pending claim (a message or question being queued) holds before a redelivery may take it.")
     # SIGTERM lets the running question finish (RQ's warm shutdown) for at most this long;
     # then its work-horse is killed and its sandbox removed. Below the supervisor's own
     # stop timeout (compose: stop_grace_period).
-    shutdown_grace: float = Field(default=20.0, ge=0)
+    shutdown_grace: float = Field(default=20.0, ge=0, description="Seconds a stopping worker lets its running question finish before stopping it.")
     # How often a worker delivers the finals written but not delivered (jobs/outbox.py).
-    outbox_sweep_interval: float = Field(default=10.0, gt=0)
+    outbox_sweep_interval: float = Field(default=10.0, gt=0, description="Seconds between a worker's deliveries of finals written but not delivered (the outbox).")
     # Test-only fault injection (tests/integration/test_faults.py): the process dies at
     # this named point (jobs/crash_points.py). Empty in every deployment.
     test_crash_at: str = Field(default="", description="test only: die at this point")
     # Slack user ids who may cancel any question and are exempt from usage budgets.
-    admins: list[str] = Field(default_factory=list)
+    admins: list[str] = Field(default_factory=list, description="Slack user ids who may cancel any question and are exempt from budgets (JSON list).")
 
     @model_validator(mode="after")
     def _access_names_known_repos(self) -> JobSettings:
@@ -262,6 +270,7 @@ class Settings(BaseModel):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     gemini: GeminiSettings = Field(default_factory=GeminiSettings)
     docker_filter: DockerFilterSettings = Field(default_factory=DockerFilterSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     def job_phases(self) -> dict[str, float]:
         """The longest each phase of a question may take, in seconds (see ``job_timeout``)."""
@@ -332,4 +341,5 @@ class Settings(BaseModel):
             gateway=GatewaySettings(),
             gemini=GeminiSettings(),
             docker_filter=DockerFilterSettings(),
+            tracing=TracingSettings(),
         )

@@ -5,7 +5,8 @@ question (or restarting forever under compose).
 Fatal (``StartCheckFailed``): the Docker daemon unreachable, the sandbox or egress proxy
 image missing, or the agent chosen with ``ASKBOX_AGENT`` unable to run (its image
 missing, cursor-agent without ``CURSOR_API_KEY``). Warnings (logged, the worker serves):
-no repository configured, and the *default* agent (cursor, ``ASKBOX_AGENT`` unset)
+no repository configured, a configured local repository this worker cannot see (outside
+``ASKBOX_REPOS_DIR``, or missing), and the *default* agent (cursor, ``ASKBOX_AGENT`` unset)
 unable to run while the Gemini agent can: the worker then answers with the Gemini agent
 (what ``docker compose up`` gives where Cursor's download servers are unreachable and
 agent-cursor could not be built).
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from jobs.repos.visibility import unseen
 from jobs.settings import Settings
 from sandbox import images
 from sandbox.agents.adapters import Agent, agent_for
@@ -76,6 +78,9 @@ def check(settings: Settings, box: Sandbox) -> Checked:
     if not jobs.repos and not jobs.allow_repo_paths:
         warnings.append("no repository configured: every question will be refused until ASKBOX_REPOS is set "
                         '(JSON, e.g. {"web": "/srv/repos/web"})')
+    for name, entry in jobs.repos.items():  # under compose, a path outside ASKBOX_REPOS_DIR is not here
+        if entry.path is not None and (why := unseen(name, entry.path, jobs.repos_dir)) is not None:
+            warnings.append(f"{why}; questions about it will be refused")
     default = agent_for(None, settings.agents)
     problem = agent_problem(default, present)
     if problem is not None:

@@ -183,7 +183,10 @@ def run_worker(settings: Settings, names: list[str] | None = None, burst: bool =
     # Work-horses are forks of this process: the job they run finds the settings here.
     question_job.use_settings(settings)
     if jobs.metrics_port:
-        server = metrics.serve_metrics(jobs.metrics_port, redis, QUEUE_NAMES)
+        gateway = settings.gateway  # the daily budgets, as the worker checks them before a question
+        budgets = {"user": (gateway.budget_user_tokens, gateway.budget_user_usd),
+                   "channel": (gateway.budget_channel_tokens, gateway.budget_channel_usd)}
+        server = metrics.serve_metrics(jobs.metrics_port, redis, QUEUE_NAMES, budgets)
         log.info("metrics on %s", server.url)
     reap_now = check_sandboxes(settings, box, redis)
     start_repo_refresher(settings)

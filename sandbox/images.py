@@ -202,7 +202,10 @@ def build(
             from docker.errors import BuildError
 
             try:
-                _, stream = client.images.build(path=str(context), tag=image_tag, buildargs=buildargs, rm=True)
+                # forcerm: a failed step's container goes too (rm alone keeps it: one exited
+                # container per failed build, e.g. agent-cursor where Cursor is unreachable).
+                _, stream = client.images.build(path=str(context), tag=image_tag, buildargs=buildargs, rm=True,
+                                                forcerm=True)
             except BuildError as exc:
                 lines = [c.get("stream", c.get("error", "")) for c in exc.build_log if isinstance(c, dict)]
                 tail = "".join(lines).strip().splitlines()[-15:]

@@ -9,14 +9,13 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from redis.exceptions import RedisError
 
-from bot.cli import ask_cmds, images_cmds, sandbox_cmds, service_cmds
+from bot.cli import ask_cmds, doctor_cmds, images_cmds, sandbox_cmds, service_cmds
 from bot.cli.output import err
 from jobs.settings import Settings
 
@@ -24,7 +23,7 @@ from jobs.settings import Settings
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="askbox", description="Answers questions about code repositories.")
     sub = parser.add_subparsers(dest="group", required=True)
-    for group in (sandbox_cmds, ask_cmds, service_cmds, images_cmds):
+    for group in (sandbox_cmds, ask_cmds, service_cmds, images_cmds, doctor_cmds):
         group.add_commands(sub)
     return parser
 
@@ -46,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             # A missing field's "input" is every other value given: it may hold secrets.
             # ASKBOX_REPOS is not echoed: its message names the entry, and a URL in it may hold a token;
             # nor is a secret (askbox_secret).
-            got = "" if error["type"] in ("missing", "askbox_repos", "askbox_secret") else f" (got {error.get('input')!r})"
+            got = "" if error["type"] in ("missing", "askbox_repos", "askbox_secret") else f" (got {shown(error.get('input'))})"
             err(f"invalid {where}: {error['msg']}{got}")
         return 2
     except RedisError as exc:  # ask, cancel, worker, gateway, dashboard: Redis is down or refuses us
@@ -59,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
             err(str(exc))
             return 125
         raise
+
+
+def shown(value: object, limit: int = 120) -> str:
+    """A value as an error message shows it: cut, so a long one (a 100 KB question) is not echoed whole."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
 
 
 def redis_unreachable(exc: RedisError) -> str:

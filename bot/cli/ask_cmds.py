@@ -21,9 +21,47 @@ EXIT_NO_WORKER = 3
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        args.question = question_text(args)
+    except QuestionRefused as exc:
+        err(f"ask: {exc}")
+        return 2
     if args.explain:
         return explain(args, settings)
     return ask_inline(args, settings) if args.inline else ask_through_queue(args, settings)
+
+
+class QuestionRefused(ValueError):
+    """The question cannot be read, or is too long; the message never repeats it."""
+
+
+def question_text(args: argparse.Namespace) -> str:
+    """The question: the argument, standard input (``-``) or a file (``--file``). A long
+    question belongs in a file or on stdin: an argument is bounded by the system's
+    ARG_MAX and shows in ``ps``."""
+    from jobs.question import MAX_QUESTION_CHARS
+
+    if args.file is not None and args.question not in (None, "-"):
+        raise QuestionRefused("give the question as an argument or with --file, not both")
+    try:
+        if args.file is not None:
+            text = Path(args.file).read_text(encoding="utf-8", errors="replace")
+        elif args.question in (None, "-"):
+            if args.question is None and sys.stdin.isatty():
+                raise QuestionRefused("no question: give it as an argument, `-` to read it from stdin, or --file PATH")
+            text = sys.stdin.read()
+        else:
+            text = args.question
+    except OSError as exc:
+        raise QuestionRefused(f"cannot read the question: {exc}") from None
+    text = text.strip()
+    if not text:
+        raise QuestionRefused("the question is empty")
+    # The queue's limit (jobs/question.py); --inline is bounded by the prompt's 1 MiB instead.
+    if not args.inline and not args.explain and len(text) > MAX_QUESTION_CHARS:
+        raise QuestionRefused(f"the question is {len(text):,} characters; a queued question may have at most "
+                              f"{MAX_QUESTION_CHARS:,} (with --inline: up to the prompt's 1 MiB)")
+    return text
 
 
 def explain(args: argparse.Namespace, settings: Settings) -> int:
@@ -135,7 +173,9 @@ def ask_through_queue(args: argparse.Namespace, settings: Settings, poll: float 
 
     redis = settings.redis.client()
     if not Worker.all(connection=redis):
-        err("no worker is running: start one with `askbox worker`, or answer here with --inline")
+        err("no worker is running, so the question would wait: start one (`askbox worker`; under compose "
+            "`docker compose up -d worker`, and `docker compose logs worker` says why it stopped), or answer "
+            "here with --inline")
         return EXIT_NO_WORKER
     repos = settings.jobs.repos
     repo = args.repo
@@ -191,10 +231,15 @@ def follow(redis, job_id: str, user: str, settings: Settings, poll: float) -> in
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     ask = sub.add_parser("ask", help="ask a question about a repository")
-    ask.add_argument("question")
-    ask.add_argument("--repo", help="a name from ASKBOX_REPOS or a directory (default: here)")
-    ask.add_argument("--agent", choices=list(AGENT_NAMES), help="default: ASKBOX_AGENT or cursor")
-    ask.add_argument("--model", help="default: ASKBOX_AGENT_MODEL or the agent's own default")
+    ask.add_argument("question", nargs="?", help="the question; `-` (or nothing, piped) reads it from stdin")
+    ask.add_argument("--file", help="read the question from this file (for long questions)")
+    ask.add_argument("--repo", help="a name from ASKBOX_REPOS, or a directory (with --inline; queued only where the "
+                                    "worker has ASKBOX_ALLOW_REPO_PATHS=true). Default: with --inline this "
+                                    "directory, else the worker's only repository")
+    ask.add_argument("--agent", choices=list(AGENT_NAMES),
+                     help="default: the worker's (its ASKBOX_AGENT; unset: cursor where it can run, else gemini); "
+                          "with --inline, this process's")
+    ask.add_argument("--model", help="default: ASKBOX_AGENT_MODEL, else the agent's own default")
     ask.add_argument("--inline", action="store_true", help="run in this process, without the queue")
     ask.add_argument("--json", action="store_true", help="print the normalized events as NDJSON")
     ask.add_argument("--thread", help="a conversation name: later questions with it see the earlier ones")

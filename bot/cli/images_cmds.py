@@ -30,6 +30,12 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
             if image and name in names:
                 names.remove(name)
                 err(f"skipping {name}: ASKBOX_{name[6:].upper()}_IMAGE={image} is used instead")
+    if not args.names and "agent-cursor" in names and settings.agents.cursor.api_key is None:
+        # Without its key the cursor agent cannot answer (the worker answers with another), so
+        # its image, which needs Cursor's download servers, is not tried on every `up`.
+        names.remove("agent-cursor")
+        err("skipping agent-cursor: CURSOR_API_KEY is not set (the cursor agent needs it); "
+            "`askbox images build agent-cursor` builds it anyway")
     base = args.base
     try:
         if args.offline and base is None:

@@ -10,9 +10,11 @@ from jobs.settings import Settings
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs import tracing
     from jobs.start_checks import StartCheckFailed
     from jobs.worker import run_worker
 
+    tracing.setup(settings.tracing, "worker")  # before the work-horses fork
     try:
         run_worker(settings, args.queues, burst=args.burst)
     except StartCheckFailed as exc:
@@ -23,21 +25,25 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.process import main as run_gateway
+    from jobs import tracing
     from jobs.logs import configure_json_logging
 
     configure_json_logging(secrets=settings.secret_values())
+    tracing.setup(settings.tracing, "gateway")
     return run_gateway(settings.gateway, settings.redis)
 
 
 def cmd_bot(args: argparse.Namespace, settings: Settings) -> int:
     from bot.serve import BotConfigError, run_bot
     from bot.settings import BotSettings, HttpBotSettings
+    from jobs import tracing
     from jobs.logs import configure_json_logging
 
     # HTTP mode's settings refuse a missing or empty SLACK_SIGNING_SECRET (main prints
     # the ValidationError as one line naming it, exit 2), before anything listens.
     bot = HttpBotSettings() if args.http else BotSettings()
     configure_json_logging(secrets=settings.secret_values())
+    tracing.setup(settings.tracing, "bot")
     try:
         run_bot(settings, bot, port=args.port)
     except BotConfigError as exc:

@@ -24,8 +24,7 @@ from pathspec.patterns.gitignore.basic import GitIgnoreBasicPattern
 # Files whose purpose is to hold a credential, that repositories are known to leak. After
 # gitrob's file signatures (michenriksen/gitrob, core/signatures.go) and the credential
 # files of the common command-line tools; ``.git`` because a checkout's own is never data
-# to show. A repository's ``deny`` adds to these; nothing takes one away (README,
-# "Repositories").
+# to show. A repository's ``deny`` adds to these; nothing takes one away (docs/repositories.md).
 DEFAULT_DENY: tuple[str, ...] = (
     # environment files, templates included (real values end up in them too)
     ".env*",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from jobs import tracing
 from jobs.side_tasks.side_call import GeminiCalls
 from jobs.slack.mrkdwn import FILE_THRESHOLD
 
@@ -13,6 +14,7 @@ three short lines for a reader deciding whether to read it all: the direct answe
 then the key files or caveats. Plain sentences, no heading, no bullet list."""
 
 
+@tracing.traced("askbox.side.summary")
 def summarise(calls: GeminiCalls, question: str, answer: str) -> str | None:
     """The summary of a long answer; None for a short one, or when skipped."""
     if not calls.enabled("summary"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from jobs import tracing
 from jobs.side_tasks.side_call import GeminiCalls
 from jobs.memory import Conversation
 
@@ -36,6 +37,7 @@ class Verdict(BaseModel):
     reply: str = Field(default="", description="the answer when needs_code is false, else empty")
 
 
+@tracing.traced("askbox.side.triage")
 def triage(calls: GeminiCalls, question: str, conversation: Conversation) -> str | None:
     """The direct reply to a message that needs no code reading; None: ask the agent."""
     if not calls.enabled("triage"):

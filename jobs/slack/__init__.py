@@ -1,7 +1,7 @@
 """Slack, seen from a worker (and, for the client and the blocks, from the bot).
 
 - ``settings``: the worker's Slack section (``SlackSettings``);
-- ``client``: the Web API client factory, one for the worker and the bot;
+- ``web_api``: the Web API client factory, one for the worker and the bot;
 - ``budget``: the rate budget per workspace, shared by every process through Redis;
 - ``calls``: a question's Web API calls, each admitted by that budget;
 - ``mrkdwn``: agent Markdown as Slack mrkdwn, split at Slack's limits;
@@ -11,6 +11,6 @@
 - ``progress``: live status-message edits and the assistant thread status;
 - ``streaming``: the answer streamed into the thread (start, append, stop, rollover, recovery);
 - ``upload``: a very long answer as ``answer.md``;
-- ``final_message``: the final message, the status message's last line, the reactions;
-- ``publisher``: ``SlackPublisher``, composing them, and ``slack_publisher_for``.
+- ``thread_final``: the final message, the status message's last line, the reactions;
+- ``thread_publisher``: ``SlackPublisher``, composing them, and ``slack_publisher_for``.
 """

@@ -2,7 +2,7 @@
 
 ``SlackPublisher`` composes the parts, which share one ``SlackThread`` and one
 ``Progress`` (state.py): the status message and assistant status (progress.py), the
-answer stream (streaming.py) and the final message (final_message.py), all calling
+answer stream (streaming.py) and the final message (thread_final.py), all calling
 Slack through the team's shared budget (calls.py, budget.py).
 
 All progress runs in one background thread per question and only ever sends the newest
@@ -17,6 +17,7 @@ supersedes it.
 from __future__ import annotations
 
 import logging
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -106,7 +107,9 @@ class SlackPublisher:
     def started(self) -> None:
         self.progress.begin()
         if self.background and self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"slack-{self.job.id}", daemon=True)
+            # In the question's context (its trace): a new thread would start with an empty one.
+            self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,),
+                                            name=f"slack-{self.job.id}", daemon=True)
             self._thread.start()
         self._poke()
 

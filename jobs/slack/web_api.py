@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 from http.client import HTTPException
+from typing import Any
 from urllib.error import HTTPError, URLError
 
 from slack_sdk import WebClient
@@ -33,6 +34,7 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
+from jobs import tracing
 from jobs.slack.budget import SharedRateLimitHandler, method_of
 
 # Calls whose repetition leaves Slack as one call would: reads, and edits that set a
@@ -75,12 +77,20 @@ def ambiguous(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, HTTPException)) and sent(exc)
 
 
+class TracedWebClient(WebClient):
+    """Each Web API call a span of the question's trace (jobs/tracing.py; nothing when off)."""
+
+    def api_call(self, api_method: str, **kwargs: Any) -> Any:
+        with tracing.span(f"slack {api_method}", {"slack.method": api_method}):
+            return super().api_call(api_method, **kwargs)
+
+
 def slack_client(token: str, base_url: str | None = None) -> WebClient:
     """A WebClient that sleeps through 429s (``Retry-After``; and reports them to the
     shared budget, see ``rate_limit_scope``) and retries a dropped connection only when
     the retry cannot double what Slack did."""
     url = base_url or WebClient.BASE_URL
-    client = WebClient(token=token, base_url=url if url.endswith("/") else url + "/", timeout=30)
+    client = TracedWebClient(token=token, base_url=url if url.endswith("/") else url + "/", timeout=30)
     client.retry_handlers = [SafeConnectionErrorRetryHandler(max_retry_count=2),
                              SharedRateLimitHandler(max_retry_count=3)]
     return client

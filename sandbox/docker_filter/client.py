@@ -38,6 +38,6 @@ def ask_filter(action: str, payload: dict[str, str | None], because: OSError) ->
         raise SandboxInfraError(
             f"cannot {action} here: {here}, and the Docker endpoint is not askbox docker-filter "
             f"(it answered {response.status_code}: {message[:200]}). Run it where it may do this itself (as root, "
-            f"with {payload.get('root')} writable), or behind askbox docker-filter (README: Docker access through the filter)."
+            f"with {payload.get('root')} writable), or behind askbox docker-filter (docs/security.md: Docker access through the filter)."
         )
     raise SandboxInfraError(message)

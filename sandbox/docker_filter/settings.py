@@ -21,17 +21,17 @@ class DockerFilterSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ASKBOX_", extra="ignore")
 
-    docker_filter_socket: Path = Path("/run/askbox-docker/docker.sock")
-    docker_filter_upstream: Path = Path("/var/run/docker.sock")
+    docker_filter_socket: Path = Field(default=Path("/run/askbox-docker/docker.sock"), description="The filter's own socket, which the worker's DOCKER_HOST names.")
+    docker_filter_upstream: Path = Field(default=Path("/var/run/docker.sock"), description="The real Docker socket the filter forwards to.")
     # Repository prefixes of the images containers may be created from, comma-separated.
-    docker_filter_images: str = "askbox/"
+    docker_filter_images: str = Field(default="askbox/", description="Image name prefixes sandboxes may use (comma-separated).")
     # The one repository whose containers (the egress proxies) may use the host's network.
-    docker_filter_egress_image: str = "askbox/egress-proxy"
+    docker_filter_egress_image: str = Field(default="askbox/egress-proxy", description="The egress proxy's image name.")
     # Host directories sandboxes may mount (anything below, read-only), comma-separated,
     # besides the ASKBOX_REPOS paths: directories the worker cannot write. Never one
     # overlapping ASKBOX_REPO_SNAPSHOTS, the gateway's or the egress sockets' (refused).
-    docker_filter_allow_binds: str = ""
-    docker_filter_max_body: int = Field(default=1 << 20, ge=4096, le=64 << 20)
+    docker_filter_allow_binds: str = Field(default="", description="Further read-only directories sandboxes may mount (comma-separated; mount each into the filter too).")
+    docker_filter_max_body: int = Field(default=1 << 20, ge=4096, le=64 << 20, description="Largest request body the filter reads, in bytes.")
 
     @field_validator("docker_filter_allow_binds")
     @classmethod

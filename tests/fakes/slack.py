@@ -80,6 +80,9 @@ __all__ = [
 ]
 
 JSON = dict[str, Any]
+# The bot token's scopes when a test does not say otherwise: what docs/slack.md asks for.
+BOT_SCOPES = ("app_mentions:read", "chat:write", "reactions:write", "channels:history", "groups:history",
+              "im:history", "files:write", "users:read", "assistant:write")
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "slack-api"
 
 # Slack's documented tiers, in calls per minute per method per workspace ("20+" etc.:
@@ -553,8 +556,11 @@ class FakeSlack:
         socket_ping_interval: float | None = 0.2,
         clock: Callable[[], float] = time.time,
         fixtures: Path = FIXTURES,
+        bot_scopes: Iterable[str] = BOT_SCOPES,
     ) -> None:
         self.bot_token, self.app_token = bot_token, app_token
+        # What Slack sends back as X-OAuth-Scopes on every Web API call made with the token.
+        self.bot_scopes = tuple(bot_scopes)
         self.team_id, self.team_name, self.app_id = team_id, team_name, app_id
         self.bot_user_id, self.bot_id, self.bot_name = bot_user_id, bot_id, bot_name
         self.verification_token = verification_token
@@ -1346,6 +1352,8 @@ class FakeSlack:
             def answer(
                 status: int, response: JSON, extra: dict[str, str] | None = None
             ) -> tuple[int, dict[str, str], JSON]:
+                if token == self.bot_token:  # Slack names the token's scopes on every answer
+                    extra = {**(extra or {}), "X-OAuth-Scopes": ",".join(self.bot_scopes)}
                 self._calls.append(Call(name, args, token, encoding, now, status, response, dict(extra or {})))
                 self._changed.notify_all()
                 return status, dict(extra or {}), response

@@ -20,6 +20,7 @@ import base64
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -113,7 +114,13 @@ def test_config_is_valid(compose: str, tmp_path: Path) -> None:
     assert "BASE: debian:trixie-slim" in config
 
     services = _run([*base, "config", "--services"], _env(), ROOT).stdout.split()
-    assert sorted(services) == ["bot", "dashboard", "gateway", "images", "redis", "worker"]
+    assert sorted(services) == ["bot", "dashboard", "gateway", "images", "preflight", "redis", "worker"]
+    # Issue 21: the settings are checked before anything starts; Redis (and so every
+    # service) and the image builds wait for that check to pass.
+    preflight = _service(config, "preflight")
+    assert "- doctor\n    - --config" in preflight and "network_mode: none" in preflight, preflight
+    for name in ("redis", "images"):
+        assert "preflight:\n        condition: service_completed_successfully" in _service(config, name), name
     # The images service builds the sandbox images on the host's daemon; the worker waits
     # for it to finish successfully (docker-compose 1.29 accepts the condition).
     images_service = _service(config, "images")
@@ -176,7 +183,9 @@ def test_config_is_valid_for_compose_v2(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     config = json.loads(result.stdout)
     services = config["services"]
-    assert sorted(services) == ["bot", "dashboard", "gateway", "images", "redis", "worker"]
+    assert sorted(services) == ["bot", "dashboard", "gateway", "images", "preflight", "redis", "worker"]
+    assert services["preflight"]["command"] == ["askbox", "doctor", "--config"]
+    assert services["redis"]["depends_on"]["preflight"]["condition"] == "service_completed_successfully"
     assert config["networks"]["redis"].get("internal") is True
     assert list(services["redis"]["networks"]) == ["redis"] and "ports" not in services["redis"]
     for name in ("gateway", "worker", "dashboard", "bot"):
@@ -230,6 +239,17 @@ def _service(config: str, name: str) -> str:
     start = services.index(f"\n  {name}:\n")
     end = re.search(r"\n  \S|\n\S", services[start + 1:])
     return services[start: start + 1 + end.start()] if end else services[start:]
+
+
+def readme_block(heading: str, containing: str) -> str:
+    """The first ```sh block under ``heading`` of README.md that holds ``containing``: the
+    commands as the README prints them, so the README cannot drift from what works."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index(f"\n{heading}\n"):]
+    for block in re.findall(r"```sh\n(.*?)```", section, re.DOTALL):
+        if containing in block:
+            return block
+    raise AssertionError(f"README.md has no sh block with {containing!r} under {heading!r}")
 
 
 def _copy_project(into: Path) -> Path:
@@ -329,6 +349,15 @@ class Stack:
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return _run([*self.base, *args], self.env, self.project, timeout)
 
+    def shell(self, script: str, timeout: float = 900) -> subprocess.CompletedProcess:
+        """``script`` (a README code block, as printed) in bash in the project, where
+        `docker compose` and `docker-compose` are this stack's compose (its project name,
+        the test's override) reading the project's own .env, as a user's would."""
+        compose = " ".join(shlex.quote(arg) for arg in self.base if arg != "--env-file" and not arg.endswith("test.env"))
+        prelude = (f'docker() {{ if [ "$1" = compose ]; then shift; {compose} "$@"; else command docker "$@"; fi; }}\n'
+                   f'docker-compose() {{ {compose} "$@"; }}\n')
+        return _run(["bash", "-euo", "pipefail", "-c", prelude + script], self.env, self.project, timeout)
+
     def logs(self, *services: str) -> str:
         result = self.run("logs", "--no-color", "--tail=60", *services, timeout=60)
         return result.stdout[-12000:] + result.stderr[-2000:]
@@ -377,7 +406,8 @@ def _stack(compose_cli: list[str], docker_client: docker.DockerClient, cursor_st
         "ASKBOX_IMAGE_TAG": "test",  # kept between runs, as the test images are: the build cache stays warm
         "ASKBOX_DEPLOYMENT": deployment,
         "ASKBOX_REPOS_DIR": str(repos_dir),
-        "ASKBOX_REPOS": json.dumps({"demo": str(repos_dir / "demo")}),
+        # "web": the README's quick start asks about it; "demo": the channel's.
+        "ASKBOX_REPOS": json.dumps({"demo": str(repos_dir / "demo"), "web": str(repos_dir / "demo")}),
         "ASKBOX_REPO_SNAPSHOTS": str(tmp_path / "snapshots"),  # the worker snapshots the checkout's commit
         "ASKBOX_CHANNEL_REPOS": json.dumps({CHANNEL: "demo"}),
         "ASKBOX_EGRESS_SOCKET_DIR": str(egress_dir),
@@ -402,6 +432,7 @@ def _stack(compose_cli: list[str], docker_client: docker.DockerClient, cursor_st
     built = {name: images.tag(name, project / "images") for name in ("sandbox", "egress-proxy", "agent-gemini")}
     relays: list[TcpRelay] = []
     facts = {"commit": commit, "egress_dir": egress_dir, "snapshots": tmp_path / "snapshots",
+             "gateway_dir": Path(env["ASKBOX_GATEWAY_SOCKET_DIR"]),
              "dashboard_port": dashboard_port, "slack": slack,
              "gemini": gemini, "deployment": deployment, "built": built, "relays": relays,
              "relay_to": {relay_ports["slack"]: slack.base_url.rsplit(":", 1)[1].strip("/"),
@@ -427,6 +458,11 @@ def _teardown(stack: Stack, client: docker.DockerClient, facts: dict) -> None:
     """`down` alone must leave nothing: no compose container, network or volume, and none of
     what the worker started through the host's daemon (sandboxes, egress proxies)."""
     down = stack.run("down", "-v", "--remove-orphans", timeout=180)
+    assert down.returncode == 0, down.stderr
+    _assert_nothing_left(stack, client, facts)
+
+
+def _assert_nothing_left(stack: Stack, client: docker.DockerClient, facts: dict) -> None:
     project = {"label": f"com.docker.compose.project={stack.name}"}
     left = {
         "containers": [c.name for c in client.containers.list(all=True, filters=project)],
@@ -439,8 +475,7 @@ def _teardown(stack: Stack, client: docker.DockerClient, facts: dict) -> None:
     }
     for container in left["sandboxes"] + left["egress proxies"]:  # never leave them to other tests
         client.containers.get(container).remove(force=True)
-    assert down.returncode == 0, down.stderr
-    assert not any(left.values()), f"left after `down`: {left}"
+    assert not any(left.values()), f"left behind: {left}"
 
 
 def _get(port: int, path: str, auth: bool = True) -> tuple[int, bytes]:
@@ -489,9 +524,18 @@ def test_compose_up_from_nothing(stack, docker_client: docker.DockerClient) -> N
     # The fakes' relays, on the address the stack's network will give the host.
     for port, target in facts["relay_to"].items():
         facts["relays"].append(TcpRelay(stack.gateway, port, int(target)))
-    up = stack.run("up", "-d", "--build", timeout=900)
-    times["up (builds included)"] = time.monotonic() - started
-    assert up.returncode == 0, f"{up.stderr[-6000:]}\n{stack.logs()}"
+    # The app image of this copy (a tag earlier runs share would be another tree's code),
+    # then the README's quick start as it prints it: .env, up, doctor, a question.
+    built = stack.run("build", timeout=900)
+    assert built.returncode == 0, built.stderr[-6000:]
+    gemini.script(Text("web is a demo repository: answer() returns 42.", chunks=3, delay=0.2))
+    quick = stack.shell(readme_block("## Quick start", "docker compose up"), timeout=900)
+    times["README quick start (builds included)"] = time.monotonic() - started
+    assert quick.returncode == 0, f"{quick.stdout[-3000:]}\n{quick.stderr[-6000:]}\n{stack.logs()}"
+    assert (stack.project / ".env").read_text().count("\n") == 5  # the five-line .env, written by the README
+    assert "askbox: doctor: no problems" in quick.stderr, quick.stdout + quick.stderr[-3000:]
+    assert "FAIL" not in quick.stdout and "ok    gateway: ready, keys for gemini" in quick.stdout, quick.stdout
+    assert "answer() returns 42" in quick.stdout, quick.stdout + quick.stderr[-3000:]
 
     # One command built every image the worker needs, tagged as it expects them.
     for name, image in facts["built"].items():
@@ -499,8 +543,8 @@ def test_compose_up_from_nothing(stack, docker_client: docker.DockerClient) -> N
     assert "skipping agent-cursor: ASKBOX_CURSOR_IMAGE=" in stack.logs("images")
     everything = docker_client.containers.list(all=True, filters={"label": f"com.docker.compose.project={stack.name}"})
     states = {c.labels["com.docker.compose.service"]: c.status for c in everything}
-    assert states == {"images": "exited", "redis": "running", "gateway": "running", "worker": "running",
-                      "dashboard": "running", "bot": "running"}, (states, stack.logs())
+    assert states == {"preflight": "exited", "images": "exited", "redis": "running", "gateway": "running",
+                      "worker": "running", "dashboard": "running", "bot": "running"}, (states, stack.logs())
 
     port = stack.port("redis", 6379)
     # A client without the password is refused, by the composed Redis itself; so is a wrong one.
@@ -579,6 +623,16 @@ def test_compose_up_from_nothing(stack, docker_client: docker.DockerClient) -> N
     status, body = _get(dashboard, "/0/data/workers.json")
     assert status == 200 and len(json.loads(body)["workers"]) == 1, body[:500]
     assert f"dashboard on http://127.0.0.1:{dashboard}/" in stack.logs("dashboard")
+
+    # The README's clean-up, as printed: nothing of askbox's is left, not even the host
+    # folders Docker made for the same-path mounts.
+    cleaned = time.monotonic()
+    cleanup = stack.shell(readme_block("### Clean up", "askbox cleanup"), timeout=300)
+    assert cleanup.returncode == 0, cleanup.stdout + cleanup.stderr[-3000:]
+    times["README clean-up"] = time.monotonic() - cleaned
+    _assert_nothing_left(stack, docker_client, facts)
+    for folder in (facts["egress_dir"], facts["snapshots"], facts["gateway_dir"]):
+        assert not folder.exists(), f"{folder} left after the README's clean-up"
     print("compose: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
 
 
@@ -625,8 +679,9 @@ def test_compose_up_behind_the_docker_filter(filter_stack, docker_client: docker
     assert up.returncode == 0, f"{up.stderr[-6000:]}\n{stack.logs()}"
     everything = docker_client.containers.list(all=True, filters={"label": f"com.docker.compose.project={stack.name}"})
     states = {c.labels["com.docker.compose.service"]: c.status for c in everything}
-    assert states == {"images": "exited", "redis": "running", "gateway": "running", "worker": "running",
-                      "dashboard": "running", "bot": "running", "docker-filter": "running"}, (states, stack.logs())
+    assert states == {"preflight": "exited", "images": "exited", "redis": "running", "gateway": "running",
+                      "worker": "running", "dashboard": "running", "bot": "running", "docker-filter": "running"}, (
+        states, stack.logs())
     redis = Redis.from_url(f"redis://:{REDIS_PASSWORD}@127.0.0.1:{stack.port('redis', 6379)}/0", socket_connect_timeout=2)
     try:
         wait_for(lambda: _workers(redis), 120, "the worker to register in Redis")

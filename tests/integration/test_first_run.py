@@ -7,8 +7,10 @@ cannot run (no key, no image) or with no Docker daemon; and where a queued quest
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import time
 
 import pytest
 from jobs import queue as jobs_queue
@@ -102,3 +104,96 @@ def test_images_build_without_a_registry_names_offline() -> None:
     line = one_line(result)
     assert f"cannot pull the base image {base}: no container registry reachable" in line
     assert "askbox images build --offline" in line
+
+
+# -- issue 21: the first hour -------------------------------------------------------------
+
+
+def test_worker_warns_at_start_of_a_repository_it_cannot_see(redis_client, built_images, egress_root, tmp_path) -> None:
+    """Under compose only ASKBOX_REPOS_DIR is mounted into the worker: a repository
+    configured elsewhere is named at start, with the folder and the fix, not found missing
+    at the first question."""
+    inside = tmp_path / "repos" / "web"
+    inside.mkdir(parents=True)
+    repos = json.dumps({"web": str(inside), "home": "/home/me/project", "gone": str(tmp_path / "repos" / "gone")})
+    result = askbox("worker", "--burst", ASKBOX_REDIS_URL=REDIS_TEST_URL, ASKBOX_EGRESS_SOCKET_DIR=str(egress_root),
+                    ASKBOX_AGENT="gemini", ASKBOX_REPOS=repos, ASKBOX_REPOS_DIR=str(tmp_path / "repos"), timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (f"repository home: /home/me/project is outside ASKBOX_REPOS_DIR ({tmp_path / 'repos'})"
+            in result.stderr), result.stderr[-3000:]
+    assert f"repository gone: {tmp_path / 'repos' / 'gone'} does not exist here" in result.stderr
+    assert "repository web:" not in result.stderr
+
+
+def test_a_question_about_a_repository_outside_repos_dir_says_why(tmp_path) -> None:
+    """Not "does not exist on this worker": the folder it must be in, and the fix."""
+    result = askbox("ask", "--inline", "--agent", "gemini", "--repo", "web", "hello",
+                    ASKBOX_REPOS=json.dumps({"web": str(tmp_path)}), ASKBOX_REPOS_DIR="/srv/repos")
+    line = one_line(result)
+    assert result.returncode == 2
+    assert f"configured at {tmp_path}, outside ASKBOX_REPOS_DIR (/srv/repos)" in line
+    assert "set ASKBOX_REPOS_DIR to the folder that holds it" in line
+
+
+def test_ask_reads_a_question_from_stdin_or_a_file(tmp_path) -> None:
+    """--explain prints the prompt: the question read from stdin (`-`) or --file is in it."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    for argv in (["init", "-q"], ["commit", "-q", "--allow-empty", "-m", "empty"]):
+        subprocess.run([*git, *argv], check=True, capture_output=True)
+    for args, given in ((["-"], "from stdin: where is main?"), (["--file", str(tmp_path / "q.txt")], None)):
+        (tmp_path / "q.txt").write_text("from a file: where is main?\n")
+        result = subprocess.run([ASKBOX, "ask", "--explain", "--repo", str(repo), *args], input=given or "",
+                                capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
+        assert result.returncode == 0, result.stderr
+        assert (given or "from a file: where is main?") in result.stdout
+
+
+def test_a_long_question_is_refused_without_being_echoed(tmp_path) -> None:
+    """A 100 KB question (from a file: an argument that long is the shell's problem) ends in
+    one short line, not the question repeated back."""
+    question = tmp_path / "long.txt"
+    question.write_text("why" * 33_333 + "?")
+    result = askbox("ask", "--repo", "demo", "--file", str(question), ASKBOX_REDIS_URL=REDIS_TEST_URL)
+    line = one_line(result)
+    assert result.returncode == 2 and len(result.stderr) < 300, result.stderr[:500]
+    assert "the question is 100,000 characters; a queued question may have at most 8,000" in line
+
+
+def test_ask_help_states_the_real_defaults() -> None:
+    """In compose the worker decides the repository and the agent, not this process."""
+    text = " ".join(askbox("ask", "--help").stdout.split())
+    assert "default: here" not in text and "ASKBOX_AGENT or cursor" not in text
+    assert "Default: with --inline this directory, else the worker's only repository" in text
+    assert "default: the worker's (its ASKBOX_AGENT; unset: cursor where it can run, else gemini)" in text
+    assert "`-` (or nothing, piped) reads it from stdin" in text and "--file" in text
+
+
+def test_the_gateway_without_redis_stops_at_once(tmp_path) -> None:
+    """The README's venv path once forgot Redis: the gateway waited 21 s, then failed."""
+    started = time.monotonic()
+    result = askbox("gateway", GEMINI_API_KEY="k", ASKBOX_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+                    ASKBOX_GATEWAY_SOCKET_DIR=str(tmp_path))
+    assert result.returncode == 1 and time.monotonic() - started < 8, result.stderr
+    assert "not reachable" in result.stderr and "ASKBOX_REDIS_URL" in result.stderr
+
+
+def test_an_unbuildable_agent_image_leaves_no_build_container(docker_client, built_images) -> None:
+    """agent-cursor cannot be built where Cursor's servers are unreachable (here: no route
+    out). Each try used to leave the failed step's container behind (compose's images
+    service tried on every `up`): a failed build now removes it."""
+    before = {c.id for c in docker_client.containers.list(all=True)}
+    result = askbox("images", "build", "agent-cursor", timeout=600)
+    assert result.returncode == 1, result.stderr[-2000:]
+    new = [c for c in docker_client.containers.list(all=True) if c.id not in before]
+    leftovers = [c.short_id for c in new if "cursor.com/install" in " ".join(c.attrs["Config"].get("Cmd") or [])]
+    assert leftovers == [], leftovers
+
+
+def test_build_everything_skips_agent_cursor_without_its_key() -> None:
+    """Compose's images service runs `images build --missing` on every `up`: without
+    CURSOR_API_KEY the cursor agent cannot answer, so its image is not tried."""
+    base = f"127.0.0.1:{free_port()}/askbox-test/no-such-base:1"  # a closed loopback port: nothing leaves
+    result = askbox("images", "build", "--missing", "--base", base, timeout=300)
+    assert "skipping agent-cursor: CURSOR_API_KEY is not set" in result.stderr, result.stderr[-2000:]

@@ -24,9 +24,10 @@ FORBIDDEN = {
     # Its own process: no Slack, no queue, no Docker, no worker.
     "gateway": {"bot", "sandbox", "rq", "slack_sdk", "slack_bolt", "rq_dashboard", "docker", "flask"},
 }
-# What the gateway may take from jobs/: the one module of Redis key names, and the settings
-# tree's Redis section (every process connects to Redis the same way). Nothing of the worker.
-GATEWAY_USES_OF_JOBS = {"jobs.keys", "jobs.settings"}
+# What the gateway may take from jobs/: the one module of Redis key names, the settings
+# tree's Redis section (every process connects to Redis the same way) and the tracing
+# module (one trace per question across processes). Nothing of the worker.
+GATEWAY_USES_OF_JOBS = {"jobs.keys", "jobs.settings", "jobs.tracing"}
 # How the others reach the gateway: its client (and its section of the settings tree);
 # `askbox gateway` starts its process.
 GATEWAY_FACES = {"gateway.client", "gateway.settings", "gateway.process"}

@@ -1,6 +1,7 @@
 """.env.example lists every setting with a one-line comment, and compose passes each on.
 
-Walks every section of the settings tree (and the bot's and dashboard's own sections):
+Walks every section of the settings tree (and the bot's and dashboard's own sections;
+the walk is bot/config_doc.py's, which generates docs/configuration.md):
 a field added without its line here fails this test, so the file cannot drift.
 """
 
@@ -9,42 +10,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic_settings import BaseSettings
-
-from bot.dashboard import DashboardSettings
-from bot.settings import BotSettings
-from jobs.settings import Settings
+from bot.config_doc import TEST_ONLY, sections, variables
 
 ROOT = Path(__file__).resolve().parents[2]
 LINE = re.compile(r"^#? ?([A-Z][A-Z0-9_]*)=")
 # Settings compose sets itself rather than passing through from .env (compose.yaml says why).
 SET_BY_COMPOSE = {"ASKBOX_DASHBOARD_PORT"}  # the dashboard listens on 9180 behind its relay
-# Test-only fault injection (jobs/crash_points.py): not a user's setting.
-TEST_ONLY = {"ASKBOX_TEST_CRASH_AT"}
 # Read by commands run on the host only: `askbox images build --offline` (compose's images
 # service never builds offline; it builds on a base the host made).
 HOST_ONLY = {"ASKBOX_DEBIAN_MIRROR"}
-
-
-def sections() -> list[type[BaseSettings]]:
-    tree = [field.annotation for field in Settings.model_fields.values()]
-    return [*tree, BotSettings, DashboardSettings]  # type: ignore[list-item]
-
-
-def variables(section: type[BaseSettings]) -> list[str]:
-    """The environment variable(s) of each field: its alias (the first, the one users set),
-    or the prefix and its name; a field that is a section of its own (each agent's) is
-    walked in turn."""
-    prefix = section.model_config.get("env_prefix", "")
-    found = []
-    for name, field in section.model_fields.items():
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseSettings):
-            found += variables(field.annotation)
-            continue
-        alias = field.validation_alias
-        choices = getattr(alias, "choices", None)
-        found += [str(choices[0])] if choices else [f"{prefix}{name}".upper()]
-    return found
 
 
 def listed() -> dict[str, str]:
@@ -61,7 +35,8 @@ def listed() -> dict[str, str]:
 
 def test_every_setting_is_listed_with_a_comment() -> None:
     example = listed()
-    assert len(sections()) == 10  # redis, jobs, sandbox, agents, slack, gateway, gemini, docker filter, bot, dashboard
+    # redis, jobs, sandbox, agents, slack, gateway, gemini, docker filter, tracing, bot, dashboard
+    assert len(sections()) == 11
     missing = [v for s in sections() for v in variables(s) if v not in example and v not in TEST_ONLY]
     assert missing == [], f"add to .env.example, with a one-line comment: {missing}"
     uncommented = [v for v, comment in example.items() if len(comment) < 10]
