@@ -140,7 +140,7 @@ def resolve_base(client: docker.DockerClient, base: str | None, log: Callable[[s
     """The base to build from: ``base`` (default debian:trixie-slim) when present or
     pullable; without a registry, the offline base when it exists, said in one line;
     otherwise ``NoRegistry`` with one line naming the fix, instead of Docker's raw
-    "lookup registry-1.docker.io … no such host" in the middle of a build log."""
+    "lookup <the registry's host> … no such host" in the middle of a build log."""
     from docker.errors import APIError, ImageNotFound
 
     wanted = base or DEFAULT_BASE

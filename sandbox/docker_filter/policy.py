@@ -270,7 +270,7 @@ def check_image(policy: Policy, image: str) -> str:
     match = _IMAGE.match(image or "")
     if match is None:
         raise Refused(f"image {str(image)[:120]!r} is not named as repository:tag (ids and digests are refused)")
-    repo = match["repo"].removeprefix("docker.io/")
+    repo = match["repo"]  # as askbox names its images: no registry prefix is taken off (or let through)
     if not any(repo.startswith(prefix) for prefix in policy.image_prefixes):
         raise Refused(f"image {image[:120]!r} is not one of askbox's images ({', '.join(policy.image_prefixes)})")
     return repo

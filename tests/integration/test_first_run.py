@@ -95,7 +95,7 @@ def test_where_a_question_stands(redis_client) -> None:
 
 
 def test_images_build_without_a_registry_names_offline() -> None:
-    """Not Docker's raw "lookup registry-1.docker.io … no such host" in a build log: one line
+    """Not Docker's raw "lookup <the registry's host> … no such host" in a build log: one line
     naming --offline. The base names a registry on a closed loopback port (no traffic leaves
     this machine), the way an unreachable Docker Hub looks to the daemon."""
     base = f"127.0.0.1:{free_port()}/askbox-test/no-such-base:1"
