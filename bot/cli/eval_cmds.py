@@ -56,6 +56,7 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         err(f"eval: {path} has no question to ask")
         return 2
     redis = settings.redis.client()
+    redis.ping()  # no Redis: one line (bot/cli), not one failed record per question
     if not args.inline and not Worker.all(connection=redis):
         err("eval: no worker is running: start one with `askbox worker`, or run here with --inline")
         return EXIT_NO_WORKER

@@ -171,3 +171,31 @@ def test_compare_refuses_what_is_no_report(tmp_path: Path) -> None:
             load(tmp_path / name)
     with pytest.raises(BadReport, match=r"missing\.json"):
         load(tmp_path / "missing.json")
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_the_command_says_what_is_wrong_in_one_line_each(tmp_path: Path, capsys) -> None:
+    from bot.cli import main
+
+    assert main(["eval", str(tmp_path / "nothing.jsonl")]) == 2
+    assert capsys.readouterr().err == f"askbox: eval: cannot read {tmp_path / 'nothing.jsonl'}: " \
+                                      "No such file or directory\n"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": ""}\n\n[1]\n')
+    assert main(["eval", str(bad)]) == 2  # nothing left to ask: nothing runs, no Redis needed
+    assert capsys.readouterr().err.splitlines() == [
+        f'askbox: eval: {bad}:1: "question": String should have at least 1 character; skipped',
+        f"askbox: eval: {bad}:3: a JSON object is expected, not list; skipped",
+        f"askbox: eval: {bad} has no question to ask",
+    ]
+    assert main(["eval", "compare", str(bad)]) == 2
+    assert "give two reports" in capsys.readouterr().err
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(report_of([record(1, overall=5)]).model_dump_json())
+    b.write_text(report_of([record(1, overall=7)]).model_dump_json())
+    assert main(["eval", "compare", str(a), str(b)]) == 0
+    assert "| score: overall | 5.00 | 7.00 | +2.00 |" in capsys.readouterr().out
+    assert main(["eval", "compare", str(a), str(bad)]) == 2
+    assert capsys.readouterr().err.startswith(f"askbox: eval compare: {bad}: not an askbox eval report")
