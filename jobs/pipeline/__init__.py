@@ -3,8 +3,9 @@
 
 The stages, in order (jobs/pipeline/stages.py and agent.py)::
 
-    authorize and resolve -> pin -> recall the thread -> triage -> cache -> budget
-      -> run the agent -> (answer: remember, cache, summarise, cite | failure) -> finalize
+    authorize and resolve -> pin -> recall the thread -> triage -> cache -> budget -> run the agent
+      -> an answer: remember -> store in the cache -> summarise and cite -> finalize
+      -> no answer: the failure's final (timeout, cancelled, ...)         -> finalize
 
 Only the ``Run`` differs between entry points: its id, its ``Destination`` (the job's
 meta and Slack thread, the terminal, an eval record) and whether a directory may be named.
@@ -43,4 +44,7 @@ def _stages(run: Run) -> Final:
     outcome = run_agent(run, pinned, thread, meta)
     if not isinstance(outcome.terminal, Result):
         return stages.failed(run, pinned, outcome)
-    return stages.answered(run, pinned, thread, cache, outcome, run.redact(outcome.terminal.text))
+    text = run.redact(outcome.terminal.text)
+    stages.remember(run, thread, text)
+    stages.store(run, pinned, cache, text)
+    return stages.answered(run, pinned, thread, outcome, text)

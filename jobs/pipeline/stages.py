@@ -120,14 +120,17 @@ def budget(run: Run, pinned: Pinned) -> SessionMeta:
     return meta
 
 
-def answered(run: Run, pinned: Pinned, thread: Thread, cache: AnswerCache | None, outcome: AgentOutcome,
-             answer: str) -> Final:
-    """The agent's answer (redacted): remembered, cached, summarised, cited."""
-    q, target = run.question, pinned.target
-    remember(run, thread, answer)
+def store(run: Run, pinned: Pinned, cache: AnswerCache | None, answer: str) -> None:
+    """The fresh answer into the cache the question was looked up in (if any)."""
     if cache is not None:
-        cache.put(target.repo.name, pinned.pin.commit, target.agent.name, target.model, q.text, answer, run.elapsed())
-    summary = summarise(thread.side, q.text, answer)
+        target = pinned.target
+        cache.put(target.repo.name, pinned.pin.commit, target.agent.name, target.model, run.question.text, answer,
+                  run.elapsed())
+
+
+def answered(run: Run, pinned: Pinned, thread: Thread, outcome: AgentOutcome, answer: str) -> Final:
+    """The agent's answer (redacted) as its final: summarised when long, cited."""
+    summary = summarise(thread.side, run.question.text, answer)
     return Final(kind="answer", summary=summary and run.redact(summary), duration=run.elapsed(),
                  **cited(run, answer, pinned.pin), **pinned.common, **outcome.usage)
 
