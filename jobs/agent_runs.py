@@ -1,8 +1,9 @@
 """How one agent run is put together from the settings tree.
 
-The worker (``QuestionRun``) and ``askbox ask --inline`` both start their agent here, so
-both get the same repository snapshot (``pin_repo``, ``mount_repo``), sandbox, limits,
-runtime (``ASKBOX_SANDBOX_RUNTIME``), egress and model route.
+The pipeline (jobs/pipeline/), which the worker, ``askbox ask --inline`` and ``askbox
+eval`` all run, starts its agent here: the same repository snapshot (``pin_repo``,
+``mount_repo``), sandbox, limits, runtime (``ASKBOX_SANDBOX_RUNTIME``), egress and model
+route for each.
 
 The model route: an agent the gateway can front (the Gemini CLI, Claude Code, Codex CLI)
 never gets a real key. The run opens a gateway session for its agent's provider first; the sandbox gets the session's socket directory

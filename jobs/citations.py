@@ -19,7 +19,13 @@ What is a reference (outside code blocks, links and URLs; see docs/citations-and
 Each is linked only when it is real: a regular file under the root (no ``..``, no
 ``.git``, no symlink leading out of it), lines within its line count, a name matching
 exactly one file or one definition. Anything else stays exactly as written: a made-up
-file, a line past the end, an ambiguous name. Bounded: ``MAX_SCAN`` characters of an
+file, a line past the end, an ambiguous name.
+
+What is counted (``Cited``, for the footer and ``askbox eval``): *verified*, the
+references linked; *found*, those plus the ones that claim a place and could not be
+verified (a path with a directory or with lines, lines in words after a file: made up,
+or past the end). A name that is no file or definition (`dumps`, `e.g.`) claims nothing
+and is not counted; an ambiguous one is not either. Bounded: ``MAX_SCAN`` characters of an
 answer are read (the rest passes unchanged), lines longer than ``MAX_LINE`` pass
 unchanged, at most ``MAX_CHECKS`` distinct files are opened.
 
@@ -154,6 +160,7 @@ class Cited:
     text: str
     commit_url: str | None = None
     verified: int = 0
+    found: int = 0  # verified, and the references that claim a place the tree does not have
 
 
 def cite(text: str, *, root: Path, commit: str | None, remote: str | None, web_url: str | None = None,
@@ -172,7 +179,7 @@ def cite(text: str, *, root: Path, commit: str | None, remote: str | None, web_u
     if host is None or commit is None:
         return Cited(text)
     linker = Linker(Tree(root), commit, host, index)
-    return Cited(linker.rewrite(text), host.commit_url(commit), linker.linked)
+    return Cited(linker.rewrite(text), host.commit_url(commit), linker.linked, linker.found)
 
 
 def link_citations(markdown: str, root: Path, commit: str, host: WebHost,
@@ -214,6 +221,7 @@ class Linker:
         self._index = index
         self.last_file: str | None = None
         self.linked = 0
+        self.found = 0  # every reference checked (linked or not): the module docstring
 
     def rewrite(self, markdown: str) -> str:
         """Every reference outside code blocks and links replaced by its link, when it is real."""
@@ -278,6 +286,9 @@ class Linker:
                 return linked
             if after is not None and own_lines and ref is not None and _file_like(ref.path):
                 after.taken = True  # "nope.py (lines 1-2)": a file's lines, not the last file's
+            if ref is not None and ("/" in ref.path or ref.lines or item.lines or
+                                    (own_lines and _file_like(ref.path))):
+                self.found += 1  # it claims a place, and the tree has none such
             return text
         lines = item.lines or ref.lines
         if after is not None and own_lines:
@@ -327,6 +338,7 @@ class Linker:
         return f"`{name[: -len(tail)]}`[`{tail}{body[len(name) :]}`]({url})", definition.path
 
     def _url(self, ref: Reference) -> str | None:
+        self.found += 1  # a file, a definition or lines of the file named last: a place, checked here
         if not self.tree.exists(ref):
             return None
         first, last = ref.lines or (None, None)

@@ -32,6 +32,7 @@ class Final(BaseModel):
     cost_usd: float | None = None  # estimated from the gateway's price table
     summary: str | None = None  # two or three lines on top of a long answer (jobs/side_tasks/summary.py)
     verified: int | None = None  # references in the answer checked against the commit and linked (jobs/citations.py)
+    references: int | None = None  # those and the ones that named a place the commit does not have
 
     def footer(self, text: Callable[[str], str] = str, commit: Callable[[str, str], str] | None = None) -> str:
         """One line: repo, commit, agent/model, time, usage. ``text`` renders each plain

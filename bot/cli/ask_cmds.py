@@ -1,7 +1,8 @@
 """``askbox ask``: one question, answered in this process (``--inline``) or through the queue.
 
-Both paths start the agent with the same wiring as the worker (``jobs.agent_runs``);
-through the queue, this process only enqueues and follows the job's progress meta.
+``--inline`` runs the worker's own pipeline (jobs/pipeline/) with the terminal as its
+destination; through the queue, this process only enqueues and follows the job's
+progress meta.
 """
 
 from __future__ import annotations
@@ -84,85 +85,28 @@ def explain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def ask_inline(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs.agent_runs import model_route, mount_repo, pin_repo
-    from gateway.client import GatewayUnavailable, SessionMeta
-    from jobs.prompt import build_prompt, setting_for
-    from jobs.repos import RepoUnavailable, UnknownRepo, resolve_repo
-    from sandbox.agents.adapters import agent_for
-    from sandbox.agents.models import ModelRefused, check_model
-    from sandbox.agents.session import PromptTooLong
-
-    agent = agent_for(args.agent, settings.agents)
-    try:
-        check_model(agent.name, args.model, settings.agents)  # what the worker would refuse
-        # The same names as the queue (ASKBOX_REPOS), or a directory.
-        repo = resolve_repo(args.repo or ".", settings.jobs.repos, allow_paths=True)
-        pinned = pin_repo(settings, repo)  # as the worker does: a stale mirror is fetched first
-    except (UnknownRepo, ModelRefused, RepoUnavailable) as exc:
-        err(f"ask: {exc}")
-        return 2
-    if pinned.notice:
-        err(pinned.notice)
-    meta = SessionMeta(job_id=f"cli-{uuid.uuid4().hex[:12]}", user=getpass.getuser(), repo=repo.name,
-                       model=agent.model(args.model), ttl=int(settings.sandbox.sandbox_timeout) + 60)
-    try:
-        with mount_repo(settings, pinned) as workspace, model_route(settings, agent, meta) as route:
-            prompt = build_prompt(args.question, setting_for(settings.jobs, repo.name, pinned.commit))
-            return _answer_inline(args, settings, agent, prompt, workspace, route)
-    except RepoUnavailable as exc:
-        err(f"ask: {exc}")
-        return 2
-    except PromptTooLong as exc:
-        err(f"ask: {exc}")
-        return 2
-    except GatewayUnavailable as exc:
-        err(str(exc))
-        return 125
-
-
-def _answer_inline(args, settings, agent, prompt, workspace, route) -> int:  # type: ignore[no-untyped-def]
+    """The question through the worker's pipeline (jobs/pipeline/), in this process: the
+    same access, pin, triage, cache, memory (``--thread``), budget, agent and citations;
+    only the destination differs (the terminal, bot/cli/terminal.py)."""
     from bot.cli.signals import cancel_on_termination
-    from jobs.agent_runs import agent_session
+    from bot.cli.terminal import Terminal
+    from jobs.pipeline import Run, answer
+    from jobs.question import Origin, Question
 
     cancel_on_termination()  # SIGTERM/SIGHUP cancel the agent's sandbox, as Ctrl-C does
-    session = agent_session(settings, agent, prompt, repo=workspace.root, masks=workspace.masks, model=args.model,
-                            gateway=route)
+    question = Question(origin=Origin(kind="terminal", user=getpass.getuser(), session=args.thread),
+                        text=args.question, repo=args.repo or ".", agent=args.agent, model=args.model,
+                        fresh=args.fresh)
+    terminal = Terminal(as_json=args.json)
+    run = Run(question, settings, settings.redis.client(), terminal, run_id=f"cli-{uuid.uuid4().hex[:12]}",
+              allow_paths=True,  # the operator's own process: any directory they can read
+              labels={"user": question.origin.user}, one_off=True)
     try:
-        return _follow_inline(args, agent, session, workspace)
-    finally:
-        session.sandbox.release_egress(session.spec)  # no Squid outlives this command
-
-
-def _follow_inline(args, agent, session, workspace) -> int:  # type: ignore[no-untyped-def]
-    from sandbox.agents.events import AgentError, Result, ToolFinished, ToolStarted
-
-    final = None
-    try:
-        for event in session.events():
-            elapsed = f"[{time.monotonic() - session.started:6.1f}s]"
-            if args.json:
-                print(event.model_dump_json(), flush=True)
-            elif isinstance(event, ToolStarted):
-                print(f"{elapsed} {event.summary}", file=sys.stderr, flush=True)
-            elif isinstance(event, ToolFinished) and not event.ok:
-                detail = f": {event.detail}" if event.detail else ""
-                print(f"{elapsed} failed: {event.summary}{detail}", file=sys.stderr, flush=True)
-            if isinstance(event, (Result, AgentError)):
-                final = event
+        answer(run)
     except KeyboardInterrupt:
-        session.cancel()
         err("cancelled")
         return 130
-    if isinstance(final, Result):
-        if not args.json:
-            print(final.text, flush=True)
-        at = f" from {workspace.commit[:7]}" if workspace.commit else ""
-        err(f"answered by {agent.name}" + (f"/{session.model}" if session.model else "")
-            + f"{at} in {time.monotonic() - session.started:.1f} s")
-        return 0
-    assert isinstance(final, AgentError)
-    err(f"{agent.name} failed ({final.kind}): {final.message}")
-    return 1
+    return terminal.exit_code
 
 
 def ask_through_queue(args: argparse.Namespace, settings: Settings, poll: float = 0.3) -> int:

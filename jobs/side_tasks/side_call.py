@@ -12,6 +12,9 @@ with the agents' traffic), sends one request with the real google-genai client o
 session's Unix socket, and closes the session. google-genai's own retries are off: the
 gateway retries, and waits its turn under the shared limits up to the call's timeout.
 
+What the calls used, as the gateway metered it (each session's usage, read back after
+it closed), adds up in ``tokens`` and ``cost_usd``.
+
 Any failure returns None and the side task is skipped. An outage (no gateway, the API
 failing, the limits saturated) is logged once, not per message: the first failure sets a
 Redis flag (work-horses are forked per job, so a process-level flag would not last), the
@@ -30,9 +33,16 @@ import httpx
 from google import genai
 from google.genai import errors, types
 from pydantic import BaseModel, ValidationError
-from redis import Redis
+from redis import Redis, RedisError
 
-from gateway.client import GatewayClient, GatewaySession, GatewayUnavailable, SessionMeta, upstream_paused
+from gateway.client import (
+    GatewayClient,
+    GatewaySession,
+    GatewayUnavailable,
+    SessionMeta,
+    session_state,
+    upstream_paused,
+)
 from jobs import keys
 from jobs.side_tasks.settings import GeminiSettings
 
@@ -56,6 +66,9 @@ class GeminiCalls:
         self.gateway = GatewayClient(gateway_socket_dir)
         self.redis = redis
         self.meta = meta
+        self.tokens = 0  # what these calls used, metered by the gateway
+        self.cost_usd = 0.0
+        self.skipped: str | None = None  # why the last call gave no answer
 
     @property
     def model(self) -> str:
@@ -81,17 +94,21 @@ class GeminiCalls:
         try:  # the SDK leaves .parsed empty when the JSON does not fit; say why
             return schema.model_validate_json(response.text or "")
         except ValidationError as exc:
-            log.info("side task %s: answer does not fit its schema (%s); skipped", task, exc.errors()[0]["msg"])
+            self.skipped = f"the answer does not fit its schema ({exc.errors()[0]['msg']})"
+            log.info("side task %s: %s; skipped", task, self.skipped)
             return None
 
     def _call(self, task: str, system: str, prompt: str, schema: type[BaseModel] | None,
               timeout: float) -> types.GenerateContentResponse | Answer | None:
+        self.skipped = None
         try:
             response = self._generate(task, system, prompt, schema, timeout)
         except SideTaskSkipped as exc:
+            self.skipped = str(exc)
             self._outage(task, str(exc))
             return None
-        except Exception:  # noqa: BLE001 - a side task never fails the question
+        except Exception as exc:  # noqa: BLE001 - a side task never fails the question
+            self.skipped = f"{type(exc).__name__}: {exc}"
             log.exception("side task %s failed; skipped", task)
             return None
         self._recovered()
@@ -113,7 +130,7 @@ class GeminiCalls:
             try:
                 return other_provider_call(provider, session, self.model, system, prompt, schema, timeout)
             finally:
-                self.gateway.close(session)
+                self._close(session)
         config = types.GenerateContentConfig(
             system_instruction=system, temperature=0.0,
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True))  # no tools here
@@ -136,7 +153,18 @@ class GeminiCalls:
         except httpx.HTTPError as exc:
             raise SideTaskSkipped(f"no answer in time ({type(exc).__name__}: {exc})") from exc
         finally:
-            self.gateway.close(session)
+            self._close(session)
+
+    def _close(self, session: GatewaySession) -> None:
+        """Revoke the session, then add what it used (the gateway keeps that a day)."""
+        self.gateway.close(session)
+        try:
+            used = session_state(self.redis, session.id)
+        except RedisError as exc:  # the count is a report's; the call's answer stands
+            log.warning("side task usage unreadable: %s", exc)
+            return
+        self.tokens += used.total_tokens
+        self.cost_usd += used.cost_usd
 
     def _outage(self, task: str, why: str) -> None:
         if self.redis.set(keys.SIDE_TASK_OUTAGE, why, nx=True, ex=OUTAGE_TTL):

@@ -103,6 +103,7 @@ def test_askbox_ask_inline_cli(api, repo, built_images, egress_root, gateway):
         **os.environ,
         "ASKBOX_GATEWAY_SOCKET_DIR": str(proxy.socket_dir),  # the key is the gateway's alone
         "ASKBOX_EGRESS_SOCKET_DIR": str(egress_root),
+        "ASKBOX_REDIS_URL": REDIS_TEST_URL,  # the worker's pipeline: memory, cache, the gateway's metering
     }
     askbox = Path(sys.executable).parent / "askbox"
     done = subprocess.run(

@@ -23,6 +23,7 @@ REPORTS = {
     "bot": "final event -> answer posted",
     "citations": "real references linked",
     "docker_filter": "ratio filtered / direct",
+    "eval": "eval harness overhead per question, queue",
     "faults": '"faults": {"asked"',
     "gateway": "concurrent clients",
     "pipeline": "questions/minute",

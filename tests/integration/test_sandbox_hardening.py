@@ -161,7 +161,7 @@ def test_gemini_prompt_and_token_show_in_neither_inspect_nor_ps(repo, built_imag
         api.script(Text("the answer is 42", chunks=4, delay=1.0))  # keeps the CLI running for seconds
         proxy = gateway(api.base_url, REDIS_TEST_URL, keys=(key,))
         env = {**os.environ, "ASKBOX_GATEWAY_SOCKET_DIR": str(proxy.socket_dir),
-               "ASKBOX_EGRESS_SOCKET_DIR": str(egress_root)}
+               "ASKBOX_EGRESS_SOCKET_DIR": str(egress_root), "ASKBOX_REDIS_URL": REDIS_TEST_URL}
         askbox = Path(sys.executable).parent / "askbox"
         cli = subprocess.Popen([askbox, "ask", "--inline", "--agent", "gemini", "--repo", repo, f"Say {marker}"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

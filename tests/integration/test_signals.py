@@ -39,9 +39,12 @@ def test_sigterm_to_sandbox_run_removes_the_sandbox(docker_client, sandbox_image
     print(f"askbox sandbox run: sandbox removed {took:.1f} s after SIGTERM, exit {proc.returncode}")
 
 
-def test_sighup_and_sigterm_to_ask_inline_remove_the_sandbox(docker_client, cursor_standin_image, egress_root, repo):
+@pytest.mark.redis
+def test_sighup_and_sigterm_to_ask_inline_remove_the_sandbox(docker_client, cursor_standin_image, egress_root, repo,
+                                                             redis_server):
     env = {**os.environ, "ASKBOX_AGENT": "cursor", "ASKBOX_CURSOR_IMAGE": cursor_standin_image,
-           "CURSOR_API_KEY": "key-for-the-standin", "ASKBOX_EGRESS_SOCKET_DIR": str(egress_root)}
+           "CURSOR_API_KEY": "key-for-the-standin", "ASKBOX_EGRESS_SOCKET_DIR": str(egress_root),
+           "ASKBOX_REDIS_URL": redis_server.url}
     proc = subprocess.Popen([ASKBOX, "ask", "--inline", "--agent", "cursor", "--repo", str(repo),
                              f"{SLOW} {SLOW} {SLOW}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     took = terminate_and_time(proc, docker_client, "ask --inline")

@@ -129,3 +129,19 @@ def test_the_bot_process_does_not_load_docker() -> None:
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_one_pipeline_starts_every_questions_agent() -> None:
+    """The worker's job, `askbox ask --inline` and `askbox eval` run jobs/pipeline/; only its
+    agent stage starts an agent (jobs/agent_runs.py wires one): an entry point with a run of
+    its own would skip the stages (citations, cache, memory, triage, budget) again."""
+    starters = {"jobs.agent_runs.agent_session", "jobs.agent_runs.model_route", "sandbox.agents.session.AgentSession"}
+    found = sorted(
+        str(path.relative_to(ROOT))
+        for package in ("bot", "jobs")
+        for path in sources(package)
+        if imported_modules(path) & starters
+    )
+    assert found == ["jobs/agent_runs.py", "jobs/pipeline/agent.py"]
+    entry_points = ["jobs/job.py", "bot/cli/ask_cmds.py", "jobs/evals/harness.py"]
+    assert all("jobs.pipeline.answer" in imported_modules(ROOT / path) for path in entry_points)

@@ -337,6 +337,22 @@ def test_cite_counts_the_references_it_verified(tree, index):
     assert cited.verified == 2 and cited.text.count("](https://") == 2
 
 
+def test_cite_counts_the_references_that_claim_a_place_the_tree_lacks(tree, index):
+    """Found = linked + what names a place that is not there (a made-up path, lines past
+    the end, lines of a made-up file); a word that names nothing, or an ambiguous name,
+    claims no place and is not counted (askbox eval's "unverifiable" is the difference)."""
+    answer = (f"`DefaultJSONProvider` in `{PROVIDER}` (lines 9-14); the `dumps` method (lines 13-14).\n"
+              f"Not real: `src/pkg/ghost.py`, src/nope.py:3, `{PROVIDER}:999`, `unique_module.py` (line 40), "
+              "lines 3-4 of `nope.py`.\n"
+              "Not references: `blueprints.py` (two of them), `Blueprint`, `dumps()`, e.g. this, version 3.11.\n"
+              "```\nsrc/pkg/gone.py:1\n```")
+    cited = cite(answer, root=tree, commit=SHA, remote="https://github.com/acme/demo.git", index=lambda: index)
+    assert cited.verified == 3 and cited.text.count("](https://") == 3
+    assert cited.found == 3 + 5, cited.text
+    assert cite("No references at all.", root=tree, commit=SHA, remote="https://github.com/acme/demo.git",
+                index=lambda: index).found == 0
+
+
 def test_the_footer_says_how_many_references_were_verified():
     final = Final(kind="answer", text="x", repo="demo", commit=SHA, agent="gemini", verified=3)
     assert final.footer().endswith("· 3 references verified")
