@@ -43,7 +43,7 @@ def test_two_gateways_share_one_limit_and_absorb_429s(redis_client: Redis, injec
     assert sum(len(t) for t in fake.accepted.values()) == CLIENTS  # each answered exactly once
     assert fake.quota_rejections == 0
     for key in KEYS:
-        assert max_in_window(fake.accepted.get(key, []), WINDOW - 0.05) <= N, key
+        assert max_in_window(fake.accepted.get(key, []), FAKE_WINDOW) <= N, key  # arrivals, jitter allowed
     assert set(fake.accepted) == set(KEYS)  # spread over the pool
     if injected:
         assert fake.injected_429s > 0

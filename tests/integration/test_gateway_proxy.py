@@ -16,7 +16,7 @@ from jobs import keys
 from gateway.client import SessionMeta, check_budget, session_state
 from gateway.settings import GatewaySettings
 from tests.fakes.gemini_api import FakeGeminiAPI, Text
-from tests.integration.pipeline_helpers import free_port
+from tests.integration.pipeline_helpers import free_port, wait_for
 from tests.integration.gateway_helpers import (
     GENERATE_PATH, GatewayProcess, call, gateway_env, request_body, run,
 )
@@ -94,7 +94,14 @@ def test_every_token_is_metered_to_session_user_and_channel(redis_client: Redis,
         run(call(session.socket, token, body=request_body("second, longer question " * 20)))
         run(call(session.socket, token, GENERATE_PATH))
         state = session_state(redis_client, session.id)
-        exposition = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+        def scraped() -> str | None:
+            # The request's outcome is counted after its last byte went out: the client may
+            # read the answer a moment before the gateway counts it.
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            return text if 'askbox_gateway_requests_total{outcome="ok"} 3.0' in text else None
+
+        exposition = wait_for(scraped, 10, "the third request counted") or ""
     sent = [r.usage for r in fake.generate_requests]
     assert len(sent) == 3 and all(sent)
     assert state.prompt_tokens == sum(u["promptTokenCount"] for u in sent)
