@@ -79,7 +79,7 @@ class SlackPublisher:
         self.background = background
         calls = SlackCalls(client, budget or SlackBudget(redis, question.origin.team or "-"), options, job.id)
         self.progress = Progress(clock, options.progress_lines)
-        self.status_message = StatusMessage(self.thread, self.progress, calls, options)
+        self.status_message = StatusMessage(self.thread, self.progress, calls, options, redis=redis)
         self.assistant_status = AssistantStatus(self.thread, self.progress, calls, options)
         self.stream = AnswerStream(self.thread, self.progress, calls, options, on_start=self._remember_stream)
         self.final_message = FinalMessage(self.thread, self.progress, calls, options, stream=self.stream, clock=clock)

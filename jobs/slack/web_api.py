@@ -41,6 +41,9 @@ from jobs.slack.budget import SharedRateLimitHandler, method_of
 IDEMPOTENT_METHODS = frozenset({
     "auth.test", "users.info", "conversations.replies", "apps.connections.open",
     "chat.update", "chat.delete", "reactions.add", "reactions.remove", "assistant.threads.setStatus",
+    # Setting a state: a session's status or title, a user's Home tab, a DM's suggested prompts.
+    "agents.sessions.setStatus", "agents.sessions.rename", "views.publish", "assistant.threads.setSuggestedPrompts",
+    "chat.getPermalink",
 })
 
 

@@ -64,7 +64,7 @@ def test_mention_answered_by_the_gemini_cli_and_follow_up_keeps_context(fake, bo
     replies = bot_replies(fake, mention["ts"])
     answer = next(m for m in replies if token in (m.text or "") + json.dumps(m.blocks or []))
     assert "demo" in json.dumps(answer.blocks) and "gemini" in json.dumps(answer.blocks)  # footer
-    assert "askbox_feedback_up" in json.dumps(answer.blocks)
+    assert '"feedback_buttons"' in json.dumps(answer.blocks)  # Slack's feedback buttons element
     status = replies[0]
     assert "askbox_cancel" not in json.dumps(status.blocks or [])  # turned into the final state
     assert status.edits >= 1 and "eyes" not in fake.get_message(CHANNEL, mention["ts"]).reactions
@@ -87,8 +87,10 @@ def test_mention_answered_by_cursor_and_cancelled_by_the_asker(fake, bots, worke
     fake.push_event(slow)
     [question] = wait_for(lambda: [q for q in _all_questions(redis) if q.origin.message_ts == slow["ts"]], 10, "job")
     wait_for(lambda: _state(redis, question.id) == "running", 60, "the question to run")
-    fake.push_interactive(fake.block_actions(ASKER, CHANNEL, question.origin.status_ts, "askbox_cancel",
-                                             value=question.id))
+    from jobs.slack import status_owner
+
+    status = wait_for(lambda: status_owner.read(redis, question.id).ts, 10, "the status message")
+    fake.push_interactive(fake.block_actions(ASKER, CHANNEL, status, "askbox_cancel", value=question.id))
     final_reaction(fake, slow["ts"], "no_entry_sign", timeout=30)
     texts = [m.text or "" for m in bot_replies(fake, slow["ts"])]
     assert sum("Cancelled by" in t for t in texts) == 1, texts
