@@ -42,7 +42,7 @@ from jobs.question import Question
 from jobs.redaction import EventRedactor, Redactor
 from jobs.repos import Pin, RepoUnavailable, UnknownRepo, Workspace, resolve_repo
 from jobs.settings import Settings
-from jobs.slack import agent_session
+from jobs.slack import agent_session as slack_session
 from jobs.tree_index import lazy, shared_index
 from jobs.web_host import BadTemplate, checkout_remote, web_host
 from sandbox.agents.adapters import Agent, agent_for
@@ -109,7 +109,7 @@ class QuestionRun:
         with self._held:
             # Slack's agent session: processing (and its stop button) from here; the final
             # message sets it active or closed, whoever delivers it (jobs/slack/agent_session.py).
-            agent_session.start(self.question, self.job, self.settings.slack)
+            slack_session.start(self.question, self.job, self.settings.slack)
             return self._run()
 
     def _run(self) -> Final:

@@ -122,8 +122,15 @@ def _all_questions(redis):
     from jobs.queue import fetch
     from jobs.question import Question
 
-    ids = {k.decode().split(":")[-1] for k in redis.keys("askbox:question:*")}
-    return [Question.model_validate(fetch(redis, i).args[0]) for i in ids]
+    from rq.exceptions import NoSuchJobError
+
+    found = []
+    for key in redis.keys("askbox:question:*"):
+        try:  # a pending claim's job may not exist yet (it is made right after the claim)
+            found.append(Question.model_validate(fetch(redis, key.decode().split(":")[-1]).args[0]))
+        except NoSuchJobError:
+            continue
+    return found
 
 
 def _state(redis, job_id: str) -> str | None:
