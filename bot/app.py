@@ -28,6 +28,9 @@ from jobs.slack.web_api import slack_client
 log = logging.getLogger(__name__)
 
 # What the app subscribes to: bot/manifest.py reads these (one list, two users).
+# An interaction is never delivered again: a second one racing the first (a double click)
+# waits this long for the first's outcome rather than failing (bot/ingress.py).
+INTERACTION_WAIT = 2.0
 BOT_EVENTS = ("app_mention", "message.channels", "message.groups", "message.im", "message.mpim",
               "app_home_opened", "agent_session_stopped")
 
@@ -53,7 +56,7 @@ def build_app(settings: Settings, bot: BotSettings, redis: Redis | None = None) 
     app = App(client=client, signing_secret=secret, request_verification_enabled=http,
               process_before_response=True)
     ingress = Ingress(redis, client, settings, bot)
-    later = ingress.replies.submit
+    later = ingress.defer  # Slack calls: on the reply pool, after the ack (bot/after_ack.py)
 
     @app.event("app_mention")
     def on_mention(body: dict[str, Any]) -> None:
@@ -94,7 +97,7 @@ def build_app(settings: Settings, bot: BotSettings, redis: Redis | None = None) 
         if asked is None:
             ack(response_action="errors", errors=errors)
             return
-        reply = ingress.accept(asked)  # Redis only: the modal closes when this returns
+        reply = ingress.accept(asked, wait=INTERACTION_WAIT)  # Redis only: the modal closes when this returns
         ack()
         if reply.kind == "duplicate":
             later(ingress.call, "chat_postEphemeral", channel=asked.origin.channel,

@@ -31,6 +31,7 @@ from slack_bolt.request import BoltRequest
 from slack_bolt.response import BoltResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from bot import after_ack
 from bot.settings import BotSettings
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,13 @@ ASGIApp = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
 
 
 class _ThreadedHandler(SlackRequestHandler):
-    """Bolt's ASGI adapter, with the sync app's dispatch off the event loop."""
+    """Bolt's ASGI adapter, with the sync app's dispatch off the event loop, and what the
+    listener deferred released once the response is sent (bot/after_ack.py)."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:  # type: ignore[override]
+        with after_ack.until_acked() as pending:
+            await super().__call__(scope, receive, send)
+        after_ack.release(pending)
 
     async def dispatch(self, request: AsgiHttpRequest) -> BoltResponse:
         bolt_request = BoltRequest(body=await request.get_raw_body(), query=request.query_string,

@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -30,6 +32,7 @@ from redis import Redis, RedisError
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot import after_ack
 from bot.parse import USAGE, parse
 from bot.settings import BotSettings
 from jobs import access, claims, keys
@@ -147,20 +150,26 @@ class Ingress:
 
     # -- one question (Redis only) --------------------------------------------------------
 
-    def accept(self, asked: Asked) -> Reply:
+    def accept(self, asked: Asked, wait: float = 0.0) -> Reply:
         """Claim the delivery and queue the question; Redis only, so Slack's ack is quick.
 
         Claimed only now that we know we handle it: one message, one outcome, however often
         it is delivered (retries, app_mention plus message.*, two bot processes). Pending
         (short) until the outcome is in Redis, so a bot killed mid-way leaves nothing that
         turns Slack's redelivery into "duplicate" (jobs/claims.py)."""
-        token = claims.take(self.redis, asked.claim, self.settings.jobs.pending_claim_ttl)
-        if token is None:
+        deadline = time.monotonic() + wait
+        while (token := claims.take(self.redis, asked.claim, self.settings.jobs.pending_claim_ttl)) is None:
             if claims.confirmed(self.redis, asked.claim):
                 return Reply("duplicate", asked.origin, asked.job_id)
-            # Another delivery is being handled right now, or its bot died mid-way: not
-            # acknowledged, so Slack delivers it again, after the pending claim lapsed.
-            raise jobs_queue.ClaimPending(f"{asked.claim} is pending elsewhere")
+            if time.monotonic() >= deadline:
+                # Another delivery is being handled right now, or its bot died mid-way: not
+                # acknowledged, so Slack delivers it again, after the pending claim lapsed.
+                # (``wait``: an interaction, which Slack never delivers again, waits for the
+                # other delivery's outcome instead: a second click while the first is handled.)
+                if wait:
+                    return Reply("duplicate", asked.origin, asked.job_id)
+                raise jobs_queue.ClaimPending(f"{asked.claim} is pending elsewhere")
+            time.sleep(0.05)
         try:
             reply = self._accept(asked)
         except (jobs_queue.ClaimPending, RedisError):
@@ -268,10 +277,21 @@ class Ingress:
     # -- after the acknowledgement: Slack calls -------------------------------------------
 
     def later(self, reply: Reply) -> Reply:
-        """Post ``reply`` on the reply pool (the listener returns, Bolt acknowledges)."""
+        """Post ``reply`` on the reply pool once Slack has the ack (bot/after_ack.py)."""
         if reply.origin is not None and reply.kind not in ("duplicate", "ignored", "malformed"):
-            self.replies.submit(self._reply_logged, reply)
+            self.defer(self._reply_logged, reply)
         return reply
+
+    def defer(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """``fn(*args, **kwargs)`` on the reply pool, after the acknowledgement."""
+        after_ack.defer(lambda: self.replies.submit(self._logged, fn, *args, **kwargs))
+
+    @staticmethod
+    def _logged(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - after the ack nobody else would see it
+            log.exception("%s after the acknowledgement failed", getattr(fn, "__name__", fn))
 
     def _reply_logged(self, reply: Reply) -> None:
         try:
@@ -285,6 +305,8 @@ class Ingress:
         from bot import picker  # the picker's blocks; imported here: picker imports this module
 
         if reply.kind == "queued":
+            # Test-only: the bot dies after the ack, before any post; its worker posts the status.
+            crash_point(self.settings.jobs.test_crash_at, "before-reply")
             self._react(origin.channel, origin.message_ts, "eyes")
             self._status_message(origin, reply.job_id or "", reply.text)
         elif reply.kind == "pick":

@@ -59,7 +59,7 @@ def on_pick(ingress: Ingress, body: dict[str, Any]) -> Reply:
         return Reply("rejected", origin, text=f"I can't answer about the repository `{repo}` here.", private=True)
     asked = Asked(origin=origin, text=waiting["text"], claim=waiting["claim"] + ":picked", job_id=waiting["job_id"],
                   repo=repo, context=waiting.get("context", ""))
-    reply = ingress.accept(asked)
+    reply = ingress.accept(asked, wait=2.0)  # a double click waits for the first click's outcome
     if reply.kind == "queued":
         redis.delete(keys.repo_pick(token))
     return reply

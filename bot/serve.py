@@ -25,7 +25,8 @@ def run_bot(settings: Settings, bot: BotSettings, port: int = 3000) -> None:
 
         serve_http(app, bot, port)
         return
-    from slack_bolt.adapter.socket_mode import SocketModeHandler
+    from bot.after_ack import AckFirstSocketModeHandler
 
     assert bot.slack_app_token is not None
-    SocketModeHandler(app, bot.slack_app_token.get_secret_value(), web_client=web_client(settings.slack)).start()
+    AckFirstSocketModeHandler(app, bot.slack_app_token.get_secret_value(),
+                              web_client=web_client(settings.slack)).start()

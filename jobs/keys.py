@@ -46,12 +46,6 @@ def question_claim(question_id: str) -> str:
     return f"{PREFIX}question:{question_id}"
 
 
-def pending_status(team: str, channel: str, ts: str) -> str:
-    """(DAY) The "Queued" status message a pending attempt posted for a Slack message:
-    reused by the attempt that handles its redelivery, never left behind a second one."""
-    return f"{PREFIX}pending-status:{team}:{channel}:{ts}"
-
-
 def status_message(job_id: str) -> str:
     """(CLAIM_TTL) The question's status message: a pending token while the bot (after its
     ack) or the worker (when the bot did not) posts it, then its ts. One owner, so a bot

@@ -199,6 +199,8 @@ def _allowed_types(prop: JSON) -> set[str]:
         return {kind}
     if "anyOf" in prop:
         return {alt["type"] for alt in prop["anyOf"] if "type" in alt}
+    if prop.get("schema") == "prompts":  # assistant.threads.setSuggestedPrompts: a JSON array of {title, message}
+        return {"array"}
     if "schema" in prop:  # "ts", "user_id", "channel": all strings on the wire
         return {"string"}
     return set()  # untyped (chat.stopStream's blocks): anything goes

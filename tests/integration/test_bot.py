@@ -365,6 +365,9 @@ def test_redis_down_means_no_ack_and_slacks_redelivery_is_answered(fake, bots, r
     fake.wait_ack(again, timeout=10)
     [question] = wait_for(lambda: queued(redis), 10, "the redelivered question")
     assert question.text == "asked while Redis restarts"
+    # The status message comes after the ack now: wait for it, then make sure it is the only one.
+    fake.wait_until(lambda: [m for m in fake.thread(CHANNEL, mention["ts"]) if m.is_bot and not m.deleted], timeout=10)
+    settle(fake)
     assert len([m for m in fake.thread(CHANNEL, mention["ts"]) if m.is_bot and not m.deleted]) == 1
 
 
