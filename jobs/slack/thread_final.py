@@ -31,6 +31,7 @@ metadata: one cut off between Slack's answer and its record is uploaded again.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -98,7 +99,7 @@ class FinalMessage(ThreadPart):
         except Exception:
             log.exception("job %s: posting the final %s to Slack failed", self.thread.job_id, final.kind)
             raise
-        for step in (self._finish_status_message, self._react, self._finish_session):
+        for step in (self._finish_status_message, self._finish_session, self._react):  # the reaction last: "done"
             try:
                 step(final)
             except Exception:
@@ -187,7 +188,13 @@ class FinalMessage(ThreadPart):
 
     def _post_outcome(self, final: Final) -> None:
         self.stream.close_open(extra="\n\n_(stopped before the answer was complete)_")
-        text = f"{STATUS_LINES[final.kind].split(' ', 1)[0]} {to_mrkdwn(final.text)}"
+        shown = to_mrkdwn(final.text)
+        if final.kind == "cancelled":
+            # "Cancelled by <@U123>": askbox's own words, the canceller's id from Slack; a
+            # mention, not the escaped text of one (only this kind: an error's text may
+            # hold anything).
+            shown = re.sub(r"&lt;@([UW][A-Z0-9]+)&gt;", r"<@\1>", shown)
+        text = f"{STATUS_LINES[final.kind].split(' ', 1)[0]} {shown}"
         text = split_message(text, self.options.section_limit)[0]
         blocks = [section(text)] + footer(final)
         try:
