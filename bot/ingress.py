@@ -202,8 +202,6 @@ class Ingress:
         model_refusal = self.model_refusal(parsed.agent, parsed.model)
         if model_refusal is not None:
             return Reply("rejected", origin, text=model_refusal)
-        if jobs_queue.exists(self.redis, asked.job_id):
-            return Reply("duplicate", origin, asked.job_id)  # queued by an attempt that died before confirming
         try:
             question = Question(origin=origin, text=parsed.text + asked.context, repo=repo, agent=parsed.agent,
                                 model=parsed.model, fresh=parsed.fresh, id=asked.job_id)
@@ -212,14 +210,13 @@ class Ingress:
                          react="no_entry")
         crash_point(self.settings.jobs.test_crash_at, "after-claim")
         try:
-            enqueued = jobs_queue.enqueue(self.redis, question, jobs)
+            enqueued = jobs_queue.enqueue(self.redis, question, jobs, locate=False)
         except jobs_queue.QueueFull as exc:
             return Reply("refused", origin, text=str(exc), react="no_entry")
         if enqueued.duplicate:
-            return Reply("duplicate", origin, asked.job_id)
+            return Reply("duplicate", origin, asked.job_id)  # queued by an attempt that died before confirming
         self._remember(question)
-        ahead = enqueued.position
-        where = f"position {ahead + 1}" if ahead is not None else "starting"
+        where = f"position {(enqueued.waiting or 0) + 1}"
         return Reply("queued", origin, question.id, text=f"On it: {self._what(question)}, {where}.", react="eyes")
 
     def _remember(self, question: Question) -> None:

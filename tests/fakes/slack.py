@@ -557,6 +557,7 @@ class FakeSlack:
         fixtures: Path = FIXTURES,
         scopes: Iterable[str] | None = None,
         trigger_ttl: float = 3.0,
+        latency: float = 0.0,
     ) -> None:
         self.bot_token, self.app_token = bot_token, app_token
         self.team_id, self.team_name, self.app_id = team_id, team_name, app_id
@@ -601,6 +602,8 @@ class FakeSlack:
         self.scopes: list[str] | None = sorted(scopes) if scopes is not None else None
         # A trigger_id is good for one views.open, within 3 s of the click (Slack's rule).
         self.trigger_ttl = trigger_ttl
+        # Seconds every Web API call takes before its answer (real Slack's round trip; 0: instant).
+        self.latency = latency
         self._triggers: dict[str, float] = {}
         self._used_triggers: set[str] = set()
         self._views: dict[str, JSON] = {}  # view id -> the view as opened or published
@@ -1482,6 +1485,8 @@ class FakeSlack:
     def _handle_api(
         self, name: str, verb: str, headers: Any, query: str, body: bytes
     ) -> tuple[int, dict[str, str], JSON]:
+        if self.latency:
+            time.sleep(self.latency)  # outside the lock: calls overlap as they do at Slack
         args, encoding, body_token, parse_error = _parse_request(headers, query, body)
         header_token = _bearer(headers.get("Authorization"))
         token = header_token or body_token

@@ -25,6 +25,7 @@ REPORTS = {
     "docker_filter": "ratio filtered / direct",
     "faults": '"faults": {"asked"',
     "gateway": "concurrent clients",
+    "ingress": "acknowledgement latency and events per second per bot process",
     "pipeline": "questions/minute",
     "repos": "snapshot disk use",
     "sandbox_overhead": "ratio askbox / docker run",

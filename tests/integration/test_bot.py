@@ -49,7 +49,7 @@ def test_mention_is_acknowledged_and_queued(fake, bots, redis):
     assert question.text == "how does retry work?" and question.agent == "gemini"
     assert question.repo == "demo"  # the channel's default repository
     assert question.origin.user == ASKER and question.origin.thread_ts == mention["ts"]
-    assert status_ts(redis, question.id) == status[0].ts
+    assert wait_for(lambda: status_ts(redis, question.id), 5, "the status record") == status[0].ts
     assert question.id == f"slack-{fake.team_id}-{CHANNEL}-{mention['ts'].replace('.', '_')}"
     assert status[0].text == "On it: `demo` with gemini-2.5-flash, position 1."
     button = status[0].blocks[1]["elements"][0]
@@ -70,7 +70,7 @@ def test_a_status_message_reset_after_slack_posted_it_is_found_not_posted_again(
     settle(fake)
     statuses = [m for m in fake.thread(CHANNEL, mention["ts"]) if m.is_bot]
     assert len(statuses) == 1 and statuses[0].text.startswith("On it: "), [m.text for m in statuses]
-    assert status_ts(redis, question.id) == statuses[0].ts
+    assert wait_for(lambda: status_ts(redis, question.id), 5, "the status record") == statuses[0].ts
     assert [c.status for c in fake.calls("chat.postMessage")] == [0]  # one post, its answer lost
 
 

@@ -51,7 +51,7 @@ def test_the_ack_comes_before_any_post(fake, bot, redis):
     first_post = min(c.time for c in fake.calls() if c.method in ("chat.postMessage", "reactions.add"))
     assert ack.time < first_post
     assert status.text == "On it: `demo`, position 1."  # (cursor, the default agent here, names no model)
-    assert status_owner.read(redis, question.id).ts == status.ts
+    assert wait_for(lambda: status_owner.read(redis, question.id).ts, 5, "the status record") == status.ts
     assert fake.get_message(CHANNEL, mention["ts"]).reactions == {"eyes": [fake.bot_user_id]}
 
 
@@ -230,3 +230,52 @@ def test_stop_button_cancels_a_queued_question_and_refuses_others(fake, bot, red
     late = fake.ephemerals(CHANNEL)[1]
     assert late.ephemeral_to == ASKER and "already finished" in late.text
     assert sum("Cancelled by" in (m.text or "") for m in fake.thread(CHANNEL, mention["ts"])) == 1
+
+
+def test_http_mode_over_signed_requests_with_two_processes(fake, redis_server, redis, repo, tmp_path):
+    """HTTP mode, two processes on one port: a mention, a slash command (form fields) and a
+    feedback click (``payload=``), each signed as Slack signs them; SIGTERM stops both."""
+    import os
+    import signal
+
+    from tests.integration.pipeline_helpers import free_port
+
+    secret = "surfaces-signing-secret"
+    port = free_port()
+    env = {**bot_env(fake, redis_server.url, repo), "SLACK_SIGNING_SECRET": secret, "ASKBOX_HTTP_HOST": "127.0.0.1",
+           "ASKBOX_REPO_ACCESS": ACCESS}
+    env.pop("SLACK_APP_TOKEN")
+    proc = subprocess.Popen([ASKBOX, "bot", "--http", "--port", str(port), "--processes", "2"], env=env,
+                            stdout=(tmp_path / "http-bot.log").open("w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/slack/events"
+    try:
+        mention = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> over http")
+        wait_for(lambda: _posted(fake, url, fake.event_callback(mention), secret), 30, "the HTTP bot")
+        command = fake.slash_command(ASKER, CHANNEL, "repos")
+        assert fake.deliver_form(url, command, secret)[0] == 200
+        assert fake.wait_until(lambda: responses(fake, command["response_url"]), timeout=10)[0]["text"].startswith(
+            "You may ask about")
+        wait_for(lambda: len(queued(redis)) == 1, 10, "the mention's question")
+        answer = fake.add_message(CHANNEL, "an answer", user=fake.bot_user_id, bot_id=fake.bot_id)
+        from jobs.slack.blocks import feedback_actions
+
+        answer.blocks = [feedback_actions(queued(redis)[0].id)]
+        click = fake.feedback_click(OTHER, CHANNEL, answer.ts, False)
+        assert fake.deliver_form(url, {"payload": json.dumps(click)}, secret)[0] == 200
+        assert redis.hget(keys.feedback_votes(queued(redis)[0].id), OTHER) == b"down"
+        forged = fake.deliver_form(url, {"payload": json.dumps(click)}, "not-the-secret")
+        assert forged[0] == 401
+        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                                   text=True).stdout.split()]
+        assert len(children) == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    assert all(not os.path.exists(f"/proc/{pid}") for pid in children)
+
+
+def _posted(fake: FakeSlack, url: str, payload: dict, secret: str) -> bool:
+    try:
+        return fake.deliver_http(url, payload, secret)[0] == 200
+    except OSError:
+        return False
