@@ -29,9 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
+
 from tests.fakes.slack import FakeSlack  # noqa: E402
 from tests.integration.pipeline_helpers import ASKBOX, RedisServer, free_port  # noqa: E402
-from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 SECRET = "bench-signing-secret"
 ASKER = "U0ASKER0001"

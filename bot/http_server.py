@@ -25,8 +25,8 @@ import logging
 import os
 import signal
 import socket
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import h11
@@ -183,7 +183,7 @@ def _fork(serve: Callable[[], None]) -> int:
         code = 0
         try:
             serve()
-        except BaseException:  # noqa: BLE001 - logged; the parent sees the exit code
+        except BaseException:  # logged; the parent sees the exit code
             log.exception("bot process failed")
             code = 1
         os._exit(code)

@@ -287,13 +287,13 @@ class Ingress:
     def _logged(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         try:
             fn(*args, **kwargs)
-        except Exception:  # noqa: BLE001 - after the ack nobody else would see it
+        except Exception:  # after the ack nobody else would see it
             log.exception("%s after the acknowledgement failed", getattr(fn, "__name__", fn))
 
     def _reply_logged(self, reply: Reply) -> None:
         try:
             self.reply(reply)
-        except Exception:
+        except Exception:  # after the ack nobody else would see it
             log.exception("replying to a %s question failed", reply.kind)
 
     def reply(self, reply: Reply) -> None:

@@ -82,7 +82,7 @@ def labelled_counts(redis: Redis) -> dict[tuple[str, str, str], int]:
     """(verdict, repo, model) -> votes, for the metrics."""
     counts = {}
     for field, value in redis.hgetall(keys.FEEDBACK_LABELS).items():
-        verdict, repo, model = (field.decode().split("|") + ["", ""])[:3]
+        verdict, repo, model = [*field.decode().split("|"), "", ""][:3]
         counts[(verdict, repo, model)] = int(value)
     return counts
 
