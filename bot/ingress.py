@@ -276,7 +276,7 @@ class Ingress:
     def later(self, reply: Reply) -> Reply:
         """Post ``reply`` on the reply pool once Slack has the ack (bot/after_ack.py)."""
         if reply.origin is not None and reply.kind not in ("duplicate", "ignored", "malformed"):
-            self.defer(self._reply_logged, reply)
+            self.defer(self.reply, reply)
         return reply
 
     def defer(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
@@ -289,12 +289,6 @@ class Ingress:
             fn(*args, **kwargs)
         except Exception:  # after the ack nobody else would see it
             log.exception("%s after the acknowledgement failed", getattr(fn, "__name__", fn))
-
-    def _reply_logged(self, reply: Reply) -> None:
-        try:
-            self.reply(reply)
-        except Exception:  # after the ack nobody else would see it
-            log.exception("replying to a %s question failed", reply.kind)
 
     def reply(self, reply: Reply) -> None:
         origin = reply.origin
