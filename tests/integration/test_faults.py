@@ -536,4 +536,7 @@ def test_a_leaked_pending_claim_delays_the_question_but_never_loses_it(fake, htt
     assert exists(redis, job_id)
     assert deliver(fake, bot, question, retry=2) == 200  # and now a duplicate: acked, no second job
     assert redis.get(keys.event_claim(fake.team_id, CHANNEL, question["ts"])) == b"1"
+    # The status message is posted after the ack: wait for it, then make sure there is one.
+    wait_for(lambda: [m for m in _bot_messages(fake, question) if "On it" in (m.text or "")], 10, "the status")
+    time.sleep(0.5)
     assert len([m for m in _bot_messages(fake, question) if "On it" in (m.text or "")]) == 1
