@@ -146,6 +146,7 @@ class QuestionRun:
             return self._final(Final(kind="rejected", text=str(exc), repo=repo.name))
         commit = pin.commit
         common = dict(repo=repo.name, commit=commit, agent=agent.name, model=model)
+        self.job.meta["pin"] = common  # the status line's "On it: `web` at `a1b2c3d` with …" (jobs/slack/progress.py)
         memory = ThreadMemory(self.redis, jobs.memory_turns, jobs.memory_ttl)
         conversation = memory.load(q.thread_key)
         side = GeminiCalls(self.settings.gemini, self.settings.gateway.gateway_socket_dir, self.redis,

@@ -32,6 +32,19 @@ log = logging.getLogger(__name__)
 STATUS_GONE = {"message_not_found", "cant_update_message"}  # the status message was deleted
 
 
+def headline(pin: dict) -> str | None:
+    """"On it: `web` at `a1b2c3d` with gemini-2.5-flash ·": what the question runs on, from
+    the job's pin (jobs/job.py), or None before it is pinned."""
+    if not pin.get("repo"):
+        return None
+    line = f"On it: `{escape(str(pin['repo']))}`"
+    if pin.get("commit"):
+        line += f" at `{str(pin['commit'])[:7]}`"
+    if pin.get("model"):
+        line += f" with {escape(str(pin['model']))}"
+    return line + " ·"
+
+
 def format_elapsed(seconds: float) -> str:
     seconds = max(0, int(seconds))
     if seconds < 60:
@@ -169,7 +182,7 @@ class StatusMessage(ThreadPart):
         with progress.lock:
             steps = [(s.summary, s.ok, s.detail) for s in progress.steps]
             count, text, begun = progress.step_count, progress.text, progress.begun or now
-        head = f":hourglass_flowing_sand: Working… {format_elapsed(now - begun)}"
+        head = f":hourglass_flowing_sand: {self.thread.headline or 'Working…'} {format_elapsed(now - begun)}"
         if count:
             head += f" · {count_steps(count)}"
         lines = [head]

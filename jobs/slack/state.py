@@ -89,6 +89,7 @@ class SlackThread:
     team: str | None
     streaming: bool  # switched off when Slack refuses a stream
     shown: bool = False  # a tool step or answer text reached the user
+    headline: str | None = None  # "On it: `web` at `a1b2c3d` with gemini-2.5-flash", once the job pinned it
 
     @classmethod
     def of(cls, question: Question, job: Job, streaming: bool) -> SlackThread:

@@ -34,7 +34,7 @@ from jobs.slack.calls import SlackCalls
 from jobs.slack.web_api import shared_client
 from jobs.slack.thread_final import FinalMessage
 from jobs.slack.options import SlackOptions
-from jobs.slack.progress import AssistantStatus, StatusMessage
+from jobs.slack.progress import AssistantStatus, StatusMessage, headline
 from jobs.slack.settings import SlackSettings
 from jobs.slack.state import Progress, SlackThread
 from jobs.slack.streaming import AnswerStream
@@ -104,6 +104,7 @@ class SlackPublisher:
     # ------------------------------------------------------------------ Publisher protocol
 
     def started(self) -> None:
+        self.thread.headline = headline(self.job.meta.get("pin") or {})
         self.progress.begin()
         if self.background and self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"slack-{self.job.id}", daemon=True)

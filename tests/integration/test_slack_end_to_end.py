@@ -189,6 +189,10 @@ def test_shortcut_modal_answered_under_the_original_message(fake, bots, workers,
     prompt = next(r.text() for r in gemini_api.requests if r.is_generate and "where is this raised?" in r.text())
     assert "KeyError: 'session_user' in middleware.py line 40" in prompt  # the message, quoted
     assert fake.session_status(CHANNEL, trace.ts) == "active"
+    [status] = [m for m in bot_replies(fake, trace.ts) if (m.metadata or {}).get("event_type") == "askbox_status"]
+    # What is being done, once the worker pinned it (the repo fixture is no git checkout: no commit).
+    assert any(t.startswith(":hourglass_flowing_sand: On it: `web` with gemini-2.5-flash · ") for t in status.history), \
+        status.history
     covered_by_the_manifest(fake)
 
 
