@@ -34,6 +34,7 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
 from jobs.slack.budget import SharedRateLimitHandler, method_of
+from jobs.slack.keep_alive import KeepAliveWebClient
 
 # Calls whose repetition leaves Slack as one call would: reads, and edits that set a
 # state (a second reactions.add answers "already_reacted", a second chat.delete
@@ -83,7 +84,8 @@ def slack_client(token: str, base_url: str | None = None) -> WebClient:
     shared budget, see ``rate_limit_scope``) and retries a dropped connection only when
     the retry cannot double what Slack did."""
     url = base_url or WebClient.BASE_URL
-    client = WebClient(token=token, base_url=url if url.endswith("/") else url + "/", timeout=30)
+    # Connections kept alive per thread (jobs/slack/keep_alive.py): slack_sdk opens one per call.
+    client = KeepAliveWebClient(token=token, base_url=url if url.endswith("/") else url + "/", timeout=30)
     client.retry_handlers = [SafeConnectionErrorRetryHandler(max_retry_count=2),
                              SharedRateLimitHandler(max_retry_count=3)]
     return client

@@ -607,6 +607,8 @@ class FakeSlack:
         self._triggers: dict[str, float] = {}
         self._used_triggers: set[str] = set()
         self._views: dict[str, JSON] = {}  # view id -> the view as opened or published
+        self.connections_accepted = 0  # HTTP connections clients opened (kept alive between calls)
+        self._open_connections: set[socket.socket] = set()
         self.home_views: dict[str, JSON] = {}  # user -> their Home tab
         self.suggested_prompts: dict[tuple[str, str | None], JSON] = {}  # (channel, thread_ts) -> args
         # (channel, thread_ts) -> [(time, status, title)]: agents.sessions.setStatus/rename and
@@ -733,6 +735,18 @@ class FakeSlack:
             raise ValueError(f"{method} does not document error {error!r}; known: {sorted(spec.errors)}")
         with self._lock:
             self._failures.setdefault(method, deque()).extend([(error, when)] * times)
+
+    def close_idle_connections(self) -> int:
+        """Close every client connection from the server's side (as an edge does to idle
+        keep-alive connections); how many."""
+        with self._lock:
+            open_now = list(self._open_connections)
+        for conn in open_now:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return len(open_now)
 
     def expire_streams(self) -> list[str]:
         """Every stream still streaming expires now; returns their ts."""
@@ -2209,6 +2223,19 @@ def _block_problems(blocks: list[Any]) -> Iterable[str]:
 class _HTTPHandler(BaseHTTPRequestHandler):
     owner: FakeSlack
     server_version = "FakeSlack/1"
+    # Keep-alive, as Slack's edge: a client may send many calls over one connection.
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        with self.owner._lock:
+            self.owner.connections_accepted += 1
+            self.owner._open_connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.owner._lock:
+            self.owner._open_connections.discard(self.connection)
+        super().finish()
 
     def _serve(self, verb: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
