@@ -856,3 +856,38 @@ def test_a_job_timed_out_after_its_progress_was_shown_is_not_retried(
     [final] = replies(fake, asked)
     assert "took longer than askbox allows one question (1110 s)" in final.text and job.id in final.text
     assert_finished(fake, asked, "timeout")
+
+
+def test_the_agent_session_leaves_processing_with_the_final(fake: FakeSlack, redis_client: redis.Redis) -> None:
+    """Issue 19: a streamed answer's last chat.stopStream carries the session's status; an
+    answer posted as messages sets it (renamed after its summary first); any other ending
+    closes it."""
+    from jobs.slack import agent_session
+
+    def started(asked: Asked, streaming: bool) -> SlackPublisher:
+        agent_session.start(asked.question, asked.job, SlackSettings(slack_bot_token=fake.bot_token,
+                                                                     slack_api_url=fake.api_url))
+        pub = publisher(fake, redis_client, asked, streaming=streaming, options=STREAM_OPTIONS)
+        pub.started()
+        return pub
+
+    streamed = ask(fake, redis_client, "how do retries work?")
+    pub = started(streamed, streaming=True)
+    pub.event(TextDelta(text="Retries back off exponentially.\n"))
+    time.sleep(0.3)
+    assert pub.final(answer("Retries back off exponentially.\n"))
+    assert fake.session_history(CHANNEL, streamed.ts) == [("processing", "how do retries work?"),
+                                                           ("active", "how do retries work?")]
+    assert fake.calls("chat.stopStream")[-1].args["session_status"] == "active"
+    assert not [c for c in fake.calls("agents.sessions.setStatus") if c.args["thread_ts"] == streamed.ts
+                and c.args["status"] == "active"]  # the stream carried it
+
+    summed = ask(fake, redis_client, "explain the whole queue")
+    assert started(summed, streaming=False).final(answer("A long answer.", summary="The queue, in short."))
+    assert fake.session_history(CHANNEL, summed.ts) == [("processing", "explain the whole queue"),
+                                                        ("processing", "The queue, in short."),
+                                                        ("active", "The queue, in short.")]
+
+    failed = ask(fake, redis_client, "and this?")
+    assert started(failed, streaming=False).final(Final(kind="timeout", text="Timed out after 600 s."))
+    assert fake.session_status(CHANNEL, failed.ts) == "closed"

@@ -265,6 +265,14 @@ def test_http_mode_over_signed_requests_with_two_processes(fake, redis_server, r
         assert redis.hget(keys.feedback_votes(queued(redis)[0].id), OTHER) == b"down"
         forged = fake.deliver_form(url, {"payload": json.dumps(click)}, "not-the-secret")
         assert forged[0] == 401
+        trace = fake.add_message(CHANNEL, "boom", user=OTHER)  # the shortcut and its modal, over HTTP
+        opened = fake.message_shortcut(ASKER, CHANNEL, trace.ts, "askbox_ask_about_message")
+        assert fake.deliver_form(url, {"payload": json.dumps(opened)}, secret)[0] == 200
+        [view] = fake.wait_until(fake.opened_views, timeout=10)
+        empty = fake.view_submission(ASKER, view, {"question": {"question_text": {"type": "plain_text_input",
+                                                                                 "value": " "}}})
+        status, body = fake.deliver_form(url, {"payload": json.dumps(empty)}, secret)
+        assert (status, json.loads(body)) == (200, {"response_action": "errors", "errors": {"question": "Write a question."}})
         children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
                                                    text=True).stdout.split()]
         assert len(children) == 2
