@@ -20,6 +20,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from redis import RedisError
+
 from bot.ingress import Asked, Ingress, refusal, refused
 from bot.parse import parse
 from jobs import access, keys
@@ -96,6 +98,12 @@ def _question(ingress: Ingress, origin: Origin, text: str, respond: Respond) -> 
     asked_in = origin.model_copy(update={"thread_ts": root, "message_ts": root})
     asked = Asked(origin=asked_in, text=text, claim=keys.event_claim(origin.team or "-", origin.channel or "", root),
                   job_id=sanitize_id(asked_in.event_key() or ""))
-    reply = ingress.accept(asked)
+    try:
+        reply = ingress.accept(asked)
+    except RedisError as exc:
+        log.warning("/askbox: the question could not be queued: %s", exc)
+        respond(text="I could not queue your question just now (askbox's Redis is unreachable). Please ask again "
+                     "in a minute.")
+        return "refused"
     ingress.reply(reply)
     return reply.kind

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -96,7 +96,6 @@ class Reply:
     react: str | None = None  # on the asker's message
     choices: tuple[str, ...] = ()  # "pick": the repositories to pick from
     pick: str | None = None  # "pick": the token of the waiting question (keys.repo_pick)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Ingress:
@@ -379,6 +378,3 @@ def refusal(repo: str | None, repos: dict[str, Any]) -> str:
     text = f"Repositories you may ask about here: {known}." if known else "No repository is open here."
     return f"I can't answer about the repository `{repo}` here. {text}" if repo is not None else text
 
-
-def with_repo(asked: Asked, repo: str) -> Asked:
-    return replace(asked, repo=repo)
