@@ -1,10 +1,12 @@
 """Live progress while the agent works: edits of the status message, and the assistant
 thread status.
 
-- The bot's status message (``job.meta["slack_status_ts"]``, or ``origin.status_ts``;
-  posted here if neither exists) is edited with the elapsed time, the agent's last tool
-  steps in plain words and, without streaming, a preview of the answer; its Cancel
-  button stays until the end (the final message turns it into one line).
+- The bot's status message (``keys.status_message``, posted after the bot's ack; or
+  ``job.meta["slack_status_ts"]`` / ``origin.status_ts``; posted here when the bot did
+  not, jobs/slack/status_owner.py) is edited with what is being done ("On it: `web` at
+  `a1b2c3d` with …"), the elapsed time, the agent's last tool steps in plain words and,
+  without streaming, a preview of the answer; its Cancel button stays until the end (the
+  final message turns it into one line).
 - ``assistant.threads.setStatus`` shows what the agent does, re-set before its 2 minute
   expiry (switched off at the first refusal: it only works in assistant threads).
 

@@ -1,4 +1,4 @@
-"""Who posts a question's status message ("Queued", then the worker's progress): exactly one.
+"""Who posts a question's status message ("On it", then the worker's progress): exactly one.
 
 The bot acknowledges a question once it is queued (Redis only) and posts the status
 message after the acknowledgement; a worker may start the job before that post lands, and

@@ -59,7 +59,7 @@ def test_mention_is_acknowledged_and_queued(fake, bots, redis):
 
 
 def test_a_status_message_reset_after_slack_posted_it_is_found_not_posted_again(fake, bots, redis):
-    """Slack posts the "Queued" message and the connection is reset before its answer:
+    """Slack posts the status message and the connection is reset before its answer:
     the bot does not post it again (slack_sdk's connection-error retry would), it finds
     it in the thread by its metadata and the job carries its ts."""
     bots(1)
@@ -395,7 +395,7 @@ def test_a_repo_the_channel_may_not_see_is_refused_to_the_asker_only(fake, redis
         settle(fake)
         assert len(queued(redis)) == 1 and len(fake.ephemerals()) == 3
         for event in refused:
-            assert [m for m in fake.thread(event["channel"], event["ts"]) if m.is_bot] == []  # no "Queued"
+            assert [m for m in fake.thread(event["channel"], event["ts"]) if m.is_bot] == []  # no status message
             assert fake.get_message(event["channel"], event["ts"]).reactions == {}
 
 
