@@ -220,8 +220,8 @@ def test_stop_button_cancels_a_queued_question_and_refuses_others(fake, bot, red
     assert refusal.ephemeral_to == OTHER and "Only the person who asked" in refusal.text and queued(redis)
 
     fake.push_event(fake.agent_session_stopped(ASKER, CHANNEL, mention["ts"]))
-    wait_for(lambda: not queued(redis), 10, "the question to be cancelled")
-    final = jobs_queue.fetch(redis, question.id).get_meta(refresh=True)["final"]
+    final = wait_for(lambda: jobs_queue.fetch(redis, question.id).get_meta(refresh=True).get("final"), 10,
+                     "the question to be cancelled")
     assert final["kind"] == "cancelled" and f"<@{ASKER}>" in final["text"]  # the thread says who
     fake.wait_until(lambda: fake.session_status(CHANNEL, mention["ts"]) == "closed", timeout=10)
 
