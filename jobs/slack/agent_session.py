@@ -54,17 +54,23 @@ def status_after(kind: FinalKind) -> Status:
     return "active" if kind == "answer" else "closed"
 
 
-def set_status(calls: SlackCalls, thread: SlackThread, status: Status, title: str | None = None) -> bool:
-    """Set the thread's session status (creating the session, titled, if it is new)."""
+def set_status(calls: SlackCalls, thread: SlackThread, status: Status, title: str | None = None,
+               *, wait: bool = True) -> bool:
+    """Set the thread's session status (creating the session, titled, if it is new).
+    ``wait=False``: only if the team's rate budget allows it now (a job's start never
+    waits for Slack); the final's ``wait=True`` waits like the final message itself."""
     if not thread.thread_ts:
         return False
     try:
-        calls.call("agents.sessions.setStatus", wait=True, channel_id=thread.channel, thread_ts=thread.thread_ts,
-                   status=status, title=title, initiator_user_id=thread.asker if title else None)
+        response = calls.call("agents.sessions.setStatus", wait=wait, channel_id=thread.channel,
+                              thread_ts=thread.thread_ts, status=status, title=title,
+                              initiator_user_id=thread.asker if title else None)
     except SlackApiError as exc:
         log.info("job %s: agent session %s not set (%s)", thread.job_id, status, error_code(exc))
         return False
-    return True
+    if response is None:
+        log.info("job %s: agent session %s skipped: the Slack rate budget is spent", thread.job_id, status)
+    return response is not None
 
 
 def rename(calls: SlackCalls, thread: SlackThread, title: str) -> None:
@@ -86,6 +92,6 @@ def start(question: Question, job: Job, settings: SlackSettings) -> None:
         thread = SlackThread.of(question, job, streaming=False)
         client = shared_client(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
         calls = SlackCalls(client, SlackBudget(job.connection, origin.team or "-"), SlackOptions(), job.id)
-        set_status(calls, thread, "processing", title=title_of(question.text))
+        set_status(calls, thread, "processing", title=title_of(question.text), wait=False)
     except Exception:
         log.exception("job %s: starting the agent session failed", job.id)
