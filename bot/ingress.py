@@ -297,7 +297,6 @@ class Ingress:
         if reply.kind == "queued":
             # Test-only: the bot dies after the ack, before any post; its worker posts the status.
             crash_point(self.settings.jobs.test_crash_at, "before-reply")
-            self._react(origin.channel, origin.message_ts, "eyes")
             self._status_message(origin, reply.job_id or "", reply.text)
         elif reply.kind == "pick":
             self.call("chat_postEphemeral", channel=origin.channel, user=origin.user, thread_ts=origin.thread_ts,
@@ -311,12 +310,13 @@ class Ingress:
                 self._react(origin.channel, origin.message_ts, reply.react)
 
     def _status_message(self, origin: Origin, job_id: str, text: str) -> None:
-        """The question's status message, unless a worker already posted it (it started
-        before this reply ran) or is posting it."""
+        """The eyes reaction and the question's status message, unless a worker posted it
+        (it started before this reply ran), or the final took the claim (it ended first)."""
         assert origin.channel and origin.thread_ts
         token = status_owner.take(self.redis, job_id, self.settings.jobs.pending_claim_ttl)
         if token is None:
-            return  # the worker's (it started first)
+            return  # the worker's (it started first), or the question ended already: no reaction either
+        self._react(origin.channel, origin.message_ts, "eyes")
         ts = self._post(origin.channel, origin.thread_ts, text, blocks=status_blocks(f":eyes: {text}", job_id),
                         job_id=job_id)
         if ts:

@@ -11,6 +11,7 @@ itself, after looking in the thread for a post whose answer was lost.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from redis import Redis
@@ -48,3 +49,23 @@ def posted(redis: Redis, job_id: str, ts: str) -> None:
 def give_back(redis: Redis, job_id: str, token: str) -> None:
     """Nothing was posted (Slack refused it): the next owner may try."""
     claims.release(redis, keys.status_message(job_id), token)
+
+
+def settle_for_final(redis: Redis, job_id: str, wait: float = 5.0) -> str | None:
+    """The status message's ts for the final to finish, once no one will post another: a
+    posted one's ts; a pending one's, waited for up to ``wait`` s (the bot posts it after
+    its ack, right now); or, when none was posted, the claim taken for good (a day) so a
+    bot whose reply comes after the answer posts no stale "On it" under it."""
+    deadline = time.monotonic() + wait
+    while True:
+        owner = read(redis, job_id)
+        if owner.ts is not None:
+            return owner.ts
+        if not owner.pending:
+            if take(redis, job_id, keys.DAY) is not None:
+                return None
+            continue  # someone took it just now: read what they left
+        if time.monotonic() >= deadline:
+            return None  # a bot stuck or dead mid-post: the final looks in the thread itself
+        time.sleep(0.1)
+

@@ -29,6 +29,7 @@ from jobs import keys, outbox
 from jobs.final import Final
 from jobs.outbox import Delivery
 from jobs.question import Question
+from jobs.slack import status_owner
 from jobs.slack.budget import SlackBudget
 from jobs.slack.calls import SlackCalls
 from jobs.slack.web_api import shared_client
@@ -131,6 +132,10 @@ class SlackPublisher:
     def post_final(self, final: Final, delivery: Delivery | None = None) -> None:
         """Post the final message (the caller wrote it and holds the delivery lease)."""
         self.close()
+        if self.thread.status_ts is None:
+            # The bot posts the status message after its ack: settle it before the final,
+            # so it is finished, or never posted under the answer (jobs/slack/status_owner.py).
+            self.thread.status_ts = status_owner.settle_for_final(self.redis, self.job.id)
         # Streams of an earlier run (killed mid-answer, retried by this one) would read
         # as a second, unfinished answer: they go before the final is posted.
         # Not once the answer is in the thread: a finished stream may be its "last" part.

@@ -287,3 +287,33 @@ def _posted(fake: FakeSlack, url: str, payload: dict, secret: str) -> bool:
         return fake.deliver_http(url, payload, secret)[0] == 200
     except OSError:
         return False
+
+
+def test_an_answer_before_the_bots_reply_leaves_no_stale_status(fake, redis_server, redis, repo, monkeypatch):
+    """The bot posts after its ack; a worker can answer first (a cached answer, an idle
+    worker, a backed-up reply pool). The final settles the status message's owner, so the
+    late reply posts no "On it" (and no eyes) under the answer."""
+    from bot.ingress import Ingress
+    from bot.settings import BotSettings
+    from jobs.final import Final
+    from jobs.settings import Settings
+    from jobs.slack.thread_publisher import slack_publisher_for
+    from jobs.slack.web_api import slack_client
+
+    for name, value in bot_env(fake, redis_server.url, repo).items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.load()
+    ingress = Ingress(redis, slack_client(fake.bot_token, fake.api_url), settings, BotSettings())
+    mention = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> hi")
+    fake.record_event(mention)
+    reply = ingress.on_event(fake.event_callback(mention))
+    assert reply.kind == "queued"
+    job = jobs_queue.fetch(redis, reply.job_id)
+    from jobs.question import Question
+
+    publisher = slack_publisher_for(Question.model_validate(job.args[0]), job, settings.slack)
+    assert publisher is not None and publisher.final(Final(kind="answer", text="Hello!"))
+    ingress.reply(reply)  # the bot's reply, late
+    texts = [m.text for m in fake.thread(CHANNEL, mention["ts"]) if m.is_bot]
+    assert texts == ["Hello!"], texts
+    assert fake.get_message(CHANNEL, mention["ts"]).reactions == {"white_check_mark": [fake.bot_user_id]}
