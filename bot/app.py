@@ -17,7 +17,7 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
 from bot import commands, home, picker, shortcut, stopping
-from bot.ingress import Ingress
+from bot.ingress import INTERACTION_WAIT, Ingress
 from bot.settings import BotSettings, HttpBotSettings
 from jobs import feedback
 from jobs.settings import Settings
@@ -28,9 +28,6 @@ from jobs.slack.web_api import slack_client
 log = logging.getLogger(__name__)
 
 # What the app subscribes to: bot/manifest.py reads these (one list, two users).
-# An interaction is never delivered again: a second one racing the first (a double click)
-# waits this long for the first's outcome rather than failing (bot/ingress.py).
-INTERACTION_WAIT = 2.0
 BOT_EVENTS = ("app_mention", "message.channels", "message.groups", "message.im", "message.mpim",
               "app_home_opened", "agent_session_stopped")
 

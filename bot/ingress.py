@@ -51,6 +51,9 @@ from sandbox.agents.settings import AGENT_NAMES as AGENTS
 
 log = logging.getLogger(__name__)
 
+# An interaction (a click, a modal) is never delivered again: a second one racing the first
+# (a double click) waits this long for the first's outcome rather than failing.
+INTERACTION_WAIT = 2.0
 Kind = Literal["queued", "duplicate", "help", "rejected", "refused", "pick", "ignored", "malformed"]
 
 

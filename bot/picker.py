@@ -17,7 +17,7 @@ from typing import Any
 
 from redis import Redis
 
-from bot.ingress import Asked, Ingress, Reply
+from bot.ingress import INTERACTION_WAIT, Asked, Ingress, Reply
 from jobs import access, keys
 from jobs.question import Origin
 from jobs.slack.blocks import Block, section
@@ -59,7 +59,7 @@ def on_pick(ingress: Ingress, body: dict[str, Any]) -> Reply:
         return Reply("rejected", origin, text=f"I can't answer about the repository `{repo}` here.", private=True)
     asked = Asked(origin=origin, text=waiting["text"], claim=waiting["claim"] + ":picked", job_id=waiting["job_id"],
                   repo=repo, context=waiting.get("context", ""))
-    reply = ingress.accept(asked, wait=2.0)  # a double click waits for the first click's outcome
+    reply = ingress.accept(asked, wait=INTERACTION_WAIT)  # a double click waits for the first's outcome
     if reply.kind == "queued":
         redis.delete(keys.repo_pick(token))
     return reply
