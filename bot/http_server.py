@@ -18,8 +18,15 @@ connection); what it lacks is added here, each piece for a reason uvicorn has no
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import functools
 import logging
+import os
+import signal
+import socket
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import h11
@@ -31,6 +38,7 @@ from slack_bolt.request import BoltRequest
 from slack_bolt.response import BoltResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from bot import after_ack
 from bot.settings import BotSettings
 
 log = logging.getLogger(__name__)
@@ -43,12 +51,24 @@ ASGIApp = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
 
 
 class _ThreadedHandler(SlackRequestHandler):
-    """Bolt's ASGI adapter, with the sync app's dispatch off the event loop."""
+    """Bolt's ASGI adapter, with the sync app's dispatch off the event loop, and what the
+    listener deferred released once the response is sent (bot/after_ack.py)."""
+
+    listeners = ThreadPoolExecutor(max_workers=32, thread_name_prefix="listener")
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:  # type: ignore[override]
+        with after_ack.until_acked() as pending:
+            await super().__call__(scope, receive, send)
+        after_ack.release(pending)
 
     async def dispatch(self, request: AsgiHttpRequest) -> BoltResponse:
         bolt_request = BoltRequest(body=await request.get_raw_body(), query=request.query_string,
                                    headers=request.get_headers())
-        return await asyncio.to_thread(self.app.dispatch, bolt_request)
+        # On the listeners' own pool (a context copy, as asyncio.to_thread makes): the
+        # default executor has cpu + 4 threads, and a listener mostly waits on Redis.
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            self.listeners, functools.partial(context.run, self.app.dispatch, bolt_request))
 
 
 def limit_body(app: ASGIApp, max_bytes: int) -> ASGIApp:
@@ -130,13 +150,68 @@ def deadline_protocol(timeout: float) -> type[H11Protocol]:
     return DeadlineProtocol
 
 
-def serve_http(app: App, bot: BotSettings, port: int) -> None:
-    """Serves ``POST /slack/events`` until SIGTERM or SIGINT."""
+def serve_http(make_app: Callable[[], App], bot: BotSettings, port: int, processes: int = 1) -> None:
+    """Serves ``POST /slack/events`` until SIGTERM or SIGINT, in ``processes`` processes
+    sharing one listening socket (bound here, before the fork; the kernel hands each
+    connection to one of them). Each process builds its own app after the fork."""
+    family = socket.AF_INET6 if ":" in bot.http_host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((bot.http_host, port))
+    listener.listen(2048)
+    listener.set_inheritable(True)
+    log.info("bot: HTTP mode on %s:%d%s, %d process(es)", bot.http_host, port, PATH, processes)
+    if processes == 1:
+        _serve(make_app(), bot, listener)
+        return
+    _supervise([_fork(lambda: _serve(make_app(), bot, listener)) for _ in range(processes)])
+
+
+def _serve(app: App, bot: BotSettings, listener: socket.socket) -> None:
     asgi = limit_body(_ThreadedHandler(app, path=PATH), bot.http_max_body)
     config = uvicorn.Config(
-        asgi, host=bot.http_host, port=port, http=deadline_protocol(bot.http_request_timeout),
+        asgi, http=deadline_protocol(bot.http_request_timeout),
         lifespan="off", log_config=None, server_header=False, h11_max_incomplete_event_size=MAX_HEADERS,
         timeout_keep_alive=bot.http_keep_alive, timeout_graceful_shutdown=5,
     )
-    log.info("bot: HTTP mode on %s:%d%s", bot.http_host, port, PATH)
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+def _fork(serve: Callable[[], None]) -> int:
+    pid = os.fork()
+    if pid == 0:  # the child: serve until told to stop, never return into the parent's code
+        code = 0
+        try:
+            serve()
+        except BaseException:  # logged; the parent sees the exit code
+            log.exception("bot process failed")
+            code = 1
+        os._exit(code)
+    return pid
+
+
+def _supervise(children: list[int]) -> None:
+    """Wait for the children; SIGTERM/SIGINT is passed on to them, and one that ends on
+    its own ends the others (the service's supervisor restarts the whole bot)."""
+    stopping: list[int] = []  # the signal we passed on, if any
+
+    def stop(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    failed = False
+    alive = set(children)
+    while alive:
+        pid, status = os.wait()
+        alive.discard(pid)
+        # uvicorn re-raises the stop signal once it has shut down: -SIGTERM is a clean stop.
+        if not stopping and not failed:
+            failed = True
+            log.error("bot process %d ended (%s): stopping the others", pid, os.waitstatus_to_exitcode(status))
+            stop(signal.SIGTERM, None)
+    if failed:
+        raise SystemExit(1)

@@ -34,6 +34,9 @@ class BotSettings(BaseSettings):
     http_keep_alive: int = Field(default=5, ge=1, description="seconds an idle keep-alive connection stays open")
     # Replies in a thread the bot was mentioned in: questions from its asker only, or anyone's.
     follow_ups: Literal["asker", "anyone"] = "asker"
+    # Threads posting reactions and status messages after Slack has its acknowledgement
+    # (bot/ingress.py): a burst queues its replies here, never in Slack's 3 s.
+    reply_threads: int = Field(default=8, ge=1, le=64, description="threads posting replies after the ack")
 
 
 class HttpBotSettings(BotSettings):

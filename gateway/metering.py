@@ -85,6 +85,7 @@ class Meter:
         daily = {"user": keys.daily_usage("user", meta.user, date)}
         if meta.channel:
             daily["channel"] = keys.daily_usage("channel", meta.channel, date)
+        daily["model"] = keys.daily_usage("model", model, date)  # App Home's per-model totals (bot/home.py)
         pipe = self.redis.pipeline(transaction=True)
         if reservation is not None:
             for held in reservation.held_in:

@@ -8,7 +8,7 @@ from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import JobStatus
 
-from jobs import keys
+from jobs import keys, outbox
 from jobs.final import Final
 from jobs.destinations import publisher_for
 from jobs.queue import fetch
@@ -30,6 +30,8 @@ def cancel(redis: Redis, job_id: str, by: str, slack: SlackSettings) -> CancelRe
     status = job.get_status()
     if status in {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}:
         return "finished"
+    if outbox.written(redis, job_id):
+        return "finished"  # its final is written (the job is wrapping up): nothing left to stop
     # The key first: a job that starts right now still sees it before running anything.
     redis.set(keys.cancel_request(job_id), by, ex=keys.CLAIM_TTL, nx=True)
     if status in _NOT_STARTED:

@@ -28,6 +28,7 @@ from jobs.pipeline import Destination, Run, answer
 from jobs.pipeline.stages import finalize
 from jobs.question import Question
 from jobs.settings import Settings
+from jobs.slack import agent_session as slack_session
 from sandbox.agents.events import AgentError, AgentEvent, Result
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,9 @@ def run_question(question: Question, job: Job, settings: Settings) -> Final:
         # abandoned job): finish that delivery, answer nothing again.
         outbox.publish(redis, job.id, earlier, publisher.write_final, publisher.deliver_final)
         return earlier
+    # Slack's agent session: processing (and its stop button) from here; the final message
+    # sets it active or closed, whoever delivers it (jobs/slack/agent_session.py).
+    slack_session.start(question, job, settings.slack)
     run = Run(question, settings, redis, QueueDestination(job, publisher, settings), run_id=job.id,
               allow_paths=settings.jobs.allow_repo_paths and question.origin.kind == "terminal",
               labels={"job": job.id, "user": question.origin.user,
@@ -96,6 +100,9 @@ class QueueDestination(Destination):
         self.job = job
         self.publisher = publisher
         self.crash_at = settings.jobs.test_crash_at
+
+    def pinned(self, where: dict[str, Any]) -> None:
+        self.job.meta["pin"] = where  # the status line's "On it: `web` at `a1b2c3d` with …" (jobs/slack/progress.py)
 
     def started(self) -> None:
         self.publisher.started()

@@ -46,10 +46,11 @@ def question_claim(question_id: str) -> str:
     return f"{PREFIX}question:{question_id}"
 
 
-def pending_status(team: str, channel: str, ts: str) -> str:
-    """(DAY) The "Queued" status message a pending attempt posted for a Slack message:
-    reused by the attempt that handles its redelivery, never left behind a second one."""
-    return f"{PREFIX}pending-status:{team}:{channel}:{ts}"
+def status_message(job_id: str) -> str:
+    """(CLAIM_TTL) The question's status message: a pending token while the bot (after its
+    ack) or the worker (when the bot did not) posts it, then its ts. One owner, so a bot
+    and a worker racing never leave two (jobs/slack/status_owner.py)."""
+    return f"{PREFIX}status:{job_id}"
 
 
 def final_outbox(job_id: str) -> str:
@@ -95,6 +96,27 @@ def mentioned_thread(team: str, channel: str, thread_ts: str) -> str:
     return f"{PREFIX}slack-thread:{team}:{channel}:{thread_ts}"
 
 
+def thread_question(team: str, channel: str, thread_ts: str) -> str:
+    """(CLAIM_TTL) The job id of the thread's latest question: what Slack's stop button
+    (``agent_session_stopped``, which names only the thread) stops."""
+    return f"{PREFIX}thread-question:{team}:{channel}:{thread_ts}"
+
+
+def user_questions(team: str, user: str) -> str:
+    """List (CLAIM_TTL, the newest first, at most ``RECENT_QUESTIONS``): a user's question
+    job ids, for their App Home."""
+    return f"{PREFIX}user-questions:{team}:{user}"
+
+
+RECENT_QUESTIONS = 20
+
+
+def repo_pick(token: str) -> str:
+    """(DAY) A question that named no repository where several are open, waiting for its
+    asker to pick one (bot/picker.py): the question's JSON."""
+    return f"{PREFIX}repo-pick:{token}"
+
+
 # --- conversations and answers -------------------------------------------------------
 
 MEMORY_TTL = CLAIM_TTL  # the default; ASKBOX_MEMORY_TTL overrides it
@@ -129,6 +151,17 @@ def feedback_votes(job_id: str) -> str:
 
 
 FEEDBACK_COUNTS = f"{PREFIX}feedback:counts"  # hash: "up"/"down" -> count, for metrics
+
+# zset: job id -> when its latest vote was cast (``askbox feedback export --since``).
+FEEDBACK_INDEX = f"{PREFIX}feedback:index"
+# hash: "verdict|repo|model" -> votes, for ``askbox_answer_feedback_total`` (jobs/feedback.py).
+FEEDBACK_LABELS = f"{PREFIX}feedback:labels"
+
+
+def feedback_answer(job_id: str) -> str:
+    """Hash (CLAIM_TTL): what a vote was about, kept when the first vote on the answer is
+    cast: question, answer, repo, agent, model, commit (jobs/feedback.py)."""
+    return f"{PREFIX}feedback-answer:{job_id}"
 
 SLACK_BUDGET_PREFIX = f"{PREFIX}slack-budget"  # jobs/slack budget windows and penalties
 # Set (NX, with a TTL) while Gemini side tasks are being skipped: one log line per outage.

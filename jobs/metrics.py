@@ -311,6 +311,39 @@ class BudgetCollector:
         yield family
 
 
+class AnswerFeedbackCollector:
+    """``askbox_answer_feedback_total{verdict,repo,model}``: one verdict per person per
+    answer (jobs/feedback.py), counted in Redis by the bot, read here at scrape time."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    def describe(self) -> Iterable[Metric]:
+        yield self._family()
+
+    @staticmethod
+    def _family() -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        return CounterMetricFamily("askbox_answer_feedback", "Verdicts on answers, one per person per answer.",
+                                   labels=["verdict", "repo", "model"])
+
+    def collect(self) -> Iterator[Metric]:
+        from redis import RedisError
+
+        from jobs.feedback import labelled_counts
+
+        family = self._family()
+        try:
+            counts = labelled_counts(self._redis)
+        except RedisError as exc:
+            log.warning("feedback verdicts unavailable: %s", exc)
+        else:
+            for (verdict, repo, model), count in sorted(counts.items()):
+                family.add_metric([verdict, repo, model], float(count))
+        yield family
+
+
 class _Forward:
     """Exposes another registry's metrics (the process's own, when not multiprocess)."""
 
@@ -360,6 +393,7 @@ def serve_metrics(port: int, redis: Redis, queue_names: Sequence[str],
         registry.register(_Forward(REGISTRY))
     registry.register(QueueDepthCollector(redis, queue_names))
     registry.register(FeedbackCollector(redis))
+    registry.register(AnswerFeedbackCollector(redis))
     registry.register(RedisServerCollector(redis))
     registry.register(BudgetCollector(redis, budgets or {}))
     httpd, thread = start_http_server(port, addr="127.0.0.1", registry=registry)

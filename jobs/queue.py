@@ -41,6 +41,7 @@ class Enqueued:
     job: Job
     position: int | None  # questions ahead of it; None while it waits for the asker's own
     duplicate: bool = False  # the same question (e.g. a retried Slack event) was already queued
+    waiting: int | None = None  # questions waiting when it was queued (the bot's "position")
 
 
 def queues(redis: Redis) -> list[Queue]:
@@ -48,9 +49,25 @@ def queues(redis: Redis) -> list[Queue]:
     return [Queue(name, connection=redis, serializer=JSONSerializer) for name in QUEUE_NAMES]
 
 
+def _registry(key: str) -> RateLimitRegistry:
+    """RQ's registry of a rate-limit key, for its key names only: its constructor registers
+    four Lua scripts (hashing each), which the bot's every enqueue would pay for."""
+    registry = object.__new__(RateLimitRegistry)
+    registry.key = key
+    return registry
+
+
 def waiting(redis: Redis) -> int:
-    held = sum(r.get_rate_limited_job_count() for r in RateLimitRegistry.all(redis))
-    return sum(q.count for q in queues(redis)) + held
+    """Questions queued or held back by a per-user RateLimit: two round trips, however
+    many users (the bot counts this before every enqueue, inside Slack's 3 s)."""
+    limits = [_registry(key.decode() if isinstance(key, bytes) else key)
+              for key in redis.smembers(RateLimitRegistry.rl_keys_key)]
+    with redis.pipeline(transaction=False) as pipe:
+        for queue in queues(redis):
+            pipe.llen(queue.key)
+        for registry in limits:
+            pipe.zcard(registry.rate_limited_key)
+        return sum(int(n) for n in pipe.execute())
 
 
 def _user_limit_key(question: Question) -> str:
@@ -60,10 +77,18 @@ def _user_limit_key(question: Question) -> str:
 def user_waiting(redis: Redis, question: Question) -> int:
     """The asker's questions not yet started: held back by RQ's per-user RateLimit, or let
     through and still queued (at most ``user_concurrency`` of those, so few to look at)."""
-    registry = RateLimitRegistry(_user_limit_key(question), connection=redis)
-    let_through = Job.fetch_many(registry.get_allowed_job_ids(), connection=redis, serializer=JSONSerializer)
-    queued = sum(1 for job in let_through if job is not None and job.get_status(refresh=False) == JobStatus.QUEUED)
-    return registry.get_rate_limited_job_count() + queued
+    registry = _registry(_user_limit_key(question))
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.zrange(registry.allowed_key, 0, -1)
+        pipe.zcard(registry.rate_limited_key)
+        allowed, held = pipe.execute()
+    if not allowed:
+        return int(held)
+    with redis.pipeline(transaction=False) as pipe:
+        for job_id in allowed:
+            pipe.hget(Job.key_for(job_id.decode() if isinstance(job_id, bytes) else job_id), "status")
+        statuses = pipe.execute()
+    return int(held) + sum(1 for status in statuses if status is not None and status.decode() == JobStatus.QUEUED.value)
 
 
 def exists(redis: Redis, job_id: str) -> bool:
@@ -74,7 +99,9 @@ def fetch(redis: Redis, job_id: str) -> Job:
     return Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
 
 
-def enqueue(redis: Redis, question: Question, settings: JobSettings, wait: float = 5.0) -> Enqueued:
+def enqueue(redis: Redis, question: Question, settings: JobSettings, wait: float = 5.0, locate: bool = True) -> Enqueued:
+    """Queue ``question`` once. ``locate=False``: no ``position`` (its round trips), only
+    ``waiting`` (the bot, inside Slack's 3 s)."""
     # RQ's unique=True does not combine with RateLimit, so claim the question id ourselves:
     # exactly one process, for one delivery of an event, gets to create the job. The claim
     # is pending until the MULTI/EXEC that creates the job makes it long (jobs/claims.py).
@@ -91,7 +118,8 @@ def enqueue(redis: Redis, question: Question, settings: JobSettings, wait: float
             raise ClaimPending(f"question {question.id} is being queued by another process")
         time.sleep(0.05)
     try:
-        if waiting(redis) >= settings.max_waiting:
+        ahead = waiting(redis)
+        if ahead >= settings.max_waiting:
             raise QueueFull(
                 f"{settings.max_waiting} questions are already waiting; please ask again in a few minutes."
             )
@@ -105,7 +133,7 @@ def enqueue(redis: Redis, question: Question, settings: JobSettings, wait: float
     except BaseException:
         claims.release(redis, claim, token)  # nothing was queued: a later delivery may try again
         raise
-    return Enqueued(job, position(redis, job))
+    return Enqueued(job, position(redis, job) if locate else None, waiting=ahead)
 
 
 def _enqueue(redis: Redis, question: Question, settings: JobSettings, claim: str, token: str) -> Job:

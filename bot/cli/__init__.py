@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from redis.exceptions import RedisError
 
-from bot.cli import ask_cmds, doctor_cmds, eval_cmds, images_cmds, sandbox_cmds, service_cmds
+from bot.cli import ask_cmds, doctor_cmds, eval_cmds, feedback_cmds, images_cmds, sandbox_cmds, service_cmds, slack_cmds
 from bot.cli.output import err
 from jobs.settings import Settings
 
@@ -23,7 +23,7 @@ from jobs.settings import Settings
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="askbox", description="Answers questions about code repositories.")
     sub = parser.add_subparsers(dest="group", required=True)
-    for group in (sandbox_cmds, ask_cmds, eval_cmds, service_cmds, images_cmds, doctor_cmds):
+    for group in (sandbox_cmds, ask_cmds, eval_cmds, service_cmds, images_cmds, doctor_cmds, slack_cmds, feedback_cmds):
         group.add_commands(sub)
     return parser
 

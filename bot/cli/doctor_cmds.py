@@ -41,16 +41,6 @@ KEY_VARIABLES = {
     "openai": "OPENAI_API_KEY (or ASKBOX_OPENAI_BASE_URL for a self-hosted server)",
 }
 # What the bot and the worker call (docs/slack.md); assistant:write is optional (thread status).
-SLACK_SCOPES = (
-    "app_mentions:read",
-    "chat:write",
-    "reactions:write",
-    "channels:history",
-    "groups:history",
-    "im:history",
-    "files:write",
-    "users:read",
-)
 # How long doctor waits for a worker to register: one started by the `up` just before is
 # still running its start checks and egress self-test.
 WORKER_PATIENCE = 45.0
@@ -330,13 +320,15 @@ def slack(settings: Settings) -> Iterator[Finding]:
         yield Finding("FAIL", f"Slack not reachable: {exc}", "check the network, HTTPS_PROXY or ASKBOX_SLACK_API_URL")
         return
     scopes = {s.strip() for h, v in response.headers.items() if h.lower() == "x-oauth-scopes" for s in v.split(",")}
-    missing = [scope for scope in SLACK_SCOPES if scope not in scopes]
+    from bot.manifest import SCOPES  # the one list of what askbox's calls need
+
+    missing = [scope for scope in SCOPES if scope not in scopes]
     where = f"{response.get('team')} as {response.get('user')}"
     if missing:
         yield Finding(
             "FAIL",
             f"Slack: {where}, but the bot token lacks {', '.join(missing)}",
-            "add them under OAuth & Permissions, then reinstall the app",
+            "reinstall the app from `askbox slack manifest` (or add them under OAuth & Permissions)",
         )
     else:
         yield Finding("ok", f"Slack: {where}, scopes complete")

@@ -43,9 +43,12 @@ def cmd_bot(args: argparse.Namespace, settings: Settings) -> int:
     # the ValidationError as one line naming it, exit 2), before anything listens.
     bot = HttpBotSettings() if args.http else BotSettings()
     configure_json_logging(secrets=settings.secret_values())
+    if args.processes < 1 or (args.processes > 1 and not args.http):
+        err("--processes takes a number from 1, and only with --http (Socket Mode spreads over connections itself)")
+        return 2
     tracing.setup(settings.tracing, "bot")
     try:
-        run_bot(settings, bot, port=args.port)
+        run_bot(settings, bot, port=args.port, processes=args.processes)
     except BotConfigError as exc:
         err(str(exc))
         return 2
@@ -125,6 +128,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     bot = sub.add_parser("bot", help="the Slack bot (Socket Mode; --http for the Events API)")
     bot.add_argument("--http", action="store_true", help="serve /slack/events instead of Socket Mode")
     bot.add_argument("--port", type=int, default=3000)
+    bot.add_argument("--processes", type=int, default=1,
+                     help="--http: bot processes serving the one port (the listeners mostly wait on Redis)")
     bot.set_defaults(func=cmd_bot)
 
     docker_filter = sub.add_parser(

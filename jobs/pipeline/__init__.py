@@ -37,6 +37,7 @@ def answer(run: Run) -> Final:
 def _stages(run: Run) -> Final:
     target = stages.authorize(run)
     pinned = stages.pin(run, target)
+    run.destination.pinned(pinned.common)
     thread = stages.recall(run, pinned)
     stages.triage(run, pinned, thread)
     cache = stages.cached(run, pinned, thread)

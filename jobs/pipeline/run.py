@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis import Redis
 
@@ -45,6 +46,9 @@ class Destination:
     own (the job's meta and Slack thread, the terminal, an eval record). The methods are
     the run's boundaries: the agent started, showed a step, ended; the question ended.
     The defaults do nothing."""
+
+    def pinned(self, where: dict[str, Any]) -> None:
+        """The question is pinned: repo, commit, agent and model (``Pinned.common``)."""
 
     def started(self) -> None:
         """The agent's sandbox is about to start."""

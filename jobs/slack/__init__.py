@@ -12,5 +12,8 @@
 - ``streaming``: the answer streamed into the thread (start, append, stop, rollover, recovery);
 - ``upload``: a very long answer as ``answer.md``;
 - ``thread_final``: the final message, the status message's last line, the reactions;
-- ``thread_publisher``: ``SlackPublisher``, composing them, and ``slack_publisher_for``.
+- ``thread_publisher``: ``SlackPublisher``, composing them, and ``slack_publisher_for``;
+- ``agent_session``: the thread's Slack agent session (processing, active, closed; its title);
+- ``status_owner``: who posts the status message, the bot after its ack or the worker;
+- ``keep_alive``: the Web API client's kept-alive connections.
 """

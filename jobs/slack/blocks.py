@@ -16,6 +16,9 @@ from jobs.slack.mrkdwn import escape, escape_url, split_message
 Block = dict[str, Any]
 
 CANCEL_ACTION = "askbox_cancel"
+# Slack's feedback buttons element: one action id, the verdict and the job in its value.
+FEEDBACK_ACTION = "askbox_feedback"
+# The buttons answers carried before (still handled: those answers stay in threads).
 FEEDBACK_UP = "askbox_feedback_up"
 FEEDBACK_DOWN = "askbox_feedback_down"
 FEEDBACK_VOTES = {FEEDBACK_UP: "up", FEEDBACK_DOWN: "down"}  # action id -> the vote it records
@@ -49,10 +52,26 @@ def status_blocks(text: str, job_id: str) -> list[Block]:
 
 
 def feedback_actions(job_id: str) -> Block:
-    return {"type": "actions", "elements": [
-        button(":thumbsup: Helpful", FEEDBACK_UP, job_id),
-        button(":thumbsdown: Not helpful", FEEDBACK_DOWN, job_id),
-    ]}
+    """Slack's feedback buttons (thumbs up and down) under an answer; each value is
+    ``verdict:job id`` (``feedback_vote`` reads it back)."""
+    def half(verdict: str, text: str) -> Block:
+        return {"text": {"type": "plain_text", "text": text}, "accessibility_label": f"Mark this answer {text.lower()}",
+                "value": f"{verdict}:{job_id}"}
+
+    return {"type": "context_actions", "elements": [{
+        "type": "feedback_buttons", "action_id": FEEDBACK_ACTION,
+        "positive_button": half("up", "Helpful"), "negative_button": half("down", "Not helpful"),
+    }]}
+
+
+def feedback_vote(action: dict[str, Any]) -> tuple[str, str] | None:
+    """(verdict, job id) of a click on the feedback buttons (or the older buttons), or None."""
+    value = str(action.get("value") or "")
+    if action.get("action_id") == FEEDBACK_ACTION:
+        verdict, _, job_id = value.partition(":")
+        return (verdict, job_id) if verdict in ("up", "down") and job_id else None
+    verdict = FEEDBACK_VOTES.get(str(action.get("action_id")))
+    return (verdict, value) if verdict and value else None
 
 
 def footer(final: Final) -> list[Block]:

@@ -59,6 +59,11 @@ METHOD_TIERS: dict[str, int] = {
     "files.getUploadURLExternal": 4,
     "files.completeUploadExternal": 4,
     "users.info": 4,
+    "agents.sessions.setStatus": 3,
+    "agents.sessions.rename": 3,
+    "assistant.threads.setSuggestedPrompts": 4,
+    "views.open": 4,
+    "views.publish": 4,
 }
 DEFAULT_TIER = 3  # a method missing above: assume the common middle tier
 # chat.postMessage: "1 message per second per channel, short bursts allowed".

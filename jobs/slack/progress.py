@@ -1,10 +1,12 @@
 """Live progress while the agent works: edits of the status message, and the assistant
 thread status.
 
-- The bot's status message (``job.meta["slack_status_ts"]``, or ``origin.status_ts``;
-  posted here if neither exists) is edited with the elapsed time, the agent's last tool
-  steps in plain words and, without streaming, a preview of the answer; its Cancel
-  button stays until the end (the final message turns it into one line).
+- The bot's status message (``keys.status_message``, posted after the bot's ack; or
+  ``job.meta["slack_status_ts"]`` / ``origin.status_ts``; posted here when the bot did
+  not, jobs/slack/status_owner.py) is edited with what is being done ("On it: `web` at
+  `a1b2c3d` with …"), the elapsed time, the agent's last tool steps in plain words and,
+  without streaming, a preview of the answer; its Cancel button stays until the end (the
+  final message turns it into one line).
 - ``assistant.threads.setStatus`` shows what the agent does, re-set before its 2 minute
   expiry (switched off at the first refusal: it only works in assistant threads).
 
@@ -17,17 +19,32 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from redis import Redis
 from slack_sdk.errors import SlackApiError
 
+from jobs.slack import status_owner
 from jobs.slack.blocks import Block, cancel_actions, section
-from jobs.slack.web_api import ambiguous, error_code, http_status
 from jobs.slack.in_thread import status_in_thread, status_metadata, thread_messages
 from jobs.slack.mrkdwn import escape, open_fence, split_message, to_mrkdwn
 from jobs.slack.state import ThreadPart
+from jobs.slack.web_api import ambiguous, error_code, http_status
 
 log = logging.getLogger(__name__)
 
 STATUS_GONE = {"message_not_found", "cant_update_message"}  # the status message was deleted
+
+
+def headline(pin: dict) -> str | None:
+    """"On it: `web` at `a1b2c3d` with gemini-2.5-flash ·": what the question runs on, from
+    the job's pin (jobs/job.py), or None before it is pinned."""
+    if not pin.get("repo"):
+        return None
+    line = f"On it: `{escape(str(pin['repo']))}`"
+    if pin.get("commit"):
+        line += f" at `{str(pin['commit'])[:7]}`"
+    if pin.get("model"):
+        line += f" with {escape(str(pin['model']))}"
+    return line + " ·"
 
 
 def format_elapsed(seconds: float) -> str:
@@ -53,6 +70,11 @@ class StatusMessage(ThreadPart):
     _last_edit: float = field(default=float("-inf"), init=False)
     _posted_own: bool = field(default=False, init=False)  # we posted it (the bot's was gone)
     _look_first: bool = field(default=True, init=False)  # read the thread before posting our own
+    # Who posts the status message (jobs/slack/status_owner.py): the bot after its ack, or
+    # this worker when the bot did not. None: the caller settled it (tests, old bots).
+    redis: Redis | None = None
+    claim_ttl: int = 60
+    _owner_settled: bool = field(default=False, init=False)
 
     def update(self, now: float) -> None:
         """Edit the status message if something changed (or it has been idle too long)."""
@@ -67,7 +89,9 @@ class StatusMessage(ThreadPart):
             if thread.status_ts is None:
                 if self._posted_own:
                     return  # ours was deleted too: progress stays in the stream and the meta
-                if self._look_first:
+                if not self._settle_owner():
+                    return  # the bot is posting it right now: the next tick edits it
+                if thread.status_ts is None and self._look_first:
                     # The bot's post may have reached Slack with its answer lost: adopt it
                     # rather than leave a second status message (and its Cancel) behind.
                     found = self._find_in_thread()
@@ -80,6 +104,8 @@ class StatusMessage(ThreadPart):
                 if response is not None:
                     self._posted_own = True
                     thread.status_ts = response["ts"]
+                    if self.redis is not None:
+                        status_owner.posted(self.redis, thread.job_id, response["ts"])
             else:
                 response = self.calls.attempt("chat.update", channel=thread.channel, ts=thread.status_ts, text=text,
                                               blocks=blocks)
@@ -87,6 +113,7 @@ class StatusMessage(ThreadPart):
             self._last_edit = now  # back off until the next interval
             if error_code(exc) in STATUS_GONE:
                 thread.status_ts = None  # deleted: post one of our own next time
+                self._owner_settled = True  # (not the deleted one's ts again)
             elif http_status(exc) != 429:
                 log.warning("job %s: status message edit failed: %s", thread.job_id, error_code(exc))
             return
@@ -96,6 +123,20 @@ class StatusMessage(ThreadPart):
         with self.progress.lock:
             if self.progress.step_count or (self.progress.text and not thread.streaming):
                 thread.shown = True
+
+    def _settle_owner(self) -> bool:
+        """Whether this worker may go on to post the status message itself: the bot's is
+        there (adopted), or nobody is posting one (we take the claim). False while the bot
+        holds the claim: it posts after its acknowledgement, or its claim lapses."""
+        if self.redis is None or self._owner_settled:
+            return True
+        owner = status_owner.read(self.redis, self.thread.job_id)
+        if owner.ts is not None:
+            self.thread.status_ts = owner.ts
+        elif owner.pending or status_owner.take(self.redis, self.thread.job_id, self.claim_ttl) is None:
+            return False
+        self._owner_settled = True
+        return True
 
     def _find_in_thread(self) -> str | None:
         """The ts of this question's status message in the thread, "" if there is none,
@@ -143,7 +184,7 @@ class StatusMessage(ThreadPart):
         with progress.lock:
             steps = [(s.summary, s.ok, s.detail) for s in progress.steps]
             count, text, begun = progress.step_count, progress.text, progress.begun or now
-        head = f":hourglass_flowing_sand: Working… {format_elapsed(now - begun)}"
+        head = f":hourglass_flowing_sand: {self.thread.headline or 'Working…'} {format_elapsed(now - begun)}"
         if count:
             head += f" · {count_steps(count)}"
         lines = [head]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from rq.job import Job
 
+from jobs import keys
 from jobs.question import Question
 from jobs.slack.calls import SlackCalls
 from jobs.slack.options import SlackOptions
@@ -88,6 +89,7 @@ class SlackThread:
     team: str | None
     streaming: bool  # switched off when Slack refuses a stream
     shown: bool = False  # a tool step or answer text reached the user
+    headline: str | None = None  # "On it: `web` at `a1b2c3d` with gemini-2.5-flash", once the job pinned it
 
     @classmethod
     def of(cls, question: Question, job: Job, streaming: bool) -> SlackThread:
@@ -115,12 +117,16 @@ class ThreadPart:
 
 
 def _status_ts(question: Question, job: Job) -> str | None:
-    """The bot's status message: in the job's meta (written after enqueueing, so maybe
-    only in Redis yet) or in the question's origin."""
+    """The bot's status message: in the question's origin (bots before issue 19), under
+    ``keys.status_message`` (posted after the ack), or in the job's meta."""
     ts = job.meta.get("slack_status_ts") or getattr(question.origin, "status_ts", None)
     if ts:
         return str(ts)
     try:
+        # Posted after the bot's acknowledgement (jobs/slack/status_owner.py).
+        owner = job.connection.get(keys.status_message(job.id))
+        if owner is not None and not owner.startswith(b"pending-"):
+            return owner.decode()
         raw = job.connection.hget(job.key, "meta")
         meta = job.serializer.loads(raw) if raw else {}
     except Exception:  # noqa: BLE001 - no meta is the same as no status message

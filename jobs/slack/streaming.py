@@ -23,9 +23,9 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 
 from jobs.slack.blocks import Block, sections
-from jobs.slack.web_api import ambiguous, error_code, http_status
 from jobs.slack.mrkdwn import fence_closer, open_fence, safe_markdown, settled, to_mrkdwn
 from jobs.slack.state import ThreadPart
+from jobs.slack.web_api import ambiguous, error_code, http_status
 
 log = logging.getLogger(__name__)
 
@@ -153,14 +153,17 @@ class AnswerStream(ThreadPart):
 
     # ------------------------------------------------------------------ stopping
 
-    def close(self, stream: StreamMessage, *, wait: bool, extra: str = "", blocks: list[Block] | None = None) -> bool:
-        """Stop ``stream`` (closing an open code fence, which the next stream reopens)."""
+    def close(self, stream: StreamMessage, *, wait: bool, extra: str = "", blocks: list[Block] | None = None,
+              session_status: str | None = None) -> bool:
+        """Stop ``stream`` (closing an open code fence, which the next stream reopens);
+        ``session_status``: the agent session's status from here on (the answer's last stream)."""
         fence = open_fence(stream.text)
         closing = "\n" + fence_closer(fence) if fence else ""
         markdown = closing + extra
         try:
             response = self.calls.call("chat.stopStream", wait=wait, channel=self.thread.channel, ts=stream.ts,
-                                       markdown_text=safe_markdown(markdown) or None, blocks=blocks)
+                                       markdown_text=safe_markdown(markdown) or None, blocks=blocks,
+                                       session_status=session_status)
             if response is None:
                 return False
         except SlackApiError as exc:
@@ -204,12 +207,14 @@ class AnswerStream(ThreadPart):
             remainder = remainder[self.streamed - before :]
         return remainder
 
-    def finish(self, blocks: list[Block]) -> None:
-        """End the streamed answer with ``blocks`` (footer, feedback) under its last message."""
+    def finish(self, blocks: list[Block], session_status: str | None = None) -> bool:
+        """End the streamed answer with ``blocks`` (footer, feedback) under its last message;
+        True when its chat.stopStream carried ``session_status``."""
         if self.open is not None:
-            self.close(self.open, wait=True, blocks=blocks)
-        else:  # the last stream was already stopped (rolled over while tools ran)
-            self.finalize_with_update(self.messages[-1], "", blocks)
+            return self.close(self.open, wait=True, blocks=blocks, session_status=session_status)
+        # The last stream was already stopped (rolled over while tools ran).
+        self.finalize_with_update(self.messages[-1], "", blocks)
+        return False
 
     def discard(self) -> None:
         """Remove every stream message: they were drafts of a different final text."""

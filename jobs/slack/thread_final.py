@@ -31,6 +31,7 @@ metadata: one cut off between Slack's answer and its record is uploaded again.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,14 +42,15 @@ from slack_sdk.web.slack_response import SlackResponse
 from jobs import outbox
 from jobs.final import Final, FinalKind
 from jobs.outbox import Delivery, LeaseLost
+from jobs.slack import agent_session
 from jobs.slack.blocks import Block, feedback_actions, footer, plain_text, section, sections
-from jobs.slack.web_api import error_code, http_status
 from jobs.slack.in_thread import replies_page, status_in_thread, thread_messages
 from jobs.slack.mrkdwn import split_message, summarize_for_file, to_mrkdwn
 from jobs.slack.progress import count_steps, format_elapsed
 from jobs.slack.state import ThreadPart
 from jobs.slack.streaming import AnswerStream
 from jobs.slack.upload import attach_answer
+from jobs.slack.web_api import error_code, http_status
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,7 @@ class FinalMessage(ThreadPart):
     clock: Callable[[], float]
     delivery: Delivery | None = None  # this attempt's record of the parts posted
     _in_thread: dict[str, str] | None = None  # parts found in the thread (read once per attempt)
+    _session_done: bool = False  # the answer's last chat.stopStream set the session's status
 
     def post(self, final: Final, delivery: Delivery | None = None) -> None:
         """The final message, then the thread's final state. A message that fails raises
@@ -96,10 +99,10 @@ class FinalMessage(ThreadPart):
         except Exception:
             log.exception("job %s: posting the final %s to Slack failed", self.thread.job_id, final.kind)
             raise
-        for step in (self._finish_status_message, self._react):
+        for step in (self._finish_status_message, self._finish_session, self._react):  # the reaction last: "done"
             try:
                 step(final)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("job %s: finishing the Slack thread failed", self.thread.job_id)
 
     # ------------------------------------------------------------------ the answer
@@ -127,7 +130,9 @@ class FinalMessage(ThreadPart):
             self.stream.close_open()
             self._post_parts(to_mrkdwn(self.stream.reopen + remainder), tail)
             return
-        self.stream.finish(tail)
+        if final.summary:
+            agent_session.rename(self.calls, self.thread, final.summary)  # before the stream ends the session
+        self._session_done = self.stream.finish(tail, session_status=agent_session.status_after(final.kind))
         last = self.stream.messages[-1].ts if self.stream.messages else ""
         if self.delivery is not None:
             self.delivery.record("last", last)
@@ -183,7 +188,13 @@ class FinalMessage(ThreadPart):
 
     def _post_outcome(self, final: Final) -> None:
         self.stream.close_open(extra="\n\n_(stopped before the answer was complete)_")
-        text = f"{STATUS_LINES[final.kind].split(' ', 1)[0]} {to_mrkdwn(final.text)}"
+        shown = to_mrkdwn(final.text)
+        if final.kind == "cancelled":
+            # "Cancelled by <@U123>": askbox's own words, the canceller's id from Slack; a
+            # mention, not the escaped text of one (only this kind: an error's text may
+            # hold anything).
+            shown = re.sub(r"&lt;@([UW][A-Z0-9]+)&gt;", r"<@\1>", shown)
+        text = f"{STATUS_LINES[final.kind].split(' ', 1)[0]} {shown}"
         text = split_message(text, self.options.section_limit)[0]
         blocks = [section(text)] + footer(final)
         try:
@@ -271,6 +282,15 @@ class FinalMessage(ThreadPart):
                             blocks=[section(line)])
         except SlackApiError as exc:
             log.warning("job %s: final status edit failed: %s", thread.job_id, error_code(exc))
+
+    def _finish_session(self, final: Final) -> None:
+        """The agent session leaves ``processing``: ``active`` with the answer (renamed
+        after its summary), ``closed`` otherwise (jobs/slack/agent_session.py)."""
+        if self._session_done:
+            return
+        if final.summary and final.kind == "answer":
+            agent_session.rename(self.calls, self.thread, final.summary)
+        agent_session.set_status(self.calls, self.thread, agent_session.status_after(final.kind))
 
     def _react(self, final: Final) -> None:
         """``eyes`` (the bot's "working on it") gives way to the outcome's reaction."""

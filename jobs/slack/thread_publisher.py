@@ -30,12 +30,13 @@ from jobs import keys, outbox
 from jobs.final import Final
 from jobs.outbox import Delivery
 from jobs.question import Question
+from jobs.slack import status_owner
 from jobs.slack.budget import SlackBudget
 from jobs.slack.calls import SlackCalls
 from jobs.slack.web_api import shared_client
 from jobs.slack.thread_final import FinalMessage
 from jobs.slack.options import SlackOptions
-from jobs.slack.progress import AssistantStatus, StatusMessage
+from jobs.slack.progress import AssistantStatus, StatusMessage, headline
 from jobs.slack.settings import SlackSettings
 from jobs.slack.state import Progress, SlackThread
 from jobs.slack.streaming import AnswerStream
@@ -80,7 +81,7 @@ class SlackPublisher:
         self.background = background
         calls = SlackCalls(client, budget or SlackBudget(redis, question.origin.team or "-"), options, job.id)
         self.progress = Progress(clock, options.progress_lines)
-        self.status_message = StatusMessage(self.thread, self.progress, calls, options)
+        self.status_message = StatusMessage(self.thread, self.progress, calls, options, redis=redis)
         self.assistant_status = AssistantStatus(self.thread, self.progress, calls, options)
         self.stream = AnswerStream(self.thread, self.progress, calls, options, on_start=self._remember_stream)
         self.final_message = FinalMessage(self.thread, self.progress, calls, options, stream=self.stream, clock=clock)
@@ -105,6 +106,7 @@ class SlackPublisher:
     # ------------------------------------------------------------------ Publisher protocol
 
     def started(self) -> None:
+        self.thread.headline = headline(self.job.meta.get("pin") or {})
         self.progress.begin()
         if self.background and self._thread is None:
             # In the question's context (its trace): a new thread would start with an empty one.
@@ -133,6 +135,10 @@ class SlackPublisher:
     def post_final(self, final: Final, delivery: Delivery | None = None) -> None:
         """Post the final message (the caller wrote it and holds the delivery lease)."""
         self.close()
+        if self.thread.status_ts is None:
+            # The bot posts the status message after its ack: settle it before the final,
+            # so it is finished, or never posted under the answer (jobs/slack/status_owner.py).
+            self.thread.status_ts = status_owner.settle_for_final(self.redis, self.job.id)
         # Streams of an earlier run (killed mid-answer, retried by this one) would read
         # as a second, unfinished answer: they go before the final is posted.
         # Not once the answer is in the thread: a finished stream may be its "last" part.

@@ -36,6 +36,7 @@ from slack_sdk.http_retry.state import RetryState
 
 from jobs import tracing
 from jobs.slack.budget import SharedRateLimitHandler, method_of
+from jobs.slack.keep_alive import KeepAliveWebClient
 
 # Calls whose repetition leaves Slack as one call would: reads, and edits that set a
 # state (a second reactions.add answers "already_reacted", a second chat.delete
@@ -43,6 +44,9 @@ from jobs.slack.budget import SharedRateLimitHandler, method_of
 IDEMPOTENT_METHODS = frozenset({
     "auth.test", "users.info", "conversations.replies", "apps.connections.open",
     "chat.update", "chat.delete", "reactions.add", "reactions.remove", "assistant.threads.setStatus",
+    # Setting a state: a session's status or title, a user's Home tab, a DM's suggested prompts.
+    "agents.sessions.setStatus", "agents.sessions.rename", "views.publish", "assistant.threads.setSuggestedPrompts",
+    "chat.getPermalink",
 })
 
 
@@ -77,8 +81,9 @@ def ambiguous(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, HTTPException)) and sent(exc)
 
 
-class TracedWebClient(WebClient):
-    """Each Web API call a span of the question's trace (jobs/tracing.py; nothing when off)."""
+class TracedWebClient(KeepAliveWebClient):
+    """Each Web API call a span of the question's trace (jobs/tracing.py; nothing when off), over
+    connections kept alive."""
 
     def api_call(self, api_method: str, **kwargs: Any) -> Any:
         with tracing.span(f"slack {api_method}", {"slack.method": api_method}):
@@ -90,6 +95,7 @@ def slack_client(token: str, base_url: str | None = None) -> WebClient:
     shared budget, see ``rate_limit_scope``) and retries a dropped connection only when
     the retry cannot double what Slack did."""
     url = base_url or WebClient.BASE_URL
+    # Connections kept alive per thread (jobs/slack/keep_alive.py): slack_sdk opens one per call.
     client = TracedWebClient(token=token, base_url=url if url.endswith("/") else url + "/", timeout=30)
     client.retry_handlers = [SafeConnectionErrorRetryHandler(max_retry_count=2),
                              SharedRateLimitHandler(max_retry_count=3)]

@@ -48,6 +48,7 @@ import secrets
 import socket
 import string
 import struct
+import sys
 import threading
 import time
 import urllib.error
@@ -63,6 +64,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
+
+from bot.manifest import SCOPES as MANIFEST_SCOPES
 
 __all__ = [
     "Ack",
@@ -80,9 +83,9 @@ __all__ = [
 ]
 
 JSON = dict[str, Any]
-# The bot token's scopes when a test does not say otherwise: what docs/slack.md asks for.
-BOT_SCOPES = ("app_mentions:read", "chat:write", "reactions:write", "channels:history", "groups:history",
-              "im:history", "files:write", "users:read", "assistant:write")
+# The bot token's scopes when a test does not say otherwise: an app installed from askbox's
+# manifest (bot/manifest.py, `askbox slack manifest`).
+BOT_SCOPES = tuple(MANIFEST_SCOPES)
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "slack-api"
 
 # Slack's documented tiers, in calls per minute per method per workspace ("20+" etc.:
@@ -202,6 +205,8 @@ def _allowed_types(prop: JSON) -> set[str]:
         return {kind}
     if "anyOf" in prop:
         return {alt["type"] for alt in prop["anyOf"] if "type" in alt}
+    if prop.get("schema") == "prompts":  # assistant.threads.setSuggestedPrompts: a JSON array of {title, message}
+        return {"array"}
     if "schema" in prop:  # "ts", "user_id", "channel": all strings on the wire
         return {"string"}
     return set()  # untyped (chat.stopStream's blocks): anything goes
@@ -556,11 +561,11 @@ class FakeSlack:
         socket_ping_interval: float | None = 0.2,
         clock: Callable[[], float] = time.time,
         fixtures: Path = FIXTURES,
-        bot_scopes: Iterable[str] = BOT_SCOPES,
+        scopes: Iterable[str] | None = None,
+        trigger_ttl: float = 3.0,
+        latency: float = 0.0,
     ) -> None:
         self.bot_token, self.app_token = bot_token, app_token
-        # What Slack sends back as X-OAuth-Scopes on every Web API call made with the token.
-        self.bot_scopes = tuple(bot_scopes)
         self.team_id, self.team_name, self.app_id = team_id, team_name, app_id
         self.bot_user_id, self.bot_id, self.bot_name = bot_user_id, bot_id, bot_name
         self.verification_token = verification_token
@@ -599,6 +604,23 @@ class FakeSlack:
         self._acks: dict[str, Ack] = {}
         self._envelopes: list[Envelope] = []
         self.responses: list[tuple[str, JSON | str]] = []  # (response_url id, body) POSTed back
+        # The bot token's granted scopes, sent back as Slack does in X-OAuth-Scopes on every
+        # Web API answer; unless a test says otherwise, what the app's manifest asks for.
+        self.scopes: list[str] = sorted(scopes if scopes is not None else BOT_SCOPES)
+        # A trigger_id is good for one views.open, within 3 s of the click (Slack's rule).
+        self.trigger_ttl = trigger_ttl
+        # Seconds every Web API call takes before its answer (real Slack's round trip; 0: instant).
+        self.latency = latency
+        self._triggers: dict[str, float] = {}
+        self._used_triggers: set[str] = set()
+        self._views: dict[str, JSON] = {}  # view id -> the view as opened or published
+        self.connections_accepted = 0  # HTTP connections clients opened (kept alive between calls)
+        self._open_connections: set[socket.socket] = set()
+        self.home_views: dict[str, JSON] = {}  # user -> their Home tab
+        self.suggested_prompts: dict[tuple[str, str | None], JSON] = {}  # (channel, thread_ts) -> args
+        # (channel, thread_ts) -> [(time, status, title)]: agents.sessions.setStatus/rename and
+        # chat.stopStream's session_status, oldest first.
+        self.sessions: dict[tuple[str, str], list[tuple[float, str, str]]] = {}
         self.client_messages: list[tuple[int, str]] = []  # every text frame from clients
 
         self.add_user(bot_user_id, name=bot_name, is_bot=True)
@@ -614,7 +636,14 @@ class FakeSlack:
         class Handler(_HTTPHandler):
             owner = fake
 
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                # A client that goes away with a kept-alive connection open (a bot
+                # stopped at a test's end) is no error of the fake's.
+                if not isinstance(sys.exc_info()[1], ConnectionError):
+                    super().handle_error(request, client_address)
+
+        self._http = Server(("127.0.0.1", 0), Handler)
         self._http.daemon_threads = True
         # close_timeout small: the builtin SocketModeClient never answers a close frame.
         self._ws = serve(
@@ -720,6 +749,18 @@ class FakeSlack:
             raise ValueError(f"{method} does not document error {error!r}; known: {sorted(spec.errors)}")
         with self._lock:
             self._failures.setdefault(method, deque()).extend([(error, when)] * times)
+
+    def close_idle_connections(self) -> int:
+        """Close every client connection from the server's side (as an edge does to idle
+        keep-alive connections); how many."""
+        with self._lock:
+            open_now = list(self._open_connections)
+        for conn in open_now:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return len(open_now)
 
     def expire_streams(self) -> list[str]:
         """Every stream still streaming expires now; returns their ts."""
@@ -1246,6 +1287,135 @@ class FakeSlack:
             "actions": [action],
         }
 
+    def _interaction_base(self, kind: str, user: str) -> JSON:
+        return {
+            "type": kind,
+            "token": self.verification_token,
+            "team": {"id": self.team_id, "domain": "fake"},
+            "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": self.team_id},
+            "api_app_id": self.app_id,
+            "is_enterprise_install": False,
+            "enterprise": None,
+        }
+
+    def trigger(self) -> str:
+        """A fresh trigger_id, good for one views.open within ``trigger_ttl``."""
+        trigger_id = f"{secrets.randbelow(10**10)}.{secrets.randbelow(10**10)}.{secrets.token_hex(16)}"
+        with self._lock:
+            self._triggers[trigger_id] = self.clock()
+        return trigger_id
+
+    def response_url(self) -> str:
+        return f"{self.base_url}actions/{uuid.uuid4().hex}"
+
+    def slash_command(self, user: str, channel: str, text: str, *, command: str = "/askbox") -> JSON:
+        """A slash command's payload (form fields over HTTP, the payload in Socket Mode)."""
+        return {
+            "token": self.verification_token, "team_id": self.team_id, "team_domain": "fake",
+            "channel_id": channel, "channel_name": "fake-channel", "user_id": user, "user_name": user.lower(),
+            "command": command, "text": text, "api_app_id": self.app_id, "is_enterprise_install": "false",
+            "response_url": self.response_url(), "trigger_id": self.trigger(),
+        }  # fmt: skip
+
+    def message_shortcut(self, user: str, channel: str, message_ts: str, callback_id: str) -> JSON:
+        """A message shortcut ("message_action") on a message the workspace holds."""
+        msg = self.get_message(channel, message_ts)
+        assert msg is not None, f"no message {message_ts} in {channel}"
+        return {
+            **self._interaction_base("message_action", user),
+            "callback_id": callback_id, "trigger_id": self.trigger(), "response_url": self.response_url(),
+            "action_ts": self.next_ts(), "channel": {"id": channel, "name": "fake-channel"},
+            "message_ts": message_ts, "message": msg.to_api(self.team_id),
+        }  # fmt: skip
+
+    def opened_views(self) -> list[JSON]:
+        with self._lock:
+            return list(self._views.values())
+
+    def view_submission(self, user: str, view: JSON, values: dict[str, dict[str, JSON]]) -> JSON:
+        """The submission of a modal opened with views.open; ``values`` is ``state.values``
+        (block id -> action id -> the element's state, e.g. ``{"type": "plain_text_input", "value": ...}``)."""
+        return {
+            **self._interaction_base("view_submission", user),
+            "trigger_id": self.trigger(), "response_urls": [],
+            "view": {**view, "state": {"values": values}},
+        }  # fmt: skip
+
+    def select_action(self, user: str, ephemeral: Message, action_id: str, value: str) -> JSON:
+        """A pick in a static select of an ephemeral message (only its user sees it)."""
+        element = next(e for b in ephemeral.blocks or [] if b.get("type") == "actions" for e in b["elements"]
+                       if e.get("action_id") == action_id)
+        option = next(o for o in element["options"] if o["value"] == value) if any(
+            o["value"] == value for o in element["options"]) else {"text": {"type": "plain_text", "text": value},
+                                                                   "value": value}
+        container = {"type": "message", "message_ts": ephemeral.ts, "channel_id": ephemeral.channel,
+                     "is_ephemeral": True, "thread_ts": ephemeral.thread_ts}
+        return {
+            **self._interaction_base("block_actions", user),
+            "container": container, "trigger_id": self.trigger(), "response_url": self.response_url(),
+            "channel": {"id": ephemeral.channel, "name": "fake-channel"}, "state": {"values": {}},
+            "actions": [{"type": "static_select", "action_id": action_id, "block_id": _random_id("", 5),
+                         "selected_option": option, "action_ts": self.next_ts()}],
+        }  # fmt: skip
+
+    def feedback_click(self, user: str, channel: str, message_ts: str, positive: bool) -> JSON:
+        """A click on the feedback buttons element of a message we hold."""
+        msg = self.get_message(channel, message_ts)
+        assert msg is not None and msg.blocks, f"no message with blocks at {message_ts}"
+        element = next(e for b in msg.blocks if b.get("type") == "context_actions" for e in b["elements"]
+                       if e.get("type") == "feedback_buttons")
+        button = element["positive_button" if positive else "negative_button"]
+        payload = self.block_actions(user, channel, message_ts, element["action_id"], button["value"])
+        payload["actions"][0].update(type="feedback_buttons", text=button["text"])
+        return payload
+
+    def app_home_opened(self, user: str, tab: str, *, channel: str = "D0FAKEHOME1") -> JSON:
+        return {"type": "app_home_opened", "user": user, "channel": channel, "tab": tab,
+                "event_ts": self.next_ts(), **({"view": self.home_views[user]} if user in self.home_views else {})}
+
+    def agent_session_stopped(self, user: str, channel: str, thread_ts: str) -> JSON:
+        """Slack's stop button on the thread's agent session (the fixture's example, filled in)."""
+        event = dict(self.event_samples["agent_session_stopped"]["example"])
+        streams = [m.ts for m in self.thread(channel, thread_ts) if m.streaming]
+        with self._lock:
+            for ts in streams:  # Slack stops the app's streams itself
+                self._channels[channel][ts].stream = "stopped"
+        event.update(channel=channel, user=user, thread_ts=thread_ts, streaming_message_ts=streams,
+                     event_ts=self.next_ts())
+        return event
+
+    def push_slash_command(self, payload: JSON, *, to: int | None = None) -> Envelope:
+        body = {"envelope_id": str(uuid.uuid4()), "type": "slash_commands", "accepts_response_payload": True,
+                "payload": payload}
+        return self._push(body, to)
+
+    def session_status(self, channel: str, thread_ts: str) -> str | None:
+        with self._lock:
+            history = self.sessions.get((channel, thread_ts))
+            return history[-1][1] if history else None
+
+    def session_history(self, channel: str, thread_ts: str) -> list[tuple[str, str]]:
+        """(status, title) of every change of the thread's agent session, oldest first."""
+        with self._lock:
+            return [(status, title) for _, status, title in self.sessions.get((channel, thread_ts), [])]
+
+    def deliver_form(self, url: str, fields: JSON, signing_secret: str) -> tuple[int, str]:
+        """POST a slash command (form fields) or an interaction (``payload=<json>``) like Slack."""
+        if urlsplit(url).hostname not in {"127.0.0.1", "localhost"}:
+            raise ValueError("the fake only talks to loopback")
+        from urllib.parse import urlencode
+
+        body = urlencode(fields)
+        headers = signed_request(body, signing_secret)
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        request = urllib.request.Request(url, data=body.encode(), headers=headers, method="POST")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(request, timeout=10) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
     def deliver_http(
         self,
         url: str,
@@ -1343,6 +1513,8 @@ class FakeSlack:
     def _handle_api(
         self, name: str, verb: str, headers: Any, query: str, body: bytes
     ) -> tuple[int, dict[str, str], JSON]:
+        if self.latency:
+            time.sleep(self.latency)  # outside the lock: calls overlap as they do at Slack
         args, encoding, body_token, parse_error = _parse_request(headers, query, body)
         header_token = _bearer(headers.get("Authorization"))
         token = header_token or body_token
@@ -1353,7 +1525,7 @@ class FakeSlack:
                 status: int, response: JSON, extra: dict[str, str] | None = None
             ) -> tuple[int, dict[str, str], JSON]:
                 if token == self.bot_token:  # Slack names the token's scopes on every answer
-                    extra = {**(extra or {}), "X-OAuth-Scopes": ",".join(self.bot_scopes)}
+                    extra = {"X-OAuth-Scopes": ",".join(self.scopes), **(extra or {})}
                 self._calls.append(Call(name, args, token, encoding, now, status, response, dict(extra or {})))
                 self._changed.notify_all()
                 return status, dict(extra or {}), response
@@ -1665,6 +1837,15 @@ class FakeSlack:
             msg.blocks = blocks
         if args.get("metadata") is not None:
             msg.metadata = _maybe_json(args["metadata"])
+        if args.get("session_status") is not None:
+            # Not in the fixture (August 2026); Slack's agent_session_stopped reference and
+            # slack_sdk 3.48 send it. The same values as agents.sessions.setStatus.
+            status = str(args["session_status"])
+            if status not in {"active", "processing", "suspended", "closed"}:
+                raise _SlackError("invalid_arguments", f"session_status {status!r}")
+            if msg.thread_ts:
+                history = self.sessions.setdefault((msg.channel, msg.thread_ts), [])
+                history.append((now, status, history[-1][2] if history else ""))
         msg.stream = "stopped"
         return {"channel": msg.channel, "ts": msg.ts, "message": msg.to_api(self.team_id)}
 
@@ -1810,6 +1991,115 @@ class FakeSlack:
         return {"files": [f.to_api(self.bot_user_id, int(now)) for f in files]}
 
 
+    # ------------------------------------------------------------------ agents, views, App Home
+
+    def _session_thread(self, args: JSON) -> tuple[str, str]:
+        channel = args["channel_id"]
+        msgs = self._channel(channel)
+        thread_ts = args.get("thread_ts")
+        if not thread_ts:
+            raise _SlackError("thread_ts_required")  # every askbox session is a thread's
+        if str(thread_ts) not in msgs:
+            raise _SlackError("channel_not_found", f"no thread {thread_ts} in {channel}")
+        return channel, str(thread_ts)
+
+    def _api_agents_sessions_setStatus(self, args: JSON, token: str | None, now: float) -> JSON:
+        status = str(args["status"])
+        if status not in {"active", "processing", "suspended", "closed"}:
+            raise _SlackError("invalid_status")
+        key = self._session_thread(args)
+        if args.get("initiator_user_id") and args["initiator_user_id"] not in self._users:
+            raise _SlackError("user_not_found")
+        history = self.sessions.setdefault(key, [])
+        # The title is used only when the session is created (the fixture says so).
+        title = history[-1][2] if history else str(args.get("title") or "")
+        history.append((now, status, title))
+        return {"status": status, "agent_status": status, "title": title}
+
+    def _api_agents_sessions_rename(self, args: JSON, token: str | None, now: float) -> JSON:
+        key = self._session_thread(args)
+        title = str(args["title"])
+        if not 1 <= len(title) <= 200:
+            raise _SlackError("invalid_name")
+        history = self.sessions.get(key)
+        if not history:
+            raise _SlackError("session_not_found")
+        history.append((now, history[-1][1], title))
+        return {"title": title}
+
+    def _api_assistant_threads_setSuggestedPrompts(self, args: JSON, token: str | None, now: float) -> JSON:
+        channel = args["channel_id"]
+        self._channel(channel)
+        if not channel.startswith("D"):
+            raise _SlackError("channel_not_found", "suggested prompts are for the app's own DM (its Messages tab)")
+        prompts = _maybe_json(args["prompts"])
+        if not isinstance(prompts, list) or not prompts or len(prompts) > 4 or not all(
+            isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts
+        ):
+            raise _SlackError("invalid_arguments", "prompts: 1 to 4 objects with a title and a message")
+        self.suggested_prompts[(channel, args.get("thread_ts"))] = {**args, "prompts": prompts}
+        return {}
+
+    def _api_chat_getPermalink(self, args: JSON, token: str | None, now: float) -> JSON:
+        channel = args["channel"]
+        msg = self._find(channel, args["message_ts"])
+        link = f"https://fake.slack.com/archives/{channel}/p{msg.ts.replace('.', '')}"
+        if msg.thread_ts:
+            link += f"?thread_ts={msg.thread_ts}&cid={channel}"
+        return {"channel": channel, "permalink": link}
+
+    def _view(self, args: JSON) -> JSON:
+        view = _maybe_json(args["view"])
+        if not isinstance(view, dict) or view.get("type") not in {"modal", "home"}:
+            raise _SlackError("invalid_arguments", "view must be a JSON object of type modal or home")
+        problems = list(_block_problems(view.get("blocks") or []))
+        if view.get("type") == "modal":
+            if not (view.get("title") or {}).get("text"):
+                problems.append("a modal needs a title [json-pointer:/view/title]")
+            if len(str(view.get("private_metadata") or "")) > 3000:
+                problems.append("must be less than 3001 characters [json-pointer:/view/private_metadata]")
+            if any(b.get("type") == "input" for b in view.get("blocks") or []) and not view.get("submit"):
+                problems.append("a modal with inputs needs a submit button [json-pointer:/view/submit]")
+        if len(view.get("blocks") or []) > 100:
+            problems.append("no more than 100 items allowed [json-pointer:/view/blocks]")
+        if problems:
+            raise _SlackError("invalid_arguments", *problems)
+        return view
+
+    def _api_views_open(self, args: JSON, token: str | None, now: float) -> JSON:
+        trigger_id = args.get("trigger_id")
+        if not trigger_id:
+            raise _SlackError("invalid_trigger_id")
+        issued = self._triggers.pop(str(trigger_id), None)
+        if issued is None:
+            raise _SlackError("exchanged_trigger_id" if trigger_id in self._used_triggers else "invalid_trigger_id")
+        self._used_triggers.add(str(trigger_id))
+        if now - issued > self.trigger_ttl:
+            raise _SlackError("expired_trigger_id")
+        view = {**self._view(args), "id": _random_id("V", 10), "team_id": self.team_id, "app_id": self.app_id,
+                "hash": uuid.uuid4().hex[:12]}
+        self._views[view["id"]] = view
+        return {"view": view}
+
+    def _api_views_update(self, args: JSON, token: str | None, now: float) -> JSON:
+        view_id = str(args.get("view_id") or "")
+        if view_id not in self._views:
+            raise _SlackError("not_found")
+        view = {**self._views[view_id], **self._view(args)}
+        self._views[view_id] = view
+        return {"view": view}
+
+    def _api_views_publish(self, args: JSON, token: str | None, now: float) -> JSON:
+        user = str(args["user_id"])
+        if user not in self._users:
+            raise _SlackError("user_not_found")
+        view = {**self._view(args), "id": _random_id("V", 10), "team_id": self.team_id}
+        if view["type"] != "home":
+            raise _SlackError("invalid_arguments", "views.publish takes a home view")
+        self.home_views[user] = view
+        return {"view": view}
+
+
 # --------------------------------------------------------------------------- parsing
 
 
@@ -1947,6 +2237,19 @@ def _block_problems(blocks: list[Any]) -> Iterable[str]:
 class _HTTPHandler(BaseHTTPRequestHandler):
     owner: FakeSlack
     server_version = "FakeSlack/1"
+    # Keep-alive, as Slack's edge: a client may send many calls over one connection.
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        with self.owner._lock:
+            self.owner.connections_accepted += 1
+            self.owner._open_connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.owner._lock:
+            self.owner._open_connections.discard(self.connection)
+        super().finish()
 
     def _serve(self, verb: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)

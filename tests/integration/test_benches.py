@@ -26,6 +26,7 @@ REPORTS = {
     "eval": "eval harness overhead per question, queue",
     "faults": '"faults": {"asked"',
     "gateway": "concurrent clients",
+    "ingress": "acknowledgement latency and events per second per bot process",
     "pipeline": "questions/minute",
     "repos": "snapshot disk use",
     "sandbox_overhead": "ratio askbox / docker run",

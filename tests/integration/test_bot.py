@@ -28,6 +28,13 @@ def queued(redis: Redis) -> list[Question]:
     return [Question.model_validate(jobs_queue.fetch(redis, j).args[0]) for j in ids]
 
 
+def status_ts(redis: Redis, job_id: str) -> str | None:
+    """The question's status message, posted after the ack (jobs/slack/status_owner.py)."""
+    from jobs.slack import status_owner
+
+    return status_owner.read(redis, job_id).ts
+
+
 def settle(fake: FakeSlack, seconds: float = 1.0) -> None:
     """Let in-flight listener work finish before counting what did not happen."""
     time.sleep(seconds)
@@ -42,9 +49,9 @@ def test_mention_is_acknowledged_and_queued(fake, bots, redis):
     assert question.text == "how does retry work?" and question.agent == "gemini"
     assert question.repo == "demo"  # the channel's default repository
     assert question.origin.user == ASKER and question.origin.thread_ts == mention["ts"]
-    assert question.origin.status_ts == status[0].ts
+    assert wait_for(lambda: status_ts(redis, question.id), 5, "the status record") == status[0].ts
     assert question.id == f"slack-{fake.team_id}-{CHANNEL}-{mention['ts'].replace('.', '_')}"
-    assert "Queued (position 1)" in status[0].text
+    assert status[0].text == "On it: `demo` with gemini-2.5-flash, position 1."
     button = status[0].blocks[1]["elements"][0]
     assert (button["action_id"], button["value"]) == ("askbox_cancel", question.id)
     message = fake.get_message(CHANNEL, mention["ts"])
@@ -52,7 +59,7 @@ def test_mention_is_acknowledged_and_queued(fake, bots, redis):
 
 
 def test_a_status_message_reset_after_slack_posted_it_is_found_not_posted_again(fake, bots, redis):
-    """Slack posts the "Queued" message and the connection is reset before its answer:
+    """Slack posts the status message and the connection is reset before its answer:
     the bot does not post it again (slack_sdk's connection-error retry would), it finds
     it in the thread by its metadata and the job carries its ts."""
     bots(1)
@@ -62,8 +69,8 @@ def test_a_status_message_reset_after_slack_posted_it_is_found_not_posted_again(
     [question] = wait_for(lambda: queued(redis), 10, "the job")
     settle(fake)
     statuses = [m for m in fake.thread(CHANNEL, mention["ts"]) if m.is_bot]
-    assert [m.text for m in statuses] == ["Queued (position 1)."], [m.text for m in statuses]
-    assert question.origin.status_ts == statuses[0].ts
+    assert len(statuses) == 1 and statuses[0].text.startswith("On it: "), [m.text for m in statuses]
+    assert wait_for(lambda: status_ts(redis, question.id), 5, "the status record") == statuses[0].ts
     assert [c.status for c in fake.calls("chat.postMessage")] == [0]  # one post, its answer lost
 
 
@@ -122,14 +129,16 @@ def test_cancel_button_only_for_the_asker_or_an_admin(fake, bots, redis):
     mention = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> slow question")
     fake.push_event(mention)
     [question] = wait_for(lambda: queued(redis), 5, "the job")
-    status_ts = question.origin.status_ts
-    fake.push_interactive(fake.block_actions(OTHER, CHANNEL, status_ts, "askbox_cancel", value=question.id))
+    status = wait_for(lambda: status_ts(redis, question.id), 5, "the status message")
+    fake.push_interactive(fake.block_actions(OTHER, CHANNEL, status, "askbox_cancel", value=question.id))
     refusal = fake.wait_until(lambda: fake.ephemerals(CHANNEL), timeout=5)
     assert refusal[0].ephemeral_to == OTHER and "Only the person who asked" in refusal[0].text
     assert len(queued(redis)) == 1  # still queued
-    fake.push_interactive(fake.block_actions(ASKER, CHANNEL, status_ts, "askbox_cancel", value=question.id))
-    wait_for(lambda: not queued(redis), 5, "the job to be cancelled")
-    final = jobs_queue.fetch(redis, question.id).get_meta(refresh=True)["final"]
+    fake.push_interactive(fake.block_actions(ASKER, CHANNEL, status, "askbox_cancel", value=question.id))
+    # Cancelled after the ack (the click's listener defers its Slack work): wait for the final.
+    final = wait_for(lambda: jobs_queue.fetch(redis, question.id).get_meta(refresh=True).get("final"), 5,
+                     "the job to be cancelled")
+    assert not queued(redis)
     assert final["kind"] == "cancelled" and f"<@{ASKER}>" in final["text"]
 
 
@@ -358,6 +367,9 @@ def test_redis_down_means_no_ack_and_slacks_redelivery_is_answered(fake, bots, r
     fake.wait_ack(again, timeout=10)
     [question] = wait_for(lambda: queued(redis), 10, "the redelivered question")
     assert question.text == "asked while Redis restarts"
+    # The status message comes after the ack now: wait for it, then make sure it is the only one.
+    fake.wait_until(lambda: [m for m in fake.thread(CHANNEL, mention["ts"]) if m.is_bot and not m.deleted], timeout=10)
+    settle(fake)
     assert len([m for m in fake.thread(CHANNEL, mention["ts"]) if m.is_bot and not m.deleted]) == 1
 
 
@@ -385,7 +397,7 @@ def test_a_repo_the_channel_may_not_see_is_refused_to_the_asker_only(fake, redis
         settle(fake)
         assert len(queued(redis)) == 1 and len(fake.ephemerals()) == 3
         for event in refused:
-            assert [m for m in fake.thread(event["channel"], event["ts"]) if m.is_bot] == []  # no "Queued"
+            assert [m for m in fake.thread(event["channel"], event["ts"]) if m.is_bot] == []  # no status message
             assert fake.get_message(event["channel"], event["ts"]).reactions == {}
 
 

@@ -219,7 +219,7 @@ def test_a_repository_the_sandbox_user_cannot_read(deployment: Deployment) -> No
 
 
 def test_slack_scopes_missing(deployment: Deployment) -> None:
-    with FakeSlack(bot_scopes=[s for s in BOT_SCOPES if s != "files:write"]) as narrow:
+    with FakeSlack(scopes=[s for s in BOT_SCOPES if s != "files:write"]) as narrow:
         code, lines, _ = deployment.doctor(SLACK_BOT_TOKEN=narrow.bot_token, ASKBOX_SLACK_API_URL=narrow.api_url)
     [failed] = failures(lines)
     assert code == 1 and "lacks files:write" in failed and "reinstall the app" in failed

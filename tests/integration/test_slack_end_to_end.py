@@ -7,14 +7,17 @@ from __future__ import annotations
 import json
 import random
 import secrets
+import time
+from pathlib import Path
 
 import pytest
 
 from tests.fakes.gemini_api import FakeGeminiAPI, FunctionCall, RecordedRequest, Text
 from tests.fakes.slack import FakeSlack
 from tests.integration.pipeline_helpers import Workers, wait_for
-from tests.integration.conftest import ASKER, CHANNEL, bot_env
+from tests.integration.conftest import ASKER, CHANNEL, OTHER, bot_env
 
+FIXTURE_METHODS = Path(__file__).resolve().parents[1] / "fixtures" / "slack-api" / "methods"
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.usefixtures("no_leftovers")]
 
 
@@ -64,7 +67,7 @@ def test_mention_answered_by_the_gemini_cli_and_follow_up_keeps_context(fake, bo
     replies = bot_replies(fake, mention["ts"])
     answer = next(m for m in replies if token in (m.text or "") + json.dumps(m.blocks or []))
     assert "demo" in json.dumps(answer.blocks) and "gemini" in json.dumps(answer.blocks)  # footer
-    assert "askbox_feedback_up" in json.dumps(answer.blocks)
+    assert '"feedback_buttons"' in json.dumps(answer.blocks)  # Slack's feedback buttons element
     status = replies[0]
     assert "askbox_cancel" not in json.dumps(status.blocks or [])  # turned into the final state
     assert status.edits >= 1 and "eyes" not in fake.get_message(CHANNEL, mention["ts"]).reactions
@@ -87,8 +90,10 @@ def test_mention_answered_by_cursor_and_cancelled_by_the_asker(fake, bots, worke
     fake.push_event(slow)
     [question] = wait_for(lambda: [q for q in _all_questions(redis) if q.origin.message_ts == slow["ts"]], 10, "job")
     wait_for(lambda: _state(redis, question.id) == "running", 60, "the question to run")
-    fake.push_interactive(fake.block_actions(ASKER, CHANNEL, question.origin.status_ts, "askbox_cancel",
-                                             value=question.id))
+    from jobs.slack import status_owner
+
+    status = wait_for(lambda: status_owner.read(redis, question.id).ts, 10, "the status message")
+    fake.push_interactive(fake.block_actions(ASKER, CHANNEL, status, "askbox_cancel", value=question.id))
     final_reaction(fake, slow["ts"], "no_entry_sign", timeout=30)
     texts = [m.text or "" for m in bot_replies(fake, slow["ts"])]
     assert sum("Cancelled by" in t for t in texts) == 1, texts
@@ -120,8 +125,15 @@ def _all_questions(redis):
     from jobs.queue import fetch
     from jobs.question import Question
 
-    ids = {k.decode().split(":")[-1] for k in redis.keys("askbox:question:*")}
-    return [Question.model_validate(fetch(redis, i).args[0]) for i in ids]
+    from rq.exceptions import NoSuchJobError
+
+    found = []
+    for key in redis.keys("askbox:question:*"):
+        try:  # a pending claim's job may not exist yet (it is made right after the claim)
+            found.append(Question.model_validate(fetch(redis, key.decode().split(":")[-1]).args[0]))
+        except NoSuchJobError:
+            continue
+    return found
 
 
 def _state(redis, job_id: str) -> str | None:
@@ -129,3 +141,109 @@ def _state(redis, job_id: str) -> str | None:
 
     return fetch(redis, job_id).get_meta(refresh=True).get("state")
 
+
+
+# ------------------------------------------------------------------ issue 19: the Slack-native surfaces
+
+
+def covered_by_the_manifest(fake: FakeSlack) -> None:
+    """Every Slack method the bot and the worker called needs only scopes the manifest asks for."""
+    from bot.manifest import SCOPES
+
+    needed = {scope for method in {c.method for c in fake.calls()} - {"auth.test", "apps.connections.open"}
+              for scope in (json.loads((FIXTURE_METHODS / f"{method}.json").read_text()).get("scope") or {}).get("bot", ())}
+    assert needed <= set(SCOPES), sorted(needed - set(SCOPES))
+
+
+def answer_in(fake: FakeSlack, channel: str, thread_ts: str) -> str:
+    return "\n".join((m.text or "") + json.dumps(m.blocks or []) for m in fake.thread(channel, thread_ts)
+                     if m.is_bot and not m.deleted)
+
+
+def test_slash_command_answered_in_its_thread(fake, bots, workers, redis):
+    bots(1)
+    fake.push_slash_command(fake.slash_command(ASKER, CHANNEL, "agent=cursor [read:README.md] what is this?"))
+    [root] = fake.wait_until(lambda: [m for m in fake.channel_messages(CHANNEL) if m.is_bot and not m.thread_ts],
+                             timeout=10)
+    fake.wait_until(lambda: "white_check_mark" in fake.get_message(CHANNEL, root.ts).reactions, timeout=90)
+    assert root.text.startswith(f"<@{ASKER}> asked: ")
+    assert "demo repo" in answer_in(fake, CHANNEL, root.ts)
+    history = fake.session_history(CHANNEL, root.ts)
+    assert history[0] == ("processing", "[read:README.md] what is this?") and history[-1][0] == "active", history
+    covered_by_the_manifest(fake)
+
+
+def test_shortcut_modal_answered_under_the_original_message(fake, bots, workers, gemini_api, redis):
+    gemini_api.script(Text("It comes from the auth middleware."))
+    bots(1)
+    trace = fake.add_message(CHANNEL, "KeyError: 'session_user' in middleware.py line 40", user=OTHER)
+    fake.push_interactive(fake.message_shortcut(ASKER, CHANNEL, trace.ts, "askbox_ask_about_message"))
+    [view] = fake.wait_until(fake.opened_views, timeout=10)
+    values = {"question": {"question_text": {"type": "plain_text_input", "value": "agent where is this raised?"}},
+              "repo": {"repo_select": {"type": "static_select",
+                                       "selected_option": {"text": {"type": "plain_text", "text": "web"},
+                                                           "value": "web"}}}}
+    fake.push_interactive(fake.view_submission(ASKER, view, values))
+    fake.wait_until(lambda: "white_check_mark" in fake.get_message(CHANNEL, trace.ts).reactions, timeout=90)
+    assert "auth middleware" in answer_in(fake, CHANNEL, trace.ts)  # in the message's own thread
+    prompt = next(r.text() for r in gemini_api.requests if r.is_generate and "where is this raised?" in r.text())
+    assert "KeyError: 'session_user' in middleware.py line 40" in prompt  # the message, quoted
+    assert fake.session_status(CHANNEL, trace.ts) == "active"
+    [status] = [m for m in bot_replies(fake, trace.ts) if (m.metadata or {}).get("event_type") == "askbox_status"]
+    # What is being done, once the worker pinned it (the repo fixture is no git checkout: no commit).
+    assert any(t.startswith(":hourglass_flowing_sand: On it: `web` with gemini-2.5-flash · ") for t in status.history), \
+        status.history
+    covered_by_the_manifest(fake)
+
+
+def test_slacks_stop_button_ends_a_running_question(fake, bots, workers, redis, docker_client):
+    from tests.conftest import sandbox_containers
+
+    bots(1)
+    slow = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> agent=cursor [transcript:direct-sleep]")
+    fake.push_event(slow)
+    [question] = wait_for(lambda: [q for q in _all_questions(redis) if q.origin.message_ts == slow["ts"]], 10, "job")
+    wait_for(lambda: _state(redis, question.id) == "running" and sandbox_containers(docker_client), 60,
+             "the agent to run")
+    assert fake.session_status(CHANNEL, slow["ts"]) == "processing"  # the stop button is shown
+    stopped_at = time.monotonic()
+    fake.push_event(fake.agent_session_stopped(ASKER, CHANNEL, slow["ts"]))
+    wait_for(lambda: not sandbox_containers(docker_client), 10, "the sandbox to go")
+    gone_after = time.monotonic() - stopped_at
+    final_reaction(fake, slow["ts"], "no_entry_sign", timeout=30)
+    fake.wait_until(lambda: fake.session_status(CHANNEL, slow["ts"]) == "closed", timeout=10)
+    texts = [m.text or "" for m in bot_replies(fake, slow["ts"])]
+    assert sum(f"Cancelled by <@{ASKER}>" in t for t in texts) == 1, texts  # the thread says who
+    assert gone_after < 3.0, f"the sandbox outlived the stop by {gone_after:.1f} s"
+    print(f"stop button -> sandbox gone in {gone_after:.2f} s")
+
+    fake.push_event(fake.agent_session_stopped(ASKER, CHANNEL, slow["ts"]))  # a stop for a finished question
+    [late] = fake.wait_until(lambda: fake.ephemerals(CHANNEL), timeout=10)
+    assert late.ephemeral_to == ASKER and "already finished" in late.text
+    covered_by_the_manifest(fake)
+
+
+def test_a_bot_dying_after_the_ack_leaves_the_status_message_to_the_worker(fake, workers, redis_server, repo,
+                                                                          tmp_path):
+    """Acknowledged (the question is queued), then the bot dies before posting anything: the
+    worker posts the status message itself, once, and answers once."""
+    import subprocess
+
+    from tests.integration.pipeline_helpers import ASKBOX
+
+    env = {**bot_env(fake, redis_server.url, repo), "ASKBOX_TEST_CRASH_AT": "before-reply"}
+    proc = subprocess.Popen([ASKBOX, "bot"], env=env, stdout=(tmp_path / "dying-bot.log").open("w"),
+                            stderr=subprocess.STDOUT)
+    try:
+        fake.wait_connections(1, timeout=30)
+        mention = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> agent=cursor [read:README.md] what?")
+        envelope = fake.push_event(mention)
+        assert proc.wait(timeout=10) == 137  # died in its reply, after the claim and the job
+        final_reaction(fake, mention["ts"], "white_check_mark")
+    finally:
+        proc.kill()
+    replies = bot_replies(fake, mention["ts"])
+    statuses = [m for m in replies if (m.metadata or {}).get("event_type") == "askbox_status"]
+    assert len(statuses) == 1 and statuses[0].text.startswith(":white_check_mark: Answered"), [m.text for m in replies]
+    assert sum("demo repo" in (m.text or "") + json.dumps(m.blocks or []) for m in replies) == 1
+    print(f"ack sent before the bot died: {envelope.envelope_id in fake.acks()}")

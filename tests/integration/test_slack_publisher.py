@@ -26,7 +26,7 @@ from jobs import keys, outbox
 from jobs.final import Final
 from jobs.destinations import CompositePublisher, MetaPublisher
 from jobs.question import Origin, Question
-from jobs.slack.blocks import CANCEL_ACTION, FEEDBACK_DOWN, FEEDBACK_UP
+from jobs.slack.blocks import CANCEL_ACTION, FEEDBACK_ACTION
 from jobs.slack.budget import SlackBudget
 from jobs.slack.web_api import ambiguous, slack_client
 from jobs.slack.thread_final import REACTIONS
@@ -119,7 +119,7 @@ def block_types(message: Message) -> list[str]:
 
 
 def actions(message: Message) -> list[dict[str, Any]]:
-    return [e for b in message.blocks or [] if b["type"] == "actions" for e in b["elements"]]
+    return [e for b in message.blocks or [] if b["type"] in ("actions", "context_actions") for e in b["elements"]]
 
 
 def context_text(message: Message) -> str:
@@ -149,8 +149,11 @@ def assert_finished(fake: FakeSlack, asked: Asked, kind: str) -> None:
 def assert_answer_message(message: Message, job_id: str) -> None:
     assert "web" in context_text(message) and "0123456" in context_text(message)
     assert "cursor/sonnet-4" in context_text(message) and "12.5 s" in context_text(message)
-    buttons = {e["action_id"]: e["value"] for e in actions(message)}
-    assert buttons == {FEEDBACK_UP: job_id, FEEDBACK_DOWN: job_id}
+    # Slack's feedback buttons element (issue 19), one action id, the verdict in each value.
+    [element] = actions(message)
+    assert (element["type"], element["action_id"]) == ("feedback_buttons", FEEDBACK_ACTION)
+    assert (element["positive_button"]["value"], element["negative_button"]["value"]) == (f"up:{job_id}",
+                                                                                          f"down:{job_id}")
 
 
 # --------------------------------------------------------------------------- progress and answer
@@ -179,7 +182,7 @@ def test_progress_then_answer(fake: FakeSlack, redis_client: redis.Redis) -> Non
     [reply] = replies(fake, asked)
     assert reply.text.startswith("*Retries*\n\nThey are in `jobs/queue.py`:\n\n• *infra* faults: _twice_")
     assert "```\nRetry(max=2)\n```" in reply.text
-    assert block_types(reply) == ["section", "context", "actions"]
+    assert block_types(reply) == ["section", "context", "context_actions"]
     assert_answer_message(reply, asked.job.id)
     assert_finished(fake, asked, "answer")
     assert fake.get_message(CHANNEL, asked.status_ts).text.startswith(":white_check_mark: Answered · 12s · 3 steps")
@@ -442,7 +445,7 @@ def test_stuck_stream_at_the_end_is_finalized_with_update(fake: FakeSlack, redis
     assert pub.final(answer("**Short** answer."))
     [stream] = _stream_messages(fake, asked)
     assert stream.text == "*Short* answer."
-    assert block_types(stream) == ["section", "context", "actions"]
+    assert block_types(stream) == ["section", "context", "context_actions"]
     assert_answer_message(stream, asked.job.id)
 
 
@@ -526,7 +529,7 @@ def test_last_part_longer_than_a_section_spans_two_sections(fake: FakeSlack, red
     asked = ask(fake, redis_client)
     assert publisher(fake, redis_client, asked).final(answer(text))
     [reply] = replies(fake, asked)
-    assert block_types(reply) == ["section", "section", "context", "actions"]
+    assert block_types(reply) == ["section", "section", "context", "context_actions"]
     assert _rejoin([b["text"]["text"] for b in reply.blocks[:2]]) == reply.text == to_mrkdwn(text)
 
 
@@ -853,3 +856,38 @@ def test_a_job_timed_out_after_its_progress_was_shown_is_not_retried(
     [final] = replies(fake, asked)
     assert "took longer than askbox allows one question (1110 s)" in final.text and job.id in final.text
     assert_finished(fake, asked, "timeout")
+
+
+def test_the_agent_session_leaves_processing_with_the_final(fake: FakeSlack, redis_client: redis.Redis) -> None:
+    """Issue 19: a streamed answer's last chat.stopStream carries the session's status; an
+    answer posted as messages sets it (renamed after its summary first); any other ending
+    closes it."""
+    from jobs.slack import agent_session
+
+    def started(asked: Asked, streaming: bool) -> SlackPublisher:
+        agent_session.start(asked.question, asked.job, SlackSettings(slack_bot_token=fake.bot_token,
+                                                                     slack_api_url=fake.api_url))
+        pub = publisher(fake, redis_client, asked, streaming=streaming, options=STREAM_OPTIONS)
+        pub.started()
+        return pub
+
+    streamed = ask(fake, redis_client, "how do retries work?")
+    pub = started(streamed, streaming=True)
+    pub.event(TextDelta(text="Retries back off exponentially.\n"))
+    time.sleep(0.3)
+    assert pub.final(answer("Retries back off exponentially.\n"))
+    assert fake.session_history(CHANNEL, streamed.ts) == [("processing", "how do retries work?"),
+                                                           ("active", "how do retries work?")]
+    assert fake.calls("chat.stopStream")[-1].args["session_status"] == "active"
+    assert not [c for c in fake.calls("agents.sessions.setStatus") if c.args["thread_ts"] == streamed.ts
+                and c.args["status"] == "active"]  # the stream carried it
+
+    summed = ask(fake, redis_client, "explain the whole queue")
+    assert started(summed, streaming=False).final(answer("A long answer.", summary="The queue, in short."))
+    assert fake.session_history(CHANNEL, summed.ts) == [("processing", "explain the whole queue"),
+                                                        ("processing", "The queue, in short."),
+                                                        ("active", "The queue, in short.")]
+
+    failed = ask(fake, redis_client, "and this?")
+    assert started(failed, streaming=False).final(Final(kind="timeout", text="Timed out after 600 s."))
+    assert fake.session_status(CHANNEL, failed.ts) == "closed"
