@@ -57,11 +57,11 @@ def build_app(settings: Settings, bot: BotSettings, redis: Redis | None = None) 
 
     @app.event("app_mention")
     def on_mention(body: dict[str, Any]) -> None:
-        ingress.later(ingress.on_event(body))
+        ingress.event(body)
 
     @app.event("message")
     def on_message(body: dict[str, Any]) -> None:
-        ingress.later(ingress.on_event(body))
+        ingress.event(body)
 
     @app.event("app_home_opened")
     def on_home(body: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ are posted at most once (a post is never retried blind).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import time
@@ -115,6 +116,11 @@ class Ingress:
     # -- which messages are questions ---------------------------------------------------
 
     @tracing.traced("askbox.bot.event")  # a question's trace starts here (jobs/tracing.py)
+    def event(self, body: dict[str, Any]) -> Reply:
+        """An event listener's whole work: accept it, and defer its reply within its span
+        (the reaction and status message posted after the ack are the trace's too)."""
+        return self.later(self.on_event(body))
+
     def on_event(self, body: dict[str, Any]) -> Reply:
         """Accept one delivered event (Redis only); the reply is for ``later``."""
         try:
@@ -283,8 +289,10 @@ class Ingress:
         return reply
 
     def defer(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        """``fn(*args, **kwargs)`` on the reply pool, after the acknowledgement."""
-        after_ack.defer(lambda: self.replies.submit(self._logged, fn, *args, **kwargs))
+        """``fn(*args, **kwargs)`` on the reply pool, after the acknowledgement, in the
+        context it was deferred from (the event's trace span, jobs/tracing.py)."""
+        context = contextvars.copy_context()
+        after_ack.defer(lambda: self.replies.submit(context.run, self._logged, fn, *args, **kwargs))
 
     @staticmethod
     def _logged(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
