@@ -154,6 +154,9 @@ def socket_bot(fake, redis_server, repo, tmp_path, **settings: str) -> Iterator[
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        # Until the fake sees the socket closed, an event pushed next (the next bot's) could
+        # still go to it.
+        fake.wait_until(lambda: not fake.connection_ids, timeout=10)
 
 
 @pytest.mark.parametrize("follow_ups", ["asker", "anyone"])
