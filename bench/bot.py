@@ -24,9 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
+
 from tests.fakes.slack import FakeSlack  # noqa: E402
 from tests.integration.pipeline_helpers import ASKBOX, RedisServer  # noqa: E402
-from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 
 def pct(values: list[float], p: float) -> float:

@@ -24,12 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
+from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 from sandbox import images  # noqa: E402
 from sandbox.runner import Sandbox  # noqa: E402
 from sandbox.spec import SandboxSpec  # noqa: E402
 from tests.integration.pipeline_helpers import ASKBOX, wait_for  # noqa: E402
-from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 DEPLOYMENT = "bench-filter"
 

@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
+from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 from jobs import outbox  # noqa: E402
 from jobs.question import Origin, sanitize_id  # noqa: E402
@@ -50,7 +51,6 @@ from tests.fakes.slack import FakeSlack  # noqa: E402
 from tests.integration.conftest import CHANNEL, bot_env  # noqa: E402
 from tests.integration.pipeline_helpers import ASKBOX, RedisServer, Workers, descendants, free_port  # noqa: E402
 from tests.standins.build import build_cursor_standin  # noqa: E402
-from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 SECRET = "bench-secret"
 TEXTS = ["[transcript:subagent-sleep-v2] how does the queue work? {i}", "[read:README.md] what is this? {i}"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import tempfile
 import time
@@ -29,13 +28,14 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fakes.gemini_api import FakeGeminiAPI  # noqa: E402
-from tests.integration.pipeline_helpers import RedisServer  # noqa: E402
-from tests.fakes.anthropic_api import FakeAnthropicAPI  # noqa: E402
-from tests.fakes.llm_api import Text  # noqa: E402
-from tests.fakes.openai_api import FakeOpenAIAPI  # noqa: E402
-from tests.integration.gateway_helpers import GatewayProcess, call, gateway_env, provider_env  # noqa: E402
-from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
+from quick import parse_args
+
+from tests.fakes.anthropic_api import FakeAnthropicAPI
+from tests.fakes.gemini_api import FakeGeminiAPI
+from tests.fakes.llm_api import Text
+from tests.fakes.openai_api import FakeOpenAIAPI
+from tests.integration.gateway_helpers import GatewayProcess, call, gateway_env, provider_env
+from tests.integration.pipeline_helpers import RedisServer
 
 KEY = "bench-real-key"
 

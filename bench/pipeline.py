@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
+from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 from redis import Redis  # noqa: E402
 from rq import Worker  # noqa: E402
 
@@ -29,12 +30,11 @@ from jobs import queue as jobs_queue  # noqa: E402
 from jobs.question import Origin, Question  # noqa: E402
 from jobs.settings import JobSettings  # noqa: E402
 from sandbox import Sandbox, SandboxSpec, images  # noqa: E402
-from sandbox.egress import EgressProxies  # noqa: E402
 from sandbox.agents.adapters import CursorAgent  # noqa: E402
 from sandbox.agents.settings import AgentSettings, CursorAgentSettings  # noqa: E402
+from sandbox.egress import EgressProxies  # noqa: E402
 from tests.integration.pipeline_helpers import RedisServer, Workers, wait_for  # noqa: E402
 from tests.standins.build import build_cursor_standin  # noqa: E402
-from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 PROMPT = "[read:README.md] what is this?"
 

@@ -29,10 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jobs.repos import RepoRef, mount, pin  # noqa: E402
-from sandbox import Sandbox, SandboxSpec, images  # noqa: E402
-from tests.integration.git_helpers import Upstream, git  # noqa: E402
-from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
+from quick import parse_args
+
+from jobs.repos import RepoRef, mount, pin
+from sandbox import Sandbox, SandboxSpec, images
+from tests.integration.git_helpers import Upstream, git
 
 
 def generate(up: Upstream, files: int) -> None:

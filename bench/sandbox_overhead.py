@@ -11,8 +11,9 @@ import statistics
 import subprocess
 import time
 
+from quick import parse_args
+
 from sandbox import Sandbox, SandboxSpec, images
-from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 
 def first_line_subprocess(argv: list[str]) -> tuple[float, float]:
@@ -61,7 +62,7 @@ def main() -> None:
         docker_run.append(first_line_subprocess(["docker", "run", "--rm", args.image, "echo", "hi"]))
         ours.append(first_line_sandbox(sandbox, args.image))
     print(f"{args.runs} runs each, image {args.image}")
-    b50, b95 = summary("bare subprocess", bare)
+    b50, _ = summary("bare subprocess", bare)
     d50, d95 = summary("docker run --rm (CLI)", docker_run)
     o50, o95 = summary("askbox Sandbox.run (full policy)", ours)
     print(f"ratio askbox / docker run: p50 {o50 / d50:.2f}x  p95 {o95 / d95:.2f}x  (target <= 1.3x)")

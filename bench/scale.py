@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("ASKBOX_DEPLOYMENT", f"bench-scale-{uuid.uuid4().hex[:6]}")
 
 import docker  # noqa: E402
+from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 from redis import Redis  # noqa: E402
 from rq import Worker  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
@@ -41,7 +42,6 @@ from sandbox.egress import EgressProxies  # noqa: E402
 from tests.fakes.gemini_api import FakeGeminiAPI, FunctionCall, RecordedRequest, Text  # noqa: E402
 from tests.integration.gateway_helpers import GatewayProcess, gateway_env  # noqa: E402
 from tests.integration.pipeline_helpers import RedisServer, Workers, wait_for  # noqa: E402
-from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 DEPLOYMENT = os.environ["ASKBOX_DEPLOYMENT"]
 KEY = "AIzaSy-bench-scale-key-0123456789"

@@ -23,19 +23,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
+from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 from redis import Redis  # noqa: E402
 from rq import Worker  # noqa: E402
 
-from jobs.side_tasks import triage  # noqa: E402
-from jobs.queue import enqueue  # noqa: E402
 from jobs.question import Origin, Question  # noqa: E402
+from jobs.queue import enqueue  # noqa: E402
 from jobs.settings import JobSettings  # noqa: E402
+from jobs.side_tasks import triage  # noqa: E402
 from sandbox import images  # noqa: E402
 from tests.fakes.gemini_api import FakeGeminiAPI, RecordedRequest, Text  # noqa: E402
 from tests.integration.gateway_helpers import GatewayProcess, gateway_env  # noqa: E402
 from tests.integration.pipeline_helpers import RedisServer, Workers, wait_final, wait_for, worker_env  # noqa: E402
 from tests.standins.build import build_cursor_standin  # noqa: E402
-from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 MESSAGE = "thanks!"
 
@@ -48,7 +48,7 @@ def answers(request: RecordedRequest) -> Text:
 
 def timed(redis: Redis, settings: JobSettings, workers: Workers, runs: int, **options: object) -> list[float]:
     samples = []
-    for n in range(runs):
+    for _ in range(runs):
         question = Question(origin=Origin(kind="terminal", user="bench", session=f"b-{time.time_ns()}"),
                             text=MESSAGE, repo="demo", **options)
         started = time.monotonic()

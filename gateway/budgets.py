@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from jobs import keys
 from gateway.meta import SessionMeta
 from gateway.settings import GatewaySettings
+from jobs import keys
 
 TITLES = {"gemini": "Gemini", "anthropic": "Anthropic", "openai": "OpenAI"}  # as the providers name themselves
 

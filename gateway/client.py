@@ -15,11 +15,10 @@ from typing import Any
 import httpx
 from redis import Redis
 
-from jobs import keys, tracing
-
 from gateway.budgets import check_budget
 from gateway.meta import GatewaySession, SessionMeta
 from gateway.usage import SessionState, session_state
+from jobs import keys, tracing
 
 log = logging.getLogger(__name__)
 

@@ -75,7 +75,7 @@ class UpstreamError:
     per_day_quota: str | None  # the quotaId of a per-day QuotaFailure violation
 
     @classmethod
-    def parse(cls, body: bytes) -> "UpstreamError":
+    def parse(cls, body: bytes) -> UpstreamError:
         try:
             details = json.loads(body).get("error", {}).get("details") or []
         except (ValueError, AttributeError):
@@ -101,15 +101,15 @@ _PACIFIC = ZoneInfo("America/Los_Angeles")
 
 
 def next_pacific_midnight(now: dt.datetime | None = None) -> dt.datetime:
-    local = (now or dt.datetime.now(dt.timezone.utc)).astimezone(_PACIFIC)
+    local = (now or dt.datetime.now(dt.UTC)).astimezone(_PACIFIC)
     midnight = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(), tzinfo=_PACIFIC)
-    return midnight.astimezone(dt.timezone.utc)
+    return midnight.astimezone(dt.UTC)
 
 
 def describe_reset(when: dt.datetime, now: dt.datetime | None = None) -> str:
     """"14:00 UTC (in 3 h 12 min)" for a message a user reads."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     minutes = max(0, int((when - now).total_seconds() // 60))
     hours, minutes = divmod(minutes, 60)
     span = f"{hours} h {minutes} min" if hours else f"{minutes} min"
-    return f"{when.astimezone(dt.timezone.utc):%H:%M} UTC (in {span})"
+    return f"{when.astimezone(dt.UTC):%H:%M} UTC (in {span})"

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from jobs import keys
 from gateway.limiter import LimitTimeout, SharedLimits, sleep_until
+from jobs import keys
 
 
 @dataclass(frozen=True)

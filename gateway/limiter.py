@@ -32,8 +32,8 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from redis.asyncio import Redis
 
-from jobs import keys
 from gateway.settings import GatewaySettings, ProviderName
+from jobs import keys
 
 
 class LimitTimeout(Exception):

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from jobs import keys
 from gateway import metrics
 from gateway.meta import SessionMeta
 from gateway.reservations import Reservation
 from gateway.usage import Usage
+from jobs import keys
 
 
 def price_for(prices: dict[str, dict[str, float]], model: str) -> dict[str, float]:
@@ -54,7 +54,7 @@ class Charge:
 
     @classmethod
     def settle(cls, prices: dict[str, dict[str, float]], model: str, reservation: Reservation,
-               usage: Usage | None, whole: bool) -> "Charge":
+               usage: Usage | None, whole: bool) -> Charge:
         if usage is not None:
             tokens, usd = usage.total, estimate_cost(prices, model, usage)
             if whole:

@@ -39,7 +39,7 @@ async def _sweep(gateway: Gateway, interval: float) -> None:
             expired = await gateway.sessions.sweep()
             if expired:
                 log.info("closed %d expired sessions", len(expired))
-        except Exception:  # noqa: BLE001 - a failed sweep must not stop the gateway
+        except Exception:
             log.exception("session sweep failed")
 
 

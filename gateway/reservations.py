@@ -31,10 +31,10 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from jobs import keys
 from gateway.budgets import Budget, budgets_for
 from gateway.meta import SessionMeta
 from gateway.settings import GatewaySettings
+from jobs import keys
 
 # KEYS: per budget, its used hash then its reserved hash.
 # ARGV: now, id, tokens, usd, expires_at, the reserved hash's ttl (ms); then per budget: the used

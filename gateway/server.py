@@ -25,7 +25,6 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from gateway import metrics
-from jobs import tracing
 from gateway.breaker import BreakerOpen, RedisBreaker
 from gateway.budgets import over_budget
 from gateway.errors import describe_reset, error_response
@@ -39,6 +38,7 @@ from gateway.sessions import AuthError, Session, Sessions
 from gateway.settings import GatewaySettings, ProviderConfig
 from gateway.upstream import DROP_RESPONSE, Attempts, Upstream, UpstreamRedirect, UpstreamRetryable
 from gateway.usage import Usage, UsageTracker
+from jobs import tracing
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Lane:
     upstream: Upstream
 
     @classmethod
-    def build(cls, settings: GatewaySettings, config: ProviderConfig, redis: Redis) -> "Lane":
+    def build(cls, settings: GatewaySettings, config: ProviderConfig, redis: Redis) -> Lane:
         provider = provider_for(config.name, settings.gateway_reserve_output_tokens)
         limits = SharedLimits(redis, settings, config.name)
         pool = KeyPool(redis, limits, list(config.keys), provider.title)
@@ -305,7 +305,7 @@ KEY_VARIABLES = {"gemini": "GEMINI_API_KEY", "anthropic": "ANTHROPIC_API_KEY",
 
 
 def daily_message(exc: AllKeysExhausted, settings: GatewaySettings) -> str:
-    when = describe_reset(dt.datetime.fromtimestamp(exc.reset_at, dt.timezone.utc))
+    when = describe_reset(dt.datetime.fromtimestamp(exc.reset_at, dt.UTC))
     keys = f"all {exc.keys} keys" if exc.keys > 1 else "its only key"
     if exc.upstream:
         return (f"The Gemini API's requests-per-day quota ({exc.quota_id}) is used up on {keys}; "

@@ -22,9 +22,9 @@ from pathlib import Path
 from aiohttp import web
 from redis.asyncio import Redis
 
-from jobs import keys
 from gateway import metrics
 from gateway.meta import SessionMeta
+from jobs import keys
 
 log = logging.getLogger(__name__)
 

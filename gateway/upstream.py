@@ -24,7 +24,6 @@ cooling down: each one spends the key's quota.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import ssl
@@ -154,7 +153,7 @@ class Upstream:
         try:
             # Never follow a redirect: aiohttp would resend the key to wherever it points.
             response = await self._session.post(url, headers=headers, data=call.body, allow_redirects=False)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             return await self._transient(attempts, 0, repr(exc).encode(), None)
         metrics.UPSTREAM_ATTEMPTS.labels(str(response.status)).inc()
         attempts.statuses.append(response.status)

@@ -39,7 +39,7 @@ class Usage:
     total: int = 0
 
     @classmethod
-    def from_metadata(cls, meta: dict[str, Any]) -> "Usage":
+    def from_metadata(cls, meta: dict[str, Any]) -> Usage:
         values = {name: int(meta.get(field) or 0) for field, name in KINDS.items()}
         return cls(**values)
 

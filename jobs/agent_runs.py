@@ -19,9 +19,9 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from gateway.client import GatewayClient, GatewaySession, SessionMeta
+from jobs import tracing
 from jobs.repos import Pin, RepoRef, RepoUnavailable, Workspace, mount, pin
 from jobs.repos.visibility import outside
-from jobs import tracing
 from jobs.settings import JobSettings, Settings
 from sandbox.agents.adapters import Agent
 from sandbox.agents.session import AgentSession

@@ -9,10 +9,10 @@ from rq.exceptions import NoSuchJobError
 from rq.job import JobStatus
 
 from jobs import keys, outbox
-from jobs.final import Final
 from jobs.destinations import publisher_for
-from jobs.queue import fetch
+from jobs.final import Final
 from jobs.question import Question
+from jobs.queue import fetch
 from jobs.slack.settings import SlackSettings
 
 CancelResult = Literal["cancelled", "stopping", "finished", "unknown"]

@@ -23,8 +23,8 @@ from jobs import keys, outbox
 from jobs.final import Final
 from jobs.outbox import Delivery
 from jobs.question import Question
-from jobs.slack.thread_publisher import slack_publisher_for
 from jobs.slack.settings import SlackSettings
+from jobs.slack.thread_publisher import slack_publisher_for
 from sandbox.agents.events import AgentEvent, Started, TextDelta, ToolFinished, ToolStarted
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ def _quietly(fn: Callable[..., Any], *args: Any) -> None:
     # One destination failing must not take the others, or the job, down with it.
     try:
         fn(*args)
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.exception("publisher %s failed", getattr(fn, "__qualname__", fn))
 
 

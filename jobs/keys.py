@@ -202,7 +202,7 @@ def session_usage(session_id: str) -> str:
 
 
 def utc_date(now: dt.datetime | None = None) -> str:
-    return (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%d")
+    return (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d")
 
 
 def daily_usage(kind: str, name: str, date: str | None = None) -> str:

@@ -273,7 +273,7 @@ def sweep(redis: Redis, deliver: Callable[[str, Final], None], older_than: float
         try:
             deliver(job_id, final)
             done.append(job_id)
-        except Exception:  # noqa: BLE001 - one broken job must not stop the others
+        except Exception:
             log.exception("outbox sweep: delivering the final of %s failed", job_id)
     return done
 

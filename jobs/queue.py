@@ -163,7 +163,7 @@ def _enqueue(redis: Redis, question: Question, settings: JobSettings, claim: str
             raise ClaimPending(f"the pending claim on question {question.id} lapsed before its job was made")
         pipe.multi()
         pipe.sadd(queue.redis_queues_keys, queue.key)
-        queue._enqueue_rate_limited_job(job, pipeline=pipe)  # noqa: SLF001 - see above
+        queue._enqueue_rate_limited_job(job, pipeline=pipe)
         pipe.set(claim, claims.CONFIRMED, ex=keys.CLAIM_TTL)
         try:
             pipe.execute()

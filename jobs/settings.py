@@ -30,7 +30,16 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
@@ -42,12 +51,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as SyncRetry
 from redis.sentinel import Sentinel
 
+from gateway.settings import GatewaySettings
 from jobs import keys
 from jobs.access import ANY, AccessRule
-from jobs.sentinel_connection import AsyncRediscoveringSentinelConnection, ClosingSentinelConnection
-from gateway.settings import GatewaySettings
-from jobs.side_tasks.settings import GeminiSettings
 from jobs.repos.config import MAX_INSTRUCTIONS, RepoEntry, parse_repos, repos_from_file
+from jobs.sentinel_connection import AsyncRediscoveringSentinelConnection, ClosingSentinelConnection
+from jobs.side_tasks.settings import GeminiSettings
 from jobs.slack.settings import SlackSettings
 from jobs.tracing import TracingSettings
 from sandbox.agents.settings import AgentSettings

@@ -49,8 +49,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import LockError, RedisError
 
-from jobs import spawning
-from jobs import keys
+from jobs import keys, spawning
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from __future__ import annotations
 import re
 import string
 from dataclasses import dataclass
-from typing import Literal
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote, urlsplit
 
 from jobs.repos.checkout import origin_url

@@ -32,19 +32,18 @@ from rq.job import JobStatus
 from rq.rate_limit import release_slot
 from rq.serializers import JSONSerializer
 
-from jobs.worker_pubsub import PromptUnsubscribe
 from jobs import job as question_job
 from jobs import metrics, outbox, start_checks
-from jobs.final import Final
 from jobs.destinations import publisher_for
-from jobs.question import Question
-from jobs.queue import fetch
+from jobs.final import Final
 from jobs.job_guard import AskboxJob, RefusedJob, refusal, refuse
 from jobs.logs import configure_json_logging
-from jobs.queue import QUEUE_NAMES
+from jobs.question import Question
+from jobs.queue import QUEUE_NAMES, fetch
 from jobs.repos import resolve_repo
 from jobs.repos.refresher import start_refresher
 from jobs.settings import Settings
+from jobs.worker_pubsub import PromptUnsubscribe
 from sandbox import images, labels, owner
 from sandbox.egress import self_test
 from sandbox.errors import SandboxInfraError
@@ -94,7 +93,7 @@ class AskboxWorker(PromptUnsubscribe, Worker):
             return
         try:
             self.reap_now()
-        except Exception:  # noqa: BLE001 - the periodic reaper of any worker on this host is the fallback
+        except Exception:
             log.exception("removing the sandbox after the shutdown grace failed")
 
     def execute_job(self, job, queue):  # type: ignore[no-untyped-def]
@@ -137,7 +136,7 @@ class AskboxWorker(PromptUnsubscribe, Worker):
             job.get_meta(refresh=True)  # the work-horse's progress, not the parent's stale copy
             question_job.on_job_failure(job, self.connection, WorkHorseDied,
                                         WorkHorseDied(f"work-horse ended with {ret_val}"), None)
-        except Exception:  # noqa: BLE001 - RQ's own failure handling must still run
+        except Exception:
             log.exception("job %s: ending it after its work-horse died failed", job.id)
 
     def monitor_work_horse(self, job, queue, execution):  # type: ignore[no-untyped-def]
@@ -287,7 +286,7 @@ def start_outbox_sweep(redis: Redis, settings: Settings) -> threading.Thread:
                 outbox.sweep(redis, deliver, older_than=every)
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 log.warning("outbox sweep skipped: %s", exc)  # Redis is back by the next round
-            except Exception:  # noqa: BLE001 - the sweep must outlive one bad round
+            except Exception:
                 log.exception("outbox sweep failed")
 
     thread = threading.Thread(target=run, name="outbox-sweep", daemon=True)

@@ -15,7 +15,6 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # Docker is imported where images are built: tags alone need no Docker
@@ -204,7 +203,7 @@ def build(
             try:
                 # forcerm: a failed step's container goes too (rm alone keeps it: one exited
                 # container per failed build, e.g. agent-cursor where Cursor is unreachable).
-                _, stream = client.images.build(path=str(context), tag=image_tag, buildargs=buildargs, rm=True,
+                _, _log = client.images.build(path=str(context), tag=image_tag, buildargs=buildargs, rm=True,
                                                 forcerm=True)
             except BuildError as exc:
                 lines = [c.get("stream", c.get("error", "")) for c in exc.build_log if isinstance(c, dict)]

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.conftest import unavailable
 from google import genai
 from google.genai import errors, types
 
+from tests.conftest import unavailable
 from tests.fakes.gemini_api import (
     FakeGeminiAPI,
     FunctionCall,

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except RedisError as exc:  # ask, cancel, worker, gateway, dashboard: Redis is down or refuses us
         err(redis_unreachable(exc))
         return 1
-    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one clear line
+    except Exception as exc:
         from sandbox.errors import SandboxInfraError
 
         if isinstance(exc, SandboxInfraError):

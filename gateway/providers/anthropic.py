@@ -82,7 +82,7 @@ def _reset_in(headers: Mapping[str, str]) -> float | None:
                 when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
             except ValueError:
                 continue
-            found.append((when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+            found.append((when - dt.datetime.now(dt.UTC)).total_seconds())
     return max(0.0, min(found)) if found else None
 
 

@@ -23,7 +23,7 @@ anything.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -64,7 +64,7 @@ class ImageBlock(Message):
 
 class DocumentBlock(Message):
     type: Literal["document"]
-    source: Annotated[Union[Base64Source, PlainTextSource], Field(discriminator="type")]
+    source: Annotated[Base64Source | PlainTextSource, Field(discriminator="type")]
     title: str | None = None
     context: str | None = None
     citations: Any = None
@@ -79,7 +79,7 @@ class ToolUseBlock(Message):
     cache_control: CacheControl | None = None
 
 
-ResultContent = Annotated[Union[TextBlock, ImageBlock, DocumentBlock], Field(discriminator="type")]
+ResultContent = Annotated[TextBlock | ImageBlock | DocumentBlock, Field(discriminator="type")]
 
 
 class ToolResultBlock(Message):
@@ -101,8 +101,7 @@ class RedactedThinkingBlock(Message):
     data: str
 
 
-Block = Annotated[Union[TextBlock, ImageBlock, DocumentBlock, ToolUseBlock, ToolResultBlock, ThinkingBlock,
-                        RedactedThinkingBlock], Field(discriminator="type")]
+Block = Annotated[TextBlock | ImageBlock | DocumentBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock, Field(discriminator="type")]
 
 
 class ChatMessage(Message):

@@ -23,7 +23,7 @@ tool's output, a response format's schema, reasoning's encrypted content) are op
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -55,7 +55,7 @@ class Refusal(Message):
     refusal: str
 
 
-Content = Annotated[Union[InputText, InputImage, Refusal], Field(discriminator="type")]
+Content = Annotated[InputText | InputImage | Refusal, Field(discriminator="type")]
 
 
 class MessageItem(Message):
@@ -103,7 +103,7 @@ class ReasoningItem(Message):
     status: str | None = None
 
 
-Item = Annotated[Union[MessageItem, FunctionCallItem, FunctionCallOutputItem, CustomToolCallItem, ReasoningItem],
+Item = Annotated[MessageItem | FunctionCallItem | FunctionCallOutputItem | CustomToolCallItem | ReasoningItem,
                  Field(discriminator="type")]
 
 
@@ -133,7 +133,7 @@ class NamespaceTool(Message):
     tools: list[FunctionTool]
 
 
-ResponsesTool = Annotated[Union[FunctionTool, CustomTool, NamespaceTool], Field(discriminator="type")]
+ResponsesTool = Annotated[FunctionTool | CustomTool | NamespaceTool, Field(discriminator="type")]
 
 
 class Reasoning(Message):
@@ -196,7 +196,7 @@ class ImagePart(Message):
     image_url: ImageUrl
 
 
-Part = Annotated[Union[TextPart, ImagePart], Field(discriminator="type")]
+Part = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
 class ChatFunction(Message):

@@ -134,7 +134,7 @@ class Harness:
             self._in_flight.add(run_id)
         try:
             final, seconds, waited = self._inline(question) if self.options.inline else self._queued(question)
-        except Exception as exc:  # noqa: BLE001 - one question that cannot be asked must not stop the others
+        except Exception as exc:
             log.exception("eval: question on line %d failed", item.line)
             return Record(**base, outcome="error", answer=f"{type(exc).__name__}: {exc}")
         finally:

@@ -184,6 +184,6 @@ def _first_problem(exc: ValidationError) -> str:
     if error["type"] == "extra_forbidden":
         known = ", ".join(sorted(RepoEntry.model_fields.keys() - {"token"}))
         return f'unknown key "{where}" (known: {known})'
-    if error["type"] == "model_type" or error["type"].endswith("_type") and not where:
+    if error["type"] == "model_type" or (error["type"].endswith("_type") and not where):
         return "must be a path, a URL or an object"
     return f"{where}: {message}" if where else message

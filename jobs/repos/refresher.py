@@ -26,7 +26,7 @@ def start_refresher(repos: list[RepoRef], mirrors: Path, snapshots: Path, every:
             try:
                 # A bit under `every`: the round after this one finds the mirror due, not just short of it.
                 refresh_all(repos, mirrors, snapshots, refresh=every * 0.9, idle=idle, fetch_timeout=fetch_timeout)
-            except Exception:  # noqa: BLE001 - a failed round must not end the refresher
+            except Exception:
                 log.exception("repository refresh failed")
             stop.wait(every)
 

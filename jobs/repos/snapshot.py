@@ -274,7 +274,7 @@ def _history(source: Path, commit: str, dest: Path, deny: tuple[str, ...]) -> No
              str(source), f"{commit}:refs/heads/askbox"], timeout=600)
     run_git(["--git-dir", str(dest), "symbolic-ref", "HEAD", "refs/heads/askbox"])
     owner = SANDBOX_UID if os.geteuid() == 0 else -1  # git refuses a repository of another owner
-    for directory, dirs, files in os.walk(dest):
+    for directory, _dirs, files in os.walk(dest):
         os.chmod(directory, 0o755)
         os.chown(directory, owner, owner)
         for name in files:

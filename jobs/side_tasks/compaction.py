@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from jobs.side_tasks.side_call import GeminiCalls
 from jobs.memory import ThreadMemory
 from jobs.prompt import Turn
+from jobs.side_tasks.side_call import GeminiCalls
 
 log = logging.getLogger(__name__)
 

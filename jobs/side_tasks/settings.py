@@ -30,7 +30,7 @@ class GeminiSettings(BaseSettings):
     gemini_timeout: float = Field(default=30.0, gt=0, description="compaction and summary calls")
 
     @model_validator(mode="after")
-    def _model_for_the_provider(self) -> "GeminiSettings":
+    def _model_for_the_provider(self) -> GeminiSettings:
         if self.side_provider != "gemini" and not self.side_model:
             raise ValueError(f"ASKBOX_SIDE_PROVIDER={self.side_provider} needs ASKBOX_SIDE_MODEL (a model it serves)")
         return self

@@ -107,7 +107,7 @@ class GeminiCalls:
             self.skipped = str(exc)
             self._outage(task, str(exc))
             return None
-        except Exception as exc:  # noqa: BLE001 - a side task never fails the question
+        except Exception as exc:
             self.skipped = f"{type(exc).__name__}: {exc}"
             log.exception("side task %s failed; skipped", task)
             return None

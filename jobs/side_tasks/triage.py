@@ -10,8 +10,8 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from jobs import tracing
-from jobs.side_tasks.side_call import GeminiCalls
 from jobs.memory import Conversation
+from jobs.side_tasks.side_call import GeminiCalls
 
 FORCE_KEYWORD = "agent"
 NOTE = (f"_Answered without reading the code. To send it to the agent anyway, start or end "

@@ -14,8 +14,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.slack_response import SlackResponse
 
 from jobs.slack.budget import SlackBudget, rate_limit_scope, retry_after_seconds
-from jobs.slack.web_api import http_status
 from jobs.slack.options import SlackOptions
+from jobs.slack.web_api import http_status
 
 log = logging.getLogger(__name__)
 

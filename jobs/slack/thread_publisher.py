@@ -16,8 +16,8 @@ supersedes it.
 
 from __future__ import annotations
 
-import logging
 import contextvars
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -33,13 +33,13 @@ from jobs.question import Question
 from jobs.slack import status_owner
 from jobs.slack.budget import SlackBudget
 from jobs.slack.calls import SlackCalls
-from jobs.slack.web_api import shared_client
-from jobs.slack.thread_final import FinalMessage
 from jobs.slack.options import SlackOptions
 from jobs.slack.progress import AssistantStatus, StatusMessage, headline
 from jobs.slack.settings import SlackSettings
 from jobs.slack.state import Progress, SlackThread
 from jobs.slack.streaming import AnswerStream
+from jobs.slack.thread_final import FinalMessage
+from jobs.slack.web_api import shared_client
 from sandbox.agents.events import AgentEvent
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ class SlackPublisher:
         while not self._stop.is_set():
             try:
                 self._tick()
-            except Exception:  # noqa: BLE001 - progress is best effort; the final is not here
+            except Exception:
                 log.exception("job %s: Slack progress update failed", self.job.id)
             self._wake.wait(self.options.tick)
             self._wake.clear()

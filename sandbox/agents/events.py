@@ -10,7 +10,7 @@ Events are JSON-serializable: ``event.model_dump_json()`` on the way out,
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -116,7 +116,7 @@ class Diagnostic(_Event):
 
 
 AgentEvent = Annotated[
-    Union[Started, TextDelta, ToolStarted, ToolFinished, Result, AgentError, Diagnostic],
+    Started | TextDelta | ToolStarted | ToolFinished | Result | AgentError | Diagnostic,
     Field(discriminator="type"),
 ]
 

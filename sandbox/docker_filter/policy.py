@@ -36,7 +36,6 @@ from urllib.parse import parse_qsl, urlencode
 from sandbox import labels as askbox_labels
 from sandbox import owned_dirs
 from sandbox.allowlist import parse_allowlist, squid_config
-from sandbox.errors import FILTER_PREFIX as PREFIX
 from sandbox.users import PROXY_USER, SANDBOX_USER
 
 MIN_API_VERSION = (1, 40)  # older versions read HostConfig from other places (e.g. the start body)
@@ -163,7 +162,7 @@ def decide(policy: Policy, method: str, target: str, body: bytes) -> Decision:
         raise Refused(f"API version {match['major']}.{match['minor']} is older than "
                       f"{MIN_API_VERSION[0]}.{MIN_API_VERSION[1]}, the oldest the filter allows")
     rest = match["rest"]
-    for methods, pattern, params, kind in _ROUTES:
+    for methods, pattern, params, kind in _ROUTES:  # noqa: B007 - the matched route's, read after the break
         found = pattern.match(rest)
         if found and method in methods:
             break

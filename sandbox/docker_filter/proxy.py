@@ -43,7 +43,8 @@ import aiohttp
 import h11
 
 from sandbox.docker_filter import endpoints
-from sandbox.docker_filter.policy import PREFIX, Decision, Policy, Refused, check_at_start, check_target, decide
+from sandbox.docker_filter.policy import Decision, Policy, Refused, check_at_start, check_target, decide
+from sandbox.errors import FILTER_PREFIX as PREFIX
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from tests.fakes.llm_api import (
     split,
 )
 
-__all__ = ["FakeAnthropicAPI", "ApiError", "Text", "ToolCall", "ToolCalls", "RecordedRequest"]
+__all__ = ["ApiError", "FakeAnthropicAPI", "RecordedRequest", "Text", "ToolCall", "ToolCalls"]
 
 
 class FakeAnthropicAPI(ScriptedAPI):

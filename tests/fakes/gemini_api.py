@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Union
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 __all__ = [
@@ -233,7 +233,7 @@ def api_key_invalid() -> HttpError:
     )
 
 
-Turn = Union[Text, FunctionCall, FunctionCalls, HttpError, Redirect]
+Turn = Text | FunctionCall | FunctionCalls | HttpError | Redirect
 
 
 @dataclass
@@ -428,7 +428,7 @@ _MODEL_LIST_PATH = re.compile(r"^/v1(?:alpha|beta)?/models/?$")
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # a hung slow stream must not block close()
-    fake: "FakeGeminiAPI"
+    fake: FakeGeminiAPI
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -437,7 +437,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # requests are recorded; stderr noise helps nobody
 
     def do_GET(self) -> None:
@@ -456,7 +456,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.fake._dispatch(self)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (cancelled, timed out): nothing to tell it
-        except Exception as exc:  # a bug in the fake or in a turn callable
+        except Exception as exc:  # noqa: BLE001 - a bug in the fake or in a turn callable
             # Record it so the test fails loudly instead of the agent silently retrying.
             self.server.fake.errors.append(exc)
             self.close_connection = True
@@ -572,7 +572,7 @@ class FakeGeminiAPI:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"
 
-    def start(self) -> "FakeGeminiAPI":
+    def start(self) -> FakeGeminiAPI:
         if self._thread is None:
             # A short poll interval keeps stop() (and so each test's teardown) quick.
             self._thread = threading.Thread(
@@ -591,7 +591,7 @@ class FakeGeminiAPI:
             self._thread = None
         self._server.server_close()
 
-    def __enter__(self) -> "FakeGeminiAPI":
+    def __enter__(self) -> FakeGeminiAPI:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -599,25 +599,25 @@ class FakeGeminiAPI:
 
     # -- scripting -------------------------------------------------------------
 
-    def script(self, *turns: Turn | TurnFactory) -> "FakeGeminiAPI":
+    def script(self, *turns: Turn | TurnFactory) -> FakeGeminiAPI:
         """Queue turns; each generate request consumes the next one."""
         with self._lock:
             self._turns.extend(turns)
         return self
 
-    def inject_429(self, rate: float, *, seed: int = 0, retry_delay: str = "1s") -> "FakeGeminiAPI":
+    def inject_429(self, rate: float, *, seed: int = 0, retry_delay: str = "1s") -> FakeGeminiAPI:
         """Answer a share ``rate`` (0..1) of generate requests 429, reproducibly."""
         with self._lock:
             self._inject_rate, self._inject_delay = rate, retry_delay
             self._rng = random.Random(seed)
         return self
 
-    def start_storm(self, error: HttpError | None = None) -> "FakeGeminiAPI":
+    def start_storm(self, error: HttpError | None = None) -> FakeGeminiAPI:
         """Every generate request fails (503 UNAVAILABLE by default) until stop_storm()."""
         self._storm = error or unavailable()
         return self
 
-    def stop_storm(self) -> "FakeGeminiAPI":
+    def stop_storm(self) -> FakeGeminiAPI:
         self._storm = None
         return self
 

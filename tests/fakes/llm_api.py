@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Union
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 JSON = dict[str, Any]
@@ -85,7 +85,7 @@ class ApiError:
     code: str | None = None  # OpenAI's error code ("rate_limit_exceeded", "model_not_found")
 
 
-Turn = Union[Text, ToolCall, ToolCalls, ApiError]
+Turn = Text | ToolCall | ToolCalls | ApiError
 TurnFactory = Callable[["RecordedRequest"], Turn]
 
 
@@ -131,7 +131,7 @@ class RecordedRequest:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
-    fake: "ScriptedAPI"
+    fake: ScriptedAPI
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -139,7 +139,7 @@ class Handler(BaseHTTPRequestHandler):
     server: _Server
     answered = False
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def do_POST(self) -> None:
@@ -148,7 +148,7 @@ class Handler(BaseHTTPRequestHandler):
             self.server.fake._dispatch(self)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        except Exception as exc:  # a bug in the fake or a turn callable: the test must see it
+        except Exception as exc:  # noqa: BLE001 - a bug in the fake or a turn callable: the test must see it
             self.server.fake.errors.append(exc)
             self.close_connection = True
             if not self.answered:
@@ -247,7 +247,7 @@ class ScriptedAPI:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"
 
-    def start(self) -> "ScriptedAPI":
+    def start(self) -> ScriptedAPI:
         if self._thread is None:
             self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                             name=self.name, daemon=True)

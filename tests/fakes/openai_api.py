@@ -37,7 +37,7 @@ from tests.fakes.llm_api import (
     split,
 )
 
-__all__ = ["FakeOpenAIAPI", "ApiError", "Text", "ToolCall", "ToolCalls", "RecordedRequest"]
+__all__ = ["ApiError", "FakeOpenAIAPI", "RecordedRequest", "Text", "ToolCall", "ToolCalls"]
 
 
 class FakeOpenAIAPI(ScriptedAPI):

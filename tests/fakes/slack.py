@@ -68,6 +68,7 @@ from websockets.sync.server import Server, ServerConnection, serve
 from bot.manifest import SCOPES as MANIFEST_SCOPES
 
 __all__ = [
+    "RESET",
     "Ack",
     "Call",
     "Envelope",
@@ -77,7 +78,6 @@ __all__ = [
     "Message",
     "MethodRate",
     "MethodSpec",
-    "RESET",
     "load_methods",
     "signed_request",
 ]
@@ -220,7 +220,7 @@ def _type_problem(name: str, prop: JSON, value: Any, form: bool) -> str | None:
     attachments, metadata, files) take the decoded JSON too, as Slack does.
     """
     kinds = _allowed_types(prop)
-    if not kinds or value is None and "null" in kinds:
+    if not kinds or (value is None and "null" in kinds):
         return None
     desc = str(prop.get("desc", ""))
     json_string = "JSON" in desc or name in {"blocks", "attachments", "metadata", "files"}

@@ -58,7 +58,7 @@ def bots(fake, redis_server, repo, tmp_path):
     started: list[subprocess.Popen] = []
 
     def start(count: int = 1) -> list[subprocess.Popen]:
-        for i in range(count):
+        for _ in range(count):
             log = (tmp_path / f"bot-{len(started)}.log").open("w")
             started.append(subprocess.Popen([ASKBOX, "bot"], env=bot_env(fake, redis_server.url, repo),
                                             stdout=log, stderr=subprocess.STDOUT))

@@ -71,7 +71,7 @@ class GatewayProcess:
     proc: subprocess.Popen | None = None
     log: Path | None = None
 
-    def start(self) -> "GatewayProcess":
+    def start(self) -> GatewayProcess:
         self.env["ASKBOX_GATEWAY_SOCKET_DIR"] = str(self.socket_dir)
         self.log = self.socket_dir.with_suffix(".log")
         with open(self.log, "wb") as out:
@@ -106,7 +106,7 @@ class GatewayProcess:
                 self.proc.wait()
         shutil.rmtree(self.socket_dir, ignore_errors=True)
 
-    def __enter__(self) -> "GatewayProcess":
+    def __enter__(self) -> GatewayProcess:
         # Started already (``with GatewayProcess(...).start() as gw``): a second start
         # would spawn a second gateway, and only the last one would be stopped.
         return self if self.proc is not None else self.start()

@@ -71,7 +71,7 @@ class RedisServer:
         while True:
             try:
                 served_by = client.info("server")["process_id"]
-            except Exception:  # noqa: BLE001 - not up yet
+            except Exception:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)

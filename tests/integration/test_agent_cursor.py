@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from sandbox.agents.adapters import CursorAgent
+from sandbox.agents.events import AgentError, ErrorKind, Result, Started, TextDelta, ToolFinished, ToolStarted
 from sandbox.agents.failures import EGRESS_BLOCKED_MESSAGE
 from sandbox.agents.session import AgentSession
 from sandbox.agents.settings import AgentSettings, CursorAgentSettings
-from sandbox.agents.events import AgentError, Started, ErrorKind, Result, TextDelta, ToolFinished, ToolStarted
 from sandbox.spec import Limits
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("no_leftovers")]

@@ -13,10 +13,10 @@ import pytest
 from pydantic import SecretStr
 
 from sandbox.agents.adapters import GeminiAgent
+from sandbox.agents.events import AgentError, ErrorKind, Result, Started, TextDelta, ToolFinished, ToolStarted
 from sandbox.agents.failures import EGRESS_BLOCKED_MESSAGE
 from sandbox.agents.session import AgentSession
 from sandbox.agents.settings import AgentSettings
-from sandbox.agents.events import AgentError, ErrorKind, Result, Started, TextDelta, ToolFinished, ToolStarted
 from sandbox.spec import Limits
 from tests.conftest import REDIS_TEST_URL
 from tests.fakes.gemini_api import FakeGeminiAPI, FunctionCall, RecordedRequest, Text

@@ -10,19 +10,21 @@ through the read-only mount, real timing, and the "does not exit after result" b
 from __future__ import annotations
 
 import http.server
+import itertools
 import json
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from sandbox import OutcomeKind, SandboxSpec
 from sandbox.agents.adapters import CursorAgent
 from sandbox.agents.cursor_stream import failure_from_stderr
-from sandbox.agents.settings import AgentSettings, CursorAgentSettings
 from sandbox.agents.events import ErrorKind, Result, TextDelta, ToolFinished, ToolStarted
+from sandbox.agents.settings import AgentSettings, CursorAgentSettings
 from sandbox.outcome import Outcome
 from sandbox.spec import Limits
 from tests.standins.build import cursor_transcripts
@@ -206,7 +208,7 @@ def test_timing_follows_the_recording(sandbox, cursor_standin_image):
 
 def _recorded_delay(events: list[dict], cap: float = 0.3) -> float:
     stamps = [e["timestamp_ms"] for e in events if isinstance(e.get("timestamp_ms"), int)]
-    return sum(min((b - a) / 1000, cap) for a, b in zip(stamps, stamps[1:]) if b > a)
+    return sum(min((b - a) / 1000, cap) for a, b in itertools.pairwise(stamps) if b > a)
 
 
 # --- failures like the real CLI's ----------------------------------------------------
@@ -334,7 +336,7 @@ def test_hang_after_result_needs_a_stop(sandbox, cursor_standin_image):
 
 
 class _Backend(http.server.BaseHTTPRequestHandler):
-    seen: list[str] = []
+    seen: ClassVar[list[str]] = []  # what the backend was asked, across its handler instances
 
     def do_GET(self) -> None:
         type(self).seen.append(f"{self.path} {self.headers.get('User-Agent')}")

@@ -385,12 +385,12 @@ def victim(docker_client, sandbox_image) -> Iterator:
 def test_containers_askbox_did_not_start_cannot_be_touched(filtered, victim, docker_client):
     seen = filtered.api  # the low-level calls, by id and by a short id prefix
     for ref in (victim.id, victim.id[:12], victim.name):
-        assert_refused(lambda: seen.exec_create(ref, SQUID_UP), docker_client, "not one of this deployment's")
-        assert_refused(lambda: seen.inspect_container(ref), docker_client, "not one of this deployment's")
-        assert_refused(lambda: seen.kill(ref), docker_client, "not one of this deployment's")
-        assert_refused(lambda: seen.remove_container(ref, force=True), docker_client, "not one of this deployment's")
-        assert_refused(lambda: seen.logs(ref), docker_client, "not one of this deployment's")
-        assert_refused(lambda: seen.attach(ref, stream=False), docker_client, "not one of this deployment's")
+        assert_refused(lambda ref=ref: seen.exec_create(ref, SQUID_UP), docker_client, "not one of this deployment's")
+        assert_refused(lambda ref=ref: seen.inspect_container(ref), docker_client, "not one of this deployment's")
+        assert_refused(lambda ref=ref: seen.kill(ref), docker_client, "not one of this deployment's")
+        assert_refused(lambda ref=ref: seen.remove_container(ref, force=True), docker_client, "not one of this deployment's")
+        assert_refused(lambda ref=ref: seen.logs(ref), docker_client, "not one of this deployment's")
+        assert_refused(lambda ref=ref: seen.attach(ref, stream=False), docker_client, "not one of this deployment's")
     assert_refused(lambda: filtered.containers.list(all=True), docker_client, "askbox.* label")
     assert docker_client.containers.get(victim.id).status == "running"
 
@@ -520,7 +520,7 @@ def test_raw_json_tricks_are_refused(filter_socket, sandbox_image, docker_client
     send('{%s, "HostConfig": %s, "Memory": NaN}}' % (rest, host), "not JSON")
     send('{%s, "HostConfig": %s, "Binds": ["/:/host"]}}' % (rest, host), "Binds")
     send('{%s, "HostConfig": %s, "CapAdd": ["SYS_ADMIN"]}, "hostconfig": {}}' % (rest, host), "twice")
-    assert_raw_refused(filter_socket, http("POST", "/v1.41/containers/create", "[1]".encode()), docker_client,
+    assert_raw_refused(filter_socket, http("POST", "/v1.41/containers/create", b"[1]"), docker_client,
                        expect="JSON object")
     assert_raw_refused(filter_socket, http("POST", "/v1.41/containers/create",
                                            json.dumps(base).encode("utf-16")), docker_client, expect="not JSON")
@@ -535,7 +535,7 @@ def test_raw_framing_tricks_are_refused(filter_socket, sandbox_image, docker_cli
                        expect="Privileged")
     # Content-Length and Transfer-Encoding both: the classic smuggling set-up
     assert_raw_refused(filter_socket, http("POST", "/v1.41/containers/create", None,
-                                           f"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n") + chunked,
+                                           "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n") + chunked,
                        docker_client, status=400, expect="smuggling")
     # a harmless request with a create pipelined behind it: only the first is answered
     code, _, received = raw(filter_socket, http("GET", "/_ping") + http("POST", "/v1.41/containers/create", privileged))

@@ -93,7 +93,7 @@ sleep 120
 """
 
 
-def test_500_idle_connections_do_not_cut_off_another_sandbox(sandbox, sandbox_image, local_server, docker_client):
+def test_500_idle_connections_do_not_cut_off_another_sandbox(sandbox, sandbox_image, local_server, docker_client):  # noqa: F811 - the fixture
     allow = (f"127.0.0.1:{local_server}",)
     hog = SandboxSpec(
         image=sandbox_image, command=["bash", "-c", HOLD], egress_allow=allow,
@@ -202,7 +202,7 @@ def test_names_resolving_into_the_host_are_refused_and_literals_never_reverse_re
                        limits=Limits(timeout=90))
     lines, outcome = run_lines(sandbox, spec)
     assert outcome.kind is OutcomeKind.OK, outcome
-    assert "control hello from the allowlisted server" in lines, [l for l in lines if "ERR_" in l or "control" in l][:5]  # reachable all along
+    assert "control hello from the allowlisted server" in lines, [line for line in lines if "ERR_" in line or "control" in line][:5]  # reachable all along
     for name in names:
         assert f"GET {name} 403" in lines, lines
         assert f"CONNECT {name} 000" in lines, lines  # no tunnel
@@ -229,7 +229,7 @@ echo "third $(curl -s -m 4 -o /dev/null -w %{{http_code}} http://127.0.0.1:{port
 
 
 def test_changed_config_takes_effect_on_the_next_run_and_idle_proxies_are_reaped(
-    own_proxies, sandbox_image, local_server, docker_client
+    own_proxies, sandbox_image, local_server, docker_client  # noqa: F811 - the fixture imported above
 ):
     allow = (f"127.0.0.1:{local_server}",)
     spec = lambda: SandboxSpec(  # noqa: E731 - a fresh run id each time

@@ -13,6 +13,7 @@ import subprocess
 import time
 
 import pytest
+
 from jobs import queue as jobs_queue
 from jobs.question import Origin, Question
 from jobs.settings import JobSettings

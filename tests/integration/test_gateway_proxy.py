@@ -5,21 +5,25 @@ quota, the circuit breaker, budgets, TTL expiry."""
 from __future__ import annotations
 
 import time
-
 import urllib.request
 
 import aiohttp
 import pytest
 from redis import Redis
 
-from jobs import keys
 from gateway.client import SessionMeta, check_budget, session_state
 from gateway.settings import GatewaySettings
+from jobs import keys
 from tests.fakes.gemini_api import FakeGeminiAPI, Text
-from tests.integration.pipeline_helpers import free_port, wait_for
 from tests.integration.gateway_helpers import (
-    GENERATE_PATH, GatewayProcess, call, gateway_env, request_body, run,
+    GENERATE_PATH,
+    GatewayProcess,
+    call,
+    gateway_env,
+    request_body,
+    run,
 )
+from tests.integration.pipeline_helpers import free_port, wait_for
 
 pytestmark = pytest.mark.redis
 KEYS = ["real-key-one-AIzaSyA", "real-key-two-AIzaSyB"]

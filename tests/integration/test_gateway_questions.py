@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from jobs import queue as jobs_queue
 from gateway.client import upstream_paused
+from jobs import queue as jobs_queue
 from jobs.question import Origin, Question
 from jobs.redaction import forms_of
 from jobs.settings import JobSettings

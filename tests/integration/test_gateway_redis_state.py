@@ -119,9 +119,9 @@ def test_breaker_opens_shared_and_half_opens_once(redis_client: Redis):
 
 
 def test_reservations_hold_room_across_gateways_and_a_dead_ones_is_charged(redis_client: Redis):
-    from jobs import keys
     from gateway.meta import SessionMeta
     from gateway.reservations import BudgetHeld, BudgetUsedUp, Reservations
+    from jobs import keys
 
     # A reservation lives ttl + read timeout + max wait: 1.7 s here.
     settings = GatewaySettings(budget_user_tokens=250, gateway_read_timeout=0.1, gateway_max_wait=0.6)

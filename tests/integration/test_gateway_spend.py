@@ -14,14 +14,21 @@ import aiohttp
 import pytest
 from redis import Redis
 
-from jobs import keys
 from gateway.client import session_state
 from gateway.metering import estimate_cost
 from gateway.settings import DEFAULT_PRICES
 from gateway.usage import Usage
+from jobs import keys
 from tests.fakes.gemini_api import FakeGeminiAPI, Text
 from tests.integration.gateway_helpers import (
-    GENERATE_PATH, MODEL, STREAM_PATH, GatewayProcess, call, gateway_env, request_body, run,
+    GENERATE_PATH,
+    MODEL,
+    STREAM_PATH,
+    GatewayProcess,
+    call,
+    gateway_env,
+    request_body,
+    run,
 )
 from tests.integration.pipeline_helpers import wait_for
 

@@ -17,8 +17,7 @@ import redis
 from jobs.cache import AnswerCache, CachedAnswer, normalize_question
 from jobs.memory import Conversation, ThreadMemory
 from jobs.prompt import Turn
-from tests.conftest import unavailable
-from tests.conftest import REDIS_TEST_URL
+from tests.conftest import REDIS_TEST_URL, unavailable
 from tests.integration.pipeline_helpers import free_port
 
 pytestmark = pytest.mark.redis

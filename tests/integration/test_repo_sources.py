@@ -60,9 +60,10 @@ def redis_dump(redis) -> bytes:
     found: list[bytes] = []
     for key in redis.keys("*"):
         kind = redis.type(key).decode()
-        values = {"string": lambda: [redis.get(key)], "hash": lambda: list(redis.hgetall(key).values()),
-                  "list": lambda: redis.lrange(key, 0, -1), "set": lambda: list(redis.smembers(key)),
-                  "zset": lambda: redis.zrange(key, 0, -1)}.get(kind, lambda: [])()
+        read = {"string": lambda k: [redis.get(k)], "hash": lambda k: list(redis.hgetall(k).values()),
+                "list": lambda k: redis.lrange(k, 0, -1), "set": lambda k: list(redis.smembers(k)),
+                "zset": lambda k: redis.zrange(k, 0, -1)}.get(kind, lambda k: [])
+        values = read(key)
         for value in values:
             found.append(value or b"")
             try:

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
 from sandbox import OutcomeKind, SandboxSpec
 from sandbox.agents.adapters import CursorAgent

@@ -30,7 +30,7 @@ def tree_digest(root: Path) -> str:
 
 def test_workspace_and_root_are_read_only(sandbox, sandbox_image, repo):
     before = tree_digest(repo)
-    outcome, out, err = run_cmd(
+    outcome, out, _ = run_cmd(
         sandbox,
         sandbox_image,
         "cat /workspace/src/app.py;"

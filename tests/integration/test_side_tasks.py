@@ -9,17 +9,16 @@ needs the fake to see the agent's prompt.
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from datetime import UTC, datetime
 
 import pytest
 
-from jobs.side_tasks import compaction, summary, triage
-from jobs.queue import enqueue
 from jobs.question import Origin, Question, sanitize_id
+from jobs.queue import enqueue
 from jobs.settings import JobSettings
+from jobs.side_tasks import compaction, summary, triage
 from sandbox import labels
 from tests.fakes.gemini_api import FakeGeminiAPI, RecordedRequest, Text, max_in_window, new_token
 from tests.integration.conftest import ASKER, CHANNEL, bot_env

@@ -13,10 +13,10 @@ import pytest
 from redis import Redis
 
 from gateway.client import SessionMeta
-from jobs.side_tasks.side_call import GeminiCalls
-from jobs.side_tasks.settings import GeminiSettings
-from jobs.side_tasks.triage import Verdict, triage
 from jobs.memory import Conversation
+from jobs.side_tasks.settings import GeminiSettings
+from jobs.side_tasks.side_call import GeminiCalls
+from jobs.side_tasks.triage import Verdict, triage
 from tests.fakes.anthropic_api import FakeAnthropicAPI
 from tests.fakes.llm_api import RecordedRequest, Text
 from tests.fakes.openai_api import FakeOpenAIAPI

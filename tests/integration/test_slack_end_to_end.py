@@ -14,8 +14,8 @@ import pytest
 
 from tests.fakes.gemini_api import FakeGeminiAPI, FunctionCall, RecordedRequest, Text
 from tests.fakes.slack import FakeSlack
-from tests.integration.pipeline_helpers import Workers, wait_for
 from tests.integration.conftest import ASKER, CHANNEL, OTHER, bot_env
+from tests.integration.pipeline_helpers import Workers, wait_for
 
 FIXTURE_METHODS = Path(__file__).resolve().parents[1] / "fixtures" / "slack-api" / "methods"
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.usefixtures("no_leftovers")]
@@ -122,10 +122,10 @@ def test_an_answer_of_60000_characters(fake, bots, workers, gemini_api):
 
 
 def _all_questions(redis):
-    from jobs.queue import fetch
-    from jobs.question import Question
-
     from rq.exceptions import NoSuchJobError
+
+    from jobs.question import Question
+    from jobs.queue import fetch
 
     found = []
     for key in redis.keys("askbox:question:*"):

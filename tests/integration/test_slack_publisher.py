@@ -23,21 +23,21 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from jobs import keys, outbox
-from jobs.final import Final
 from jobs.destinations import CompositePublisher, MetaPublisher
+from jobs.final import Final
 from jobs.question import Origin, Question
 from jobs.slack.blocks import CANCEL_ACTION, FEEDBACK_ACTION
 from jobs.slack.budget import SlackBudget
-from jobs.slack.web_api import ambiguous, slack_client
-from jobs.slack.thread_final import REACTIONS
 from jobs.slack.mrkdwn import FILE_THRESHOLD, PART_LIMIT, to_mrkdwn
 from jobs.slack.options import SlackOptions
-from jobs.slack.thread_publisher import SlackPublisher, slack_publisher_for
 from jobs.slack.settings import SlackSettings
+from jobs.slack.thread_final import REACTIONS
+from jobs.slack.thread_publisher import SlackPublisher, slack_publisher_for
 from jobs.slack.upload import ANSWER_FILENAME
+from jobs.slack.web_api import ambiguous, slack_client
 from sandbox.agents.events import Started, TextDelta, ToolFinished, ToolStarted
-from tests.fakes.slack import RESET, FakeSlack, Message
 from tests.conftest import REDIS_TEST_URL
+from tests.fakes.slack import RESET, FakeSlack, Message
 from tests.unit.test_slack_format import _long_answer, _rejoin
 
 CHANNEL = "C0ASKBOX01"

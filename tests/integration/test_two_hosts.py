@@ -16,8 +16,8 @@ from redis import Redis
 from rq import Worker
 from rq.serializers import JSONSerializer
 
-from jobs.queue import enqueue, fetch
 from jobs.question import Origin, Question
+from jobs.queue import enqueue, fetch
 from jobs.settings import JobSettings
 from sandbox import labels
 from tests.conftest import DEPLOYMENT, unavailable

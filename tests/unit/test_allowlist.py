@@ -36,8 +36,8 @@ def test_allowlist_is_deduplicated_and_keyed_stably():
 def test_squid_rules_order():
     conf = squid_config(parse_allowlist("127.0.0.1:8080,*.cursor.sh,api.example.com,localhost:9"))
     rules = [line for line in conf.splitlines() if line.startswith("http_access")]
-    ip_entry = next(l for l in conf.splitlines() if "127\\.0\\.0\\.1" in l).split()[1]
-    wildcard = next(l for l in conf.splitlines() if "cursor" in l).split()[1]
+    ip_entry = next(line for line in conf.splitlines() if "127\\.0\\.0\\.1" in line).split()[1]
+    wildcard = next(line for line in conf.splitlines() if "cursor" in line).split()[1]
     # IP literals and localhost named exactly come before the blanket IP-literal deny ...
     assert rules.index(f"http_access allow {ip_entry} {ip_entry.replace('host', 'port')}") < rules.index(
         "http_access deny ip_literal"

@@ -42,20 +42,20 @@ def test_public_addresses_stay_reachable(address):
 def test_exact_names_get_the_private_check_too_and_nothing_reverse_resolves():
     conf = squid_config(parse_allowlist("api.example.com,*.cursor.sh,127.0.0.1:8080"))
     lines = conf.splitlines()
-    exact = next(l for l in lines if "api\\.example" in l).split()[1]
+    exact = next(line for line in lines if "api\\.example" in line).split()[1]
     assert f"http_access allow {exact} {exact.replace('host', 'port')} !private_dst" in lines
     # the host's own addresses (written by the image at start) are part of the same ACL
     assert f'acl private_dst dst "{HOST_ADDRESSES_FILE}"' in lines
-    regex_acls = [l for l in lines if " dstdom_regex " in l]
-    assert regex_acls and all(" dstdom_regex -n " in l for l in regex_acls)
+    regex_acls = [line for line in lines if " dstdom_regex " in line]
+    assert regex_acls and all(" dstdom_regex -n " in line for line in regex_acls)
 
 
 def test_only_a_runs_own_socket_is_served_and_decisions_name_the_run():
     lines = squid_config(parse_allowlist("a.com"), max_connections=7).splitlines()
-    rules = [l for l in lines if l.startswith("http_access")]
+    rules = [line for line in lines if line.startswith("http_access")]
     assert rules[0] == "http_access deny !run_client"
     assert "client_ip_max_connections 7" in lines
-    assert any(l.startswith("logformat askbox ") and l.endswith(" run=%ea") for l in lines)
+    assert any(line.startswith("logformat askbox ") and line.endswith(" run=%ea") for line in lines)
 
 
 def test_dns_servers_are_addresses():

@@ -211,7 +211,7 @@ def test_a_template_for_other_hosts():
     assert host.file_url("S", "src/app.py") == "https://git.internal.example/acme/demo/tree/S/src/app.py"
     assert host.commit_url("S") == "https://git.internal.example/acme/demo/tree/S/"
     assert web_host(None, "https://{host}/x/{commit}/{path}") is not None  # no remote: {host}, {repo} empty
-    with pytest.raises(BadTemplate, match="unknown placeholder.*sha"):
+    with pytest.raises(BadTemplate, match=r"unknown placeholder.*sha"):
         web_host(None, "https://x/{sha}/{path}")
     with pytest.raises(BadTemplate, match="https://"):
         web_host(None, "javascript:alert(1)//{path}")

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from sandbox.agents.failures import EGRESS_BLOCKED_MESSAGE
 from sandbox.agents.cursor_stream import CursorStreamParser
 from sandbox.agents.events import (
     AgentError,
@@ -29,6 +28,7 @@ from sandbox.agents.events import (
     ToolStarted,
     Usage,
 )
+from sandbox.agents.failures import EGRESS_BLOCKED_MESSAGE
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cursor-stream"
 TRANSCRIPTS = sorted(FIXTURES.glob("*.jsonl"))

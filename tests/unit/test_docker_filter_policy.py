@@ -221,14 +221,14 @@ def proxy_body(policy: Policy, **change: object) -> dict:
                                   "askbox", "10001:askbox", "1000:1000", "", " 10001:10001"])
 def test_a_sandbox_runs_as_10001_10001_exactly(full, user):
     assert create(full, body(full))  # the control: 10001:10001
-    with pytest.raises(Refused, match="User .* runs as 10001:10001 exactly"):
+    with pytest.raises(Refused, match=r"User .* runs as 10001:10001 exactly"):
         create(full, body(full) | {"User": user})
 
 
 @pytest.mark.parametrize("user", ["0:0", "10002:0", "10002:112", "10002:10001", "10001:10001", "10002", "nobody"])
 def test_a_proxy_runs_as_10002_10002_exactly(full, user):
     assert create(full, proxy_body(full))  # the control
-    with pytest.raises(Refused, match="User .* runs as 10002:10002 exactly"):
+    with pytest.raises(Refused, match=r"User .* runs as 10002:10002 exactly"):
         create(full, proxy_body(full, User=user))
 
 
@@ -241,17 +241,17 @@ def test_supplementary_groups_are_refused(full):
 def test_a_proxy_gets_its_own_squid_conf_and_no_other_variable(full):
     conf = proxy_body(full)["Env"][0]
     for env in ([conf, "LD_PRELOAD=/run/askbox-egress/x.so"], ["LD_PRELOAD=/x.so", conf], [], ["ASKBOX_SQUID_CONF"]):
-        with pytest.raises(Refused, match="ASKBOX_SQUID_CONF=<its squid.conf> and nothing else"):
+        with pytest.raises(Refused, match=r"ASKBOX_SQUID_CONF=<its squid.conf> and nothing else"):
             create(full, proxy_body(full, Env=env))
     # Squid runs the programs its configuration names: only askbox's own text, for the label's allowlist.
     for tampered in (conf + "url_rewrite_program /bin/sh -c id\n",
                      conf.replace("askbox-egress-client", "askbox-egress-client-x"),
                      conf.replace("http_access deny all", "http_access allow all")):
-        with pytest.raises(Refused, match="not the squid.conf askbox writes"):
+        with pytest.raises(Refused, match=r"not the squid.conf askbox writes"):
             create(full, proxy_body(full, Env=[tampered]))
     other = proxy_body(full)
     other["Labels"]["askbox.egress.allow"] = "localhost:10"  # a conf made for another allowlist
-    with pytest.raises(Refused, match="not the squid.conf askbox writes"):
+    with pytest.raises(Refused, match=r"not the squid.conf askbox writes"):
         create(full, other)
 
 
@@ -344,12 +344,12 @@ def test_allowed_commands_with_other_arguments_are_refused(full, command):
 def test_exec_takes_no_environment_no_directory_and_only_the_proxy_s_user(full):
     command = ALLOWED_EXECS[0]
     for env in (["LD_PRELOAD=/tmp/x.so"], ["PATH=/tmp"], {"LD_PRELOAD": "/x"}):
-        with pytest.raises(Refused, match="exec.Env is not allowed"):
+        with pytest.raises(Refused, match=r"exec.Env is not allowed"):
             decide(full, "POST", EXEC, exec_body(command, Env=env))
-    with pytest.raises(Refused, match="exec.WorkingDir is not allowed"):
+    with pytest.raises(Refused, match=r"exec.WorkingDir is not allowed"):
         decide(full, "POST", EXEC, exec_body(command, WorkingDir="/tmp"))
     for user in ("0", "0:0", "10001:10001", "10002:0", "10002:112", "10002", "root"):
-        with pytest.raises(Refused, match="exec.User"):
+        with pytest.raises(Refused, match=r"exec.User"):
             decide(full, "POST", EXEC, exec_body(command, User=user))
 
 
@@ -371,7 +371,7 @@ def test_the_start_check_refuses_a_source_replaced_since_the_create(full):
     check_at_start(full, inspect(full, source))  # the control: as created
     Path(source).rename(Path(source).with_name("aside"))
     Path(source).symlink_to("/var/run")  # the swap, done by whoever could
-    with pytest.raises(Refused, match="start: Mounts: .* symlink"):
+    with pytest.raises(Refused, match=r"start: Mounts: .* symlink"):
         check_at_start(full, inspect(full, source))
     Path(source).unlink()
     with pytest.raises(Refused, match="not visible to the filter"):

@@ -55,9 +55,9 @@ def test_upstream_error_details():
 
 
 def test_reset_times():
-    now = dt.datetime(2026, 1, 15, 12, 0, tzinfo=dt.timezone.utc)
-    assert next_pacific_midnight(now) == dt.datetime(2026, 1, 16, 8, 0, tzinfo=dt.timezone.utc)  # PST
-    assert describe_reset(dt.datetime(2026, 1, 15, 15, 12, tzinfo=dt.timezone.utc), now) == "15:12 UTC (in 3 h 12 min)"
+    now = dt.datetime(2026, 1, 15, 12, 0, tzinfo=dt.UTC)
+    assert next_pacific_midnight(now) == dt.datetime(2026, 1, 16, 8, 0, tzinfo=dt.UTC)  # PST
+    assert describe_reset(dt.datetime(2026, 1, 15, 15, 12, tzinfo=dt.UTC), now) == "15:12 UTC (in 3 h 12 min)"
 
 
 def test_prices_take_the_longest_prefix():

@@ -17,8 +17,6 @@ from typing import Any
 
 import pytest
 
-from sandbox.agents.failures import EGRESS_BLOCKED_MESSAGE
-from sandbox.agents.gemini_stream import GeminiStreamParser
 from sandbox.agents.events import (
     AgentError,
     AgentEvent,
@@ -31,6 +29,8 @@ from sandbox.agents.events import (
     ToolStarted,
     Usage,
 )
+from sandbox.agents.failures import EGRESS_BLOCKED_MESSAGE
+from sandbox.agents.gemini_stream import GeminiStreamParser
 
 TS = "2025-11-25T03:27:51.000Z"
 WS = "/workspace/repo"

@@ -21,7 +21,7 @@ def test_only_listed_models_and_the_operators_default_run() -> None:
     assert check_model("gemini", "gemini-2.5-pro", settings) == "gemini-2.5-pro"
     assert check_model("gemini", "gemini-exp-1", settings) == "gemini-exp-1"
     assert check_model("gemini", None, settings) is None  # the agent's default
-    with pytest.raises(ModelRefused, match="`gemini-2.5-flash` is not available for gemini"):
+    with pytest.raises(ModelRefused, match=r"`gemini-2.5-flash` is not available for gemini"):
         check_model("gemini", "gemini-2.5-flash", settings)
     assert "gpt-5" in allowed_models("cursor", AgentSettings())
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs import repos
 import jobs.repos.head  # noqa: F401 - patched below
+from jobs import repos
 from jobs.repos import RepoRef, UnknownRepo, head_commit, resolve_repo
 from jobs.repos.checkout import OutsideCheckout
 from tests.integration.git_helpers import GIT_ENV

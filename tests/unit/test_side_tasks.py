@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from jobs.question import Origin, Question
 from jobs.side_tasks.settings import GeminiSettings
 from jobs.side_tasks.triage import with_note
-from jobs.question import Origin, Question
 
 ORIGIN = Origin(kind="terminal", user="alice")
 
