@@ -84,21 +84,35 @@ def main() -> int:
                 fake = fake_for(provider)
                 with fake:
                     upstream = fake.api_url if isinstance(fake, FakeOpenAIAPI) else fake.base_url
-                    with GatewayProcess(provider_env(provider, upstream, [KEY], redis_url=redis.url)) as gateway, \
-                            Sampler(client) as sampler:
+                    with (
+                        GatewayProcess(provider_env(provider, upstream, [KEY], redis_url=redis.url)) as gateway,
+                        Sampler(client) as sampler,
+                    ):
                         first, whole, answered = [], [], 0
                         for _ in range(args.runs):
                             fake.script(*turns())
                             agent_class = AGENTS[name]
                             model = agent_class.default_model
                             session = gateway.open(model=model, provider=provider)
-                            bridge = SocketBridge(host_dir=session.socket_dir, socket=session.socket.name,
-                                                  port=GATEWAY_PORT, mount_point=GATEWAY_MOUNT)
-                            agent = agent_class(AgentSettings()).with_endpoint(bridge.url,
-                                                                               session.token.get_secret_value())
+                            bridge = SocketBridge(
+                                host_dir=session.socket_dir,
+                                socket=session.socket.name,
+                                port=GATEWAY_PORT,
+                                mount_point=GATEWAY_MOUNT,
+                            )
+                            agent = agent_class(AgentSettings()).with_endpoint(
+                                bridge.url, session.token.get_secret_value()
+                            )
                             before = len(fake.requests)
-                            run = AgentSession(sandbox, agent, "What does this repository do?", repo=repo,
-                                               limits=Limits(timeout=180), egress_allow=(), bridges=(bridge,))
+                            run = AgentSession(
+                                sandbox,
+                                agent,
+                                "What does this repository do?",
+                                repo=repo,
+                                limits=Limits(timeout=180),
+                                egress_allow=(),
+                                bridges=(bridge,),
+                            )
                             started = time.monotonic()
                             terminal = None
                             for event in run.events():
@@ -116,10 +130,14 @@ def main() -> int:
             proxies.stop_all(client)
             redis.stop()
     print(f"\nagents through the gateway, {args.runs} runs each (one tool step, then the answer)")
-    print(f"{'agent':<8}{'answered':>9}{'first LLM request s p50':>25}{'whole run s p50':>17}{'memory peak MiB p50/max':>25}")
+    print(
+        f"{'agent':<8}{'answered':>9}{'first LLM request s p50':>25}{'whole run s p50':>17}{'memory peak MiB p50/max':>25}"
+    )
     for name, answered, first, whole, peaks in rows:
-        print(f"{name:<8}{answered:>5}/{args.runs:<3}{statistics.median(first or [0]):>25.2f}"
-              f"{statistics.median(whole):>17.2f}{statistics.median(peaks):>17.0f} / {max(peaks):<6.0f}")
+        print(
+            f"{name:<8}{answered:>5}/{args.runs:<3}{statistics.median(first or [0]):>25.2f}"
+            f"{statistics.median(whole):>17.2f}{statistics.median(peaks):>17.0f} / {max(peaks):<6.0f}"
+        )
     print("time to first LLM request and memory per sandbox, per agent")
     return 0 if all(answered == args.runs for _, answered, *_ in rows) else 1
 

@@ -48,8 +48,15 @@ def agent_to_slack_lag(fake: FakeSlack, env: dict[str, str], tmp_path: Path, red
 
     image = build_cursor_standin(docker.from_env(), images.tag("sandbox"))
     (tmp_path / "repo" / "README.md").write_text("# bench repo\n")
-    workers = Workers({**env, "ASKBOX_AGENT": "cursor", "ASKBOX_CURSOR_IMAGE": image, "CURSOR_API_KEY": "k",
-                       "ASKBOX_EGRESS_SOCKET_DIR": str(tmp_path / "egress")})
+    workers = Workers(
+        {
+            **env,
+            "ASKBOX_AGENT": "cursor",
+            "ASKBOX_CURSOR_IMAGE": image,
+            "CURSOR_API_KEY": "k",
+            "ASKBOX_EGRESS_SOCKET_DIR": str(tmp_path / "egress"),
+        }
+    )
     workers.start(1, log_dir=tmp_path)
     redis = Redis.from_url(redis_url)
     progress, final = [], []
@@ -58,24 +65,34 @@ def agent_to_slack_lag(fake: FakeSlack, env: dict[str, str], tmp_path: Path, red
             channel = f"C0LAG{i:05d}"
             mention = fake.app_mention("U0ASKER0001", channel, f"<@{fake.bot_user_id}> [read:README.md] what? {i}")
             fake.push_event(mention)
-            fake.wait_until(lambda c=channel, m=mention: "white_check_mark" in fake.get_message(c, m["ts"]).reactions,
-                            timeout=120)
+            fake.wait_until(
+                lambda c=channel, m=mention: "white_check_mark" in fake.get_message(c, m["ts"]).reactions, timeout=120
+            )
             job = next(fetch(redis, k.decode().split(":")[-1]) for k in redis.keys(f"askbox:question:*{channel}*"))
             meta = job.get_meta(refresh=True)
-            calls = [c for c in fake.calls() if c.channel == channel and c.method in
-                     ("chat.update", "chat.appendStream", "chat.startStream", "assistant.threads.setStatus")]
+            calls = [
+                c
+                for c in fake.calls()
+                if c.channel == channel
+                and c.method in ("chat.update", "chat.appendStream", "chat.startStream", "assistant.threads.setStatus")
+            ]
             first_update = min(c.time for c in calls if c.time >= meta["first_event_at"])
-            answer = min(c.time for c in fake.calls("chat.postMessage")
-                         if c.channel == channel and c.time >= meta["final_at"])
+            answer = min(
+                c.time for c in fake.calls("chat.postMessage") if c.channel == channel and c.time >= meta["final_at"]
+            )
             progress.append(first_update - meta["first_event_at"])
             final.append(answer - meta["final_at"])
     finally:
         workers.stop()
         EgressProxies(images.tag("egress-proxy"), tmp_path / "egress").stop_all(docker.from_env())
-    print(f"agent's first event -> thread updated    p50 {statistics.median(progress) * 1000:7.1f} ms  "
-          f"max {max(progress) * 1000:7.1f} ms  ({runs} questions)")
-    print(f"final event -> answer posted in thread   p50 {statistics.median(final) * 1000:7.1f} ms  "
-          f"max {max(final) * 1000:7.1f} ms")
+    print(
+        f"agent's first event -> thread updated    p50 {statistics.median(progress) * 1000:7.1f} ms  "
+        f"max {max(progress) * 1000:7.1f} ms  ({runs} questions)"
+    )
+    print(
+        f"final event -> answer posted in thread   p50 {statistics.median(final) * 1000:7.1f} ms  "
+        f"max {max(final) * 1000:7.1f} ms"
+    )
 
 
 def main() -> None:
@@ -92,13 +109,20 @@ def main() -> None:
         server = RedisServer(tmp_path / "redis").start()
         fake.add_user("U0ASKER0001", name="asker")
         env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-        env.update(SLACK_BOT_TOKEN=fake.bot_token, SLACK_APP_TOKEN=fake.app_token, ASKBOX_SLACK_API_URL=fake.api_url,
-                   ASKBOX_REDIS_URL=server.url, ASKBOX_REPOS=json.dumps({"demo": str(tmp_path / "repo")}),
-                   ASKBOX_MAX_WAITING="100000", ASKBOX_USER_MAX_WAITING="100000",
-                   # Every channel may ask (jobs/access.py): the bench's channels have no repo of their own.
-                   ASKBOX_REPO_ACCESS=json.dumps({"*": {"channels": ["*"]}}))
-        bot = subprocess.Popen([ASKBOX, "bot"], env=env, stdout=(tmp_path / "bot.log").open("w"),
-                               stderr=subprocess.STDOUT)
+        env.update(
+            SLACK_BOT_TOKEN=fake.bot_token,
+            SLACK_APP_TOKEN=fake.app_token,
+            ASKBOX_SLACK_API_URL=fake.api_url,
+            ASKBOX_REDIS_URL=server.url,
+            ASKBOX_REPOS=json.dumps({"demo": str(tmp_path / "repo")}),
+            ASKBOX_MAX_WAITING="100000",
+            ASKBOX_USER_MAX_WAITING="100000",
+            # Every channel may ask (jobs/access.py): the bench's channels have no repo of their own.
+            ASKBOX_REPO_ACCESS=json.dumps({"*": {"channels": ["*"]}}),
+        )
+        bot = subprocess.Popen(
+            [ASKBOX, "bot"], env=env, stdout=(tmp_path / "bot.log").open("w"), stderr=subprocess.STDOUT
+        )
         try:
             fake.wait_connections(1, timeout=30)
             channels = [f"C0BENCH{i:04d}" for i in range(args.channels)]
@@ -118,8 +142,10 @@ def main() -> None:
             to_status = [posted[k] - t for k, t in sent.items() if k in posted]
             print(f"{args.mentions} mentions in {args.seconds:g} s over {args.channels} channels, one bot process")
             for name, values in (("event -> :eyes: reaction", to_reaction), ("event -> status message", to_status)):
-                print(f"{name:<26} p50 {statistics.median(values) * 1000:7.1f} ms  "
-                      f"p99 {pct(values, .99) * 1000:7.1f} ms  ({len(values)} of {args.mentions})")
+                print(
+                    f"{name:<26} p50 {statistics.median(values) * 1000:7.1f} ms  "
+                    f"p99 {pct(values, 0.99) * 1000:7.1f} ms  ({len(values)} of {args.mentions})"
+                )
             subprocess.run(["redis-cli", "-u", server.url, "flushdb"], check=True, capture_output=True)
             if args.lag_runs:
                 agent_to_slack_lag(fake, env, tmp_path, server.url, args.lag_runs)

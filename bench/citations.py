@@ -52,19 +52,31 @@ QUICK_FILES = {
     "docs/util.py": "x = 1\n",
 }
 QUICK_ANSWERS = [
-    {"text": "`Engine.start` in `src/app/core.py` (lines 2-3) calls `helper` (line 6); see `core.py`.",
-     "real": [["src/app/core.py", 2, None], ["src/app/core.py", 2, 3], ["src/app/core.py", 6, None],
-              ["src/app/core.py", 6, None], ["src/app/core.py", None, None]]},
-    {"text": "Not `util.py` (two of them), not `src/app/gone.py` (lines 1-2); `helper_two` is real.",
-     "real": [["src/app/util.py", None, None], ["src/app/util.py", 1, None]]},
+    {
+        "text": "`Engine.start` in `src/app/core.py` (lines 2-3) calls `helper` (line 6); see `core.py`.",
+        "real": [
+            ["src/app/core.py", 2, None],
+            ["src/app/core.py", 2, 3],
+            ["src/app/core.py", 6, None],
+            ["src/app/core.py", 6, None],
+            ["src/app/core.py", None, None],
+        ],
+    },
+    {
+        "text": "Not `util.py` (two of them), not `src/app/gone.py` (lines 1-2); `helper_two` is real.",
+        "real": [["src/app/util.py", None, None], ["src/app/util.py", 1, None]],
+    },
 ]
 
 
 def export(repo: Path, commit: str, into: Path) -> None:
     """The commit's tree, as a snapshot holds it (no .git)."""
     with tempfile.TemporaryFile() as archive:
-        subprocess.run(["git", "-c", "safe.directory=*", "-C", str(repo), "archive", "--format=tar", commit],
-                       stdout=archive, check=True)
+        subprocess.run(
+            ["git", "-c", "safe.directory=*", "-C", str(repo), "archive", "--format=tar", commit],
+            stdout=archive,
+            check=True,
+        )
         archive.seek(0)
         with tarfile.open(fileobj=archive) as tar:
             tar.extractall(into, filter="data")
@@ -116,8 +128,15 @@ def measure(tree: Path, commit: str, answers: list[dict]) -> dict:
         imprecise += sum(loose.values())
         false += sum((extra - loose).values())
         wrong += [f"{target} in {answer['text'][:60]!r}" for target in extra - loose]
-    return {"real": real, "linked": linked, "imprecise": imprecise, "false_links": false, "false": wrong,
-            "index_seconds": round(built, 3), "answers_seconds": round(time.perf_counter() - started, 3)}
+    return {
+        "real": real,
+        "linked": linked,
+        "imprecise": imprecise,
+        "false_links": false,
+        "false": wrong,
+        "index_seconds": round(built, 3),
+        "answers_seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 def _target(url: str, prefix: str) -> tuple[str, int | None, int | None]:
@@ -128,21 +147,30 @@ def _target(url: str, prefix: str) -> tuple[str, int | None, int | None]:
 
 def run_in(askbox: Path, tree: Path, commit: str, answers: list[dict]) -> dict:
     """``measure`` with the linker of another askbox tree, in a fresh interpreter."""
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(1, sys.argv[2]); "
-            "from citations import measure; from pathlib import Path; "
-            "print(json.dumps(measure(Path(sys.argv[3]), sys.argv[4], json.load(sys.stdin))))")
-    done = subprocess.run([sys.executable, "-c", code, str(askbox), str(Path(__file__).parent), str(tree), commit],
-                          input=json.dumps(answers), capture_output=True, text=True, check=True,
-                          env={**os.environ, "PYTHONPATH": str(askbox)})
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(1, sys.argv[2]); "
+        "from citations import measure; from pathlib import Path; "
+        "print(json.dumps(measure(Path(sys.argv[3]), sys.argv[4], json.load(sys.stdin))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(askbox), str(Path(__file__).parent), str(tree), commit],
+        input=json.dumps(answers),
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(askbox)},
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def report(name: str, result: dict) -> None:
     share = result["linked"] / result["real"] if result["real"] else 0.0
-    print(f"{name:10} real references linked {result['linked']:3d}/{result['real']:<3d} ({share:6.1%})   "
-          f"whole-file links where lines were meant {result['imprecise']:2d}   "
-          f"false links {result['false_links']:2d}   index {result['index_seconds']:.2f} s   "
-          f"answers {result['answers_seconds']:.3f} s")
+    print(
+        f"{name:10} real references linked {result['linked']:3d}/{result['real']:<3d} ({share:6.1%})   "
+        f"whole-file links where lines were meant {result['imprecise']:2d}   "
+        f"false links {result['false_links']:2d}   index {result['index_seconds']:.2f} s   "
+        f"answers {result['answers_seconds']:.3f} s"
+    )
     for line in result["false"]:
         print(f"{'':10} false: {line}")
 

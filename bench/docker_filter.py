@@ -70,20 +70,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="benchdf", dir="/tmp") as tmp:
         sock = Path(tmp) / "docker.sock"
         env = {k: v for k, v in os.environ.items() if not k.startswith("ASKBOX_")}
-        env.update(ASKBOX_DOCKER_FILTER_SOCKET=str(sock), ASKBOX_DEPLOYMENT=DEPLOYMENT,
-                   ASKBOX_EGRESS_SOCKET_DIR=str(Path(tmp) / "egress"), ASKBOX_GATEWAY_SOCKET_DIR=str(Path(tmp) / "gw"))
-        proc = subprocess.Popen([ASKBOX, "docker-filter"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env.update(
+            ASKBOX_DOCKER_FILTER_SOCKET=str(sock),
+            ASKBOX_DEPLOYMENT=DEPLOYMENT,
+            ASKBOX_EGRESS_SOCKET_DIR=str(Path(tmp) / "egress"),
+            ASKBOX_GATEWAY_SOCKET_DIR=str(Path(tmp) / "gw"),
+        )
+        proc = subprocess.Popen(
+            [ASKBOX, "docker-filter"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             wait_for(sock.exists, 20, "the filter's socket")
             direct_client, filtered_client = docker.from_env(), docker.DockerClient(base_url=f"unix://{sock}")
-            direct, filtered = Sandbox(direct_client, deployment=DEPLOYMENT), Sandbox(filtered_client, deployment=DEPLOYMENT)
+            direct, filtered = (
+                Sandbox(direct_client, deployment=DEPLOYMENT),
+                Sandbox(filtered_client, deployment=DEPLOYMENT),
+            )
             sandbox_run(direct, image), sandbox_run(filtered, image)  # warm caches
             runs: dict[str, list[tuple[float, float]]] = {"direct": [], "filtered": []}
             for _ in range(args.runs):  # interleaved so drift hits both alike
                 runs["direct"].append(sandbox_run(direct, image))
                 runs["filtered"].append(sandbox_run(filtered, image))
             mine = {"label": f"askbox.sandbox={DEPLOYMENT}"}
-            calls: dict[str, list[float]] = {k: [] for k in ("ping direct", "ping filtered", "list direct", "list filtered")}
+            calls: dict[str, list[float]] = {
+                k: [] for k in ("ping direct", "ping filtered", "list direct", "list filtered")
+            }
             for _ in range(args.calls):
                 calls["ping direct"].append(timed(direct_client.ping))
                 calls["ping filtered"].append(timed(filtered_client.ping))
@@ -97,10 +108,18 @@ def main() -> None:
     f = line("Sandbox.run first line, through the filter", [r[0] for r in runs["filtered"]])
     dw = line("Sandbox.run whole run, direct", [r[1] for r in runs["direct"]])
     fw = line("Sandbox.run whole run, through the filter", [r[1] for r in runs["filtered"]])
-    pd, pf = line("GET /_ping, direct", calls["ping direct"]), line("GET /_ping, through the filter", calls["ping filtered"])
-    ld, lf = line("container list, direct", calls["list direct"]), line("container list, through the filter", calls["list filtered"])
-    print(f"ratio filtered / direct: first line {f / d:.2f}x, whole run {fw / dw:.2f}x, "
-          f"ping {pf / pd:.2f}x, list {lf / ld:.2f}x")
+    pd, pf = (
+        line("GET /_ping, direct", calls["ping direct"]),
+        line("GET /_ping, through the filter", calls["ping filtered"]),
+    )
+    ld, lf = (
+        line("container list, direct", calls["list direct"]),
+        line("container list, through the filter", calls["list filtered"]),
+    )
+    print(
+        f"ratio filtered / direct: first line {f / d:.2f}x, whole run {fw / dw:.2f}x, "
+        f"ping {pf / pd:.2f}x, list {lf / ld:.2f}x"
+    )
 
 
 if __name__ == "__main__":

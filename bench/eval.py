@@ -61,10 +61,17 @@ def main() -> None:
         server = RedisServer(tmp_path / "redis")
         server.directory.mkdir()
         server.start()
-        env = {"ASKBOX_REDIS_URL": server.url, "ASKBOX_AGENT": "cursor", "ASKBOX_CURSOR_IMAGE": image,
-               "CURSOR_API_KEY": "k", "ASKBOX_REPOS": f'{{"demo": "{repo}"}}',
-               "ASKBOX_EGRESS_SOCKET_DIR": str(tmp_path / "egress"), "ASKBOX_MAX_WAITING": "10000",
-               "ASKBOX_REPO_MIRRORS": str(tmp_path / "mirrors"), "ASKBOX_REPO_SNAPSHOTS": str(tmp_path / "snapshots")}
+        env = {
+            "ASKBOX_REDIS_URL": server.url,
+            "ASKBOX_AGENT": "cursor",
+            "ASKBOX_CURSOR_IMAGE": image,
+            "CURSOR_API_KEY": "k",
+            "ASKBOX_REPOS": f'{{"demo": "{repo}"}}',
+            "ASKBOX_EGRESS_SOCKET_DIR": str(tmp_path / "egress"),
+            "ASKBOX_MAX_WAITING": "10000",
+            "ASKBOX_REPO_MIRRORS": str(tmp_path / "mirrors"),
+            "ASKBOX_REPO_SNAPSHOTS": str(tmp_path / "snapshots"),
+        }
         os.environ.update(env)  # this process's settings tree is the worker's
         workers = Workers({**os.environ, **env, "PYTHONUNBUFFERED": "1"})
         try:
@@ -93,18 +100,38 @@ def measure(redis: Redis, workers: Workers, tmp_path: Path, per_round: int, roun
 
     def bare_inline() -> float:
         n = next(counter)
-        question = Question(origin=Origin(kind="terminal", user="bench", session=f"bare-{n}"),
-                            text=QUESTION.format(n=n), repo="demo", fresh=True, id=f"bare-{n}")
+        question = Question(
+            origin=Origin(kind="terminal", user="bench", session=f"bare-{n}"),
+            text=QUESTION.format(n=n),
+            repo="demo",
+            fresh=True,
+            id=f"bare-{n}",
+        )
         started = time.perf_counter()
-        final = answer(Run(question, settings, redis, Destination(), run_id=question.id, allow_paths=True,
-                           labels={"job": question.id, "user": "bench"}, one_off=True))
+        final = answer(
+            Run(
+                question,
+                settings,
+                redis,
+                Destination(),
+                run_id=question.id,
+                allow_paths=True,
+                labels={"job": question.id, "user": "bench"},
+                one_off=True,
+            )
+        )
         assert final.kind == "answer", final
         return time.perf_counter() - started
 
     def bare_queue() -> float:
         n = next(counter)
-        question = Question(origin=Origin(kind="terminal", user="bench", session=f"bare-{n}"),
-                            text=QUESTION.format(n=n), repo="demo", fresh=True, id=f"bare-{n}")
+        question = Question(
+            origin=Origin(kind="terminal", user="bench", session=f"bare-{n}"),
+            text=QUESTION.format(n=n),
+            repo="demo",
+            fresh=True,
+            id=f"bare-{n}",
+        )
         started = time.perf_counter()
         job = enqueue(redis, question, settings.jobs).job
         wait_for(lambda: job.get_meta(refresh=True).get("final"), 120, "the final", every=0.005)
@@ -112,8 +139,9 @@ def measure(redis: Redis, workers: Workers, tmp_path: Path, per_round: int, roun
 
     def harnessed(inline: bool) -> tuple[float, list]:
         questions = [EvalQuestion(line=i + 1, question=QUESTION.format(n=next(counter))) for i in range(per_round)]
-        harness = Harness(settings, redis, Options(repo="demo", inline=inline, user="bench"),
-                          on_record=lambda record: None)
+        harness = Harness(
+            settings, redis, Options(repo="demo", inline=inline, user="bench"), on_record=lambda record: None
+        )
         started = time.perf_counter()
         records = harness.run(questions)
         assert [r.outcome for r in records] == ["answer"] * per_round, records
@@ -137,20 +165,25 @@ def measure(redis: Redis, workers: Workers, tmp_path: Path, per_round: int, roun
         everything += records
     everything = [r.model_copy(update={"line": i + 1}) for i, r in enumerate(everything)]
     started = time.perf_counter()
-    report = Report(run=RunInfo(questions_file="bench", started_at="-", mode="both"), records=everything,
-                    totals=totals(everything))
+    report = Report(
+        run=RunInfo(questions_file="bench", started_at="-", mode="both"), records=everything, totals=totals(everything)
+    )
     save(report, tmp_path / "report")
     writing = time.perf_counter() - started
 
     print(f"{rounds} rounds of {per_round} question(s) per mode, cursor stand-in, one worker")
     for name, samples in times.items():
-        print(f"{name:12} per question  p50 {statistics.median(samples) * 1000:8.1f} ms  "
-              f"min {min(samples) * 1000:8.1f} ms  max {max(samples) * 1000:8.1f} ms  (over {len(samples)} rounds)")
+        print(
+            f"{name:12} per question  p50 {statistics.median(samples) * 1000:8.1f} ms  "
+            f"min {min(samples) * 1000:8.1f} ms  max {max(samples) * 1000:8.1f} ms  (over {len(samples)} rounds)"
+        )
     for mode in ("inline", "queue"):
         overhead = statistics.median(times[f"eval {mode}"]) - statistics.median(times[f"bare {mode}"])
         print(f"eval harness overhead per question, {mode}: {overhead * 1000:+.1f} ms at p50")
-    print(f"writing the report ({len(everything)} questions: JSON, Markdown, HTML): {writing * 1000:.1f} ms, "
-          f"{writing / len(everything) * 1000:.2f} ms per question")
+    print(
+        f"writing the report ({len(everything)} questions: JSON, Markdown, HTML): {writing * 1000:.1f} ms, "
+        f"{writing / len(everything) * 1000:.2f} ms per question"
+    )
 
 
 if __name__ == "__main__":

@@ -91,8 +91,9 @@ class Bench:
         port = free_port()
         env = {k: v for k, v in self.env.items() if k != "SLACK_APP_TOKEN"}
         log = (self.tmp / f"bot-{time.monotonic():.0f}.log").open("w")
-        self.bot = subprocess.Popen([ASKBOX, "bot", "--http", "--port", str(port)], env=env, stdout=log,
-                                    stderr=subprocess.STDOUT)
+        self.bot = subprocess.Popen(
+            [ASKBOX, "bot", "--http", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         self.url = f"http://127.0.0.1:{port}/slack/events"
         import socket
 
@@ -106,8 +107,10 @@ class Bench:
 
     def sample_memory(self) -> None:
         while not self.stop.wait(1.0):
-            roles = {"bot": [self.bot.pid] if self.bot else [],
-                     "redis": [self.redis_server.proc.pid] if self.redis_server.proc else []}
+            roles = {
+                "bot": [self.bot.pid] if self.bot else [],
+                "redis": [self.redis_server.proc.pid] if self.redis_server.proc else [],
+            }
             for i, proc in enumerate(self.workers.procs):
                 if proc.poll() is None:
                     roles[f"worker-{i}"] = [proc.pid]
@@ -130,9 +133,14 @@ class Bench:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not self.stop.is_set():
             try:
-                status = self.fake.deliver_http(self.url, self.fake.event_callback(asked.event), SECRET,
-                                                retry_num=retry or None, retry_reason="http_timeout" if retry else None,
-                                                record=retry == 0)[0]
+                status = self.fake.deliver_http(
+                    self.url,
+                    self.fake.event_callback(asked.event),
+                    SECRET,
+                    retry_num=retry or None,
+                    retry_reason="http_timeout" if retry else None,
+                    record=retry == 0,
+                )[0]
             except OSError:
                 status = 0
             if status == 200:
@@ -183,8 +191,13 @@ def finals_of(fake: FakeSlack, asked: Asked) -> int:
     for message in fake.thread(CHANNEL, asked.event["ts"]):
         meta = message.metadata or {}
         payload = meta.get("event_payload") or {}
-        if message.is_bot and not message.deleted and meta.get("event_type") == outbox.EVENT_TYPE \
-                and payload.get("job") == asked.job_id and payload.get("part") in {"last", "outcome"}:
+        if (
+            message.is_bot
+            and not message.deleted
+            and meta.get("event_type") == outbox.EVENT_TYPE
+            and payload.get("job") == asked.job_id
+            and payload.get("part") in {"last", "outcome"}
+        ):
             count += 1
     return count
 
@@ -206,11 +219,22 @@ def soak(args: argparse.Namespace, image: str, client: docker.DockerClient, faul
         server = RedisServer(tmp_path / "redis")
         server.directory.mkdir()
         server.start()
-        env = {**bot_env(fake, server.url, repo), "SLACK_SIGNING_SECRET": SECRET, "ASKBOX_AGENT": "cursor",
-               "ASKBOX_CURSOR_IMAGE": image, "CURSOR_API_KEY": "k", "ASKBOX_EGRESS_SOCKET_DIR": str(egress),
-               "ASKBOX_MAINTENANCE_INTERVAL": "5", "ASKBOX_JOB_MONITORING_INTERVAL": "1", "ASKBOX_WORKER_TTL": "20",
-               "ASKBOX_REAPER_INTERVAL": "5", "ASKBOX_OUTBOX_SWEEP_INTERVAL": "2", "ASKBOX_PENDING_CLAIM_TTL": "3",
-               "ASKBOX_MAX_WAITING": "10000", "ASKBOX_USER_MAX_WAITING": "1000"}
+        env = {
+            **bot_env(fake, server.url, repo),
+            "SLACK_SIGNING_SECRET": SECRET,
+            "ASKBOX_AGENT": "cursor",
+            "ASKBOX_CURSOR_IMAGE": image,
+            "CURSOR_API_KEY": "k",
+            "ASKBOX_EGRESS_SOCKET_DIR": str(egress),
+            "ASKBOX_MAINTENANCE_INTERVAL": "5",
+            "ASKBOX_JOB_MONITORING_INTERVAL": "1",
+            "ASKBOX_WORKER_TTL": "20",
+            "ASKBOX_REAPER_INTERVAL": "5",
+            "ASKBOX_OUTBOX_SWEEP_INTERVAL": "2",
+            "ASKBOX_PENDING_CLAIM_TTL": "3",
+            "ASKBOX_MAX_WAITING": "10000",
+            "ASKBOX_USER_MAX_WAITING": "1000",
+        }
         bench = Bench(fake, env, tmp_path, server, Workers(env))
         asked: list[Asked] = []
         try:
@@ -244,8 +268,14 @@ def soak(args: argparse.Namespace, image: str, client: docker.DockerClient, faul
                     time.sleep(0.05)
                 user = rng.choice(users)
                 event = fake.app_mention(user, CHANNEL, f"<@{fake.bot_user_id}> " + rng.choice(TEXTS).format(i=i))
-                origin = Origin(kind="slack", user=user, team=fake.team_id, channel=CHANNEL, thread_ts=event["ts"],
-                                message_ts=event["ts"])
+                origin = Origin(
+                    kind="slack",
+                    user=user,
+                    team=fake.team_id,
+                    channel=CHANNEL,
+                    thread_ts=event["ts"],
+                    message_ts=event["ts"],
+                )
                 item = Asked(event, sanitize_id(origin.event_key() or ""), time.monotonic())
                 asked.append(item)
                 sender = threading.Thread(target=bench.deliver, args=(item,), daemon=True)
@@ -278,15 +308,17 @@ def soak(args: argparse.Namespace, image: str, client: docker.DockerClient, faul
             "never_acked": sum(1 for item in asked if not item.acked),
             "faults": dict(sorted(bench.faults.items())),
             "p50": statistics.median(times) if times else float("nan"),
-            "p95": pct(times, .95),
+            "p95": pct(times, 0.95),
             "peak_rss_mib": {k: round(v / 1024) for k, v in sorted(bench.peak_kib.items())},
         }
 
 
 def report(name: str, r: dict) -> None:
-    print(f"{name:9} answered {r['answered']}/{r['asked']}  lost {r['lost']}  doubled {r['doubled']}  "
-          f"never acknowledged {r['never_acked']}  faults {r['faults']}  time to answer p50 {r['p50']:.1f} s  "
-          f"p95 {r['p95']:.1f} s")
+    print(
+        f"{name:9} answered {r['answered']}/{r['asked']}  lost {r['lost']}  doubled {r['doubled']}  "
+        f"never acknowledged {r['never_acked']}  faults {r['faults']}  time to answer p50 {r['p50']:.1f} s  "
+        f"p95 {r['p95']:.1f} s"
+    )
     print(f"{'':9} peak RSS: " + ", ".join(f"{role} {mib} MiB" for role, mib in r["peak_rss_mib"].items()))
 
 
@@ -311,8 +343,10 @@ def main() -> None:
         report("no faults", baseline)
     report("faults", faulty)
     if baseline is not None:
-        print(f"time to answer with faults / without: p50 {faulty['p50'] / baseline['p50']:.2f}x  "
-              f"p95 {faulty['p95'] / baseline['p95']:.2f}x")
+        print(
+            f"time to answer with faults / without: p50 {faulty['p50'] / baseline['p50']:.2f}x  "
+            f"p95 {faulty['p95'] / baseline['p95']:.2f}x"
+        )
     print(json.dumps({"baseline": baseline, "faults": faulty}))
 
 

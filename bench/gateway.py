@@ -59,16 +59,29 @@ async def latencies(calls: int, socket: Path | None, token: str, base_url: str) 
 
 # One streamed call per provider, as its agent makes it: path, key header, body.
 PROVIDER_CALLS = {
-    "anthropic": ("claude-sonnet-4-5", "/v1/messages?beta=true", lambda key: {"x-api-key": key},
-                  {"model": "claude-sonnet-4-5", "max_tokens": 256, "stream": True,
-                   "messages": [{"role": "user", "content": "What does this repo do?"}]}),
-    "openai": ("gpt-5-codex", "/v1/responses", lambda key: {"authorization": f"Bearer {key}"},
-               {"model": "gpt-5-codex", "stream": True, "input": "What does this repo do?"}),
+    "anthropic": (
+        "claude-sonnet-4-5",
+        "/v1/messages?beta=true",
+        lambda key: {"x-api-key": key},
+        {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 256,
+            "stream": True,
+            "messages": [{"role": "user", "content": "What does this repo do?"}],
+        },
+    ),
+    "openai": (
+        "gpt-5-codex",
+        "/v1/responses",
+        lambda key: {"authorization": f"Bearer {key}"},
+        {"model": "gpt-5-codex", "stream": True, "input": "What does this repo do?"},
+    ),
 }
 
 
-async def provider_latencies(calls: int, socket: Path | None, base_url: str, path: str, headers: dict[str, str],
-                             body: dict) -> list[float]:
+async def provider_latencies(
+    calls: int, socket: Path | None, base_url: str, path: str, headers: dict[str, str], body: dict
+) -> list[float]:
     connector = aiohttp.UnixConnector(path=str(socket)) if socket else aiohttp.TCPConnector()
     async with aiohttp.ClientSession(connector=connector) as session:
         result = []
@@ -85,17 +98,21 @@ def provider_overhead(calls: int, redis_url: str) -> None:
     print(f"\nper-provider overhead, {calls} streamed calls each (ms)")
     print(f"{'provider':<11}{'direct p50':>11}{'gateway p50':>12}{'added p50':>10}")
     for provider, (model, path, auth, body) in PROVIDER_CALLS.items():
-        fake = FakeAnthropicAPI(default=Text("An answer.", chunks=3)) if provider == "anthropic" \
+        fake = (
+            FakeAnthropicAPI(default=Text("An answer.", chunks=3))
+            if provider == "anthropic"
             else FakeOpenAIAPI(default=Text("An answer.", chunks=3))
+        )
         with fake:
             upstream = fake.api_url if isinstance(fake, FakeOpenAIAPI) else fake.base_url
             with GatewayProcess(provider_env(provider, upstream, [KEY], redis_url=redis_url)) as gateway:
                 session = gateway.open(model=model, provider=provider)
                 token = session.token.get_secret_value()
                 direct = asyncio.run(provider_latencies(calls, None, fake.base_url, path, auth(KEY), body))
-                through = asyncio.run(provider_latencies(calls, session.socket, "http://gateway", path, auth(token),
-                                                         body))
-        d, g = percentile(direct, .5) * 1e3, percentile(through, .5) * 1e3
+                through = asyncio.run(
+                    provider_latencies(calls, session.socket, "http://gateway", path, auth(token), body)
+                )
+        d, g = percentile(direct, 0.5) * 1e3, percentile(through, 0.5) * 1e3
         print(f"{provider:<11}{d:>11.2f}{g:>12.2f}{g - d:>10.2f}")
 
 
@@ -121,8 +138,8 @@ def main() -> int:
                 print(f"\nper-call latency, {args.calls} calls each (ms)")
                 print(f"{'path':<10}{'p50':>8}{'p99':>8}")
                 for name, values in (("direct", direct), ("gateway", through)):
-                    print(f"{name:<10}{percentile(values, .5) * 1e3:>8.2f}{percentile(values, .99) * 1e3:>8.2f}")
-                overhead = (percentile(through, .5) - percentile(direct, .5)) * 1e3
+                    print(f"{name:<10}{percentile(values, 0.5) * 1e3:>8.2f}{percentile(values, 0.99) * 1e3:>8.2f}")
+                overhead = (percentile(through, 0.5) - percentile(direct, 0.5)) * 1e3
                 print(f"overhead p50: {overhead:.2f} ms")
             provider_overhead(args.calls, redis.url)
             with GatewayProcess(gateway_env(fake.base_url, [KEY], redis_url=redis.url)) as gateway:

@@ -50,13 +50,27 @@ def start_bots(code: Path | None, env: dict[str, str], count: int, log_dir: Path
         command = [ASKBOX, "bot", "--http", "--port", str(port)]
         bot_env = env
     else:  # another checkout's code, with this venv's libraries
-        command = [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())",
-                   "bot", "--http", "--port", str(port)]
+        command = [
+            sys.executable,
+            "-c",
+            "import sys; from bot.cli import main; sys.exit(main())",
+            "bot",
+            "--http",
+            "--port",
+            str(port),
+        ]
         bot_env = {**env, "PYTHONPATH": str(code)}
     if count > 1:
         command += ["--processes", str(count)]
-    procs = [subprocess.Popen(command, env=bot_env, cwd=str(code or ROOT),
-                              stdout=(log_dir / f"bot-{port}.log").open("w"), stderr=subprocess.STDOUT)]
+    procs = [
+        subprocess.Popen(
+            command,
+            env=bot_env,
+            cwd=str(code or ROOT),
+            stdout=(log_dir / f"bot-{port}.log").open("w"),
+            stderr=subprocess.STDOUT,
+        )
+    ]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if procs[0].poll() is not None:
@@ -97,16 +111,22 @@ def burst(fake: FakeSlack, url: str, mentions: int, extra: int, connections: int
     def deliver(item: tuple[dict, int | None]) -> tuple[float, int]:
         payload, retry = item
         started = time.monotonic()
-        status, _ = fake.deliver_http(url, payload, SECRET, retry_num=retry, retry_reason="http_timeout" if retry
-                                      else None, record=False)
+        status, _ = fake.deliver_http(
+            url, payload, SECRET, retry_num=retry, retry_reason="http_timeout" if retry else None, record=False
+        )
         return time.monotonic() - started, status
 
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=connections) as pool:
         results = list(pool.map(deliver, deliveries))
     wall = time.monotonic() - started
-    return {"latencies": [r[0] for r in results], "statuses": [r[1] for r in results], "wall": wall,
-            "events": events, "deliveries": len(deliveries)}
+    return {
+        "latencies": [r[0] for r in results],
+        "statuses": [r[1] for r in results],
+        "wall": wall,
+        "events": events,
+        "deliveries": len(deliveries),
+    }
 
 
 def exactly_once(fake: FakeSlack, redis_url: str, events: list[dict], timeout: float) -> str:
@@ -136,8 +156,12 @@ def measure(name: str, code: Path | None, args: argparse.Namespace, env: dict[st
     try:
         with FakeSlack(latency=args.slack_latency) as fake:
             fake.add_user(ASKER, name="asker")
-            bot_env = {**env, "SLACK_BOT_TOKEN": fake.bot_token, "ASKBOX_SLACK_API_URL": fake.api_url,
-                       "ASKBOX_REDIS_URL": server.url}
+            bot_env = {
+                **env,
+                "SLACK_BOT_TOKEN": fake.bot_token,
+                "ASKBOX_SLACK_API_URL": fake.api_url,
+                "ASKBOX_REDIS_URL": server.url,
+            }
             procs, port = start_bots(code, bot_env, args.processes, tmp)
             try:
                 url = f"http://127.0.0.1:{port}/slack/events"
@@ -154,9 +178,12 @@ def measure(name: str, code: Path | None, args: argparse.Namespace, env: dict[st
     latencies = got["latencies"]
     refused = sum(1 for s in got["statuses"] if s != 200)
     per_process = got["deliveries"] / got["wall"] / args.processes
-    print(f"{name:<9} ack p50 {statistics.median(latencies) * 1000:7.1f} ms  p99 {pct(latencies, .99) * 1000:7.1f} ms  "
-          f"max {max(latencies) * 1000:7.1f} ms  | {per_process:6.1f} events/s per bot process "
-          f"({got['deliveries']} deliveries, {refused} not acked) | {once}", flush=True)
+    print(
+        f"{name:<9} ack p50 {statistics.median(latencies) * 1000:7.1f} ms  p99 {pct(latencies, 0.99) * 1000:7.1f} ms  "
+        f"max {max(latencies) * 1000:7.1f} ms  | {per_process:6.1f} events/s per bot process "
+        f"({got['deliveries']} deliveries, {refused} not acked) | {once}",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -167,16 +194,28 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=20)
     parser.add_argument("--processes", type=int, default=1, help="bot processes behind the one port")
     parser.add_argument("--baseline", type=Path, help="another checkout to measure the same way (before)")
-    parser.add_argument("--slack-latency", type=float, default=0.0,
-                        help="seconds each Slack Web API call takes (0: the fake answers at once)")
+    parser.add_argument(
+        "--slack-latency",
+        type=float,
+        default=0.0,
+        help="seconds each Slack Web API call takes (0: the fake answers at once)",
+    )
     args = parse_args(parser, mentions=6, extra=4, connections=4, channels=2)
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and not k.startswith(("SLACK_", "ASKBOX_"))}
-    env.update(SLACK_SIGNING_SECRET=SECRET, ASKBOX_REPOS=json.dumps({"demo": str(ROOT)}),
-               ASKBOX_MAX_WAITING="100000", ASKBOX_USER_MAX_WAITING="100000", ASKBOX_HTTP_HOST="127.0.0.1",
-               ASKBOX_REPO_ACCESS=json.dumps({"*": {"channels": ["*"]}}))
-    print(f"{args.mentions} mentions + {args.extra} retries and message.* twins from {args.connections} "
-          f"connections, {args.processes} bot process(es) behind one port, Slack answering in "
-          f"{args.slack_latency * 1000:.0f} ms", flush=True)
+    env.update(
+        SLACK_SIGNING_SECRET=SECRET,
+        ASKBOX_REPOS=json.dumps({"demo": str(ROOT)}),
+        ASKBOX_MAX_WAITING="100000",
+        ASKBOX_USER_MAX_WAITING="100000",
+        ASKBOX_HTTP_HOST="127.0.0.1",
+        ASKBOX_REPO_ACCESS=json.dumps({"*": {"channels": ["*"]}}),
+    )
+    print(
+        f"{args.mentions} mentions + {args.extra} retries and message.* twins from {args.connections} "
+        f"connections, {args.processes} bot process(es) behind one port, Slack answering in "
+        f"{args.slack_latency * 1000:.0f} ms",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         if args.baseline:
             measure("baseline", args.baseline.resolve(), args, env, Path(tmp))

@@ -47,8 +47,14 @@ def pct(values: list[float], p: float) -> float:
 def bare_first_line(image: str, repo: Path, runs: int) -> list[float]:
     sandbox = Sandbox()
     agent = CursorAgent(AgentSettings(cursor=CursorAgentSettings(api_key="k", image=image)))
-    spec = SandboxSpec(image=image, command=agent.command(None), stdin=PROMPT.encode(), env=agent.env(),
-                       secret_env=agent.secret_env(), repo=repo)
+    spec = SandboxSpec(
+        image=image,
+        command=agent.command(None),
+        stdin=PROMPT.encode(),
+        env=agent.env(),
+        secret_env=agent.secret_env(),
+        repo=repo,
+    )
     samples = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -63,8 +69,9 @@ def bare_first_line(image: str, repo: Path, runs: int) -> list[float]:
 def queued_first_output(redis: Redis, settings: JobSettings, runs: int) -> list[float]:
     samples = []
     for i in range(runs):
-        question = Question(origin=Origin(kind="terminal", user=f"latency{i}"), text=f"{PROMPT} {i}", repo="demo",
-                            fresh=True)
+        question = Question(
+            origin=Origin(kind="terminal", user=f"latency{i}"), text=f"{PROMPT} {i}", repo="demo", fresh=True
+        )
         start = time.time()
         job = jobs_queue.enqueue(redis, question, settings).job
         first = wait_for(lambda j=job: j.get_meta(refresh=True).get("first_event_at"), 60, "first output", 0.01)
@@ -107,9 +114,15 @@ def main() -> None:
         server.start()
         redis = Redis.from_url(server.url)
         settings = JobSettings(repos={"demo": repo}, max_waiting=10_000)
-        env = {**os.environ, "ASKBOX_REDIS_URL": server.url, "ASKBOX_AGENT": "cursor",
-               "ASKBOX_CURSOR_IMAGE": image, "CURSOR_API_KEY": "k", "ASKBOX_REPOS": f'{{"demo": "{repo}"}}',
-               "ASKBOX_EGRESS_SOCKET_DIR": str(tmp_path / "egress")}
+        env = {
+            **os.environ,
+            "ASKBOX_REDIS_URL": server.url,
+            "ASKBOX_AGENT": "cursor",
+            "ASKBOX_CURSOR_IMAGE": image,
+            "CURSOR_API_KEY": "k",
+            "ASKBOX_REPOS": f'{{"demo": "{repo}"}}',
+            "ASKBOX_EGRESS_SOCKET_DIR": str(tmp_path / "egress"),
+        }
         workers = Workers(env)
         try:
             bare = bare_first_line(image, repo, args.latency_runs)
@@ -120,12 +133,18 @@ def main() -> None:
             workers.stop()
             workers.procs.clear()
             print(f"{args.latency_runs} runs each, stand-in agent image {image}")
-            print(f"bare sandbox run -> first line       p50 {statistics.median(bare)*1000:7.0f} ms  "
-                  f"p95 {pct(bare, .95)*1000:7.0f} ms")
-            print(f"enqueue -> agent's first output       p50 {statistics.median(queued)*1000:7.0f} ms  "
-                  f"p95 {pct(queued, .95)*1000:7.0f} ms")
-            print(f"ratio queued / bare: p50 {statistics.median(queued)/statistics.median(bare):.2f}x  "
-                  f"p95 {pct(queued, .95)/pct(bare, .95):.2f}x")
+            print(
+                f"bare sandbox run -> first line       p50 {statistics.median(bare) * 1000:7.0f} ms  "
+                f"p95 {pct(bare, 0.95) * 1000:7.0f} ms"
+            )
+            print(
+                f"enqueue -> agent's first output       p50 {statistics.median(queued) * 1000:7.0f} ms  "
+                f"p95 {pct(queued, 0.95) * 1000:7.0f} ms"
+            )
+            print(
+                f"ratio queued / bare: p50 {statistics.median(queued) / statistics.median(bare):.2f}x  "
+                f"p95 {pct(queued, 0.95) / pct(bare, 0.95):.2f}x"
+            )
             base = None
             for count in (1, 2, 4):
                 qpm = throughput(redis, settings, workers, count, args.questions, tmp_path)

@@ -15,8 +15,9 @@ from typing import Any
 
 def parse_args(parser: argparse.ArgumentParser, **quick: Any) -> argparse.Namespace:
     """``parser``'s arguments, with ``quick``'s values in place when ``--quick`` is given."""
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny counts, no timing claims: proves the bench still runs end to end")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny counts, no timing claims: proves the bench still runs end to end"
+    )
     args = parser.parse_args()
     if args.quick:
         for name, value in quick.items():

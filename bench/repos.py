@@ -48,8 +48,9 @@ def generate(up: Upstream, files: int) -> None:
     git(up.work, "push", "-q", str(up.bare), "main")
 
 
-def first_output(sandbox: Sandbox, image: str, repo: RepoRef, mirrors: Path, snapshots: Path,
-                 refresh: float) -> tuple[float, float]:
+def first_output(
+    sandbox: Sandbox, image: str, repo: RepoRef, mirrors: Path, snapshots: Path, refresh: float
+) -> tuple[float, float]:
     """(seconds to the first line of output, of which preparing the snapshot)"""
     start = time.perf_counter()
     pinned = pin(repo, mirrors, refresh)
@@ -86,8 +87,10 @@ def row(name: str, samples: list[tuple[float, float]]) -> float:
     firsts = [s[0] for s in samples]
     prepared = [s[1] for s in samples]
     p50 = statistics.median(firsts)
-    print(f"{name:<18} first output p50 {p50 * 1000:8.1f} ms  (min {min(firsts) * 1000:7.1f}, "
-          f"max {max(firsts) * 1000:7.1f})   of which pin+snapshot p50 {statistics.median(prepared) * 1000:7.1f} ms")
+    print(
+        f"{name:<18} first output p50 {p50 * 1000:8.1f} ms  (min {min(firsts) * 1000:7.1f}, "
+        f"max {max(firsts) * 1000:7.1f})   of which pin+snapshot p50 {statistics.median(prepared) * 1000:7.1f} ms"
+    )
     return p50
 
 
@@ -134,15 +137,19 @@ def measure(args: argparse.Namespace, root: Path) -> None:
     print(f"ratio created/cached {new / base:.2f}x, fetched+created/cached {both / base:.2f}x")
 
     # Sealed snapshots (jobs/repos/snapshot.py): what sandboxes mount, one per commit.
-    made = sorted((p for p in (snapshots / "sealed" / repo.slug).iterdir() if p.is_dir() and not p.name.startswith(".")),
-                  key=lambda p: p.stat().st_mtime)
+    made = sorted(
+        (p for p in (snapshots / "sealed" / repo.slug).iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime,
+    )
     first_disk, content, count = disk_use(made[0])
     all_disk, _, _ = disk_use(*made)
     mirror_disk, _, _ = disk_use(mirrors)
-    print(f"snapshot disk use: the first {first_disk / 2**20:.1f} MiB ({content / 2**20:.1f} MiB of content in "
-          f"{count:,} files, 4 KiB blocks); each further commit {(all_disk - first_disk) / (len(made) - 1) / 2**20:.2f} "
-          f"MiB (files hard-linked, {len(made)} snapshots {all_disk / 2**20:.1f} MiB in all); "
-          f"mirror {mirror_disk / 2**20:.1f} MiB for all commits")
+    print(
+        f"snapshot disk use: the first {first_disk / 2**20:.1f} MiB ({content / 2**20:.1f} MiB of content in "
+        f"{count:,} files, 4 KiB blocks); each further commit {(all_disk - first_disk) / (len(made) - 1) / 2**20:.2f} "
+        f"MiB (files hard-linked, {len(made)} snapshots {all_disk / 2**20:.1f} MiB in all); "
+        f"mirror {mirror_disk / 2**20:.1f} MiB for all commits"
+    )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,7 @@ from tests.integration.pipeline_helpers import RedisServer, Workers, wait_for  #
 
 DEPLOYMENT = os.environ["ASKBOX_DEPLOYMENT"]
 KEY = "AIzaSy-bench-scale-key-0123456789"
-ANSWER = ("The repository is a small demo: README.md describes it and src/app.py holds "
-          "answer(), which returns 42. " * 6)
+ANSWER = "The repository is a small demo: README.md describes it and src/app.py holds answer(), which returns 42. " * 6
 
 
 def pct(values: list[float], p: float) -> float:
@@ -58,8 +57,11 @@ def cgroup_files(container_id: str) -> tuple[Path, Path, Path] | None:
     """(memory usage, memory peak, CPU nanoseconds) of a container, cgroup v1 or v2."""
     v1 = Path("/sys/fs/cgroup/memory/docker") / container_id
     if v1.is_dir():
-        return (v1 / "memory.usage_in_bytes", v1 / "memory.max_usage_in_bytes",
-                Path("/sys/fs/cgroup/cpuacct/docker") / container_id / "cpuacct.usage")
+        return (
+            v1 / "memory.usage_in_bytes",
+            v1 / "memory.max_usage_in_bytes",
+            Path("/sys/fs/cgroup/cpuacct/docker") / container_id / "cpuacct.usage",
+        )
     v2 = Path("/sys/fs/cgroup/docker") / container_id
     if v2.is_dir():
         return v2 / "memory.current", v2 / "memory.peak", v2 / "cpu.stat"
@@ -104,7 +106,9 @@ class Sampler:
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
             try:
-                sandboxes = self.client.containers.list(sparse=True, filters={"label": f"{labels.SANDBOX}={DEPLOYMENT}"})
+                sandboxes = self.client.containers.list(
+                    sparse=True, filters={"label": f"{labels.SANDBOX}={DEPLOYMENT}"}
+                )
                 proxies = self.client.containers.list(sparse=True, filters={"label": labels.EGRESS})
             except docker.errors.APIError:
                 continue
@@ -126,12 +130,14 @@ class Sampler:
 
 def model(seconds: float):  # type: ignore[no-untyped-def]
     """The fake model: first a tool call, then the answer streamed over ``seconds``."""
+
     def turn(request: RecordedRequest):  # type: ignore[no-untyped-def]
         if request.action != "streamGenerateContent":
             return Text("OK")  # the CLI's own side calls (next-speaker check and the like)
         if not request.all_function_responses():
             return FunctionCall("read_file", {"file_path": "README.md"})
         return Text(ANSWER, chunks=5, delay=seconds / 4)
+
     return turn
 
 
@@ -141,8 +147,13 @@ def run_questions(redis: Redis, settings: JobSettings, n: int, tag: str) -> tupl
     start = time.monotonic()
     jobs = []
     for i in range(n):
-        q = Question(origin=Origin(kind="terminal", user=f"{tag}-{i}"), text=f"what is this repo? ({tag} {i})",
-                     repo="demo", agent="gemini", fresh=True)
+        q = Question(
+            origin=Origin(kind="terminal", user=f"{tag}-{i}"),
+            text=f"what is this repo? ({tag} {i})",
+            repo="demo",
+            agent="gemini",
+            fresh=True,
+        )
         jobs.append(jobs_queue.enqueue(redis, q, settings).job)
     done: dict[str, float] = {}
     while len(done) < n:
@@ -179,9 +190,11 @@ def main() -> None:
     args = parse_args(parser, questions=2, workers="1,2", model_seconds=0.2)
     counts = [int(c) for c in args.workers.split(",")]
     client = docker.from_env()
-    print(f"host: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB; "
-          f"agent image {images.tag('agent-gemini')}; fake model {args.model_seconds:.1f} s per answer, "
-          f"{args.questions} questions per run")
+    print(
+        f"host: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB; "
+        f"agent image {images.tag('agent-gemini')}; fake model {args.model_seconds:.1f} s per answer, "
+        f"{args.questions} questions per run"
+    )
     with tempfile.TemporaryDirectory() as tmp, FakeGeminiAPI(default=model(args.model_seconds)) as api:
         tmp_path = Path(tmp)
         repo = tmp_path / "repo"
@@ -196,17 +209,26 @@ def main() -> None:
         redis = Redis.from_url(server.url)
         settings = JobSettings(repos={"demo": repo}, max_waiting=10_000)
         gateway = GatewayProcess(gateway_env(api.base_url, [KEY], server.url)).start()
-        env = {**os.environ, "ASKBOX_REDIS_URL": server.url, "ASKBOX_AGENT": "gemini",
-               "ASKBOX_GATEWAY_SOCKET_DIR": str(gateway.socket_dir), "ASKBOX_REPOS": f'{{"demo": "{repo}"}}',
-               "ASKBOX_EGRESS_SOCKET_DIR": str(egress), "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            "ASKBOX_REDIS_URL": server.url,
+            "ASKBOX_AGENT": "gemini",
+            "ASKBOX_GATEWAY_SOCKET_DIR": str(gateway.socket_dir),
+            "ASKBOX_REPOS": f'{{"demo": "{repo}"}}',
+            "ASKBOX_EGRESS_SOCKET_DIR": str(egress),
+            "PYTHONUNBUFFERED": "1",
+        }
         workers = Workers(env)
         rows = []
         try:
             with Sampler(client) as sampler:
                 for count in counts:
                     procs = workers.start(count, log_dir=tmp_path)
-                    wait_for(lambda c=count: len(Worker.all(connection=redis, serializer=JSONSerializer)) >= c,
-                             120, "workers")
+                    wait_for(
+                        lambda c=count: len(Worker.all(connection=redis, serializer=JSONSerializer)) >= c,
+                        120,
+                        "workers",
+                    )
                     run_questions(redis, settings, count, f"warm{count}")  # egress proxy, page cache
                     before = proc_cpu_seconds([p.pid for p in procs] + [gateway.proc.pid])
                     seen_before = set(sampler.seen)
@@ -224,24 +246,32 @@ def main() -> None:
             server.stop()
             EgressProxies(images.tag("egress-proxy"), egress).stop_all(client)
     base = rows[0][1]
-    print("\nworkers | questions/min | vs 1st | enqueue->final p50 / p95 | sandbox peak MiB p50 / max "
-          "| sandbox CPU s/question | sandbox cores while running | worker+gateway CPU s/question")
+    print(
+        "\nworkers | questions/min | vs 1st | enqueue->final p50 / p95 | sandbox peak MiB p50 / max "
+        "| sandbox CPU s/question | sandbox cores while running | worker+gateway CPU s/question"
+    )
     for count, qpm, each, runs, host_cpu in rows:
         peaks = [r.peak_bytes / 2**20 for r in runs] or [0.0]
         cpu = [r.cpu_ns / 1e9 for r in runs] or [0.0]
         cores = [r.cpu_ns / 1e9 / max(r.last - r.first, 0.2) for r in runs] or [0.0]
-        print(f"{count:7d} | {qpm:13.1f} | {qpm / base:5.2f}x | {statistics.median(each):8.1f} s / {pct(each, .95):5.1f} s "
-              f"| {statistics.median(peaks):7.0f} / {max(peaks):5.0f} | {statistics.median(cpu):22.2f} "
-              f"| {statistics.median(cores):27.2f} | {host_cpu / args.questions:.2f}")
+        print(
+            f"{count:7d} | {qpm:13.1f} | {qpm / base:5.2f}x | {statistics.median(each):8.1f} s / {pct(each, 0.95):5.1f} s "
+            f"| {statistics.median(peaks):7.0f} / {max(peaks):5.0f} | {statistics.median(cpu):22.2f} "
+            f"| {statistics.median(cores):27.2f} | {host_cpu / args.questions:.2f}"
+        )
     if proxies:
-        print(f"egress proxy (one per allowlist, shared by the host's sandboxes): peak "
-              f"{max(p.peak_bytes for p in proxies) / 2**20:.0f} MiB")
+        print(
+            f"egress proxy (one per allowlist, shared by the host's sandboxes): peak "
+            f"{max(p.peak_bytes for p in proxies) / 2**20:.0f} MiB"
+        )
     print(f"sandboxes running at once: max {max(sampler.running or [0])}")
     all_peaks = [r.peak_bytes / 2**20 for row in rows for r in row[3]]
     all_cpu = [r.cpu_ns / 1e9 for row in rows for r in row[3]]
     if all_peaks:
-        print(f"per sandbox over all runs: memory peak p95 {pct(all_peaks, .95):.0f} MiB, "
-              f"CPU {statistics.median(all_cpu):.2f} s per question (p50)")
+        print(
+            f"per sandbox over all runs: memory peak p95 {pct(all_peaks, 0.95):.0f} MiB, "
+            f"CPU {statistics.median(all_cpu):.2f} s per question (p50)"
+        )
 
 
 if __name__ == "__main__":

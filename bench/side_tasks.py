@@ -49,8 +49,12 @@ def answers(request: RecordedRequest) -> Text:
 def timed(redis: Redis, settings: JobSettings, workers: Workers, runs: int, **options: object) -> list[float]:
     samples = []
     for _ in range(runs):
-        question = Question(origin=Origin(kind="terminal", user="bench", session=f"b-{time.time_ns()}"),
-                            text=MESSAGE, repo="demo", **options)
+        question = Question(
+            origin=Origin(kind="terminal", user="bench", session=f"b-{time.time_ns()}"),
+            text=MESSAGE,
+            repo="demo",
+            **options,
+        )
         started = time.monotonic()
         job = enqueue(redis, question, settings).job
         final = wait_final(redis, job.id, timeout=180, workers=workers)
@@ -73,8 +77,15 @@ def main() -> None:
         (root / "egress").mkdir()
         server = RedisServer(root / "redis").start()
         proxy = GatewayProcess(gateway_env(api.base_url, ["bench-key"], server.url)).start()
-        env = worker_env(server, repo, root / "egress", ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir),
-                         ASKBOX_SIDE_TASKS="1", ASKBOX_CURSOR_IMAGE=image, CURSOR_API_KEY="bench")
+        env = worker_env(
+            server,
+            repo,
+            root / "egress",
+            ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir),
+            ASKBOX_SIDE_TASKS="1",
+            ASKBOX_CURSOR_IMAGE=image,
+            CURSOR_API_KEY="bench",
+        )
         workers = Workers(env)
         workers.start(1, log_dir=root)
         redis = Redis.from_url(server.url)
@@ -83,7 +94,10 @@ def main() -> None:
             wait_for(lambda: Worker.all(connection=redis), 30, "the worker")
             rows = [
                 ("triage (no container)", timed(redis, settings, workers, args.runs)),
-                ("agent: cursor stand-in", timed(redis, settings, workers, args.runs, force_agent=True, agent="cursor")),
+                (
+                    "agent: cursor stand-in",
+                    timed(redis, settings, workers, args.runs, force_agent=True, agent="cursor"),
+                ),
                 ("agent: Gemini CLI", timed(redis, settings, workers, args.runs, force_agent=True, agent="gemini")),
             ]
         finally:

@@ -28,8 +28,15 @@ from jobs.slack.web_api import slack_client
 log = logging.getLogger(__name__)
 
 # What the app subscribes to: bot/manifest.py reads these (one list, two users).
-BOT_EVENTS = ("app_mention", "message.channels", "message.groups", "message.im", "message.mpim",
-              "app_home_opened", "agent_session_stopped")
+BOT_EVENTS = (
+    "app_mention",
+    "message.channels",
+    "message.groups",
+    "message.im",
+    "message.mpim",
+    "app_home_opened",
+    "agent_session_stopped",
+)
 
 
 def web_client(settings: SlackSettings) -> WebClient:
@@ -50,8 +57,7 @@ def build_app(settings: Settings, bot: BotSettings, redis: Redis | None = None) 
     # Acknowledge only after the listener ran: if Redis is down, the listener raises, Slack
     # gets no ack and delivers the event again later, and the question is not lost. The
     # listener does Redis work only (claim, enqueue); Slack calls come after the ack.
-    app = App(client=client, signing_secret=secret, request_verification_enabled=http,
-              process_before_response=True)
+    app = App(client=client, signing_secret=secret, request_verification_enabled=http, process_before_response=True)
     ingress = Ingress(redis, client, settings, bot)
     later = ingress.defer  # Slack calls: on the reply pool, after the ack (bot/after_ack.py)
 
@@ -75,8 +81,14 @@ def build_app(settings: Settings, bot: BotSettings, redis: Redis | None = None) 
     @app.event("agent_session_stopped")
     def on_session_stopped(body: dict[str, Any]) -> None:
         event = body.get("event") or {}
-        later(stopping.stop_thread, ingress, body.get("team_id") or "-", event.get("channel", ""),
-              event.get("thread_ts", ""), event.get("user", ""))
+        later(
+            stopping.stop_thread,
+            ingress,
+            body.get("team_id") or "-",
+            event.get("channel", ""),
+            event.get("thread_ts", ""),
+            event.get("user", ""),
+        )
 
     @app.command(commands.COMMAND)
     def on_command(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
@@ -97,9 +109,14 @@ def build_app(settings: Settings, bot: BotSettings, redis: Redis | None = None) 
         reply = ingress.accept(asked, wait=INTERACTION_WAIT)  # Redis only: the modal closes when this returns
         ack()
         if reply.kind == "duplicate":
-            later(ingress.call, "chat_postEphemeral", channel=asked.origin.channel,
-                  user=asked.origin.user, thread_ts=asked.origin.thread_ts,
-                  text="You already asked this: the answer comes in the message's thread.")
+            later(
+                ingress.call,
+                "chat_postEphemeral",
+                channel=asked.origin.channel,
+                user=asked.origin.user,
+                thread_ts=asked.origin.thread_ts,
+                text="You already asked this: the answer comes in the message's thread.",
+            )
         else:
             ingress.later(reply)
 
@@ -115,8 +132,14 @@ def build_app(settings: Settings, bot: BotSettings, redis: Redis | None = None) 
     def on_cancel(ack: Ack, body: dict[str, Any]) -> None:
         ack()
         message = body.get("message") or {}
-        later(stopping.stop, ingress, body["actions"][0]["value"], body["user"]["id"], body["channel"]["id"],
-              message.get("thread_ts"))
+        later(
+            stopping.stop,
+            ingress,
+            body["actions"][0]["value"],
+            body["user"]["id"],
+            body["channel"]["id"],
+            message.get("thread_ts"),
+        )
 
     @app.action(re.compile("^(" + "|".join(map(re.escape, [FEEDBACK_ACTION, *FEEDBACK_VOTES])) + ")$"))
     def on_feedback(ack: Ack, body: dict[str, Any]) -> None:

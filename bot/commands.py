@@ -71,8 +71,7 @@ def usage_today(ingress: Ingress, team: str, user: str) -> str:
     raw = ingress.redis.hgetall(keys.daily_usage("user", user))
     day = {k.decode(): float(v) for k, v in raw.items()}
     questions, tokens, cost = int(day.get("questions", 0)), int(day.get("tokens", 0)), day.get("cost_usd", 0.0)
-    return (f"Today (UTC): {questions} question{'s' if questions != 1 else ''}, {tokens:,} tokens, "
-            f"about ${cost:.2f}.")
+    return f"Today (UTC): {questions} question{'s' if questions != 1 else ''}, {tokens:,} tokens, about ${cost:.2f}."
 
 
 def _question(ingress: Ingress, origin: Origin, text: str, respond: Respond) -> str:
@@ -88,22 +87,31 @@ def _question(ingress: Ingress, origin: Origin, text: str, respond: Respond) -> 
         respond(text=model_refusal)
         return "rejected"
     try:
-        root = ingress.client.chat_postMessage(channel=origin.channel, text=f"<@{origin.user}> asked: {escape(text)}",
-                                               unfurl_links=False, unfurl_media=False)["ts"]
+        root = ingress.client.chat_postMessage(
+            channel=origin.channel,
+            text=f"<@{origin.user}> asked: {escape(text)}",
+            unfurl_links=False,
+            unfurl_media=False,
+        )["ts"]
     except Exception as exc:  # noqa: BLE001 - whatever it was, the caller is told; nothing was queued
         log.warning("/askbox: posting the question in %s failed: %s", origin.channel, exc)
-        respond(text="I can't post in this conversation. Invite me (`/invite @askbox`), or ask me in my "
-                     "Messages tab.")
+        respond(text="I can't post in this conversation. Invite me (`/invite @askbox`), or ask me in my Messages tab.")
         return "refused"
     asked_in = origin.model_copy(update={"thread_ts": root, "message_ts": root})
-    asked = Asked(origin=asked_in, text=text, claim=keys.event_claim(origin.team or "-", origin.channel or "", root),
-                  job_id=sanitize_id(asked_in.event_key() or ""))
+    asked = Asked(
+        origin=asked_in,
+        text=text,
+        claim=keys.event_claim(origin.team or "-", origin.channel or "", root),
+        job_id=sanitize_id(asked_in.event_key() or ""),
+    )
     try:
         reply = ingress.accept(asked)
     except RedisError as exc:
         log.warning("/askbox: the question could not be queued: %s", exc)
-        respond(text="I could not queue your question just now (askbox's Redis is unreachable). Please ask again "
-                     "in a minute.")
+        respond(
+            text="I could not queue your question just now (askbox's Redis is unreachable). Please ask again "
+            "in a minute."
+        )
         return "refused"
     ingress.reply(reply)
     return reply.kind

@@ -37,17 +37,21 @@ HOST = "127.0.0.1"  # never 0.0.0.0: sandboxes and the network must not reach it
 
 
 # rq-dashboard's routes that change Redis (its blueprint's endpoint names).
-_ACTIONS = frozenset(f"rq_dashboard.{name}" for name in (
-    "delete_job_view", "requeue_job_view", "requeue_all", "empty_queue", "compact_queue"))
+_ACTIONS = frozenset(
+    f"rq_dashboard.{name}"
+    for name in ("delete_job_view", "requeue_job_view", "requeue_all", "empty_queue", "compact_queue")
+)
 # Deleting a job, or emptying a registry, drops questions without their final message
 # (the asker would wait forever on "Queued"), and a running one's container keeps going.
 # Refused rather than re-implemented here: `askbox cancel` already ends a question with one
 # final message, and the dashboard then needs neither the Slack token nor write access to
 # the questions' final-message keys.
 _ENDS_QUESTIONS = frozenset({"rq_dashboard.delete_job_view", "rq_dashboard.empty_queue"})
-_NO_DELETE = ("deleting jobs from the dashboard is disabled: it would end a question without its "
-              "final message. Use `askbox cancel JOB_ID` (the asker is told who cancelled); ended "
-              "jobs expire on their own.\n")
+_NO_DELETE = (
+    "deleting jobs from the dashboard is disabled: it would end a question without its "
+    "final message. Use `askbox cancel JOB_ID` (the asker is told who cancelled); ended "
+    "jobs expire on their own.\n"
+)
 
 
 class DashboardSettings(BaseSettings):
@@ -56,9 +60,20 @@ class DashboardSettings(BaseSettings):
     # Empty defaults validated below, rather than plain required fields: pydantic's
     # "missing" error carries every other input as its context, which would include the
     # password when only the user is missing, and the CLI prints that context.
-    dashboard_user: str = Field(default="", validate_default=True, description="The dashboard's basic-auth user (required: it never runs without auth).")
-    dashboard_password: SecretStr = Field(default=SecretStr(""), validate_default=True, description="The dashboard's basic-auth password (required).")
-    dashboard_port: int = Field(default=9181, ge=1, le=65535, description="Port of `askbox dashboard` on 127.0.0.1 (compose: ASKBOX_DASHBOARD_HOST_PORT instead).")
+    dashboard_user: str = Field(
+        default="",
+        validate_default=True,
+        description="The dashboard's basic-auth user (required: it never runs without auth).",
+    )
+    dashboard_password: SecretStr = Field(
+        default=SecretStr(""), validate_default=True, description="The dashboard's basic-auth password (required)."
+    )
+    dashboard_port: int = Field(
+        default=9181,
+        ge=1,
+        le=65535,
+        description="Port of `askbox dashboard` on 127.0.0.1 (compose: ASKBOX_DASHBOARD_HOST_PORT instead).",
+    )
     # Where users open it, when that is not where it listens: compose publishes it on the
     # host's ASKBOX_DASHBOARD_HOST_PORT, relayed to the container's loopback.
     dashboard_url: str | None = Field(default=None, description="the URL to log for users to open")
@@ -141,8 +156,9 @@ def build_dashboard_app(redis: Redis, username: str, password: str, label: str =
         # <img> on any site could send, with no Origin header), and a POST from another
         # origin is refused.
         if request.endpoint in _ACTIONS and request.method != "POST":
-            return Response("actions need a POST from the dashboard itself\n", 405, {"Allow": "POST"},
-                            mimetype="text/plain")
+            return Response(
+                "actions need a POST from the dashboard itself\n", 405, {"Allow": "POST"}, mimetype="text/plain"
+            )
         if request.method not in ("GET", "HEAD", "OPTIONS"):
             origin = request.headers.get("Origin")
             if origin and urlsplit(origin).netloc != request.host:

@@ -28,8 +28,12 @@ log = logging.getLogger(__name__)
 
 MAX_PROMPTS = 4  # Slack shows at most four
 RECENT_SHOWN = 10
-PROMPT_TOPICS = ("How is authentication done in `{repo}`?", "Where are errors handled in `{repo}`?",
-                 "How is `{repo}` tested?", "What does `{repo}` do, in short?")
+PROMPT_TOPICS = (
+    "How is authentication done in `{repo}`?",
+    "Where are errors handled in `{repo}`?",
+    "How is `{repo}` tested?",
+    "What does `{repo}` do, in short?",
+)
 
 
 def prompts_for(ingress: Ingress, team: str, user: str, channel: str) -> list[dict[str, str]]:
@@ -51,8 +55,9 @@ def set_prompts(ingress: Ingress, team: str, user: str, channel: str) -> None:
     prompts = prompts_for(ingress, team, user, channel)
     if not prompts:
         prompts = [{"title": "How do I ask?", "message": "help"}]
-    ingress.call("assistant_threads_setSuggestedPrompts", channel_id=channel, title="Ask about your code",
-                  prompts=prompts)
+    ingress.call(
+        "assistant_threads_setSuggestedPrompts", channel_id=channel, title="Ask about your code", prompts=prompts
+    )
 
 
 def places(ingress: Ingress, repo: str, user: str) -> str | None:
@@ -62,7 +67,9 @@ def places(ingress: Ingress, repo: str, user: str) -> str | None:
     if rule.users and user not in rule.users:
         return None
     where = []
-    channels = sorted({c for c in rule.channels if c != access.ANY} | {c for c, r in jobs.channel_repos.items() if r == repo})
+    channels = sorted(
+        {c for c in rule.channels if c != access.ANY} | {c for c, r in jobs.channel_repos.items() if r == repo}
+    )
     if access.ANY in rule.channels:
         where.append("any channel")
     where += [f"<#{c}>" for c in channels]
@@ -75,13 +82,18 @@ def home_view(ingress: Ingress, team: str, user: str) -> dict[str, Any]:
     redis = ingress.redis
     blocks: list[Block] = [
         {"type": "header", "text": {"type": "plain_text", "text": "askbox: questions about your code"}},
-        section("*How to ask*: mention me in a channel (`@askbox how does retry work?`), write to me in my "
-                "Messages tab, type `/askbox QUESTION [repo=NAME]`, or use *Ask askbox about this* on any message. "
-                "Reply in the thread to follow up."),
+        section(
+            "*How to ask*: mention me in a channel (`@askbox how does retry work?`), write to me in my "
+            "Messages tab, type `/askbox QUESTION [repo=NAME]`, or use *Ask askbox about this* on any message. "
+            "Reply in the thread to follow up."
+        ),
         {"type": "divider"},
     ]
-    lines = [f"• `{escape(name)}`: {where}" for name in sorted(ingress.settings.jobs.repos)
-             if (where := places(ingress, name, user))]
+    lines = [
+        f"• `{escape(name)}`: {where}"
+        for name in sorted(ingress.settings.jobs.repos)
+        if (where := places(ingress, name, user))
+    ]
     blocks.append(section("*Repositories you may ask about*\n" + ("\n".join(lines) or "None yet: ask an admin.")))
     blocks.append(section("*Your recent questions*\n" + (_recent(ingress, team, user) or "None yet.")))
     day = _day(redis, keys.daily_usage("user", user))
@@ -108,8 +120,9 @@ def _recent(ingress: Ingress, team: str, user: str) -> str:
             continue
         state = (meta.get("final") or {}).get("kind") or meta.get("state") or "queued"
         origin = question.origin
-        link = ingress.call("chat_getPermalink", channel=origin.channel,
-                             message_ts=origin.thread_ts or origin.message_ts)
+        link = ingress.call(
+            "chat_getPermalink", channel=origin.channel, message_ts=origin.thread_ts or origin.message_ts
+        )
         text = escape(question.text.splitlines()[0][:80]) if question.text else "(empty)"
         shown = f"<{link['permalink']}|{text}>" if link else text
         lines.append(f"• {shown} · {state}")
@@ -121,20 +134,24 @@ def _day(redis: Any, key: str) -> dict[str, float]:
 
 
 def _usage(day: dict[str, float]) -> str:
-    return (f"{int(day.get('questions', 0))} questions, {int(day.get('tokens', 0)):,} tokens, "
-            f"about ${day.get('cost_usd', 0.0):.2f}")
+    return (
+        f"{int(day.get('questions', 0))} questions, {int(day.get('tokens', 0)):,} tokens, "
+        f"about ${day.get('cost_usd', 0.0):.2f}"
+    )
 
 
 def _admin(ingress: Ingress) -> str:
     """The day's totals per channel and per model, and the feedback per repository."""
     redis = ingress.redis
     prefix = keys.daily_usage("channel", "")
-    channels = sorted(k.decode()[len(prefix):] for k in redis.scan_iter(match=prefix + "*", count=500))
+    channels = sorted(k.decode()[len(prefix) :] for k in redis.scan_iter(match=prefix + "*", count=500))
     model_prefix = keys.daily_usage("model", "")
-    models = sorted(k.decode()[len(model_prefix):] for k in redis.scan_iter(match=model_prefix + "*", count=500))
+    models = sorted(k.decode()[len(model_prefix) :] for k in redis.scan_iter(match=model_prefix + "*", count=500))
     lines = ["*Today, per channel*"] + [f"• <#{c}>: {_usage(_day(redis, prefix + c))}" for c in channels[:20]]
     lines += ["*Today, per model*"] + [f"• {escape(m)}: {_usage(_day(redis, model_prefix + m))}" for m in models[:20]]
     votes = feedback.summary(redis)
-    lines += ["*Feedback per repository*"] + [f"• `{escape(repo)}`: {row.get('up', 0)} helpful, "
-                                              f"{row.get('down', 0)} not" for repo, row in sorted(votes.items())]
+    lines += ["*Feedback per repository*"] + [
+        f"• `{escape(repo)}`: {row.get('up', 0)} helpful, {row.get('down', 0)} not"
+        for repo, row in sorted(votes.items())
+    ]
     return "\n".join(lines)[:2900]

@@ -62,13 +62,15 @@ class _ThreadedHandler(SlackRequestHandler):
         after_ack.release(pending)
 
     async def dispatch(self, request: AsgiHttpRequest) -> BoltResponse:
-        bolt_request = BoltRequest(body=await request.get_raw_body(), query=request.query_string,
-                                   headers=request.get_headers())
+        bolt_request = BoltRequest(
+            body=await request.get_raw_body(), query=request.query_string, headers=request.get_headers()
+        )
         # On the listeners' own pool (a context copy, as asyncio.to_thread makes): the
         # default executor has cpu + 4 threads, and a listener mostly waits on Redis.
         context = contextvars.copy_context()
         return await asyncio.get_running_loop().run_in_executor(
-            self.listeners, functools.partial(context.run, self.app.dispatch, bolt_request))
+            self.listeners, functools.partial(context.run, self.app.dispatch, bolt_request)
+        )
 
 
 def limit_body(app: ASGIApp, max_bytes: int) -> ASGIApp:
@@ -103,8 +105,13 @@ def limit_body(app: ASGIApp, max_bytes: int) -> ASGIApp:
 
 
 async def _too_large(send: Send, max_bytes: int) -> None:
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"text/plain"), (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"text/plain"), (b"connection", b"close")],
+        }
+    )
     await send({"type": "http.response.body", "body": f"request body over {max_bytes} bytes\n".encode()})
 
 
@@ -170,9 +177,14 @@ def serve_http(make_app: Callable[[], App], bot: BotSettings, port: int, process
 def _serve(app: App, bot: BotSettings, listener: socket.socket) -> None:
     asgi = limit_body(_ThreadedHandler(app, path=PATH), bot.http_max_body)
     config = uvicorn.Config(
-        asgi, http=deadline_protocol(bot.http_request_timeout),
-        lifespan="off", log_config=None, server_header=False, h11_max_incomplete_event_size=MAX_HEADERS,
-        timeout_keep_alive=bot.http_keep_alive, timeout_graceful_shutdown=5,
+        asgi,
+        http=deadline_protocol(bot.http_request_timeout),
+        lifespan="off",
+        log_config=None,
+        server_header=False,
+        h11_max_incomplete_event_size=MAX_HEADERS,
+        timeout_keep_alive=bot.http_keep_alive,
+        timeout_graceful_shutdown=5,
     )
     uvicorn.Server(config).run(sockets=[listener])
 

@@ -103,8 +103,14 @@ class Reply:
 
 
 class Ingress:
-    def __init__(self, redis: Redis, client: WebClient, settings: Settings, bot: BotSettings,
-                 replies: ThreadPoolExecutor | None = None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        client: WebClient,
+        settings: Settings,
+        bot: BotSettings,
+        replies: ThreadPoolExecutor | None = None,
+    ) -> None:
         self.redis = redis
         self.client = client
         self.settings = settings
@@ -136,11 +142,25 @@ class Ingress:
         # Slack Connect: a channel shared with another organisation, or an asker whose
         # workspace is not the one we are installed in (jobs/access.py).
         shared = bool(body.get("is_ext_shared_channel")) or (
-            event.team is not None and body.get("team_id") is not None and event.team != body["team_id"])
-        origin = Origin(kind="slack", user=event.user, team=team, channel=event.channel,
-                        thread_ts=event.thread_ts or event.ts, message_ts=event.ts, shared=shared)
-        return self.accept(Asked(origin=origin, text=event.text, claim=keys.event_claim(team, event.channel, event.ts),
-                                 job_id=sanitize_id(origin.event_key() or "")))
+            event.team is not None and body.get("team_id") is not None and event.team != body["team_id"]
+        )
+        origin = Origin(
+            kind="slack",
+            user=event.user,
+            team=team,
+            channel=event.channel,
+            thread_ts=event.thread_ts or event.ts,
+            message_ts=event.ts,
+            shared=shared,
+        )
+        return self.accept(
+            Asked(
+                origin=origin,
+                text=event.text,
+                claim=keys.event_claim(team, event.channel, event.ts),
+                job_id=sanitize_id(origin.event_key() or ""),
+            )
+        )
 
     def _addressed_to_us(self, event: SlackMessage, team: str) -> bool:
         if event.channel_type == "im":
@@ -212,11 +232,17 @@ class Ingress:
         if model_refusal is not None:
             return Reply("rejected", origin, text=model_refusal)
         try:
-            question = Question(origin=origin, text=parsed.text + asked.context, repo=repo, agent=parsed.agent,
-                                model=parsed.model, fresh=parsed.fresh, id=asked.job_id)
+            question = Question(
+                origin=origin,
+                text=parsed.text + asked.context,
+                repo=repo,
+                agent=parsed.agent,
+                model=parsed.model,
+                fresh=parsed.fresh,
+                id=asked.job_id,
+            )
         except ValidationError as exc:
-            return Reply("refused", origin, text=exc.errors()[0]["msg"].removeprefix("Value error, "),
-                         react="no_entry")
+            return Reply("refused", origin, text=exc.errors()[0]["msg"].removeprefix("Value error, "), react="no_entry")
         crash_point(self.settings.jobs.test_crash_at, "after-claim")
         try:
             enqueued = jobs_queue.enqueue(self.redis, question, jobs, locate=False)
@@ -250,7 +276,7 @@ class Ingress:
             pipe.execute()
 
     def _what(self, question: Question) -> str:
-        """"`web` with gemini-2.5-flash": the repository and the model that will answer."""
+        """ "`web` with gemini-2.5-flash": the repository and the model that will answer."""
         what = f"`{question.repo}`" if question.repo else "the repository"
         try:
             model = agent_for(question.agent, self.settings.agents).model(question.model)
@@ -262,11 +288,23 @@ class Ingress:
         """No repository named, no default here, several open: the question waits (a day)
         for its asker to pick one (bot/picker.py)."""
         token = sanitize_id(asked.job_id)
-        waiting = {"origin": asked.origin.model_dump(mode="json"), "text": asked.text, "claim": asked.claim,
-                   "job_id": asked.job_id, "context": asked.context}
+        waiting = {
+            "origin": asked.origin.model_dump(mode="json"),
+            "text": asked.text,
+            "claim": asked.claim,
+            "job_id": asked.job_id,
+            "context": asked.context,
+        }
         self.redis.set(keys.repo_pick(token), json.dumps(waiting), ex=keys.DAY)
-        return Reply("pick", asked.origin, asked.job_id, choices=choices, pick=token, private=True,
-                     text="Which repository is this about?")
+        return Reply(
+            "pick",
+            asked.origin,
+            asked.job_id,
+            choices=choices,
+            pick=token,
+            private=True,
+            text="Which repository is this about?",
+        )
 
     def model_refusal(self, agent: str | None, model: str | None) -> str | None:
         """Why ``model=`` may not run (it reaches the agent's argv), or None. An unknown
@@ -311,11 +349,22 @@ class Ingress:
             crash_point(self.settings.jobs.test_crash_at, "before-reply")
             self._status_message(origin, reply.job_id or "", reply.text)
         elif reply.kind == "pick":
-            self.call("chat_postEphemeral", channel=origin.channel, user=origin.user, thread_ts=origin.thread_ts,
-                       text=reply.text, blocks=picker.blocks(reply.text, reply.pick or "", reply.choices))
+            self.call(
+                "chat_postEphemeral",
+                channel=origin.channel,
+                user=origin.user,
+                thread_ts=origin.thread_ts,
+                text=reply.text,
+                blocks=picker.blocks(reply.text, reply.pick or "", reply.choices),
+            )
         elif reply.private:
-            self.call("chat_postEphemeral", channel=origin.channel, user=origin.user, thread_ts=origin.thread_ts,
-                       text=reply.text)
+            self.call(
+                "chat_postEphemeral",
+                channel=origin.channel,
+                user=origin.user,
+                thread_ts=origin.thread_ts,
+                text=reply.text,
+            )
         else:
             self._post(origin.channel, origin.thread_ts, reply.text)
             if reply.react:
@@ -329,8 +378,9 @@ class Ingress:
         if token is None:
             return  # the worker's (it started first), or the question ended already: no reaction either
         self._react(origin.channel, origin.message_ts, "eyes")
-        ts = self._post(origin.channel, origin.thread_ts, text, blocks=status_blocks(f":eyes: {text}", job_id),
-                        job_id=job_id)
+        ts = self._post(
+            origin.channel, origin.thread_ts, text, blocks=status_blocks(f":eyes: {text}", job_id), job_id=job_id
+        )
         if ts:
             status_owner.posted(self.redis, job_id, ts)
         else:
@@ -338,8 +388,9 @@ class Ingress:
 
     # -- Slack calls: an error here must not lose the question ----------------------------
 
-    def _post(self, channel: str, thread_ts: str, text: str, blocks: list | None = None,
-              job_id: str | None = None) -> str | None:
+    def _post(
+        self, channel: str, thread_ts: str, text: str, blocks: list | None = None, job_id: str | None = None
+    ) -> str | None:
         """Post in the thread; the message's ts, or None. ``job_id``: the question's status
         message, posted with metadata that finds it again (jobs/slack/in_thread.py).
 
@@ -353,15 +404,18 @@ class Ingress:
             return self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text, **extra)["ts"]
         except Exception as exc:  # noqa: BLE001 - after the ack: logged, the worker posts the status
             if not ambiguous(exc):
-                log.warning("slack chat_postMessage failed: %s",
-                            exc.response.get("error") if isinstance(exc, SlackApiError) else exc)
+                log.warning(
+                    "slack chat_postMessage failed: %s",
+                    exc.response.get("error") if isinstance(exc, SlackApiError) else exc,
+                )
                 return None
             log.warning("slack chat_postMessage got no answer (%s); not posting it again", exc)
         if job_id is None:
             return None
         try:
-            found = status_in_thread(thread_messages(
-                replies_page(self.client.conversations_replies, channel, thread_ts)), job_id)
+            found = status_in_thread(
+                thread_messages(replies_page(self.client.conversations_replies, channel, thread_ts)), job_id
+            )
         except Exception as exc:  # noqa: BLE001 - then the worker looks again before posting its own
             log.warning("could not look for the status message of %s in the thread: %s", job_id, exc)
             return None
@@ -389,4 +443,3 @@ def refusal(repo: str | None, repos: dict[str, Any]) -> str:
     known = ", ".join(f"`{name}`" for name in sorted(repos))
     text = f"Repositories you may ask about here: {known}." if known else "No repository is open here."
     return f"I can't answer about the repository `{repo}` here. {text}" if repo is not None else text
-

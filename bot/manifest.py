@@ -40,8 +40,10 @@ SCOPES: dict[str, str] = {
 def manifest(http_url: str | None = None) -> dict[str, Any]:
     """The app manifest: Socket Mode, or HTTP with every request URL ``http_url``."""
     command: dict[str, Any] = {
-        "command": COMMAND, "description": "Ask about the code, or see what you may ask about",
-        "usage_hint": "QUESTION [repo=NAME] | repos | usage | help", "should_escape": False,
+        "command": COMMAND,
+        "description": "Ask about the code, or see what you may ask about",
+        "usage_hint": "QUESTION [repo=NAME] | repos | usage | help",
+        "should_escape": False,
     }
     events: dict[str, Any] = {"bot_events": list(BOT_EVENTS)}
     interactivity: dict[str, Any] = {"is_enabled": True}
@@ -55,14 +57,25 @@ def manifest(http_url: str | None = None) -> dict[str, Any]:
             "background_color": "#1f2933",
         },
         "features": {
-            "app_home": {"home_tab_enabled": True, "messages_tab_enabled": True,
-                         "messages_tab_read_only_enabled": False},
+            "app_home": {
+                "home_tab_enabled": True,
+                "messages_tab_enabled": True,
+                "messages_tab_read_only_enabled": False,
+            },
             "bot_user": {"display_name": NAME, "always_online": True},
-            "agent_view": {"agent_description": "Ask how your code works: askbox reads the repository at a "
-                                                "pinned commit and answers with links to the lines."},
+            "agent_view": {
+                "agent_description": "Ask how your code works: askbox reads the repository at a "
+                "pinned commit and answers with links to the lines."
+            },
             "slash_commands": [command],
-            "shortcuts": [{"name": "Ask askbox about this", "type": "message", "callback_id": CALLBACK,
-                           "description": "Ask a question about this message (a stack trace, an error)"}],
+            "shortcuts": [
+                {
+                    "name": "Ask askbox about this",
+                    "type": "message",
+                    "callback_id": CALLBACK,
+                    "description": "Ask a question about this message (a stack trace, an error)",
+                }
+            ],
         },
         "oauth_config": {"scopes": {"bot": sorted(SCOPES)}},
         "settings": {

@@ -28,13 +28,22 @@ PICK_ACTION = "askbox_pick_repo"
 
 
 def blocks(text: str, token: str, choices: tuple[str, ...]) -> list[Block]:
-    options = [{"text": {"type": "plain_text", "text": name[:75]}, "value": f"{token}|{name}"} for name in choices[:100]]
+    options = [
+        {"text": {"type": "plain_text", "text": name[:75]}, "value": f"{token}|{name}"} for name in choices[:100]
+    ]
     return [
         section(text),
-        {"type": "actions", "elements": [{
-            "type": "static_select", "action_id": PICK_ACTION, "options": options,
-            "placeholder": {"type": "plain_text", "text": "Pick a repository"},
-        }]},
+        {
+            "type": "actions",
+            "elements": [
+                {
+                    "type": "static_select",
+                    "action_id": PICK_ACTION,
+                    "options": options,
+                    "placeholder": {"type": "plain_text", "text": "Pick a repository"},
+                }
+            ],
+        },
     ]
 
 
@@ -47,18 +56,29 @@ def on_pick(ingress: Ingress, body: dict[str, Any]) -> Reply:
     token, _, repo = selected.partition("|")
     raw = redis.get(keys.repo_pick(token)) if token else None
     if raw is None:
-        return Reply("rejected", _where(body, user), text="That question has expired; please ask it again.",
-                     private=True)
+        return Reply(
+            "rejected", _where(body, user), text="That question has expired; please ask it again.", private=True
+        )
     waiting = json.loads(raw)
     origin = Origin.model_validate(waiting["origin"])
     if user != origin.user:
-        return Reply("rejected", origin.model_copy(update={"user": user}),
-                     text="Only the person who asked can pick the repository.", private=True)
+        return Reply(
+            "rejected",
+            origin.model_copy(update={"user": user}),
+            text="Only the person who asked can pick the repository.",
+            private=True,
+        )
     jobs = ingress.settings.jobs
     if repo not in access.visible(jobs.repos, origin, jobs.repo_access, jobs.channel_repos):
         return Reply("rejected", origin, text=f"I can't answer about the repository `{repo}` here.", private=True)
-    asked = Asked(origin=origin, text=waiting["text"], claim=waiting["claim"] + ":picked", job_id=waiting["job_id"],
-                  repo=repo, context=waiting.get("context", ""))
+    asked = Asked(
+        origin=origin,
+        text=waiting["text"],
+        claim=waiting["claim"] + ":picked",
+        job_id=waiting["job_id"],
+        repo=repo,
+        context=waiting.get("context", ""),
+    )
     reply = ingress.accept(asked, wait=INTERACTION_WAIT)  # a double click waits for the first's outcome
     if reply.kind == "queued":
         redis.delete(keys.repo_pick(token))
@@ -68,5 +88,10 @@ def on_pick(ingress: Ingress, body: dict[str, Any]) -> Reply:
 def _where(body: dict[str, Any], user: str) -> Origin:
     container = body.get("container") or {}
     channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
-    return Origin(kind="slack", user=user, team=(body.get("team") or {}).get("id"), channel=channel,
-                  thread_ts=container.get("thread_ts") or container.get("message_ts"))
+    return Origin(
+        kind="slack",
+        user=user,
+        team=(body.get("team") or {}).get("id"),
+        channel=channel,
+        thread_ts=container.get("thread_ts") or container.get("message_ts"),
+    )

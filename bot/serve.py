@@ -29,5 +29,6 @@ def run_bot(settings: Settings, bot: BotSettings, port: int = 3000, processes: i
     from bot.after_ack import AckFirstSocketModeHandler
 
     assert bot.slack_app_token is not None
-    AckFirstSocketModeHandler(app, bot.slack_app_token.get_secret_value(),
-                              web_client=web_client(settings.slack)).start()
+    AckFirstSocketModeHandler(
+        app, bot.slack_app_token.get_secret_value(), web_client=web_client(settings.slack)
+    ).start()

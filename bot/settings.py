@@ -23,9 +23,7 @@ class BotSettings(BaseSettings):
 
     # Socket Mode only; HTTP mode needs the signing secret instead.
     slack_app_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SLACK_APP_TOKEN"))
-    slack_signing_secret: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET")
-    )
+    slack_signing_secret: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET"))
     # HTTP mode (bot/http_server.py). Slack waits 3 s for an answer, so a request still
     # arriving after http_request_timeout is not Slack's; its events are a few KiB.
     http_host: str = Field(default="0.0.0.0", description="address --http listens on (behind a load balancer)")

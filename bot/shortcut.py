@@ -42,27 +42,60 @@ def modal(ingress: Ingress, body: dict[str, Any]) -> dict[str, Any] | None:
     if jobs.repos and not repos:
         return None
     text = str(message.get("text") or "")
-    meta = {"c": channel, "m": message.get("ts"), "t": message.get("thread_ts") or message.get("ts"),
-            "a": message.get("user") or message.get("bot_id") or "", "x": text[:QUOTE_CHARS]}
+    meta = {
+        "c": channel,
+        "m": message.get("ts"),
+        "t": message.get("thread_ts") or message.get("ts"),
+        "a": message.get("user") or message.get("bot_id") or "",
+        "x": text[:QUOTE_CHARS],
+    }
     options = [{"text": {"type": "plain_text", "text": name[:75]}, "value": name} for name in repos[:100]]
     default = jobs.channel_repos.get(channel)
-    select: dict[str, Any] = {"type": "static_select", "action_id": REPO_INPUT, "options": options,
-                              "placeholder": {"type": "plain_text", "text": "Repository"}}
+    select: dict[str, Any] = {
+        "type": "static_select",
+        "action_id": REPO_INPUT,
+        "options": options,
+        "placeholder": {"type": "plain_text", "text": "Repository"},
+    }
     initial = default if default in repos else repos[0] if len(repos) == 1 else None
     if initial is not None:
         select["initial_option"] = next(o for o in options if o["value"] == initial)
     blocks: list[dict[str, Any]] = [
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": "> " + (text[:280] or "(no text)").replace("\n", "\n> ")}]},
-        {"type": "input", "block_id": QUESTION_BLOCK, "label": {"type": "plain_text", "text": "Your question"},
-         "element": {"type": "plain_text_input", "action_id": QUESTION_INPUT, "multiline": True,
-                     "max_length": 3000, "placeholder": {"type": "plain_text", "text": "Where does this error come from?"}}},
+        {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": "> " + (text[:280] or "(no text)").replace("\n", "\n> ")}],
+        },
+        {
+            "type": "input",
+            "block_id": QUESTION_BLOCK,
+            "label": {"type": "plain_text", "text": "Your question"},
+            "element": {
+                "type": "plain_text_input",
+                "action_id": QUESTION_INPUT,
+                "multiline": True,
+                "max_length": 3000,
+                "placeholder": {"type": "plain_text", "text": "Where does this error come from?"},
+            },
+        },
     ]
     if options:
-        blocks.append({"type": "input", "block_id": REPO_BLOCK, "label": {"type": "plain_text", "text": "Repository"},
-                       "element": select})
-    return {"type": "modal", "callback_id": VIEW, "title": {"type": "plain_text", "text": "Ask askbox"},
-            "submit": {"type": "plain_text", "text": "Ask"}, "close": {"type": "plain_text", "text": "Cancel"},
-            "private_metadata": json.dumps(meta), "blocks": blocks}
+        blocks.append(
+            {
+                "type": "input",
+                "block_id": REPO_BLOCK,
+                "label": {"type": "plain_text", "text": "Repository"},
+                "element": select,
+            }
+        )
+    return {
+        "type": "modal",
+        "callback_id": VIEW,
+        "title": {"type": "plain_text", "text": "Ask askbox"},
+        "submit": {"type": "plain_text", "text": "Ask"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "private_metadata": json.dumps(meta),
+        "blocks": blocks,
+    }
 
 
 def submitted(ingress: Ingress, body: dict[str, Any]) -> tuple[dict[str, str], Asked | None]:
@@ -91,5 +124,11 @@ def submitted(ingress: Ingress, body: dict[str, Any]) -> tuple[dict[str, str], A
     context = context[: max(0, MAX_QUESTION_CHARS - len(question) - 10)]
     view_id = str(view.get("id") or body.get("trigger_id") or "")
     key = f"{origin.team}-{channel}-view-{view_id}"
-    return {}, Asked(origin=origin, text=question, claim=keys.event_claim(origin.team or "-", channel, f"view-{view_id}"),
-                     job_id=sanitize_id(f"slack-{key}"), repo=repo, context=context)
+    return {}, Asked(
+        origin=origin,
+        text=question,
+        claim=keys.event_claim(origin.team or "-", channel, f"view-{view_id}"),
+        job_id=sanitize_id(f"slack-{key}"),
+        repo=repo,
+        context=context,
+    )

@@ -66,8 +66,13 @@ def budgets_for(settings: GatewaySettings, meta: SessionMeta, session_id: str | 
     return [b for b in found if b.name and (b.tokens or b.usd)]
 
 
-def over_budget(settings: GatewaySettings, meta: SessionMeta, totals: Mapping[str, Mapping[str, float]],
-                session_id: str | None = None, title: str = "Gemini") -> str | None:
+def over_budget(
+    settings: GatewaySettings,
+    meta: SessionMeta,
+    totals: Mapping[str, Mapping[str, float]],
+    session_id: str | None = None,
+    title: str = "Gemini",
+) -> str | None:
     """A message naming the budget crossed (used/limit), or None. ``totals`` maps a scope
     ("user", "channel", "question") to its ``{"tokens": .., "cost_usd": ..}``."""
     for budget in budgets_for(settings, meta, session_id):

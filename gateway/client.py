@@ -22,8 +22,16 @@ from jobs import keys, tracing
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GatewayClient", "GatewaySession", "GatewayUnavailable", "SessionMeta", "SessionState",
-           "check_budget", "session_state", "upstream_paused"]
+__all__ = [
+    "GatewayClient",
+    "GatewaySession",
+    "GatewayUnavailable",
+    "SessionMeta",
+    "SessionState",
+    "check_budget",
+    "session_state",
+    "upstream_paused",
+]
 
 
 class GatewayUnavailable(RuntimeError):

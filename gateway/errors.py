@@ -18,8 +18,16 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-           429: "RESOURCE_EXHAUSTED", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 
 
 def error_body(code: int, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -107,7 +115,7 @@ def next_pacific_midnight(now: dt.datetime | None = None) -> dt.datetime:
 
 
 def describe_reset(when: dt.datetime, now: dt.datetime | None = None) -> str:
-    """"14:00 UTC (in 3 h 12 min)" for a message a user reads."""
+    """ "14:00 UTC (in 3 h 12 min)" for a message a user reads."""
     now = now or dt.datetime.now(dt.UTC)
     minutes = max(0, int((when - now).total_seconds() // 60))
     hours, minutes = divmod(minutes, 60)

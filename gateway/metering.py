@@ -53,8 +53,9 @@ class Charge:
     estimated: bool  # charged its reservation: no usage reported, or cut off
 
     @classmethod
-    def settle(cls, prices: dict[str, dict[str, float]], model: str, reservation: Reservation,
-               usage: Usage | None, whole: bool) -> Charge:
+    def settle(
+        cls, prices: dict[str, dict[str, float]], model: str, reservation: Reservation, usage: Usage | None, whole: bool
+    ) -> Charge:
         if usage is not None:
             tokens, usd = usage.total, estimate_cost(prices, model, usage)
             if whole:
@@ -69,8 +70,16 @@ class Meter:
         # Usage outlives the session by a day so the worker can read the final totals.
         self.session_ttl_extra = session_ttl_extra
 
-    async def record(self, session_id: str, meta: SessionMeta, model: str, charge: Charge,
-                     reservation: Reservation | None, wait: float, absorbed_429: int) -> dict[str, dict[str, float]]:
+    async def record(
+        self,
+        session_id: str,
+        meta: SessionMeta,
+        model: str,
+        charge: Charge,
+        reservation: Reservation | None,
+        wait: float,
+        absorbed_429: int,
+    ) -> dict[str, dict[str, float]]:
         """Count one answered request and release its reservation; returns the totals of its
         user's and channel's day and of its question, as budgets read them."""
         usage = charge.usage or Usage()
@@ -110,7 +119,7 @@ class Meter:
         pipe.hmget(session_key, "total_tokens", "cost_usd")
         results = await pipe.execute()
         question_tokens, question_usd = results[-1]
-        totals = results[-len(daily) - 1:-1]
+        totals = results[-len(daily) - 1 : -1]
         found = {kind: {k.decode(): float(v) for k, v in raw.items()} for kind, raw in zip(daily, totals)}
         found["question"] = {"tokens": float(question_tokens or 0), "cost_usd": float(question_usd or 0)}
         return found

@@ -13,8 +13,11 @@ WAIT = Histogram(
     "Time a request waited for the shared rate limit and retries before its first byte",
     buckets=(0.005, 0.05, 0.25, 1, 2.5, 5, 10, 30, 60, 120),
 )
-ESTIMATED = Counter("askbox_gateway_estimated_tokens",
-                    "Tokens charged from a reservation: responses without usage, or cut off", ["model"])
+ESTIMATED = Counter(
+    "askbox_gateway_estimated_tokens",
+    "Tokens charged from a reservation: responses without usage, or cut off",
+    ["model"],
+)
 COST = Counter("askbox_gateway_cost_usd", "Estimated cost from the price table", ["model"])
 SESSIONS = Gauge("askbox_gateway_sessions", "Open sessions on this gateway")
 BREAKER_OPENED = Counter("askbox_gateway_breaker_opened", "Times this gateway opened the circuit")

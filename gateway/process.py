@@ -45,8 +45,10 @@ async def _sweep(gateway: Gateway, interval: float) -> None:
 
 async def serve(settings: GatewaySettings, redis_settings: RedisSettings) -> int:
     if not settings.served():
-        log.error("no model API key: set GEMINI_API_KEY, ANTHROPIC_API_KEY or OPENAI_API_KEY (or "
-                  "ASKBOX_OPENAI_BASE_URL for a self-hosted OpenAI-compatible server)")
+        log.error(
+            "no model API key: set GEMINI_API_KEY, ANTHROPIC_API_KEY or OPENAI_API_KEY (or "
+            "ASKBOX_OPENAI_BASE_URL for a self-hosted OpenAI-compatible server)"
+        )
         return 2
     # Once, without the client's ~20 s of retries (they ride out a failover, not a Redis
     # that was never started): a gateway without Redis says so at once.
@@ -54,8 +56,11 @@ async def serve(settings: GatewaySettings, redis_settings: RedisSettings) -> int
     try:
         await probe.ping()
     except RedisError as exc:
-        log.error("Redis (%s) not reachable: %s: start it (`redis-server --appendonly yes`) or set "
-                  "ASKBOX_REDIS_URL", redis_settings.describe(), exc)
+        log.error(
+            "Redis (%s) not reachable: %s: start it (`redis-server --appendonly yes`) or set ASKBOX_REDIS_URL",
+            redis_settings.describe(),
+            exc,
+        )
         return 1
     finally:
         await probe.aclose()

@@ -111,13 +111,21 @@ class Reservations:
         self.settings = settings
         self._reserve = redis.register_script(_RESERVE)
 
-    async def reserve(self, session_id: str, meta: SessionMeta, tokens: int, usd: float,
-                      stopped: Callable[[], bool], title: str = "Gemini") -> Reservation:
+    async def reserve(
+        self,
+        session_id: str,
+        meta: SessionMeta,
+        tokens: int,
+        usd: float,
+        stopped: Callable[[], bool],
+        title: str = "Gemini",
+    ) -> Reservation:
         """Hold ``tokens`` and ``usd`` against the session's budgets, waiting while requests in
         flight hold the room (raises BudgetUsedUp, BudgetHeld)."""
         settings = self.settings
-        reservation = Reservation(secrets.token_hex(8), tokens, usd, keys.utc_date(),
-                                  tuple(budgets_for(settings, meta, session_id)))
+        reservation = Reservation(
+            secrets.token_hex(8), tokens, usd, keys.utc_date(), tuple(budgets_for(settings, meta, session_id))
+        )
         if not reservation.budgets:
             return reservation
         # Longer than any request can last (the session's life, plus a stalled read and
@@ -133,9 +141,18 @@ class Reservations:
         while True:
             now = time.time()
             # The hash outlives its entries by a day, so one left behind is found and charged.
-            outcome = await self._reserve(keys=keys_, args=[f"{now:.3f}", reservation.id, tokens, f"{usd:.9f}",
-                                                            f"{now + lifetime:.3f}", int((lifetime + keys.DAY) * 1000),
-                                                            *args])
+            outcome = await self._reserve(
+                keys=keys_,
+                args=[
+                    f"{now:.3f}",
+                    reservation.id,
+                    tokens,
+                    f"{usd:.9f}",
+                    f"{now + lifetime:.3f}",
+                    int((lifetime + keys.DAY) * 1000),
+                    *args,
+                ],
+            )
             if outcome == 0:
                 return reservation
             index, kind, used = int(outcome[0]), outcome[1].decode(), float(outcome[2])

@@ -59,9 +59,12 @@ class Lane:
         provider = provider_for(config.name, settings.gateway_reserve_output_tokens)
         limits = SharedLimits(redis, settings, config.name)
         pool = KeyPool(redis, limits, list(config.keys), provider.title)
-        breaker = RedisBreaker(redis, config.name, settings.gateway_breaker_threshold,
-                               settings.gateway_breaker_cooldown)
-        return cls(provider, config, limits, pool, breaker, Upstream(settings, provider, pool, breaker, config.base_url))
+        breaker = RedisBreaker(
+            redis, config.name, settings.gateway_breaker_threshold, settings.gateway_breaker_cooldown
+        )
+        return cls(
+            provider, config, limits, pool, breaker, Upstream(settings, provider, pool, breaker, config.base_url)
+        )
 
 
 class Gateway:
@@ -116,11 +119,18 @@ class Gateway:
             return error_response(400, "bad session metadata: a session needs the model its agent runs")
         lane = self.lanes.get(meta.provider)
         if lane is None:
-            return error_response(400, f"this gateway has no {meta.provider} key: set {KEY_VARIABLES[meta.provider]}"
-                                       " where `askbox gateway` runs")
+            return error_response(
+                400,
+                f"this gateway has no {meta.provider} key: set {KEY_VARIABLES[meta.provider]}"
+                " where `askbox gateway` runs",
+            )
         if not is_priced(lane.config.prices, meta.model):
-            log.warning("no price for %s model %s: metered at the most expensive known price %s", meta.provider,
-                        meta.model, price_for(lane.config.prices, meta.model))
+            log.warning(
+                "no price for %s model %s: metered at the most expensive known price %s",
+                meta.provider,
+                meta.model,
+                price_for(lane.config.prices, meta.model),
+            )
         session, token = await self.sessions.open(meta)
         return web.json_response({"id": session.id, "token": token, "socket_dir": str(session.directory)})
 
@@ -130,9 +140,14 @@ class Gateway:
 
     async def health(self, request: web.Request) -> web.Response:
         lanes = self.lanes.values()
-        return web.json_response({"ok": True, "sessions": len(self.sessions),
-                                  "breaker": {lane.config.name: await lane.breaker.state() for lane in lanes},
-                                  "keys": {lane.config.name: len(lane.pool.keys) for lane in lanes}})
+        return web.json_response(
+            {
+                "ok": True,
+                "sessions": len(self.sessions),
+                "breaker": {lane.config.name: await lane.breaker.state() for lane in lanes},
+                "keys": {lane.config.name: len(lane.pool.keys) for lane in lanes},
+            }
+        )
 
     async def refuse_on_control(self, request: web.Request) -> web.Response:
         metrics.REQUESTS.labels("refused_auth").inc()
@@ -164,21 +179,34 @@ class Gateway:
         limit = self.settings.gateway_session_concurrency
         if session.in_flight >= limit:  # before the body is read: a burst holds no memory
             metrics.REQUESTS.labels("refused_concurrency").inc()
-            return provider.error(429, f"askbox lets one question make at most {limit} model requests at "
-                                       "once; retry when one has finished.", retry_after=1.0)
+            return provider.error(
+                429,
+                f"askbox lets one question make at most {limit} model requests at once; retry when one has finished.",
+                retry_after=1.0,
+            )
         session.in_flight += 1
         try:
             body = await request.read()
             try:
-                call = provider.admit(request.method, request.rel_url.raw_path, list(request.query.items()),
-                                      request.headers, body, session.meta.model or "")
+                call = provider.admit(
+                    request.method,
+                    request.rel_url.raw_path,
+                    list(request.query.items()),
+                    request.headers,
+                    body,
+                    session.meta.model or "",
+                )
             except Refused as exc:
                 metrics.REQUESTS.labels("refused_request").inc()
-                log.warning("session %s: refused %s %s: %s", session.id, request.method,
-                            request.rel_url.raw_path[:200], exc)
+                log.warning(
+                    "session %s: refused %s %s: %s", session.id, request.method, request.rel_url.raw_path[:200], exc
+                )
                 return provider.error(exc.status, str(exc))
-            attributes = {"askbox.provider": lane.config.name, "askbox.model": call.model,
-                          "askbox.job": session.meta.job_id}
+            attributes = {
+                "askbox.provider": lane.config.name,
+                "askbox.model": call.model,
+                "askbox.job": session.meta.job_id,
+            }
             with tracing.span("askbox.gateway.request", attributes, parent=session.meta.trace) as span:
                 response = await self._forward(request, session, lane, call)
                 if span is not None:
@@ -192,13 +220,18 @@ class Gateway:
         provider = lane.provider
         reservation = None
         if call.metered:
-            usd = estimate_cost(lane.config.prices, call.model,
-                                Usage(prompt=call.prompt_tokens, candidates=call.output_tokens))
+            usd = estimate_cost(
+                lane.config.prices, call.model, Usage(prompt=call.prompt_tokens, candidates=call.output_tokens)
+            )
             try:
-                reservation = await self.reservations.reserve(session.id, session.meta, call.prompt_tokens
-                                                              + call.output_tokens, usd,
-                                                              stopped=lambda: session.stop_reason is not None,
-                                                              title=provider.title)
+                reservation = await self.reservations.reserve(
+                    session.id,
+                    session.meta,
+                    call.prompt_tokens + call.output_tokens,
+                    usd,
+                    stopped=lambda: session.stop_reason is not None,
+                    title=provider.title,
+                )
             except BudgetUsedUp as exc:
                 metrics.REQUESTS.labels("budget").inc()
                 return await self._stop(session, provider, str(exc))
@@ -206,8 +239,12 @@ class Gateway:
                 metrics.REQUESTS.labels("budget_held").inc()
                 if session.stop_reason:
                     return provider.error(429, session.stop_reason)
-                return provider.error(429, f"The {provider.title} budget's room left is held by requests in flight "
-                                           f"(waited {exc.waited:.0f} s); retry shortly.", retry_after=2.0)
+                return provider.error(
+                    429,
+                    f"The {provider.title} budget's room left is held by requests in flight "
+                    f"(waited {exc.waited:.0f} s); retry shortly.",
+                    retry_after=2.0,
+                )
         attempts = Attempts()
         started = time.monotonic()
         relayed = False
@@ -217,19 +254,26 @@ class Gateway:
                 upstream = await lane.upstream.send(call, attempts)
             except BreakerOpen as exc:
                 metrics.REQUESTS.labels("breaker_open").inc()
-                return provider.error(503, f"{label} is failing; askbox paused calls to it "
-                                           f"(retry in {exc.retry_in:.0f} s).", retry_after=exc.retry_in)
+                return provider.error(
+                    503,
+                    f"{label} is failing; askbox paused calls to it (retry in {exc.retry_in:.0f} s).",
+                    retry_after=exc.retry_in,
+                )
             except LimitTimeout as exc:
                 metrics.REQUESTS.labels("wait_timeout").inc()
-                return provider.error(429, f"askbox's shared {provider.title} rate limit is saturated: waited "
-                                           f"{exc.waited:.0f} s for a turn.", retry_after=5.0)
+                return provider.error(
+                    429,
+                    f"askbox's shared {provider.title} rate limit is saturated: waited {exc.waited:.0f} s for a turn.",
+                    retry_after=5.0,
+                )
             except AllKeysExhausted as exc:
                 metrics.REQUESTS.labels("daily_quota").inc()
                 return await self._stop(session, provider, daily_message(exc, self.settings))
             except UpstreamRedirect as exc:
                 metrics.REQUESTS.labels("upstream_redirect").inc()
-                return provider.error(502, f"{label} answered with a redirect ({exc.status}); "
-                                           "askbox never follows one.")
+                return provider.error(
+                    502, f"{label} answered with a redirect ({exc.status}); askbox never follows one."
+                )
             except UpstreamRetryable as exc:
                 metrics.REQUESTS.labels("upstream_error").inc()
                 if exc.status == 0:
@@ -244,8 +288,16 @@ class Gateway:
                 # Nothing was billed (no answer, or an error answer): the room is free again.
                 await self.meter.release(reservation)
 
-    async def _relay(self, request: web.Request, session: Session, lane: Lane, upstream: aiohttp.ClientResponse,
-                     call: Call, reservation: Reservation | None, attempts: Attempts) -> web.StreamResponse:
+    async def _relay(
+        self,
+        request: web.Request,
+        session: Session,
+        lane: Lane,
+        upstream: aiohttp.ClientResponse,
+        call: Call,
+        reservation: Reservation | None,
+        attempts: Attempts,
+    ) -> web.StreamResponse:
         """Stream the upstream answer through chunk by chunk, metering it as it passes."""
         headers = {k: v for k, v in upstream.headers.items() if k.lower() not in DROP_RESPONSE}
         response = web.StreamResponse(status=upstream.status, headers=headers)
@@ -273,8 +325,18 @@ class Gateway:
                 await self._settle(session, lane, call, reservation, tracker, attempts, upstream.status, whole=False)
         return response
 
-    async def _settle(self, session: Session, lane: Lane, call: Call, reservation: Reservation | None,
-                      tracker: UsageTracker, attempts: Attempts, status: int, *, whole: bool) -> None:
+    async def _settle(
+        self,
+        session: Session,
+        lane: Lane,
+        call: Call,
+        reservation: Reservation | None,
+        tracker: UsageTracker,
+        attempts: Attempts,
+        status: int,
+        *,
+        whole: bool,
+    ) -> None:
         if status >= 400:  # an error answer is not billed
             if reservation is not None:
                 await self.meter.release(reservation)
@@ -286,8 +348,9 @@ class Gateway:
             charge = Charge.settle(lane.config.prices, call.model, reservation, usage, whole)
         if attempts.key is not None:
             await lane.limits.charge(attempts.key.id, charge.tokens)
-        totals = await self.meter.record(session.id, session.meta, call.model, charge, reservation,
-                                         attempts.waited, attempts.absorbed_429)
+        totals = await self.meter.record(
+            session.id, session.meta, call.model, charge, reservation, attempts.waited, attempts.absorbed_429
+        )
         reason = over_budget(self.settings, session.meta, totals, session.id, title=lane.provider.title)
         if reason:
             await self._stop(session, lane.provider, reason)
@@ -300,15 +363,22 @@ class Gateway:
         return provider.error(429, reason)
 
 
-KEY_VARIABLES = {"gemini": "GEMINI_API_KEY", "anthropic": "ANTHROPIC_API_KEY",
-                 "openai": "OPENAI_API_KEY (or ASKBOX_OPENAI_BASE_URL for a self-hosted server)"}
+KEY_VARIABLES = {
+    "gemini": "GEMINI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "openai": "OPENAI_API_KEY (or ASKBOX_OPENAI_BASE_URL for a self-hosted server)",
+}
 
 
 def daily_message(exc: AllKeysExhausted, settings: GatewaySettings) -> str:
     when = describe_reset(dt.datetime.fromtimestamp(exc.reset_at, dt.UTC))
     keys = f"all {exc.keys} keys" if exc.keys > 1 else "its only key"
     if exc.upstream:
-        return (f"The Gemini API's requests-per-day quota ({exc.quota_id}) is used up on {keys}; "
-                f"it resets at midnight Pacific time, {when}.")
-    return (f"askbox's daily Gemini request limit ({settings.gemini_daily_limit} per key) is used up on "
-            f"{keys}; the next request can go at {when}.")
+        return (
+            f"The Gemini API's requests-per-day quota ({exc.quota_id}) is used up on {keys}; "
+            f"it resets at midnight Pacific time, {when}."
+        )
+    return (
+        f"askbox's daily Gemini request limit ({settings.gemini_daily_limit} per key) is used up on "
+        f"{keys}; the next request can go at {when}."
+    )

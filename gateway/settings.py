@@ -90,28 +90,57 @@ class GatewaySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ASKBOX_", extra="ignore")
 
-    gateway_socket_dir: Path = Field(default_factory=_default_socket_dir, description="Directory of the gateway's control and per-question sockets (same path in the worker).")
+    gateway_socket_dir: Path = Field(
+        default_factory=_default_socket_dir,
+        description="Directory of the gateway's control and per-question sockets (same path in the worker).",
+    )
 
     # Keys: GEMINI_API_KEY and ASKBOX_GEMINI_API_KEYS (comma-separated), merged.
-    gemini_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("GEMINI_API_KEY"), description="The Gemini API key (the gateway alone holds it; required for the gateway).")
-    gemini_api_keys: SecretStr = Field(default=SecretStr(""), description="Several Gemini keys, comma-separated, instead of GEMINI_API_KEY.")
-    gemini_base_url: str = Field(default="https://generativelanguage.googleapis.com", description="Base URL of the Gemini API.")
+    gemini_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("GEMINI_API_KEY"),
+        description="The Gemini API key (the gateway alone holds it; required for the gateway).",
+    )
+    gemini_api_keys: SecretStr = Field(
+        default=SecretStr(""), description="Several Gemini keys, comma-separated, instead of GEMINI_API_KEY."
+    )
+    gemini_base_url: str = Field(
+        default="https://generativelanguage.googleapis.com", description="Base URL of the Gemini API."
+    )
     # Anthropic: ANTHROPIC_API_KEY and ASKBOX_ANTHROPIC_API_KEYS, merged.
-    anthropic_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY"), description="The Anthropic API key (the gateway alone holds it; needed for the claude agent).")
-    anthropic_api_keys: SecretStr = Field(default=SecretStr(""), description="Several Anthropic keys, comma-separated, instead of ANTHROPIC_API_KEY.")
+    anthropic_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ANTHROPIC_API_KEY"),
+        description="The Anthropic API key (the gateway alone holds it; needed for the claude agent).",
+    )
+    anthropic_api_keys: SecretStr = Field(
+        default=SecretStr(""), description="Several Anthropic keys, comma-separated, instead of ANTHROPIC_API_KEY."
+    )
     anthropic_base_url: str = Field(default="https://api.anthropic.com", description="Base URL of the Anthropic API.")
     # OpenAI, or any OpenAI-compatible server (vLLM, Ollama, LiteLLM): OPENAI_API_KEY and
     # ASKBOX_OPENAI_API_KEYS, merged; a self-hosted base URL may need no key at all.
-    openai_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("OPENAI_API_KEY"), description="The OpenAI API key (the gateway alone holds it; needed for the codex agent on OpenAI).")
-    openai_api_keys: SecretStr = Field(default=SecretStr(""), description="Several OpenAI keys, comma-separated, instead of OPENAI_API_KEY.")
+    openai_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OPENAI_API_KEY"),
+        description="The OpenAI API key (the gateway alone holds it; needed for the codex agent on OpenAI).",
+    )
+    openai_api_keys: SecretStr = Field(
+        default=SecretStr(""), description="Several OpenAI keys, comma-separated, instead of OPENAI_API_KEY."
+    )
     openai_base_url: str = Field(default=OPENAI_API_URL, description="with its /v1; a self-hosted server's URL")
 
     # Per key, shared by every gateway through Redis. Empty = no limit.
-    gemini_request_limit: str = Field(default="", description="Requests per key, a `limits` string such as 60/minute; empty: none.")
+    gemini_request_limit: str = Field(
+        default="", description="Requests per key, a `limits` string such as 60/minute; empty: none."
+    )
     gemini_token_limit: str = Field(default="", description="Tokens per key, e.g. 1000000/minute; empty: none.")
     gemini_daily_limit: str = Field(default="", description="Requests per key per day, e.g. 1500/day; empty: none.")
-    anthropic_request_limit: str = Field(default="", description="Anthropic requests per key, e.g. 50/minute; empty: none.")
-    anthropic_token_limit: str = Field(default="", description="Anthropic tokens per key, e.g. 400000/minute; empty: none.")
+    anthropic_request_limit: str = Field(
+        default="", description="Anthropic requests per key, e.g. 50/minute; empty: none."
+    )
+    anthropic_token_limit: str = Field(
+        default="", description="Anthropic tokens per key, e.g. 400000/minute; empty: none."
+    )
     openai_request_limit: str = Field(default="", description="OpenAI requests per key, e.g. 500/minute; empty: none.")
     openai_token_limit: str = Field(default="", description="OpenAI tokens per key, e.g. 500000/minute; empty: none.")
 
@@ -125,26 +154,47 @@ class GatewaySettings(BaseSettings):
     gateway_connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to connect to the Gemini API.")
     # No total timeout on a whole response: a long answer streams for minutes. A read that
     # stalls this long is a dead upstream.
-    gateway_read_timeout: float = Field(default=300.0, gt=0, description="Seconds to wait for the Gemini API's response.")
-    gateway_ca_dir: Path | None = Field(default=Path("/usr/local/share/ca-certificates"), description="Extra CA certificates the gateway trusts for upstream calls.")
+    gateway_read_timeout: float = Field(
+        default=300.0, gt=0, description="Seconds to wait for the Gemini API's response."
+    )
+    gateway_ca_dir: Path | None = Field(
+        default=Path("/usr/local/share/ca-certificates"),
+        description="Extra CA certificates the gateway trusts for upstream calls.",
+    )
     gateway_metrics_port: int = Field(default=0, ge=0, le=65535, description="0 = off; served on 127.0.0.1")
-    gateway_sweep_interval: float = Field(default=30.0, gt=0, description="Seconds between sweeps of expired gateway sessions.")
+    gateway_sweep_interval: float = Field(
+        default=30.0, gt=0, description="Seconds between sweeps of expired gateway sessions."
+    )
 
-    gemini_prices: dict[str, dict[str, float]] = Field(default_factory=lambda: dict(DEFAULT_PRICES), min_length=1,
-                                                       description="USD per million tokens by model prefix")
-    anthropic_prices: dict[str, dict[str, float]] = Field(default_factory=lambda: dict(ANTHROPIC_PRICES), min_length=1, description="Anthropic prices, JSON USD per million tokens by model prefix (as ASKBOX_GEMINI_PRICES).")
-    openai_prices: dict[str, dict[str, float]] = Field(default_factory=lambda: dict(OPENAI_PRICES), min_length=1, description="OpenAI (or self-hosted) prices by model prefix; a free self-hosted model: {\"\": {\"input\": 0, \"output\": 0}}.")
+    gemini_prices: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: dict(DEFAULT_PRICES), min_length=1, description="USD per million tokens by model prefix"
+    )
+    anthropic_prices: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: dict(ANTHROPIC_PRICES),
+        min_length=1,
+        description="Anthropic prices, JSON USD per million tokens by model prefix (as ASKBOX_GEMINI_PRICES).",
+    )
+    openai_prices: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: dict(OPENAI_PRICES),
+        min_length=1,
+        description='OpenAI (or self-hosted) prices by model prefix; a free self-hosted model: {"": {"input": 0, "output": 0}}.',
+    )
 
     # What the gateway lets one question do at once, and what it holds for each request.
     gateway_session_concurrency: int = Field(default=2, ge=1, description="requests in flight per question")
     gateway_reserve_output_tokens: int = Field(
-        default=65536, ge=1, description="answer tokens reserved for a request that sets no maxOutputTokens")
+        default=65536, ge=1, description="answer tokens reserved for a request that sets no maxOutputTokens"
+    )
 
     # Daily budgets (UTC day); 0 = none.
     budget_user_tokens: int = Field(default=0, ge=0, description="Tokens one user may use per UTC day; 0 = no budget.")
-    budget_channel_tokens: int = Field(default=0, ge=0, description="Tokens one channel may use per UTC day; 0 = no budget.")
+    budget_channel_tokens: int = Field(
+        default=0, ge=0, description="Tokens one channel may use per UTC day; 0 = no budget."
+    )
     budget_user_usd: float = Field(default=0.0, ge=0, description="USD one user may spend per UTC day; 0 = no budget.")
-    budget_channel_usd: float = Field(default=0.0, ge=0, description="USD one channel may spend per UTC day; 0 = no budget.")
+    budget_channel_usd: float = Field(
+        default=0.0, ge=0, description="USD one channel may spend per UTC day; 0 = no budget."
+    )
     # Per question (one gateway session); 0 = none.
     budget_question_tokens: int = Field(default=0, ge=0, description="Tokens one question may use; 0 = no budget.")
     budget_question_usd: float = Field(default=0.0, ge=0, description="USD one question may spend; 0 = no budget.")
@@ -161,17 +211,37 @@ class GatewaySettings(BaseSettings):
     def provider(self, name: ProviderName) -> ProviderConfig:
         """One provider's keys, upstream, limits and prices."""
         if name == "gemini":
-            return ProviderConfig(name, tuple(self.api_keys()), self.gemini_base_url, self.gemini_request_limit,
-                                  self.gemini_token_limit, self.gemini_daily_limit, self.gemini_prices)
+            return ProviderConfig(
+                name,
+                tuple(self.api_keys()),
+                self.gemini_base_url,
+                self.gemini_request_limit,
+                self.gemini_token_limit,
+                self.gemini_daily_limit,
+                self.gemini_prices,
+            )
         if name == "anthropic":
-            return ProviderConfig(name, tuple(_merge_keys(self.anthropic_api_key, self.anthropic_api_keys)),
-                                  self.anthropic_base_url, self.anthropic_request_limit, self.anthropic_token_limit,
-                                  "", self.anthropic_prices)
+            return ProviderConfig(
+                name,
+                tuple(_merge_keys(self.anthropic_api_key, self.anthropic_api_keys)),
+                self.anthropic_base_url,
+                self.anthropic_request_limit,
+                self.anthropic_token_limit,
+                "",
+                self.anthropic_prices,
+            )
         keys = _merge_keys(self.openai_api_key, self.openai_api_keys)
         if not keys and self.self_hosted:
             keys = [""]  # the operator's server takes requests without a key: send none
-        return ProviderConfig(name, tuple(keys), self.openai_base_url, self.openai_request_limit,
-                              self.openai_token_limit, "", self.openai_prices)
+        return ProviderConfig(
+            name,
+            tuple(keys),
+            self.openai_base_url,
+            self.openai_request_limit,
+            self.openai_token_limit,
+            "",
+            self.openai_prices,
+        )
 
     def served(self) -> list[ProviderConfig]:
         """The providers this gateway can serve (each with a key, or a self-hosted URL)."""

@@ -65,8 +65,9 @@ def ssl_context(ca_dir: Path | None) -> ssl.SSLContext:
 class UpstreamRetryable(Exception):
     """An upstream answer worth another attempt (status 0 = no answer at all)."""
 
-    def __init__(self, status: int, body: bytes, headers: CIMultiDict[str] | None = None,
-                 transient: bool = True) -> None:
+    def __init__(
+        self, status: int, body: bytes, headers: CIMultiDict[str] | None = None, transient: bool = True
+    ) -> None:
         super().__init__(f"upstream answered {status or 'nothing'}")
         self.status = status
         self.body = body
@@ -94,8 +95,14 @@ class Attempts:
 
 
 class Upstream:
-    def __init__(self, settings: GatewaySettings, provider: Provider, pool: KeyPool, breaker: RedisBreaker,
-                 base_url: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        provider: Provider,
+        pool: KeyPool,
+        breaker: RedisBreaker,
+        base_url: str | None = None,
+    ) -> None:
         self.settings = settings
         self.provider = provider
         self.base_url = (base_url or settings.gemini_base_url).rstrip("/")
@@ -105,8 +112,9 @@ class Upstream:
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ssl=ssl_context(self.settings.gateway_ca_dir))
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.settings.gateway_connect_timeout,
-                                        sock_read=self.settings.gateway_read_timeout)
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self.settings.gateway_connect_timeout, sock_read=self.settings.gateway_read_timeout
+        )
         # trust_env: HTTPS_PROXY / NO_PROXY of the host, as every other outbound call.
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=True)
 
@@ -126,9 +134,11 @@ class Upstream:
         backoff = wait_exponential_jitter(initial=settings.gateway_backoff_initial, max=settings.gateway_backoff_max)
 
         def stop(state: RetryCallState) -> bool:
-            return (state.attempt_number >= settings.gateway_max_attempts
-                    or attempts.transient > settings.gateway_retries
-                    or time.monotonic() - start >= settings.gateway_max_wait)
+            return (
+                state.attempt_number >= settings.gateway_max_attempts
+                or attempts.transient > settings.gateway_retries
+                or time.monotonic() - start >= settings.gateway_max_wait
+            )
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
@@ -159,8 +169,11 @@ class Upstream:
         attempts.statuses.append(response.status)
         if 300 <= response.status < 400:
             response.release()
-            log.warning("upstream answered %s (a redirect to %s): not followed", response.status,
-                        response.headers.get("location", "nowhere")[:200])
+            log.warning(
+                "upstream answered %s (a redirect to %s): not followed",
+                response.status,
+                response.headers.get("location", "nowhere")[:200],
+            )
             raise UpstreamRedirect(response.status)
         if response.status == 429:
             data = await response.read()
@@ -179,8 +192,9 @@ class Upstream:
         await self.breaker.success()
         return response
 
-    async def _transient(self, attempts: Attempts, status: int, body: bytes,
-                         headers: CIMultiDict[str] | None) -> aiohttp.ClientResponse:
+    async def _transient(
+        self, attempts: Attempts, status: int, body: bytes, headers: CIMultiDict[str] | None
+    ) -> aiohttp.ClientResponse:
         attempts.transient += 1
         if await self.breaker.failure():
             metrics.BREAKER_OPENED.inc()

@@ -88,8 +88,9 @@ def may_ask(repo: str, origin: Origin, policy: Mapping[str, AccessRule], channel
     return ANY in rule.channels and (rule.shared or not origin.shared)
 
 
-def visible(repos: Mapping[str, V], origin: Origin, policy: Mapping[str, AccessRule],
-            channel_repos: Mapping[str, str]) -> dict[str, V]:
+def visible(
+    repos: Mapping[str, V], origin: Origin, policy: Mapping[str, AccessRule], channel_repos: Mapping[str, str]
+) -> dict[str, V]:
     """The configured repositories ``origin`` may ask about: what it may be told exists,
     so a refused name reads exactly like an unknown one."""
     return {name: value for name, value in repos.items() if may_ask(name, origin, policy, channel_repos)}

@@ -43,9 +43,11 @@ def pin_repo(settings: Settings, repo: RepoRef) -> Pin:
 
 def _pin(repo: RepoRef, jobs: JobSettings) -> Pin:
     if repo.path is not None and outside(repo.path, jobs.repos_dir):  # not "does not exist": why
-        raise RepoUnavailable(f"The repository {repo.name} is configured at {repo.path}, outside ASKBOX_REPOS_DIR "
-                              f"({jobs.repos_dir}), the only folder of repositories this worker sees: move it "
-                              "there, or set ASKBOX_REPOS_DIR to the folder that holds it.")
+        raise RepoUnavailable(
+            f"The repository {repo.name} is configured at {repo.path}, outside ASKBOX_REPOS_DIR "
+            f"({jobs.repos_dir}), the only folder of repositories this worker sees: move it "
+            "there, or set ASKBOX_REPOS_DIR to the folder that holds it."
+        )
     return pin(repo, jobs.repo_mirrors, jobs.repo_refresh, jobs.repo_fetch_timeout)
 
 
@@ -86,8 +88,9 @@ def agent_session(
     egress = sandbox.egress_entries() or None
     bridges: tuple[SocketBridge, ...] = ()
     if gateway is not None:
-        bridge = SocketBridge(host_dir=gateway.socket_dir, socket=gateway.socket.name, port=GATEWAY_PORT,
-                              mount_point=GATEWAY_MOUNT)
+        bridge = SocketBridge(
+            host_dir=gateway.socket_dir, socket=gateway.socket.name, port=GATEWAY_PORT, mount_point=GATEWAY_MOUNT
+        )
         agent = agent.with_endpoint(bridge.url, gateway.token.get_secret_value())
         egress, bridges = (), (bridge,)
     return AgentSession(

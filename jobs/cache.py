@@ -116,6 +116,7 @@ class AnswerCache:
             created_at=datetime.now(UTC),
             duration=duration,
         )
-        self.redis.set(cache_key(self.scope, repo, commit, agent, model, question), answer.model_dump_json(),
-                       ex=self.ttl)
+        self.redis.set(
+            cache_key(self.scope, repo, commit, agent, model, question), answer.model_dump_json(), ex=self.ttl
+        )
         return answer

@@ -163,8 +163,15 @@ class Cited:
     found: int = 0  # verified, and the references that claim a place the tree does not have
 
 
-def cite(text: str, *, root: Path, commit: str | None, remote: str | None, web_url: str | None = None,
-         index: Callable[[], TreeIndex] | None = None) -> Cited:
+def cite(
+    text: str,
+    *,
+    root: Path,
+    commit: str | None,
+    remote: str | None,
+    web_url: str | None = None,
+    index: Callable[[], TreeIndex] | None = None,
+) -> Cited:
     """The one call for a question's answer: ``root`` is the tree the agent read (the
     snapshot), ``commit`` the commit it was pinned to, ``remote`` the repository's
     credential-free remote URL and ``web_url`` its URL template (jobs/web_host.py), if any;
@@ -182,8 +189,9 @@ def cite(text: str, *, root: Path, commit: str | None, remote: str | None, web_u
     return Cited(linker.rewrite(text), host.commit_url(commit), linker.linked, linker.found)
 
 
-def link_citations(markdown: str, root: Path, commit: str, host: WebHost,
-                   index: Callable[[], TreeIndex] | None = None) -> str:
+def link_citations(
+    markdown: str, root: Path, commit: str, host: WebHost, index: Callable[[], TreeIndex] | None = None
+) -> str:
     """``markdown`` with every reference that exists in the tree at ``root`` linked to
     ``host``'s permalink at ``commit``; everything else exactly as it was."""
     return Linker(Tree(root), commit, host, index).rewrite(markdown)
@@ -255,8 +263,8 @@ class Linker:
         pos = 0
         for number, item in enumerate(items):
             after = items[number + 1] if number + 1 < len(items) else None
-            gap = line[item.end:after.start] if after else ""
-            pieces += [line[pos:item.start], self._render(item, after, gap)]
+            gap = line[item.end : after.start] if after else ""
+            pieces += [line[pos : item.start], self._render(item, after, gap)]
             pos = item.end
         pieces.append(line[pos:])
         return "".join(pieces)
@@ -286,8 +294,7 @@ class Linker:
                 return linked
             if after is not None and own_lines and ref is not None and _file_like(ref.path):
                 after.taken = True  # "nope.py (lines 1-2)": a file's lines, not the last file's
-            if ref is not None and ("/" in ref.path or ref.lines or item.lines or
-                                    (own_lines and _file_like(ref.path))):
+            if ref is not None and ("/" in ref.path or ref.lines or item.lines or (own_lines and _file_like(ref.path))):
                 self.found += 1  # it claims a place, and the tree has none such
             return text
         lines = item.lines or ref.lines
@@ -370,8 +377,11 @@ def _items(line: str) -> list[_Item]:
 
 def _plain_items(line: str, start: int, end: int) -> list[_Item]:
     found = [_Item(m.start(), m.end(), "lines", m) for m in _LINE_WORDS.finditer(line, start, end)]
-    found += [_Item(m.start(), m.end(), "path", m) for m in _PLAIN_REF.finditer(line, start, end)
-              if "/" in m["path"] or "." in m["path"]]
+    found += [
+        _Item(m.start(), m.end(), "path", m)
+        for m in _PLAIN_REF.finditer(line, start, end)
+        if "/" in m["path"] or "." in m["path"]
+    ]
     found.sort(key=lambda item: item.start)
     kept: list[_Item] = []
     for item in found:
@@ -395,4 +405,3 @@ def _span_body(match: re.Match[str]) -> str:
 def _words(match: re.Match[str]) -> tuple[int, int]:
     first = int(match["s"])
     return first, int(match["e"]) if match["e"] else first
-

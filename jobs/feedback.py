@@ -36,14 +36,22 @@ def about_job(redis: Redis, job_id: str) -> dict[str, str]:
     question = job.args[0] if job.args else {}
     final = (job.get_meta(refresh=True) or {}).get("final") or {}
     origin = question.get("origin") or {}
-    about = {"question": question.get("text"), "answer": final.get("text"), "repo": final.get("repo") or question.get("repo"),
-             "agent": final.get("agent"), "model": final.get("model"), "commit": final.get("commit"),
-             "channel": origin.get("channel"), "asker": origin.get("user")}
+    about = {
+        "question": question.get("text"),
+        "answer": final.get("text"),
+        "repo": final.get("repo") or question.get("repo"),
+        "agent": final.get("agent"),
+        "model": final.get("model"),
+        "commit": final.get("commit"),
+        "channel": origin.get("channel"),
+        "asker": origin.get("user"),
+    }
     return {k: str(v) for k, v in about.items() if v}
 
 
-def record(redis: Redis, job_id: str, user: str, verdict: Verdict,
-           about: Callable[[], dict[str, str]] | None = None) -> bool:
+def record(
+    redis: Redis, job_id: str, user: str, verdict: Verdict, about: Callable[[], dict[str, str]] | None = None
+) -> bool:
     """``user``'s verdict on the answer of ``job_id``; False when it was theirs already."""
     votes, answer = keys.feedback_votes(job_id), keys.feedback_answer(job_id)
     described = redis.hgetall(answer)
@@ -93,8 +101,13 @@ def export(redis: Redis, since: float) -> Iterator[dict[str, Any]]:
         job_id = raw_id.decode()
         about = {k.decode(): v.decode() for k, v in redis.hgetall(keys.feedback_answer(job_id)).items()}
         for user, verdict in sorted(redis.hgetall(keys.feedback_votes(job_id)).items()):
-            yield {"job": job_id, "user": user.decode(), "verdict": verdict.decode(),
-                   "voted_at": round(score, 3), **{k: about.get(k) for k in ABOUT_FIELDS}}
+            yield {
+                "job": job_id,
+                "user": user.decode(),
+                "verdict": verdict.decode(),
+                "voted_at": round(score, 3),
+                **{k: about.get(k) for k in ABOUT_FIELDS},
+            }
 
 
 def summary(redis: Redis) -> dict[str, dict[str, int]]:

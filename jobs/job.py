@@ -59,8 +59,10 @@ def answer_question(data: dict[str, Any]) -> dict[str, Any]:
     if job.started_at and job.enqueued_at:
         metrics.QUEUE_WAIT.observe((job.started_at - job.enqueued_at).total_seconds())
     try:
-        with (log_context(job_id=job.id, repo=question.repo, user=question.origin.user, thread=question.thread_key),
-              tracing.question(job.meta, job.id, job.enqueued_at, job.started_at)):
+        with (
+            log_context(job_id=job.id, repo=question.repo, user=question.origin.user, thread=question.thread_key),
+            tracing.question(job.meta, job.id, job.enqueued_at, job.started_at),
+        ):
             final = run_question(question, job, current_settings())
     finally:
         tracing.flush()  # the work-horse exits without atexit hooks
@@ -81,10 +83,15 @@ def run_question(question: Question, job: Job, settings: Settings) -> Final:
     # Slack's agent session: processing (and its stop button) from here; the final message
     # sets it active or closed, whoever delivers it (jobs/slack/agent_session.py).
     slack_session.start(question, job, settings.slack)
-    run = Run(question, settings, redis, QueueDestination(job, publisher, settings), run_id=job.id,
-              allow_paths=settings.jobs.allow_repo_paths and question.origin.kind == "terminal",
-              labels={"job": job.id, "user": question.origin.user,
-                      "worker": job.worker_name or ""})  # reaped when that worker is gone
+    run = Run(
+        question,
+        settings,
+        redis,
+        QueueDestination(job, publisher, settings),
+        run_id=job.id,
+        allow_paths=settings.jobs.allow_repo_paths and question.origin.kind == "terminal",
+        labels={"job": job.id, "user": question.origin.user, "worker": job.worker_name or ""},
+    )  # reaped when that worker is gone
     who = run.cancelled_by()
     if who is not None:
         with run.held:
@@ -127,9 +134,14 @@ class QueueDestination(Destination):
     def final(self, final: Final) -> None:
         # Into the outbox, then delivered: a worker dying in between (the test-only crash
         # point) leaves it for the failure callback or the sweep, never lost or doubled.
-        if not outbox.publish(self.job.connection, self.job.id, final, self.publisher.write_final,
-                              self.publisher.deliver_final,
-                              between=lambda: crash_point(self.crash_at, "after-outbox", with_parent=True)):
+        if not outbox.publish(
+            self.job.connection,
+            self.job.id,
+            final,
+            self.publisher.write_final,
+            self.publisher.deliver_final,
+            between=lambda: crash_point(self.crash_at, "after-outbox", with_parent=True),
+        ):
             log.warning("job %s: a final message was already written; not posting %s", self.job.id, final.kind)
 
 
@@ -144,8 +156,9 @@ def on_job_failure(job: Job, connection: Redis, exc_type: type, exc: BaseExcepti
     on this very job object) and the question ends with one final message saying what
     happened. When RQ will retry, stay silent."""
     if job.retries_left and connection.exists(keys.progress_shown(job.id)):
-        log.warning("job %s failed (%s) after its progress was shown: ending it, not retrying", job.id,
-                    exc_type.__name__)
+        log.warning(
+            "job %s failed (%s) after its progress was shown: ending it, not retrying", job.id, exc_type.__name__
+        )
         job.retries_left = 0
     if job.retries_left:
         return
@@ -154,8 +167,10 @@ def on_job_failure(job: Job, connection: Redis, exc_type: type, exc: BaseExcepti
         text = f"The worker running this question stopped before it finished. Please ask again. Reference: {job.id}"
         kind = "infra"
     elif exc_type.__name__ == "JobTimeoutException":
-        text = (f"This question took longer than askbox allows one question ({job.timeout} s) and was stopped. "
-                f"Please ask again. Reference: {job.id}")
+        text = (
+            f"This question took longer than askbox allows one question ({job.timeout} s) and was stopped. "
+            f"Please ask again. Reference: {job.id}"
+        )
         kind = "timeout"
     else:
         text = f"Something went wrong on our side ({exc}). Reference: {job.id}"

@@ -58,8 +58,12 @@ def refusal(job: Job) -> str | None:
 
 def refuse(job: Job, reason: str) -> RefusedJob:
     with log_context(job_id=job.id):
-        log.error("refused job %s: %s; failed without running it or its callbacks", job.id, reason,
-                  extra={"refused_function": _function_name(job)})
+        log.error(
+            "refused job %s: %s; failed without running it or its callbacks",
+            job.id,
+            reason,
+            extra={"refused_function": _function_name(job)},
+        )
     return RefusedJob(f"refused by askbox: {reason}")
 
 

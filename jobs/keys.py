@@ -84,7 +84,6 @@ def progress_shown(job_id: str) -> str:
     return f"{PREFIX}shown:{job_id}"
 
 
-
 def cancel_request(job_id: str) -> str:
     """Who asked to cancel (the value); the running job polls it."""
     return f"{PREFIX}cancel:{job_id}"
@@ -162,6 +161,7 @@ def feedback_answer(job_id: str) -> str:
     """Hash (CLAIM_TTL): what a vote was about, kept when the first vote on the answer is
     cast: question, answer, repo, agent, model, commit (jobs/feedback.py)."""
     return f"{PREFIX}feedback-answer:{job_id}"
+
 
 SLACK_BUDGET_PREFIX = f"{PREFIX}slack-budget"  # jobs/slack budget windows and penalties
 # Set (NX, with a TTL) while Gemini side tasks are being skipped: one log line per outage.

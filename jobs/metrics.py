@@ -208,8 +208,6 @@ class QueueDepthCollector:
         yield family
 
 
-
-
 class FeedbackCollector:
     """``askbox_feedback_total{vote}``: votes are clicked in the bot process, counted in
     Redis, and read here at scrape time."""
@@ -287,8 +285,9 @@ class BudgetCollector:
     def _family(self) -> Any:
         from prometheus_client.core import GaugeMetricFamily
 
-        return GaugeMetricFamily(self.NAME, "Largest share of a daily budget one user or channel has used today.",
-                                 labels=["scope"])
+        return GaugeMetricFamily(
+            self.NAME, "Largest share of a daily budget one user or channel has used today.", labels=["scope"]
+        )
 
     def describe(self) -> Iterable[Metric]:
         yield self._family()
@@ -302,8 +301,10 @@ class BudgetCollector:
                 highest = 0.0
                 for key in self._redis.scan_iter(match=keys.daily_usage(scope, "*"), count=500):
                     used_tokens, used_usd = self._redis.hmget(key, "tokens", "cost_usd")
-                    shares = [float(used_tokens or 0) / tokens if tokens else 0.0,
-                              float(used_usd or 0) / usd if usd else 0.0]
+                    shares = [
+                        float(used_tokens or 0) / tokens if tokens else 0.0,
+                        float(used_usd or 0) / usd if usd else 0.0,
+                    ]
                     highest = max(highest, *shares)
                 family.add_metric([scope], highest)
         except RedisError as exc:
@@ -325,8 +326,11 @@ class AnswerFeedbackCollector:
     def _family() -> Any:
         from prometheus_client.core import CounterMetricFamily
 
-        return CounterMetricFamily("askbox_answer_feedback", "Verdicts on answers, one per person per answer.",
-                                   labels=["verdict", "repo", "model"])
+        return CounterMetricFamily(
+            "askbox_answer_feedback",
+            "Verdicts on answers, one per person per answer.",
+            labels=["verdict", "repo", "model"],
+        )
 
     def collect(self) -> Iterator[Metric]:
         from redis import RedisError
@@ -373,8 +377,9 @@ class MetricsServer:
         self.thread.join(timeout=5)
 
 
-def serve_metrics(port: int, redis: Redis, queue_names: Sequence[str],
-                  budgets: dict[str, tuple[float, float]] | None = None) -> MetricsServer:
+def serve_metrics(
+    port: int, redis: Redis, queue_names: Sequence[str], budgets: dict[str, tuple[float, float]] | None = None
+) -> MetricsServer:
     """Serves ``/metrics`` on 127.0.0.1:``port`` (0: a free port, see ``.port``) in a daemon
     thread: all processes' metrics when multiprocess, else this process's, plus queue depth.
 

@@ -124,9 +124,20 @@ return 0
 
 def write(redis: Redis, job_id: str, final: Final) -> bool:
     """Write the question's final message; True for exactly one caller per question."""
-    won = replicated(redis, lambda conn: conn.eval(
-        _WRITE, 2, keys.final_outbox(job_id), keys.FINAL_OUTBOX_PENDING, final.model_dump_json(), time.time(),
-        keys.CLAIM_TTL, job_id), f"the final of {job_id}")
+    won = replicated(
+        redis,
+        lambda conn: conn.eval(
+            _WRITE,
+            2,
+            keys.final_outbox(job_id),
+            keys.FINAL_OUTBOX_PENDING,
+            final.model_dump_json(),
+            time.time(),
+            keys.CLAIM_TTL,
+            job_id,
+        ),
+        f"the final of {job_id}",
+    )
     return bool(won)
 
 
@@ -173,8 +184,11 @@ class Delivery:
     def record(self, part: str, value: str) -> None:
         """Record a posted part (``LeaseLost`` if a newer delivery holds the record), and
         wait for a replica to hold it too."""
-        written = replicated(self.redis, lambda conn: self._fenced(conn, {f"part:{part}": value}),
-                             f"part {part} of the final of {self.job_id}")
+        written = replicated(
+            self.redis,
+            lambda conn: self._fenced(conn, {f"part:{part}": value}),
+            f"part {part} of the final of {self.job_id}",
+        )
         if not written:
             raise LeaseLost(f"job {self.job_id}: a newer delivery holds the final; part {part} not recorded")
 
@@ -189,30 +203,53 @@ class Delivery:
     def _fenced(self, client: Redis, fields: dict[str, str], done: bool = False) -> object:
         final = self.final.model_dump_json() if self.final is not None else ""
         pairs = [item for pair in fields.items() for item in pair]
-        return client.eval(_FENCED_SET, 2, keys.final_outbox(self.job_id), keys.FINAL_OUTBOX_PENDING, self.token,
-                           final, time.time(), keys.CLAIM_TTL, self.job_id, "1" if done else "0", *pairs)
+        return client.eval(
+            _FENCED_SET,
+            2,
+            keys.final_outbox(self.job_id),
+            keys.FINAL_OUTBOX_PENDING,
+            self.token,
+            final,
+            time.time(),
+            keys.CLAIM_TTL,
+            self.job_id,
+            "1" if done else "0",
+            *pairs,
+        )
 
     def metadata(self, part: str) -> dict[str, object]:
         return {"event_type": EVENT_TYPE, "event_payload": {"job": self.job_id, "part": part}}
 
 
 @contextmanager
-def delivering(redis: Redis, job_id: str, final: Final,
-               ttl: int = keys.FINAL_LEASE_TTL) -> Iterator[Delivery | None]:
+def delivering(redis: Redis, job_id: str, final: Final, ttl: int = keys.FINAL_LEASE_TTL) -> Iterator[Delivery | None]:
     """Hold the delivery lease: yields a Delivery, or None when another process is
     delivering (or it is delivered). On a clean exit the final is marked delivered."""
     lease = keys.final_lease(job_id)
-    token, attempt = (int(v) for v in redis.eval(
-        _ACQUIRE, 3, keys.final_outbox(job_id), lease, keys.FINAL_OUTBOX_PENDING, ttl, final.model_dump_json(),
-        time.time(), keys.CLAIM_TTL, job_id))
+    token, attempt = (
+        int(v)
+        for v in redis.eval(
+            _ACQUIRE,
+            3,
+            keys.final_outbox(job_id),
+            lease,
+            keys.FINAL_OUTBOX_PENDING,
+            ttl,
+            final.model_dump_json(),
+            time.time(),
+            keys.CLAIM_TTL,
+            job_id,
+        )
+    )
     if not token:
         yield None
         return
     done = threading.Event()
     # Renewed while this process delivers (a post may wait for the rate budget and sleep
     # through 429s for longer than the lease): only a dead (or stalled) deliverer's lapses.
-    renewer = threading.Thread(target=_renew_until, args=(redis, lease, str(token), ttl, done), daemon=True,
-                               name=f"final-lease-{job_id}")
+    renewer = threading.Thread(
+        target=_renew_until, args=(redis, lease, str(token), ttl, done), daemon=True, name=f"final-lease-{job_id}"
+    )
     renewer.start()
     delivery = Delivery(redis, job_id, attempt, token, final)
     try:
@@ -278,8 +315,14 @@ def sweep(redis: Redis, deliver: Callable[[str, Final], None], older_than: float
     return done
 
 
-def publish(redis: Redis, job_id: str, final: Final, write: Callable[[Final], bool],
-            deliver: Callable[[Final], None], between: Callable[[], None] | None = None) -> bool:
+def publish(
+    redis: Redis,
+    job_id: str,
+    final: Final,
+    write: Callable[[Final], bool],
+    deliver: Callable[[Final], None],
+    between: Callable[[], None] | None = None,
+) -> bool:
     """A publisher's ``final()``: write ``final``, then deliver it; True if ours was
     written. When another final was written first, that one's delivery is finished
     instead (a no-op once delivered, or while another process holds the lease): any

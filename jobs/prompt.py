@@ -77,8 +77,9 @@ class Setting:
     instructions: tuple[Instruction, ...] = ()
 
 
-def setting_for(jobs: JobSettings, repo: str, commit: str | None, channel: str | None = None,
-                destination: Destination = "terminal") -> Setting:
+def setting_for(
+    jobs: JobSettings, repo: str, commit: str | None, channel: str | None = None, destination: Destination = "terminal"
+) -> Setting:
     """A question's setting, with the operators' instructions for its repository and its
     channel, in that order (the channel's, nearer the question, are read last)."""
     found = []
@@ -92,8 +93,7 @@ def setting_for(jobs: JobSettings, repo: str, commit: str | None, channel: str |
 
 def contract(setting: Setting) -> str:
     at = f"at commit {setting.commit}" if setting.commit else "as the directory is now (no commit)"
-    text = CONTRACT.format(repo=setting.repo, at=at,
-                           destination=SLACK if setting.destination == "slack" else TERMINAL)
+    text = CONTRACT.format(repo=setting.repo, at=at, destination=SLACK if setting.destination == "slack" else TERMINAL)
     if setting.instructions:
         given = "\n".join(f"- For {i.source}: {i.text.strip()}" for i in setting.instructions)
         text += f"\n\nInstructions from the operators of this service:\n{given}"

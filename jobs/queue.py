@@ -60,8 +60,10 @@ def _registry(key: str) -> RateLimitRegistry:
 def waiting(redis: Redis) -> int:
     """Questions queued or held back by a per-user RateLimit: two round trips, however
     many users (the bot counts this before every enqueue, inside Slack's 3 s)."""
-    limits = [_registry(key.decode() if isinstance(key, bytes) else key)
-              for key in redis.smembers(RateLimitRegistry.rl_keys_key)]
+    limits = [
+        _registry(key.decode() if isinstance(key, bytes) else key)
+        for key in redis.smembers(RateLimitRegistry.rl_keys_key)
+    ]
     with redis.pipeline(transaction=False) as pipe:
         for queue in queues(redis):
             pipe.llen(queue.key)
@@ -99,7 +101,9 @@ def fetch(redis: Redis, job_id: str) -> Job:
     return Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
 
 
-def enqueue(redis: Redis, question: Question, settings: JobSettings, wait: float = 5.0, locate: bool = True) -> Enqueued:
+def enqueue(
+    redis: Redis, question: Question, settings: JobSettings, wait: float = 5.0, locate: bool = True
+) -> Enqueued:
     """Queue ``question`` once. ``locate=False``: no ``position`` (its round trips), only
     ``waiting`` (the bot, inside Slack's 3 s)."""
     # RQ's unique=True does not combine with RateLimit, so claim the question id ourselves:
@@ -120,9 +124,7 @@ def enqueue(redis: Redis, question: Question, settings: JobSettings, wait: float
     try:
         ahead = waiting(redis)
         if ahead >= settings.max_waiting:
-            raise QueueFull(
-                f"{settings.max_waiting} questions are already waiting; please ask again in a few minutes."
-            )
+            raise QueueFull(f"{settings.max_waiting} questions are already waiting; please ask again in a few minutes.")
         # One person must not fill the queue for everyone (the global cap alone would let them).
         if user_waiting(redis, question) >= settings.user_max_waiting:
             raise QueueFull(
@@ -149,8 +151,14 @@ def _enqueue(redis: Redis, question: Question, settings: JobSettings, claim: str
             key=_user_limit_key(question),
             concurrency=settings.user_concurrency,
         ),
-        meta={"state": "queued", "user": question.origin.user, "repo": question.repo,
-              "thread": question.thread_key, "progress": [], tracing.META_KEY: tracing.carrier()},
+        meta={
+            "state": "queued",
+            "user": question.origin.user,
+            "repo": question.repo,
+            "thread": question.thread_key,
+            "progress": [],
+            tracing.META_KEY: tracing.carrier(),
+        },
     )
     # The job and the long claim in one MULTI/EXEC, only while our pending claim still
     # holds (WATCH): a crash before EXEC leaves neither, after it both. RQ's public

@@ -34,6 +34,7 @@ def replicated(redis: Redis, write: Callable[[Redis], T], what: str) -> T:
         result = write(conn)
         replicas = int(conn.info("replication").get("connected_slaves", 0) or 0)
         if replicas and int(conn.wait(1, REPLICA_WAIT_MS)) < 1:
-            log.warning("%s is on no replica after %d ms (of %d): a failover now could lose it",
-                        what, REPLICA_WAIT_MS, replicas)
+            log.warning(
+                "%s is on no replica after %d ms (of %d): a failover now could lose it", what, REPLICA_WAIT_MS, replicas
+            )
     return result

@@ -26,8 +26,9 @@ from redis.sentinel import SentinelManagedConnection
 
 
 class ClosingSentinelConnection(SentinelManagedConnection):
-    def read_response(self, disable_decoding: bool = False, *, disconnect_on_error: bool | None = True,
-                      **kwargs: Any) -> Any:
+    def read_response(
+        self, disable_decoding: bool = False, *, disconnect_on_error: bool | None = True, **kwargs: Any
+    ) -> Any:
         return super().read_response(disable_decoding, disconnect_on_error=disconnect_on_error, **kwargs)
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:

@@ -76,10 +76,16 @@ class RedisSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ASKBOX_", extra="ignore")
 
-    redis_url: str = Field(default="redis://localhost:6379/0", validation_alias=AliasChoices("ASKBOX_REDIS_URL"), description="Redis URL for host processes (compose sets it from ASKBOX_REDIS_PASSWORD): redis://:PASSWORD@host:6379/0.")
+    redis_url: str = Field(
+        default="redis://localhost:6379/0",
+        validation_alias=AliasChoices("ASKBOX_REDIS_URL"),
+        description="Redis URL for host processes (compose sets it from ASKBOX_REDIS_PASSWORD): redis://:PASSWORD@host:6379/0.",
+    )
     redis_sentinels: str = Field(default="", description='e.g. "redis-a:26379,redis-b:26379,redis-c:26379"')
     redis_master: str = Field(default="askbox", min_length=1, description="the master's name in the Sentinels' config")
-    redis_sentinel_password: SecretStr | None = Field(default=None, description="The Sentinels' own password, when they require one.")
+    redis_sentinel_password: SecretStr | None = Field(
+        default=None, description="The Sentinels' own password, when they require one."
+    )
 
     @field_validator("redis_sentinels")
     @classmethod
@@ -102,14 +108,19 @@ class RedisSettings(BaseSettings):
     def _master_kwargs(self) -> dict[str, Any]:
         url = urlsplit(self.redis_url)
         db = url.path.strip("/")
-        return {"username": unquote(url.username) if url.username else None,
-                "password": unquote(url.password) if url.password else None,
-                "db": int(db) if db.isdigit() else 0}
+        return {
+            "username": unquote(url.username) if url.username else None,
+            "password": unquote(url.password) if url.password else None,
+            "db": int(db) if db.isdigit() else 0,
+        }
 
     def _sentinel_kwargs(self) -> dict[str, object]:
         password = self.redis_sentinel_password
-        return {"password": password.get_secret_value() if password else None,
-                "socket_timeout": SENTINEL_TIMEOUT, "socket_connect_timeout": SENTINEL_TIMEOUT}
+        return {
+            "password": password.get_secret_value() if password else None,
+            "socket_timeout": SENTINEL_TIMEOUT,
+            "socket_connect_timeout": SENTINEL_TIMEOUT,
+        }
 
     def client(self, **kwargs: Any) -> Redis:
         """A client that rides out a Redis restart or a Sentinel failover of up to
@@ -118,23 +129,35 @@ class RedisSettings(BaseSettings):
         asks the Sentinels where the master is now (a demoted master's ``READONLY`` reply
         counts as a lost connection). Long-lived loops (RQ's worker, the bot's listeners)
         so see a failover as a slow command, not an error."""
-        kwargs = {"retry": _retry(SyncRetry), "socket_connect_timeout": CONNECT_TIMEOUT,
-                  "socket_keepalive": True, **kwargs}
+        kwargs = {
+            "retry": _retry(SyncRetry),
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "socket_keepalive": True,
+            **kwargs,
+        }
         if not self.sentinels:
             return Redis.from_url(self.redis_url, **kwargs)
         sentinel = Sentinel(self.sentinels, sentinel_kwargs=self._sentinel_kwargs())
-        return sentinel.master_for(self.redis_master, connection_class=ClosingSentinelConnection,
-                                   **{**self._master_kwargs(), **kwargs})
+        return sentinel.master_for(
+            self.redis_master, connection_class=ClosingSentinelConnection, **{**self._master_kwargs(), **kwargs}
+        )
 
     def async_client(self, **kwargs: Any) -> AsyncRedis:
         """``client()`` for asyncio (the gateway): same server, same retries."""
-        kwargs = {"retry": _retry(AsyncRetry), "socket_connect_timeout": CONNECT_TIMEOUT,
-                  "socket_keepalive": True, **kwargs}
+        kwargs = {
+            "retry": _retry(AsyncRetry),
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "socket_keepalive": True,
+            **kwargs,
+        }
         if not self.sentinels:
             return AsyncRedis.from_url(self.redis_url, **kwargs)
         sentinel = AsyncSentinel(self.sentinels, sentinel_kwargs=self._sentinel_kwargs())
-        return sentinel.master_for(self.redis_master, connection_class=AsyncRediscoveringSentinelConnection,
-                                   **{**self._master_kwargs(), **kwargs})
+        return sentinel.master_for(
+            self.redis_master,
+            connection_class=AsyncRediscoveringSentinelConnection,
+            **{**self._master_kwargs(), **kwargs},
+        )
 
 
 # The final message's Slack calls within a question's time: each waits for the team's
@@ -152,8 +175,9 @@ SENTINEL_TIMEOUT = 2.0
 def _retry(kind: type[SyncRetry] | type[AsyncRetry]) -> SyncRetry | AsyncRetry:
     # 0.1, 0.2, 0.4, 0.8 s, then 1 s apart: about FAILOVER_PATIENCE in all.
     retries = 4 + int(FAILOVER_PATIENCE - 1.5)
-    return kind(ExponentialBackoff(cap=1.0, base=0.1), retries,
-                supported_errors=(RedisConnectionError, RedisTimeoutError))
+    return kind(
+        ExponentialBackoff(cap=1.0, base=0.1), retries, supported_errors=(RedisConnectionError, RedisTimeoutError)
+    )
 
 
 def _parse_sentinels(value: str) -> tuple[tuple[str, int], ...]:
@@ -161,8 +185,7 @@ def _parse_sentinels(value: str) -> tuple[tuple[str, int], ...]:
     for item in filter(None, (part.strip() for part in value.split(","))):
         host, _, port = item.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"ASKBOX_REDIS_SENTINELS: {item!r} is not host:port "
-                             '(e.g. "redis-a:26379,redis-b:26379")')
+            raise ValueError(f'ASKBOX_REDIS_SENTINELS: {item!r} is not host:port (e.g. "redis-a:26379,redis-b:26379")')
         found.append((host.strip("[]"), int(port)))
     return tuple(found)
 
@@ -174,18 +197,27 @@ class JobSettings(BaseSettings):
 
     # NoDecode: parsed by parse_repos, whose messages name the entry (or where the JSON breaks).
     repos: Annotated[dict[str, RepoEntry], NoDecode] = Field(
-        default_factory=dict, description='JSON, e.g. {"web": "/srv/repos/web", "api": {"url": "https://..."}}')
+        default_factory=dict, description='JSON, e.g. {"web": "/srv/repos/web", "api": {"url": "https://..."}}'
+    )
     repos_file: Path | None = Field(default=None, description="TOML, one table per repository; added to ASKBOX_REPOS")
     # Compose mounts only this host folder into the worker (same path inside and out): a
     # local repository elsewhere cannot be seen there, which the worker says at start
     # (jobs/start_checks.py), askbox doctor reports, and a question's refusal names.
     repos_dir: Path | None = Field(
-        default=None, description="Host folder holding the local repositories; compose mounts only it into the worker "
-        "(default there /srv/repos): a repository outside it is reported at start and by askbox doctor.")
-    repo_mirrors: Path = Field(default=Path("/var/lib/askbox/mirrors"), description="this host's bare mirrors of git remotes")
-    repo_snapshots: Path = Field(default=Path("/var/lib/askbox/snapshots"),
-                                 description="per-commit snapshots the sandboxes mount (same path for the Docker host)")
-    repo_refresh: float = Field(default=300, ge=1, description="seconds a mirror is fresh; fetched on schedule and on demand")
+        default=None,
+        description="Host folder holding the local repositories; compose mounts only it into the worker "
+        "(default there /srv/repos): a repository outside it is reported at start and by askbox doctor.",
+    )
+    repo_mirrors: Path = Field(
+        default=Path("/var/lib/askbox/mirrors"), description="this host's bare mirrors of git remotes"
+    )
+    repo_snapshots: Path = Field(
+        default=Path("/var/lib/askbox/snapshots"),
+        description="per-commit snapshots the sandboxes mount (same path for the Docker host)",
+    )
+    repo_refresh: float = Field(
+        default=300, ge=1, description="seconds a mirror is fresh; fetched on schedule and on demand"
+    )
     repo_fetch_timeout: float = Field(default=120, ge=1, description="Seconds one git fetch may take.")
     # What making a commit's snapshot may take within a question's time (Settings.job_timeout):
     # listing and copying its files out of the mirror (jobs/repos/snapshot.py).
@@ -196,7 +228,8 @@ class JobSettings(BaseSettings):
     channel_repos: dict[str, str] = Field(default_factory=dict, description='{"C0123": "web"}: a channel\'s repo')
     # Added to the agent's prompt for questions asked there (jobs/prompt.py), after the repository's.
     channel_instructions: dict[str, str] = Field(
-        default_factory=dict, description='{"C0123": "Readers are support engineers: explain behaviour"}')
+        default_factory=dict, description='{"C0123": "Readers are support engineers: explain behaviour"}'
+    )
     repo_access: dict[str, AccessRule] = Field(
         default_factory=dict, description='{"secret": {"channels": ["C1"], "users": [], "dms": false, "shared": false}}'
     )
@@ -205,16 +238,24 @@ class JobSettings(BaseSettings):
     allow_repo_paths: bool = Field(default=False, description="terminal questions may name a directory as the repo")
     max_waiting: int = Field(default=200, ge=1, description="questions waiting beyond which new ones are refused")
     user_concurrency: int = Field(default=2, ge=1, description="questions of one user running at once")
-    user_max_waiting: int = Field(default=10, ge=1, description="questions of one user waiting beyond which theirs are refused")
+    user_max_waiting: int = Field(
+        default=10, ge=1, description="questions of one user waiting beyond which theirs are refused"
+    )
     memory_turns: int = Field(default=10, ge=1, description="Turns of a thread kept in its conversation memory.")
-    memory_ttl: int = Field(default=keys.MEMORY_TTL, ge=60, description="Seconds a thread's memory lives after its last use.")
+    memory_ttl: int = Field(
+        default=keys.MEMORY_TTL, ge=60, description="Seconds a thread's memory lives after its last use."
+    )
     cache_ttl: int = Field(default=keys.CACHE_TTL, ge=60, description="Seconds a cached answer lives.")
     # RQ's own timeout is every phase's bound plus this margin (Settings.job_timeout), so
     # the sandbox's deadline always fires first and a slow fetch is not cut off by RQ.
-    job_timeout_margin: int = Field(default=60, ge=10, description="seconds for container start and removal, and the rest")
+    job_timeout_margin: int = Field(
+        default=60, ge=10, description="seconds for container start and removal, and the rest"
+    )
     retries: int = Field(default=2, ge=0, description="retries for infrastructure faults before any output")
     # How often a worker looks for jobs whose worker died; RQ's default is 10 minutes.
-    maintenance_interval: int = Field(default=30, ge=5, description="Seconds between a worker's looks for jobs whose worker died.")
+    maintenance_interval: int = Field(
+        default=30, ge=5, description="Seconds between a worker's looks for jobs whose worker died."
+    )
     job_monitoring_interval: int = Field(default=10, ge=1, description="Seconds between a busy worker's heartbeats.")
     # An idle worker blocks on Redis for worker_ttl - 15 s and only then does maintenance.
     worker_ttl: int = Field(default=45, ge=20, description="Seconds a worker's registration lives without a heartbeat.")
@@ -222,18 +263,31 @@ class JobSettings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, description="worker's Prometheus port; 0 = off")
     # A claim (jobs/claims.py) stays this short until its work is done: a process dying
     # mid-way blocks a redelivery of the same event for at most this long.
-    pending_claim_ttl: int = Field(default=keys.PENDING_CLAIM_TTL, ge=1, description="Seconds a pending claim (a message or question being queued) holds before a redelivery may take it.")
+    pending_claim_ttl: int = Field(
+        default=keys.PENDING_CLAIM_TTL,
+        ge=1,
+        description="Seconds a pending claim (a message or question being queued) holds before a redelivery may take it.",
+    )
     # SIGTERM lets the running question finish (RQ's warm shutdown) for at most this long;
     # then its work-horse is killed and its sandbox removed. Below the supervisor's own
     # stop timeout (compose: stop_grace_period).
-    shutdown_grace: float = Field(default=20.0, ge=0, description="Seconds a stopping worker lets its running question finish before stopping it.")
+    shutdown_grace: float = Field(
+        default=20.0, ge=0, description="Seconds a stopping worker lets its running question finish before stopping it."
+    )
     # How often a worker delivers the finals written but not delivered (jobs/outbox.py).
-    outbox_sweep_interval: float = Field(default=10.0, gt=0, description="Seconds between a worker's deliveries of finals written but not delivered (the outbox).")
+    outbox_sweep_interval: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds between a worker's deliveries of finals written but not delivered (the outbox).",
+    )
     # Test-only fault injection (tests/integration/test_faults.py): the process dies at
     # this named point (jobs/crash_points.py). Empty in every deployment.
     test_crash_at: str = Field(default="", description="test only: die at this point")
     # Slack user ids who may cancel any question and are exempt from usage budgets.
-    admins: list[str] = Field(default_factory=list, description="Slack user ids who may cancel any question and are exempt from budgets (JSON list).")
+    admins: list[str] = Field(
+        default_factory=list,
+        description="Slack user ids who may cancel any question and are exempt from budgets (JSON list).",
+    )
 
     @model_validator(mode="after")
     def _access_names_known_repos(self) -> JobSettings:
@@ -284,9 +338,11 @@ class Settings(BaseModel):
     def job_phases(self) -> dict[str, float]:
         """The longest each phase of a question may take, in seconds (see ``job_timeout``)."""
         jobs, gemini = self.jobs, self.gemini
-        side = ((gemini.triage_timeout if gemini.enabled("triage") else 0.0)
-                + (gemini.gemini_timeout if gemini.enabled("compaction") else 0.0)
-                + (gemini.gemini_timeout if gemini.enabled("summary") else 0.0))
+        side = (
+            (gemini.triage_timeout if gemini.enabled("triage") else 0.0)
+            + (gemini.gemini_timeout if gemini.enabled("compaction") else 0.0)
+            + (gemini.gemini_timeout if gemini.enabled("summary") else 0.0)
+        )
         return {
             # A fetch of the repository's mirror may first wait for another process's
             # (the refresher's, another question's) to end: two fetches (jobs/repos/mirror.py).
@@ -332,8 +388,11 @@ class Settings(BaseModel):
             kind = pending.pop()
             if kind.__name__ == section and issubclass(kind, BaseSettings):
                 return f"{kind.model_config.get('env_prefix', '')}{field}".upper()
-            pending += [f.annotation for f in kind.model_fields.values()
-                        if isinstance(f.annotation, type) and issubclass(f.annotation, BaseSettings)]
+            pending += [
+                f.annotation
+                for f in kind.model_fields.values()
+                if isinstance(f.annotation, type) and issubclass(f.annotation, BaseSettings)
+            ]
         return f"ASKBOX_{field}".upper()
 
     @classmethod

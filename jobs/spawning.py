@@ -37,8 +37,9 @@ def start(argv: list[str], **popen: Any) -> subprocess.Popen:
         return subprocess.Popen(argv, **popen)
 
 
-def run(argv: list[str], timeout: float | None = None, input: Any = None, capture_output: bool = False,
-        **popen: Any) -> subprocess.CompletedProcess:
+def run(
+    argv: list[str], timeout: float | None = None, input: Any = None, capture_output: bool = False, **popen: Any
+) -> subprocess.CompletedProcess:
     """``subprocess.run`` (without ``check``) through ``start``: the output is read outside
     the lock; on a timeout the child is killed and ``TimeoutExpired`` raised, as
     subprocess.run does."""

@@ -49,8 +49,10 @@ def agent_problem(agent: Agent, present: set[str]) -> str | None:
     if image not in present:
         hint = BUILD_HINT
         if agent.name == "cursor":
-            hint = ("build it where Cursor's download servers are reachable (`askbox images build agent-cursor`) "
-                    "or set ASKBOX_CURSOR_IMAGE to a copy built elsewhere")
+            hint = (
+                "build it where Cursor's download servers are reachable (`askbox images build agent-cursor`) "
+                "or set ASKBOX_CURSOR_IMAGE to a copy built elsewhere"
+            )
         return f"the {agent.name} agent's image {image} is missing: {hint}"
     if agent.name == "cursor" and agent.settings.cursor.api_key is None:
         return "the cursor agent has no key: set CURSOR_API_KEY"
@@ -64,8 +66,11 @@ def check(settings: Settings, box: Sandbox) -> Checked:
     except SandboxInfraError as exc:
         raise StartCheckFailed(f"{exc}") from None
     present: set[str] = set()
-    wanted = [images.tag("sandbox"), images.tag("egress-proxy"),
-              *(agent_for(name, settings.agents).image() for name in AGENT_NAMES)]
+    wanted = [
+        images.tag("sandbox"),
+        images.tag("egress-proxy"),
+        *(agent_for(name, settings.agents).image() for name in AGENT_NAMES),
+    ]
     for image in wanted:
         if images.present(client, image):
             present.add(image)
@@ -76,8 +81,10 @@ def check(settings: Settings, box: Sandbox) -> Checked:
     warnings: list[str] = []
     jobs = settings.jobs
     if not jobs.repos and not jobs.allow_repo_paths:
-        warnings.append("no repository configured: every question will be refused until ASKBOX_REPOS is set "
-                        '(JSON, e.g. {"web": "/srv/repos/web"})')
+        warnings.append(
+            "no repository configured: every question will be refused until ASKBOX_REPOS is set "
+            '(JSON, e.g. {"web": "/srv/repos/web"})'
+        )
     for name, entry in jobs.repos.items():  # under compose, a path outside ASKBOX_REPOS_DIR is not here
         if entry.path is not None and (why := unseen(name, entry.path, jobs.repos_dir)) is not None:
             warnings.append(f"{why}; questions about it will be refused")
@@ -95,4 +102,3 @@ def check(settings: Settings, box: Sandbox) -> Checked:
     for warning in warnings:
         log.warning("%s", warning)
     return Checked(settings, tuple(warnings))
-

@@ -96,8 +96,9 @@ def _context(parent: Mapping[str, str] | None) -> Any:
 
 
 @contextlib.contextmanager
-def span(name: str, attributes: Mapping[str, Any] | None = None, parent: Mapping[str, str] | None = None
-         ) -> Iterator[Any]:
+def span(
+    name: str, attributes: Mapping[str, Any] | None = None, parent: Mapping[str, str] | None = None
+) -> Iterator[Any]:
     """A span around a stage: a child of the current span, or of the ``parent`` carrier
     (a context from another process). Yields the span (None when tracing is off), on which
     the stage may set what it learnt (``set_attribute``)."""

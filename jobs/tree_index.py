@@ -66,17 +66,72 @@ VERSION = 1  # of the stored format
 # markup and data (Markdown, reST, JSON, YAML, HTML, CSS, Make...) do not. Those this
 # ctags does not know are left out (``ctags --list-languages``).
 LANGUAGES = (
-    "Ada", "C", "C#", "C++", "Clojure", "CUDA", "D", "Eiffel", "Elixir", "Elm", "EmacsLisp", "Erlang",
-    "Fortran", "Go", "Haskell", "Haxe", "Java", "JavaScript", "Julia", "Kotlin", "Lisp", "Lua", "MatLab",
-    "ObjectiveC", "OCaml", "Pascal", "Perl", "PHP", "PowerShell", "Protobuf", "Python", "R", "Ruby", "Rust",
-    "Scala", "Scheme", "Sh", "Swift", "Tcl", "TypeScript", "Vala", "Verilog", "SystemVerilog", "VHDL", "Zephir",
+    "Ada",
+    "C",
+    "C#",
+    "C++",
+    "Clojure",
+    "CUDA",
+    "D",
+    "Eiffel",
+    "Elixir",
+    "Elm",
+    "EmacsLisp",
+    "Erlang",
+    "Fortran",
+    "Go",
+    "Haskell",
+    "Haxe",
+    "Java",
+    "JavaScript",
+    "Julia",
+    "Kotlin",
+    "Lisp",
+    "Lua",
+    "MatLab",
+    "ObjectiveC",
+    "OCaml",
+    "Pascal",
+    "Perl",
+    "PHP",
+    "PowerShell",
+    "Protobuf",
+    "Python",
+    "R",
+    "Ruby",
+    "Rust",
+    "Scala",
+    "Scheme",
+    "Sh",
+    "Swift",
+    "Tcl",
+    "TypeScript",
+    "Vala",
+    "Verilog",
+    "SystemVerilog",
+    "VHDL",
+    "Zephir",
 )
 # Tags that name something defined elsewhere (an import, an alias) or too local to cite.
 _NOT_DEFINITIONS = frozenset({"unknown", "local", "parameter", "label", "receiver", "packageName"})
 # A definition inside a function (a closure, a test's throw-away class) cannot be named
 # from outside it: counted, it would only make the real one look ambiguous.
-_LOCAL_SCOPES = frozenset({"function", "func", "member", "method", "singletonMethod", "subroutine", "procedure",
-                           "constructor", "getter", "setter", "generator", "accessor"})
+_LOCAL_SCOPES = frozenset(
+    {
+        "function",
+        "func",
+        "member",
+        "method",
+        "singletonMethod",
+        "subroutine",
+        "procedure",
+        "constructor",
+        "getter",
+        "setter",
+        "generator",
+        "accessor",
+    }
+)
 _SCOPE_SEPARATOR = re.compile(r"::|\.|#|/")
 
 
@@ -128,10 +183,16 @@ class TreeIndex:
             return None
         # Or by its module's path, given at least two of its names ("flask.json.dumps",
         # not "json.dumps": one module name is as often another package's, the stdlib's json).
-        found = {(d.path, d.line): d for d in self._definitions_by_name().get(parts[-1], ())
-                 if d.parts[-len(parts):] == parts
-                 or (len(parts) - len(d.parts) >= 2 and parts[-len(d.parts):] == d.parts
-                     and _module(d.path)[-(len(parts) - len(d.parts)):] == parts[:-len(d.parts)])}
+        found = {
+            (d.path, d.line): d
+            for d in self._definitions_by_name().get(parts[-1], ())
+            if d.parts[-len(parts) :] == parts
+            or (
+                len(parts) - len(d.parts) >= 2
+                and parts[-len(d.parts) :] == d.parts
+                and _module(d.path)[-(len(parts) - len(d.parts)) :] == parts[: -len(d.parts)]
+            )
+        }
         return next(iter(found.values())) if len(found) == 1 else None
 
     def _files_by_basename(self) -> dict[str, list[str]]:
@@ -165,8 +226,10 @@ class TreeIndex:
             if data.get("v") != VERSION:
                 return None
             files, defs = data["files"], data["definitions"]
-            return cls(files=None if files is None else tuple(files),
-                       definitions=None if defs is None else tuple(Definition(p, int(n), tuple(q)) for p, n, q in defs))
+            return cls(
+                files=None if files is None else tuple(files),
+                definitions=None if defs is None else tuple(Definition(p, int(n), tuple(q)) for p, n, q in defs),
+            )
         except (zlib.error, ValueError, KeyError, TypeError):
             return None
 
@@ -187,8 +250,12 @@ def build_index(root: Path, ctags: str | None = None, seconds: float = BUILD_SEC
     deadline = time.monotonic() + seconds
     files = _walk(str(root), deadline)
     if files is None:
-        log.warning("tree index: more than %d files (or %.0f s) in %s: bare names and symbols stay plain",
-                    MAX_FILES, seconds, root)
+        log.warning(
+            "tree index: more than %d files (or %.0f s) in %s: bare names and symbols stay plain",
+            MAX_FILES,
+            seconds,
+            root,
+        )
         return TreeIndex()
     definitions = _definitions(str(root), files, ctags or shutil.which("ctags"), deadline)
     return TreeIndex(files=tuple(path for path, _ in files), definitions=definitions)
@@ -229,8 +296,9 @@ def _languages(ctags: str) -> str | None:
     """The ``--languages`` value for this ctags, or None when it is no Universal Ctags."""
     try:
         version = spawning.run([ctags, "--version"], capture_output=True, text=True, timeout=10, env=_ENV)
-        listed = spawning.run([ctags, "--options=NONE", "--list-languages"], capture_output=True, text=True,
-                                timeout=10, env=_ENV)
+        listed = spawning.run(
+            [ctags, "--options=NONE", "--list-languages"], capture_output=True, text=True, timeout=10, env=_ENV
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if "Universal Ctags" not in version.stdout or listed.returncode != 0:
@@ -242,8 +310,9 @@ def _languages(ctags: str) -> str | None:
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C.UTF-8"}
 
 
-def _definitions(root: str, files: list[tuple[str, int]], ctags: str | None,
-                 deadline: float) -> tuple[Definition, ...] | None:
+def _definitions(
+    root: str, files: list[tuple[str, int]], ctags: str | None, deadline: float
+) -> tuple[Definition, ...] | None:
     if ctags is None:
         log.warning("tree index: no ctags on PATH (install universal-ctags): symbols in answers stay plain")
         return None
@@ -256,8 +325,20 @@ def _definitions(root: str, files: list[tuple[str, int]], ctags: str | None,
         # Paths as ctags will print them back (relative to its working directory, the root).
         names.write("".join(f"{path}\n" for path in sorted(listed) if "\n" not in path))
         names.flush()
-        argv = [ctags, "--options=NONE", "--links=no", "--recurse=no", f"--languages={languages}",
-                "--output-format=json", "--fields=+n-P", "--sort=no", "-f", "-", "-L", names.name]
+        argv = [
+            ctags,
+            "--options=NONE",
+            "--links=no",
+            "--recurse=no",
+            f"--languages={languages}",
+            "--output-format=json",
+            "--fields=+n-P",
+            "--sort=no",
+            "-f",
+            "-",
+            "-L",
+            names.name,
+        ]
         prlimit = shutil.which("prlimit")
         if prlimit:
             cpu = max(1, int(deadline - time.monotonic()) + 1)
@@ -267,8 +348,9 @@ def _definitions(root: str, files: list[tuple[str, int]], ctags: str | None,
 
 def _run_ctags(argv: list[str], root: str, listed: set[str], deadline: float) -> tuple[Definition, ...] | None:
     try:
-        proc = spawning.start(argv, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, env=_ENV)
+        proc = spawning.start(
+            argv, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_ENV
+        )
     except OSError as exc:
         log.warning("tree index: cannot run ctags (%s): symbols in answers stay plain", exc)
         return None
@@ -362,4 +444,3 @@ def lazy(make: Callable[[], TreeIndex]) -> Callable[[], TreeIndex]:
     """``make`` called once, on first use: an answer that names nothing needing the index
     never builds it."""
     return functools.cache(make)
-

@@ -163,8 +163,14 @@ class WebHost:
         assert self.template is not None
         template = self.template if start is not None else self.template.split("#", 1)[0]
         remote = self.remote
-        return template.format(host=remote.host if remote else "", repo=remote.path if remote else "",
-                               commit=commit, path=path, start=start or "", end=end or "")
+        return template.format(
+            host=remote.host if remote else "",
+            repo=remote.path if remote else "",
+            commit=commit,
+            path=path,
+            start=start or "",
+            end=end or "",
+        )
 
 
 def web_host(remote: str | None, template: str | None = None) -> WebHost | None:

@@ -74,8 +74,9 @@ class AskboxWorker(PromptUnsubscribe, Worker):
         ``ASKBOX_SHUTDOWN_GRACE``: then the work-horse is killed and its sandbox removed
         (the question is retried elsewhere, or ends with one message)."""
         if self.horse_pid and self._stop_requested is False:
-            threading.Thread(target=self._end_after_grace, args=(self.horse_pid,), daemon=True,
-                             name="shutdown-grace").start()
+            threading.Thread(
+                target=self._end_after_grace, args=(self.horse_pid,), daemon=True, name="shutdown-grace"
+            ).start()
         super().request_stop(signum, frame)
 
     def _end_after_grace(self, horse: int) -> None:
@@ -134,8 +135,9 @@ class AskboxWorker(PromptUnsubscribe, Worker):
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)
         try:
             job.get_meta(refresh=True)  # the work-horse's progress, not the parent's stale copy
-            question_job.on_job_failure(job, self.connection, WorkHorseDied,
-                                        WorkHorseDied(f"work-horse ended with {ret_val}"), None)
+            question_job.on_job_failure(
+                job, self.connection, WorkHorseDied, WorkHorseDied(f"work-horse ended with {ret_val}"), None
+            )
         except Exception:
             log.exception("job %s: ending it after its work-horse died failed", job.id)
 
@@ -183,8 +185,10 @@ def run_worker(settings: Settings, names: list[str] | None = None, burst: bool =
     question_job.use_settings(settings)
     if jobs.metrics_port:
         gateway = settings.gateway  # the daily budgets, as the worker checks them before a question
-        budgets = {"user": (gateway.budget_user_tokens, gateway.budget_user_usd),
-                   "channel": (gateway.budget_channel_tokens, gateway.budget_channel_usd)}
+        budgets = {
+            "user": (gateway.budget_user_tokens, gateway.budget_user_usd),
+            "channel": (gateway.budget_channel_tokens, gateway.budget_channel_usd),
+        }
         server = metrics.serve_metrics(jobs.metrics_port, redis, QUEUE_NAMES, budgets)
         log.info("metrics on %s", server.url)
     reap_now = check_sandboxes(settings, box, redis)
@@ -228,6 +232,7 @@ def owner_worker_alive(redis: Redis):  # type: ignore[no-untyped-def]
             return None if redis.exists(prefix + name) else False
         except RedisError:
             return None  # cannot tell: leave it to the deadline
+
     return is_alive
 
 
@@ -257,8 +262,14 @@ def check_sandboxes(settings: Settings, box: Sandbox, redis: Redis) -> Callable[
     except SandboxInfraError as exc:
         log.error("sandbox reaper and egress self-test not run: %s", exc)
         return None
-    start_periodic(client, every=settings.jobs.reaper_interval, on_reaped=lambda ids: metrics.REAPED.inc(len(ids)),
-                   deployment=settings.sandbox.deployment, egress=box.egress, is_alive=owner_worker_alive(redis))
+    start_periodic(
+        client,
+        every=settings.jobs.reaper_interval,
+        on_reaped=lambda ids: metrics.REAPED.inc(len(ids)),
+        deployment=settings.sandbox.deployment,
+        egress=box.egress,
+        is_alive=owner_worker_alive(redis),
+    )
     try:
         self_test(box, images.tag("sandbox"))
     except SandboxInfraError as exc:
@@ -298,8 +309,14 @@ def start_repo_refresher(settings: Settings) -> None:
     """Fetch every git remote of ASKBOX_REPOS on schedule, and remove idle snapshots."""
     jobs = settings.jobs
     repos = [resolve_repo(name, jobs.repos, allow_paths=False) for name in jobs.repos]
-    start_refresher(repos, jobs.repo_mirrors, jobs.repo_snapshots, every=jobs.repo_refresh,
-                    idle=jobs.repo_snapshot_idle, fetch_timeout=jobs.repo_fetch_timeout)
+    start_refresher(
+        repos,
+        jobs.repo_mirrors,
+        jobs.repo_snapshots,
+        every=jobs.repo_refresh,
+        idle=jobs.repo_snapshot_idle,
+        fetch_timeout=jobs.repo_fetch_timeout,
+    )
 
 
 def wait_for_redis(redis: Redis, longest: float = 10.0) -> None:

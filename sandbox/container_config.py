@@ -45,8 +45,9 @@ def stdin_payload(spec: SandboxSpec) -> bytes | None:
     return lines.encode() + b"\n" + (spec.stdin or b"")
 
 
-def container_config(spec: SandboxSpec, *, egress_dir: Path | None, deployment: str, owner: str,
-                     deadline: float) -> dict[str, Any]:
+def container_config(
+    spec: SandboxSpec, *, egress_dir: Path | None, deployment: str, owner: str, deadline: float
+) -> dict[str, Any]:
     """``client.containers.create(**container_config(...))`` for this run. ``deadline`` is
     the unix time by which the run must be over (the reaper's label)."""
     uid, _, gid = spec.user.partition(":")

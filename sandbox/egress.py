@@ -95,7 +95,9 @@ class EgressProxies:
         self.extra_hosts = dict(extra_hosts or {})
         self.dns_nameservers = tuple(dns_nameservers)
 
-    def ensure(self, client: docker.DockerClient, entries: tuple[AllowEntry, ...], run_id: str, wait: float = 30.0) -> Path:
+    def ensure(
+        self, client: docker.DockerClient, entries: tuple[AllowEntry, ...], run_id: str, wait: float = 30.0
+    ) -> Path:
         """Make sure the proxy for this allowlist runs and open ``run_id``'s own socket in it;
         return the host directory holding that socket (the one to mount in the sandbox)."""
         config, digest = self._config(client, entries)
@@ -169,8 +171,9 @@ class EgressProxies:
         try:
             owned_dirs.perform("egress/remove", self.socket_root, proxy=proxy, run=run)
         except (OSError, ValueError, SandboxInfraError) as exc:
-            log.warning("could not remove the egress socket directory %s%s: %s", proxy,
-                        f" of run {run}" if run else "", exc)
+            log.warning(
+                "could not remove the egress socket directory %s%s: %s", proxy, f" of run {run}" if run else "", exc
+            )
 
     def _forget(self, digest: str) -> None:
         """A removed proxy's directory, stamp and lock go (the lock while held: see ``_lock``)."""
@@ -333,7 +336,13 @@ class EgressProxies:
         return removed
 
     def _start(
-        self, client: docker.DockerClient, name: str, digest: str, entries: tuple[AllowEntry, ...], config: dict, directory: Path
+        self,
+        client: docker.DockerClient,
+        name: str,
+        digest: str,
+        entries: tuple[AllowEntry, ...],
+        config: dict,
+        directory: Path,
     ) -> None:
         try:
             # types-docker's restart policy names lack "unless-stopped", which the Engine API has.
@@ -349,7 +358,10 @@ class EgressProxies:
                 security_opt=["no-new-privileges"],
                 init=True,
                 pids_limit=PROXY_PIDS,
-                ulimits=[Ulimit(name="nofile", soft=PROXY_NOFILE, hard=PROXY_NOFILE), Ulimit(name="core", soft=0, hard=0)],
+                ulimits=[
+                    Ulimit(name="nofile", soft=PROXY_NOFILE, hard=PROXY_NOFILE),
+                    Ulimit(name="core", soft=0, hard=0),
+                ],
                 mem_limit="512m",
                 environment={"ASKBOX_SQUID_CONF": str(config["squid_conf"])},
                 extra_hosts=self.extra_hosts or None,
@@ -377,7 +389,9 @@ def close_run(run_dir: Path) -> None:
     listener in the proxy stops within 2 s. A failure is logged: the reaper tries again."""
     proxy_dir = run_dir.parent.parent
     try:
-        owned_dirs.perform("egress/remove", proxy_dir.parent, proxy=proxy_dir.name, run=run_dir.name.removeprefix("run-"))
+        owned_dirs.perform(
+            "egress/remove", proxy_dir.parent, proxy=proxy_dir.name, run=run_dir.name.removeprefix("run-")
+        )
     except (OSError, ValueError, SandboxInfraError) as exc:
         log.warning("could not remove the egress socket directory %s: %s", run_dir, exc)
 
@@ -458,9 +472,19 @@ def _self_test_once(sandbox: Sandbox, proxies: EgressProxies, image: str, timeou
             break
         _discard(proxies, container, directory)
     else:
-        raise SandboxInfraError(f"egress self-test: no free port for its local server: {started.output.decode(errors='replace').strip()}")
+        raise SandboxInfraError(
+            f"egress self-test: no free port for its local server: {started.output.decode(errors='replace').strip()}"
+        )
     try:
-        _check_through(sandbox, image, timeout, entries, port, token, f"(proxy {container.name}, socket directory {proxies.socket_root})")
+        _check_through(
+            sandbox,
+            image,
+            timeout,
+            entries,
+            port,
+            token,
+            f"(proxy {container.name}, socket directory {proxies.socket_root})",
+        )
     finally:
         # The proxy served this one test (its allowlist names a random port): gone with it,
         # so worker starts do not pile up proxies.
@@ -475,22 +499,28 @@ def _discard(proxies: EgressProxies, container: Container, directory: Path) -> N
     proxies._forget(directory.name)
 
 
-def _check_through(sandbox: Sandbox, image: str, timeout: float, entries: tuple[AllowEntry, ...], port: int,
-                   token: str, where: str) -> None:
+def _check_through(
+    sandbox: Sandbox, image: str, timeout: float, entries: tuple[AllowEntry, ...], port: int, token: str, where: str
+) -> None:
     script = (
         f'echo "allowed=$(curl -s -m 10 http://localhost:{port}/ | head -c 64)"; '
         f"curl -s -m 10 -o /dev/null -w 'name=%{{http_code}}\\n' http://{SELF_TEST_DENIED}:{port}/; "
         f"curl -s -m 10 -o /dev/null -w 'literal=%{{http_code}}\\n' http://127.0.0.1:{port}/"
     )
     spec = SandboxSpec(
-        image=image, command=["sh", "-c", script], egress_allow=(str(entries[0]),), limits=Limits(timeout=timeout),
+        image=image,
+        command=["sh", "-c", script],
+        egress_allow=(str(entries[0]),),
+        limits=Limits(timeout=timeout),
         labels={SELF_TEST_LABEL: "egress"},  # not a question's run (counts, dashboards, tests)
     )
     with sandbox.run(spec) as run:
         lines = [line.text for line in run if line.stream == "stdout"]
     outcome = run.outcome
     if outcome is None or outcome.kind is OutcomeKind.INFRA_ERROR:
-        raise SandboxInfraError(f"egress self-test could not run a sandbox: {outcome.message if outcome else 'no outcome'}")
+        raise SandboxInfraError(
+            f"egress self-test could not run a sandbox: {outcome.message if outcome else 'no outcome'}"
+        )
     if f"allowed={token}" not in lines:
         decisions = sandbox.egress.decisions(sandbox.client, entries, run_id=spec.run_id) if sandbox.egress else []
         raise _NotReached(

@@ -93,21 +93,32 @@ def debian_mirror(configured: str | None = None) -> str:
     no archive's host name is written into askbox."""
     if configured:
         return configured
-    query = ["apt-get", "indextargets", "--format", "$(REPO_URI)",
-             "Origin: Debian", "Label: Debian", "Identifier: Packages", "Component: main"]
+    query = [
+        "apt-get",
+        "indextargets",
+        "--format",
+        "$(REPO_URI)",
+        "Origin: Debian",
+        "Label: Debian",
+        "Identifier: Packages",
+        "Component: main",
+    ]
     try:
         found = subprocess.run(query, capture_output=True, text=True, timeout=60, check=False).stdout.split()
     except (FileNotFoundError, subprocess.TimeoutExpired):
         found = []
     if not found:
-        raise RuntimeError("no Debian archive to debootstrap from: this host's apt configuration names none "
-                           "(`apt-get indextargets`; run `apt-get update` first), so set ASKBOX_DEBIAN_MIRROR "
-                           "to a Debian mirror's URL")
+        raise RuntimeError(
+            "no Debian archive to debootstrap from: this host's apt configuration names none "
+            "(`apt-get indextargets`; run `apt-get update` first), so set ASKBOX_DEBIAN_MIRROR "
+            "to a Debian mirror's URL"
+        )
     return found[0]
 
 
-def build_offline_base(client: docker.DockerClient, log: Callable[[str], None], suite: str = "trixie",
-                       mirror: str | None = None) -> str:
+def build_offline_base(
+    client: docker.DockerClient, log: Callable[[str], None], suite: str = "trixie", mirror: str | None = None
+) -> str:
     """debootstrap a minimal Debian and import it: a base image without any registry."""
     if shutil.which("debootstrap") is None:
         raise RuntimeError("offline builds need debootstrap: apt-get install -y debootstrap")
@@ -203,8 +214,9 @@ def build(
             try:
                 # forcerm: a failed step's container goes too (rm alone keeps it: one exited
                 # container per failed build, e.g. agent-cursor where Cursor is unreachable).
-                _, _log = client.images.build(path=str(context), tag=image_tag, buildargs=buildargs, rm=True,
-                                                forcerm=True)
+                _, _log = client.images.build(
+                    path=str(context), tag=image_tag, buildargs=buildargs, rm=True, forcerm=True
+                )
             except BuildError as exc:
                 lines = [c.get("stream", c.get("error", "")) for c in exc.build_log if isinstance(c, dict)]
                 tail = "".join(lines).strip().splitlines()[-15:]

@@ -154,9 +154,14 @@ def seal_snapshot(root: Path, slug: str, build: str, name: str) -> None:
     _check(SLUG, slug, "slug")
     _check(BUILD, build, "build")
     _check(SNAPSHOT, name, "snapshot")
-    with (_opened(root) as top, _child(top, STAGING) as staging, _child(staging, slug) as source,
-          _child(top, SEALED, create=True) as sealed, _child(sealed, _INCOMING, create=True) as incoming,
-          _child(sealed, slug, create=True) as target):
+    with (
+        _opened(root) as top,
+        _child(top, STAGING) as staging,
+        _child(staging, slug) as source,
+        _child(top, SEALED, create=True) as sealed,
+        _child(sealed, _INCOMING, create=True) as incoming,
+        _child(sealed, slug, create=True) as target,
+    ):
         parked = f"{name}.{secrets.token_hex(6)}"
         os.rename(build, parked, src_dir_fd=source, dst_dir_fd=incoming)
         if not stat.S_ISDIR(os.stat(parked, dir_fd=incoming, follow_symlinks=False).st_mode):
@@ -181,8 +186,11 @@ def remove_snapshot(root: Path, slug: str, name: str) -> None:
     _check(SNAPSHOT, name, "snapshot")
     with _opened(root) as top:
         try:
-            with _child(top, SEALED) as sealed, _child(sealed, slug) as source, \
-                    _child(sealed, _TRASH, create=True) as trash:
+            with (
+                _child(top, SEALED) as sealed,
+                _child(sealed, slug) as source,
+                _child(sealed, _TRASH, create=True) as trash,
+            ):
                 parked = f"{name}.{secrets.token_hex(6)}"
                 try:
                     # renamed first: a half-removed snapshot is never mistaken for a whole one
@@ -204,8 +212,11 @@ def make_egress_dir(root: Path, proxy: str, run: str | None = None) -> None:
     _check(PROXY, proxy, "egress proxy")
     if run is not None:
         _check(RUN, run, "run id")
-    with _opened(root) as top, _child(top, proxy, create=True) as directory, \
-            _child(directory, RUNS, create=True) as runs:
+    with (
+        _opened(root) as top,
+        _child(top, proxy, create=True) as directory,
+        _child(directory, RUNS, create=True) as runs,
+    ):
         if run is not None:
             with _child(runs, f"run-{run}", create=True) as run_dir:
                 os.fchown(run_dir, PROXY_UID, PROXY_UID)

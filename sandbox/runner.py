@@ -87,8 +87,9 @@ class Sandbox:
 
     def _remove_run(self, run_id: str) -> None:
         try:
-            for container in self.client.containers.list(all=True, sparse=True,
-                                                         filters={"label": f"{labels.RUN_ID}={run_id}"}):
+            for container in self.client.containers.list(
+                all=True, sparse=True, filters={"label": f"{labels.RUN_ID}={run_id}"}
+            ):
                 container.remove(force=True)
         except (DockerException, RequestException) as exc:
             log.error("could not remove the interrupted sandbox %s: %s (the reaper will)", run_id, exc)
@@ -158,8 +159,13 @@ class SandboxRun:
                 "(install gVisor and register it in daemon.json, or unset ASKBOX_SANDBOX_RUNTIME)"
             )
         payload = stdin_payload(spec)
-        config = container_config(spec, egress_dir=egress_dir, deployment=deployment, owner=owner.this_process(),
-                                  deadline=time.time() + spec.limits.timeout)
+        config = container_config(
+            spec,
+            egress_dir=egress_dir,
+            deployment=deployment,
+            owner=owner.this_process(),
+            deadline=time.time() + spec.limits.timeout,
+        )
         try:
             container = self.container = client.containers.create(**config)
         except ImageNotFound as exc:
@@ -293,8 +299,11 @@ class SandboxRun:
         except NotFound:
             pass
         except (DockerException, RequestException) as exc:
-            log.error("could not remove sandbox container %s: %s (the reaper will)",
-                      container.id if container is not None else "?", exc)
+            log.error(
+                "could not remove sandbox container %s: %s (the reaper will)",
+                container.id if container is not None else "?",
+                exc,
+            )
         if self._egress_dir is not None:
             # The run's own proxy socket goes with it: a proxy without run directories is
             # unused (EgressProxies.remove_unused), and its listener stops within 2 s.
@@ -304,9 +313,15 @@ class SandboxRun:
         duration = time.monotonic() - self._started
 
         def outcome(kind: OutcomeKind, message: str = "", stopped_early: bool = False) -> Outcome:
-            return Outcome(kind=kind, message=message, stopped_early=stopped_early, exit_code=exit_code,
-                           stderr_tail=self._stderr.text(), duration=round(duration, 3),
-                           truncated_lines=sum(s.truncated for s in self._splitters.values()))
+            return Outcome(
+                kind=kind,
+                message=message,
+                stopped_early=stopped_early,
+                exit_code=exit_code,
+                stderr_tail=self._stderr.text(),
+                duration=round(duration, 3),
+                truncated_lines=sum(s.truncated for s in self._splitters.values()),
+            )
 
         limits = self.spec.limits
         if error and exit_code is None:

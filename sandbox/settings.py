@@ -29,17 +29,32 @@ class SandboxSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ASKBOX_", extra="ignore")
 
-    deployment: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,128}$", description="Label of this deployment's sandboxes and proxies (two deployments on one host never touch each other's).")
+    deployment: str = Field(
+        default="default",
+        pattern=r"^[A-Za-z0-9_.-]{1,128}$",
+        description="Label of this deployment's sandboxes and proxies (two deployments on one host never touch each other's).",
+    )
     sandbox_memory: str = Field(default="2g", description="Memory of one sandbox (swap equal: never swaps).")
     sandbox_cpus: float = Field(default=1.0, gt=0, description="CPU quota of one sandbox, in cores.")
     sandbox_pids: int = Field(default=256, ge=8, description="Processes of one sandbox.")
     sandbox_tmpfs: str = Field(default="256m", description="Size of each of a sandbox's tmpfs (/tmp, $HOME).")
     sandbox_timeout: float = Field(default=600.0, gt=0, description="Wall-clock deadline of one run, seconds.")
-    sandbox_runtime: str | None = Field(default=None, description="Container runtime (runsc for gVisor); empty: Docker's default (runc).")
-    egress_allow: str = Field(default="", description="Egress allowlist replacing the agent's own (host, host:port, *.domain, [v6]:port; comma-separated).")
-    egress_socket_dir: Path = Field(default_factory=_default_socket_root, description="Host directory of the egress proxies' Unix sockets (same path in the worker).")
+    sandbox_runtime: str | None = Field(
+        default=None, description="Container runtime (runsc for gVisor); empty: Docker's default (runc)."
+    )
+    egress_allow: str = Field(
+        default="",
+        description="Egress allowlist replacing the agent's own (host, host:port, *.domain, [v6]:port; comma-separated).",
+    )
+    egress_socket_dir: Path = Field(
+        default_factory=_default_socket_root,
+        description="Host directory of the egress proxies' Unix sockets (same path in the worker).",
+    )
     # `askbox images build --offline` debootstraps from it; empty: the host's apt's Debian archive.
-    debian_mirror: str | None = Field(default=None, description="Debian archive `askbox images build --offline` debootstraps from; empty: the one the host's apt uses.")
+    debian_mirror: str | None = Field(
+        default=None,
+        description="Debian archive `askbox images build --offline` debootstraps from; empty: the one the host's apt uses.",
+    )
 
     @field_validator("sandbox_memory", "sandbox_tmpfs")
     @classmethod

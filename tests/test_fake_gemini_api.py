@@ -194,9 +194,7 @@ def test_function_call_round_trip(api: FakeGeminiAPI) -> None:
     assert api.requests[0].declared_functions() == ["read_file"]
 
 
-def test_parallel_function_calls_and_text_in_one_turn(
-    api: FakeGeminiAPI, client: genai.Client
-) -> None:
+def test_parallel_function_calls_and_text_in_one_turn(api: FakeGeminiAPI, client: genai.Client) -> None:
     api.script(
         FunctionCalls(
             FunctionCall("glob", {"pattern": "*.py"}),
@@ -237,9 +235,7 @@ def test_count_tokens(api: FakeGeminiAPI, client: genai.Client) -> None:
 
 
 def test_v1beta_is_served_too(api: FakeGeminiAPI) -> None:
-    client = genai.Client(
-        api_key=KEY, http_options=types.HttpOptions(base_url=api.base_url, api_version="v1beta")
-    )
+    client = genai.Client(api_key=KEY, http_options=types.HttpOptions(base_url=api.base_url, api_version="v1beta"))
     api.script(Text("beta"))
 
     assert client.models.generate_content(model=MODEL, contents="hi").text == "beta"
@@ -358,9 +354,7 @@ def test_gemini_cli_runs_a_tool_call_and_answers(api: FakeGeminiAPI, tmp_path: P
     proc, events = run_gemini_cli(api, tmp_path, "What is the token?")
 
     assert proc.returncode == 0, proc.stderr
-    answer_text = "".join(
-        e["content"] for e in events if e["type"] == "message" and e["role"] == "assistant"
-    )
+    answer_text = "".join(e["content"] for e in events if e["type"] == "message" and e["role"] == "assistant")
     assert token in answer_text
     assert events[-1]["type"] == "result" and events[-1]["status"] == "success"
     tools_used = [e["tool_name"] for e in events if e["type"] == "tool_use"]

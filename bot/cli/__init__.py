@@ -45,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
             # A missing field's "input" is every other value given: it may hold secrets.
             # ASKBOX_REPOS is not echoed: its message names the entry, and a URL in it may hold a token;
             # nor is a secret (askbox_secret).
-            got = "" if error["type"] in ("missing", "askbox_repos", "askbox_secret") else f" (got {shown(error.get('input'))})"
+            got = (
+                ""
+                if error["type"] in ("missing", "askbox_repos", "askbox_secret")
+                else f" (got {shown(error.get('input'))})"
+            )
             err(f"invalid {where}: {error['msg']}{got}")
         return 2
     except RedisError as exc:  # ask, cancel, worker, gateway, dashboard: Redis is down or refuses us
@@ -76,8 +80,10 @@ def redis_unreachable(exc: RedisError) -> str:
     if parts.password:
         url = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
     detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return (f"Redis not reachable at {url} ({detail}): start it (`redis-server --appendonly yes`, or "
-            "`docker compose up redis`) or set ASKBOX_REDIS_URL (redis://:PASSWORD@host:6379/0)")
+    return (
+        f"Redis not reachable at {url} ({detail}): start it (`redis-server --appendonly yes`, or "
+        "`docker compose up redis`) or set ASKBOX_REDIS_URL (redis://:PASSWORD@host:6379/0)"
+    )
 
 
 if __name__ == "__main__":

@@ -60,8 +60,10 @@ def question_text(args: argparse.Namespace) -> str:
         raise QuestionRefused("the question is empty")
     # The queue's limit (jobs/question.py); --inline is bounded by the prompt's 1 MiB instead.
     if not args.inline and not args.explain and len(text) > MAX_QUESTION_CHARS:
-        raise QuestionRefused(f"the question is {len(text):,} characters; a queued question may have at most "
-                              f"{MAX_QUESTION_CHARS:,} (with --inline: up to the prompt's 1 MiB)")
+        raise QuestionRefused(
+            f"the question is {len(text):,} characters; a queued question may have at most "
+            f"{MAX_QUESTION_CHARS:,} (with --inline: up to the prompt's 1 MiB)"
+        )
     return text
 
 
@@ -78,8 +80,9 @@ def explain(args: argparse.Namespace, settings: Settings) -> int:
     except (UnknownRepo, RepoUnavailable) as exc:
         err(f"ask: {exc}")
         return 2
-    setting = setting_for(settings.jobs, repo.name, pinned.commit, args.channel,
-                          "slack" if args.channel else "terminal")
+    setting = setting_for(
+        settings.jobs, repo.name, pinned.commit, args.channel, "slack" if args.channel else "terminal"
+    )
     print(build_prompt(args.question, setting), flush=True)
     return 0
 
@@ -94,13 +97,25 @@ def ask_inline(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.question import Origin, Question
 
     cancel_on_termination()  # SIGTERM/SIGHUP cancel the agent's sandbox, as Ctrl-C does
-    question = Question(origin=Origin(kind="terminal", user=getpass.getuser(), session=args.thread),
-                        text=args.question, repo=args.repo or ".", agent=args.agent, model=args.model,
-                        fresh=args.fresh)
+    question = Question(
+        origin=Origin(kind="terminal", user=getpass.getuser(), session=args.thread),
+        text=args.question,
+        repo=args.repo or ".",
+        agent=args.agent,
+        model=args.model,
+        fresh=args.fresh,
+    )
     terminal = Terminal(as_json=args.json)
-    run = Run(question, settings, settings.redis.client(), terminal, run_id=f"cli-{uuid.uuid4().hex[:12]}",
-              allow_paths=True,  # the operator's own process: any directory they can read
-              labels={"user": question.origin.user}, one_off=True)
+    run = Run(
+        question,
+        settings,
+        settings.redis.client(),
+        terminal,
+        run_id=f"cli-{uuid.uuid4().hex[:12]}",
+        allow_paths=True,  # the operator's own process: any directory they can read
+        labels={"user": question.origin.user},
+        one_off=True,
+    )
     try:
         answer(run)
     except KeyboardInterrupt:
@@ -117,9 +132,11 @@ def ask_through_queue(args: argparse.Namespace, settings: Settings, poll: float 
 
     redis = settings.redis.client()
     if not Worker.all(connection=redis):
-        err("no worker is running, so the question would wait: start one (`askbox worker`; under compose "
+        err(
+            "no worker is running, so the question would wait: start one (`askbox worker`; under compose "
             "`docker compose up -d worker`, and `docker compose logs worker` says why it stopped), or answer "
-            "here with --inline")
+            "here with --inline"
+        )
         return EXIT_NO_WORKER
     repos = settings.jobs.repos
     repo = args.repo
@@ -177,12 +194,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ask = sub.add_parser("ask", help="ask a question about a repository")
     ask.add_argument("question", nargs="?", help="the question; `-` (or nothing, piped) reads it from stdin")
     ask.add_argument("--file", help="read the question from this file (for long questions)")
-    ask.add_argument("--repo", help="a name from ASKBOX_REPOS, or a directory (with --inline; queued only where the "
-                                    "worker has ASKBOX_ALLOW_REPO_PATHS=true). Default: with --inline this "
-                                    "directory, else the worker's only repository")
-    ask.add_argument("--agent", choices=list(AGENT_NAMES),
-                     help="default: the worker's (its ASKBOX_AGENT; unset: cursor where it can run, else gemini); "
-                          "with --inline, this process's")
+    ask.add_argument(
+        "--repo",
+        help="a name from ASKBOX_REPOS, or a directory (with --inline; queued only where the "
+        "worker has ASKBOX_ALLOW_REPO_PATHS=true). Default: with --inline this "
+        "directory, else the worker's only repository",
+    )
+    ask.add_argument(
+        "--agent",
+        choices=list(AGENT_NAMES),
+        help="default: the worker's (its ASKBOX_AGENT; unset: cursor where it can run, else gemini); "
+        "with --inline, this process's",
+    )
     ask.add_argument("--model", help="default: ASKBOX_AGENT_MODEL, else the agent's own default")
     ask.add_argument("--inline", action="store_true", help="run in this process, without the queue")
     ask.add_argument("--json", action="store_true", help="print the normalized events as NDJSON")

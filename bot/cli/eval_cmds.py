@@ -61,8 +61,15 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         err("eval: no worker is running: start one with `askbox worker`, or run here with --inline")
         return EXIT_NO_WORKER
     cancel_on_termination()  # SIGTERM/SIGHUP stop the run as Ctrl-C does
-    options = Options(repo=args.repo, agent=args.agent, model=args.model, judge=args.judge,
-                      concurrency=args.concurrency, inline=args.inline, user=getpass.getuser())
+    options = Options(
+        repo=args.repo,
+        agent=args.agent,
+        model=args.model,
+        judge=args.judge,
+        concurrency=args.concurrency,
+        inline=args.inline,
+        user=getpass.getuser(),
+    )
     count = len(questions)
     done = 0
 
@@ -80,11 +87,23 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     started = time.monotonic()
     harness = Harness(settings, redis, options, on_record=progress)
     records = harness.run(questions)
-    info = RunInfo(questions_file=str(path), started_at=started_at, mode="inline" if args.inline else "queue",
-                   repo=args.repo, agent=args.agent, model=args.model, judge=args.judge,
-                   concurrency=args.concurrency, seconds=round(time.monotonic() - started, 2))
-    report = Report(run=info, records=records, skipped=[Skip(line=s.line, error=s.error) for s in skipped],
-                    totals=totals(records, len(skipped)))
+    info = RunInfo(
+        questions_file=str(path),
+        started_at=started_at,
+        mode="inline" if args.inline else "queue",
+        repo=args.repo,
+        agent=args.agent,
+        model=args.model,
+        judge=args.judge,
+        concurrency=args.concurrency,
+        seconds=round(time.monotonic() - started, 2),
+    )
+    report = Report(
+        run=info,
+        records=records,
+        skipped=[Skip(line=s.line, error=s.error) for s in skipped],
+        totals=totals(records, len(skipped)),
+    )
     out = Path(args.out or f"askbox-eval-{datetime.now(UTC):%Y%m%d-%H%M%S}")
     written = save(report, out)
     print(markdown(report), end="", flush=True)
@@ -103,24 +122,37 @@ def compare_reports(a: Path, b: Path) -> int:
     except BadReport as exc:
         err(f"eval compare: {exc}")
         return 2
-    print(compare(first, second, a.name if a.name != b.name else str(a), b.name if a.name != b.name else str(b)),
-          end="", flush=True)
+    print(
+        compare(first, second, a.name if a.name != b.name else str(a), b.name if a.name != b.name else str(b)),
+        end="",
+        flush=True,
+    )
     return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     evaluate = sub.add_parser(
-        "eval", help="measure answers: a JSONL file of questions through the pipeline, reported (and compared)",
-        description="askbox eval QUESTIONS.jsonl [options]   |   askbox eval compare A.json B.json")
-    evaluate.add_argument("questions", metavar="QUESTIONS.jsonl",
-                          help='one {"question": ..., "answer": <reference, optional>, "repo": <optional>} a line; '
-                               "or `compare` and two reports")
+        "eval",
+        help="measure answers: a JSONL file of questions through the pipeline, reported (and compared)",
+        description="askbox eval QUESTIONS.jsonl [options]   |   askbox eval compare A.json B.json",
+    )
+    evaluate.add_argument(
+        "questions",
+        metavar="QUESTIONS.jsonl",
+        help='one {"question": ..., "answer": <reference, optional>, "repo": <optional>} a line; '
+        "or `compare` and two reports",
+    )
     evaluate.add_argument("more", nargs="*", help=argparse.SUPPRESS)
-    evaluate.add_argument("--repo", help="a name from ASKBOX_REPOS (a line's own repo comes first; default: the queue's)")
+    evaluate.add_argument(
+        "--repo", help="a name from ASKBOX_REPOS (a line's own repo comes first; default: the queue's)"
+    )
     evaluate.add_argument("--agent", choices=list(AGENT_NAMES), help="default: ASKBOX_AGENT")
     evaluate.add_argument("--model", help="the agent's model (default: its own)")
-    evaluate.add_argument("--judge", metavar="MODEL",
-                          help="score each answer against its reference with this model (on ASKBOX_SIDE_PROVIDER)")
+    evaluate.add_argument(
+        "--judge",
+        metavar="MODEL",
+        help="score each answer against its reference with this model (on ASKBOX_SIDE_PROVIDER)",
+    )
     evaluate.add_argument("--concurrency", type=_positive, default=1, help="questions in flight at once (default 1)")
     evaluate.add_argument("--inline", action="store_true", help="run the pipeline in this process, without the queue")
     evaluate.add_argument("--out", help="the report's directory (default: ./askbox-eval-<UTC time>)")

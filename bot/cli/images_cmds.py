@@ -34,8 +34,10 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
         # Without its key the cursor agent cannot answer (the worker answers with another), so
         # its image, which needs Cursor's download servers, is not tried on every `up`.
         names.remove("agent-cursor")
-        err("skipping agent-cursor: CURSOR_API_KEY is not set (the cursor agent needs it); "
-            "`askbox images build agent-cursor` builds it anyway")
+        err(
+            "skipping agent-cursor: CURSOR_API_KEY is not set (the cursor agent needs it); "
+            "`askbox images build agent-cursor` builds it anyway"
+        )
     base = args.base
     try:
         if args.offline and base is None:
@@ -50,18 +52,20 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
             base = images.resolve_base(client, base, err)
         optional = [] if args.names else [n for n in names if images.IMAGES[n].needs_internet]
         required = [n for n in names if n not in optional]
-        for built in images.build(client, required, base, err, extra_ca_dir=args.extra_ca_dir,
-                                  missing_only=args.missing):
+        for built in images.build(
+            client, required, base, err, extra_ca_dir=args.extra_ca_dir, missing_only=args.missing
+        ):
             print(built, flush=True)
         for name in optional:  # their parents were built just above
             try:
-                for built in images.build(client, [name], base, err, extra_ca_dir=args.extra_ca_dir,
-                                          missing_only=True):
+                for built in images.build(client, [name], base, err, extra_ca_dir=args.extra_ca_dir, missing_only=True):
                     print(built, flush=True)
             except RuntimeError:
-                err(f"{name} not built: {images.IMAGES[name].needs_internet}, which are not reachable from "
+                err(
+                    f"{name} not built: {images.IMAGES[name].needs_internet}, which are not reachable from "
                     "here. Questions use the Gemini agent (set ASKBOX_AGENT=gemini); build it where they are "
-                    f"reachable (`askbox images build {name}`) or set ASKBOX_CURSOR_IMAGE to a copy built elsewhere.")
+                    f"reachable (`askbox images build {name}`) or set ASKBOX_CURSOR_IMAGE to a copy built elsewhere."
+                )
     except (RuntimeError, ValueError) as exc:
         err(str(exc))
         return 1
@@ -80,9 +84,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    imgs = sub.add_parser("images", help="build and list askbox's images").add_subparsers(
-        dest="action", required=True
-    )
+    imgs = sub.add_parser("images", help="build and list askbox's images").add_subparsers(dest="action", required=True)
     build = imgs.add_parser("build", help="build the images (all by default)")
     build.add_argument("names", nargs="*", help="images to build (and their parents)")
     build.add_argument("--offline", action="store_true", help="no registry: debootstrap a local base")

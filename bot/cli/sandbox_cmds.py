@@ -75,8 +75,10 @@ def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
     box = sandbox_from_settings(section)
     sandboxes = remove_deployment(box.client, section.deployment)
     proxies = box.egress.stop_all(box.client) if box.egress is not None else 0
-    err(f"deployment {section.deployment}: removed {len(sandboxes)} sandbox container(s) and {proxies} egress "
-        f"proxy(ies) of {section.egress_socket_dir}")
+    err(
+        f"deployment {section.deployment}: removed {len(sandboxes)} sandbox container(s) and {proxies} egress "
+        f"proxy(ies) of {section.egress_socket_dir}"
+    )
     if args.host_dirs:
         for folder in host_dirs(settings):
             print(folder, flush=True)
@@ -85,8 +87,11 @@ def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
 
 # The host folders compose bind-mounts at the same path (compose.yaml PATHS), at their
 # defaults: each is listed as its parent, which Docker made for it and nothing else uses.
-DEFAULT_HOST_DIRS = {Path("/run/askbox/gateway"): Path("/run/askbox"), Path("/run/askbox/egress"): Path("/run/askbox"),
-                     Path("/var/lib/askbox/snapshots"): Path("/var/lib/askbox")}
+DEFAULT_HOST_DIRS = {
+    Path("/run/askbox/gateway"): Path("/run/askbox"),
+    Path("/run/askbox/egress"): Path("/run/askbox"),
+    Path("/var/lib/askbox/snapshots"): Path("/var/lib/askbox"),
+}
 
 
 def host_dirs(settings: Settings) -> list[Path]:
@@ -94,7 +99,11 @@ def host_dirs(settings: Settings) -> list[Path]:
     down (the README's clean-up): the gateway's and egress proxies' socket folders and the
     snapshots'."""
     found: list[Path] = []
-    for folder in (settings.gateway.gateway_socket_dir, settings.sandbox.egress_socket_dir, settings.jobs.repo_snapshots):
+    for folder in (
+        settings.gateway.gateway_socket_dir,
+        settings.sandbox.egress_socket_dir,
+        settings.jobs.repo_snapshots,
+    ):
         folder = DEFAULT_HOST_DIRS.get(folder, folder)
         if folder not in found:
             found.append(folder)
@@ -117,9 +126,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     reap.add_argument("--grace", type=float, default=60.0, help="seconds past a run's deadline")
     reap.set_defaults(func=cmd_reap)
     cleanup = sub.add_parser(
-        "cleanup", help="remove every sandbox and egress proxy of this deployment (when none of its workers runs)")
+        "cleanup", help="remove every sandbox and egress proxy of this deployment (when none of its workers runs)"
+    )
     cleanup.add_argument("--deployment", help="default: ASKBOX_DEPLOYMENT")
-    cleanup.add_argument("--host-dirs", action="store_true",
-                         help="also print the host folders of the sockets and snapshots, one a line, to remove "
-                              "once the services are down")
+    cleanup.add_argument(
+        "--host-dirs",
+        action="store_true",
+        help="also print the host folders of the sockets and snapshots, one a line, to remove "
+        "once the services are down",
+    )
     cleanup.set_defaults(func=cmd_cleanup)

@@ -93,8 +93,9 @@ def cmd_docker_filter(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:  # a directory sandboxes may bind overlaps one only the filter writes
         err(f"askbox docker-filter not started: {exc}")
         return 2
-    server = DockerFilter(policy, section.docker_filter_socket, section.docker_filter_upstream,
-                          max_body=section.docker_filter_max_body)
+    server = DockerFilter(
+        policy, section.docker_filter_socket, section.docker_filter_upstream, max_body=section.docker_filter_max_body
+    )
     try:
         asyncio.run(server.run())
     except OSError as exc:  # the socket's directory not writable, the path too long
@@ -128,8 +129,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     bot = sub.add_parser("bot", help="the Slack bot (Socket Mode; --http for the Events API)")
     bot.add_argument("--http", action="store_true", help="serve /slack/events instead of Socket Mode")
     bot.add_argument("--port", type=int, default=3000)
-    bot.add_argument("--processes", type=int, default=1,
-                     help="--http: bot processes serving the one port (the listeners mostly wait on Redis)")
+    bot.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="--http: bot processes serving the one port (the listeners mostly wait on Redis)",
+    )
     bot.set_defaults(func=cmd_bot)
 
     docker_filter = sub.add_parser(

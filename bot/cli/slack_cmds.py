@@ -38,14 +38,18 @@ def problems(settings: Settings, http: bool) -> tuple[list[str], list[str]]:
     found: list[str] = []
     fine: list[str] = []
     if slack.slack_bot_token is None:
-        return ["SLACK_BOT_TOKEN is not set: copy the Bot User OAuth Token (xoxb-...) from the app's "
-                "OAuth & Permissions page"], fine
+        return [
+            "SLACK_BOT_TOKEN is not set: copy the Bot User OAuth Token (xoxb-...) from the app's "
+            "OAuth & Permissions page"
+        ], fine
     client = WebClient(token=slack.slack_bot_token.get_secret_value(), base_url=_base(slack.slack_api_url))
     try:
         auth = client.auth_test()
     except SlackApiError as exc:
-        return [f"SLACK_BOT_TOKEN is refused by Slack ({exc.response.get('error')}): copy the Bot User OAuth "
-                f"Token again, or {REINSTALL}"], fine
+        return [
+            f"SLACK_BOT_TOKEN is refused by Slack ({exc.response.get('error')}): copy the Bot User OAuth "
+            f"Token again, or {REINSTALL}"
+        ], fine
     except OSError as exc:
         return [f"Slack's Web API is not reachable ({exc}): check the network, or ASKBOX_SLACK_API_URL"], fine
     fine.append(f"bot token: {auth.get('user')} ({auth.get('user_id')}) in {auth.get('team')} ({auth.get('team_id')})")
@@ -57,16 +61,20 @@ def problems(settings: Settings, http: bool) -> tuple[list[str], list[str]]:
     if not http:
         app_token = BotSettings().slack_app_token
         if app_token is None or not app_token.get_secret_value().strip():
-            found.append("SLACK_APP_TOKEN is not set: Socket Mode needs an app-level token (xapp-...) with "
-                         "connections:write (Basic Information, App-Level Tokens), or run the bot with --http")
+            found.append(
+                "SLACK_APP_TOKEN is not set: Socket Mode needs an app-level token (xapp-...) with "
+                "connections:write (Basic Information, App-Level Tokens), or run the bot with --http"
+            )
         else:
             app = WebClient(token=app_token.get_secret_value(), base_url=_base(slack.slack_api_url))
             try:
                 app.apps_connections_open(app_token=app_token.get_secret_value())
                 fine.append("app token: Socket Mode connections open")
             except SlackApiError as exc:
-                found.append(f"SLACK_APP_TOKEN is refused for Socket Mode ({exc.response.get('error')}): create an "
-                             "app-level token with connections:write, and turn Socket Mode on (the manifest does)")
+                found.append(
+                    f"SLACK_APP_TOKEN is refused for Socket Mode ({exc.response.get('error')}): create an "
+                    "app-level token with connections:write, and turn Socket Mode on (the manifest does)"
+                )
     return found, fine
 
 

@@ -74,8 +74,15 @@ class Provider(ABC):
         """The session token the client presented (its idea of an API key)."""
 
     @abstractmethod
-    def admit(self, method: str, raw_path: str, query: list[tuple[str, str]], headers: Mapping[str, str],
-              body: bytes, model: str) -> Call:
+    def admit(
+        self,
+        method: str,
+        raw_path: str,
+        query: list[tuple[str, str]],
+        headers: Mapping[str, str],
+        body: bytes,
+        model: str,
+    ) -> Call:
         """The call to make for this request on a session bound to ``model``; raises
         Refused for anything outside the route table or the request allowlist."""
 
@@ -101,8 +108,9 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     for key, value in pairs:
         if key in seen:
-            raise Refused(400, f"The request body gives `{key}` twice; the askbox gateway forwards only "
-                               "unambiguous JSON.")
+            raise Refused(
+                400, f"The request body gives `{key}` twice; the askbox gateway forwards only unambiguous JSON."
+            )
         seen[key] = value
     return seen
 
@@ -155,6 +163,9 @@ def provider_for(name: str, default_output_tokens: int) -> Provider:
     from gateway.providers.gemini import GeminiProvider
     from gateway.providers.openai import OpenAIProvider
 
-    kinds: dict[str, type[Provider]] = {"gemini": GeminiProvider, "anthropic": AnthropicProvider,
-                                        "openai": OpenAIProvider}
+    kinds: dict[str, type[Provider]] = {
+        "gemini": GeminiProvider,
+        "anthropic": AnthropicProvider,
+        "openai": OpenAIProvider,
+    }
     return kinds[name](default_output_tokens)  # type: ignore[call-arg]

@@ -39,13 +39,23 @@ ROUTES: dict[str, tuple[str, type[BaseModel], bool]] = {  # path -> (action, sch
     "/v1/messages": ("messages", MessagesRequest, True),
     "/v1/messages/count_tokens": ("count_tokens", CountTokensRequest, False),
 }
-ALLOWED = ("a request may hold messages (text, base64 images and documents, tool calls and results, "
-           "thinking), a system prompt, client tools (name, description, input schema) and generation "
-           "settings; server-side tools (web_search, web_fetch, code_execution...), MCP servers, containers "
-           "and url or file sources are refused.")
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 502: "api_error",
-                503: "overloaded_error", 504: "api_error"}
+ALLOWED = (
+    "a request may hold messages (text, base64 images and documents, tool calls and results, "
+    "thinking), a system prompt, client tools (name, description, input schema) and generation "
+    "settings; server-side tools (web_search, web_fetch, code_execution...), MCP servers, containers "
+    "and url or file sources are refused."
+)
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "api_error",
+}
 
 
 def read_usage(current: Usage | None, payload: dict[str, Any]) -> Usage | None:
@@ -98,12 +108,22 @@ class AnthropicProvider(Provider):
         bearer = request.headers.get("authorization", "")
         return request.headers.get(KEY_HEADER) or (bearer[7:] if bearer.lower().startswith("bearer ") else None)
 
-    def admit(self, method: str, raw_path: str, query: list[tuple[str, str]], headers: Mapping[str, str],
-              body: bytes, model: str) -> Call:
+    def admit(
+        self,
+        method: str,
+        raw_path: str,
+        query: list[tuple[str, str]],
+        headers: Mapping[str, str],
+        body: bytes,
+        model: str,
+    ) -> Call:
         route = ROUTES.get(raw_path)
         if method != "POST" or route is None:
-            raise Refused(403, f"The askbox gateway serves only POST {{{','.join(ROUTES)}}} for this question; "
-                               f"{method} {raw_path[:200]} is refused.")
+            raise Refused(
+                403,
+                f"The askbox gateway serves only POST {{{','.join(ROUTES)}}} for this question; "
+                f"{method} {raw_path[:200]} is refused.",
+            )
         action, schema, metered = route
         if not set(query) <= {("beta", "true")} or len(query) > 1:
             shown = "&".join(f"{k}={v}" for k, v in query)[:200]
@@ -115,15 +135,22 @@ class AnthropicProvider(Provider):
             raise Refused(400, explain(exc, ALLOWED)) from None
         named = getattr(request, "model", "")
         if named != model:
-            raise Refused(403, f"This question may use only the model {model}; the askbox gateway refuses "
-                               f"{str(named)[:100]}.")
+            raise Refused(
+                403, f"This question may use only the model {model}; the askbox gateway refuses {str(named)[:100]}."
+            )
         data = serialise(parsed)
         output = request.max_tokens if isinstance(request, MessagesRequest) else 0
         return Call(
-            action=action, model=model, path=raw_path, query=tuple(query),
+            action=action,
+            model=model,
+            path=raw_path,
+            query=tuple(query),
             headers=tuple((k, headers[k]) for k in FORWARDED_HEADERS if k in headers)
             + (("content-type", "application/json"),),
-            body=data, metered=metered, prompt_tokens=len(data), output_tokens=output,
+            body=data,
+            metered=metered,
+            prompt_tokens=len(data),
+            output_tokens=output,
         )
 
     def authorize(self, headers: CIMultiDict[str], secret: str) -> None:
@@ -140,4 +167,3 @@ class AnthropicProvider(Provider):
         extra = {"retry-after": str(max(1, round(retry_after)))} if retry_after is not None else {}
         body = {"type": "error", "error": {"type": _ERROR_TYPES.get(status, "api_error"), "message": message}}
         return web.json_response(body, status=status, headers=extra, dumps=json.dumps)
-

@@ -55,9 +55,11 @@ ROUTES = {
 }
 
 
-ALLOWED = ("a request may hold contents (text, inline data, function calls and responses), a system "
-           "instruction, function declarations and generation settings; server-side tools (googleSearch, "
-           "urlContext, codeExecution...), cached content and file references are refused.")
+ALLOWED = (
+    "a request may hold contents (text, inline data, function calls and responses), a system "
+    "instruction, function declarations and generation settings; server-side tools (googleSearch, "
+    "urlContext, codeExecution...), cached content and file references are refused."
+)
 
 
 class GeminiProvider(Provider):
@@ -72,21 +74,35 @@ class GeminiProvider(Provider):
     def client_token(self, request: web.Request) -> str | None:
         return request.headers.get(KEY_HEADER) or request.query.get("key")
 
-    def admit(self, method: str, raw_path: str, query: list[tuple[str, str]], headers: Mapping[str, str],
-              body: bytes, model: str) -> Call:
+    def admit(
+        self,
+        method: str,
+        raw_path: str,
+        query: list[tuple[str, str]],
+        headers: Mapping[str, str],
+        body: bytes,
+        model: str,
+    ) -> Call:
         match = _PATH.fullmatch(raw_path)
         route = ROUTES.get(match["action"]) if match else None
         if method != "POST" or match is None or route is None:
-            raise Refused(403, f"The askbox gateway serves only POST /v1beta/models/{model}:"
-                               f"{{{','.join(ROUTES)}}} for this question; {method} {raw_path[:200]} is refused.")
+            raise Refused(
+                403,
+                f"The askbox gateway serves only POST /v1beta/models/{model}:"
+                f"{{{','.join(ROUTES)}}} for this question; {method} {raw_path[:200]} is refused.",
+            )
         if match["model"] != model:
-            raise Refused(403, f"This question may use only the model {model}; the askbox gateway refuses "
-                               f"{match['model'][:100]}.")
+            raise Refused(
+                403, f"This question may use only the model {model}; the askbox gateway refuses {match['model'][:100]}."
+            )
         forwarded = tuple((k, v) for k, v in query if k != "key")
         if len(set(forwarded)) != len(forwarded) or not set(forwarded) <= set(route.query):
             allowed = "&".join(f"{k}={v}" for k, v in route.query) or "no parameters"
-            raise Refused(400, f"The askbox gateway allows {allowed} on {route.action}; the query "
-                               f"{'&'.join(f'{k}={v}' for k, v in forwarded)[:200]} is refused.")
+            raise Refused(
+                400,
+                f"The askbox gateway allows {allowed} on {route.action}; the query "
+                f"{'&'.join(f'{k}={v}' for k, v in forwarded)[:200]} is refused.",
+            )
         parsed = parse_json(body)
         try:
             request = route.schema.model_validate(parsed)
@@ -95,8 +111,9 @@ class GeminiProvider(Provider):
         if isinstance(request, CountTokensRequest) and request.generate_content_request is not None:
             named = request.generate_content_request.model
             if named != f"models/{model}":
-                raise Refused(403, f"This question may use only the model {model}; the askbox gateway refuses "
-                                   f"{named[:100]}.")
+                raise Refused(
+                    403, f"This question may use only the model {model}; the askbox gateway refuses {named[:100]}."
+                )
         data = serialise(parsed)
         return Call(
             action=route.action,

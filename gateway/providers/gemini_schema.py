@@ -34,8 +34,9 @@ from pydantic.alias_generators import to_camel
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, validate_by_name=True,
-                              validate_by_alias=True, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, frozen=True
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -40,14 +40,23 @@ ROUTES: dict[str, tuple[str, str, type[BaseModel]]] = {  # client path -> (actio
     "/v1/responses": ("responses", "/responses", ResponsesRequest),
     "/v1/chat/completions": ("chat_completions", "/chat/completions", ChatRequest),
 }
-ALLOWED = ("a request may hold input items or messages (text, data: images, function calls and their "
-           "outputs, reasoning), function tools and generation settings; server-side tools (web_search, "
-           "file_search, code_interpreter, image_generation, mcp...), stored responses and prompts, "
-           "store=true and url or file references are refused.")
+ALLOWED = (
+    "a request may hold input items or messages (text, data: images, function calls and their "
+    "outputs, reasoning), function tools and generation settings; server-side tools (web_search, "
+    "file_search, code_interpreter, image_generation, mcp...), stored responses and prompts, "
+    "store=true and url or file references are refused."
+)
 _DURATION = re.compile(r"(?P<value>[0-9]*\.?[0-9]+)(?P<unit>ms|h|m|s)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",
-                404: "invalid_request_error", 429: "rate_limit_exceeded", 502: "server_error", 503: "server_error"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "invalid_request_error",
+    404: "invalid_request_error",
+    429: "rate_limit_exceeded",
+    502: "server_error",
+    503: "server_error",
+}
 
 
 def _count(data: dict[str, Any], *names: str) -> int:
@@ -96,12 +105,22 @@ class OpenAIProvider(Provider):
         bearer = request.headers.get("authorization", "")
         return bearer[7:] if bearer.lower().startswith("bearer ") else None
 
-    def admit(self, method: str, raw_path: str, query: list[tuple[str, str]], headers: Mapping[str, str],
-              body: bytes, model: str) -> Call:
+    def admit(
+        self,
+        method: str,
+        raw_path: str,
+        query: list[tuple[str, str]],
+        headers: Mapping[str, str],
+        body: bytes,
+        model: str,
+    ) -> Call:
         route = ROUTES.get(raw_path)
         if method != "POST" or route is None:
-            raise Refused(403, f"The askbox gateway serves only POST {{{','.join(ROUTES)}}} for this question; "
-                               f"{method} {raw_path[:200]} is refused.")
+            raise Refused(
+                403,
+                f"The askbox gateway serves only POST {{{','.join(ROUTES)}}} for this question; "
+                f"{method} {raw_path[:200]} is refused.",
+            )
         action, upstream_path, schema = route
         if query:
             shown = "&".join(f"{k}={v}" for k, v in query)[:200]
@@ -113,18 +132,28 @@ class OpenAIProvider(Provider):
             raise Refused(400, explain(exc, ALLOWED)) from None
         named = getattr(request, "model", "")
         if named != model:
-            raise Refused(403, f"This question may use only the model {model}; the askbox gateway refuses "
-                               f"{str(named)[:100]}.")
-        if isinstance(request, ChatRequest) and request.stream and not (
-                request.stream_options and request.stream_options.include_usage):
+            raise Refused(
+                403, f"This question may use only the model {model}; the askbox gateway refuses {str(named)[:100]}."
+            )
+        if (
+            isinstance(request, ChatRequest)
+            and request.stream
+            and not (request.stream_options and request.stream_options.include_usage)
+        ):
             # Without it the stream reports no usage: ask for it, so every token is metered.
             parsed["stream_options"] = {**(parsed.get("stream_options") or {}), "include_usage": True}
         data = serialise(parsed)
         return Call(
-            action=action, model=model, path=upstream_path, query=(),
+            action=action,
+            model=model,
+            path=upstream_path,
+            query=(),
             headers=tuple((k, headers[k]) for k in FORWARDED_HEADERS if k in headers)
             + (("content-type", "application/json"),),
-            body=data, metered=True, prompt_tokens=len(data), output_tokens=self._output_cap(request),
+            body=data,
+            metered=True,
+            prompt_tokens=len(data),
+            output_tokens=self._output_cap(request),
         )
 
     def _output_cap(self, request: BaseModel) -> int:
@@ -144,14 +173,18 @@ class OpenAIProvider(Provider):
     def upstream_error(self, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
         delay = retry_after(headers)
         if delay is None:
-            resets = [duration(headers[name]) for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
-                      if name in headers]
+            resets = [
+                duration(headers[name])
+                for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
+                if name in headers
+            ]
             known = [r for r in resets if r is not None]
             delay = max(known) if known else None
         return UpstreamError(delay, None)
 
     def error(self, status: int, message: str, *, retry_after: float | None = None) -> web.Response:
         extra = {"retry-after": str(max(1, round(retry_after)))} if retry_after is not None else {}
-        body = {"error": {"message": message, "type": _ERROR_TYPES.get(status, "server_error"), "param": None,
-                          "code": None}}
+        body = {
+            "error": {"message": message, "type": _ERROR_TYPES.get(status, "server_error"), "param": None, "code": None}
+        }
         return web.json_response(body, status=status, headers=extra)

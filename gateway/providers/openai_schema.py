@@ -103,8 +103,10 @@ class ReasoningItem(Message):
     status: str | None = None
 
 
-Item = Annotated[MessageItem | FunctionCallItem | FunctionCallOutputItem | CustomToolCallItem | ReasoningItem,
-                 Field(discriminator="type")]
+Item = Annotated[
+    MessageItem | FunctionCallItem | FunctionCallOutputItem | CustomToolCallItem | ReasoningItem,
+    Field(discriminator="type"),
+]
 
 
 class FunctionTool(Message):

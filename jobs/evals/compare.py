@@ -51,9 +51,11 @@ def compare(a: Report, b: Report, a_name: str = "A", b_name: str = "B") -> str:
     ]
     for ra, rb in matched:
         outcome = ra.outcome if ra.outcome == rb.outcome else f"{ra.outcome} → **{rb.outcome}**"
-        lines.append(f"| {_cell(ra.question)} | {outcome} | {_delta(ra.seconds, rb.seconds, ' s', 1)} | "
-                     f"{_delta(ra.cost_usd, rb.cost_usd, '', 4, prefix='$')} | {_refs(ra)} → {_refs(rb)} | "
-                     f"{_delta(_overall(ra), _overall(rb), '', 1)} |")
+        lines.append(
+            f"| {_cell(ra.question)} | {outcome} | {_delta(ra.seconds, rb.seconds, ' s', 1)} | "
+            f"{_delta(ra.cost_usd, rb.cost_usd, '', 4, prefix='$')} | {_refs(ra)} → {_refs(rb)} | "
+            f"{_delta(_overall(ra), _overall(rb), '', 1)} |"
+        )
     ta, tb = a.totals, b.totals
     lines += [
         "",

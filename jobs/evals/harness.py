@@ -75,15 +75,17 @@ class EvalRecord(Destination):
 
 
 class Harness:
-    def __init__(self, settings: Settings, redis: Redis, options: Options,
-                 on_record: Callable[[Record], None] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, redis: Redis, options: Options, on_record: Callable[[Record], None] | None = None
+    ) -> None:
         self.settings = settings
         self.redis = redis
         self.options = options
         self.on_record = on_record
         self.tag = f"eval-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
-        self.judge = (Judge(options.judge, settings.gemini, settings.gateway.gateway_socket_dir, redis)
-                      if options.judge else None)
+        self.judge = (
+            Judge(options.judge, settings.gemini, settings.gateway.gateway_socket_dir, redis) if options.judge else None
+        )
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._in_flight: set[str] = set()
@@ -122,14 +124,26 @@ class Harness:
     def one(self, item: EvalQuestion) -> Record:
         """One question, asked, answered (or not) and judged."""
         run_id = f"{self.tag}-{item.line}"
-        base: dict[str, Any] = {"line": item.line, "question": item.question, "reference": item.reference,
-                                "repo": item.repo or self.options.repo, "verdict": item.verdict,
-                                "previous": item.previous, "run_id": run_id}
+        base: dict[str, Any] = {
+            "line": item.line,
+            "question": item.question,
+            "reference": item.reference,
+            "repo": item.repo or self.options.repo,
+            "verdict": item.verdict,
+            "previous": item.previous,
+            "run_id": run_id,
+        }
         if self._stop.is_set():
             return Record(**base, outcome="cancelled", answer="Not asked: the evaluation was stopped.")
-        question = Question(origin=Origin(kind="terminal", user=self.options.user, session=run_id),
-                            text=item.question, repo=base["repo"], agent=self.options.agent,
-                            model=self.options.model, fresh=True, id=run_id)
+        question = Question(
+            origin=Origin(kind="terminal", user=self.options.user, session=run_id),
+            text=item.question,
+            repo=base["repo"],
+            agent=self.options.agent,
+            model=self.options.model,
+            fresh=True,
+            id=run_id,
+        )
         with self._lock:
             self._in_flight.add(run_id)
         try:
@@ -140,17 +154,35 @@ class Harness:
         finally:
             with self._lock:
                 self._in_flight.discard(run_id)
-        record = Record(**{**base, "repo": final.repo or base["repo"]}, outcome=final.kind, answer=final.text,
-                        seconds=seconds, waited=waited, commit=final.commit, agent=final.agent, model=final.model,
-                        cached=final.cached, tokens=final.tokens, cost_usd=final.cost_usd,
-                        references=final.references, linked=final.verified if final.references is not None else None)
+        record = Record(
+            **{**base, "repo": final.repo or base["repo"]},
+            outcome=final.kind,
+            answer=final.text,
+            seconds=seconds,
+            waited=waited,
+            commit=final.commit,
+            agent=final.agent,
+            model=final.model,
+            cached=final.cached,
+            tokens=final.tokens,
+            cost_usd=final.cost_usd,
+            references=final.references,
+            linked=final.verified if final.references is not None else None,
+        )
         return self._judged(record)
 
     def _inline(self, question: Question) -> tuple[Final, float, float | None]:
         destination = EvalRecord()
-        run = Run(question, self.settings, self.redis, destination, run_id=question.id,
-                  allow_paths=True,  # the operator's own process, as `askbox ask --inline`
-                  labels={"job": question.id, "user": question.origin.user}, one_off=True)
+        run = Run(
+            question,
+            self.settings,
+            self.redis,
+            destination,
+            run_id=question.id,
+            allow_paths=True,  # the operator's own process, as `askbox ask --inline`
+            labels={"job": question.id, "user": question.origin.user},
+            one_off=True,
+        )
         started = time.monotonic()
         final = answer(run)
         return final, round(time.monotonic() - started, 3), None
@@ -180,13 +212,19 @@ class Harness:
             return record.model_copy(update={"judge_note": "not answered"})
         if not record.reference:
             return record.model_copy(update={"judge_note": "no reference answer"})
-        meta = SessionMeta(job_id=record.run_id, user=self.options.user, repo=record.repo, model=self.judge.model,
-                           budget_exempt=self.options.user in self.settings.jobs.admins)
+        meta = SessionMeta(
+            job_id=record.run_id,
+            user=self.options.user,
+            repo=record.repo,
+            model=self.judge.model,
+            budget_exempt=self.options.user in self.settings.jobs.admins,
+        )
         judgement = self.judge.judge(meta, record.question, record.reference, record.answer)
         update: dict[str, Any] = {"judge_tokens": judgement.tokens, "judge_cost_usd": judgement.cost_usd}
         if judgement.scores is None:
             update["judge_note"] = judgement.error
         else:
-            update["judged"] = Scored(scores=judgement.scores, overall=judgement.overall or 0.0,
-                                      rationale=judgement.rationale)
+            update["judged"] = Scored(
+                scores=judgement.scores, overall=judgement.overall or 0.0, rationale=judgement.rationale
+            )
         return record.model_copy(update=update)

@@ -55,20 +55,31 @@ def render(report: Report) -> str:
         (f"{totals.linked} / {totals.references}", f"references linked ({totals.unverifiable} unverifiable)"),
     ]
     if run.judge:
-        cards.append((f"{totals.scores['overall']:.1f}" if "overall" in totals.scores else "-",
-                      f"mean score ({totals.judged} judged)"))
+        cards.append(
+            (
+                f"{totals.scores['overall']:.1f}" if "overall" in totals.scores else "-",
+                f"mean score ({totals.judged} judged)",
+            )
+        )
     charts = [
         _figure("Time to answer", f"{len(seconds)} questions", histogram(seconds, _s, BLUE)),
-        _figure("Cost per question", f"{len(costs)} metered by the gateway",
-                histogram(costs, lambda v: f"${v:.4f}", GREEN)),
+        _figure(
+            "Cost per question", f"{len(costs)} metered by the gateway", histogram(costs, lambda v: f"${v:.4f}", GREEN)
+        ),
         _figure("Outcomes", f"{len(records)} questions", bars(_outcomes(records), lambda n: str(int(n)))),
     ]
     if run.judge:
         charts += [
-            _figure("Score (mean of the five criteria)", f"{len(overall)} judged",
-                    histogram(overall, lambda v: f"{v:g}", BLUE, low=0.0, high=10.0, bins=10)),
-            _figure("Mean score per criterion", "0-10",
-                    bars([(c, totals.scores.get(c, 0.0), BLUE) for c in CRITERIA], lambda v: f"{v:.1f}", top=10.0)),
+            _figure(
+                "Score (mean of the five criteria)",
+                f"{len(overall)} judged",
+                histogram(overall, lambda v: f"{v:g}", BLUE, low=0.0, high=10.0, bins=10),
+            ),
+            _figure(
+                "Mean score per criterion",
+                "0-10",
+                bars([(c, totals.scores.get(c, 0.0), BLUE) for c in CRITERIA], lambda v: f"{v:.1f}", top=10.0),
+            ),
         ]
     skipped = "".join(f"<li>line {s.line}: {escape(s.error)}</li>" for s in report.skipped)
     return f"""<!DOCTYPE html>
@@ -88,8 +99,14 @@ judge {escape(run.judge or "none")} · concurrency {run.concurrency} · {run.sec
 """
 
 
-def histogram(values: Sequence[float], label: Callable[[float], str], color: str, low: float | None = None,
-              high: float | None = None, bins: int | None = None) -> str:
+def histogram(
+    values: Sequence[float],
+    label: Callable[[float], str],
+    color: str,
+    low: float | None = None,
+    high: float | None = None,
+    bins: int | None = None,
+) -> str:
     """Counts of ``values`` in equal bins between ``low`` and ``high`` (their range by default)."""
     if not values:
         return _empty("no values")
@@ -109,15 +126,19 @@ def histogram(values: Sequence[float], label: Callable[[float], str], color: str
         h = plot_h * count / peak
         y = PAD_TOP + plot_h - h
         tip = f"{label(low + i * width)} – {label(low + (i + 1) * width)}: {count}"
-        parts.append(f'<rect x="{x + 1:.1f}" y="{y:.1f}" width="{max(bar_w - 2, 1):.1f}" height="{h:.1f}" '
-                     f'fill="{color}" rx="2"><title>{escape(tip)}</title></rect>')
+        parts.append(
+            f'<rect x="{x + 1:.1f}" y="{y:.1f}" width="{max(bar_w - 2, 1):.1f}" height="{h:.1f}" '
+            f'fill="{color}" rx="2"><title>{escape(tip)}</title></rect>'
+        )
         if count:
             parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{y - 3:.1f}" text-anchor="middle">{count}</text>')
     for i in sorted({0, bins // 2, bins}):
         x = PAD_LEFT + i * bar_w
         anchor = "start" if i == 0 else "end" if i == bins else "middle"  # the ends stay inside the chart
-        parts.append(f'<text x="{x:.1f}" y="{HEIGHT - PAD_BOTTOM + 14}" text-anchor="{anchor}">'
-                     f"{escape(label(low + i * width))}</text>")
+        parts.append(
+            f'<text x="{x:.1f}" y="{HEIGHT - PAD_BOTTOM + 14}" text-anchor="{anchor}">'
+            f"{escape(label(low + i * width))}</text>"
+        )
     return _svg(parts)
 
 
@@ -133,24 +154,30 @@ def bars(items: Sequence[tuple[str, float, str]], label: Callable[[float], str],
         x = PAD_LEFT + i * bar_w
         h = plot_h * value / peak
         y = PAD_TOP + plot_h - h
-        parts.append(f'<rect x="{x + 4:.1f}" y="{y:.1f}" width="{max(bar_w - 8, 1):.1f}" height="{h:.1f}" '
-                     f'fill="{color}" rx="2"><title>{escape(f"{name}: {label(value)}")}</title></rect>')
-        parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{y - 3:.1f}" text-anchor="middle">{escape(label(value))}</text>')
-        parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{HEIGHT - PAD_BOTTOM + 14}" text-anchor="middle">'
-                     f"{escape(name)}</text>")
+        parts.append(
+            f'<rect x="{x + 4:.1f}" y="{y:.1f}" width="{max(bar_w - 8, 1):.1f}" height="{h:.1f}" '
+            f'fill="{color}" rx="2"><title>{escape(f"{name}: {label(value)}")}</title></rect>'
+        )
+        parts.append(
+            f'<text x="{x + bar_w / 2:.1f}" y="{y - 3:.1f}" text-anchor="middle">{escape(label(value))}</text>'
+        )
+        parts.append(
+            f'<text x="{x + bar_w / 2:.1f}" y="{HEIGHT - PAD_BOTTOM + 14}" text-anchor="middle">{escape(name)}</text>'
+        )
     return _svg(parts)
 
 
 def _axes(peak: float, label: Callable[[float], str] = lambda v: f"{v:g}") -> str:
     base = HEIGHT - PAD_BOTTOM
-    return (f'<line x1="{PAD_LEFT}" y1="{base}" x2="{WIDTH - 8}" y2="{base}" stroke="#c9cdd6"/>'
-            f'<text x="{PAD_LEFT - 6}" y="{PAD_TOP + 4}" text-anchor="end">{escape(label(peak))}</text>'
-            f'<text x="{PAD_LEFT - 6}" y="{base}" text-anchor="end">0</text>')
+    return (
+        f'<line x1="{PAD_LEFT}" y1="{base}" x2="{WIDTH - 8}" y2="{base}" stroke="#c9cdd6"/>'
+        f'<text x="{PAD_LEFT - 6}" y="{PAD_TOP + 4}" text-anchor="end">{escape(label(peak))}</text>'
+        f'<text x="{PAD_LEFT - 6}" y="{base}" text-anchor="end">0</text>'
+    )
 
 
 def _svg(parts: list[str]) -> str:
-    return (f'<svg viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" role="img">'
-            + "".join(parts) + "</svg>")
+    return f'<svg viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" role="img">' + "".join(parts) + "</svg>"
 
 
 def _empty(why: str) -> str:
@@ -170,8 +197,10 @@ def _outcomes(records: Sequence[Record]) -> list[tuple[str, float, str]]:
 
 
 def _table(records: Sequence[Record], judged: bool) -> str:
-    head = ("<tr><th>line</th><th>question</th><th>outcome</th><th>time</th><th>tokens</th><th>cost</th>"
-            "<th>references linked / found</th>" + ("<th>score</th>" if judged else "") + "</tr>")
+    head = (
+        "<tr><th>line</th><th>question</th><th>outcome</th><th>time</th><th>tokens</th><th>cost</th>"
+        "<th>references linked / found</th>" + ("<th>score</th>" if judged else "") + "</tr>"
+    )
     rows = []
     for r in records:
         refs = "-" if r.references is None else f"{r.linked} / {r.references}"
@@ -191,7 +220,9 @@ def _table(records: Sequence[Record], judged: bool) -> str:
             f"{' (cached)' if r.cached else ''}</td><td class='n'>{_s(r.seconds)}</td>"
             f"<td class='n'>{'-' if r.tokens is None else f'{r.tokens:,}'}</td>"
             f"<td class='n'>{'-' if r.cost_usd is None else f'${r.cost_usd:.4f}'}</td><td class='n'>{refs}</td>"
-            + (f"<td class='n'>{score}</td>" if judged else "") + "</tr>")
+            + (f"<td class='n'>{score}</td>" if judged else "")
+            + "</tr>"
+        )
     return f"<table>{head}{''.join(rows)}</table>"
 
 

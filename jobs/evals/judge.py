@@ -76,13 +76,19 @@ class Judge:
 
     def judge(self, meta: SessionMeta, question: str, reference: str, answer: str) -> Judgement:
         """``meta`` is the question's own (who asked, about which repository)."""
-        calls = GeminiCalls(self.side, self.gateway_socket_dir, self.redis, meta.model_copy(update={"model": self.model}))
-        prompt = (f"Question:\n{question[:MAX_CHARS]}\n\nReference answer:\n{reference[:MAX_CHARS]}\n\n"
-                  f"Answer to grade:\n{answer[:MAX_CHARS]}")
+        calls = GeminiCalls(
+            self.side, self.gateway_socket_dir, self.redis, meta.model_copy(update={"model": self.model})
+        )
+        prompt = (
+            f"Question:\n{question[:MAX_CHARS]}\n\nReference answer:\n{reference[:MAX_CHARS]}\n\n"
+            f"Answer to grade:\n{answer[:MAX_CHARS]}"
+        )
         scores = calls.structured("judge", SYSTEM, prompt, Scores, TIMEOUT)
         tokens, cost = calls.tokens, round(calls.cost_usd, 6)
         if scores is None:
-            return Judgement(None, error=f"the judge gave no scores: {calls.skipped or 'no answer'}", tokens=tokens,
-                             cost_usd=cost)
-        return Judgement({name: getattr(scores, name) for name in CRITERIA}, scores.rationale.strip(), tokens=tokens,
-                         cost_usd=cost)
+            return Judgement(
+                None, error=f"the judge gave no scores: {calls.skipped or 'no answer'}", tokens=tokens, cost_usd=cost
+            )
+        return Judgement(
+            {name: getattr(scores, name) for name in CRITERIA}, scores.rationale.strip(), tokens=tokens, cost_usd=cost
+        )

@@ -82,10 +82,20 @@ def parse_line(number: int, text: str) -> EvalQuestion | Skipped:
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in error["loc"]) or "the line"
-        return Skipped(number, f'"{where}": {error["msg"]}' if error["type"] != "missing"
-                       else f'no "{where}": each line needs {{"question": "…"}}')
+        return Skipped(
+            number,
+            f'"{where}": {error["msg"]}'
+            if error["type"] != "missing"
+            else f'no "{where}": each line needs {{"question": "…"}}',
+        )
     if not line.question.strip():
         return Skipped(number, '"question": the question is empty')
     voted_down = line.verdict == "down"
-    return EvalQuestion(number, line.question.strip(), reference=None if voted_down else (line.answer or None),
-                        repo=line.repo, verdict=line.verdict, previous=line.answer if voted_down else None)
+    return EvalQuestion(
+        number,
+        line.question.strip(),
+        reference=None if voted_down else (line.answer or None),
+        repo=line.repo,
+        verdict=line.verdict,
+        previous=line.answer if voted_down else None,
+    )

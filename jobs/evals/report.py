@@ -156,9 +156,11 @@ def markdown(report: Report) -> str:
         "| ---: | --- | --- | ---: | ---: | ---: | --- | ---: |",
     ]
     for r in report.records:
-        lines.append(f"| {r.line} | {_cell(r.question, 70)} | {r.outcome}{' (cached)' if r.cached else ''} | "
-                     f"{_seconds(r.seconds)} | {_tokens(r.tokens)} | {_usd(r.cost_usd)} | {_refs(r)} | "
-                     f"{_score(r)} |")
+        lines.append(
+            f"| {r.line} | {_cell(r.question, 70)} | {r.outcome}{' (cached)' if r.cached else ''} | "
+            f"{_seconds(r.seconds)} | {_tokens(r.tokens)} | {_usd(r.cost_usd)} | {_refs(r)} | "
+            f"{_score(r)} |"
+        )
     failed = ", ".join(f"{kind} {n}" for kind, n in sorted(t.failed.items())) or "none"
     lines += [
         "",
@@ -172,8 +174,10 @@ def markdown(report: Report) -> str:
     ]
     if run.judge:
         means = " · ".join(f"{c} {t.scores[c]:.1f}" for c in (*CRITERIA, "overall") if c in t.scores)
-        lines += [f"| scores ({t.judged} judged) | {means or '-'} |",
-                  f"| tokens, cost (judge) | {t.judge_tokens:,} · {_usd(t.judge_cost_usd)} |"]
+        lines += [
+            f"| scores ({t.judged} judged) | {means or '-'} |",
+            f"| tokens, cost (judge) | {t.judge_tokens:,} · {_usd(t.judge_cost_usd)} |",
+        ]
     if report.skipped:
         lines += ["", f"Skipped lines: {', '.join(str(s.line) for s in report.skipped)} (malformed)."]
     return "\n".join(lines) + "\n"

@@ -40,14 +40,17 @@ def run_agent(run: Run, pinned: Pinned, thread: Thread, meta: SessionMeta) -> Ag
     try:
         run.workspace = run.held.enter_context(mount_repo(run.settings, pinned.pin))
         # The gateway session opened inside the run's span: its requests are the run's children.
-        with tracing.span("askbox.sandbox.run", {"askbox.agent": target.agent.name, "askbox.model": meta.model or ""}), \
-                model_route(run.settings, target.agent, meta) as route:
+        with (
+            tracing.span("askbox.sandbox.run", {"askbox.agent": target.agent.name, "askbox.model": meta.model or ""}),
+            model_route(run.settings, target.agent, meta) as route,
+        ):
             return _run(run, target.agent, prompt, route)
     except RepoUnavailable as exc:
         raise Ended(Final(kind="rejected", text=str(exc), **pinned.common)) from None
     except PromptTooLong as exc:
-        raise Ended(Final(kind="rejected",
-                          text=f"This thread is too long to continue ({exc}). Start a new thread.")) from None
+        raise Ended(
+            Final(kind="rejected", text=f"This thread is too long to continue ({exc}). Start a new thread.")
+        ) from None
     except GatewayUnavailable as exc:
         return AgentOutcome(AgentError(kind=ErrorKind.INFRA, message=str(exc)))
 
@@ -56,8 +59,17 @@ def _run(run: Run, agent: Agent, prompt: str, route: GatewaySession | None) -> A
     if route is not None:
         run.redact = run.redact.with_secrets([route.token.get_secret_value()])
     assert run.workspace is not None
-    session = agent_session(run.settings, agent, prompt, repo=run.workspace.root, masks=run.workspace.masks,
-                            model=run.question.model, run_id=run.run_id, labels=dict(run.labels), gateway=route)
+    session = agent_session(
+        run.settings,
+        agent,
+        prompt,
+        repo=run.workspace.root,
+        masks=run.workspace.masks,
+        model=run.question.model,
+        run_id=run.run_id,
+        labels=dict(run.labels),
+        gateway=route,
+    )
     run.destination.started()
     log.info("running %s (%s) on %s", agent.name, session.model or "default model", run.workspace.root)
     try:
@@ -71,8 +83,11 @@ def _run(run: Run, agent: Agent, prompt: str, route: GatewaySession | None) -> A
         run.stop_reason = run.stop_reason or state.stop_reason
         if isinstance(terminal, AgentError) and run.outage is None:
             upstream_down(run)  # the agent gave up on the gateway's 503s before we looked
-    shown = terminal.model_copy(update={"text": run.redact(terminal.text)} if isinstance(terminal, Result)
-                                else {"message": run.redact(terminal.message)})
+    shown = terminal.model_copy(
+        update={"text": run.redact(terminal.text)}
+        if isinstance(terminal, Result)
+        else {"message": run.redact(terminal.message)}
+    )
     run.destination.ended(shown, state)
     usage = {} if state is None else {"tokens": state.total_tokens, "cost_usd": round(state.cost_usd, 6)}
     return AgentOutcome(terminal, usage)
@@ -129,7 +144,8 @@ def upstream_down(run: Run) -> bool:
     paused = upstream_paused(run.redis, run.provider)
     if paused is not None:
         api = TITLES.get(run.provider, "Gemini")
-        run.outage = (f"The {api} API is failing; askbox paused calls to it for {paused:.0f} s "
-                      "more. Please ask again in a minute.")
+        run.outage = (
+            f"The {api} API is failing; askbox paused calls to it for {paused:.0f} s "
+            "more. Please ask again in a minute."
+        )
     return paused is not None
-

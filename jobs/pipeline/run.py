@@ -116,7 +116,12 @@ class Run:
         """What the gateway attributes this run's spend to."""
         origin = self.question.origin
         return SessionMeta(
-            job_id=self.run_id, user=origin.user, team=origin.team, channel=origin.channel, repo=repo, model=model,
+            job_id=self.run_id,
+            user=origin.user,
+            team=origin.team,
+            channel=origin.channel,
+            repo=repo,
+            model=model,
             ttl=int(self.settings.sandbox.sandbox_timeout) + self.settings.jobs.job_timeout_margin,
             budget_exempt=origin.user in self.settings.jobs.admins,
         )

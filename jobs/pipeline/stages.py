@@ -69,8 +69,12 @@ def recall(run: Run, pinned: Pinned) -> Thread:
     """The thread so far (its last turns and summary)."""
     jobs, settings = run.settings.jobs, run.settings
     memory = ThreadMemory(run.redis, jobs.memory_turns, jobs.memory_ttl)
-    side = GeminiCalls(settings.gemini, settings.gateway.gateway_socket_dir, run.redis,
-                       run.session_meta(pinned.target.repo.name, settings.gemini.gemini_model))
+    side = GeminiCalls(
+        settings.gemini,
+        settings.gateway.gateway_socket_dir,
+        run.redis,
+        run.session_meta(pinned.target.repo.name, settings.gemini.gemini_model),
+    )
     return Thread(memory, memory.load(run.question.thread_key), side)
 
 
@@ -81,8 +85,15 @@ def triage(run: Run, pinned: Pinned, thread: Thread) -> None:
         return
     reply = run.redact(reply)
     remember(run, thread, reply)
-    raise Ended(Final(kind="answer", text=triage_task.with_note(reply), duration=run.elapsed(),
-                      repo=pinned.target.repo.name, model=thread.side.model))
+    raise Ended(
+        Final(
+            kind="answer",
+            text=triage_task.with_note(reply),
+            duration=run.elapsed(),
+            repo=pinned.target.repo.name,
+            model=thread.side.model,
+        )
+    )
 
 
 def cached(run: Run, pinned: Pinned, thread: Thread) -> AnswerCache | None:
@@ -101,8 +112,15 @@ def cached(run: Run, pinned: Pinned, thread: Thread) -> AnswerCache | None:
     if hit is None:
         return cache
     remember(run, thread, hit.text)
-    raise Ended(Final(kind="answer", cached=True, duration=run.elapsed(),
-                      **cited(run, f"{hit.text}\n\n_{hit.notice()}_", pinned.pin), **pinned.common))
+    raise Ended(
+        Final(
+            kind="answer",
+            cached=True,
+            duration=run.elapsed(),
+            **cited(run, f"{hit.text}\n\n_{hit.notice()}_", pinned.pin),
+            **pinned.common,
+        )
+    )
 
 
 def budget(run: Run, pinned: Pinned) -> SessionMeta:
@@ -124,15 +142,28 @@ def store(run: Run, pinned: Pinned, cache: AnswerCache | None, answer: str) -> N
     """The fresh answer into the cache the question was looked up in (if any)."""
     if cache is not None:
         target = pinned.target
-        cache.put(target.repo.name, pinned.pin.commit, target.agent.name, target.model, run.question.text, answer,
-                  run.elapsed())
+        cache.put(
+            target.repo.name,
+            pinned.pin.commit,
+            target.agent.name,
+            target.model,
+            run.question.text,
+            answer,
+            run.elapsed(),
+        )
 
 
 def answered(run: Run, pinned: Pinned, thread: Thread, outcome: AgentOutcome, answer: str) -> Final:
     """The agent's answer (redacted) as its final: summarised when long, cited."""
     summary = summarise(thread.side, run.question.text, answer)
-    return Final(kind="answer", summary=summary and run.redact(summary), duration=run.elapsed(),
-                 **cited(run, answer, pinned.pin), **pinned.common, **outcome.usage)
+    return Final(
+        kind="answer",
+        summary=summary and run.redact(summary),
+        duration=run.elapsed(),
+        **cited(run, answer, pinned.pin),
+        **pinned.common,
+        **outcome.usage,
+    )
 
 
 def failed(run: Run, pinned: Pinned, outcome: AgentOutcome) -> Final:
@@ -144,8 +175,13 @@ def failed(run: Run, pinned: Pinned, outcome: AgentOutcome) -> Final:
     if run.stop_reason is not None:  # the gateway's reason says more than the agent's
         return Final(kind="rejected", text=run.stop_reason, duration=run.elapsed(), **common)
     if run.outage is not None:  # shown as an infrastructure fault, never retried into a loop
-        return Final(kind="infra", text=f"{run.outage} Reference: {run.run_id}", reference=run.run_id,
-                     duration=run.elapsed(), **common)
+        return Final(
+            kind="infra",
+            text=f"{run.outage} Reference: {run.run_id}",
+            reference=run.run_id,
+            duration=run.elapsed(),
+            **common,
+        )
     match error.kind:
         case ErrorKind.CANCELLED:
             who = run.cancelled_by()
@@ -153,17 +189,28 @@ def failed(run: Run, pinned: Pinned, outcome: AgentOutcome) -> Final:
         case ErrorKind.TIMEOUT:
             steps = run.destination.steps()
             done = " So far: " + "; ".join(s.split("] ", 1)[-1] for s in steps[-5:]) + "." if steps else ""
-            return Final(kind="timeout", text=f"Timed out after {limits.timeout:.0f} s.{done} "
-                         "Try a narrower question.", duration=run.elapsed(), **common)
+            return Final(
+                kind="timeout",
+                text=f"Timed out after {limits.timeout:.0f} s.{done} Try a narrower question.",
+                duration=run.elapsed(),
+                **common,
+            )
         case ErrorKind.OOM:
-            return Final(kind="oom", text=f"The agent ran out of memory ({limits.memory // 2**20} MiB). "
-                         "Try a narrower question.", **common)
+            return Final(
+                kind="oom",
+                text=f"The agent ran out of memory ({limits.memory // 2**20} MiB). Try a narrower question.",
+                **common,
+            )
         case ErrorKind.INFRA:
             if run.destination.retry():
                 metrics.RETRIES.inc()
                 raise InfraFault(error.message)  # run again: nothing reached the user yet
-            return Final(kind="infra", text=f"Something went wrong on our side ({error.message}). "
-                         f"Reference: {run.run_id}", reference=run.run_id, **common)
+            return Final(
+                kind="infra",
+                text=f"Something went wrong on our side ({error.message}). Reference: {run.run_id}",
+                reference=run.run_id,
+                **common,
+            )
     return Final(kind="agent_error", text=f"The agent failed: {run.redact(error.message)}", **common)
 
 
@@ -186,23 +233,32 @@ def cited(run: Run, text: str, pin: Pin) -> dict[str, Any]:
     # Bare names and symbols resolve through the snapshot's index, built once per commit.
     index = lazy(lambda: shared_index(run.redis, workspace.root))
     linked = cite(text, root=workspace.root, commit=pin.commit, remote=remote, web_url=repo.web_url, index=index)
-    return {"text": with_notice(linked.text, pin.notice), "commit_url": linked.commit_url,
-            "verified": linked.verified, "references": linked.found}
+    return {
+        "text": with_notice(linked.text, pin.notice),
+        "commit_url": linked.commit_url,
+        "verified": linked.verified,
+        "references": linked.found,
+    }
 
 
 def remember(run: Run, thread: Thread, answer: str) -> None:
     """The turn into the thread's memory; what leaves its window is folded into its summary."""
     q = run.question
-    compaction.remember(thread.memory, q.thread_key, Turn(question=q.text, answer=answer), thread.side,
-                        thread.conversation.summary)
+    compaction.remember(
+        thread.memory, q.thread_key, Turn(question=q.text, answer=answer), thread.side, thread.conversation.summary
+    )
 
 
 @tracing.traced("askbox.final")  # its Slack posts are its children
 def finalize(run: Run, final: Final) -> Final:
     """Counted, logged, and handed to the run's destination."""
     metrics.count_question("cached" if final.cached else final.kind)
-    log.info("question ended: %s after %.1f s", final.kind, run.elapsed(),
-             extra={"outcome": final.kind, "cached": final.cached})
+    log.info(
+        "question ended: %s after %.1f s",
+        final.kind,
+        run.elapsed(),
+        extra={"outcome": final.kind, "cached": final.cached},
+    )
     run.destination.final(final)
     return final
 

@@ -53,13 +53,17 @@ def git_dir(checkout: Path) -> Path | None:
     content = dotgit.read_text(encoding="utf-8").strip()
     if not content.startswith("gitdir:"):
         return None
-    target = Path(content[len("gitdir:"):].strip())
+    target = Path(content[len("gitdir:") :].strip())
     if not target.is_absolute():
         target = checkout / target
     if not target.is_dir():
         return None
-    return inside(target, checkout, "git directory (from its .git file)",
-                  "; a linked worktree or a submodule keeps its git directory elsewhere: configure the main checkout")
+    return inside(
+        target,
+        checkout,
+        "git directory (from its .git file)",
+        "; a linked worktree or a submodule keeps its git directory elsewhere: configure the main checkout",
+    )
 
 
 def common_dir(gitdir: Path, checkout: Path) -> Path:

@@ -82,7 +82,7 @@ class RepoEntry(BaseModel):
         if self.path is not None:
             remote_only = [k for k in ("branch", "token_env", "ssh_key") if getattr(self, k) is not None]
             if remote_only:
-                raise ValueError(f"{', '.join(remote_only)} only apply to a git remote (\"url\")")
+                raise ValueError(f'{", ".join(remote_only)} only apply to a git remote ("url")')
             if not self.path.is_absolute():
                 raise ValueError(f"path {str(self.path)!r} must be absolute (the worker's directory is not yours)")
         else:
@@ -91,7 +91,7 @@ class RepoEntry(BaseModel):
             raise ValueError(f"branch {self.branch!r} is not a branch name")
         for pattern in self.deny:
             if not pattern or pattern.startswith("/") or "\0" in pattern:
-                raise ValueError(f"deny pattern {pattern!r}: a glob relative to the repository, e.g. \"*.secret\"")
+                raise ValueError(f'deny pattern {pattern!r}: a glob relative to the repository, e.g. "*.secret"')
             check_pattern(pattern)  # a ValueError naming the pattern
         if self.token_env is not None:
             if not _ENV_NAME.match(self.token_env):
@@ -138,7 +138,7 @@ def parse_repos(value: Any) -> dict[str, RepoEntry]:
         try:
             value = json.loads(text) if text.strip() else {}
         except json.JSONDecodeError as exc:
-            near = text[max(0, exc.pos - 12):exc.pos + 12]
+            near = text[max(0, exc.pos - 12) : exc.pos + 12]
             raise _error(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (near {near!r})") from None
     if not isinstance(value, Mapping):
         raise _error('must be a JSON object of name -> path, URL or object, e.g. {"web": "/srv/repos/web"}')

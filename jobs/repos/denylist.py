@@ -29,20 +29,69 @@ DEFAULT_DENY: tuple[str, ...] = (
     # environment files, templates included (real values end up in them too)
     ".env*",
     # private keys, certificates and key stores
-    "*.pem", "*.key", "*.p12", "*.pfx", "*.pkcs12", "*.p8", "*.jks", "*.keystore", "*.keyring", "*.ppk", "*.asc",
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "*.pkcs12",
+    "*.p8",
+    "*.jks",
+    "*.keystore",
+    "*.keyring",
+    "*.ppk",
+    "*.asc",
     "*.ovpn",
     # ssh keys and directories
-    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "*_rsa", "*_dsa", "*_ecdsa", "*_ed25519", ".ssh/", ".gnupg/",
+    "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    "*_rsa",
+    "*_dsa",
+    "*_ecdsa",
+    "*_ed25519",
+    ".ssh/",
+    ".gnupg/",
     # password databases
-    "*.kdb", "*.kdbx", "*.psafe3", "*.agilekeychain", "*.keychain", "*.keychain-db", "*.kwallet",
+    "*.kdb",
+    "*.kdbx",
+    "*.psafe3",
+    "*.agilekeychain",
+    "*.keychain",
+    "*.keychain-db",
+    "*.kwallet",
     # tools' credential files
-    ".npmrc", ".pypirc", ".netrc", "_netrc", ".git-credentials", ".pgpass", ".my.cnf", ".htpasswd", ".dockercfg",
-    ".s3cfg", ".vault-token", ".terraformrc", "terraform.rc", "**/.aws/credentials", "**/.docker/config.json",
-    "**/.gem/credentials", "**/.kube/config", "kubeconfig", "*.kubeconfig", "**/.config/gh/hosts.yml",
-    "**/.config/hub", "credentials.json", "credentials.xml", "client_secret*.json", "*service?account*.json",
+    ".npmrc",
+    ".pypirc",
+    ".netrc",
+    "_netrc",
+    ".git-credentials",
+    ".pgpass",
+    ".my.cnf",
+    ".htpasswd",
+    ".dockercfg",
+    ".s3cfg",
+    ".vault-token",
+    ".terraformrc",
+    "terraform.rc",
+    "**/.aws/credentials",
+    "**/.docker/config.json",
+    "**/.gem/credentials",
+    "**/.kube/config",
+    "kubeconfig",
+    "*.kubeconfig",
+    "**/.config/gh/hosts.yml",
+    "**/.config/hub",
+    "credentials.json",
+    "credentials.xml",
+    "client_secret*.json",
+    "*service?account*.json",
     "application_default_credentials.json",
     # state that holds secrets in clear: terraform's, shell and database client histories
-    "*.tfstate", "*.tfstate.*", "terraform.tfvars", ".*_history",
+    "*.tfstate",
+    "*.tfstate.*",
+    "terraform.tfvars",
+    ".*_history",
     ".git",
 )
 
@@ -73,12 +122,14 @@ def _spec(patterns: tuple[str, ...]) -> PathSpec:
 @functools.lru_cache(maxsize=1024)
 def _compile(pattern: str) -> RegexPattern:
     if pattern.startswith("!"):
-        raise BadPattern(f"deny pattern {pattern!r}: a \"!\" pattern would take files back out of the denylist; "
-                         "patterns only add to it")
+        raise BadPattern(
+            f'deny pattern {pattern!r}: a "!" pattern would take files back out of the denylist; '
+            "patterns only add to it"
+        )
     try:
         regex, include = GitIgnoreBasicPattern.pattern_to_regex(pattern)
         if include is not True or regex is None:
-            raise BadPattern(f"deny pattern {pattern!r} matches nothing (blank, or a \"#\" comment)")
+            raise BadPattern(f'deny pattern {pattern!r} matches nothing (blank, or a "#" comment)')
         return RegexPattern(re.compile(f"(?i){regex}"), include)
     except (GitIgnorePatternError, re.error) as exc:
         raise BadPattern(f"deny pattern {pattern!r} is not a gitignore pattern ({exc})") from None

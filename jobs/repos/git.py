@@ -124,18 +124,42 @@ def remote_env(repo: RepoRef, state_dir: Path) -> dict[str, str]:
         env.update({"GIT_ASKPASS": str(askpass), TOKEN_VAR: repo.token.get_secret_value()})
     if repo.ssh_key is not None:
         known_hosts = state_dir / "known_hosts"
-        ssh = ["ssh", "-i", str(repo.ssh_key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-               "-o", "StrictHostKeyChecking=accept-new", "-o", f"UserKnownHostsFile={known_hosts}", "-F", os.devnull]
+        ssh = [
+            "ssh",
+            "-i",
+            str(repo.ssh_key),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-o",
+            f"UserKnownHostsFile={known_hosts}",
+            "-F",
+            os.devnull,
+        ]
         env["GIT_SSH_COMMAND"] = shlex.join(ssh)  # git runs it through a shell: every word quoted
     return env
 
 
-def run_git(args: list[str], env: dict[str, str] | None = None, timeout: float = 120,
-            secrets: tuple[str, ...] = (), stdout: int | None = subprocess.PIPE) -> subprocess.CompletedProcess:
+def run_git(
+    args: list[str],
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    secrets: tuple[str, ...] = (),
+    stdout: int | None = subprocess.PIPE,
+) -> subprocess.CompletedProcess:
     """``git <args>``; raises ``GitFailed`` with git's own words when it fails."""
     try:
-        done = spawning.run([*git_argv(), *args], timeout=timeout,
-                            env=env or base_env(), stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        done = spawning.run(
+            [*git_argv(), *args],
+            timeout=timeout,
+            env=env or base_env(),
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         raise GitFailed(f"git {args[0]} took longer than {timeout:.0f} s") from None
     except OSError as exc:
@@ -150,8 +174,9 @@ def git_records(args: list[str], timeout: float = 600) -> Iterator[bytes]:
     memory stays bounded by one chunk, whatever the size of the output. Raises
     ``GitFailed`` (git's own words) when it fails or outlives ``timeout``."""
     with tempfile.TemporaryFile() as stderr:
-        proc = spawning.start([*git_argv(), *args], env=base_env(), stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=stderr)
+        proc = spawning.start(
+            [*git_argv(), *args], env=base_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr
+        )
         timed_out = threading.Event()
 
         def kill() -> None:

@@ -84,11 +84,27 @@ class Mirror:
             if not self.path.is_dir():
                 self._create()
             source = f"refs/heads/{self.repo.branch}" if self.repo.branch else "HEAD"
-            run_git(["--git-dir", str(self.path), "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
-                     "--", self.repo.url or "", f"+{source}:{TIP}"],
-                    env=remote_env(self.repo, self.root), timeout=self.timeout, secrets=secrets)
-            commit = run_git(["--git-dir", str(self.path), "rev-parse", "--verify", "--quiet", f"{TIP}^{{commit}}"]
-                             ).stdout.decode().strip()
+            run_git(
+                [
+                    "--git-dir",
+                    str(self.path),
+                    "fetch",
+                    "--quiet",
+                    "--no-tags",
+                    "--no-write-fetch-head",
+                    "--",
+                    self.repo.url or "",
+                    f"+{source}:{TIP}",
+                ],
+                env=remote_env(self.repo, self.root),
+                timeout=self.timeout,
+                secrets=secrets,
+            )
+            commit = (
+                run_git(["--git-dir", str(self.path), "rev-parse", "--verify", "--quiet", f"{TIP}^{{commit}}"])
+                .stdout.decode()
+                .strip()
+            )
             state = MirrorState(commit=commit, fetched_at=started, attempted_at=started)
         except GitFailed as exc:
             reason = str(exc)

@@ -67,8 +67,10 @@ def live_tree(root: Path, deny: tuple[str, ...]) -> LiveTree:
     """Check ``root`` and everything under it; raises ``Unreadable`` with one clear message."""
     st = os.stat(root)
     if not _can_read(st, directory=True):
-        raise Unreadable(f"The sandbox user (uid {UID}) cannot read the repository directory {_describe(root, st)}. "
-                         f"Make it readable: `chmod o+rx {root}` (and `chmod -R o+rX {root}` for what is inside).")
+        raise Unreadable(
+            f"The sandbox user (uid {UID}) cannot read the repository directory {_describe(root, st)}. "
+            f"Make it readable: `chmod o+rx {root}` (and `chmod -R o+rX {root}` for what is inside)."
+        )
     files: list[str] = []
     dirs: list[str] = []
     unreadable: list[str] = []
@@ -104,10 +106,14 @@ def live_tree(root: Path, deny: tuple[str, ...]) -> LiveTree:
         except OSError:
             what = str(first)
         more = f" and {len(unreadable) - 1} more" if len(unreadable) > 1 else ""
-        raise Unreadable(f"The sandbox user (uid {UID}) cannot read {what}{more} in the repository {root}. "
-                         f"Make them readable: `chmod -R o+rX {root}`.")
+        raise Unreadable(
+            f"The sandbox user (uid {UID}) cannot read {what}{more} in the repository {root}. "
+            f"Make them readable: `chmod -R o+rX {root}`."
+        )
     if len(files) + len(dirs) > MAX_MASKS:
-        raise Unreadable(f"{root} holds {len(files) + len(dirs)} files matching the secrets denylist, more than "
-                         f"{MAX_MASKS} can be hidden from a live directory: make it a git checkout (then askbox "
-                         "snapshots its commit without them) or move them out.")
+        raise Unreadable(
+            f"{root} holds {len(files) + len(dirs)} files matching the secrets denylist, more than "
+            f"{MAX_MASKS} can be hidden from a live directory: make it a git checkout (then askbox "
+            "snapshots its commit without them) or move them out."
+        )
     return LiveTree(root=root, masked_files=tuple(sorted(files)), masked_dirs=tuple(sorted(dirs)))

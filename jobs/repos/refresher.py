@@ -19,8 +19,9 @@ from jobs.repos.workspace import refresh_all
 log = logging.getLogger(__name__)
 
 
-def start_refresher(repos: list[RepoRef], mirrors: Path, snapshots: Path, every: float, idle: float,
-                    fetch_timeout: float) -> threading.Thread:
+def start_refresher(
+    repos: list[RepoRef], mirrors: Path, snapshots: Path, every: float, idle: float, fetch_timeout: float
+) -> threading.Thread:
     def loop() -> None:
         while True:
             try:

@@ -88,9 +88,18 @@ def _looks_like_path(text: str) -> bool:
 def _ref(name: str, entry: RepoEntry | Path | str) -> RepoRef:
     if not isinstance(entry, RepoEntry):
         entry = RepoEntry.model_validate(Path(entry) if not isinstance(entry, str) else entry)
-    return RepoRef(name=name, path=entry.path, url=entry.url, branch=entry.branch, token=entry.token,
-                   token_env=entry.token_env, ssh_key=entry.ssh_key, history=entry.history,
-                   deny=entry.effective_deny, web_url=entry.web_url)
+    return RepoRef(
+        name=name,
+        path=entry.path,
+        url=entry.url,
+        branch=entry.branch,
+        token=entry.token,
+        token_env=entry.token_env,
+        ssh_key=entry.ssh_key,
+        history=entry.history,
+        deny=entry.effective_deny,
+        web_url=entry.web_url,
+    )
 
 
 def resolve_repo(
@@ -114,8 +123,11 @@ def resolve_repo(
     if not _looks_like_path(requested):
         raise UnknownRepo(f"Unknown repository {requested!r}.", repos)
     if not allow_paths:
-        raise UnknownRepo(f"Repository paths are not accepted here ({requested!r}); a worker takes them from "
-                          "terminal questions only with ASKBOX_ALLOW_REPO_PATHS=true.", repos)
+        raise UnknownRepo(
+            f"Repository paths are not accepted here ({requested!r}); a worker takes them from "
+            "terminal questions only with ASKBOX_ALLOW_REPO_PATHS=true.",
+            repos,
+        )
     path = Path(requested).expanduser()
     if not path.exists():
         raise UnknownRepo(f"No such directory: {path}.", repos)

@@ -175,8 +175,13 @@ def write_tree(git_dir: Path, commit: str, dest: Path, deny: tuple[str, ...], bl
     if blobs is not None:
         entries = [entry for entry in entries if not _linked(entry, blobs, base, ensure_dir)]
 
-    cat = spawning.start([*git_argv(), "--git-dir", str(git_dir), "cat-file", "--batch"],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=base_env())
+    cat = spawning.start(
+        [*git_argv(), "--git-dir", str(git_dir), "cat-file", "--batch"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=base_env(),
+    )
     assert cat.stdin is not None and cat.stdout is not None
 
     def feed() -> None:  # in a thread: a full pipe each way would otherwise deadlock
@@ -208,7 +213,7 @@ def write_tree(git_dir: Path, commit: str, dest: Path, deny: tuple[str, ...], bl
                     try:
                         view = memoryview(data)
                         while view:
-                            view = view[os.write(fd, view):]
+                            view = view[os.write(fd, view) :]
                         os.fchmod(fd, _BLOB_MODES.get(mode, 0o644))  # whatever the umask
                     finally:
                         os.close(fd)
@@ -251,8 +256,10 @@ class DeniedInHistory(Exception):
     """``history: true`` refused: the pinned commit's history holds a denied path."""
 
     def __init__(self, path: str, commit: str, more: int) -> None:
-        super().__init__(f"its history holds {path!r} (commit {commit[:12]})"
-                         + (f" and {more} more denied path{'s' * (more > 1)}" if more else ""))
+        super().__init__(
+            f"its history holds {path!r} (commit {commit[:12]})"
+            + (f" and {more} more denied path{'s' * (more > 1)}" if more else "")
+        )
         self.path, self.commit, self.more = path, commit, more
 
 
@@ -270,8 +277,20 @@ def _history(source: Path, commit: str, dest: Path, deny: tuple[str, ...]) -> No
     if found is not None:
         raise found
     run_git(["init", "--quiet", "--bare", "--template=", str(dest)])  # no template: no sample hooks
-    run_git(["--git-dir", str(dest), "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--",
-             str(source), f"{commit}:refs/heads/askbox"], timeout=600)
+    run_git(
+        [
+            "--git-dir",
+            str(dest),
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--",
+            str(source),
+            f"{commit}:refs/heads/askbox",
+        ],
+        timeout=600,
+    )
     run_git(["--git-dir", str(dest), "symbolic-ref", "HEAD", "refs/heads/askbox"])
     owner = SANDBOX_UID if os.geteuid() == 0 else -1  # git refuses a repository of another owner
     for directory, _dirs, files in os.walk(dest):
@@ -292,8 +311,21 @@ def denied_in_history(git_dir: Path, commit: str, deny: tuple[str, ...]) -> Deni
     current, header, first = "", True, False
     # "%x00%H": an empty record before each commit id (a path is never empty); the first
     # path after it starts with the newline that ends the header.
-    for record in git_records(["--git-dir", str(git_dir), "log", "--format=%x00%H", "--name-only", "-z",
-                               "--no-renames", "--diff-merges=first-parent", "--diff-filter=d", commit, "--"]):
+    for record in git_records(
+        [
+            "--git-dir",
+            str(git_dir),
+            "log",
+            "--format=%x00%H",
+            "--name-only",
+            "-z",
+            "--no-renames",
+            "--diff-merges=first-parent",
+            "--diff-filter=d",
+            commit,
+            "--",
+        ]
+    ):
         if not record:
             header = True
             continue

@@ -97,8 +97,10 @@ def pin(repo: RepoRef, mirrors: Path, refresh: float, fetch_timeout: float = 120
         try:
             state = mirror.refresh(refresh)
         except (OSError, GitFailed) as exc:
-            raise RepoUnavailable(f"Cannot keep a mirror of {repo.name} in {mirrors}: {exc}. "
-                                  "Set ASKBOX_REPO_MIRRORS to a directory the worker can write.") from None
+            raise RepoUnavailable(
+                f"Cannot keep a mirror of {repo.name} in {mirrors}: {exc}. "
+                "Set ASKBOX_REPO_MIRRORS to a directory the worker can write."
+            ) from None
         if state.commit is None:
             raise RepoUnavailable(f"Cannot fetch the repository {repo.name} ({repo.remote}): {state.error}.")
         notice = stale_notice(state)
@@ -108,15 +110,19 @@ def pin(repo: RepoRef, mirrors: Path, refresh: float, fetch_timeout: float = 120
     assert repo.path is not None
     path = repo.path
     if not path.exists():
-        raise RepoUnavailable(f"The repository {repo.name} is configured at {path}, which does not exist "
-                              "on this worker: check ASKBOX_REPOS.")
+        raise RepoUnavailable(
+            f"The repository {repo.name} is configured at {path}, which does not exist "
+            "on this worker: check ASKBOX_REPOS."
+        )
     if not path.is_dir():
         raise RepoUnavailable(f"The repository {repo.name} is configured at {path}, which is not a directory.")
     try:
         commit, objects = head_commit(path), object_store(path)
     except OutsideCheckout as exc:
-        raise RepoUnavailable(f"The repository {repo.name} at {path} is refused: {exc}. askbox reads a checkout's "
-                              "git data only from inside it.") from None
+        raise RepoUnavailable(
+            f"The repository {repo.name} at {path} is refused: {exc}. askbox reads a checkout's "
+            "git data only from inside it."
+        ) from None
     if commit is not None and objects is not None:
         return Pin(repo=repo, commit=commit, objects=objects)
     try:
@@ -133,8 +139,9 @@ def mount(pinned: Pin, snapshots: Path) -> Iterator[Workspace]:
     repo = pinned.repo
     if pinned.live is not None:
         live = pinned.live
-        yield Workspace(repo=repo, root=live.root, commit=None,
-                        masks=Masks(files=live.masked_files, dirs=live.masked_dirs))
+        yield Workspace(
+            repo=repo, root=live.root, commit=None, masks=Masks(files=live.masked_files, dirs=live.masked_dirs)
+        )
         return
     assert pinned.commit is not None and (pinned.git_dir or pinned.objects) is not None
     commit = pinned.commit
@@ -147,21 +154,26 @@ def mount(pinned: Pin, snapshots: Path) -> Iterator[Workspace]:
                     git_dir = source.enter_context(objects_view(repo.path, pinned.objects))
                 root = held.enter_context(Snapshots(snapshots).lease(repo, git_dir, commit))
         except DeniedInHistory as exc:
-            raise RepoUnavailable(f"The repository {repo.name} has history: true, but {exc}, which the secrets "
-                                  "denylist keeps out (git show would print it): remove \"history\" from its "
-                                  "entry, or the file from its history.") from None
+            raise RepoUnavailable(
+                f"The repository {repo.name} has history: true, but {exc}, which the secrets "
+                'denylist keeps out (git show would print it): remove "history" from its '
+                "entry, or the file from its history."
+            ) from None
         except OutsideCheckout as exc:
             raise RepoUnavailable(f"The repository {repo.name} at {repo.path} is refused: {exc}.") from None
         except OSError as exc:
-            raise RepoUnavailable(f"Cannot make a snapshot of {repo.name} at {commit[:7]} in {snapshots}: "
-                                  f"{exc}. Set ASKBOX_REPO_SNAPSHOTS to a directory the worker can write.") from None
+            raise RepoUnavailable(
+                f"Cannot make a snapshot of {repo.name} at {commit[:7]} in {snapshots}: "
+                f"{exc}. Set ASKBOX_REPO_SNAPSHOTS to a directory the worker can write."
+            ) from None
         except (GitFailed, RuntimeError) as exc:
             raise RepoUnavailable(f"Cannot make a snapshot of {repo.name} at {commit[:7]}: {exc}.") from None
         yield Workspace(repo=repo, root=root, commit=commit, notice=pinned.notice)
 
 
-def refresh_all(repos: list[RepoRef], mirrors: Path, snapshots: Path, refresh: float, idle: float,
-                fetch_timeout: float = 120) -> None:
+def refresh_all(
+    repos: list[RepoRef], mirrors: Path, snapshots: Path, refresh: float, idle: float, fetch_timeout: float = 120
+) -> None:
     """One round of the worker's refresher: every remote fetched when due; mirrors of no
     configured remote (a URL changed, a repository removed) and idle snapshots removed."""
     kept = set()
@@ -174,4 +186,3 @@ def refresh_all(repos: list[RepoRef], mirrors: Path, snapshots: Path, refresh: f
         sweep_mirrors(mirrors, kept, idle)
     if snapshots.is_dir():
         Snapshots(snapshots).cleanup(idle)
-

@@ -19,8 +19,13 @@ class GeminiSettings(BaseSettings):
     gemini_model: str = Field(default="gemini-2.5-flash-lite", min_length=1, description="the side tasks' model")
     # Any provider the gateway serves: Gemini (google-genai), Anthropic's Messages API, or
     # the OpenAI provider's Chat Completions (OpenAI, or the operator's own server).
-    side_provider: Literal["gemini", "anthropic", "openai"] = Field(default="gemini", description="The side tasks' provider: gemini, anthropic or openai (OpenAI, or the self-hosted ASKBOX_OPENAI_BASE_URL).")
-    side_model: str = Field(default="", description="the side tasks' model on side_provider; empty: ASKBOX_GEMINI_MODEL")
+    side_provider: Literal["gemini", "anthropic", "openai"] = Field(
+        default="gemini",
+        description="The side tasks' provider: gemini, anthropic or openai (OpenAI, or the self-hosted ASKBOX_OPENAI_BASE_URL).",
+    )
+    side_model: str = Field(
+        default="", description="the side tasks' model on side_provider; empty: ASKBOX_GEMINI_MODEL"
+    )
     triage: bool = Field(default=True, description="answer small talk without starting the agent")
     compaction: bool = Field(default=True, description="fold turns leaving the memory window into its summary")
     summary_chars: int = Field(default=3000, ge=0, description="answers longer than this get a summary; 0 = none")

@@ -98,8 +98,9 @@ class GeminiCalls:
             log.info("side task %s: %s; skipped", task, self.skipped)
             return None
 
-    def _call(self, task: str, system: str, prompt: str, schema: type[BaseModel] | None,
-              timeout: float) -> types.GenerateContentResponse | Answer | None:
+    def _call(
+        self, task: str, system: str, prompt: str, schema: type[BaseModel] | None, timeout: float
+    ) -> types.GenerateContentResponse | Answer | None:
         self.skipped = None
         try:
             response = self._generate(task, system, prompt, schema, timeout)
@@ -114,14 +115,21 @@ class GeminiCalls:
         self._recovered()
         return response
 
-    def _generate(self, task: str, system: str, prompt: str, schema: type[BaseModel] | None,
-                  timeout: float) -> types.GenerateContentResponse | Answer:
+    def _generate(
+        self, task: str, system: str, prompt: str, schema: type[BaseModel] | None, timeout: float
+    ) -> types.GenerateContentResponse | Answer:
         provider = self.settings.side_provider
         paused = upstream_paused(self.redis, provider)  # the gateways' shared breaker: no call for nothing
         if paused is not None:
             raise SideTaskSkipped(f"the {provider} API is paused by the gateway's breaker for {paused:.0f} s")
-        meta = self.meta.model_copy(update={"job_id": f"{self.meta.job_id}-{task}", "model": self.model,
-                                            "ttl": math.ceil(timeout) + 30, "provider": provider})
+        meta = self.meta.model_copy(
+            update={
+                "job_id": f"{self.meta.job_id}-{task}",
+                "model": self.model,
+                "ttl": math.ceil(timeout) + 30,
+                "provider": provider,
+            }
+        )
         try:
             session = self.gateway.open(meta)
         except GatewayUnavailable as exc:
@@ -132,8 +140,10 @@ class GeminiCalls:
             finally:
                 self._close(session)
         config = types.GenerateContentConfig(
-            system_instruction=system, temperature=0.0,
-            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True))  # no tools here
+            system_instruction=system,
+            temperature=0.0,
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+        )  # no tools here
         if schema is not None:
             config.response_mime_type, config.response_schema = "application/json", schema
         try:
@@ -142,10 +152,15 @@ class GeminiCalls:
             transport = httpx.HTTPTransport(uds=str(session.socket))
             with httpx.Client(transport=transport, timeout=timeout) as http:
                 client = genai.Client(
-                    vertexai=False, api_key=session.token.get_secret_value(),
+                    vertexai=False,
+                    api_key=session.token.get_secret_value(),
                     http_options=types.HttpOptions(
-                        base_url="http://gateway", api_version="v1beta", httpx_client=http,
-                        timeout=int(timeout * 1000), retry_options=types.HttpRetryOptions(attempts=1)),
+                        base_url="http://gateway",
+                        api_version="v1beta",
+                        httpx_client=http,
+                        timeout=int(timeout * 1000),
+                        retry_options=types.HttpRetryOptions(attempts=1),
+                    ),
                 )
                 return client.models.generate_content(model=self.model, contents=prompt, config=config)
         except errors.APIError as exc:
@@ -168,8 +183,11 @@ class GeminiCalls:
 
     def _outage(self, task: str, why: str) -> None:
         if self.redis.set(keys.SIDE_TASK_OUTAGE, why, nx=True, ex=OUTAGE_TTL):
-            log.warning("Gemini side tasks are unavailable, skipping them until they work again "
-                        "(first failure: %s, %s)", task, why)
+            log.warning(
+                "Gemini side tasks are unavailable, skipping them until they work again (first failure: %s, %s)",
+                task,
+                why,
+            )
 
     def _recovered(self) -> None:
         if self.redis.delete(keys.SIDE_TASK_OUTAGE):
@@ -185,24 +203,43 @@ class Answer:
         self.text = text
 
 
-def other_provider_call(provider: str, session: GatewaySession, model: str, system: str, prompt: str,
-                        schema: type[BaseModel] | None, timeout: float) -> Answer:
+def other_provider_call(
+    provider: str,
+    session: GatewaySession,
+    model: str,
+    system: str,
+    prompt: str,
+    schema: type[BaseModel] | None,
+    timeout: float,
+) -> Answer:
     """One Anthropic Messages or OpenAI Chat Completions call over the session's socket."""
     token = session.token.get_secret_value()
     if provider == "anthropic":
         if schema is not None:  # asked for in words: the JSON is validated on our side
-            system += f"\n\nAnswer with one JSON object and nothing else, matching this JSON schema: " \
-                      f"{json.dumps(schema.model_json_schema())}"
+            system += (
+                f"\n\nAnswer with one JSON object and nothing else, matching this JSON schema: "
+                f"{json.dumps(schema.model_json_schema())}"
+            )
         path, headers = "/v1/messages", {"x-api-key": token, "anthropic-version": "2023-06-01"}
-        body: dict[str, Any] = {"model": model, "max_tokens": 2048, "temperature": 0.0, "system": system,
-                                "messages": [{"role": "user", "content": prompt}]}
+        body: dict[str, Any] = {
+            "model": model,
+            "max_tokens": 2048,
+            "temperature": 0.0,
+            "system": system,
+            "messages": [{"role": "user", "content": prompt}],
+        }
     else:
         path, headers = "/v1/chat/completions", {"authorization": f"Bearer {token}"}
-        body = {"model": model, "temperature": 0.0,
-                "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}]}
+        body = {
+            "model": model,
+            "temperature": 0.0,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
+        }
         if schema is not None:
-            body["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": schema.__name__, "schema": schema.model_json_schema()}}
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema()},
+            }
     try:
         transport = httpx.HTTPTransport(uds=str(session.socket))
         with httpx.Client(transport=transport, base_url="http://gateway", timeout=timeout) as http:

@@ -14,8 +14,10 @@ from jobs.memory import Conversation
 from jobs.side_tasks.side_call import GeminiCalls
 
 FORCE_KEYWORD = "agent"
-NOTE = (f"_Answered without reading the code. To send it to the agent anyway, start or end "
-        f"your message with `{FORCE_KEYWORD}`._")
+NOTE = (
+    f"_Answered without reading the code. To send it to the agent anyway, start or end "
+    f"your message with `{FORCE_KEYWORD}`._"
+)
 LAST_ANSWER_CHARS = 6000  # enough to reformat a usual answer; keeps triage cheap
 
 SYSTEM = """\

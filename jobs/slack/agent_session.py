@@ -54,17 +54,24 @@ def status_after(kind: FinalKind) -> Status:
     return "active" if kind == "answer" else "closed"
 
 
-def set_status(calls: SlackCalls, thread: SlackThread, status: Status, title: str | None = None,
-               *, wait: bool = True) -> bool:
+def set_status(
+    calls: SlackCalls, thread: SlackThread, status: Status, title: str | None = None, *, wait: bool = True
+) -> bool:
     """Set the thread's session status (creating the session, titled, if it is new).
     ``wait=False``: only if the team's rate budget allows it now (a job's start never
     waits for Slack); the final's ``wait=True`` waits like the final message itself."""
     if not thread.thread_ts:
         return False
     try:
-        response = calls.call("agents.sessions.setStatus", wait=wait, channel_id=thread.channel,
-                              thread_ts=thread.thread_ts, status=status, title=title,
-                              initiator_user_id=thread.asker if title else None)
+        response = calls.call(
+            "agents.sessions.setStatus",
+            wait=wait,
+            channel_id=thread.channel,
+            thread_ts=thread.thread_ts,
+            status=status,
+            title=title,
+            initiator_user_id=thread.asker if title else None,
+        )
     except SlackApiError as exc:
         log.info("job %s: agent session %s not set (%s)", thread.job_id, status, error_code(exc))
         return False
@@ -77,8 +84,13 @@ def rename(calls: SlackCalls, thread: SlackThread, title: str) -> None:
     if not thread.thread_ts or not title.strip():
         return
     try:
-        calls.call("agents.sessions.rename", wait=True, channel_id=thread.channel, thread_ts=thread.thread_ts,
-                   title=title_of(title))
+        calls.call(
+            "agents.sessions.rename",
+            wait=True,
+            channel_id=thread.channel,
+            thread_ts=thread.thread_ts,
+            title=title_of(title),
+        )
     except SlackApiError as exc:
         log.info("job %s: agent session not renamed (%s)", thread.job_id, error_code(exc))
 

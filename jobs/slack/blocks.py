@@ -34,8 +34,12 @@ def sections(mrkdwn: str, limit: int) -> list[Block]:
 
 
 def button(text: str, action_id: str, value: str, style: str | None = None) -> Block:
-    element: Block = {"type": "button", "action_id": action_id, "value": value,
-                      "text": {"type": "plain_text", "text": text, "emoji": True}}
+    element: Block = {
+        "type": "button",
+        "action_id": action_id,
+        "value": value,
+        "text": {"type": "plain_text", "text": text, "emoji": True},
+    }
     if style:
         element["style"] = style
     return element
@@ -54,14 +58,25 @@ def status_blocks(text: str, job_id: str) -> list[Block]:
 def feedback_actions(job_id: str) -> Block:
     """Slack's feedback buttons (thumbs up and down) under an answer; each value is
     ``verdict:job id`` (``feedback_vote`` reads it back)."""
-    def half(verdict: str, text: str) -> Block:
-        return {"text": {"type": "plain_text", "text": text}, "accessibility_label": f"Mark this answer {text.lower()}",
-                "value": f"{verdict}:{job_id}"}
 
-    return {"type": "context_actions", "elements": [{
-        "type": "feedback_buttons", "action_id": FEEDBACK_ACTION,
-        "positive_button": half("up", "Helpful"), "negative_button": half("down", "Not helpful"),
-    }]}
+    def half(verdict: str, text: str) -> Block:
+        return {
+            "text": {"type": "plain_text", "text": text},
+            "accessibility_label": f"Mark this answer {text.lower()}",
+            "value": f"{verdict}:{job_id}",
+        }
+
+    return {
+        "type": "context_actions",
+        "elements": [
+            {
+                "type": "feedback_buttons",
+                "action_id": FEEDBACK_ACTION,
+                "positive_button": half("up", "Helpful"),
+                "negative_button": half("down", "Not helpful"),
+            }
+        ],
+    }
 
 
 def feedback_vote(action: dict[str, Any]) -> tuple[str, str] | None:

@@ -46,8 +46,12 @@ class SlackCalls:
         channel = args.get("channel") if method == "chat.postMessage" else None
         if wait:
             if not self.budget.acquire(method, channel, timeout=self.options.final_wait):
-                log.warning("job %s: %s waited %.0f s for the rate budget; sending anyway",
-                            self.job_id, method, self.options.final_wait)
+                log.warning(
+                    "job %s: %s waited %.0f s for the rate budget; sending anyway",
+                    self.job_id,
+                    method,
+                    self.options.final_wait,
+                )
         elif not self.budget.try_acquire(method, channel, headroom=self.options.progress_headroom):
             return None
         args = {k: v for k, v in args.items() if v is not None}

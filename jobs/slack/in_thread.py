@@ -41,8 +41,9 @@ def thread_messages(fetch: FetchPage) -> list[dict[str, Any]]:
 
 def replies_page(client_call: Callable[..., Any], channel: str, thread_ts: str) -> FetchPage:
     """``fetch`` for ``thread_messages`` through a conversations.replies caller."""
-    return lambda cursor: client_call(channel=channel, ts=thread_ts, limit=200, include_all_metadata=True,
-                                      cursor=cursor)
+    return lambda cursor: client_call(
+        channel=channel, ts=thread_ts, limit=200, include_all_metadata=True, cursor=cursor
+    )
 
 
 def tagged(messages: Iterable[dict[str, Any]], event_type: str, job_id: str) -> list[tuple[dict[str, Any], dict]]:

@@ -74,8 +74,11 @@ class KeepAliveWebClient(WebClient):
             raise HTTPError(url, response.status, response.reason, headers, io.BytesIO(body))
         if headers.get_content_type() == "application/gzip":
             return {"status": response.status, "headers": headers, "body": body}
-        return {"status": response.status, "headers": headers,
-                "body": body.decode(headers.get_content_charset() or "utf-8")}
+        return {
+            "status": response.status,
+            "headers": headers,
+            "body": body.decode(headers.get_content_charset() or "utf-8"),
+        }
 
     def _connection(self, key: tuple[str, str, int]) -> HTTPConnection:
         kept = self._kept.connections.pop(key, None)

@@ -195,7 +195,7 @@ def safe_markdown(markdown: str) -> str:
     for line in markdown.split("\n"):
         quote = _QUOTE_MARKS.match(line)
         lead = quote.group(0) if quote else ""
-        out.append(lead + _safe_line(line[len(lead):]))
+        out.append(lead + _safe_line(line[len(lead) :]))
     return "\n".join(out)
 
 
@@ -292,7 +292,7 @@ def to_mrkdwn(markdown: str) -> str:
                 text = lines[i]
                 # Content is indented like its fence (e.g. inside a list item): drop that much.
                 lead = len(text) - len(text.lstrip(" "))
-                body.append(text[min(lead, indent):])
+                body.append(text[min(lead, indent) :])
                 i += 1
             i += 1  # the closing fence (an unclosed block simply ends with the text)
             out.extend(_code_block(body))
@@ -317,8 +317,14 @@ def to_mrkdwn(markdown: str) -> str:
 
 def _block_start(line: str) -> bool:
     """Lines that cannot be the text of a setext heading."""
-    return bool(_HEADING.match(line) or _BULLET.match(line) or _ORDERED.match(line) or _QUOTE.match(line)
-                or _RULE.match(line) or _FENCE_OPEN.match(line))
+    return bool(
+        _HEADING.match(line)
+        or _BULLET.match(line)
+        or _ORDERED.match(line)
+        or _QUOTE.match(line)
+        or _RULE.match(line)
+        or _FENCE_OPEN.match(line)
+    )
 
 
 def _bold_line(text: str) -> str:

@@ -35,7 +35,7 @@ STATUS_GONE = {"message_not_found", "cant_update_message"}  # the status message
 
 
 def headline(pin: dict) -> str | None:
-    """"On it: `web` at `a1b2c3d` with gemini-2.5-flash ·": what the question runs on, from
+    """ "On it: `web` at `a1b2c3d` with gemini-2.5-flash ·": what the question runs on, from
     the job's pin (jobs/job.py), or None before it is pinned."""
     if not pin.get("repo"):
         return None
@@ -107,8 +107,9 @@ class StatusMessage(ThreadPart):
                     if self.redis is not None:
                         status_owner.posted(self.redis, thread.job_id, response["ts"])
             else:
-                response = self.calls.attempt("chat.update", channel=thread.channel, ts=thread.status_ts, text=text,
-                                              blocks=blocks)
+                response = self.calls.attempt(
+                    "chat.update", channel=thread.channel, ts=thread.status_ts, text=text, blocks=blocks
+                )
         except SlackApiError as exc:
             self._last_edit = now  # back off until the next interval
             if error_code(exc) in STATUS_GONE:
@@ -147,8 +148,14 @@ class StatusMessage(ThreadPart):
         pages: list[object] = []
 
         def fetch(cursor: str | None) -> dict:
-            response = self.calls.attempt("conversations.replies", channel=thread.channel, ts=thread.thread_ts,
-                                          limit=200, include_all_metadata=True, cursor=cursor)
+            response = self.calls.attempt(
+                "conversations.replies",
+                channel=thread.channel,
+                ts=thread.thread_ts,
+                limit=200,
+                include_all_metadata=True,
+                cursor=cursor,
+            )
             pages.append(response)
             return response or {}
 
@@ -167,14 +174,21 @@ class StatusMessage(ThreadPart):
         """Post a status message of our own (with the metadata that finds it again)."""
         thread = self.thread
         try:
-            return self.calls.attempt("chat.postMessage", channel=thread.channel, thread_ts=thread.thread_ts,
-                                      text=text, blocks=blocks, metadata=status_metadata(thread.job_id))
+            return self.calls.attempt(
+                "chat.postMessage",
+                channel=thread.channel,
+                thread_ts=thread.thread_ts,
+                text=text,
+                blocks=blocks,
+                metadata=status_metadata(thread.job_id),
+            )
         except Exception as exc:
             if not ambiguous(exc):
                 raise
             # Slack may have posted it: never post blind; read the thread next time.
-            log.warning("job %s: posting a status message got no answer (%s); looking in the thread next",
-                        thread.job_id, exc)
+            log.warning(
+                "job %s: posting a status message got no answer (%s); looking in the thread next", thread.job_id, exc
+            )
             self._look_first = True
             return None
 
@@ -220,12 +234,14 @@ class AssistantStatus(ThreadPart):
         status = status if len(status) <= 100 else status[:99] + "…"
         since = now - self._set_at
         due = since >= self.options.status_refresh or (
-            status != self._text and since >= self.options.status_min_interval)
+            status != self._text and since >= self.options.status_min_interval
+        )
         if not due:
             return
         try:
-            response = self.calls.attempt("assistant.threads.setStatus", channel_id=thread.channel,
-                                          thread_ts=thread.thread_ts, status=status)
+            response = self.calls.attempt(
+                "assistant.threads.setStatus", channel_id=thread.channel, thread_ts=thread.thread_ts, status=status
+            )
         except SlackApiError as exc:
             if http_status(exc) != 429:
                 # Not an assistant thread, or no scope for it: it will not work later either.

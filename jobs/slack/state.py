@@ -96,9 +96,16 @@ class SlackThread:
         origin = question.origin
         if origin.kind != "slack" or not origin.channel:
             raise ValueError("SlackPublisher needs a question from Slack")
-        return cls(job_id=job.id, channel=origin.channel, thread_ts=origin.thread_ts or origin.message_ts,
-                   message_ts=origin.message_ts, status_ts=_status_ts(question, job), asker=origin.user,
-                   team=origin.team, streaming=streaming)
+        return cls(
+            job_id=job.id,
+            channel=origin.channel,
+            thread_ts=origin.thread_ts or origin.message_ts,
+            message_ts=origin.message_ts,
+            status_ts=_status_ts(question, job),
+            asker=origin.user,
+            team=origin.team,
+            streaming=streaming,
+        )
 
     @property
     def is_dm(self) -> bool:

@@ -68,4 +68,3 @@ def settle_for_final(redis: Redis, job_id: str, wait: float = 5.0) -> str | None
         if time.monotonic() >= deadline:
             return None  # a bot stuck or dead mid-post: the final looks in the thread itself
         time.sleep(0.1)
-

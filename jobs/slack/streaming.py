@@ -76,8 +76,9 @@ class AnswerStream(ThreadPart):
         a new one as needed). False when nothing was sent (no budget, or streaming broke)."""
         thread = self.thread
         stream = self.open
-        if stream is not None and (now - stream.started >= self.options.stream_rollover
-                                   or stream.sent >= self.options.stream_max_chars):
+        if stream is not None and (
+            now - stream.started >= self.options.stream_rollover or stream.sent >= self.options.stream_max_chars
+        ):
             if not self.close(stream, wait=wait):
                 return False
             stream = None
@@ -87,23 +88,22 @@ class AnswerStream(ThreadPart):
             if stream is None:
                 markdown = self.reopen + chunk
                 sent = safe_markdown(markdown)
-                args: dict[str, Any] = {"channel": thread.channel, "thread_ts": thread.thread_ts,
-                                        "markdown_text": sent}
+                args: dict[str, Any] = {"channel": thread.channel, "thread_ts": thread.thread_ts, "markdown_text": sent}
                 if not thread.is_dm:  # Slack needs the reader outside DMs
                     args.update(recipient_user_id=thread.asker, recipient_team_id=thread.team)
                 response = self.calls.call("chat.startStream", wait=wait, **args)
                 if response is None:
                     return False
-                stream = StreamMessage(ts=response["ts"], started=now, text=markdown, last_append=now,
-                                       sent=len(sent))
+                stream = StreamMessage(ts=response["ts"], started=now, text=markdown, last_append=now, sent=len(sent))
                 self.open, self.reopen = stream, ""
                 self.messages.append(stream)
                 if self.on_start is not None:
                     self.on_start(stream.ts)
             else:
                 sent = safe_markdown(chunk)
-                response = self.calls.call("chat.appendStream", wait=wait, channel=thread.channel, ts=stream.ts,
-                                           markdown_text=sent)
+                response = self.calls.call(
+                    "chat.appendStream", wait=wait, channel=thread.channel, ts=stream.ts, markdown_text=sent
+                )
                 if response is None:
                     return False
                 stream.text += chunk
@@ -114,16 +114,20 @@ class AnswerStream(ThreadPart):
                 self._recover(stream, chunk)
                 return True
             if http_status(exc) != 429:
-                log.warning("job %s: streaming failed (%s); falling back to status edits", thread.job_id,
-                            error_code(exc))
+                log.warning(
+                    "job %s: streaming failed (%s); falling back to status edits", thread.job_id, error_code(exc)
+                )
                 thread.streaming = False
                 self.doubtful = self.doubtful or http_status(exc) >= 500
             return False
         except Exception as exc:
             if not ambiguous(exc):
                 raise
-            log.warning("job %s: streaming got no answer (%s); the answer will be posted as messages instead",
-                        thread.job_id, exc)
+            log.warning(
+                "job %s: streaming got no answer (%s); the answer will be posted as messages instead",
+                thread.job_id,
+                exc,
+            )
             thread.streaming, self.doubtful = False, True
             return False
         self.streamed += len(chunk)
@@ -138,8 +142,9 @@ class AnswerStream(ThreadPart):
         fence = open_fence(full)
         closing = "\n" + fence_closer(fence) if fence else ""
         try:
-            response = self.calls.call("chat.update", wait=True, channel=self.thread.channel, ts=stream.ts,
-                                       text=to_mrkdwn(full + closing))
+            response = self.calls.call(
+                "chat.update", wait=True, channel=self.thread.channel, ts=stream.ts, text=to_mrkdwn(full + closing)
+            )
         except SlackApiError as exc:
             log.warning("job %s: could not finalize an expired stream: %s", self.thread.job_id, error_code(exc))
             response = None
@@ -153,17 +158,30 @@ class AnswerStream(ThreadPart):
 
     # ------------------------------------------------------------------ stopping
 
-    def close(self, stream: StreamMessage, *, wait: bool, extra: str = "", blocks: list[Block] | None = None,
-              session_status: str | None = None) -> bool:
+    def close(
+        self,
+        stream: StreamMessage,
+        *,
+        wait: bool,
+        extra: str = "",
+        blocks: list[Block] | None = None,
+        session_status: str | None = None,
+    ) -> bool:
         """Stop ``stream`` (closing an open code fence, which the next stream reopens);
         ``session_status``: the agent session's status from here on (the answer's last stream)."""
         fence = open_fence(stream.text)
         closing = "\n" + fence_closer(fence) if fence else ""
         markdown = closing + extra
         try:
-            response = self.calls.call("chat.stopStream", wait=wait, channel=self.thread.channel, ts=stream.ts,
-                                       markdown_text=safe_markdown(markdown) or None, blocks=blocks,
-                                       session_status=session_status)
+            response = self.calls.call(
+                "chat.stopStream",
+                wait=wait,
+                channel=self.thread.channel,
+                ts=stream.ts,
+                markdown_text=safe_markdown(markdown) or None,
+                blocks=blocks,
+                session_status=session_status,
+            )
             if response is None:
                 return False
         except SlackApiError as exc:
@@ -223,10 +241,10 @@ class AnswerStream(ThreadPart):
             try:
                 self.calls.call("chat.delete", wait=True, channel=self.thread.channel, ts=stream.ts)
             except SlackApiError as exc:
-                log.warning("job %s: could not remove draft stream %s: %s", self.thread.job_id, stream.ts,
-                            error_code(exc))
+                log.warning(
+                    "job %s: could not remove draft stream %s: %s", self.thread.job_id, stream.ts, error_code(exc)
+                )
         self.messages.clear()
-
 
     def remove_foreign(self, recorded: list[str]) -> None:
         """Remove the streams of this question another run left (it died mid-answer and
@@ -239,8 +257,12 @@ class AnswerStream(ThreadPart):
                 self.calls.call("chat.delete", wait=True, channel=self.thread.channel, ts=ts)
             except SlackApiError as exc:
                 if error_code(exc) != "message_not_found":  # a takeover removed it already
-                    log.warning("job %s: could not remove an earlier run's stream %s: %s", self.thread.job_id, ts,
-                                error_code(exc))
+                    log.warning(
+                        "job %s: could not remove an earlier run's stream %s: %s",
+                        self.thread.job_id,
+                        ts,
+                        error_code(exc),
+                    )
 
 
 def _chunk(pending: str, room: int) -> str:

@@ -219,8 +219,15 @@ class FinalMessage(ThreadPart):
         return response
 
     def _send(self, args: dict[str, Any]) -> SlackResponse | None:
-        return self.calls.call("chat.postMessage", wait=True, channel=self.thread.channel,
-                               thread_ts=self.thread.thread_ts, unfurl_links=False, unfurl_media=False, **args)
+        return self.calls.call(
+            "chat.postMessage",
+            wait=True,
+            channel=self.thread.channel,
+            thread_ts=self.thread.thread_ts,
+            unfurl_links=False,
+            unfurl_media=False,
+            **args,
+        )
 
     def _complete(self) -> bool:
         """A whole final of this question is in the thread already (an earlier attempt
@@ -246,8 +253,9 @@ class FinalMessage(ThreadPart):
         thread = self.thread
         if not thread.thread_ts:
             return {}
-        fetch = replies_page(lambda **args: self.calls.call("conversations.replies", wait=True, **args),
-                             thread.channel, thread.thread_ts)
+        fetch = replies_page(
+            lambda **args: self.calls.call("conversations.replies", wait=True, **args), thread.channel, thread.thread_ts
+        )
         try:
             messages = thread_messages(fetch)
         except SlackApiError as exc:
@@ -255,8 +263,11 @@ class FinalMessage(ThreadPart):
                 raise  # try again later, never post blind
             # Slack will not show us the thread (no history scope for it, or no such
             # thread): nothing to find, ever. Posting beats losing the answer.
-            log.warning("job %s: cannot read the thread (%s); posting the final's unrecorded parts",
-                        thread.job_id, error_code(exc))
+            log.warning(
+                "job %s: cannot read the thread (%s); posting the final's unrecorded parts",
+                thread.job_id,
+                error_code(exc),
+            )
             return {}
         if thread.status_ts is None:  # the status message's ts was lost: finish it anyway
             thread.status_ts = status_in_thread(messages, thread.job_id)
@@ -278,8 +289,9 @@ class FinalMessage(ThreadPart):
         if steps:
             line += f" · {count_steps(steps)}"
         try:
-            self.calls.call("chat.update", wait=True, channel=thread.channel, ts=thread.status_ts, text=line,
-                            blocks=[section(line)])
+            self.calls.call(
+                "chat.update", wait=True, channel=thread.channel, ts=thread.status_ts, text=line, blocks=[section(line)]
+            )
         except SlackApiError as exc:
             log.warning("job %s: final status edit failed: %s", thread.job_id, error_code(exc))
 
@@ -297,8 +309,10 @@ class FinalMessage(ThreadPart):
         thread = self.thread
         if not thread.message_ts:
             return
-        calls = (("reactions.remove", WORKING_REACTION, {"no_reaction"}),
-                 ("reactions.add", REACTIONS[final.kind], {"already_reacted"}))
+        calls = (
+            ("reactions.remove", WORKING_REACTION, {"no_reaction"}),
+            ("reactions.add", REACTIONS[final.kind], {"already_reacted"}),
+        )
         for method, name, fine in calls:
             try:
                 self.calls.call(method, wait=True, channel=thread.channel, timestamp=thread.message_ts, name=name)

@@ -110,8 +110,9 @@ class SlackPublisher:
         self.progress.begin()
         if self.background and self._thread is None:
             # In the question's context (its trace): a new thread would start with an empty one.
-            self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,),
-                                            name=f"slack-{self.job.id}", daemon=True)
+            self._thread = threading.Thread(
+                target=contextvars.copy_context().run, args=(self._run,), name=f"slack-{self.job.id}", daemon=True
+            )
             self._thread.start()
         self._poke()
 

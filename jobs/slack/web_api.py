@@ -41,13 +41,25 @@ from jobs.slack.keep_alive import KeepAliveWebClient
 # Calls whose repetition leaves Slack as one call would: reads, and edits that set a
 # state (a second reactions.add answers "already_reacted", a second chat.delete
 # "message_not_found", which their callers take as done).
-IDEMPOTENT_METHODS = frozenset({
-    "auth.test", "users.info", "conversations.replies", "apps.connections.open",
-    "chat.update", "chat.delete", "reactions.add", "reactions.remove", "assistant.threads.setStatus",
-    # Setting a state: a session's status or title, a user's Home tab, a DM's suggested prompts.
-    "agents.sessions.setStatus", "agents.sessions.rename", "views.publish", "assistant.threads.setSuggestedPrompts",
-    "chat.getPermalink",
-})
+IDEMPOTENT_METHODS = frozenset(
+    {
+        "auth.test",
+        "users.info",
+        "conversations.replies",
+        "apps.connections.open",
+        "chat.update",
+        "chat.delete",
+        "reactions.add",
+        "reactions.remove",
+        "assistant.threads.setStatus",
+        # Setting a state: a session's status or title, a user's Home tab, a DM's suggested prompts.
+        "agents.sessions.setStatus",
+        "agents.sessions.rename",
+        "views.publish",
+        "assistant.threads.setSuggestedPrompts",
+        "chat.getPermalink",
+    }
+)
 
 
 class SafeConnectionErrorRetryHandler(ConnectionErrorRetryHandler):
@@ -59,8 +71,14 @@ class SafeConnectionErrorRetryHandler(ConnectionErrorRetryHandler):
     raw (``RemoteDisconnected``, ``ConnectionResetError``, ``TimeoutError``), and then
     the request may have been carried out."""
 
-    def _can_retry(self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None,
-                   error: Exception | None = None) -> bool:
+    def _can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
         if not super()._can_retry(state=state, request=request, response=response, error=error):
             return False
         return method_of(request.url) in IDEMPOTENT_METHODS or not sent(error)
@@ -97,8 +115,10 @@ def slack_client(token: str, base_url: str | None = None) -> WebClient:
     url = base_url or WebClient.BASE_URL
     # Connections kept alive per thread (jobs/slack/keep_alive.py): slack_sdk opens one per call.
     client = TracedWebClient(token=token, base_url=url if url.endswith("/") else url + "/", timeout=30)
-    client.retry_handlers = [SafeConnectionErrorRetryHandler(max_retry_count=2),
-                             SharedRateLimitHandler(max_retry_count=3)]
+    client.retry_handlers = [
+        SafeConnectionErrorRetryHandler(max_retry_count=2),
+        SharedRateLimitHandler(max_retry_count=3),
+    ]
     return client
 
 

@@ -168,9 +168,22 @@ class ClaudeAgent(FrontedAgent):
         # effect (the mount is read-only): Read, and Bash to search and run the code.
         # bypassPermissions: nobody can approve a step in a headless run; the sandbox,
         # not the agent's politeness, keeps the repository safe (as the Gemini CLI's yolo).
-        return ["claude", "-p", "--output-format", "stream-json", "--verbose", "--include-partial-messages",
-                "--model", model or self.default_model, "--tools", "Bash,Read",
-                "--permission-mode", "bypassPermissions", "--no-session-persistence", "--strict-mcp-config"]
+        return [
+            "claude",
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--include-partial-messages",
+            "--model",
+            model or self.default_model,
+            "--tools",
+            "Bash,Read",
+            "--permission-mode",
+            "bypassPermissions",
+            "--no-session-persistence",
+            "--strict-mcp-config",
+        ]
 
     def env(self) -> dict[str, str]:
         return {"ANTHROPIC_BASE_URL": self.base_url} if self.base_url else {}
@@ -195,8 +208,19 @@ class CodexAgent(FrontedAgent):
         # each command under bubblewrap, which needs user namespaces that askbox's sandbox
         # (rightly) does not grant: every command failed. The container is the sandbox, as
         # for the other agents: the repository is mounted read-only, there is no network.
-        argv = ["codex", "exec", "--json", "--skip-git-repo-check", "--ephemeral", "--color", "never",
-                "-s", "danger-full-access", "-m", model or self.default_model]
+        argv = [
+            "codex",
+            "exec",
+            "--json",
+            "--skip-git-repo-check",
+            "--ephemeral",
+            "--color",
+            "never",
+            "-s",
+            "danger-full-access",
+            "-m",
+            model or self.default_model,
+        ]
         if self.base_url:
             argv += ["-c", f'model_providers.askbox.base_url="{self.base_url}/v1"']
         return [*argv, "-"]

@@ -48,17 +48,35 @@ from sandbox.agents.text import DETAIL_LIMIT, as_int, first_string, shorten, str
 AGENT = "Claude Code"
 
 _RULES: list[Rule] = [
-    (ErrorKind.AUTH, re.compile(r"Invalid API key|authentication_(?:failed|error)|ANTHROPIC_API_KEY|\b401\b"
-                                r"|Fix external API key|not logged in", re.IGNORECASE)),
-    (ErrorKind.QUOTA, re.compile(r"\b429\b|rate[ _]limit|usage limit|quota|credit balance|overloaded",
-                                 re.IGNORECASE)),
-    (ErrorKind.CONTEXT_OVERFLOW, re.compile(r"prompt is too long|prompt_too_long|context window|context length",
-                                            re.IGNORECASE)),
-    (ErrorKind.BAD_MODEL, re.compile(r"issue with the selected model|model_not_found|not_found_error|\b404\b"
-                                     r"|unknown model|invalid model", re.IGNORECASE)),
+    (
+        ErrorKind.AUTH,
+        re.compile(
+            r"Invalid API key|authentication_(?:failed|error)|ANTHROPIC_API_KEY|\b401\b"
+            r"|Fix external API key|not logged in",
+            re.IGNORECASE,
+        ),
+    ),
+    (ErrorKind.QUOTA, re.compile(r"\b429\b|rate[ _]limit|usage limit|quota|credit balance|overloaded", re.IGNORECASE)),
+    (
+        ErrorKind.CONTEXT_OVERFLOW,
+        re.compile(r"prompt is too long|prompt_too_long|context window|context length", re.IGNORECASE),
+    ),
+    (
+        ErrorKind.BAD_MODEL,
+        re.compile(
+            r"issue with the selected model|model_not_found|not_found_error|\b404\b"
+            r"|unknown model|invalid model",
+            re.IGNORECASE,
+        ),
+    ),
 ]
-_BY_STATUS = {401: ErrorKind.AUTH, 403: ErrorKind.AUTH, 429: ErrorKind.QUOTA, 404: ErrorKind.BAD_MODEL,
-              413: ErrorKind.CONTEXT_OVERFLOW}
+_BY_STATUS = {
+    401: ErrorKind.AUTH,
+    403: ErrorKind.AUTH,
+    429: ErrorKind.QUOTA,
+    404: ErrorKind.BAD_MODEL,
+    413: ErrorKind.CONTEXT_OVERFLOW,
+}
 
 FAILURES = AgentFailures(
     agent=AGENT,
@@ -67,8 +85,9 @@ FAILURES = AgentFailures(
         ErrorKind.AUTH: explained("The Anthropic API key is missing or was rejected"),
         ErrorKind.QUOTA: explained("The Anthropic API's rate limit or usage limit is exhausted"),
         ErrorKind.BAD_MODEL: explained("The Claude model is not available"),
-        ErrorKind.CONTEXT_OVERFLOW: explained("The conversation no longer fits the model's context window; "
-                                              "start a new thread"),
+        ErrorKind.CONTEXT_OVERFLOW: explained(
+            "The conversation no longer fits the model's context window; start a new thread"
+        ),
     },
     ended=f"{AGENT} failed",
     no_answer=f"{AGENT} failed without an answer",
@@ -111,8 +130,12 @@ class ClaudeStreamParser(JsonLinesParser):
             return [Started(session_id=str_or_none(event.get("session_id")), model=str_or_none(event.get("model")))]
         if subtype == "api_retry":
             status = event.get("error_status")
-            return [Diagnostic(text=f"{AGENT} retrying after {status or 'an error'} "
-                                    f"({event.get('error') or 'unknown'}), attempt {event.get('attempt')}")]
+            return [
+                Diagnostic(
+                    text=f"{AGENT} retrying after {status or 'an error'} "
+                    f"({event.get('error') or 'unknown'}), attempt {event.get('attempt')}"
+                )
+            ]
         return []
 
     def _on_stream_event(self, event: dict[str, Any]) -> list[AgentEvent]:

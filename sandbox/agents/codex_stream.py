@@ -44,13 +44,19 @@ from sandbox.agents.text import DETAIL_LIMIT, as_code, as_int, first_string, sho
 AGENT = "Codex CLI"
 
 _RULES: list[Rule] = [
-    (ErrorKind.AUTH, re.compile(r"\b401\b|Unauthorized|Incorrect API key|invalid_api_key|OPENAI_API_KEY",
-                                re.IGNORECASE)),
+    (
+        ErrorKind.AUTH,
+        re.compile(r"\b401\b|Unauthorized|Incorrect API key|invalid_api_key|OPENAI_API_KEY", re.IGNORECASE),
+    ),
     (ErrorKind.QUOTA, re.compile(r"\b429\b|Too Many Requests|rate limit|quota|usage limit", re.IGNORECASE)),
-    (ErrorKind.CONTEXT_OVERFLOW, re.compile(r"context window|context_length_exceeded|maximum context length",
-                                            re.IGNORECASE)),
-    (ErrorKind.BAD_MODEL, re.compile(r"model `?[^\s`]+`? does not exist|model_not_found|\b404\b|unknown model",
-                                     re.IGNORECASE)),
+    (
+        ErrorKind.CONTEXT_OVERFLOW,
+        re.compile(r"context window|context_length_exceeded|maximum context length", re.IGNORECASE),
+    ),
+    (
+        ErrorKind.BAD_MODEL,
+        re.compile(r"model `?[^\s`]+`? does not exist|model_not_found|\b404\b|unknown model", re.IGNORECASE),
+    ),
 ]
 
 FAILURES = AgentFailures(
@@ -60,8 +66,9 @@ FAILURES = AgentFailures(
         ErrorKind.AUTH: explained("The OpenAI API key is missing or was rejected"),
         ErrorKind.QUOTA: explained("The OpenAI API's rate limit or quota is exhausted"),
         ErrorKind.BAD_MODEL: explained("The model is not available"),
-        ErrorKind.CONTEXT_OVERFLOW: explained("The conversation no longer fits the model's context window; "
-                                              "start a new thread"),
+        ErrorKind.CONTEXT_OVERFLOW: explained(
+            "The conversation no longer fits the model's context window; start a new thread"
+        ),
     },
     ended=f"{AGENT} failed",
     no_answer=f"{AGENT} failed without an answer",
@@ -209,6 +216,9 @@ def describe_item(item: dict[str, Any], workspace: str | None) -> tuple[str, str
 def _usage(raw: object) -> Usage | None:
     if not isinstance(raw, dict):
         return None
-    usage = Usage(input_tokens=as_int(raw.get("input_tokens")), output_tokens=as_int(raw.get("output_tokens")),
-                  cache_read_tokens=as_int(raw.get("cached_input_tokens")))
+    usage = Usage(
+        input_tokens=as_int(raw.get("input_tokens")),
+        output_tokens=as_int(raw.get("output_tokens")),
+        cache_read_tokens=as_int(raw.get("cached_input_tokens")),
+    )
     return usage if usage != Usage() else None

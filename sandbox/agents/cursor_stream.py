@@ -84,14 +84,11 @@ FAILURES = AgentFailures(
     agent=AGENT,
     rules=_RULES,
     explanations={
-        ErrorKind.AUTH: explained(
-            "Cursor authentication failed: CURSOR_API_KEY is missing or not accepted"
-        ),
+        ErrorKind.AUTH: explained("Cursor authentication failed: CURSOR_API_KEY is missing or not accepted"),
         ErrorKind.QUOTA: explained("The Cursor account has hit its usage limit"),
         ErrorKind.BAD_MODEL: _bad_model_message,
         ErrorKind.UNTRUSTED_WORKSPACE: fixed(
-            f"{AGENT} refused to work in the folder (Workspace Trust Required); "
-            "it must run with --trust"
+            f"{AGENT} refused to work in the folder (Workspace Trust Required); it must run with --trust"
         ),
     },
     ended=AGENT,
@@ -137,8 +134,7 @@ class CursorStreamParser(JsonLinesParser):
 
     def _interrupted(self) -> list[AgentEvent]:
         events: list[AgentEvent] = [
-            interrupted_call(call_id, tool, summary)
-            for call_id, (tool, summary) in self._open_calls.items()
+            interrupted_call(call_id, tool, summary) for call_id, (tool, summary) in self._open_calls.items()
         ]
         self._open_calls.clear()
         return events
@@ -175,9 +171,7 @@ class CursorStreamParser(JsonLinesParser):
         self._done = True
         text = event.get("result")
         if event.get("is_error") or event.get("subtype", "success") != "success":
-            message = (
-                text if isinstance(text, str) and text.strip() else "cursor-agent reported an error"
-            )
+            message = text if isinstance(text, str) and text.strip() else "cursor-agent reported an error"
             kind = FAILURES.classify(message)
             return [AgentError(kind=kind, message=FAILURES.message(kind, message, None))]
         if not isinstance(text, str) or (not text and self._answer.text):
@@ -212,11 +206,7 @@ class CursorStreamParser(JsonLinesParser):
 
     def _call_id(self, event: dict[str, Any]) -> str:
         # call_id may contain a newline ("call_x\nfc_y"): it is an opaque key, kept as is
-        return (
-            str_or_none(event.get("call_id"))
-            or _args_call_id(event.get("tool_call"))
-            or self._new_anonymous_id()
-        )
+        return str_or_none(event.get("call_id")) or _args_call_id(event.get("tool_call")) or self._new_anonymous_id()
 
     def _new_anonymous_id(self) -> str:
         self._anonymous_calls += 1
@@ -349,9 +339,7 @@ def _message_text(message: object) -> str:
     return "".join(
         part["text"]
         for part in content
-        if isinstance(part, dict)
-        and part.get("type") == "text"
-        and isinstance(part.get("text"), str)
+        if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
     )
 
 

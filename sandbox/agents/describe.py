@@ -33,7 +33,7 @@ def _path(args: Args, keys: Keys, workspace: str | None) -> str:
 
 
 def file_action(verb: str, path_keys: Keys) -> Describer:
-    """"<verb> <file>": read, edit, write, delete."""
+    """ "<verb> <file>": read, edit, write, delete."""
 
     def describe(args: Args, workspace: str | None) -> str:
         path = _path(args, path_keys, workspace)
@@ -51,11 +51,7 @@ def read_many(list_keys: Keys) -> Describer:
 
     def describe(args: Args, workspace: str | None) -> str:
         items = next((args[key] for key in list_keys if key in args), None)
-        names = (
-            [relative_path(i, workspace) for i in items if isinstance(i, str)]
-            if isinstance(items, list)
-            else []
-        )
+        names = [relative_path(i, workspace) for i in items if isinstance(i, str)] if isinstance(items, list) else []
         if not names:
             return "Read several files"
         shown = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
@@ -65,7 +61,7 @@ def read_many(list_keys: Keys) -> Describer:
 
 
 def listing(path_keys: Keys, *, trailing_slash: bool = False) -> Describer:
-    """"Listed <folder>"; ``trailing_slash`` marks the folder as one, as cursor's summaries do."""
+    """ "Listed <folder>"; ``trailing_slash`` marks the folder as one, as cursor's summaries do."""
 
     def describe(args: Args, workspace: str | None) -> str:
         path = _path(args, path_keys, workspace) or "."
@@ -103,9 +99,7 @@ def shell(command_keys: Keys = ("command",)) -> Describer:
 
 def grep(pattern_keys: Keys, folder_keys: Keys) -> Describer:
     """A text search in the code."""
-    searched = _naming(
-        pattern_keys, lambda pattern: f"Searched for {quoted(pattern)}", "Searched the code"
-    )
+    searched = _naming(pattern_keys, lambda pattern: f"Searched for {quoted(pattern)}", "Searched the code")
     return _in_folder(searched, folder_keys)
 
 
@@ -128,13 +122,11 @@ def semantic_search(query_keys: Keys) -> Describer:
 
 
 def web_search(query_keys: Keys) -> Describer:
-    return _naming(
-        query_keys, lambda query: f"Searched the web for {quoted(query)}", "Searched the web"
-    )
+    return _naming(query_keys, lambda query: f"Searched the web for {quoted(query)}", "Searched the web")
 
 
 def web_fetch(url_keys: Keys, *, url_in_text: bool = False) -> Describer:
-    """"Fetched <url>". With ``url_in_text`` the argument is a prompt that mentions the
+    """ "Fetched <url>". With ``url_in_text`` the argument is a prompt that mentions the
     URL (Gemini's web_fetch), and only the URL is shown."""
 
     def describe(args: Args, workspace: str | None) -> str:

@@ -63,9 +63,7 @@ _RULES: list[Rule] = [
     ),
     (
         ErrorKind.QUOTA,
-        re.compile(
-            r"\b429\b|RESOURCE_EXHAUSTED|quota|exhausted your capacity|rate limit", re.IGNORECASE
-        ),
+        re.compile(r"\b429\b|RESOURCE_EXHAUSTED|quota|exhausted your capacity|rate limit", re.IGNORECASE),
     ),
     (
         ErrorKind.BAD_MODEL,
@@ -88,17 +86,13 @@ FAILURES = AgentFailures(
         ErrorKind.AUTH: explained("The Gemini API key is missing or was rejected (GEMINI_API_KEY)"),
         ErrorKind.QUOTA: explained("The Gemini API quota or rate limit is exhausted"),
         ErrorKind.BAD_MODEL: explained("The Gemini model is not available"),
-        ErrorKind.UNTRUSTED_WORKSPACE: explained(
-            "Gemini CLI refused to work in an untrusted folder"
-        ),
+        ErrorKind.UNTRUSTED_WORKSPACE: explained("Gemini CLI refused to work in an untrusted folder"),
     },
     ended=f"{AGENT} failed",
     no_answer=f"{AGENT} failed without an answer",
     # exit 41 is the CLI's own "auth failed", whatever (if anything) it printed
     kind_by_exit_code={EXIT_AUTH: ErrorKind.AUTH},
-    explanation_by_exit_code={
-        EXIT_TURN_LIMIT: explained("Gemini CLI reached its turn limit before answering")
-    },
+    explanation_by_exit_code={EXIT_TURN_LIMIT: explained("Gemini CLI reached its turn limit before answering")},
 )
 
 

@@ -42,7 +42,9 @@ class AgentSection(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", validate_by_name=True, validate_by_alias=True)
 
     models: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Models askers may pick.")
-    image: str | None = Field(default=None, description="This agent's image instead of askbox's own (e.g. built elsewhere).")
+    image: str | None = Field(
+        default=None, description="This agent's image instead of askbox's own (e.g. built elsewhere)."
+    )
 
     @field_validator("models", mode="before")
     @classmethod
@@ -61,35 +63,51 @@ class AgentSection(BaseSettings):
 class CursorAgentSettings(AgentSection):
     """cursor-agent (``ASKBOX_CURSOR_*``, and ``CURSOR_API_KEY``)."""
 
-    model_config = SettingsConfigDict(env_prefix="ASKBOX_CURSOR_", extra="ignore", validate_by_name=True,
-                                      validate_by_alias=True)
+    model_config = SettingsConfigDict(
+        env_prefix="ASKBOX_CURSOR_", extra="ignore", validate_by_name=True, validate_by_alias=True
+    )
 
-    models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["auto", "gpt-5", "sonnet-4.5",
-                                                                            "composer-1"], description="Models askers may pick for cursor (comma-separated or JSON list).")
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["auto", "gpt-5", "sonnet-4.5", "composer-1"],
+        description="Models askers may pick for cursor (comma-separated or JSON list).",
+    )
     # The standard name, without our prefix: what users already have in their environment.
-    api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("CURSOR_API_KEY", "api_key"), description="cursor-agent's key, handed to it on stdin (required for ASKBOX_AGENT=cursor).")
+    api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CURSOR_API_KEY", "api_key"),
+        description="cursor-agent's key, handed to it on stdin (required for ASKBOX_AGENT=cursor).",
+    )
     # env: trust HTTPS_PROXY; proxychains: force every connection through the proxy.
-    proxy: Literal["env", "proxychains"] = Field(default="env", description="cursor-agent's proxying: env (HTTPS_PROXY) or proxychains (force every connection through it).")
+    proxy: Literal["env", "proxychains"] = Field(
+        default="env",
+        description="cursor-agent's proxying: env (HTTPS_PROXY) or proxychains (force every connection through it).",
+    )
 
 
 class GeminiAgentSettings(AgentSection):
     """The Gemini CLI (``ASKBOX_GEMINI_*``)."""
 
-    model_config = SettingsConfigDict(env_prefix="ASKBOX_GEMINI_", extra="ignore", validate_by_name=True,
-                                      validate_by_alias=True)
+    model_config = SettingsConfigDict(
+        env_prefix="ASKBOX_GEMINI_", extra="ignore", validate_by_name=True, validate_by_alias=True
+    )
 
     models: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite"], description="Models askers may pick for gemini.")
+        default_factory=lambda: ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite"],
+        description="Models askers may pick for gemini.",
+    )
 
 
 class ClaudeAgentSettings(AgentSection):
     """Claude Code (``ASKBOX_CLAUDE_*``), on the Anthropic Messages API through the gateway."""
 
-    model_config = SettingsConfigDict(env_prefix="ASKBOX_CLAUDE_", extra="ignore", validate_by_name=True,
-                                      validate_by_alias=True)
+    model_config = SettingsConfigDict(
+        env_prefix="ASKBOX_CLAUDE_", extra="ignore", validate_by_name=True, validate_by_alias=True
+    )
 
     models: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["claude-sonnet-4-5", "claude-opus-4-5", "claude-haiku-4-5"], description="Models askers may pick for claude (Claude Code, through the gateway's Anthropic provider).")
+        default_factory=lambda: ["claude-sonnet-4-5", "claude-opus-4-5", "claude-haiku-4-5"],
+        description="Models askers may pick for claude (Claude Code, through the gateway's Anthropic provider).",
+    )
 
 
 class CodexAgentSettings(AgentSection):
@@ -97,16 +115,23 @@ class CodexAgentSettings(AgentSection):
     or the operator's own OpenAI-compatible server (``ASKBOX_OPENAI_BASE_URL``), whose
     served models go here."""
 
-    model_config = SettingsConfigDict(env_prefix="ASKBOX_CODEX_", extra="ignore", validate_by_name=True,
-                                      validate_by_alias=True)
+    model_config = SettingsConfigDict(
+        env_prefix="ASKBOX_CODEX_", extra="ignore", validate_by_name=True, validate_by_alias=True
+    )
 
-    models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["gpt-5-codex", "gpt-5", "gpt-5-mini"], description="Models askers may pick for codex (Codex CLI; a self-hosted server's served model names).")
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["gpt-5-codex", "gpt-5", "gpt-5-mini"],
+        description="Models askers may pick for codex (Codex CLI; a self-hosted server's served model names).",
+    )
 
 
 class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ASKBOX_", extra="ignore")
 
-    agent: AgentName = Field(default="cursor", description="Default agent: claude, codex, gemini or cursor (unset: cursor, or gemini when agent-cursor is not built).")
+    agent: AgentName = Field(
+        default="cursor",
+        description="Default agent: claude, codex, gemini or cursor (unset: cursor, or gemini when agent-cursor is not built).",
+    )
     agent_model: str | None = Field(default=None, description="per-agent default when unset")
     cursor: CursorAgentSettings = Field(default_factory=CursorAgentSettings)
     gemini: GeminiAgentSettings = Field(default_factory=GeminiAgentSettings)

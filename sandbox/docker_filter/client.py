@@ -24,7 +24,9 @@ def ask_filter(action: str, payload: dict[str, str | None], because: OSError) ->
     try:
         response = api.post(f"{api.base_url}/askbox/{action}", json=payload, timeout=TIMEOUT)
     except requests.RequestException as exc:
-        raise SandboxInfraError(f"cannot {action} here: {here}; askbox docker-filter could not be asked: {exc}") from None
+        raise SandboxInfraError(
+            f"cannot {action} here: {here}; askbox docker-filter could not be asked: {exc}"
+        ) from None
     finally:
         api.close()
     if response.status_code == 200:

@@ -43,8 +43,10 @@ def serve(policy: Policy, method: str, target: str, body: bytes) -> dict[str, An
     root = payload.pop("root")
     roots = policy.snapshot_dirs if action.startswith("snapshots/") else policy.egress_dirs
     if root not in roots:
-        raise Refused(f"{action}: {str(root)[:200]} is not this filter's directory for it ({', '.join(roots) or 'none'}): "
-                      "the worker and the filter must have the same ASKBOX_REPO_SNAPSHOTS and ASKBOX_EGRESS_SOCKET_DIR")
+        raise Refused(
+            f"{action}: {str(root)[:200]} is not this filter's directory for it ({', '.join(roots) or 'none'}): "
+            "the worker and the filter must have the same ASKBOX_REPO_SNAPSHOTS and ASKBOX_EGRESS_SOCKET_DIR"
+        )
     try:
         function(Path(root), **payload)
     except (owned_dirs.BadName, owned_dirs.Unsealable) as exc:

@@ -106,7 +106,8 @@ class Policy:
                     raise ValueError(
                         f"docker-filter: {prefix} (a directory sandboxes may bind anything below) overlaps {other}, "
                         "whose directories askbox binds only in the shapes it makes them (and whose snapshot "
-                        "staging area the worker writes): name a directory beside it")
+                        "staging area the worker writes): name a directory beside it"
+                    )
 
 
 @dataclass(frozen=True)
@@ -134,16 +135,29 @@ _ROUTES: list[tuple[frozenset[str], re.Pattern[str], frozenset[str], str]] = [
     (frozenset({"GET", "HEAD"}), re.compile(r"^/_ping$"), frozenset(), "plain"),
     (frozenset({"GET"}), re.compile(r"^/version$"), frozenset(), "plain"),
     (frozenset({"GET"}), re.compile(r"^/info$"), frozenset(), "plain"),
-    (frozenset({"GET"}), re.compile(r"^/containers/json$"), frozenset({"all", "limit", "size", "filters", "trunc_cmd", "since", "before"}), "list"),
+    (
+        frozenset({"GET"}),
+        re.compile(r"^/containers/json$"),
+        frozenset({"all", "limit", "size", "filters", "trunc_cmd", "since", "before"}),
+        "list",
+    ),
     (frozenset({"POST"}), re.compile(r"^/containers/create$"), frozenset({"name"}), "create"),
     (frozenset({"GET"}), re.compile(r"^/containers/(?P<id>[^/]+)/json$"), frozenset({"size"}), "container"),
     (frozenset({"POST"}), re.compile(r"^/containers/(?P<id>[^/]+)/start$"), frozenset(), "start"),
     (frozenset({"POST"}), re.compile(r"^/containers/(?P<id>[^/]+)/wait$"), frozenset({"condition"}), "container"),
     (frozenset({"POST"}), re.compile(r"^/containers/(?P<id>[^/]+)/kill$"), frozenset({"signal"}), "container"),
-    (frozenset({"GET"}), re.compile(r"^/containers/(?P<id>[^/]+)/logs$"),
-     frozenset({"stdout", "stderr", "follow", "timestamps", "tail", "since", "until"}), "container"),
-    (frozenset({"POST"}), re.compile(r"^/containers/(?P<id>[^/]+)/attach$"),
-     frozenset({"stdin", "stdout", "stderr", "stream", "logs"}), "attach"),
+    (
+        frozenset({"GET"}),
+        re.compile(r"^/containers/(?P<id>[^/]+)/logs$"),
+        frozenset({"stdout", "stderr", "follow", "timestamps", "tail", "since", "until"}),
+        "container",
+    ),
+    (
+        frozenset({"POST"}),
+        re.compile(r"^/containers/(?P<id>[^/]+)/attach$"),
+        frozenset({"stdin", "stdout", "stderr", "stream", "logs"}),
+        "attach",
+    ),
     (frozenset({"DELETE"}), re.compile(r"^/containers/(?P<id>[^/]+)$"), frozenset({"v", "force", "link"}), "container"),
     (frozenset({"POST"}), re.compile(r"^/containers/(?P<id>[^/]+)/exec$"), frozenset(), "exec-create"),
     (frozenset({"POST"}), re.compile(r"^/exec/(?P<id>[^/]+)/start$"), frozenset(), "exec-start"),
@@ -159,8 +173,10 @@ def decide(policy: Policy, method: str, target: str, body: bytes) -> Decision:
     if match is None or any(seg in {".", ".."} for seg in path.split("/")[1:]):
         raise Refused(f"path {path[:200]!r} is not in canonical form (no %-escapes, //, . or ..)")
     if match["major"] is not None and (int(match["major"]), int(match["minor"])) < MIN_API_VERSION:
-        raise Refused(f"API version {match['major']}.{match['minor']} is older than "
-                      f"{MIN_API_VERSION[0]}.{MIN_API_VERSION[1]}, the oldest the filter allows")
+        raise Refused(
+            f"API version {match['major']}.{match['minor']} is older than "
+            f"{MIN_API_VERSION[0]}.{MIN_API_VERSION[1]}, the oldest the filter allows"
+        )
     rest = match["rest"]
     for methods, pattern, params, kind in _ROUTES:  # noqa: B007 - the matched route's, read after the break
         found = pattern.match(rest)
@@ -185,8 +201,9 @@ def decide(policy: Policy, method: str, target: str, body: bytes) -> Decision:
         return _create(policy, clean, args, body)
     if kind in {"container", "attach", "start"}:
         ident = _ident(found["id"])
-        return Decision(path=path, query=clean.query, container=ident, hijack=kind == "attach",
-                        recheck_mounts=kind == "start")
+        return Decision(
+            path=path, query=clean.query, container=ident, hijack=kind == "attach", recheck_mounts=kind == "start"
+        )
     if kind == "exec-create":
         ident = _ident(found["id"])
         payload = _exec_body(policy, parse_json(body, "exec"))
@@ -197,8 +214,9 @@ def decide(policy: Policy, method: str, target: str, body: bytes) -> Decision:
         raise Refused(f"exec id {exec_id[:80]!r} is not a full exec id")
     payload = b""
     if kind == "exec-start":
-        start = _fields(parse_json(body, "exec start") if body else _Obj(), {"Detach", "Tty", "ConsoleSize"},
-                        "exec start")
+        start = _fields(
+            parse_json(body, "exec start") if body else _Obj(), {"Detach", "Tty", "ConsoleSize"}, "exec start"
+        )
         if _get(start, "Detach") not in (None, False):
             raise Refused("detached execs are not used by askbox")
         payload = json.dumps(_unwrap(start)).encode()
@@ -377,16 +395,63 @@ def _int(value: Any, where: str) -> int:
 # -- containers/create ----------------------------------------------------------------
 
 _CONFIG_FIELDS = {
-    "Image", "User", "Labels", "Cmd", "Entrypoint", "Env", "WorkingDir", "Hostname", "Domainname",
-    "AttachStdin", "AttachStdout", "AttachStderr", "Tty", "OpenStdin", "StdinOnce", "NetworkDisabled",
-    "StopSignal", "StopTimeout", "ArgsEscaped", "HostConfig", "NetworkingConfig",
+    "Image",
+    "User",
+    "Labels",
+    "Cmd",
+    "Entrypoint",
+    "Env",
+    "WorkingDir",
+    "Hostname",
+    "Domainname",
+    "AttachStdin",
+    "AttachStdout",
+    "AttachStderr",
+    "Tty",
+    "OpenStdin",
+    "StdinOnce",
+    "NetworkDisabled",
+    "StopSignal",
+    "StopTimeout",
+    "ArgsEscaped",
+    "HostConfig",
+    "NetworkingConfig",
 }
 _HOST_FIELDS = {
-    "NetworkMode", "Privileged", "CapAdd", "CapDrop", "SecurityOpt", "ReadonlyRootfs", "Mounts", "Tmpfs",
-    "IpcMode", "PidMode", "UTSMode", "UsernsMode", "CgroupnsMode", "Init", "ShmSize", "Ulimits",
-    "OomScoreAdj", "OomKillDisable", "PidsLimit", "Memory", "MemorySwap", "NanoCpus", "LogConfig",
-    "Runtime", "RestartPolicy", "ExtraHosts", "AutoRemove", "MaskedPaths", "ReadonlyPaths",
-    "CpuShares", "CpuPeriod", "CpuQuota", "MemoryReservation", "ConsoleSize",
+    "NetworkMode",
+    "Privileged",
+    "CapAdd",
+    "CapDrop",
+    "SecurityOpt",
+    "ReadonlyRootfs",
+    "Mounts",
+    "Tmpfs",
+    "IpcMode",
+    "PidMode",
+    "UTSMode",
+    "UsernsMode",
+    "CgroupnsMode",
+    "Init",
+    "ShmSize",
+    "Ulimits",
+    "OomScoreAdj",
+    "OomKillDisable",
+    "PidsLimit",
+    "Memory",
+    "MemorySwap",
+    "NanoCpus",
+    "LogConfig",
+    "Runtime",
+    "RestartPolicy",
+    "ExtraHosts",
+    "AutoRemove",
+    "MaskedPaths",
+    "ReadonlyPaths",
+    "CpuShares",
+    "CpuPeriod",
+    "CpuQuota",
+    "MemoryReservation",
+    "ConsoleSize",
 }
 
 
@@ -418,8 +483,9 @@ def _create(policy: Policy, clean: Decision, args: dict[str, str], body: bytes) 
     if host is None:
         raise Refused("create.HostConfig is required")
     _check_host(policy, kind, _fields(host, _HOST_FIELDS, "HostConfig"))
-    return Decision(path=clean.path, query=clean.query, body=json.dumps(config).encode(),
-                    summary=f"{kind} {_get(fields, 'Image')}")
+    return Decision(
+        path=clean.path, query=clean.query, body=json.dumps(config).encode(), summary=f"{kind} {_get(fields, 'Image')}"
+    )
 
 
 def check_squid_conf(conf: str, labels: Mapping[str, str]) -> None:
@@ -434,13 +500,16 @@ def check_squid_conf(conf: str, labels: Mapping[str, str]) -> None:
     try:
         if not isinstance(allow, str) or cap is None:
             raise ValueError("no allowlist label or connection cap")
-        expected = squid_config(parse_allowlist(allow), max_connections=int(cap[1]),
-                                dns_nameservers=servers[1].split() if servers else ())
+        expected = squid_config(
+            parse_allowlist(allow), max_connections=int(cap[1]), dns_nameservers=servers[1].split() if servers else ()
+        )
     except ValueError:  # pydantic's ValidationError is one too
         expected = None
     if conf != expected:
-        raise Refused(f"create.Env {PROXY_ENV} is not the squid.conf askbox writes for the allowlist in the "
-                      f"proxy's {askbox_labels.EGRESS_ALLOW} label")
+        raise Refused(
+            f"create.Env {PROXY_ENV} is not the squid.conf askbox writes for the allowlist in the "
+            f"proxy's {askbox_labels.EGRESS_ALLOW} label"
+        )
 
 
 def check_user(policy: Policy, kind: str, user: Any, where: str) -> None:
@@ -448,8 +517,10 @@ def check_user(policy: Policy, kind: str, user: Any, where: str) -> None:
     other uid, and no other gid (the Docker socket's group would open it)."""
     wanted = policy.proxy_user if kind == "egress" else policy.sandbox_user
     if user != wanted:
-        raise Refused(f"{where}.User {str(user)[:40]!r}: a{'n egress proxy' if kind == 'egress' else ' sandbox'} "
-                      f"runs as {wanted} exactly")
+        raise Refused(
+            f"{where}.User {str(user)[:40]!r}: a{'n egress proxy' if kind == 'egress' else ' sandbox'} "
+            f"runs as {wanted} exactly"
+        )
 
 
 def _check_labels(policy: Policy, kind: str, labels: Any) -> None:
@@ -468,7 +539,9 @@ def _check_labels(policy: Policy, kind: str, labels: Any) -> None:
     elif SANDBOX_LABEL in labels:
         raise Refused("an egress proxy may not carry the sandbox label")
     elif not labels.get(EGRESS_LABEL) or labels.get(EGRESS_ROOT_LABEL) not in policy.egress_dirs:
-        raise Refused(f"an egress proxy must be labelled {EGRESS_LABEL} and {EGRESS_ROOT_LABEL}=<an egress socket root>")
+        raise Refused(
+            f"an egress proxy must be labelled {EGRESS_LABEL} and {EGRESS_ROOT_LABEL}=<an egress socket root>"
+        )
 
 
 def _check_host(policy: Policy, kind: str, host: dict[str, _Field]) -> None:
@@ -476,8 +549,10 @@ def _check_host(policy: Policy, kind: str, host: dict[str, _Field]) -> None:
     network = _get(host, "NetworkMode", "")
     allowed_network = "host" if kind == "egress" else "none"
     if network != allowed_network:
-        raise Refused(f"{where}.NetworkMode {network!r}: a{'n egress proxy' if kind == 'egress' else ' sandbox'} "
-                      f"runs with {allowed_network!r}")
+        raise Refused(
+            f"{where}.NetworkMode {network!r}: a{'n egress proxy' if kind == 'egress' else ' sandbox'} "
+            f"runs with {allowed_network!r}"
+        )
     if _get(host, "Privileged") not in (None, False):
         raise Refused(f"{where}.Privileged is not allowed")
     if _str_list(_get(host, "CapAdd"), f"{where}.CapAdd"):
@@ -588,7 +663,7 @@ def _shaped(source: str, roots: Iterable[str], shape: tuple[re.Pattern[str] | st
     for root in roots:
         prefix = root.rstrip("/") + "/"
         if source.startswith(prefix):
-            parts = source[len(prefix):].split("/")
+            parts = source[len(prefix) :].split("/")
             if len(parts) == len(shape) and all(
                 part == want if isinstance(want, str) else want.fullmatch(part) is not None
                 for part, want in zip(parts, shape)
@@ -620,30 +695,38 @@ def check_source(policy: Policy, source: Any, read_only: bool, kind: str, where:
     else:
         if not read_only:
             raise Refused(f"{where}: a sandbox's mounts are read-only ({source[:200]})")
-        shapes = [*(f"{root}/..." for root in policy.read_only_dirs),
-                  *(f"{root}/<slug>/<snapshot>" for root in _sealed(policy)),
-                  *(f"{root}/s-<session>" for root in policy.gateway_dirs),
-                  *(f"{root}/<proxy>/{owned_dirs.RUNS}/run-<id>" for root in policy.egress_dirs)]
-        allowed = (_under(source, policy.read_only_dirs)
-                   or _shaped(source, _sealed(policy), (owned_dirs.SLUG, owned_dirs.SNAPSHOT))
-                   or _shaped(source, policy.gateway_dirs, (_SESSION,))
-                   or _shaped(source, policy.egress_dirs, (owned_dirs.PROXY, owned_dirs.RUNS, _RUN_DIR)))
+        shapes = [
+            *(f"{root}/..." for root in policy.read_only_dirs),
+            *(f"{root}/<slug>/<snapshot>" for root in _sealed(policy)),
+            *(f"{root}/s-<session>" for root in policy.gateway_dirs),
+            *(f"{root}/<proxy>/{owned_dirs.RUNS}/run-<id>" for root in policy.egress_dirs),
+        ]
+        allowed = (
+            _under(source, policy.read_only_dirs)
+            or _shaped(source, _sealed(policy), (owned_dirs.SLUG, owned_dirs.SNAPSHOT))
+            or _shaped(source, policy.gateway_dirs, (_SESSION,))
+            or _shaped(source, policy.egress_dirs, (owned_dirs.PROXY, owned_dirs.RUNS, _RUN_DIR))
+        )
     if not allowed:
-        raise Refused(f"{where}: {source[:200]} is not under a directory askbox mounts, in a shape it mounts "
-                      f"({', '.join(shapes) or 'none configured'})")
+        raise Refused(
+            f"{where}: {source[:200]} is not under a directory askbox mounts, in a shape it mounts "
+            f"({', '.join(shapes) or 'none configured'})"
+        )
     try:
         owned_dirs.check_no_symlink(source)
     except FileNotFoundError:
-        raise Refused(f"{where}: {source[:200]} is not visible to the filter "
-                      "(mount the directory into it at the same path)") from None
+        raise Refused(
+            f"{where}: {source[:200]} is not visible to the filter (mount the directory into it at the same path)"
+        ) from None
     except OSError as exc:  # ELOOP, ENOTDIR: a symlink (or a file) on the way
         raise Refused(f"{where}: {source[:200]} is or passes through a symlink or a file ({exc.strerror})") from None
 
 
 def _check_mounts(policy: Policy, kind: str, value: Any, where: str) -> None:
     for item in value or []:
-        mount = _fields(item, {"Type", "Source", "Target", "ReadOnly", "Consistency", "BindOptions"},
-                        f"{where}.Mounts[]")
+        mount = _fields(
+            item, {"Type", "Source", "Target", "ReadOnly", "Consistency", "BindOptions"}, f"{where}.Mounts[]"
+        )
         if _get(mount, "Type") != "bind":
             raise Refused(f"{where}.Mounts: only bind mounts (got {str(_get(mount, 'Type'))[:20]!r})")
         _check_target_path(_get(mount, "Target"), f"{where}.Mounts")
@@ -657,8 +740,20 @@ def _check_mounts(policy: Policy, kind: str, value: Any, where: str) -> None:
 # -- exec -----------------------------------------------------------------------------
 
 # docker-py also sends "Container" (its id), which the daemon ignores (the path names it).
-_EXEC_FIELDS = {"Container", "AttachStdin", "AttachStdout", "AttachStderr", "Tty", "Cmd", "User", "Privileged", "Env",
-                "WorkingDir", "DetachKeys", "ConsoleSize"}
+_EXEC_FIELDS = {
+    "Container",
+    "AttachStdin",
+    "AttachStdout",
+    "AttachStderr",
+    "Tty",
+    "Cmd",
+    "User",
+    "Privileged",
+    "Env",
+    "WorkingDir",
+    "DetachKeys",
+    "ConsoleSize",
+}
 
 
 def _exec_body(policy: Policy, config: _Obj) -> bytes:
@@ -683,13 +778,20 @@ def check_exec_command(command: list[str]) -> None:
         ok = args == ["-s", SQUID_PORT_FILE]
         shape = f"test -s {SQUID_PORT_FILE}"
     elif name == "askbox-egress-listen":  # RUN_DIR RUN_ID MAX_CONNECTIONS
-        ok = (len(args) == 3 and owned_dirs.RUN.fullmatch(args[1]) is not None
-              and args[0] == f"{owned_dirs.EGRESS_MOUNT_POINT}/{owned_dirs.RUNS}/run-{args[1]}"
-              and _number(args[2], 1, 1024))
+        ok = (
+            len(args) == 3
+            and owned_dirs.RUN.fullmatch(args[1]) is not None
+            and args[0] == f"{owned_dirs.EGRESS_MOUNT_POINT}/{owned_dirs.RUNS}/run-{args[1]}"
+            and _number(args[2], 1, 1024)
+        )
         shape = f"askbox-egress-listen {owned_dirs.EGRESS_MOUNT_POINT}/{owned_dirs.RUNS}/run-<id> <id> <1-1024>"
     else:  # askbox-egress-responder PORT TOKEN SECONDS
-        ok = (len(args) == 3 and _number(args[0], 1, 65535) and re.fullmatch(r"[A-Za-z0-9]{1,64}", args[1]) is not None
-              and _number(args[2], 1, 3600))
+        ok = (
+            len(args) == 3
+            and _number(args[0], 1, 65535)
+            and re.fullmatch(r"[A-Za-z0-9]{1,64}", args[1]) is not None
+            and _number(args[2], 1, 3600)
+        )
         shape = "askbox-egress-responder <port> <token> <1-3600>"
     if not ok:
         raise Refused(f"exec {' '.join(command)[:200]!r} is not in the shape askbox runs it ({shape})")

@@ -124,15 +124,20 @@ class DockerFilter:
                 log.info("docker-filter allowed %s %s (%s)", method, decision.path, decision.summary)
             await self._forward(method, request, decision, conn, reader, writer)
         except Refused as exc:
-            where = f"{request.method.decode(errors='replace')} {request.target.decode(errors='replace')[:300]}" if request else "request"
+            where = (
+                f"{request.method.decode(errors='replace')} {request.target.decode(errors='replace')[:300]}"
+                if request
+                else "request"
+            )
             log.warning("docker-filter refused %s: %s", where, exc)
             await self._answer(conn, writer, exc.status, {"message": PREFIX + str(exc)}, reader)
         except DaemonAnswer as exc:
             await self._answer(conn, writer, exc.status, {"message": str(exc)})
         except h11.RemoteProtocolError as exc:
             log.warning("docker-filter refused a malformed request: %s", exc)
-            await self._answer(conn, writer, exc.error_status_hint, {"message": PREFIX + f"malformed HTTP ({exc})"},
-                               reader)
+            await self._answer(
+                conn, writer, exc.error_status_hint, {"message": PREFIX + f"malformed HTTP ({exc})"}, reader
+            )
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the caller went away
         except Exception:  # one broken connection must not stop the filter
@@ -198,8 +203,9 @@ class DockerFilter:
             check_at_start(self.policy, info)
         full = info["Id"]
         path = _CONTAINER_IN_PATH.sub(lambda m: m[1] + full, decision.path, count=1)
-        return Decision(path=path, query=decision.query, body=decision.body, hijack=decision.hijack,
-                        summary=decision.summary)
+        return Decision(
+            path=path, query=decision.query, body=decision.body, hijack=decision.hijack, summary=decision.summary
+        )
 
     async def _inspect(self, path: str) -> tuple[int, dict]:
         assert self._session is not None
@@ -214,11 +220,18 @@ class DockerFilter:
 
     def _unreachable(self, exc: Exception) -> DaemonAnswer:
         # Not the filter's refusal (no PREFIX): the worker reports the daemon as down.
-        return DaemonAnswer(502, f"the Docker daemon behind askbox docker-filter is not reachable at {self.upstream}: {exc}")
+        return DaemonAnswer(
+            502, f"the Docker daemon behind askbox docker-filter is not reachable at {self.upstream}: {exc}"
+        )
 
     async def _forward(
-        self, method: str, request: h11.Request, decision: Decision, conn: h11.Connection,
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+        self,
+        method: str,
+        request: h11.Request,
+        decision: Decision,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
     ) -> None:
         headers = [(b"Host", b"docker")]
         headers += [(k, v) for k, v in request.headers if k in _FORWARDED_HEADERS]
@@ -261,8 +274,14 @@ class DockerFilter:
         finally:
             up_writer.close()
 
-    async def _answer(self, conn: h11.Connection, writer: asyncio.StreamWriter, status: int, payload: dict,
-                      reader: asyncio.StreamReader | None = None) -> None:
+    async def _answer(
+        self,
+        conn: h11.Connection,
+        writer: asyncio.StreamWriter,
+        status: int,
+        payload: dict,
+        reader: asyncio.StreamReader | None = None,
+    ) -> None:
         if conn.our_state not in {h11.IDLE, h11.SEND_RESPONSE}:
             return
         body = json.dumps(payload).encode()
@@ -306,8 +325,9 @@ async def _taken_over(client: h11.Connection, up_reader: asyncio.StreamReader, w
             return False
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes = b"",
-                half_close: bool = False) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes = b"", half_close: bool = False
+) -> None:
     if first:
         writer.write(first)
     while True:

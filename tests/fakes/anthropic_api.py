@@ -76,15 +76,18 @@ class FakeAnthropicAPI(ScriptedAPI):
     # -- errors ----------------------------------------------------------------------
 
     def error_body(self, error: ApiError) -> JSON:
-        return {"type": "error", "error": {"type": error.kind, "message": error.message},
-                "request_id": next_id("req_")}
+        return {"type": "error", "error": {"type": error.kind, "message": error.message}, "request_id": next_id("req_")}
 
     def rate_limited(self, retry_after: str | None = "1") -> ApiError:
         headers = [("anthropic-ratelimit-requests-limit", "50"), ("anthropic-ratelimit-requests-remaining", "0")]
         if retry_after is not None:
             headers.append(("retry-after", retry_after))
-        return ApiError(429, "rate_limit_error", "This request would exceed the rate limit for your organization "
-                        "of 50 requests per minute.", tuple(headers))
+        return ApiError(
+            429,
+            "rate_limit_error",
+            "This request would exceed the rate limit for your organization of 50 requests per minute.",
+            tuple(headers),
+        )
 
     def overloaded(self) -> ApiError:
         return ApiError(529, "overloaded_error", "Overloaded")
@@ -109,8 +112,9 @@ class FakeAnthropicAPI(ScriptedAPI):
         blocks: list[tuple[JSON, list[JSON], float]] = []  # (block start, deltas, delay before each)
         if isinstance(turn, Text):
             pieces = split(turn.text, turn.chunks)
-            blocks.append(({"type": "text", "text": ""}, [{"type": "text_delta", "text": p} for p in pieces],
-                           turn.delay))
+            blocks.append(
+                ({"type": "text", "text": ""}, [{"type": "text_delta", "text": p} for p in pieces], turn.delay)
+            )
             stop, output = "end_turn", sum(max(1, len(p) // 4) for p in pieces)
         else:
             calls, text = calls_of(turn)
@@ -120,16 +124,30 @@ class FakeAnthropicAPI(ScriptedAPI):
                 arguments = json.dumps(call.args)
                 half = len(arguments) // 2
                 start = {"type": "tool_use", "id": call.id or next_id("toolu_"), "name": call.name, "input": {}}
-                deltas = [{"type": "input_json_delta", "partial_json": part} for part in
-                          (arguments[:half], arguments[half:]) if part]
+                deltas = [
+                    {"type": "input_json_delta", "partial_json": part}
+                    for part in (arguments[:half], arguments[half:])
+                    if part
+                ]
                 blocks.append((start, deltas, 0.0))
             stop, output = "tool_use", 10 * len(calls)
         usage_on = not isinstance(turn, Text) or turn.usage
-        start_usage = {"input_tokens": prompt, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
-                       "output_tokens": 1}
+        start_usage = {
+            "input_tokens": prompt,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": 1,
+        }
         request.usage = {"input_tokens": prompt, "output_tokens": output} if usage_on else None
-        message: JSON = {"id": next_id("msg_"), "type": "message", "role": "assistant", "model": model,
-                         "content": [], "stop_reason": None, "stop_sequence": None}
+        message: JSON = {
+            "id": next_id("msg_"),
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+        }
         if usage_on:
             message["usage"] = start_usage
         if not body.get("stream"):
@@ -145,16 +163,23 @@ class FakeAnthropicAPI(ScriptedAPI):
                 whole["usage"] = {**start_usage, "output_tokens": output}
             handler.send_json(200, whole)
             return
-        events: list[tuple[float, str | None, Any]] = [(0.0, "message_start", {"type": "message_start",
-                                                                                "message": message})]
+        events: list[tuple[float, str | None, Any]] = [
+            (0.0, "message_start", {"type": "message_start", "message": message})
+        ]
         for index, (start, deltas, delay) in enumerate(blocks):
-            events.append((0.0, "content_block_start", {"type": "content_block_start", "index": index,
-                                                        "content_block": start}))
+            events.append(
+                (0.0, "content_block_start", {"type": "content_block_start", "index": index, "content_block": start})
+            )
             if index == 0:
                 events.append((0.0, "ping", {"type": "ping"}))
             for i, delta in enumerate(deltas):
-                events.append((delay if i else 0.0, "content_block_delta",
-                               {"type": "content_block_delta", "index": index, "delta": delta}))
+                events.append(
+                    (
+                        delay if i else 0.0,
+                        "content_block_delta",
+                        {"type": "content_block_delta", "index": index, "delta": delta},
+                    )
+                )
             events.append((0.0, "content_block_stop", {"type": "content_block_stop", "index": index}))
         message_delta: JSON = {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None}}
         if usage_on:

@@ -112,9 +112,7 @@ class FunctionCalls:
     text: str | None = None
     delay: float = 0.0
 
-    def __init__(
-        self, *calls: FunctionCall, text: str | None = None, delay: float = 0.0
-    ) -> None:
+    def __init__(self, *calls: FunctionCall, text: str | None = None, delay: float = 0.0) -> None:
         object.__setattr__(self, "calls", tuple(calls))
         object.__setattr__(self, "text", text)
         object.__setattr__(self, "delay", delay)
@@ -161,9 +159,7 @@ def rate_limited(
     Gemini CLI treat the error as terminal (no retry).
     """
     if message is None:
-        message = (
-            "You exceeded your current quota, please check your plan and billing details."
-        )
+        message = "You exceeded your current quota, please check your plan and billing details."
         if retry_delay:
             message += f" Please retry in {retry_delay}."
     details: list[JSON] = [
@@ -171,8 +167,7 @@ def rate_limited(
             "@type": "type.googleapis.com/google.rpc.QuotaFailure",
             "violations": [
                 {
-                    "quotaMetric": "generativelanguage.googleapis.com/"
-                    "generate_content_free_tier_requests",
+                    "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
                     "quotaId": quota_id,
                     "quotaValue": "10",
                 }
@@ -180,9 +175,7 @@ def rate_limited(
         }
     ]
     if retry_delay:
-        details.append(
-            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay}
-        )
+        details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay})
     return HttpError(429, "RESOURCE_EXHAUSTED", message, tuple(details))
 
 
@@ -419,9 +412,7 @@ def _merge(events: list[_Event]) -> JSON:
 
 # The Gemini CLI's JS SDK calls v1beta; google-genai >= 3 defaults to v1. Both are served
 # the same way, as the real service does for this subset.
-_MODEL_PATH = re.compile(
-    r"^/(?P<version>v1(?:alpha|beta)?)/models/(?P<model>[^/:]+)(?::(?P<action>[A-Za-z]+))?$"
-)
+_MODEL_PATH = re.compile(r"^/(?P<version>v1(?:alpha|beta)?)/models/(?P<model>[^/:]+)(?::(?P<action>[A-Za-z]+))?$")
 _MODEL_LIST_PATH = re.compile(r"^/v1(?:alpha|beta)?/models/?$")
 
 

@@ -217,8 +217,14 @@ class ScriptedAPI:
 
     name = "fake API"
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, expected_key: str | None = None,
-                 default: Turn | TurnFactory = Text("OK")) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        expected_key: str | None = None,
+        default: Turn | TurnFactory = Text("OK"),
+    ) -> None:
         self.host = host
         self.expected_key = expected_key
         self.default = default
@@ -249,8 +255,9 @@ class ScriptedAPI:
 
     def start(self) -> ScriptedAPI:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name=self.name, daemon=True)
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=self.name, daemon=True
+            )
             self._thread.start()
         return self
 
@@ -342,8 +349,9 @@ class ScriptedAPI:
             body = None
         headers = {k.lower(): v for k, v in handler.headers.items()}
         query = parse_qs(url.query)
-        request = RecordedRequest(handler.command, url.path, query, headers, body, raw,
-                                  api_key=self.key_of(headers, query))
+        request = RecordedRequest(
+            handler.command, url.path, query, headers, body, raw, api_key=self.key_of(headers, query)
+        )
         with self._lock:
             self.requests.append(request)
         if self.expected_key is not None and request.api_key != self.expected_key:
@@ -353,8 +361,11 @@ class ScriptedAPI:
         elif not self.other_route(handler, request):
             with self._lock:
                 self.unknown.append(request)
-            self.send_error(handler, request, ApiError(404, "not_found_error",
-                                                       f"{self.name}: no route for {request.method} {request.path}"))
+            self.send_error(
+                handler,
+                request,
+                ApiError(404, "not_found_error", f"{self.name}: no route for {request.method} {request.path}"),
+            )
 
     def send_error(self, handler: Handler, request: RecordedRequest, error: ApiError) -> None:
         request.status = error.status

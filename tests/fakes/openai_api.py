@@ -58,14 +58,21 @@ class FakeOpenAIAPI(ScriptedAPI):
         return bearer[7:] if bearer.lower().startswith("bearer ") else None
 
     def is_model_call(self, request: RecordedRequest) -> bool:
-        return request.method == "POST" and request.path in (f"{self.prefix}/responses",
-                                                             f"{self.prefix}/chat/completions")
+        return request.method == "POST" and request.path in (
+            f"{self.prefix}/responses",
+            f"{self.prefix}/chat/completions",
+        )
 
     def other_route(self, handler: Handler, request: RecordedRequest) -> bool:
         if request.method == "GET" and request.path == f"{self.prefix}/models":
             request.status = 200
-            handler.send_json(200, {"object": "list", "data": [
-                {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models]})
+            handler.send_json(
+                200,
+                {
+                    "object": "list",
+                    "data": [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models],
+                },
+            )
             return True
         return False
 
@@ -99,12 +106,20 @@ class FakeOpenAIAPI(ScriptedAPI):
         return {"error": {"message": error.message, "type": error.kind, "param": None, "code": error.code}}
 
     def rate_limited(self, retry_after: str | None = "1") -> ApiError:
-        headers = [("x-ratelimit-limit-requests", "500"), ("x-ratelimit-remaining-requests", "0"),
-                   ("x-ratelimit-reset-requests", f"{retry_after or 1}s")]
+        headers = [
+            ("x-ratelimit-limit-requests", "500"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", f"{retry_after or 1}s"),
+        ]
         if retry_after is not None:
             headers.append(("retry-after", retry_after))
-        return ApiError(429, "requests", "Rate limit reached for requests per min (RPM): Limit 500, Used 500.",
-                        tuple(headers), code="rate_limit_exceeded")
+        return ApiError(
+            429,
+            "requests",
+            "Rate limit reached for requests per min (RPM): Limit 500, Used 500.",
+            tuple(headers),
+            code="rate_limit_exceeded",
+        )
 
     def overloaded(self) -> ApiError:
         return ApiError(503, "server_error", "The server is overloaded. Please try again later.")
@@ -114,13 +129,21 @@ class FakeOpenAIAPI(ScriptedAPI):
 
     @staticmethod
     def not_found(model: str) -> ApiError:
-        return ApiError(404, "invalid_request_error", f"The model `{model}` does not exist or you do not have "
-                        "access to it.", code="model_not_found")
+        return ApiError(
+            404,
+            "invalid_request_error",
+            f"The model `{model}` does not exist or you do not have access to it.",
+            code="model_not_found",
+        )
 
     @staticmethod
     def context_overflow() -> ApiError:
-        return ApiError(400, "invalid_request_error", "Your input exceeds the context window of this model. "
-                        "Please adjust your input and try again.", code="context_length_exceeded")
+        return ApiError(
+            400,
+            "invalid_request_error",
+            "Your input exceeds the context window of this model. Please adjust your input and try again.",
+            code="context_length_exceeded",
+        )
 
     # -- answers -----------------------------------------------------------------------
 
@@ -139,18 +162,30 @@ class FakeOpenAIAPI(ScriptedAPI):
         calls, text = calls_of(turn)
         return ([text] if text else []), calls, 0.0, True
 
-    def _responses(self, handler: Handler, request: RecordedRequest, body: JSON,
-                   turn: Text | ToolCall | ToolCalls) -> None:
+    def _responses(
+        self, handler: Handler, request: RecordedRequest, body: JSON, turn: Text | ToolCall | ToolCalls
+    ) -> None:
         pieces, calls, delay, usage_on = self._plan(turn)
         model = str(body.get("model") or "gpt")
         prompt = estimate_tokens(body.get("input"))
         output_tokens = sum(max(1, len(p) // 4) for p in pieces) + 10 * len(calls)
-        usage = {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0},
-                 "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
-                 "total_tokens": prompt + output_tokens}
+        usage = {
+            "input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": prompt + output_tokens,
+        }
         request.usage = usage if usage_on else None
-        response: JSON = {"id": next_id("resp_"), "object": "response", "created_at": int(time.time()),
-                          "status": "in_progress", "model": model, "output": [], "usage": None}
+        response: JSON = {
+            "id": next_id("resp_"),
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "in_progress",
+            "model": model,
+            "output": [],
+            "usage": None,
+        }
         items: list[JSON] = []
         events: list[tuple[float, str | None, Any]] = []
         seq = iter(range(1 << 30))
@@ -163,13 +198,27 @@ class FakeOpenAIAPI(ScriptedAPI):
         if pieces:
             item_id = next_id("msg_")
             index = len(items)
-            event("response.output_item.added", output_index=index, item={
-                "id": item_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []})
-            event("response.content_part.added", item_id=item_id, output_index=index, content_index=0,
-                  part={"type": "output_text", "text": "", "annotations": []})
+            event(
+                "response.output_item.added",
+                output_index=index,
+                item={"id": item_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []},
+            )
+            event(
+                "response.content_part.added",
+                item_id=item_id,
+                output_index=index,
+                content_index=0,
+                part={"type": "output_text", "text": "", "annotations": []},
+            )
             for i, piece in enumerate(pieces):
-                event("response.output_text.delta", delay if i else 0.0, item_id=item_id, output_index=index,
-                      content_index=0, delta=piece)
+                event(
+                    "response.output_text.delta",
+                    delay if i else 0.0,
+                    item_id=item_id,
+                    output_index=index,
+                    content_index=0,
+                    delta=piece,
+                )
             text = "".join(pieces)
             part = {"type": "output_text", "text": text, "annotations": []}
             event("response.output_text.done", item_id=item_id, output_index=index, content_index=0, text=text)
@@ -180,12 +229,17 @@ class FakeOpenAIAPI(ScriptedAPI):
         for call in calls:
             index = len(items)
             arguments = json.dumps(call.args)
-            item = {"id": next_id("fc_"), "type": "function_call", "status": "in_progress",
-                    "call_id": call.id or next_id("call_"), "name": call.name, "arguments": ""}
+            item = {
+                "id": next_id("fc_"),
+                "type": "function_call",
+                "status": "in_progress",
+                "call_id": call.id or next_id("call_"),
+                "name": call.name,
+                "arguments": "",
+            }
             event("response.output_item.added", output_index=index, item=item)
             event("response.function_call_arguments.delta", item_id=item["id"], output_index=index, delta=arguments)
-            event("response.function_call_arguments.done", item_id=item["id"], output_index=index,
-                  arguments=arguments)
+            event("response.function_call_arguments.done", item_id=item["id"], output_index=index, arguments=arguments)
             done = {**item, "status": "completed", "arguments": arguments}
             event("response.output_item.done", output_index=index, item=done)
             items.append(done)
@@ -201,27 +255,48 @@ class FakeOpenAIAPI(ScriptedAPI):
         model = str(body.get("model") or "gpt")
         prompt = estimate_tokens(body.get("messages"))
         completion = sum(max(1, len(p) // 4) for p in pieces) + 10 * len(calls)
-        usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-                 "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        }
         request.usage = usage if usage_on else None
         chat_id, created = next_id("chatcmpl-"), int(time.time())
-        tool_calls = [{"id": c.id or next_id("call_"), "type": "function",
-                       "function": {"name": c.name, "arguments": json.dumps(c.args)}} for c in calls]
+        tool_calls = [
+            {
+                "id": c.id or next_id("call_"),
+                "type": "function",
+                "function": {"name": c.name, "arguments": json.dumps(c.args)},
+            }
+            for c in calls
+        ]
         finish = "tool_calls" if calls else "stop"
         if not body.get("stream"):
             message: JSON = {"role": "assistant", "content": "".join(pieces) or None}
             if tool_calls:
                 message["tool_calls"] = tool_calls
-            whole: JSON = {"id": chat_id, "object": "chat.completion", "created": created, "model": model,
-                           "choices": [{"index": 0, "message": message, "finish_reason": finish}]}
+            whole: JSON = {
+                "id": chat_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            }
             if usage_on:
                 whole["usage"] = usage
             handler.send_json(200, whole)
             return
 
         def chunk(delta: JSON, finish_reason: str | None = None) -> JSON:
-            return {"id": chat_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+            return {
+                "id": chat_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            }
 
         events: list[tuple[float, str | None, Any]] = [(0.0, None, chunk({"role": "assistant", "content": ""}))]
         for i, piece in enumerate(pieces):
@@ -230,7 +305,19 @@ class FakeOpenAIAPI(ScriptedAPI):
             events.append((0.0, None, chunk({"tool_calls": [{"index": i, **call}]})))
         events.append((0.0, None, chunk({}, finish)))
         if usage_on and (body.get("stream_options") or {}).get("include_usage"):
-            events.append((0.0, None, {"id": chat_id, "object": "chat.completion.chunk", "created": created,
-                                       "model": model, "choices": [], "usage": usage}))
+            events.append(
+                (
+                    0.0,
+                    None,
+                    {
+                        "id": chat_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "choices": [],
+                        "usage": usage,
+                    },
+                )
+            )
         events.append((0.0, None, "[DONE]"))
         handler.send_sse(events)

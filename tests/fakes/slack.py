@@ -719,8 +719,9 @@ class FakeSlack:
         with self._lock:
             self._server_errors.setdefault(method, deque()).extend([(status, after_effect)] * times)
 
-    def connection_reset(self, method: str, times: int = 1, *, after_effect: bool = True,
-                         when: Callable[[JSON], bool] | None = None) -> None:
+    def connection_reset(
+        self, method: str, times: int = 1, *, after_effect: bool = True, when: Callable[[JSON], bool] | None = None
+    ) -> None:
         """The next ``times`` calls to ``method`` (matching ``when(args)``) get no answer:
         the fake reads the whole request, carries it out (``after_effect``; else not) and
         resets the connection (TCP RST). What a client sees when Slack's answer is lost on
@@ -1343,13 +1344,25 @@ class FakeSlack:
 
     def select_action(self, user: str, ephemeral: Message, action_id: str, value: str) -> JSON:
         """A pick in a static select of an ephemeral message (only its user sees it)."""
-        element = next(e for b in ephemeral.blocks or [] if b.get("type") == "actions" for e in b["elements"]
-                       if e.get("action_id") == action_id)
-        option = next(o for o in element["options"] if o["value"] == value) if any(
-            o["value"] == value for o in element["options"]) else {"text": {"type": "plain_text", "text": value},
-                                                                   "value": value}
-        container = {"type": "message", "message_ts": ephemeral.ts, "channel_id": ephemeral.channel,
-                     "is_ephemeral": True, "thread_ts": ephemeral.thread_ts}
+        element = next(
+            e
+            for b in ephemeral.blocks or []
+            if b.get("type") == "actions"
+            for e in b["elements"]
+            if e.get("action_id") == action_id
+        )
+        option = (
+            next(o for o in element["options"] if o["value"] == value)
+            if any(o["value"] == value for o in element["options"])
+            else {"text": {"type": "plain_text", "text": value}, "value": value}
+        )
+        container = {
+            "type": "message",
+            "message_ts": ephemeral.ts,
+            "channel_id": ephemeral.channel,
+            "is_ephemeral": True,
+            "thread_ts": ephemeral.thread_ts,
+        }
         return {
             **self._interaction_base("block_actions", user),
             "container": container, "trigger_id": self.trigger(), "response_url": self.response_url(),
@@ -1362,16 +1375,27 @@ class FakeSlack:
         """A click on the feedback buttons element of a message we hold."""
         msg = self.get_message(channel, message_ts)
         assert msg is not None and msg.blocks, f"no message with blocks at {message_ts}"
-        element = next(e for b in msg.blocks if b.get("type") == "context_actions" for e in b["elements"]
-                       if e.get("type") == "feedback_buttons")
+        element = next(
+            e
+            for b in msg.blocks
+            if b.get("type") == "context_actions"
+            for e in b["elements"]
+            if e.get("type") == "feedback_buttons"
+        )
         button = element["positive_button" if positive else "negative_button"]
         payload = self.block_actions(user, channel, message_ts, element["action_id"], button["value"])
         payload["actions"][0].update(type="feedback_buttons", text=button["text"])
         return payload
 
     def app_home_opened(self, user: str, tab: str, *, channel: str = "D0FAKEHOME1") -> JSON:
-        return {"type": "app_home_opened", "user": user, "channel": channel, "tab": tab,
-                "event_ts": self.next_ts(), **({"view": self.home_views[user]} if user in self.home_views else {})}
+        return {
+            "type": "app_home_opened",
+            "user": user,
+            "channel": channel,
+            "tab": tab,
+            "event_ts": self.next_ts(),
+            **({"view": self.home_views[user]} if user in self.home_views else {}),
+        }
 
     def agent_session_stopped(self, user: str, channel: str, thread_ts: str) -> JSON:
         """Slack's stop button on the thread's agent session (the fixture's example, filled in)."""
@@ -1380,13 +1404,18 @@ class FakeSlack:
         with self._lock:
             for ts in streams:  # Slack stops the app's streams itself
                 self._channels[channel][ts].stream = "stopped"
-        event.update(channel=channel, user=user, thread_ts=thread_ts, streaming_message_ts=streams,
-                     event_ts=self.next_ts())
+        event.update(
+            channel=channel, user=user, thread_ts=thread_ts, streaming_message_ts=streams, event_ts=self.next_ts()
+        )
         return event
 
     def push_slash_command(self, payload: JSON, *, to: int | None = None) -> Envelope:
-        body = {"envelope_id": str(uuid.uuid4()), "type": "slash_commands", "accepts_response_payload": True,
-                "payload": payload}
+        body = {
+            "envelope_id": str(uuid.uuid4()),
+            "type": "slash_commands",
+            "accepts_response_payload": True,
+            "payload": payload,
+        }
         return self._push(body, to)
 
     def session_status(self, channel: str, thread_ts: str) -> str | None:
@@ -1990,7 +2019,6 @@ class FakeSlack:
                 file.shared_in.append((channel, msg.ts))
         return {"files": [f.to_api(self.bot_user_id, int(now)) for f in files]}
 
-
     # ------------------------------------------------------------------ agents, views, App Home
 
     def _session_thread(self, args: JSON) -> tuple[str, str]:
@@ -2033,8 +2061,11 @@ class FakeSlack:
         if not channel.startswith("D"):
             raise _SlackError("channel_not_found", "suggested prompts are for the app's own DM (its Messages tab)")
         prompts = _maybe_json(args["prompts"])
-        if not isinstance(prompts, list) or not prompts or len(prompts) > 4 or not all(
-            isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts
+        if (
+            not isinstance(prompts, list)
+            or not prompts
+            or len(prompts) > 4
+            or not all(isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts)
         ):
             raise _SlackError("invalid_arguments", "prompts: 1 to 4 objects with a title and a message")
         self.suggested_prompts[(channel, args.get("thread_ts"))] = {**args, "prompts": prompts}
@@ -2076,8 +2107,13 @@ class FakeSlack:
         self._used_triggers.add(str(trigger_id))
         if now - issued > self.trigger_ttl:
             raise _SlackError("expired_trigger_id")
-        view = {**self._view(args), "id": _random_id("V", 10), "team_id": self.team_id, "app_id": self.app_id,
-                "hash": uuid.uuid4().hex[:12]}
+        view = {
+            **self._view(args),
+            "id": _random_id("V", 10),
+            "team_id": self.team_id,
+            "app_id": self.app_id,
+            "hash": uuid.uuid4().hex[:12],
+        }
         self._views[view["id"]] = view
         return {"view": view}
 

@@ -43,9 +43,13 @@ def redis(redis_server) -> Redis:
 def bot_env(fake: FakeSlack, redis_url: str, repo: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}  # slack_sdk ignores NO_PROXY
     env.update(
-        SLACK_BOT_TOKEN=fake.bot_token, SLACK_APP_TOKEN=fake.app_token, ASKBOX_SLACK_API_URL=fake.api_url,
-        ASKBOX_REDIS_URL=redis_url, ASKBOX_REPOS=json.dumps({"demo": str(repo), "web": str(repo)}),
-        ASKBOX_CHANNEL_REPOS=json.dumps({CHANNEL: "demo"}), ASKBOX_ADMINS='["U0ADMIN0001"]',
+        SLACK_BOT_TOKEN=fake.bot_token,
+        SLACK_APP_TOKEN=fake.app_token,
+        ASKBOX_SLACK_API_URL=fake.api_url,
+        ASKBOX_REDIS_URL=redis_url,
+        ASKBOX_REPOS=json.dumps({"demo": str(repo), "web": str(repo)}),
+        ASKBOX_CHANNEL_REPOS=json.dumps({CHANNEL: "demo"}),
+        ASKBOX_ADMINS='["U0ADMIN0001"]',
         # The channel's own repo is "demo"; "web" it may name too (jobs/access.py).
         ASKBOX_REPO_ACCESS=json.dumps({"web": {"channels": [CHANNEL], "dms": True}}),
         PYTHONUNBUFFERED="1",
@@ -60,8 +64,11 @@ def bots(fake, redis_server, repo, tmp_path):
     def start(count: int = 1) -> list[subprocess.Popen]:
         for _ in range(count):
             log = (tmp_path / f"bot-{len(started)}.log").open("w")
-            started.append(subprocess.Popen([ASKBOX, "bot"], env=bot_env(fake, redis_server.url, repo),
-                                            stdout=log, stderr=subprocess.STDOUT))
+            started.append(
+                subprocess.Popen(
+                    [ASKBOX, "bot"], env=bot_env(fake, redis_server.url, repo), stdout=log, stderr=subprocess.STDOUT
+                )
+            )
         fake.wait_connections(len(started), timeout=30)
         return started
 

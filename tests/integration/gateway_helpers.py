@@ -39,21 +39,28 @@ def short_dir() -> Path:
 def gateway_env(base_url: str, keys: list[str], redis_url: str = REDIS_URL, **settings: str) -> dict[str, str]:
     """The environment of a gateway process: ``settings`` as ASKBOX_<NAME> variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASKBOX_") and k != "GEMINI_API_KEY"}
-    env.update(ASKBOX_REDIS_URL=redis_url, ASKBOX_GEMINI_BASE_URL=base_url,
-               ASKBOX_GEMINI_API_KEYS=",".join(keys), ASKBOX_GATEWAY_SOCKET_DIR="")
+    env.update(
+        ASKBOX_REDIS_URL=redis_url,
+        ASKBOX_GEMINI_BASE_URL=base_url,
+        ASKBOX_GEMINI_API_KEYS=",".join(keys),
+        ASKBOX_GATEWAY_SOCKET_DIR="",
+    )
     env.update({f"ASKBOX_{k.upper()}": str(v) for k, v in settings.items()})
     return env
 
 
 # Where each provider's fake goes in a gateway's environment, and its keys.
-PROVIDER_VARIABLES = {"gemini": ("ASKBOX_GEMINI_BASE_URL", "ASKBOX_GEMINI_API_KEYS"),
-                      "anthropic": ("ASKBOX_ANTHROPIC_BASE_URL", "ASKBOX_ANTHROPIC_API_KEYS"),
-                      "openai": ("ASKBOX_OPENAI_BASE_URL", "ASKBOX_OPENAI_API_KEYS")}
+PROVIDER_VARIABLES = {
+    "gemini": ("ASKBOX_GEMINI_BASE_URL", "ASKBOX_GEMINI_API_KEYS"),
+    "anthropic": ("ASKBOX_ANTHROPIC_BASE_URL", "ASKBOX_ANTHROPIC_API_KEYS"),
+    "openai": ("ASKBOX_OPENAI_BASE_URL", "ASKBOX_OPENAI_API_KEYS"),
+}
 KEY_VARIABLES = ("GEMINI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_API_KEY")
 
 
-def provider_env(provider: str, base_url: str, keys: list[str], redis_url: str = REDIS_URL,
-                 **settings: str) -> dict[str, str]:
+def provider_env(
+    provider: str, base_url: str, keys: list[str], redis_url: str = REDIS_URL, **settings: str
+) -> dict[str, str]:
     """The environment of a gateway serving one provider (its fake at ``base_url``) only."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASKBOX_") and k not in KEY_VARIABLES}
     url, key = PROVIDER_VARIABLES[provider]
@@ -75,8 +82,13 @@ class GatewayProcess:
         self.env["ASKBOX_GATEWAY_SOCKET_DIR"] = str(self.socket_dir)
         self.log = self.socket_dir.with_suffix(".log")
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([str(Path(sys.executable).parent / "askbox"), "gateway"], env=self.env, cwd=ROOT,
-                                         stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [str(Path(sys.executable).parent / "askbox"), "gateway"],
+                env=self.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 15
         while not self.client.healthy():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -90,8 +102,9 @@ class GatewayProcess:
 
     def open(self, user: str = "U1", channel: str | None = "C1", **meta: Any) -> GatewaySession:
         meta.setdefault("model", MODEL)
-        return self.client.open(SessionMeta(job_id=meta.pop("job_id", f"job-{time.monotonic_ns()}"),
-                                            user=user, channel=channel, **meta))
+        return self.client.open(
+            SessionMeta(job_id=meta.pop("job_id", f"job-{time.monotonic_ns()}"), user=user, channel=channel, **meta)
+        )
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log and self.log.exists() else ""
@@ -136,9 +149,17 @@ class Answer:
         return [json.loads(line[5:]) for line in self.body.split(b"\r\n") if line.startswith(b"data:")]
 
 
-async def call(socket: Path | None, token: str, path: str = STREAM_PATH, *, body: Any = None,
-               base_url: str = "http://gateway", session: aiohttp.ClientSession | None = None,
-               use_query: bool = False, method: str = "POST") -> Answer:
+async def call(
+    socket: Path | None,
+    token: str,
+    path: str = STREAM_PATH,
+    *,
+    body: Any = None,
+    base_url: str = "http://gateway",
+    session: aiohttp.ClientSession | None = None,
+    use_query: bool = False,
+    method: str = "POST",
+) -> Answer:
     """One request as the Gemini CLI sends it (``x-goog-api-key``), over ``socket`` when
     given, else over TCP to ``base_url``; chunks are timed as they arrive."""
     own = session is None

@@ -169,11 +169,32 @@ class GitHTTPServer:
 
 
 # Every hook git knows (githooks(5)): a repository's own hooks must never run.
-HOOKS = ("applypatch-msg", "pre-applypatch", "post-applypatch", "pre-commit", "pre-merge-commit",
-         "prepare-commit-msg", "commit-msg", "post-commit", "pre-rebase", "post-checkout", "post-merge", "pre-push",
-         "pre-receive", "update", "proc-receive", "post-receive", "post-update", "reference-transaction",
-         "push-to-checkout", "pre-auto-gc", "post-rewrite", "sendemail-validate", "fsmonitor-watchman",
-         "post-index-change")
+HOOKS = (
+    "applypatch-msg",
+    "pre-applypatch",
+    "post-applypatch",
+    "pre-commit",
+    "pre-merge-commit",
+    "prepare-commit-msg",
+    "commit-msg",
+    "post-commit",
+    "pre-rebase",
+    "post-checkout",
+    "post-merge",
+    "pre-push",
+    "pre-receive",
+    "update",
+    "proc-receive",
+    "post-receive",
+    "post-update",
+    "reference-transaction",
+    "push-to-checkout",
+    "pre-auto-gc",
+    "post-rewrite",
+    "sendemail-validate",
+    "fsmonitor-watchman",
+    "post-index-change",
+)
 
 
 def arm(repo: Path, markers: Path, origin: str | None = None) -> list[str]:
@@ -251,9 +272,11 @@ def arm(repo: Path, markers: Path, origin: str | None = None) -> list[str]:
             git(bin_dir, *config, "--add", f"url.{ext}{rewrite}% #.{rewrite}", prefix)
     # The same again from an included file, as a second way in.
     included = bin_dir / "included.gitconfig"
-    included.write_text(f"[core]\n\tfsmonitor = {script('include.core.fsmonitor')}\n"
-                        f"\tsshCommand = {script('include.core.sshCommand')}\n"
-                        f"[diff]\n\texternal = {script('include.diff.external')}\n")
+    included.write_text(
+        f"[core]\n\tfsmonitor = {script('include.core.fsmonitor')}\n"
+        f"\tsshCommand = {script('include.core.sshCommand')}\n"
+        f"[diff]\n\texternal = {script('include.diff.external')}\n"
+    )
     git(bin_dir, *config, "include.path", str(included))
     git(bin_dir, *config, "includeIf.gitdir:/.path", str(included))
     (git_dir / "info" / "attributes").write_text("* filter=evil diff=evil merge=evil\n")

@@ -94,7 +94,9 @@ class Host:
         self.root.mkdir(parents=True, exist_ok=True)
         subprocess.run(["ip", "netns", "add", self.netns], check=True)
         self.steps.append("netns")
-        subprocess.run(["ip", "link", "add", self.veth + "r", "type", "veth", "peer", "name", self.veth + "n"], check=True)
+        subprocess.run(
+            ["ip", "link", "add", self.veth + "r", "type", "veth", "peer", "name", self.veth + "n"], check=True
+        )
         self.steps.append("veth")
         inside = ["ip", "netns", "exec", self.netns]
         for command in (
@@ -108,8 +110,9 @@ class Host:
             subprocess.run(command, check=True)
 
     def routes(self) -> str:
-        return subprocess.run(["ip", "netns", "exec", self.netns, "ip", "-4", "route"], capture_output=True,
-                              text=True, check=True).stdout
+        return subprocess.run(
+            ["ip", "netns", "exec", self.netns, "ip", "-4", "route"], capture_output=True, text=True, check=True
+        ).stdout
 
     def start_dockerd(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -117,12 +120,28 @@ class Host:
         self.egress_dir.chmod(0o755)
         log = (self.root / "dockerd.log").open("w")
         self.dockerd = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{self.netns}", "dockerd",
-             "--data-root", str(self.root / "docker"), "--exec-root", str(self.run_dir / "exec"),
-             "-H", self.docker_host, "--pidfile", str(self.run_dir / "docker.pid"),
-             "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
-             "--cgroup-parent", f"askbox-{self.name}"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                "nsenter",
+                f"--net=/run/netns/{self.netns}",
+                "dockerd",
+                "--data-root",
+                str(self.root / "docker"),
+                "--exec-root",
+                str(self.run_dir / "exec"),
+                "-H",
+                self.docker_host,
+                "--pidfile",
+                str(self.run_dir / "docker.pid"),
+                "--bridge=none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-masq=false",
+                "--cgroup-parent",
+                f"askbox-{self.name}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.steps.append("dockerd")
 
@@ -142,13 +161,25 @@ class Host:
 
     def load(self, archive: Path) -> subprocess.Popen:
         """``docker load`` of a ``docker save`` archive into this host's daemon (in the background)."""
-        return subprocess.Popen(["docker", "-H", self.docker_host, "load", "-i", str(archive)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return subprocess.Popen(
+            ["docker", "-H", self.docker_host, "load", "-i", str(archive)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
 
     def command(self, *argv: str) -> list[str]:
         """``argv`` run on this host: in its network namespace, under its hostname."""
-        return ["nsenter", f"--net=/run/netns/{self.netns}", "unshare", "--uts", "sh", "-c",
-                'hostname "$0" && exec "$@"', self.name, *argv]
+        return [
+            "nsenter",
+            f"--net=/run/netns/{self.netns}",
+            "unshare",
+            "--uts",
+            "sh",
+            "-c",
+            'hostname "$0" && exec "$@"',
+            self.name,
+            *argv,
+        ]
 
     def stop(self) -> None:
         """Everything this host set up, in reverse; tolerant of a half-made host."""

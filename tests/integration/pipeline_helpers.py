@@ -62,8 +62,22 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", *self.extra],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                *self.extra,
+            ],
             stdout=subprocess.DEVNULL,
         )
         client = Redis(port=self.port)
@@ -128,6 +142,7 @@ class Sentinels:
             )
             self.ports.append(port)
             self.procs.append(subprocess.Popen(["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL))
+
         # Ready when every Sentinel knows the replicas and the other Sentinels: only then
         # can a quorum agree on a failover.
         def ready() -> bool:
@@ -183,7 +198,10 @@ class Workers:
             argv = [ASKBOX, "worker", *(["--burst"] if burst else [])]
             proc = subprocess.Popen(
                 self.wrap(*argv) if self.wrap else argv,
-                env=self.env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=ROOT,
+                stdout=log.open("w"),
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: SIGKILL reaches the work-horse too
             )
             self.procs.append(proc)
@@ -214,7 +232,9 @@ class Workers:
                 proc.wait()
 
     def tail(self, lines: int = 30) -> str:
-        return "\n".join(f"--- {log}\n" + "\n".join(log.read_text().splitlines()[-lines:]) for log in self.logs if log.exists())
+        return "\n".join(
+            f"--- {log}\n" + "\n".join(log.read_text().splitlines()[-lines:]) for log in self.logs if log.exists()
+        )
 
 
 def descendants(pid: int) -> list[int]:

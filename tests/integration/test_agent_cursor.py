@@ -16,7 +16,9 @@ pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("no_leftovers")]
 
 @pytest.fixture()
 def cursor(cursor_standin_image) -> CursorAgent:
-    return CursorAgent(AgentSettings(cursor=CursorAgentSettings(api_key="key-for-the-standin", image=cursor_standin_image)))
+    return CursorAgent(
+        AgentSettings(cursor=CursorAgentSettings(api_key="key-for-the-standin", image=cursor_standin_image))
+    )
 
 
 def run(sandbox, agent, prompt, repo, **kwargs) -> list:
@@ -59,10 +61,20 @@ def test_write_is_refused_by_the_mount_and_the_answer_arrives(sandbox, cursor, r
     ],
     ids=["no-key", "bad-model", "usage-limit", "network"],
 )
-def test_failures_without_a_result_become_plain_errors(sandbox, cursor_standin_image, repo, prompt, settings, kind, words):
+def test_failures_without_a_result_become_plain_errors(
+    sandbox, cursor_standin_image, repo, prompt, settings, kind, words
+):
     agent = CursorAgent(
-        AgentSettings(agent_model=settings.get("agent_model"), cursor=CursorAgentSettings(
-            **{"api_key": "k", "image": cursor_standin_image, **{k: v for k, v in settings.items() if k != "agent_model"}}))
+        AgentSettings(
+            agent_model=settings.get("agent_model"),
+            cursor=CursorAgentSettings(
+                **{
+                    "api_key": "k",
+                    "image": cursor_standin_image,
+                    **{k: v for k, v in settings.items() if k != "agent_model"},
+                }
+            ),
+        )
     )
     events = run(sandbox, agent, prompt, repo)
     final = events[-1]

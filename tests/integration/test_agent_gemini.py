@@ -108,7 +108,10 @@ def test_askbox_ask_inline_cli(api, repo, built_images, egress_root, gateway):
     askbox = Path(sys.executable).parent / "askbox"
     done = subprocess.run(
         [askbox, "ask", "--inline", "--agent", "gemini", "--repo", repo, "What is in here?"],
-        capture_output=True, text=True, env=env, timeout=180,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
     )
     assert done.returncode == 0, done.stderr
     assert "README.md" in done.stdout and "src" in done.stdout
@@ -117,7 +120,10 @@ def test_askbox_ask_inline_cli(api, repo, built_images, egress_root, gateway):
     assert "answered by gemini/gemini-2.5-flash" in done.stderr
     as_json = subprocess.run(
         [askbox, "ask", "--inline", "--json", "--agent", "gemini", "--repo", repo, "again"],
-        capture_output=True, text=True, env=env, timeout=180,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
     )
     assert as_json.returncode == 0, as_json.stderr
     types = [json.loads(line)["type"] for line in as_json.stdout.splitlines()]

@@ -79,19 +79,29 @@ def contains_key(text: str) -> bool:
     return any(form in text for form in forms_of(REAL_KEY))
 
 
-def workers(case: Case, redis_server: Any, repo: Any, egress_root: Any, gateway: GatewayProcess, tmp_path: Any,
-            **extra: str) -> Workers:
+def workers(
+    case: Case, redis_server: Any, repo: Any, egress_root: Any, gateway: GatewayProcess, tmp_path: Any, **extra: str
+) -> Workers:
     # A careless operator gives the worker the real key too: it must still never reach a sandbox.
-    env = worker_env(redis_server, repo, egress_root, ASKBOX_AGENT=case.agent, ASKBOX_RETRIES="0",
-                     ASKBOX_GATEWAY_SOCKET_DIR=str(gateway.socket_dir), **{case.key_variable: REAL_KEY}, **extra)
+    env = worker_env(
+        redis_server,
+        repo,
+        egress_root,
+        ASKBOX_AGENT=case.agent,
+        ASKBOX_RETRIES="0",
+        ASKBOX_GATEWAY_SOCKET_DIR=str(gateway.socket_dir),
+        **{case.key_variable: REAL_KEY},
+        **extra,
+    )
     pool = Workers(env)
     pool.start(1, log_dir=tmp_path)
     return pool
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.agent for c in CASES])
-def test_an_answer_with_a_tool_step_a_429_absorbed_and_no_key_to_print(case: Case, redis_server, redis, repo,
-                                                                       egress_root, tmp_path, built_images):
+def test_an_answer_with_a_tool_step_a_429_absorbed_and_no_key_to_print(
+    case: Case, redis_server, redis, repo, egress_root, tmp_path, built_images
+):
     fake = case.fake()
 
     def echo(request: RecordedRequest) -> Text:
@@ -117,8 +127,7 @@ def test_an_answer_with_a_tool_step_a_429_absorbed_and_no_key_to_print(case: Cas
     # ...and upstream saw the real key on every call (the 429 too), never the sandbox's token.
     assert len(calls) == 3 and calls[0].status == 429 and [c.status for c in calls[1:]] == [200, 200]
     assert {c.api_key for c in calls} == {REAL_KEY} and all(c.model == case.model for c in calls)
-    for where, text in [("requests", json.dumps([c.body for c in calls])), ("answer", final["text"]),
-                        ("logs", logs)]:
+    for where, text in [("requests", json.dumps([c.body for c in calls])), ("answer", final["text"]), ("logs", logs)]:
         assert not contains_key(text), f"the real key reached the {where}"
     assert fake.unknown == [] and fake.errors == []
     # Every token counted: the job's usage is what the fake's usage fields said; the 429 absorbed.
@@ -128,18 +137,24 @@ def test_an_answer_with_a_tool_step_a_429_absorbed_and_no_key_to_print(case: Cas
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.agent for c in CASES])
-def test_a_budget_crossed_mid_run_and_an_unknown_model_end_clearly(case: Case, redis_server, redis, repo,
-                                                                  egress_root, tmp_path, built_images):
+def test_a_budget_crossed_mid_run_and_an_unknown_model_end_clearly(
+    case: Case, redis_server, redis, repo, egress_root, tmp_path, built_images
+):
     fake = case.fake()
     fake.script(case.run("ls"), Text("never sent: the budget is used up"))
-    with fake, GatewayProcess(provider_env(case.provider, case.upstream(fake), [REAL_KEY], redis_server.url,
-                                           budget_question_tokens="300")) as gw:
+    with (
+        fake,
+        GatewayProcess(
+            provider_env(case.provider, case.upstream(fake), [REAL_KEY], redis_server.url, budget_question_tokens="300")
+        ) as gw,
+    ):
         pool = workers(case, redis_server, repo, egress_root, gw, tmp_path, ASKBOX_BUDGET_QUESTION_TOKENS="300")
         try:
             crossed = wait_final(redis, ask(redis, "What is in here?", case.agent), timeout=180, workers=pool)
             first = len(fake.requests)
-            unknown = wait_final(redis, ask(redis, "And now?", case.agent, model="no-such-model", user="bob"),
-                                 timeout=60, workers=pool)
+            unknown = wait_final(
+                redis, ask(redis, "And now?", case.agent, model="no-such-model", user="bob"), timeout=60, workers=pool
+            )
         finally:
             pool.stop()
     # The first answer (a tool call) used more than the question's 300 tokens: the agent's

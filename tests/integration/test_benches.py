@@ -39,14 +39,18 @@ def test_every_bench_has_a_report_to_check() -> None:
     assert sorted(REPORTS) == BENCHES
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "faults" else n for n in BENCHES]
-)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "faults" else n for n in BENCHES])
 def test_bench_runs_quick(name: str, docker_client, built_images, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env["PYTHONPATH"] = str(ROOT)  # the benches that import askbox's packages without the venv's path hook
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), "--quick"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / f"{name}.py"), "--quick"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"bench/{name}.py --quick exited {done.returncode}:\n{output[-4000:]}"
     assert "--quick: tiny counts" in output

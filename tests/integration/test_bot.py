@@ -136,8 +136,9 @@ def test_cancel_button_only_for_the_asker_or_an_admin(fake, bots, redis):
     assert len(queued(redis)) == 1  # still queued
     fake.push_interactive(fake.block_actions(ASKER, CHANNEL, status, "askbox_cancel", value=question.id))
     # Cancelled after the ack (the click's listener defers its Slack work): wait for the final.
-    final = wait_for(lambda: jobs_queue.fetch(redis, question.id).get_meta(refresh=True).get("final"), 5,
-                     "the job to be cancelled")
+    final = wait_for(
+        lambda: jobs_queue.fetch(redis, question.id).get_meta(refresh=True).get("final"), 5, "the job to be cancelled"
+    )
     assert not queued(redis)
     assert final["kind"] == "cancelled" and f"<@{ASKER}>" in final["text"]
 
@@ -146,8 +147,9 @@ def test_cancel_button_only_for_the_asker_or_an_admin(fake, bots, redis):
 def socket_bot(fake, redis_server, repo, tmp_path, **settings: str) -> Iterator[subprocess.Popen]:
     """One Socket Mode `askbox bot` process with extra settings."""
     log = (tmp_path / "bot-settings.log").open("w")
-    proc = subprocess.Popen([ASKBOX, "bot"], env={**bot_env(fake, redis_server.url, repo), **settings},
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [ASKBOX, "bot"], env={**bot_env(fake, redis_server.url, repo), **settings}, stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         fake.wait_connections(1, timeout=30)
         yield proc
@@ -172,8 +174,9 @@ def test_replies_by_others_in_a_thread_follow_the_setting(fake, redis_server, re
         texts = {q.text for q in queued(redis)}
         assert ("someone else chiming in" in texts) == (follow_ups == "anyone")
         # Addressing the bot by name is always a question, whoever asks.
-        fake.push_event(fake.app_mention(OTHER, CHANNEL, f"<@{fake.bot_user_id}> my own question",
-                                         thread_ts=mention["ts"]))
+        fake.push_event(
+            fake.app_mention(OTHER, CHANNEL, f"<@{fake.bot_user_id}> my own question", thread_ts=mention["ts"])
+        )
         wait_for(lambda: "my own question" in {q.text for q in queued(redis)}, 5, "the mention in the thread")
 
 
@@ -217,15 +220,19 @@ def test_http_mode_without_a_signing_secret_does_not_start(redis_server, repo, f
     if secret is None:
         del env["SLACK_SIGNING_SECRET"]
     del env["SLACK_APP_TOKEN"]
-    proc = subprocess.Popen([ASKBOX, "bot", "--http", "--port", str(port)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [ASKBOX, "bot", "--http", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=20)
     except subprocess.TimeoutExpired:
         url = f"http://127.0.0.1:{port}/slack/events"
         forged = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> forged")
-        answers = [fake.deliver_http(url, fake.event_callback(forged), key)[0]
-                   for key in ("unused-in-socket-mode", "")]
+        answers = [fake.deliver_http(url, fake.event_callback(forged), key)[0] for key in ("unused-in-socket-mode", "")]
         proc.kill()
         proc.wait()
         pytest.fail(f"`askbox bot --http` listened without a signing secret; forged events got {answers}")
@@ -236,7 +243,9 @@ def test_http_mode_without_a_signing_secret_does_not_start(redis_server, repo, f
 
 
 @contextlib.contextmanager
-def http_bot(fake, redis_server, repo, tmp_path, **settings: str) -> Iterator[tuple[int, Callable[..., tuple[int, str]]]]:
+def http_bot(
+    fake, redis_server, repo, tmp_path, **settings: str
+) -> Iterator[tuple[int, Callable[..., tuple[int, str]]]]:
     """A real `askbox bot --http` process; yields its port and ``deliver(event, **kwargs)``
     once it answers (its probe question, "probe", is queued)."""
     from tests.integration.pipeline_helpers import free_port
@@ -245,8 +254,9 @@ def http_bot(fake, redis_server, repo, tmp_path, **settings: str) -> Iterator[tu
     env = {**bot_env(fake, redis_server.url, repo), "SLACK_SIGNING_SECRET": "s3cret", **settings}
     del env["SLACK_APP_TOKEN"]
     log = (tmp_path / "http-bot.log").open("w")
-    proc = subprocess.Popen([ASKBOX, "bot", "--http", "--port", str(port)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [ASKBOX, "bot", "--http", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}/slack/events"
 
     def deliver(mention, **kwargs):
@@ -307,8 +317,10 @@ def test_http_mode_slow_clients_do_not_block_signed_events(fake, redis_server, r
         for sock in headers:
             sock.sendall(b"POST /slack/events HTTP/1.1\r\nHost: bot\r\nX-Slow: ")
         for sock in bodies:
-            sock.sendall(b"POST /slack/events HTTP/1.1\r\nHost: bot\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: 100000\r\n\r\n{")
+            sock.sendall(
+                b"POST /slack/events HTTP/1.1\r\nHost: bot\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100000\r\n\r\n{"
+            )
         stop = threading.Event()
         trickler = threading.Thread(target=_trickle, args=(headers + bodies, stop), daemon=True)
         trickler.start()
@@ -329,8 +341,10 @@ def test_http_mode_slow_clients_do_not_block_signed_events(fake, redis_server, r
                 sock.close()
         big = socket.create_connection(("127.0.0.1", port))
         with big:
-            big.sendall(b"POST /slack/events HTTP/1.1\r\nHost: bot\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: 5000000\r\n\r\n")
+            big.sendall(
+                b"POST /slack/events HTTP/1.1\r\nHost: bot\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 5000000\r\n\r\n"
+            )
             big.settimeout(5)
             assert big.recv(4096).startswith(b"HTTP/1.1 413 ")  # refused before a byte of the body was sent
         assert sorted(q.text for q in queued(redis)) == ["asked during a slow-loris", "probe"]
@@ -338,7 +352,9 @@ def test_http_mode_slow_clients_do_not_block_signed_events(fake, redis_server, r
 
 def _answers(deliver, fake) -> bool:
     try:
-        return deliver(fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> probe", ts="1600000000.000001"))[0] == 200
+        return (
+            deliver(fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> probe", ts="1600000000.000001"))[0] == 200
+        )
     except OSError:
         return False
 
@@ -349,8 +365,9 @@ def test_feedback_buttons_count_one_vote_per_person(fake, bots, redis):
     bots(1)
     answer = fake.add_message(CHANNEL, "an answer", user=fake.bot_user_id, bot_id=fake.bot_id)
     for user, action in [(ASKER, "up"), (ASKER, "up"), (OTHER, "up"), (ASKER, "down")]:
-        envelope = fake.push_interactive(fake.block_actions(user, CHANNEL, answer.ts, f"askbox_feedback_{action}",
-                                                            value="slack-T-C-1_2"))
+        envelope = fake.push_interactive(
+            fake.block_actions(user, CHANNEL, answer.ts, f"askbox_feedback_{action}", value="slack-T-C-1_2")
+        )
         fake.wait_ack(envelope, timeout=5)
     wait_for(lambda: redis.hget("askbox:feedback:slack-T-C-1_2", ASKER) == b"down", 5, "the changed vote")
     settle(fake, 0.5)
@@ -380,17 +397,24 @@ def test_a_repo_the_channel_may_not_see_is_refused_to_the_asker_only(fake, redis
     """`repo=secret` where the policy does not allow it: an ephemeral refusal to the asker,
     no status message, no reaction, no job; the allowed channel and user get a job."""
     access = {"secret": {"channels": ["C0VAULT0001"], "users": [ASKER]}}
-    settings = {"ASKBOX_REPOS": json.dumps({"demo": str(repo), "secret": str(repo)}),
-                "ASKBOX_REPO_ACCESS": json.dumps(access)}
+    settings = {
+        "ASKBOX_REPOS": json.dumps({"demo": str(repo), "secret": str(repo)}),
+        "ASKBOX_REPO_ACCESS": json.dumps(access),
+    }
     with socket_bot(fake, redis_server, repo, tmp_path, **settings):
-        refused = [fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> repo=secret what is the key?"),
-                   fake.dm(ASKER, "repo=secret what is the key?"),
-                   fake.app_mention(OTHER, "C0VAULT0001", f"<@{fake.bot_user_id}> repo=secret what is the key?")]
+        refused = [
+            fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> repo=secret what is the key?"),
+            fake.dm(ASKER, "repo=secret what is the key?"),
+            fake.app_mention(OTHER, "C0VAULT0001", f"<@{fake.bot_user_id}> repo=secret what is the key?"),
+        ]
         for event in refused:
             fake.wait_ack(fake.push_event(event), timeout=5)
         shown = fake.wait_until(lambda: len(fake.ephemerals()) == 3 and fake.ephemerals(), timeout=10)
-        assert [(m.channel, m.ephemeral_to) for m in shown] == [(CHANNEL, ASKER), ("D0FAKEDM001", ASKER),
-                                                                 ("C0VAULT0001", OTHER)]
+        assert [(m.channel, m.ephemeral_to) for m in shown] == [
+            (CHANNEL, ASKER),
+            ("D0FAKEDM001", ASKER),
+            ("C0VAULT0001", OTHER),
+        ]
         assert all("I can't answer about the repository `secret` here" in m.text for m in shown)
         assert "`demo`" in shown[0].text and "`secret`" not in shown[0].text.split("here:")[-1]
         allowed = fake.app_mention(ASKER, "C0VAULT0001", f"<@{fake.bot_user_id}> repo=secret what is the key?")
@@ -408,6 +432,7 @@ def test_slack_connect_askers_reach_only_what_is_open_to_shared_channels(fake, r
     """An asker from another workspace (the event's team is not ours): the channel's own
     repo yes, a repo open to every channel ("*") only with "shared": true."""
     with socket_bot(fake, redis_server, repo, tmp_path, ASKBOX_REPO_ACCESS=json.dumps({"web": {"channels": ["*"]}})):
+
         def external(text: str) -> dict:
             event = fake.app_mention(OTHER, CHANNEL, f"<@{fake.bot_user_id}> {text}")
             event["team"] = "T0OTHERORG1"

@@ -58,19 +58,30 @@ def gemini_api():
 
 
 def gemini_env(base: dict[str, str], proxy, egress_root: Path) -> dict[str, str]:
-    return {**base, "ASKBOX_AGENT": "gemini", "ASKBOX_GATEWAY_SOCKET_DIR": str(proxy.socket_dir),
-            "ASKBOX_EGRESS_SOCKET_DIR": str(egress_root), "ASKBOX_RETRIES": "0"}
+    return {
+        **base,
+        "ASKBOX_AGENT": "gemini",
+        "ASKBOX_GATEWAY_SOCKET_DIR": str(proxy.socket_dir),
+        "ASKBOX_EGRESS_SOCKET_DIR": str(egress_root),
+        "ASKBOX_RETRIES": "0",
+    }
 
 
-def test_cited_lines_link_to_the_pinned_commit_in_slack(fake, bots, redis_server, repo, gemini_api, egress_root,
-                                                         gateway, tmp_path):
+def test_cited_lines_link_to_the_pinned_commit_in_slack(
+    fake, bots, redis_server, repo, gemini_api, egress_root, gateway, tmp_path
+):
     sha = commit_all(repo)
-    gemini_api.script(Text(
-        "`answer()` is defined at src/app.py:1-2 and returns in `src/app.py:2`; see also README.md.\n"
-        "Not in src/nope.py:3, and src/app.py:99 does not exist.\n"
-        "```\nsrc/app.py:1\n```", chunks=2))
-    pool = Workers(gemini_env(bot_env(fake, redis_server.url, repo), gateway(gemini_api.base_url, redis_server.url),
-                              egress_root))
+    gemini_api.script(
+        Text(
+            "`answer()` is defined at src/app.py:1-2 and returns in `src/app.py:2`; see also README.md.\n"
+            "Not in src/nope.py:3, and src/app.py:99 does not exist.\n"
+            "```\nsrc/app.py:1\n```",
+            chunks=2,
+        )
+    )
+    pool = Workers(
+        gemini_env(bot_env(fake, redis_server.url, repo), gateway(gemini_api.base_url, redis_server.url), egress_root)
+    )
     pool.start(1, log_dir=tmp_path)
     try:
         bots(1)
@@ -113,23 +124,26 @@ def real_tree(repo: Path) -> None:
     (repo / PROVIDER).write_text(
         '"""JSON providers."""\n\n\nclass JSONProvider:\n    def dumps(self, obj):\n        raise NotImplementedError\n'
         "\n\nclass DefaultJSONProvider(JSONProvider):\n    ensure_ascii = True\n    sort_keys = True\n\n"
-        "    def dumps(self, obj):\n        return str(obj)\n")
+        "    def dumps(self, obj):\n        return str(obj)\n"
+    )
     (repo / "src/pkg/sansio").mkdir()
     (repo / "src/pkg/blueprints.py").write_text("class Blueprint:\n    pass\n")
     (repo / "src/pkg/sansio/blueprints.py").write_text(
-        "class Blueprint:\n    def _check_setup_finished(self, name):\n        raise AssertionError(name)\n")
+        "class Blueprint:\n    def _check_setup_finished(self, name):\n        raise AssertionError(name)\n"
+    )
     (repo / "src/pkg/unique_module.py").write_text("VALUE = 1\n")
 
 
-def test_real_answers_get_their_links_and_the_footer_its_count(fake, bots, redis, redis_server, repo, gemini_api,
-                                                               egress_root, gateway, tmp_path):
+def test_real_answers_get_their_links_and_the_footer_its_count(
+    fake, bots, redis, redis_server, repo, gemini_api, egress_root, gateway, tmp_path
+):
     real_tree(repo)
     sha = commit_all(repo)
     gemini_api.script(Text(REAL_ANSWER, chunks=3), Text("`OnlyInTheSharedIndex` is the one."))
-    env = gemini_env(bot_env(fake, redis_server.url, repo), gateway(gemini_api.base_url, redis_server.url),
-                     egress_root)
-    env["ASKBOX_REPOS"] = json.dumps({"demo": {"path": str(repo), "instructions": "Readers are support engineers."},
-                                      "web": str(repo)})
+    env = gemini_env(bot_env(fake, redis_server.url, repo), gateway(gemini_api.base_url, redis_server.url), egress_root)
+    env["ASKBOX_REPOS"] = json.dumps(
+        {"demo": {"path": str(repo), "instructions": "Readers are support engineers."}, "web": str(repo)}
+    )
     env["ASKBOX_CHANNEL_INSTRUCTIONS"] = json.dumps({CHANNEL: "Keep it to one paragraph."})
     pool = Workers(env)
     pool.start(1, log_dir=tmp_path)
@@ -140,12 +154,13 @@ def test_real_answers_get_their_links_and_the_footer_its_count(fake, bots, redis
         fake.wait_until(lambda: "white_check_mark" in fake.get_message(CHANNEL, first["ts"]).reactions, timeout=120)
         # The index of this snapshot is in Redis now; a second question on the same commit
         # uses it as stored (a definition only the stored index has is linked), not a build of its own.
-        [key] = redis.keys(keys.tree_index("*")[: -32] + "*")
+        [key] = redis.keys(keys.tree_index("*")[:-32] + "*")
         assert 0 < redis.ttl(key) <= 24 * 3600
         stored = TreeIndex.loads(redis.get(key))
         assert stored is not None and stored.definition("DefaultJSONProvider") is not None
-        doctored = TreeIndex(files=stored.files, definitions=(Definition("src/pkg/unique_module.py", 1,
-                                                                         ("OnlyInTheSharedIndex",)),))
+        doctored = TreeIndex(
+            files=stored.files, definitions=(Definition("src/pkg/unique_module.py", 1, ("OnlyInTheSharedIndex",)),)
+        )
         redis.set(key, doctored.dumps(), keepttl=True)
         second = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> which one is it?")
         fake.push_event(second)
@@ -186,15 +201,20 @@ def test_real_answers_get_their_links_and_the_footer_its_count(fake, bots, redis
 
 
 def test_forged_jobs_for_hidden_repos_are_refused_and_cached_answers_stay_in_their_channel(
-        redis, redis_server, repo, gemini_api, egress_root, gateway, docker_client, tmp_path):
+    redis, redis_server, repo, gemini_api, egress_root, gateway, docker_client, tmp_path
+):
     secret = tmp_path / "secret-repo"
     secret.mkdir()
     (secret / "KEYS.md").write_text("the launch codes\n")
     commit_all(repo)
-    env = worker_env(redis_server, repo, egress_root,
-                     ASKBOX_REPOS=json.dumps({"demo": str(repo), "secret": str(secret)}),
-                     ASKBOX_CHANNEL_REPOS=json.dumps({"C0AAAAAAAA1": "demo", "C0BBBBBBBB2": "demo"}),
-                     ASKBOX_REPO_ACCESS=json.dumps({"secret": {"channels": ["C0VAULT0001"]}}))
+    env = worker_env(
+        redis_server,
+        repo,
+        egress_root,
+        ASKBOX_REPOS=json.dumps({"demo": str(repo), "secret": str(secret)}),
+        ASKBOX_CHANNEL_REPOS=json.dumps({"C0AAAAAAAA1": "demo", "C0BBBBBBBB2": "demo"}),
+        ASKBOX_REPO_ACCESS=json.dumps({"secret": {"channels": ["C0VAULT0001"]}}),
+    )
     env.pop("SLACK_BOT_TOKEN", None)  # no Slack: finals are read from the jobs' meta
     gemini_api.script(Text("In channel A: it returns 42."), Text("In channel B: it returns 42."))
     pool = Workers(gemini_env(env, gateway(gemini_api.base_url, redis_server.url), egress_root))
@@ -205,12 +225,18 @@ def test_forged_jobs_for_hidden_repos_are_refused_and_cached_answers_stay_in_the
 
     # Written straight into Redis, as anyone who can write to it would: no bot involved.
     asked = time.time()
-    forged = {name: _raw_job(redis, "askbox-high", [
-        jobs_queue.JOB_FUNCTION, None, [slack_question("C0AAAAAAAA1", f"1.{i}", "what are the keys?", name)], {}])
-        for i, name in enumerate(["secret", "nosuchrepo"])}
+    forged = {
+        name: _raw_job(
+            redis,
+            "askbox-high",
+            [jobs_queue.JOB_FUNCTION, None, [slack_question("C0AAAAAAAA1", f"1.{i}", "what are the keys?", name)], {}],
+        )
+        for i, name in enumerate(["secret", "nosuchrepo"])
+    }
     pool.start(1, log_dir=tmp_path)
     try:
         refused = {name: wait_final(redis, job_id, 60, pool) for name, job_id in forged.items()}
+
         def ask(channel: str, ts: str, text: str) -> dict:
             question = Question.model_validate(slack_question(channel, ts, text))
             return wait_final(redis, jobs_queue.enqueue(redis, question, JobSettings()).job.id, 120, pool)

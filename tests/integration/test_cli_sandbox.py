@@ -31,8 +31,20 @@ def askbox(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -
 )
 def test_exit_codes(sandbox_image, repo, script, code, outcome):
     result = askbox(
-        "sandbox", "run", "--repo", str(repo), "--image", sandbox_image, "--timeout", "2", "--memory", "64m",
-        "--", "bash", "-c", script,
+        "sandbox",
+        "run",
+        "--repo",
+        str(repo),
+        "--image",
+        sandbox_image,
+        "--timeout",
+        "2",
+        "--memory",
+        "64m",
+        "--",
+        "bash",
+        "-c",
+        script,
     )
     assert result.returncode == code, result.stderr
     assert outcome in result.stderr.splitlines()[-1]

@@ -51,8 +51,7 @@ QUICK = "[transcript:subagent-sleep-v2]"  # about 1.6 s of recorded cursor-agent
 DASHBOARD_USER, DASHBOARD_PASSWORD = "ops", "compose-test-pw"
 REDIS_PASSWORD = "compose-test-redis-pw"
 # Never copied into the test project: big, private, or built from it.
-NOT_COPIED = (".git", ".venv", "__pycache__", "*.egg-info", ".pytest_cache", ".mypy_cache",
-              ".ruff_cache", ".env")
+NOT_COPIED = (".git", ".venv", "__pycache__", "*.egg-info", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".env")
 # At the top only, as .dockerignore reads them: jobs/repos/ is code and must be copied.
 NOT_COPIED_AT_TOP = ("repos", "build", "dist")
 
@@ -138,8 +137,13 @@ def test_config_is_valid(compose: str, tmp_path: Path) -> None:
     assert "askbox\n    - bot" in slack.stdout  # command: [askbox, bot]
 
     # What a user sets is used on both sides of each same-path mount.
-    env = {**_env(), "ASKBOX_REPOS_DIR": "/data/checkouts", "ASKBOX_EGRESS_SOCKET_DIR": "/run/other/egress",
-           "ASKBOX_BASE_IMAGE": images.OFFLINE_BASE, "ASKBOX_DASHBOARD_HOST_PORT": "19999"}
+    env = {
+        **_env(),
+        "ASKBOX_REPOS_DIR": "/data/checkouts",
+        "ASKBOX_EGRESS_SOCKET_DIR": "/run/other/egress",
+        "ASKBOX_BASE_IMAGE": images.OFFLINE_BASE,
+        "ASKBOX_DASHBOARD_HOST_PORT": "19999",
+    }
     custom = _run([*base, "config"], env, ROOT)
     assert custom.returncode == 0, custom.stderr
     assert "- /data/checkouts:/data/checkouts:ro" in custom.stdout
@@ -198,18 +202,24 @@ def test_config_is_valid_for_compose_v2(tmp_path: Path) -> None:
     assert worker["depends_on"]["images"]["condition"] == "service_completed_successfully"
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
     mounts = {(m["source"], m["target"], m.get("read_only", False)) for m in worker["volumes"]}
-    assert {("/var/run/docker.sock", "/var/run/docker.sock", False), ("/srv/repos", "/srv/repos", True),
-            ("/run/askbox/egress", "/run/askbox/egress", False),
-            ("/var/lib/askbox/snapshots", "/var/lib/askbox/snapshots", False)} <= mounts
+    assert {
+        ("/var/run/docker.sock", "/var/run/docker.sock", False),
+        ("/srv/repos", "/srv/repos", True),
+        ("/run/askbox/egress", "/run/askbox/egress", False),
+        ("/var/lib/askbox/snapshots", "/var/lib/askbox/snapshots", False),
+    } <= mounts
     images_service = services["images"]
     assert images_service["network_mode"] == "none" and images_service["restart"] == "no"
     command = images_service["command"]
-    assert command[command.index("build"):][:2] == ["build", "--missing"], command
+    assert command[command.index("build") :][:2] == ["build", "--missing"], command
     [port] = services["dashboard"]["ports"]
     assert (port["host_ip"], port["target"], str(port["published"])) == ("127.0.0.1", 9181, "9181")
 
-    filtered = _run([*base, "-f", str(ROOT / "compose.docker-filter.yaml"), "config", "--format", "json"],
-                    {**_env(), "ASKBOX_REPOS_DIR": "/data/checkouts"}, ROOT)
+    filtered = _run(
+        [*base, "-f", str(ROOT / "compose.docker-filter.yaml"), "config", "--format", "json"],
+        {**_env(), "ASKBOX_REPOS_DIR": "/data/checkouts"},
+        ROOT,
+    )
     assert filtered.returncode == 0, filtered.stderr
     services = json.loads(filtered.stdout)["services"]
     worker_mounts = {(m["source"], m["target"]) for m in services["worker"]["volumes"]}
@@ -222,30 +232,40 @@ def test_config_is_valid_for_compose_v2(tmp_path: Path) -> None:
     # staging area; the filter writes the sealed snapshots and the egress sockets.
     worker_mounts = {(m["source"], m["target"], m.get("read_only", False)) for m in services["worker"]["volumes"]}
     writable = {(source, target) for source, target, read_only in worker_mounts if not read_only}
-    assert writable == {("/var/lib/askbox/snapshots/staging", "/var/lib/askbox/snapshots/staging"),
-                        ("egress-locks", "/run/askbox/egress.locks"), ("repo-mirrors", "/var/lib/askbox/mirrors")}
-    assert {("/var/lib/askbox/snapshots", "/var/lib/askbox/snapshots", True), ("/run/askbox/egress", "/run/askbox/egress", True),
-            ("/run/askbox/gateway", "/run/askbox/gateway", True)} <= worker_mounts
+    assert writable == {
+        ("/var/lib/askbox/snapshots/staging", "/var/lib/askbox/snapshots/staging"),
+        ("egress-locks", "/run/askbox/egress.locks"),
+        ("repo-mirrors", "/var/lib/askbox/mirrors"),
+    }
+    assert {
+        ("/var/lib/askbox/snapshots", "/var/lib/askbox/snapshots", True),
+        ("/run/askbox/egress", "/run/askbox/egress", True),
+        ("/run/askbox/gateway", "/run/askbox/gateway", True),
+    } <= worker_mounts
     docker_filter = services["docker-filter"]
     filter_mounts = {(m["source"], m["target"], m.get("read_only", False)) for m in docker_filter["volumes"]}
-    assert {("/var/lib/askbox/snapshots", "/var/lib/askbox/snapshots", False), ("/run/askbox/egress", "/run/askbox/egress", False),
-            ("/run/askbox/gateway", "/run/askbox/gateway", True), ("/data/checkouts", "/data/checkouts", True)} <= filter_mounts
+    assert {
+        ("/var/lib/askbox/snapshots", "/var/lib/askbox/snapshots", False),
+        ("/run/askbox/egress", "/run/askbox/egress", False),
+        ("/run/askbox/gateway", "/run/askbox/gateway", True),
+        ("/data/checkouts", "/data/checkouts", True),
+    } <= filter_mounts
     assert sorted(docker_filter["cap_add"]) == ["CHOWN", "DAC_OVERRIDE"] and docker_filter["cap_drop"] == ["ALL"]
 
 
 def _service(config: str, name: str) -> str:
     """One service's block of `docker-compose config` output (pyyaml is not a dependency)."""
-    services = config[config.index("\nservices:\n"):]
+    services = config[config.index("\nservices:\n") :]
     start = services.index(f"\n  {name}:\n")
-    end = re.search(r"\n  \S|\n\S", services[start + 1:])
-    return services[start: start + 1 + end.start()] if end else services[start:]
+    end = re.search(r"\n  \S|\n\S", services[start + 1 :])
+    return services[start : start + 1 + end.start()] if end else services[start:]
 
 
 def readme_block(heading: str, containing: str) -> str:
     """The first ```sh block under ``heading`` of README.md that holds ``containing``: the
     commands as the README prints them, so the README cannot drift from what works."""
     text = (ROOT / "README.md").read_text()
-    section = text[text.index(f"\n{heading}\n"):]
+    section = text[text.index(f"\n{heading}\n") :]
     for block in re.findall(r"```sh\n(.*?)```", section, re.DOTALL):
         if containing in block:
             return block
@@ -333,18 +353,36 @@ FILTER_OVERRIDE = """\
 
 
 class Stack:
-    def __init__(self, compose: list[str], project: Path, name: str, env: dict[str, str], subnet: str,
-                 docker_filter: bool = False) -> None:
+    def __init__(
+        self,
+        compose: list[str],
+        project: Path,
+        name: str,
+        env: dict[str, str],
+        subnet: str,
+        docker_filter: bool = False,
+    ) -> None:
         self.project, self.name, self.env = project, name, env
         self.gateway = subnet.rsplit(".", 1)[0] + ".1"
         override = project.parent / "test-override.yaml"
-        override.write_text(OVERRIDE.format(gateway=self.gateway, subnet=subnet,
-                                            extra=FILTER_OVERRIDE if docker_filter else ""))
+        override.write_text(
+            OVERRIDE.format(gateway=self.gateway, subnet=subnet, extra=FILTER_OVERRIDE if docker_filter else "")
+        )
         env_file = project.parent / "test.env"  # not the project's .env (the canary)
         env_file.write_text("")
         files = ["compose.yaml", *(["compose.docker-filter.yaml"] if docker_filter else [])]
-        self.base = [*compose, "-p", name, "--env-file", str(env_file),
-                     *(arg for f in files for arg in ("-f", str(project / f))), "-f", str(override), "--profile", "slack"]
+        self.base = [
+            *compose,
+            "-p",
+            name,
+            "--env-file",
+            str(env_file),
+            *(arg for f in files for arg in ("-f", str(project / f))),
+            "-f",
+            str(override),
+            "--profile",
+            "slack",
+        ]
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return _run([*self.base, *args], self.env, self.project, timeout)
@@ -353,9 +391,13 @@ class Stack:
         """``script`` (a README code block, as printed) in bash in the project, where
         `docker compose` and `docker-compose` are this stack's compose (its project name,
         the test's override) reading the project's own .env, as a user's would."""
-        compose = " ".join(shlex.quote(arg) for arg in self.base if arg != "--env-file" and not arg.endswith("test.env"))
-        prelude = (f'docker() {{ if [ "$1" = compose ]; then shift; {compose} "$@"; else command docker "$@"; fi; }}\n'
-                   f'docker-compose() {{ {compose} "$@"; }}\n')
+        compose = " ".join(
+            shlex.quote(arg) for arg in self.base if arg != "--env-file" and not arg.endswith("test.env")
+        )
+        prelude = (
+            f'docker() {{ if [ "$1" = compose ]; then shift; {compose} "$@"; else command docker "$@"; fi; }}\n'
+            f'docker-compose() {{ {compose} "$@"; }}\n'
+        )
         return _run(["bash", "-euo", "pipefail", "-c", prelude + script], self.env, self.project, timeout)
 
     def logs(self, *services: str) -> str:
@@ -370,21 +412,28 @@ SIGNING_SECRET = "compose-test-signing-secret"
 
 
 @pytest.fixture()
-def stack(compose_cli: list[str], docker_client: docker.DockerClient, cursor_standin_image: str,
-          tmp_path: Path) -> Iterator[tuple[Stack, dict[str, object]]]:
+def stack(
+    compose_cli: list[str], docker_client: docker.DockerClient, cursor_standin_image: str, tmp_path: Path
+) -> Iterator[tuple[Stack, dict[str, object]]]:
     yield from _stack(compose_cli, docker_client, cursor_standin_image, tmp_path)
 
 
 @pytest.fixture()
-def filter_stack(docker_client: docker.DockerClient, cursor_standin_image: str,
-                 tmp_path: Path) -> Iterator[tuple[Stack, dict[str, object]]]:
+def filter_stack(
+    docker_client: docker.DockerClient, cursor_standin_image: str, tmp_path: Path
+) -> Iterator[tuple[Stack, dict[str, object]]]:
     """The same stack with compose.docker-filter.yaml (compose v2: the v1 reading of the
     files is checked in test_docker_filter.py)."""
     yield from _stack(_compose_v2(), docker_client, cursor_standin_image, tmp_path, docker_filter=True)
 
 
-def _stack(compose_cli: list[str], docker_client: docker.DockerClient, cursor_standin_image: str, tmp_path: Path,
-           docker_filter: bool = False) -> Iterator[tuple[Stack, dict[str, object]]]:
+def _stack(
+    compose_cli: list[str],
+    docker_client: docker.DockerClient,
+    cursor_standin_image: str,
+    tmp_path: Path,
+    docker_filter: bool = False,
+) -> Iterator[tuple[Stack, dict[str, object]]]:
     repos_dir = tmp_path / "repos"
     commit = _git_repo(repos_dir / "demo")
     egress_dir = tmp_path / "egress"
@@ -424,19 +473,31 @@ def _stack(compose_cli: list[str], docker_client: docker.DockerClient, cursor_st
         "ASKBOX_DASHBOARD_PASSWORD": DASHBOARD_PASSWORD,
         "ASKBOX_DASHBOARD_HOST_PORT": str(dashboard_port),
         # A killed worker's question is found quickly (RQ adds 60 s to the heartbeat anyway).
-        "ASKBOX_WORKER_TTL": "20", "ASKBOX_MAINTENANCE_INTERVAL": "5", "ASKBOX_REAPER_INTERVAL": "5",
+        "ASKBOX_WORKER_TTL": "20",
+        "ASKBOX_MAINTENANCE_INTERVAL": "5",
+        "ASKBOX_REAPER_INTERVAL": "5",
         "ASKBOX_DOCKER_FILTER_IMAGES": "askbox/,askbox-test/",  # and the cursor-agent stand-in's (the filter's)
     }
     subnet = f"10.213.{uuid.uuid4().int % 250 + 1}.0/24"  # a private range Docker's default pools leave alone
     stack = Stack(compose_cli, project, f"askbox-test-{uuid.uuid4().hex[:8]}", env, subnet, docker_filter)
     built = {name: images.tag(name, project / "images") for name in ("sandbox", "egress-proxy", "agent-gemini")}
     relays: list[TcpRelay] = []
-    facts = {"commit": commit, "egress_dir": egress_dir, "snapshots": tmp_path / "snapshots",
-             "gateway_dir": Path(env["ASKBOX_GATEWAY_SOCKET_DIR"]),
-             "dashboard_port": dashboard_port, "slack": slack,
-             "gemini": gemini, "deployment": deployment, "built": built, "relays": relays,
-             "relay_to": {relay_ports["slack"]: slack.base_url.rsplit(":", 1)[1].strip("/"),
-                          relay_ports["gemini"]: gemini.port}}
+    facts = {
+        "commit": commit,
+        "egress_dir": egress_dir,
+        "snapshots": tmp_path / "snapshots",
+        "gateway_dir": Path(env["ASKBOX_GATEWAY_SOCKET_DIR"]),
+        "dashboard_port": dashboard_port,
+        "slack": slack,
+        "gemini": gemini,
+        "deployment": deployment,
+        "built": built,
+        "relays": relays,
+        "relay_to": {
+            relay_ports["slack"]: slack.base_url.rsplit(":", 1)[1].strip("/"),
+            relay_ports["gemini"]: gemini.port,
+        },
+    }
     try:
         yield stack, facts
     finally:
@@ -468,10 +529,14 @@ def _assert_nothing_left(stack: Stack, client: docker.DockerClient, facts: dict)
         "containers": [c.name for c in client.containers.list(all=True, filters=project)],
         "networks": [n.name for n in client.networks.list(filters=project)],
         "volumes": [v.name for v in client.volumes.list(filters=project)],
-        "sandboxes": [c.name for c in client.containers.list(
-            all=True, filters={"label": f"{labels.SANDBOX}={facts['deployment']}"})],
-        "egress proxies": [c.name for c in client.containers.list(
-            all=True, filters={"label": f"{labels.EGRESS_ROOT}={facts['egress_dir']}"})],
+        "sandboxes": [
+            c.name
+            for c in client.containers.list(all=True, filters={"label": f"{labels.SANDBOX}={facts['deployment']}"})
+        ],
+        "egress proxies": [
+            c.name
+            for c in client.containers.list(all=True, filters={"label": f"{labels.EGRESS_ROOT}={facts['egress_dir']}"})
+        ],
     }
     for container in left["sandboxes"] + left["egress proxies"]:  # never leave them to other tests
         client.containers.get(container).remove(force=True)
@@ -543,8 +608,15 @@ def test_compose_up_from_nothing(stack, docker_client: docker.DockerClient) -> N
     assert "skipping agent-cursor: ASKBOX_CURSOR_IMAGE=" in stack.logs("images")
     everything = docker_client.containers.list(all=True, filters={"label": f"com.docker.compose.project={stack.name}"})
     states = {c.labels["com.docker.compose.service"]: c.status for c in everything}
-    assert states == {"preflight": "exited", "images": "exited", "redis": "running", "gateway": "running",
-                      "worker": "running", "dashboard": "running", "bot": "running"}, (states, stack.logs())
+    assert states == {
+        "preflight": "exited",
+        "images": "exited",
+        "redis": "running",
+        "gateway": "running",
+        "worker": "running",
+        "dashboard": "running",
+        "bot": "running",
+    }, (states, stack.logs())
 
     port = stack.port("redis", 6379)
     # A client without the password is refused, by the composed Redis itself; so is a wrong one.
@@ -558,9 +630,15 @@ def test_compose_up_from_nothing(stack, docker_client: docker.DockerClient) -> N
     times["worker registered"] = time.monotonic() - started
 
     # .dockerignore kept the user's .env and the tests out of the image; images/ is in it.
-    check = stack.run("exec", "-T", "worker", "sh", "-c",
-                      "test ! -e /opt/askbox/src/.env && test ! -e /opt/askbox/src/tests "
-                      "&& test -f /opt/askbox/src/images/sandbox/Dockerfile")
+    check = stack.run(
+        "exec",
+        "-T",
+        "worker",
+        "sh",
+        "-c",
+        "test ! -e /opt/askbox/src/.env && test ! -e /opt/askbox/src/tests "
+        "&& test -f /opt/askbox/src/images/sandbox/Dockerfile",
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
     # A signed mention, through the bot in HTTP mode, answered by the Gemini CLI in a
@@ -576,8 +654,19 @@ def test_compose_up_from_nothing(stack, docker_client: docker.DockerClient) -> N
 
     # The README's way to ask without Slack; agent=cursor (the stand-in) uses an egress proxy.
     asked = time.monotonic()
-    ask = stack.run("exec", "-T", "worker", "askbox", "ask", "--repo", "demo", "--agent", "cursor",
-                    f"{QUICK} where is answer()?", timeout=120)
+    ask = stack.run(
+        "exec",
+        "-T",
+        "worker",
+        "askbox",
+        "ask",
+        "--repo",
+        "demo",
+        "--agent",
+        "cursor",
+        f"{QUICK} where is answer()?",
+        timeout=120,
+    )
     assert ask.returncode == 0, ask.stderr[-3000:]
     assert "queued as" in ask.stderr and ask.stderr.strip().splitlines()[-1].startswith("askbox: answer"), ask.stderr
     times["exec ask answered"] = time.monotonic() - asked
@@ -591,8 +680,9 @@ def test_compose_up_from_nothing(stack, docker_client: docker.DockerClient) -> N
     killed = time.monotonic()
     slow = _mention(stack, slack, "explain everything slowly")
     job_id = wait_for(lambda: _running(redis, slow["ts"]), 60, "the slow question to run")
-    wait_for(lambda: [r for r in gemini.requests if r.is_generate and "slowly" in r.text()], 60,
-             "the slow answer to start")
+    wait_for(
+        lambda: [r for r in gemini.requests if r.is_generate and "slowly" in r.text()], 60, "the slow answer to start"
+    )
     assert stack.run("kill", "worker").returncode == 0
     assert stack.run("up", "-d", "worker", timeout=300).returncode == 0
     _final_reaction(slack, slow["ts"], stack, 240)
@@ -603,9 +693,15 @@ def test_compose_up_from_nothing(stack, docker_client: docker.DockerClient) -> N
     assert len(finals) <= 1, texts
     times["killed worker's question ended"] = time.monotonic() - killed
     # Its orphaned sandbox was reaped by the new worker (its owner is gone from Redis).
-    wait_for(lambda: not docker_client.containers.list(
-        all=True, filters={"label": [f"{labels.SANDBOX}={facts['deployment']}", f"askbox.job={job_id}"]}),
-        60, "the killed worker's sandbox to be reaped")
+    wait_for(
+        lambda: (
+            not docker_client.containers.list(
+                all=True, filters={"label": [f"{labels.SANDBOX}={facts['deployment']}", f"askbox.job={job_id}"]}
+            )
+        ),
+        60,
+        "the killed worker's sandbox to be reaped",
+    )
 
     # `restart redis` with a question waiting: it is still there and answered afterwards.
     assert stack.run("stop", "worker", timeout=120).returncode == 0
@@ -679,10 +775,19 @@ def test_compose_up_behind_the_docker_filter(filter_stack, docker_client: docker
     assert up.returncode == 0, f"{up.stderr[-6000:]}\n{stack.logs()}"
     everything = docker_client.containers.list(all=True, filters={"label": f"com.docker.compose.project={stack.name}"})
     states = {c.labels["com.docker.compose.service"]: c.status for c in everything}
-    assert states == {"preflight": "exited", "images": "exited", "redis": "running", "gateway": "running",
-                      "worker": "running", "dashboard": "running", "bot": "running", "docker-filter": "running"}, (
-        states, stack.logs())
-    redis = Redis.from_url(f"redis://:{REDIS_PASSWORD}@127.0.0.1:{stack.port('redis', 6379)}/0", socket_connect_timeout=2)
+    assert states == {
+        "preflight": "exited",
+        "images": "exited",
+        "redis": "running",
+        "gateway": "running",
+        "worker": "running",
+        "dashboard": "running",
+        "bot": "running",
+        "docker-filter": "running",
+    }, (states, stack.logs())
+    redis = Redis.from_url(
+        f"redis://:{REDIS_PASSWORD}@127.0.0.1:{stack.port('redis', 6379)}/0", socket_connect_timeout=2
+    )
     try:
         wait_for(lambda: _workers(redis), 120, "the worker to register in Redis")
     except AssertionError as exc:
@@ -691,12 +796,19 @@ def test_compose_up_behind_the_docker_filter(filter_stack, docker_client: docker
     # In the worker: no socket but the filter's; the sealed snapshots and egress sockets
     # read-only (root and DAC_OVERRIDE notwithstanding); its staging area writable.
     snapshots, egress = facts["snapshots"], facts["egress_dir"]
-    probe = stack.run("exec", "-T", "worker", "sh", "-c",
-                      "test ! -S /var/run/docker.sock && test -S /run/askbox-docker/docker.sock; echo socket=$?; "
-                      f"mkdir {snapshots}/probe; echo snapshots=$?; mkdir {egress}/probe; echo egress=$?; "
-                      f"mkdir {snapshots}/staging/probe && rmdir {snapshots}/staging/probe; echo staging=$?")
+    probe = stack.run(
+        "exec",
+        "-T",
+        "worker",
+        "sh",
+        "-c",
+        "test ! -S /var/run/docker.sock && test -S /run/askbox-docker/docker.sock; echo socket=$?; "
+        f"mkdir {snapshots}/probe; echo snapshots=$?; mkdir {egress}/probe; echo egress=$?; "
+        f"mkdir {snapshots}/staging/probe && rmdir {snapshots}/staging/probe; echo staging=$?",
+    )
     assert ["socket=0", "snapshots=1", "egress=1", "staging=0"] == [
-        line for line in probe.stdout.splitlines() if "=" in line], probe.stdout + probe.stderr
+        line for line in probe.stdout.splitlines() if "=" in line
+    ], probe.stdout + probe.stderr
     assert probe.stderr.count("Read-only file system") == 2, probe.stderr
 
     gemini.script(Text("answer() returns 42, in src/app.py.", chunks=3, delay=0.2))
@@ -708,8 +820,19 @@ def test_compose_up_behind_the_docker_filter(filter_stack, docker_client: docker
     swap = stack.run("exec", "-T", "worker", "sh", "-c", f"mv {sealed} {sealed}.aside || ln -s /var/run {sealed}.x")
     assert swap.returncode != 0 and "Read-only file system" in swap.stderr and sealed.is_dir(), swap.stderr
 
-    ask = stack.run("exec", "-T", "worker", "askbox", "ask", "--repo", "demo", "--agent", "cursor",
-                    f"{QUICK} where is answer()?", timeout=180)
+    ask = stack.run(
+        "exec",
+        "-T",
+        "worker",
+        "askbox",
+        "ask",
+        "--repo",
+        "demo",
+        "--agent",
+        "cursor",
+        f"{QUICK} where is answer()?",
+        timeout=180,
+    )
     assert ask.returncode == 0, ask.stderr[-3000:] + stack.logs("worker", "docker-filter")
     filter_log = stack.run("logs", "--no-color", "docker-filter", timeout=60).stdout
     for action in ("snapshots/seal", "egress/make"):

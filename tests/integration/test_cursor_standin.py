@@ -239,7 +239,13 @@ def _recorded_delay(events: list[dict], cap: float = 0.3) -> float:
             "Workspace Trust Required",
             ErrorKind.UNTRUSTED_WORKSPACE,
         ),
-        (PARTIAL_ARGS, "hello [usage-limit]", True, "ActionRequiredError: You've hit your usage limit", ErrorKind.QUOTA),
+        (
+            PARTIAL_ARGS,
+            "hello [usage-limit]",
+            True,
+            "ActionRequiredError: You've hit your usage limit",
+            ErrorKind.QUOTA,
+        ),
         (PARTIAL_ARGS, "hello [network-down]", True, "ConnectError: [unavailable]", ErrorKind.EGRESS_BLOCKED),
     ],
     ids=["no-key", "bad-model", "no-trust", "usage-limit", "network-down"],
@@ -324,9 +330,7 @@ def test_write_hits_the_read_only_mount(sandbox, cursor_standin_image, repo):
 
 
 def test_hang_after_result_needs_a_stop(sandbox, cursor_standin_image):
-    ran = run_standin(
-        sandbox, cursor_standin_image, PARTIAL_ARGS, "[hang-after-result]", stop_after_result=1.5
-    )
+    ran = run_standin(sandbox, cursor_standin_image, PARTIAL_ARGS, "[hang-after-result]", stop_after_result=1.5)
     assert ran.events[-1]["type"] == "result"
     assert ran.still_running_after_result is True
     assert ran.outcome.kind is OutcomeKind.OK and ran.outcome.stopped_early, ran.outcome

@@ -45,8 +45,6 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
-
-
 class BurstWorker(PromptUnsubscribe, SimpleWorker):
     """RQ's in-process worker, leaving its command channel at once (jobs/worker_pubsub.py)."""
 

@@ -86,24 +86,39 @@ def seat(docker_client, built_images) -> Iterator[Seat]:
     sock = base / "filter" / "docker.sock"
     log = base / "filter.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASKBOX_") or k == "ASKBOX_DEPLOYMENT"}
-    env.update(ASKBOX_DOCKER_FILTER_SOCKET=str(sock), ASKBOX_EGRESS_SOCKET_DIR=str(base / "egress"),
-               ASKBOX_GATEWAY_SOCKET_DIR=str(base / "gateway"), ASKBOX_REPO_SNAPSHOTS=str(base / "snapshots"),
-               PYTHONUNBUFFERED="1")
+    env.update(
+        ASKBOX_DOCKER_FILTER_SOCKET=str(sock),
+        ASKBOX_EGRESS_SOCKET_DIR=str(base / "egress"),
+        ASKBOX_GATEWAY_SOCKET_DIR=str(base / "gateway"),
+        ASKBOX_REPO_SNAPSHOTS=str(base / "snapshots"),
+        PYTHONUNBUFFERED="1",
+    )
     with log.open("wb") as out:
         proc = subprocess.Popen([ASKBOX, "docker-filter"], env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: sock.exists() or proc.poll() is not None, 20, "the filter's socket")
         assert proc.poll() is None, log.read_text()
         os.chown(sock, 0, SEAT_UID)  # the filter's socket is the seat's, as the worker's group's
-        yield Seat(base=base, socket=sock, snapshots=base / "snapshots", egress=base / "egress",
-                   locks=base / "egress.locks", gateway=base / "gateway", repo=repo, commit=commit, log=log)
+        yield Seat(
+            base=base,
+            socket=sock,
+            snapshots=base / "snapshots",
+            egress=base / "egress",
+            locks=base / "egress.locks",
+            gateway=base / "gateway",
+            repo=repo,
+            commit=commit,
+            log=log,
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
         print(log.read_text()[-6000:])
         for container in docker_client.containers.list(all=True, filters={"label": f"{ATTACK}={TOKEN}"}):
             container.remove(force=True)
-        for proxy in docker_client.containers.list(all=True, filters={"label": f"{labels.EGRESS_ROOT}={base / 'egress'}"}):
+        for proxy in docker_client.containers.list(
+            all=True, filters={"label": f"{labels.EGRESS_ROOT}={base / 'egress'}"}
+        ):
             proxy.remove(force=True)
         shutil.rmtree(base, ignore_errors=True)
 
@@ -156,10 +171,19 @@ def seat_python() -> tuple[list[str], dict[str, str]]:
     venv's own when the seat may execute it; else (a venv made from an interpreter under
     /root, which other uids cannot enter) the system's of the same version, pointed at the
     venv's packages and this checkout."""
+
     def runs(argv: list[str], env: dict[str, str]) -> bool:
         try:
-            probe = subprocess.run([*argv, "-c", "import docker, sandbox.owned_dirs"], env=env, capture_output=True,
-                                   timeout=60, user=SEAT_UID, group=SEAT_UID, extra_groups=[], cwd="/")
+            probe = subprocess.run(
+                [*argv, "-c", "import docker, sandbox.owned_dirs"],
+                env=env,
+                capture_output=True,
+                timeout=60,
+                user=SEAT_UID,
+                group=SEAT_UID,
+                extra_groups=[],
+                cwd="/",
+            )
         except PermissionError:
             return False
         return probe.returncode == 0
@@ -180,35 +204,72 @@ def as_seat(seat: Seat, script: str, timeout: float = 240, **args: object) -> di
     path = seat.base / "home" / f"script-{time.time_ns()}.py"
     path.write_text(PRELUDE + textwrap.dedent(script) + "\nprint(json.dumps(RESULT))\n")
     python, python_env = seat_python()
-    env = {**python_env, "PATH": os.environ["PATH"], "HOME": str(seat.base / "home"), "DOCKER_HOST": f"unix://{seat.socket}",
-           "ASKBOX_DEPLOYMENT": DEPLOYMENT, "SEAT_ARGS": json.dumps({
-               "token": TOKEN, "deployment": DEPLOYMENT, "snapshots": str(seat.snapshots), "egress": str(seat.egress),
-               "locks": str(seat.locks), "repo": str(seat.repo), "commit": seat.commit, **args})}
-    done = subprocess.run([*python, str(path)], env=env, cwd=seat.base / "home", capture_output=True, text=True,
-                          timeout=timeout, user=SEAT_UID, group=SEAT_UID, extra_groups=[])
+    env = {
+        **python_env,
+        "PATH": os.environ["PATH"],
+        "HOME": str(seat.base / "home"),
+        "DOCKER_HOST": f"unix://{seat.socket}",
+        "ASKBOX_DEPLOYMENT": DEPLOYMENT,
+        "SEAT_ARGS": json.dumps(
+            {
+                "token": TOKEN,
+                "deployment": DEPLOYMENT,
+                "snapshots": str(seat.snapshots),
+                "egress": str(seat.egress),
+                "locks": str(seat.locks),
+                "repo": str(seat.repo),
+                "commit": seat.commit,
+                **args,
+            }
+        ),
+    }
+    done = subprocess.run(
+        [*python, str(path)],
+        env=env,
+        cwd=seat.base / "home",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        user=SEAT_UID,
+        group=SEAT_UID,
+        extra_groups=[],
+    )
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_the_seat_is_what_the_compose_worker_is(seat):
     """The premise: this uid writes the staging area and its locks, and nothing a container binds."""
-    found = as_seat(seat, '''
+    found = as_seat(
+        seat,
+        """
         import socket
         RESULT["ids"] = [os.getuid(), os.getgid(), os.getgroups()]
         for name in ("snapshots/staging", "egress.locks", "snapshots/sealed", "egress", "gateway", "repo"):
             RESULT[name] = errno_of(lambda: os.mkdir(Path(ARGS["snapshots"]).parent / name / "probe"))
         RESULT["real socket"] = errno_of(lambda: socket.socket(socket.AF_UNIX).connect("/var/run/docker.sock"))
-    ''', sandbox_image="unused")
+    """,
+        sandbox_image="unused",
+    )
     assert found.pop("ids") == [SEAT_UID, SEAT_UID, []]
-    assert found == {"snapshots/staging": "DONE", "egress.locks": "DONE", "snapshots/sealed": "EACCES",
-                     "egress": "EACCES", "gateway": "EACCES", "repo": "EACCES", "real socket": "EACCES"}
+    assert found == {
+        "snapshots/staging": "DONE",
+        "egress.locks": "DONE",
+        "snapshots/sealed": "EACCES",
+        "egress": "EACCES",
+        "gateway": "EACCES",
+        "repo": "EACCES",
+        "real socket": "EACCES",
+    }
 
 
 def test_the_issue_s_swap_never_reaches_the_daemon(seat, sandbox_image, docker_client):
     """(a) create a sandbox binding a snapshot, replace it (or a parent) with a symlink to
     /var/run, start it, ask the socket for /version from inside: the replace fails, and
     binding what the seat can replace (staging, inside a sealed snapshot) is refused."""
-    found = as_seat(seat, '''
+    found = as_seat(
+        seat,
+        """
         from jobs.repos.resolve import RepoRef
         from jobs.repos.snapshot import Snapshots
         store = Snapshots(Path(ARGS["snapshots"]))
@@ -259,13 +320,20 @@ def test_the_issue_s_swap_never_reaches_the_daemon(seat, sandbox_image, docker_c
             RESULT["exit"] = victim.wait(timeout=60)["StatusCode"]
             RESULT["output"] = victim.logs(stdout=True, stderr=True).decode(errors="replace")
             victim.remove(force=True)
-    ''', sandbox_image=sandbox_image)
+    """,
+        sandbox_image=sandbox_image,
+    )
     assert set(found["replace"].values()) - {found["replace"]["seal a symlink"]} == {"EACCES"}, found["replace"]
-    assert found["replace"]["seal a symlink"].startswith(PREFIX + "snapshots/seal: ") and \
-        "is not a directory: not sealed" in found["replace"]["seal a symlink"], found["replace"]
+    assert (
+        found["replace"]["seal a symlink"].startswith(PREFIX + "snapshots/seal: ")
+        and "is not a directory: not sealed" in found["replace"]["seal a symlink"]
+    ), found["replace"]
     assert found["sealed symlinks"] == []
     assert found["bind staging"].startswith("403 " + PREFIX) and "in a shape it mounts" in found["bind staging"], found
-    assert found["bind inside the snapshot"].startswith("403 " + PREFIX) and "in a shape" in found["bind inside the snapshot"]
+    assert (
+        found["bind inside the snapshot"].startswith("403 " + PREFIX)
+        and "in a shape" in found["bind inside the snapshot"]
+    )
     output = found["output"]
     assert "README.md" in output and "docker.sock" not in output.replace("/workspace/docker.sock", ""), output
     assert "ApiVersion" not in output, "the sandbox reached the Docker daemon: " + output
@@ -276,7 +344,9 @@ def test_the_issue_s_swap_never_reaches_the_daemon(seat, sandbox_image, docker_c
 @pytest.mark.parametrize("kind", ["sandbox", "proxy"])
 def test_any_user_but_askbox_s_own_is_refused_at_create(seat, sandbox_image, built_images, docker_client, kind):
     """(b) the socket's group (or root's, or a uid alone, or a name) never reaches the daemon."""
-    found = as_seat(seat, '''
+    found = as_seat(
+        seat,
+        """
         from sandbox.allowlist import parse_allowlist, squid_config
         from sandbox.owned_dirs import perform
         docker_gid = ARGS["docker_gid"]
@@ -296,7 +366,12 @@ def test_any_user_but_askbox_s_own_is_refused_at_create(seat, sandbox_image, bui
                         "askbox.egress.allow": ",".join(map(str, entries))},
                 mounts=[Mount("/run/askbox-egress", ARGS["egress"] + "/5ea7000000ab", type="bind")])
         RESULT["users"] = {user: refusal(lambda: make(user)) for user in users}
-    ''', kind=kind, docker_gid=DOCKER_GID, sandbox_image=sandbox_image, proxy_image=built_images["egress-proxy"])
+    """,
+        kind=kind,
+        docker_gid=DOCKER_GID,
+        sandbox_image=sandbox_image,
+        proxy_image=built_images["egress-proxy"],
+    )
     own, *others = found["users"].items()
     assert own[1] == "ALLOWED", own  # the control: askbox's own user, otherwise the same container
     for user, answer in others:
@@ -308,7 +383,9 @@ def test_exec_in_a_proxy_runs_only_askbox_s_commands_without_environment(seat, b
     """(c) LD_PRELOAD (or any variable) would make the allowed ``test`` arbitrary code; the
     allowed commands with other arguments, too. The seat starts its proxy and opens a run
     through the filter (askbox's own execs pass), and may not write the egress root."""
-    found = as_seat(seat, '''
+    found = as_seat(
+        seat,
+        """
         from sandbox.allowlist import parse_allowlist
         from sandbox.egress import EgressProxies
         proxies = EgressProxies(ARGS["proxy_image"], Path(ARGS["egress"]), lock_dir=Path(ARGS["locks"]),
@@ -340,7 +417,10 @@ def test_exec_in_a_proxy_runs_only_askbox_s_commands_without_environment(seat, b
         RESULT["control"] = proxy.exec_run(["test", "-s", "/tmp/squid.port"]).exit_code
         proxies.close_run(run_dir)  # by the filter too
         RESULT["closed"] = not run_dir.exists()
-    ''', proxy_image=built_images["egress-proxy"], docker_gid=DOCKER_GID)
+    """,
+        proxy_image=built_images["egress-proxy"],
+        docker_gid=DOCKER_GID,
+    )
     path, owner, is_socket = found["run dir"]
     assert path.startswith(f"{seat.egress}/") and owner == 10002 and is_socket, found["run dir"]
     assert set(found["write egress"].values()) == {"EACCES"}, found["write egress"]
@@ -353,7 +433,9 @@ def test_askbox_s_own_run_passes_from_the_seat(seat, sandbox_image, built_images
     """The control for all of the above: from the same seat a sandbox reads a snapshot the
     filter sealed and reaches an allowlisted server through a proxy whose directories the
     filter made; the snapshot is removed again by the filter when idle."""
-    found = as_seat(seat, '''
+    found = as_seat(
+        seat,
+        """
         from jobs.repos.resolve import RepoRef
         from jobs.repos.snapshot import Snapshots
         from sandbox.egress import EgressProxies
@@ -374,7 +456,11 @@ def test_askbox_s_own_run_passes_from_the_seat(seat, sandbox_image, built_images
         RESULT["removed"] = [str(p) for p in store.cleanup(idle=0)]
         RESULT["left"] = tree.exists()
         box.egress.stop_all(client)
-    ''', sandbox_image=sandbox_image, proxy_image=built_images["egress-proxy"], port=local_server)
+    """,
+        sandbox_image=sandbox_image,
+        proxy_image=built_images["egress-proxy"],
+        port=local_server,
+    )
     assert found["outcome"] == "ok", found
     assert found["lines"][0] == "# the sealed snapshot" and "hello from the allowlisted server" in found["lines"][1]
     assert found["removed"] and not found["left"]
@@ -393,13 +479,29 @@ def test_the_same_swap_by_root_is_caught_at_start(seat, sandbox_image, built_ima
     name = "c" * 40 + "-0badcafe"
     owned_dirs.seal_snapshot(seat.snapshots, build.parent.name, build.name, name)
     tree = seat.sealed_root() / build.parent.name / name
-    run_labels = {labels.SANDBOX: DEPLOYMENT, labels.RUN_ID: f"root-swap-{TOKEN}", labels.OWNER: "h:1:1",
-                  labels.DEADLINE: str(int(time.time()) + 120), ATTACK: TOKEN}
+    run_labels = {
+        labels.SANDBOX: DEPLOYMENT,
+        labels.RUN_ID: f"root-swap-{TOKEN}",
+        labels.OWNER: "h:1:1",
+        labels.DEADLINE: str(int(time.time()) + 120),
+        ATTACK: TOKEN,
+    }
     victim = filtered.containers.create(
-        sandbox_image, ["sh", "-c", "curl -s -m 5 --unix-socket /workspace/docker.sock http://x/version"],
-        user="10001:10001", labels=run_labels, network_mode="none", read_only=True, cap_drop=["ALL"],
-        security_opt=["no-new-privileges"], ipc_mode="private", cgroupns="private", pids_limit=64, mem_limit="64m",
-        nano_cpus=10**9, mounts=[Mount("/workspace", str(tree), type="bind", read_only=True)])
+        sandbox_image,
+        ["sh", "-c", "curl -s -m 5 --unix-socket /workspace/docker.sock http://x/version"],
+        user="10001:10001",
+        labels=run_labels,
+        network_mode="none",
+        read_only=True,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        ipc_mode="private",
+        cgroupns="private",
+        pids_limit=64,
+        mem_limit="64m",
+        nano_cpus=10**9,
+        mounts=[Mount("/workspace", str(tree), type="bind", read_only=True)],
+    )
     tree.rename(tree.with_name("aside"))
     tree.symlink_to("/var/run")
     try:
@@ -418,12 +520,23 @@ def test_the_same_swap_by_root_is_caught_at_start(seat, sandbox_image, built_ima
 
     entries = parse_allowlist("localhost:9")
     proxy = filtered.containers.create(
-        built_images["egress-proxy"], user="10002:10002", network_mode="host", read_only=True, cap_drop=["ALL"],
-        security_opt=["no-new-privileges"], pids_limit=64, mem_limit="64m",
+        built_images["egress-proxy"],
+        user="10002:10002",
+        network_mode="host",
+        read_only=True,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        pids_limit=64,
+        mem_limit="64m",
         environment={"ASKBOX_SQUID_CONF": squid_config(entries)},
-        labels={labels.EGRESS: "0000000000ff", labels.EGRESS_ROOT: str(seat.egress), labels.EGRESS_ALLOW: "localhost:9",
-                ATTACK: TOKEN},
-        mounts=[Mount("/run/askbox-egress", str(seat.egress / "0000000000ff"), type="bind")])
+        labels={
+            labels.EGRESS: "0000000000ff",
+            labels.EGRESS_ROOT: str(seat.egress),
+            labels.EGRESS_ALLOW: "localhost:9",
+            ATTACK: TOKEN,
+        },
+        mounts=[Mount("/run/askbox-egress", str(seat.egress / "0000000000ff"), type="bind")],
+    )
     directory = seat.egress / "0000000000ff"
     directory.rename(directory.with_name("aside"))
     directory.symlink_to("/var/run")
@@ -441,7 +554,8 @@ def test_a_worker_that_may_not_write_and_is_not_behind_the_filter_is_told_so(sea
     """The seat with the real daemon's group instead of the filter: the sealing cannot be
     delegated, and the message says what to do (not a traceback, not 'page not found')."""
     script = seat.base / "home" / "plain.py"
-    script.write_text(textwrap.dedent('''
+    script.write_text(
+        textwrap.dedent("""
         import json, sys
         from pathlib import Path
         from sandbox.owned_dirs import perform
@@ -449,13 +563,24 @@ def test_a_worker_that_may_not_write_and_is_not_behind_the_filter_is_told_so(sea
             perform("snapshots/seal", Path(sys.argv[1]), slug="web-1234abcd", build=".tmp-x", name="d" * 40 + "-0badcafe")
         except Exception as exc:
             print(json.dumps([type(exc).__name__, str(exc)]))
-    '''))
+    """)
+    )
     (seat.snapshots / "staging" / "web-1234abcd" / ".tmp-x").mkdir(parents=True)
     python, python_env = seat_python()
-    done = subprocess.run([*python, str(script), str(seat.snapshots)], capture_output=True, text=True, timeout=120,
-                          env={**python_env, "PATH": os.environ["PATH"], "DOCKER_HOST": "unix:///var/run/docker.sock"},
-                          cwd=seat.base / "home", user=SEAT_UID, group=SEAT_UID, extra_groups=[DOCKER_GID])
+    done = subprocess.run(
+        [*python, str(script), str(seat.snapshots)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**python_env, "PATH": os.environ["PATH"], "DOCKER_HOST": "unix:///var/run/docker.sock"},
+        cwd=seat.base / "home",
+        user=SEAT_UID,
+        group=SEAT_UID,
+        extra_groups=[DOCKER_GID],
+    )
     kind, message = json.loads(done.stdout.strip().splitlines()[-1])
     assert kind == "SandboxInfraError", (kind, message)
     assert "the Docker endpoint is not askbox docker-filter" in message and "Permission denied" in message, message
-    assert not (seat.sealed_root() / "web-1234abcd").exists() or not any((seat.sealed_root() / "web-1234abcd").iterdir())
+    assert not (seat.sealed_root() / "web-1234abcd").exists() or not any(
+        (seat.sealed_root() / "web-1234abcd").iterdir()
+    )

@@ -60,7 +60,9 @@ def test_allowlisted_server_reached_everything_else_refused(sandbox, sandbox_ima
             "env | grep -i _proxy | sort",
         ]
     )
-    spec = SandboxSpec(image=sandbox_image, command=["bash", "-c", script], egress_allow=allow, limits=Limits(timeout=60))
+    spec = SandboxSpec(
+        image=sandbox_image, command=["bash", "-c", script], egress_allow=allow, limits=Limits(timeout=60)
+    )
     out = []
     with sandbox.run(spec) as run:
         out = [line.text for line in run if line.stream == "stdout"]
@@ -91,7 +93,11 @@ def test_redis_unreachable_even_if_running(sandbox, sandbox_image):
         present = "no Redis on the host"
     spec = SandboxSpec(
         image=sandbox_image,
-        command=["bash", "-c", "timeout 3 bash -c 'echo PING > /dev/tcp/127.0.0.1/6379' && echo REACHED || echo BLOCKED"],
+        command=[
+            "bash",
+            "-c",
+            "timeout 3 bash -c 'echo PING > /dev/tcp/127.0.0.1/6379' && echo REACHED || echo BLOCKED",
+        ],
         egress_allow=("127.0.0.1:1",),  # even with the proxy mounted
     )
     with sandbox.run(spec) as run:

@@ -96,7 +96,9 @@ sleep 120
 def test_500_idle_connections_do_not_cut_off_another_sandbox(sandbox, sandbox_image, local_server, docker_client):  # noqa: F811 - the fixture
     allow = (f"127.0.0.1:{local_server}",)
     hog = SandboxSpec(
-        image=sandbox_image, command=["bash", "-c", HOLD], egress_allow=allow,
+        image=sandbox_image,
+        command=["bash", "-c", HOLD],
+        egress_allow=allow,
         limits=Limits(timeout=150, pids=2048, nofile=4096),
     )
     holding = threading.Event()
@@ -116,7 +118,8 @@ def test_500_idle_connections_do_not_cut_off_another_sandbox(sandbox, sandbox_im
         victim = SandboxSpec(
             image=sandbox_image,
             command=["bash", "-c", f"curl -sS -m 10 http://127.0.0.1:{local_server}/"],
-            egress_allow=allow, limits=Limits(timeout=60),
+            egress_allow=allow,
+            limits=Limits(timeout=60),
         )
         lines, outcome = run_lines(sandbox, victim)
         hog_run.cancel()
@@ -197,12 +200,17 @@ def test_names_resolving_into_the_host_are_refused_and_literals_never_reverse_re
     probes.append(f"curl -s -m 5 -o /dev/null http://unknown.wild.askbox.test:{port}/")
     # IP literals the allowlist does not name: without -n Squid would reverse-resolve them.
     for literal in ("127.0.0.9", "127.1.2.3"):
-        probes.append(f'echo "literal {literal} $(curl -s -m 5 -o /dev/null -w %{{http_code}} http://{literal}:{port}/)"')
-    spec = SandboxSpec(image=sandbox_image, command=["bash", "-c", "; ".join(probes)], egress_allow=allow,
-                       limits=Limits(timeout=90))
+        probes.append(
+            f'echo "literal {literal} $(curl -s -m 5 -o /dev/null -w %{{http_code}} http://{literal}:{port}/)"'
+        )
+    spec = SandboxSpec(
+        image=sandbox_image, command=["bash", "-c", "; ".join(probes)], egress_allow=allow, limits=Limits(timeout=90)
+    )
     lines, outcome = run_lines(sandbox, spec)
     assert outcome.kind is OutcomeKind.OK, outcome
-    assert "control hello from the allowlisted server" in lines, [line for line in lines if "ERR_" in line or "control" in line][:5]  # reachable all along
+    assert "control hello from the allowlisted server" in lines, [
+        line for line in lines if "ERR_" in line or "control" in line
+    ][:5]  # reachable all along
     for name in names:
         assert f"GET {name} 403" in lines, lines
         assert f"CONNECT {name} 000" in lines, lines  # no tunnel
@@ -218,6 +226,7 @@ def test_names_resolving_into_the_host_are_refused_and_literals_never_reverse_re
 
 # --- 3. a changed configuration takes effect; idle proxies go --------------------------
 
+
 def proxy_names(sandbox: Sandbox, client) -> set[str]:
     return {c.attrs["Names"][0].lstrip("/") for c in sandbox.egress._mine(client)}
 
@@ -229,12 +238,17 @@ echo "third $(curl -s -m 4 -o /dev/null -w %{{http_code}} http://127.0.0.1:{port
 
 
 def test_changed_config_takes_effect_on_the_next_run_and_idle_proxies_are_reaped(
-    own_proxies, sandbox_image, local_server, docker_client  # noqa: F811 - the fixture imported above
+    own_proxies,
+    sandbox_image,
+    local_server,
+    docker_client,  # noqa: F811 - the fixture imported above
 ):
     allow = (f"127.0.0.1:{local_server}",)
     spec = lambda: SandboxSpec(  # noqa: E731 - a fresh run id each time
-        image=sandbox_image, command=["bash", "-c", TWO_IDLE_THEN_GET.format(port=local_server)],
-        egress_allow=allow, limits=Limits(timeout=60),
+        image=sandbox_image,
+        command=["bash", "-c", TWO_IDLE_THEN_GET.format(port=local_server)],
+        egress_allow=allow,
+        limits=Limits(timeout=60),
     )
     roomy = own_proxies(max_connections=64)
     lines, outcome = run_lines(roomy, spec())
@@ -300,8 +314,10 @@ def test_workers_starting_one_proxy_at_once_all_get_it(docker_client, built_imag
             for round_ in range(3):
                 start_at = time.time() + 3.0  # the pool's processes are spawned by then
                 remover = pool.submit(_remove_unused_from_another_process, image, str(root), start_at + 8.0)
-                runs = [pool.submit(_ensure_from_another_process, image, str(root), allow, f"r{round_}-{i}", start_at)
-                        for i in range(4)]
+                runs = [
+                    pool.submit(_ensure_from_another_process, image, str(root), allow, f"r{round_}-{i}", start_at)
+                    for i in range(4)
+                ]
                 results = [run.result(timeout=120) for run in runs]
                 remover.result(timeout=120)
                 assert all(Path(result).is_dir() for result in results), results
@@ -324,12 +340,16 @@ def test_self_test_passes_through_the_real_proxy(sandbox, sandbox_image):
 
 def test_self_test_fails_clearly_when_the_sandbox_cannot_reach_the_proxy(sandbox, built_images):
     # The egress image has no curl: nothing allowed is reached, and the message says so.
-    with pytest.raises(SandboxInfraError, match=r"egress self-test: an allowed local name \(localhost:\d+\) was not reached"):
+    with pytest.raises(
+        SandboxInfraError, match=r"egress self-test: an allowed local name \(localhost:\d+\) was not reached"
+    ):
         self_test(sandbox, built_images["egress-proxy"])
 
 
 def test_self_test_fails_clearly_without_the_proxy_image(docker_client, sandbox_image, tmp_path):
-    broken = Sandbox(docker_client, EgressProxies("askbox/egress-proxy:does-not-exist", tmp_path), deployment=DEPLOYMENT)
+    broken = Sandbox(
+        docker_client, EgressProxies("askbox/egress-proxy:does-not-exist", tmp_path), deployment=DEPLOYMENT
+    )
     with pytest.raises(SandboxInfraError, match="does-not-exist"):
         self_test(broken, sandbox_image)
 
@@ -345,10 +365,16 @@ def test_a_name_that_does_not_resolve_reads_unlike_a_refused_one(own_proxies, sa
     from sandbox.agents.failures import EGRESS_BLOCKED_MESSAGE, network_failure, unreachable_message
 
     sandbox = own_proxies(dns_nameservers=(dns_recorder.address,))
-    script = ("curl -sS -m 20 -o /dev/null https://api.nxdomain.askbox.test/ 2>&1 | sed 's/^/unresolved: /'; "
-              "curl -sS -m 20 -o /dev/null https://off-the-list.askbox.test/ 2>&1 | sed 's/^/refused: /'")
-    spec = SandboxSpec(image=sandbox_image, command=["sh", "-c", script], egress_allow=("api.nxdomain.askbox.test",),
-                       limits=Limits(timeout=90))
+    script = (
+        "curl -sS -m 20 -o /dev/null https://api.nxdomain.askbox.test/ 2>&1 | sed 's/^/unresolved: /'; "
+        "curl -sS -m 20 -o /dev/null https://off-the-list.askbox.test/ 2>&1 | sed 's/^/refused: /'"
+    )
+    spec = SandboxSpec(
+        image=sandbox_image,
+        command=["sh", "-c", script],
+        egress_allow=("api.nxdomain.askbox.test",),
+        limits=Limits(timeout=90),
+    )
     lines, outcome = run_lines(sandbox, spec)
     assert outcome.kind is OutcomeKind.OK, outcome
     unresolved = next(line for line in lines if line.startswith("unresolved: "))

@@ -62,8 +62,16 @@ def questions_file(path: Path) -> Path:
         json.dumps({"question": "What is in the other one?", "repo": "nope"}),  # fails: no such repository
         '{"question": "broken", ',  # malformed
         # As `askbox feedback export` writes it: voted up, so its answer is the reference.
-        json.dumps({"question": WHY, "answer": "Its body returns the constant 42.", "verdict": "up",
-                    "repo": "demo", "job_id": "slack-T-C-1", "model": "gemini-2.5-flash"}),
+        json.dumps(
+            {
+                "question": WHY,
+                "answer": "Its body returns the constant 42.",
+                "verdict": "up",
+                "repo": "demo",
+                "job_id": "slack-T-C-1",
+                "model": "gemini-2.5-flash",
+            }
+        ),
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -73,32 +81,54 @@ def run_eval(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
     return subprocess.run([ASKBOX, "eval", *args], env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_eval_through_the_queue_and_inline_then_compared(redis_server, redis, repo, egress_root, gateway, tmp_path,
-                                                          built_images):
+def test_eval_through_the_queue_and_inline_then_compared(
+    redis_server, redis, repo, egress_root, gateway, tmp_path, built_images
+):
     sha = commit_all(repo)  # a GitHub remote: references become links at this commit
     with FakeGeminiAPI(default=model) as api:
         proxy = gateway(api.base_url, redis_server.url)
-        env = worker_env(redis_server, repo, egress_root, ASKBOX_AGENT="gemini", ASKBOX_RETRIES="0",
-                         ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir))
+        env = worker_env(
+            redis_server,
+            repo,
+            egress_root,
+            ASKBOX_AGENT="gemini",
+            ASKBOX_RETRIES="0",
+            ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir),
+        )
         path = questions_file(tmp_path / "questions.jsonl")
         pool = Workers(env)
         pool.start(1, log_dir=tmp_path)
         try:
             wait_for(lambda: Worker.all(connection=redis), 30, "the worker to register")
-            queued = run_eval(env, str(path), "--repo", "demo", "--judge", JUDGE_MODEL, "--concurrency", "2",
-                              "--out", str(tmp_path / "queued"))
+            queued = run_eval(
+                env,
+                str(path),
+                "--repo",
+                "demo",
+                "--judge",
+                JUDGE_MODEL,
+                "--concurrency",
+                "2",
+                "--out",
+                str(tmp_path / "queued"),
+            )
         finally:
             pool.stop()
-        inline = run_eval(env, str(path), "--repo", "demo", "--judge", JUDGE_MODEL, "--inline",
-                          "--out", str(tmp_path / "inline"))
+        inline = run_eval(
+            env, str(path), "--repo", "demo", "--judge", JUDGE_MODEL, "--inline", "--out", str(tmp_path / "inline")
+        )
         judged = [r for r in api.generate_requests if is_judge(r)]
 
     # The malformed line: one message naming it; the rest ran (exit 1: a line was skipped).
     for done in (queued, inline):
         assert done.returncode == 1, done.stderr + pool.tail()
         named = [line for line in done.stderr.splitlines() if f"{path}:4:" in line]
-        assert len(named) == 1 and named[0] == f"askbox: eval: {path}:4: not JSON (Expecting property name enclosed in double quotes " \
-            "at column 24); skipped", done.stderr
+        assert (
+            len(named) == 1
+            and named[0]
+            == f"askbox: eval: {path}:4: not JSON (Expecting property name enclosed in double quotes "
+            "at column 24); skipped"
+        ), done.stderr
         assert "Traceback" not in done.stderr
     report = Report.model_validate_json((tmp_path / "queued" / "report.json").read_text())
     records = {r.line: r for r in report.records}
@@ -144,9 +174,13 @@ def test_eval_through_the_queue_and_inline_then_compared(redis_server, redis, re
     assert [by_line[n]["outcome"] for n in (1, 2, 3, 5)] == ["answer", "answer", "rejected", "answer"]
     assert by_line[1]["answer"] == where.answer and by_line[1]["waited"] is None
 
-    compared = subprocess.run([ASKBOX, "eval", "compare", str(tmp_path / "queued" / "report.json"),
-                               str(tmp_path / "inline" / "report.json")], env=env, capture_output=True, text=True,
-                              timeout=60)
+    compared = subprocess.run(
+        [ASKBOX, "eval", "compare", str(tmp_path / "queued" / "report.json"), str(tmp_path / "inline" / "report.json")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert compared.returncode == 0, compared.stderr
     assert "| answered | 3 | 3 | +0 |" in compared.stdout
     assert f"| {WHERE} | answer |" in compared.stdout and "| score: overall | 6.30 | 6.30 | +0.00 |" in compared.stdout

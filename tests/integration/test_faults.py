@@ -55,10 +55,16 @@ def env(fake, redis_server, repo, cursor_standin_image, egress_root) -> dict[str
     return {
         **bot_env(fake, redis_server.url, repo),
         "SLACK_SIGNING_SECRET": SECRET,
-        "ASKBOX_AGENT": "cursor", "ASKBOX_CURSOR_IMAGE": cursor_standin_image, "CURSOR_API_KEY": "key-for-the-standin",
+        "ASKBOX_AGENT": "cursor",
+        "ASKBOX_CURSOR_IMAGE": cursor_standin_image,
+        "CURSOR_API_KEY": "key-for-the-standin",
         "ASKBOX_EGRESS_SOCKET_DIR": str(egress_root),
-        "ASKBOX_MAINTENANCE_INTERVAL": "5", "ASKBOX_JOB_MONITORING_INTERVAL": "1", "ASKBOX_REAPER_INTERVAL": "2",
-        "ASKBOX_WORKER_TTL": "20", "ASKBOX_OUTBOX_SWEEP_INTERVAL": "2", "ASKBOX_PENDING_CLAIM_TTL": "2",
+        "ASKBOX_MAINTENANCE_INTERVAL": "5",
+        "ASKBOX_JOB_MONITORING_INTERVAL": "1",
+        "ASKBOX_REAPER_INTERVAL": "2",
+        "ASKBOX_WORKER_TTL": "20",
+        "ASKBOX_OUTBOX_SWEEP_INTERVAL": "2",
+        "ASKBOX_PENDING_CLAIM_TTL": "2",
     }
 
 
@@ -70,14 +76,17 @@ def http_bots(env, tmp_path) -> Iterator:
         port = free_port()
         bot_environment = {k: v for k, v in {**env, **extra}.items() if k != "SLACK_APP_TOKEN"}
         log = (tmp_path / f"http-bot-{len(started)}.log").open("w")
-        proc = subprocess.Popen([ASKBOX, "bot", "--http", "--port", str(port)], env=bot_environment,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [ASKBOX, "bot", "--http", "--port", str(port)], env=bot_environment, stdout=log, stderr=subprocess.STDOUT
+        )
         bot = HttpBot(proc, f"http://127.0.0.1:{port}/slack/events")
         started.append(bot)
         wait_for(lambda: proc.poll() is not None or _listening(port), 30, "the HTTP bot to listen")
         if proc.poll() is not None:  # it died: say why, not "timed out"
-            raise AssertionError(f"askbox bot --http exited {proc.returncode}: "
-                                 f"{(tmp_path / f'http-bot-{len(started) - 1}.log').read_text()[-2000:]}")
+            raise AssertionError(
+                f"askbox bot --http exited {proc.returncode}: "
+                f"{(tmp_path / f'http-bot-{len(started) - 1}.log').read_text()[-2000:]}"
+            )
         return bot
 
     yield start
@@ -115,14 +124,31 @@ class OwnDockerd:
 
     def start(self) -> OwnDockerd:
         if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0:
-            for command in (["ip", "link", "add", BRIDGE, "type", "bridge"],
-                            ["ip", "addr", "add", "192.0.2.1/24", "dev", BRIDGE], ["ip", "link", "set", BRIDGE, "up"]):
+            for command in (
+                ["ip", "link", "add", BRIDGE, "type", "bridge"],
+                ["ip", "addr", "add", "192.0.2.1/24", "dev", BRIDGE],
+                ["ip", "link", "set", BRIDGE, "up"],
+            ):
                 subprocess.run(command, check=True, capture_output=True)
         log = (self.root / "dockerd.log").open("a")
         self.proc = subprocess.Popen(
-            ["dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
-             "-H", self.host, "--pidfile", str(self.root / "docker.pid"), f"--bridge={BRIDGE}", "--iptables=false",
-             "--ip-masq=false"], stdout=log, stderr=subprocess.STDOUT)
+            [
+                "dockerd",
+                "--data-root",
+                str(self.root / "data"),
+                "--exec-root",
+                str(self.root / "exec"),
+                "-H",
+                self.host,
+                "--pidfile",
+                str(self.root / "docker.pid"),
+                f"--bridge={BRIDGE}",
+                "--iptables=false",
+                "--ip-masq=false",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         wait_for(lambda: self._answers(), 60, "the suite's own dockerd")
         return self
 
@@ -154,8 +180,13 @@ def own_dockerd(built_images, cursor_standin_image) -> Iterator[OwnDockerd]:
             own = daemon.client()
             missing = [tag for tag in needed if not _has_image(own, tag)]
             if missing:  # the first session only: `docker save | docker -H ... load`
-                subprocess.run(f"docker save {' '.join(missing)} | docker -H {daemon.host} load", shell=True,
-                               check=True, capture_output=True, timeout=600)
+                subprocess.run(
+                    f"docker save {' '.join(missing)} | docker -H {daemon.host} load",
+                    shell=True,
+                    check=True,
+                    capture_output=True,
+                    timeout=600,
+                )
             yield daemon
         finally:
             daemon.stop()
@@ -179,8 +210,14 @@ def _listening(port: int) -> bool:
 def deliver(fake: FakeSlack, bot: HttpBot, event: dict, retry: int | None = None) -> int:
     """One delivery, as Slack makes it; the HTTP status (0: the bot died on it)."""
     try:
-        return fake.deliver_http(bot.url, fake.event_callback(event), SECRET, retry_num=retry,
-                                 retry_reason="http_timeout" if retry else None, record=retry is None)[0]
+        return fake.deliver_http(
+            bot.url,
+            fake.event_callback(event),
+            SECRET,
+            retry_num=retry,
+            retry_reason="http_timeout" if retry else None,
+            record=retry is None,
+        )[0]
     except OSError:
         return 0
 
@@ -197,8 +234,14 @@ def deliver_until_acked(fake: FakeSlack, bot: HttpBot, event: dict, tries: int =
 
 
 def job_id_of(fake: FakeSlack, event: dict) -> str:
-    origin = Origin(kind="slack", user=event["user"], team=fake.team_id, channel=CHANNEL, thread_ts=event["ts"],
-                    message_ts=event["ts"])
+    origin = Origin(
+        kind="slack",
+        user=event["user"],
+        team=fake.team_id,
+        channel=CHANNEL,
+        thread_ts=event["ts"],
+        message_ts=event["ts"],
+    )
     return sanitize_id(origin.event_key() or "")
 
 
@@ -257,8 +300,10 @@ def test_bot_killed_after_the_claim_then_redelivered_is_answered_once(fake, http
     retries = deliver_until_acked(fake, fresh, question, first=1)  # while the pending claim lives: not acked
     wait_for(lambda: answered(fake, [question]), 90, f"the answer\n{pool.tail()}")
     assert_exactly_once(fake, [question])
-    print(f"bot killed after the claim: acked on redelivery {retries}, answered once after "
-          f"{time.monotonic() - started:.1f} s")
+    print(
+        f"bot killed after the claim: acked on redelivery {retries}, answered once after "
+        f"{time.monotonic() - started:.1f} s"
+    )
 
 
 # ---------------------------------------------------------------------------------------- 2
@@ -279,8 +324,10 @@ def test_worker_killed_after_the_outbox_write_is_delivered_once(fake, http_bots,
     pool.start(1, log_dir=tmp_path)  # the survivor: its sweep (or RQ's retry) delivers
     wait_for(lambda: answered(fake, questions), 120, f"both answers\n{pool.tail()}")
     assert_exactly_once(fake, questions)
-    print(f"worker killed after the outbox write: {sum(map(bool, written))} final(s) outboxed undelivered, "
-          f"all delivered once {time.monotonic() - killed_at:.1f} s after")
+    print(
+        f"worker killed after the outbox write: {sum(map(bool, written))} final(s) outboxed undelivered, "
+        f"all delivered once {time.monotonic() - killed_at:.1f} s after"
+    )
 
 
 # ---------------------------------------------------------------------------------------- 3
@@ -330,8 +377,10 @@ def test_redis_restarted_under_load_loses_and_doubles_nothing(fake, http_bots, p
         deliver_until_acked(fake, bot, q)  # Slack's redelivery
     wait_for(lambda: answered(fake, questions), 150, f"every answer\n{pool.tail()}")
     assert_exactly_once(fake, questions)
-    print(f"Redis restarted under load: {len(questions)} asked, {refused} refused while it was down and "
-          f"redelivered, all answered once {time.monotonic() - restarted_at:.1f} s after the restart")
+    print(
+        f"Redis restarted under load: {len(questions)} asked, {refused} refused while it was down and "
+        f"redelivered, all answered once {time.monotonic() - restarted_at:.1f} s after the restart"
+    )
 
 
 # ---------------------------------------------------------------------------------------- 6
@@ -353,8 +402,10 @@ def test_slack_5xx_and_429_storm_during_finals(fake, http_bots, pool, tmp_path):
     time.sleep(5)  # a sweep round more: nothing further may arrive
     assert_exactly_once(fake, questions)
     errors = Counter(c.status for c in fake.calls("chat.postMessage") if c.status != 200)
-    print(f"Slack storm: {dict(errors)} answered to chat.postMessage, {len(questions)} finals posted once each "
-          f"within {time.monotonic() - started:.1f} s")
+    print(
+        f"Slack storm: {dict(errors)} answered to chat.postMessage, {len(questions)} finals posted once each "
+        f"within {time.monotonic() - started:.1f} s"
+    )
 
 
 def test_connection_resets_after_slack_posted_the_finals(fake, http_bots, pool, tmp_path):
@@ -374,8 +425,10 @@ def test_connection_resets_after_slack_posted_the_finals(fake, http_bots, pool, 
     assert_exactly_once(fake, questions)
     resets = sum(c.status == RESET for c in fake.calls("chat.postMessage"))
     assert resets == 3, resets
-    print(f"connection resets after Slack posted: {resets} finals' answers lost, {len(questions)} finals "
-          f"in the threads once each within {time.monotonic() - started:.1f} s")
+    print(
+        f"connection resets after Slack posted: {resets} finals' answers lost, {len(questions)} finals "
+        f"in the threads once each within {time.monotonic() - started:.1f} s"
+    )
 
 
 # ---------------------------------------------------------------------------------------- 7
@@ -396,10 +449,14 @@ def test_a_question_whose_fetch_is_slow_ends_once_not_killed_and_retried(fake, h
     with GitHTTPServer(served, "git-token", stall=stall) as server:
         settings = {
             "ASKBOX_REPOS": json.dumps({"demo": {"url": server.url("demo"), "token_env": "DEMO_TOKEN"}}),
-            "ASKBOX_REPO_ACCESS": "{}", "DEMO_TOKEN": "git-token",
-            "ASKBOX_REPO_MIRRORS": str(tmp_path / "mirrors"), "ASKBOX_REPO_SNAPSHOTS": str(tmp_path / "snapshots"),
+            "ASKBOX_REPO_ACCESS": "{}",
+            "DEMO_TOKEN": "git-token",
+            "ASKBOX_REPO_MIRRORS": str(tmp_path / "mirrors"),
+            "ASKBOX_REPO_SNAPSHOTS": str(tmp_path / "snapshots"),
             "ASKBOX_REPO_REFRESH": "1",  # every question fetches (and waits for a fetch under way)
-            "ASKBOX_REPO_FETCH_TIMEOUT": "45", "ASKBOX_SANDBOX_TIMEOUT": "20", "ASKBOX_JOB_TIMEOUT_MARGIN": "10",
+            "ASKBOX_REPO_FETCH_TIMEOUT": "45",
+            "ASKBOX_SANDBOX_TIMEOUT": "20",
+            "ASKBOX_JOB_TIMEOUT_MARGIN": "10",
         }
         workers = Workers({**env, **settings})
         workers.start(1, log_dir=tmp_path)
@@ -411,8 +468,11 @@ def test_a_question_whose_fetch_is_slow_ends_once_not_killed_and_retried(fake, h
             started = time.monotonic()
             assert deliver(fake, bot, question) == 200
             bot_log = "\n".join(p.read_text(errors="replace")[-3000:] for p in tmp_path.glob("http-bot-*.log"))
-            wait_for(lambda: answered(fake, [question]), 240,
-                     f"the answer\n{workers.tail()}\n--- bot\n{bot_log}\n--- thread\n{_bot_messages(fake, question)}")
+            wait_for(
+                lambda: answered(fake, [question]),
+                240,
+                f"the answer\n{workers.tail()}\n--- bot\n{bot_log}\n--- thread\n{_bot_messages(fake, question)}",
+            )
             took = time.monotonic() - started
         finally:
             workers.stop()
@@ -426,8 +486,10 @@ def test_a_question_whose_fetch_is_slow_ends_once_not_killed_and_retried(fake, h
     assert job.timeout >= 2 * 45 + 20 + 10 and job.retries_left == 2, (job.timeout, job.retries_left)
     for sign in ("JobTimeoutException", "maximum timeout", "for retry"):
         assert sign not in logs, sign
-    print(f"a fetch of {stall:.0f} s (RQ timeout {job.timeout} s, was 30 s): answered once in {took:.1f} s, "
-          f"no kill, no retry")
+    print(
+        f"a fetch of {stall:.0f} s (RQ timeout {job.timeout} s, was 30 s): answered once in {took:.1f} s, "
+        f"no kill, no retry"
+    )
 
 
 # ---------------------------------------------------------------------------------------- 8
@@ -448,8 +510,9 @@ def test_a_work_horse_killed_after_progress_was_shown_ends_once_not_retried(fake
     job_id = job_id_of(fake, question)
     # The job marks it before any publisher shows it; the transcript ends about a second
     # after its first step, so the kill follows at once.
-    wait_for(lambda: redis.exists(keys.progress_shown(job_id)), 90, f"the agent's first step\n{pool.tail()}",
-             every=0.02)
+    wait_for(
+        lambda: redis.exists(keys.progress_shown(job_id)), 90, f"the agent's first step\n{pool.tail()}", every=0.02
+    )
     horses = [pid for pid in descendants(worker.pid) if _is_work_horse(pid)]
     assert horses, "the work-horse was not found"
     for pid in horses:
@@ -464,8 +527,7 @@ def test_a_work_horse_killed_after_progress_was_shown_ends_once_not_retried(fake
     job = fetch(redis, job_id)
     assert job.get_status() == "failed" and job.retries_left == 0, (job.get_status(), job.retries_left)
     assert worker.poll() is None, "the worker itself must live on"
-    print(f"work-horse killed after progress was shown: one message {ended_after:.1f} s after, "
-          "not retried")
+    print(f"work-horse killed after progress was shown: one message {ended_after:.1f} s after, not retried")
 
 
 def _is_work_horse(pid: int) -> bool:
@@ -490,8 +552,11 @@ def test_docker_daemon_restarted_mid_question(fake, http_bots, env, own_dockerd,
         bot = http_bots()
         first = mention(fake, f"{SLOW} explain")
         assert deliver(fake, bot, first) == 200
-        wait_for(lambda: [c for c in sandbox_containers(own) if c.attrs.get("State") == "running"], 120,
-                 f"the sandbox to run in the suite's dockerd\n{workers.tail()}")
+        wait_for(
+            lambda: [c for c in sandbox_containers(own) if c.attrs.get("State") == "running"],
+            120,
+            f"the sandbox to run in the suite's dockerd\n{workers.tail()}",
+        )
         own_dockerd.restart()  # its containers die with it (no live-restore)
         restarted_at = time.monotonic()
         wait_for(lambda: answered(fake, [first]), 150, f"the first question's final\n{workers.tail()}")
@@ -506,8 +571,10 @@ def test_docker_daemon_restarted_mid_question(fake, http_bots, env, own_dockerd,
         wait_for(lambda: answered(fake, [second]), 120, f"the answer after the restart\n{workers.tail()}")
         assert_exactly_once(fake, [first, second])
         assert outbox.read(redis, job_id_of(fake, second)).kind == "answer"  # the worker serves again
-        print(f"Docker daemon restarted mid-question: first ended '{ended.kind}' (retries left {retries_left}) "
-              f"{time.monotonic() - restarted_at:.1f} s after the restart; the next question answered")
+        print(
+            f"Docker daemon restarted mid-question: first ended '{ended.kind}' (retries left {retries_left}) "
+            f"{time.monotonic() - restarted_at:.1f} s after the restart; the next question answered"
+        )
     finally:
         workers.stop()
         wait_for(lambda: not sandbox_containers(own), 30, "the suite's dockerd to hold no sandbox")
@@ -524,8 +591,7 @@ def test_a_leaked_pending_claim_delays_the_question_but_never_loses_it(fake, htt
     bot = http_bots(ASKBOX_PENDING_CLAIM_TTL="4")
     question = mention(fake, "why?")
     job_id = job_id_of(fake, question)
-    key = (keys.event_claim(fake.team_id, CHANNEL, question["ts"]) if leaked == "event"
-           else keys.question_claim(job_id))
+    key = keys.event_claim(fake.team_id, CHANNEL, question["ts"]) if leaked == "event" else keys.question_claim(job_id)
     # What a bot killed mid-way leaves; a question claim outlives the bot's 5 s wait for it.
     redis.set(key, "pending-of-a-dead-bot", ex=4 if leaked == "event" else 7)
     assert deliver(fake, bot, question) not in {0, 200}  # not acknowledged: Slack will deliver again

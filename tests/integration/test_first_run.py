@@ -25,8 +25,9 @@ pytestmark = [pytest.mark.docker]
 
 def askbox(*args: str, timeout: float = 90, **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("ASKBOX_AGENT", "CURSOR_", "GEMINI_"))}
-    return subprocess.run([ASKBOX, *args], env={**clean, **env}, cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [ASKBOX, *args], env={**clean, **env}, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def one_line(result: subprocess.CompletedProcess) -> str:
@@ -54,16 +55,26 @@ def test_worker_with_docker_unreachable_stops_at_once(redis_client, tmp_path) ->
 
 
 def test_worker_for_cursor_without_its_key_stops_naming_the_variable(redis_client, cursor_standin_image) -> None:
-    result = askbox("worker", ASKBOX_REDIS_URL=REDIS_TEST_URL, ASKBOX_AGENT="cursor",
-                    ASKBOX_CURSOR_IMAGE=cursor_standin_image, ASKBOX_REPOS='{"demo": "/tmp"}')
+    result = askbox(
+        "worker",
+        ASKBOX_REDIS_URL=REDIS_TEST_URL,
+        ASKBOX_AGENT="cursor",
+        ASKBOX_CURSOR_IMAGE=cursor_standin_image,
+        ASKBOX_REPOS='{"demo": "/tmp"}',
+    )
     assert result.returncode == 2, result.stderr
     assert "ASKBOX_AGENT=cursor, but the cursor agent has no key: set CURSOR_API_KEY" in one_line(result)
 
 
 def test_worker_for_an_agent_without_its_image_names_the_build(redis_client) -> None:
     never_built = "askbox/agent-gemini:0.0.0-never-built"
-    result = askbox("worker", ASKBOX_REDIS_URL=REDIS_TEST_URL, ASKBOX_AGENT="gemini",
-                    ASKBOX_GEMINI_IMAGE=never_built, ASKBOX_REPOS='{"demo": "/tmp"}')
+    result = askbox(
+        "worker",
+        ASKBOX_REDIS_URL=REDIS_TEST_URL,
+        ASKBOX_AGENT="gemini",
+        ASKBOX_GEMINI_IMAGE=never_built,
+        ASKBOX_REPOS='{"demo": "/tmp"}',
+    )
     assert result.returncode == 2, result.stderr
     line = one_line(result)
     assert never_built in line and "askbox images build" in line
@@ -73,8 +84,9 @@ def test_default_cursor_unusable_falls_back_to_gemini_with_a_warning(redis_clien
     """ASKBOX_AGENT unset and agent-cursor not usable (here: no key): the worker says so once
     and serves with the Gemini agent, as `docker compose up` does where agent-cursor cannot
     be built. It also warns that no repository is configured. --burst: it stops when idle."""
-    result = askbox("worker", "--burst", ASKBOX_REDIS_URL=REDIS_TEST_URL, ASKBOX_EGRESS_SOCKET_DIR=str(egress_root),
-                    timeout=120)
+    result = askbox(
+        "worker", "--burst", ASKBOX_REDIS_URL=REDIS_TEST_URL, ASKBOX_EGRESS_SOCKET_DIR=str(egress_root), timeout=120
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "answering with the Gemini agent instead" in result.stderr
     assert "no repository configured" in result.stderr and "ASKBOX_REPOS" in result.stderr
@@ -84,7 +96,8 @@ def test_where_a_question_stands(redis_client) -> None:
     """Not "waiting for your other questions" when nothing of the asker's is queued."""
     settings = JobSettings(user_concurrency=1)
     ask = lambda user, text: jobs_queue.enqueue(  # noqa: E731
-        redis_client, Question(origin=Origin(kind="terminal", user=user), text=text, repo="demo"), settings)
+        redis_client, Question(origin=Origin(kind="terminal", user=user), text=text, repo="demo"), settings
+    )
     first = ask("alice", "one")
     assert jobs_queue.where(redis_client, first) == "next in line"
     assert jobs_queue.where(redis_client, ask("bob", "two")) == "1 ahead of it"
@@ -92,7 +105,6 @@ def test_where_a_question_stands(redis_client) -> None:
     assert jobs_queue.where(redis_client, ask("alice", "three")) == "waiting for your other questions to finish"
     first.job.set_status("started")  # a worker took it at once: it is not waiting at all
     assert jobs_queue.where(redis_client, jobs_queue.Enqueued(first.job, None)) == "started"
-
 
 
 def test_images_build_without_a_registry_names_offline() -> None:
@@ -117,19 +129,37 @@ def test_worker_warns_at_start_of_a_repository_it_cannot_see(redis_client, built
     inside = tmp_path / "repos" / "web"
     inside.mkdir(parents=True)
     repos = json.dumps({"web": str(inside), "home": "/home/me/project", "gone": str(tmp_path / "repos" / "gone")})
-    result = askbox("worker", "--burst", ASKBOX_REDIS_URL=REDIS_TEST_URL, ASKBOX_EGRESS_SOCKET_DIR=str(egress_root),
-                    ASKBOX_AGENT="gemini", ASKBOX_REPOS=repos, ASKBOX_REPOS_DIR=str(tmp_path / "repos"), timeout=120)
+    result = askbox(
+        "worker",
+        "--burst",
+        ASKBOX_REDIS_URL=REDIS_TEST_URL,
+        ASKBOX_EGRESS_SOCKET_DIR=str(egress_root),
+        ASKBOX_AGENT="gemini",
+        ASKBOX_REPOS=repos,
+        ASKBOX_REPOS_DIR=str(tmp_path / "repos"),
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (f"repository home: /home/me/project is outside ASKBOX_REPOS_DIR ({tmp_path / 'repos'})"
-            in result.stderr), result.stderr[-3000:]
+    assert f"repository home: /home/me/project is outside ASKBOX_REPOS_DIR ({tmp_path / 'repos'})" in result.stderr, (
+        result.stderr[-3000:]
+    )
     assert f"repository gone: {tmp_path / 'repos' / 'gone'} does not exist here" in result.stderr
     assert "repository web:" not in result.stderr
 
 
 def test_a_question_about_a_repository_outside_repos_dir_says_why(tmp_path) -> None:
     """Not "does not exist on this worker": the folder it must be in, and the fix."""
-    result = askbox("ask", "--inline", "--agent", "gemini", "--repo", "web", "hello",
-                    ASKBOX_REPOS=json.dumps({"web": str(tmp_path)}), ASKBOX_REPOS_DIR="/srv/repos")
+    result = askbox(
+        "ask",
+        "--inline",
+        "--agent",
+        "gemini",
+        "--repo",
+        "web",
+        "hello",
+        ASKBOX_REPOS=json.dumps({"web": str(tmp_path)}),
+        ASKBOX_REPOS_DIR="/srv/repos",
+    )
     line = one_line(result)
     assert result.returncode == 2
     assert f"configured at {tmp_path}, outside ASKBOX_REPOS_DIR (/srv/repos)" in line
@@ -145,8 +175,15 @@ def test_ask_reads_a_question_from_stdin_or_a_file(tmp_path) -> None:
         subprocess.run([*git, *argv], check=True, capture_output=True)
     for args, given in ((["-"], "from stdin: where is main?"), (["--file", str(tmp_path / "q.txt")], None)):
         (tmp_path / "q.txt").write_text("from a file: where is main?\n")
-        result = subprocess.run([ASKBOX, "ask", "--explain", "--repo", str(repo), *args], input=given or "",
-                                capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
+        result = subprocess.run(
+            [ASKBOX, "ask", "--explain", "--repo", str(repo), *args],
+            input=given or "",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            check=False,
+        )
         assert result.returncode == 0, result.stderr
         assert (given or "from a file: where is main?") in result.stdout
 
@@ -174,8 +211,12 @@ def test_ask_help_states_the_real_defaults() -> None:
 def test_the_gateway_without_redis_stops_at_once(tmp_path) -> None:
     """The README's venv path once forgot Redis: the gateway waited 21 s, then failed."""
     started = time.monotonic()
-    result = askbox("gateway", GEMINI_API_KEY="k", ASKBOX_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
-                    ASKBOX_GATEWAY_SOCKET_DIR=str(tmp_path))
+    result = askbox(
+        "gateway",
+        GEMINI_API_KEY="k",
+        ASKBOX_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        ASKBOX_GATEWAY_SOCKET_DIR=str(tmp_path),
+    )
     assert result.returncode == 1 and time.monotonic() - started < 8, result.stderr
     assert "not reachable" in result.stderr and "ASKBOX_REDIS_URL" in result.stderr
 

@@ -63,9 +63,14 @@ def markers(tmp_path: Path) -> Path:
 @pytest.fixture()
 def workers(redis_server, cursor_standin_image, egress_root, repo, markers, tmp_path) -> Iterator[Workers]:
     env = worker_env(
-        redis_server, repo, egress_root,
-        ASKBOX_AGENT="cursor", ASKBOX_CURSOR_IMAGE=cursor_standin_image, CURSOR_API_KEY="key-for-the-standin",
-        ASKBOX_MAINTENANCE_INTERVAL="5", ASKBOX_RETRIES="0",
+        redis_server,
+        repo,
+        egress_root,
+        ASKBOX_AGENT="cursor",
+        ASKBOX_CURSOR_IMAGE=cursor_standin_image,
+        CURSOR_API_KEY="key-for-the-standin",
+        ASKBOX_MAINTENANCE_INTERVAL="5",
+        ASKBOX_RETRIES="0",
         # The forged callbacks' module is importable by the worker, as any installed module is.
         PYTHONPATH=str(tmp_path / "evil-code"),
     )
@@ -89,10 +94,17 @@ def _real_question(redis: Redis) -> str:
 def _raw_job(redis: Redis, queue: str, data: list, **fields: str) -> str:
     """A job written as a bare hash plus a queue entry: no RQ client code involved."""
     job_id = f"raw-{uuid.uuid4().hex[:10]}"
-    redis.hset(f"rq:job:{job_id}", mapping={
-        "data": json.dumps(data), "origin": queue, "status": "queued",
-        "created_at": "2024-01-01T00:00:00.000000Z", "enqueued_at": "2024-01-01T00:00:00.000000Z", **fields,
-    })
+    redis.hset(
+        f"rq:job:{job_id}",
+        mapping={
+            "data": json.dumps(data),
+            "origin": queue,
+            "status": "queued",
+            "created_at": "2024-01-01T00:00:00.000000Z",
+            "enqueued_at": "2024-01-01T00:00:00.000000Z",
+            **fields,
+        },
+    )
     redis.rpush(f"rq:queue:{queue}", job_id)
     return job_id
 
@@ -149,8 +161,11 @@ def _assert_failed_untouched(redis: Redis, job_ids: list[str]) -> None:
 def _sandboxes_created(client: docker.DockerClient, since: float, job_id: str) -> list[str]:
     """The sandboxes Docker created for ``job_id`` (its run id) since ``since`` (the worker's
     own egress self-test at start-up runs a sandbox of its own, not this job's)."""
-    filters = {"type": "container", "event": "create", "label": [f"{labels.SANDBOX}={DEPLOYMENT}",
-                                                                  f"{labels.RUN_ID}={job_id}"]}
+    filters = {
+        "type": "container",
+        "event": "create",
+        "label": [f"{labels.SANDBOX}={DEPLOYMENT}", f"{labels.RUN_ID}={job_id}"],
+    }
     events = client.events(since=int(since), until=int(time.time()) + 1, decode=True, filters=filters)
     return [e["id"] for e in events]
 
@@ -188,30 +203,42 @@ def test_forged_callbacks_are_refused_without_import(redis, workers, markers, we
     payload = _question(f"{QUICK} hi").model_dump(mode="json")
     forged = {
         # Our function, a foreign failure callback: on main the question's failure ran it.
-        queue.enqueue_call(jobs_queue.JOB_FUNCTION, args=({"not": "a question"},),
-                           on_failure=Callback(evil)).id: evil,
-        queue.enqueue_call(jobs_queue.JOB_FUNCTION, args=({"not": "a question"},),
-                           on_failure=Callback("os.system")).id: "os.system",
+        queue.enqueue_call(jobs_queue.JOB_FUNCTION, args=({"not": "a question"},), on_failure=Callback(evil)).id: evil,
+        queue.enqueue_call(
+            jobs_queue.JOB_FUNCTION, args=({"not": "a question"},), on_failure=Callback("os.system")
+        ).id: "os.system",
         queue.enqueue_call(jobs_queue.JOB_FUNCTION, args=(payload,), on_success=Callback(evil)).id: evil,
         queue.enqueue_call(jobs_queue.JOB_FUNCTION, args=(payload,), on_stopped=Callback(evil)).id: evil,
-        _raw_job(redis, "askbox-high", [jobs_queue.JOB_FUNCTION, None, [payload], {}],
-                 failure_callback_name=evil): evil,
+        _raw_job(
+            redis, "askbox-high", [jobs_queue.JOB_FUNCTION, None, [payload], {}], failure_callback_name=evil
+        ): evil,
         # No import, but the worker would request any URL with any headers for the job.
-        _raw_job(redis, "askbox-high", [jobs_queue.JOB_FUNCTION, None, [payload], {}], webhooks=json.dumps(
-            [{"url": f"{sink}/finished", "job_status": "finished", "method": "POST"}])): "webhooks",
+        _raw_job(
+            redis,
+            "askbox-high",
+            [jobs_queue.JOB_FUNCTION, None, [payload], {}],
+            webhooks=json.dumps([{"url": f"{sink}/finished", "job_status": "finished", "method": "POST"}]),
+        ): "webhooks",
     }
     # An abandoned job: the maintenance that fails it calls its failure callback in the
     # worker's main process (RQ's StartedJobRegistry.cleanup), no work-horse involved.
-    abandoned = _raw_job(redis, "askbox-low", ["os.system", None, ["true"], {}],
-                         status="started", failure_callback_name=evil,
-                         webhooks=json.dumps([{"url": f"{sink}/failed", "job_status": "failed"}]))
+    abandoned = _raw_job(
+        redis,
+        "askbox-low",
+        ["os.system", None, ["true"], {}],
+        status="started",
+        failure_callback_name=evil,
+        webhooks=json.dumps([{"url": f"{sink}/failed", "job_status": "failed"}]),
+    )
     redis.lrem("rq:queue:askbox-low", 0, abandoned)
     redis.zadd("rq:wip:askbox-low", {f"{abandoned}:exec1": 1})
     real = _real_question(redis)
 
     workers.start(1, log_dir=tmp_path)
     final = wait_final(redis, real, 90, workers)
-    wait_for(lambda: redis.hget(f"rq:job:{abandoned}", "status") == b"failed", 30, "maintenance to fail the abandoned job")
+    wait_for(
+        lambda: redis.hget(f"rq:job:{abandoned}", "status") == b"failed", 30, "maintenance to fail the abandoned job"
+    )
 
     assert final["kind"] == "answer", workers.tail()
     assert sorted(p.name for p in markers.iterdir()) == [], workers.tail()

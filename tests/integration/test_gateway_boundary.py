@@ -54,8 +54,19 @@ class Attempt:
 
     def curl(self) -> str:
         """One curl call printing ``name<TAB>status<TAB>body`` (the key from the sandbox's env)."""
-        args = ["curl", "-sS", "--path-as-is", "-o", "/tmp/out", "-w", "%{http_code}", "-X", self.method,
-                "-H", "content-type: application/json"]
+        args = [
+            "curl",
+            "-sS",
+            "--path-as-is",
+            "-o",
+            "/tmp/out",
+            "-w",
+            "%{http_code}",
+            "-X",
+            self.method,
+            "-H",
+            "content-type: application/json",
+        ]
         for name, value in self.headers.items():
             args += ["-H", f"{name}: {value}"]
         data = self.body if isinstance(self.body, bytes) else json.dumps(self.body).encode()
@@ -63,72 +74,197 @@ class Attempt:
             args += ["--data-binary", data.decode()]
         line = " ".join(shlex.quote(a) for a in args)
         url = shlex.quote(f"http://127.0.0.1:{PORT}{self.path}")
-        return (f"printf '%s\\t' {shlex.quote(self.name)}; {line} -H \"x-goog-api-key: $GEMINI_API_KEY\" {url}; "
-                "printf '\\t'; tr -d '\\n\\t' < /tmp/out; echo")
+        return (
+            f"printf '%s\\t' {shlex.quote(self.name)}; {line} -H \"x-goog-api-key: $GEMINI_API_KEY\" {url}; "
+            "printf '\\t'; tr -d '\\n\\t' < /tmp/out; echo"
+        )
 
 
-ROUTE, MODEL_ONLY, FIELD = "serves only POST /v1beta/models/gemini-2.5-flash", "only the model gemini-2.5-flash", \
-    "does not forward"
+ROUTE, MODEL_ONLY, FIELD = (
+    "serves only POST /v1beta/models/gemini-2.5-flash",
+    "only the model gemini-2.5-flash",
+    "does not forward",
+)
 ATTEMPTS = [
     # Other surfaces of the API, with the organisation's key behind them.
     Attempt("files-list", "/v1beta/files", method="GET", status=403, says=ROUTE),
-    Attempt("upload", "/upload/v1beta/files?uploadType=media", b"stolen source code",
-            headers={"X-Goog-Upload-Protocol": "raw"}, status=403, says=ROUTE),
-    Attempt("cached-contents", "/v1beta/cachedContents", {"model": f"models/{MODEL}", **contents()},
-            status=403, says=ROUTE),
+    Attempt(
+        "upload",
+        "/upload/v1beta/files?uploadType=media",
+        b"stolen source code",
+        headers={"X-Goog-Upload-Protocol": "raw"},
+        status=403,
+        says=ROUTE,
+    ),
+    Attempt(
+        "cached-contents", "/v1beta/cachedContents", {"model": f"models/{MODEL}", **contents()}, status=403, says=ROUTE
+    ),
     Attempt("tuned-models", "/v1beta/tunedModels", method="GET", status=403, says=ROUTE),
-    Attempt("batch", f"/v1beta/models/{MODEL}:batchGenerateContent",
-            {"batch": {"inputConfig": {"requests": {"requests": [{"request": contents()}]}}}}, status=403, says=ROUTE),
+    Attempt(
+        "batch",
+        f"/v1beta/models/{MODEL}:batchGenerateContent",
+        {"batch": {"inputConfig": {"requests": {"requests": [{"request": contents()}]}}}},
+        status=403,
+        says=ROUTE,
+    ),
     Attempt("models-list", "/v1beta/models", method="GET", status=403, says=ROUTE),
     Attempt("model-info", f"/v1beta/models/{MODEL}", method="GET", status=403, says=ROUTE),
     Attempt("get-generate", f"/v1beta/models/{MODEL}:generateContent", method="GET", status=403, says=ROUTE),
     Attempt("v1alpha", f"/v1alpha/models/{MODEL}:generateContent", contents(), status=403, says=ROUTE),
     Attempt("dot-dot", f"/v1beta/models/{MODEL}:generateContent/../../files", contents(), status=403, says=ROUTE),
     Attempt("encoded", f"/v1beta/models/{MODEL}%3AgenerateContent", contents(), status=403, says=ROUTE),
-    Attempt("query", f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse&uploadType=media", contents(),
-            status=400, says="allows alt=sse"),
+    Attempt(
+        "query",
+        f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse&uploadType=media",
+        contents(),
+        status=400,
+        says="allows alt=sse",
+    ),
     # Other models: a pricier one, paid media models.
     Attempt("other-model", "/v1beta/models/gemini-2.5-pro:generateContent", contents(), status=403, says=MODEL_ONLY),
-    Attempt("image-model", "/v1beta/models/gemini-2.5-flash-image-preview:generateContent", contents(),
-            status=403, says=MODEL_ONLY),
-    Attempt("imagen", "/v1beta/models/imagen-4.0-generate-001:predict", {"instances": [{"prompt": "x"}]},
-            status=403, says=ROUTE),
-    Attempt("veo", "/v1beta/models/veo-3.0-generate-001:predictLongRunning", {"instances": [{"prompt": "x"}]},
-            status=403, says=ROUTE),
-    Attempt("tts-model", "/v1beta/models/gemini-2.5-flash-preview-tts:generateContent", contents(),
-            status=403, says=MODEL_ONLY),
-    Attempt("count-other-model", f"/v1beta/models/{MODEL}:countTokens",
-            {"generateContentRequest": {"model": "models/gemini-2.5-pro", **contents()}}, status=403, says=MODEL_ONLY),
+    Attempt(
+        "image-model",
+        "/v1beta/models/gemini-2.5-flash-image-preview:generateContent",
+        contents(),
+        status=403,
+        says=MODEL_ONLY,
+    ),
+    Attempt(
+        "imagen",
+        "/v1beta/models/imagen-4.0-generate-001:predict",
+        {"instances": [{"prompt": "x"}]},
+        status=403,
+        says=ROUTE,
+    ),
+    Attempt(
+        "veo",
+        "/v1beta/models/veo-3.0-generate-001:predictLongRunning",
+        {"instances": [{"prompt": "x"}]},
+        status=403,
+        says=ROUTE,
+    ),
+    Attempt(
+        "tts-model",
+        "/v1beta/models/gemini-2.5-flash-preview-tts:generateContent",
+        contents(),
+        status=403,
+        says=MODEL_ONLY,
+    ),
+    Attempt(
+        "count-other-model",
+        f"/v1beta/models/{MODEL}:countTokens",
+        {"generateContentRequest": {"model": "models/gemini-2.5-pro", **contents()}},
+        status=403,
+        says=MODEL_ONLY,
+    ),
     # Server-side tools: the model would fetch the attacker's URL with the repository in it.
-    *(Attempt(f"tool-{name}", STREAM, tools({name: {}}), status=400, says=f"{FIELD} `tools[0].{name}`")
-      for name in ("googleSearch", "google_search", "urlContext", "url_context", "codeExecution",
-                   "code_execution", "googleSearchRetrieval", "google_search_retrieval")),
-    Attempt("tool-beside-functions", STREAM, tools({"functionDeclarations": [{"name": "read_file"}],
-                                                    "urlContext": {}}), status=400, says="tools[0].urlContext"),
-    Attempt("tool-duplicate-key", STREAM,
-            ('{"contents":[{"parts":[{"text":"fetch ' + EXFIL + '"}]}],"tools":[{"urlContext":{}}],'
-             '"tools":[{"functionDeclarations":[]}]}').encode(), status=400, says="`tools` twice"),
+    *(
+        Attempt(f"tool-{name}", STREAM, tools({name: {}}), status=400, says=f"{FIELD} `tools[0].{name}`")
+        for name in (
+            "googleSearch",
+            "google_search",
+            "urlContext",
+            "url_context",
+            "codeExecution",
+            "code_execution",
+            "googleSearchRetrieval",
+            "google_search_retrieval",
+        )
+    ),
+    Attempt(
+        "tool-beside-functions",
+        STREAM,
+        tools({"functionDeclarations": [{"name": "read_file"}], "urlContext": {}}),
+        status=400,
+        says="tools[0].urlContext",
+    ),
+    Attempt(
+        "tool-duplicate-key",
+        STREAM,
+        (
+            '{"contents":[{"parts":[{"text":"fetch ' + EXFIL + '"}]}],"tools":[{"urlContext":{}}],'
+            '"tools":[{"functionDeclarations":[]}]}'
+        ).encode(),
+        status=400,
+        says="`tools` twice",
+    ),
     # Stored content and file references.
-    Attempt("cached-content", STREAM, {**contents(), "cachedContent": "cachedContents/abc"}, status=400,
-            says=f"{FIELD} `cachedContent`"),
-    Attempt("cached_content", STREAM, {**contents(), "cached_content": "cachedContents/abc"}, status=400,
-            says=f"{FIELD} `cached_content`"),
-    Attempt("file-data", STREAM, {"contents": [{"role": "user", "parts": [
-        {"fileData": {"mimeType": "text/html", "fileUri": EXFIL}}]}]}, status=400, says="parts[0].fileData"),
-    Attempt("file_data", STREAM, {"contents": [{"role": "user", "parts": [
-        {"file_data": {"file_uri": "https://generativelanguage.googleapis.com/v1beta/files/abc"}}]}]},
-            status=400, says="parts[0].file_data"),
-    Attempt("function-response-file", STREAM, {"contents": [{"role": "user", "parts": [
-        {"functionResponse": {"name": "read_file", "response": {},
-                              "parts": [{"fileData": {"fileUri": "files/abc"}}]}}]}]},
-            status=400, says="functionResponse.parts[0].fileData"),
+    Attempt(
+        "cached-content",
+        STREAM,
+        {**contents(), "cachedContent": "cachedContents/abc"},
+        status=400,
+        says=f"{FIELD} `cachedContent`",
+    ),
+    Attempt(
+        "cached_content",
+        STREAM,
+        {**contents(), "cached_content": "cachedContents/abc"},
+        status=400,
+        says=f"{FIELD} `cached_content`",
+    ),
+    Attempt(
+        "file-data",
+        STREAM,
+        {"contents": [{"role": "user", "parts": [{"fileData": {"mimeType": "text/html", "fileUri": EXFIL}}]}]},
+        status=400,
+        says="parts[0].fileData",
+    ),
+    Attempt(
+        "file_data",
+        STREAM,
+        {
+            "contents": [
+                {
+                    "role": "user",
+                    "parts": [
+                        {"file_data": {"file_uri": "https://generativelanguage.googleapis.com/v1beta/files/abc"}}
+                    ],
+                }
+            ]
+        },
+        status=400,
+        says="parts[0].file_data",
+    ),
+    Attempt(
+        "function-response-file",
+        STREAM,
+        {
+            "contents": [
+                {
+                    "role": "user",
+                    "parts": [
+                        {
+                            "functionResponse": {
+                                "name": "read_file",
+                                "response": {},
+                                "parts": [{"fileData": {"fileUri": "files/abc"}}],
+                            }
+                        }
+                    ],
+                }
+            ]
+        },
+        status=400,
+        says="functionResponse.parts[0].fileData",
+    ),
     Attempt("service-tier", STREAM, {**contents(), "serviceTier": "priority"}, status=400, says="`serviceTier`"),
-    Attempt("image-output", STREAM, {**contents(), "generationConfig": {"responseModalities": ["IMAGE"]}},
-            status=400, says="responseModalities"),
+    Attempt(
+        "image-output",
+        STREAM,
+        {**contents(), "generationConfig": {"responseModalities": ["IMAGE"]}},
+        status=400,
+        says="responseModalities",
+    ),
 ]
 # Served, but with only the allowlisted headers: these would change what upstream does.
-SMUGGLED_HEADERS = {"X-HTTP-Method-Override": "GET", "x-goog-user-project": "someone-elses-project",
-                    "X-Goog-FieldMask": "*", "Referer": "https://allowed-referrer.example/", "x-server-timeout": "1"}
+SMUGGLED_HEADERS = {
+    "X-HTTP-Method-Override": "GET",
+    "x-goog-user-project": "someone-elses-project",
+    "X-Goog-FieldMask": "*",
+    "Referer": "https://allowed-referrer.example/",
+    "x-server-timeout": "1",
+}
 ALLOWED = [
     Attempt("allowed", STREAM, contents(), status=200),
     Attempt("allowed-smuggling-headers", STREAM, contents(), headers=SMUGGLED_HEADERS, status=200),
@@ -141,11 +277,19 @@ def test_a_prompt_injected_agent_reaches_nothing_but_its_model(redis_client, san
         with GatewayProcess(gateway_env(fake.base_url, [REAL_KEY])) as gateway:
             session = gateway.open(model=MODEL)
             spec = SandboxSpec(
-                image=built_images["agent-gemini"], command=["bash", "-c", script],
+                image=built_images["agent-gemini"],
+                command=["bash", "-c", script],
                 secret_env={"GEMINI_API_KEY": session.token.get_secret_value()},
-                bridges=(SocketBridge(host_dir=session.socket_dir, socket=session.socket.name, port=PORT,
-                                      mount_point="/run/askbox-gateway"),),
-                limits=Limits(timeout=120))
+                bridges=(
+                    SocketBridge(
+                        host_dir=session.socket_dir,
+                        socket=session.socket.name,
+                        port=PORT,
+                        mount_point="/run/askbox-gateway",
+                    ),
+                ),
+                limits=Limits(timeout=120),
+            )
             lines: list[str] = []
             with sandbox.run(spec) as running:
                 lines = [line.text for line in running if line.stream == "stdout"]

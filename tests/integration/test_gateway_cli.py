@@ -63,11 +63,22 @@ def test_real_gemini_cli_through_the_gateway(redis_client: Redis, tmp_path: Path
             session = gateway.open(model=MODEL)
             token = session.token.get_secret_value()
             for port in bridge(session.socket):
-                env = {"PATH": os.environ["PATH"], "HOME": str(home), "TMPDIR": str(tmp_path),
-                       "GEMINI_API_KEY": token, "GOOGLE_GEMINI_BASE_URL": f"http://127.0.0.1:{port}"}
-                proc = subprocess.run(["gemini", "-p", "Say hi", "-m", MODEL, "-o", "stream-json"],
-                                      cwd=tmp_path / "workspace", env=env, stdin=subprocess.DEVNULL,
-                                      capture_output=True, text=True, timeout=120)
+                env = {
+                    "PATH": os.environ["PATH"],
+                    "HOME": str(home),
+                    "TMPDIR": str(tmp_path),
+                    "GEMINI_API_KEY": token,
+                    "GOOGLE_GEMINI_BASE_URL": f"http://127.0.0.1:{port}",
+                }
+                proc = subprocess.run(
+                    ["gemini", "-p", "Say hi", "-m", MODEL, "-o", "stream-json"],
+                    cwd=tmp_path / "workspace",
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
             state = session_state(redis_client, session.id)
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]

@@ -152,8 +152,13 @@ def test_our_own_daily_limit_stops_the_session(redis_client: Redis, fake: FakeGe
 
 def test_5xx_storm_opens_the_breaker_then_it_recovers(redis_client: Redis, fake: FakeGeminiAPI):
     fake.start_storm()
-    settings = dict(gateway_breaker_threshold="3", gateway_breaker_cooldown="1.5", gateway_retries="1",
-                    gateway_backoff_initial="0.05", gateway_backoff_max="0.1")
+    settings = dict(
+        gateway_breaker_threshold="3",
+        gateway_breaker_cooldown="1.5",
+        gateway_retries="1",
+        gateway_backoff_initial="0.05",
+        gateway_backoff_max="0.1",
+    )
     with start_gateway(fake, **settings) as gateway:
         session = gateway.open()
         token = session.token.get_secret_value()

@@ -27,8 +27,15 @@ pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.usefixtures("no
 
 
 def gemini_workers_env(redis_server, repo, egress_root, gateway_dir, **extra: str) -> dict[str, str]:
-    return worker_env(redis_server, repo, egress_root, ASKBOX_AGENT="gemini", ASKBOX_RETRIES="0",
-                      ASKBOX_GATEWAY_SOCKET_DIR=str(gateway_dir), **extra)
+    return worker_env(
+        redis_server,
+        repo,
+        egress_root,
+        ASKBOX_AGENT="gemini",
+        ASKBOX_RETRIES="0",
+        ASKBOX_GATEWAY_SOCKET_DIR=str(gateway_dir),
+        **extra,
+    )
 
 
 def ask(redis, text: str, user: str = "alice", channel: str | None = None) -> str:
@@ -46,8 +53,9 @@ def contains_key(text: str) -> bool:
     return any(form in text for form in forms_of(GATEWAY_KEY))
 
 
-def test_the_agent_prints_its_environment_and_finds_no_key(redis_server, redis, repo, egress_root, tmp_path,
-                                                            gateway, built_images):
+def test_the_agent_prints_its_environment_and_finds_no_key(
+    redis_server, redis, repo, egress_root, tmp_path, gateway, built_images
+):
     with FakeGeminiAPI() as api:
         api.script(
             FunctionCall("run_shell_command", {"command": "env; printenv GEMINI_API_KEY | base64"}),
@@ -55,7 +63,9 @@ def test_the_agent_prints_its_environment_and_finds_no_key(redis_server, redis, 
         )
         proxy = gateway(api.base_url, redis_server.url)
         # A careless operator gives the worker the key too: it must still never reach a sandbox.
-        pool = Workers(gemini_workers_env(redis_server, repo, egress_root, proxy.socket_dir, GEMINI_API_KEY=GATEWAY_KEY))
+        pool = Workers(
+            gemini_workers_env(redis_server, repo, egress_root, proxy.socket_dir, GEMINI_API_KEY=GATEWAY_KEY)
+        )
         pool.start(1, log_dir=tmp_path)
         try:
             job_id = ask(redis, "run env and show me the output")
@@ -76,8 +86,12 @@ def test_the_agent_prints_its_environment_and_finds_no_key(redis_server, redis, 
     stored = [redis.get(k) or b"" for k in redis.keys("askbox:cache:*")]
     stored += [b"".join(redis.lrange(k, 0, -1)) for k in redis.keys("askbox:memory:*:turns")]
     logs = "".join(p.read_text(errors="replace") for p in pool.logs) + proxy.output()
-    for where, text in [("requests", tool_output + json.dumps([r.body for r in generate])),
-                        ("answer", final["text"]), ("cache+memory", b"".join(stored).decode()), ("logs", logs)]:
+    for where, text in [
+        ("requests", tool_output + json.dumps([r.body for r in generate])),
+        ("answer", final["text"]),
+        ("cache+memory", b"".join(stored).decode()),
+        ("logs", logs),
+    ]:
         assert not contains_key(text), f"the key reached the {where}"
     assert stored, "the answer was cached and remembered"
     # Every token counted: what the job reports is what the fake's usageMetadata said.
@@ -90,8 +104,9 @@ def test_the_agent_prints_its_environment_and_finds_no_key(redis_server, redis, 
     assert not any(proxy.socket_dir.glob("s-*"))
 
 
-def test_budgets_quotas_and_a_dead_gateway_end_clearly(redis_server, redis, repo, egress_root, tmp_path,
-                                                       gateway, built_images):
+def test_budgets_quotas_and_a_dead_gateway_end_clearly(
+    redis_server, redis, repo, egress_root, tmp_path, gateway, built_images
+):
     with FakeGeminiAPI(default=Text("An answer.")) as api:
         proxy = gateway(api.base_url, redis_server.url)
         # One answer uses up alice's day: the worker checks before it starts a container.
@@ -120,11 +135,17 @@ def test_budgets_quotas_and_a_dead_gateway_end_clearly(redis_server, redis, repo
     assert len(redis.keys("askbox:final:*")) == 4
 
 
-def test_a_5xx_storm_ends_questions_clearly_and_they_recover(redis_server, redis, repo, egress_root, tmp_path,
-                                                             gateway, built_images):
+def test_a_5xx_storm_ends_questions_clearly_and_they_recover(
+    redis_server, redis, repo, egress_root, tmp_path, gateway, built_images
+):
     with FakeGeminiAPI(default=Text("Back again.")) as api:
-        breaker = {"gateway_breaker_threshold": "2", "gateway_breaker_cooldown": "8", "gateway_retries": "1",
-                   "gateway_backoff_initial": "0.1", "gateway_backoff_max": "0.2"}
+        breaker = {
+            "gateway_breaker_threshold": "2",
+            "gateway_breaker_cooldown": "8",
+            "gateway_retries": "1",
+            "gateway_backoff_initial": "0.1",
+            "gateway_backoff_max": "0.2",
+        }
         proxy = gateway(api.base_url, redis_server.url, **breaker)
         pool = Workers(gemini_workers_env(redis_server, repo, egress_root, proxy.socket_dir))
         pool.start(1, log_dir=tmp_path)
@@ -146,9 +167,9 @@ def test_a_5xx_storm_ends_questions_clearly_and_they_recover(redis_server, redis
 
 
 @pytest.mark.parametrize("injected", [0.3, 0.6])
-def test_twenty_questions_three_workers_two_gateways_under_a_shared_limit(redis_server, redis, repo, egress_root,
-                                                                          tmp_path, gateway, built_images,
-                                                                          injected):
+def test_twenty_questions_three_workers_two_gateways_under_a_shared_limit(
+    redis_server, redis, repo, egress_root, tmp_path, gateway, built_images, injected
+):
     limit, window, count = 6, 5.0, 20
     # The fake enforces a slightly shorter window than the gateways' (the request's own
     # transit): any 429 it sends for quota would be absorbed, so it counts them too.
@@ -174,6 +195,8 @@ def test_twenty_questions_three_workers_two_gateways_under_a_shared_limit(redis_
     assert len(redis.keys("askbox:final:*")) == count  # exactly once each
     assert api.quota_rejections == 0 and busiest <= limit, (api.quota_rejections, busiest)
     assert injected_429s > 0  # 429s were sent, and absorbed: no question saw one
-    print(f"\n{count} questions, {injected:.0%} injected 429s, 2 gateways, 3 workers: answered {count}/{count} "
-          f"in {took:.1f} s; {len(accepted)} accepted calls, busiest {window:.0f} s window {busiest}/{limit}, "
-          f"{injected_429s} injected 429s absorbed")
+    print(
+        f"\n{count} questions, {injected:.0%} injected 429s, 2 gateways, 3 workers: answered {count}/{count} "
+        f"in {took:.1f} s; {len(accepted)} accepted calls, busiest {window:.0f} s window {busiest}/{limit}, "
+        f"{injected_429s} injected 429s absorbed"
+    )

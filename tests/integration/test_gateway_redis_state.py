@@ -27,6 +27,7 @@ def run(coro):
             for client in CLIENTS:
                 await client.aclose()
             CLIENTS.clear()
+
     return asyncio.run(scoped())
 
 

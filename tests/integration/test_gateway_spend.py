@@ -61,8 +61,11 @@ def test_twenty_parallel_calls_spend_at_most_the_budget_plus_one_reservation(red
     body = {**request_body("How much may I spend?"), "generationConfig": {"maxOutputTokens": 50}}
     reservation = reserved_tokens(body, 50)
     reservation_usd = estimate_cost(DEFAULT_PRICES, MODEL, Usage(prompt=reservation - 50, candidates=50))
-    limit, field, setting = ((300, "tokens", {"budget_user_tokens": "300"}) if budget == "tokens" else
-                             (3 * reservation_usd, "cost_usd", {"budget_user_usd": str(3 * reservation_usd)}))
+    limit, field, setting = (
+        (300, "tokens", {"budget_user_tokens": "300"})
+        if budget == "tokens"
+        else (3 * reservation_usd, "cost_usd", {"budget_user_usd": str(3 * reservation_usd)})
+    )
     with FakeGeminiAPI(default=Text("y" * 40, chunks=2, delay=0.3)) as fake:
         with start(fake, **setting) as gateway:
             sessions = [gateway.open(user="UBURST", channel=f"C{i}") for i in range(20)]
@@ -71,8 +74,10 @@ def test_twenty_parallel_calls_spend_at_most_the_budget_plus_one_reservation(red
             held = redis_client.keys("askbox:gateway:reserved:*")
             left = [redis_client.hlen(k) for k in held]
     served = [a for a in answers if a.status == 200]
-    print(f"{budget}: {len(served)}/20 served, spent {spent} of {limit} (one reservation: "
-          f"{reservation} tokens, ${reservation_usd:.6f})")
+    print(
+        f"{budget}: {len(served)}/20 served, spent {spent} of {limit} (one reservation: "
+        f"{reservation} tokens, ${reservation_usd:.6f})"
+    )
     assert spent <= limit + (reservation if budget == "tokens" else reservation_usd)
     assert len(served) == len(fake.generate_requests) < 20
     assert spent >= limit  # the budget was used, not refused early
@@ -94,8 +99,9 @@ def test_a_client_hanging_up_after_the_first_chunk_pays_its_reservation(redis_cl
             async def first_chunk_then_hang_up() -> bytes:
                 connector = aiohttp.UnixConnector(path=str(session.socket))
                 async with aiohttp.ClientSession(connector=connector) as http:
-                    response = await http.post("http://gateway" + STREAM_PATH, json=body,
-                                               headers={"x-goog-api-key": token(session)})
+                    response = await http.post(
+                        "http://gateway" + STREAM_PATH, json=body, headers={"x-goog-api-key": token(session)}
+                    )
                     first = await response.content.readany()
                     response.close()  # drops the connection mid-stream
                     return first
@@ -108,8 +114,11 @@ def test_a_client_hanging_up_after_the_first_chunk_pays_its_reservation(redis_cl
     assert int(daily[b"tokens"]) == state.total_tokens
     streamed = json.loads(first[5:])["usageMetadata"]["totalTokenCount"]
     assert streamed < state.total_tokens  # the old charge: the first chunk's usage only
-    assert state.cost_usd == pytest.approx(estimate_cost(DEFAULT_PRICES, MODEL, Usage(
-        prompt=reserved_tokens(body) - OUTPUT_RESERVE, candidates=OUTPUT_RESERVE)))
+    assert state.cost_usd == pytest.approx(
+        estimate_cost(
+            DEFAULT_PRICES, MODEL, Usage(prompt=reserved_tokens(body) - OUTPUT_RESERVE, candidates=OUTPUT_RESERVE)
+        )
+    )
 
 
 @pytest.mark.parametrize("path", [STREAM_PATH, GENERATE_PATH])
@@ -162,8 +171,11 @@ def test_a_model_without_a_price_pays_the_most_expensive_one(redis_client: Redis
     assert answer.status == 200
     sent = fake.generate_requests[0].usage
     usage = Usage(prompt=sent["promptTokenCount"], candidates=sent["candidatesTokenCount"])
-    assert state.cost_usd == pytest.approx(estimate_cost({"gemini-2.5-pro": DEFAULT_PRICES["gemini-2.5-pro"]},
-                                                         "gemini-2.5-pro", usage)) and state.cost_usd > 0
+    assert (
+        state.cost_usd
+        == pytest.approx(estimate_cost({"gemini-2.5-pro": DEFAULT_PRICES["gemini-2.5-pro"]}, "gemini-2.5-pro", usage))
+        and state.cost_usd > 0
+    )
 
 
 def test_a_question_budget_ends_that_question_only(redis_client: Redis):

@@ -27,15 +27,25 @@ pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.usefixtures("no
 ORIGIN = "https://github.com/acme/evil.git"
 # The secret spellings of the review (issue 17), each with content to look for.
 SPELLINGS = {
-    ".ENV": "upper-env-value", "ID_RSA": "upper-id-rsa-value", "deploy/server.PEM": "mixed-pem-value",
-    ".npmrc": "npm-token-value", ".netrc": "netrc-password-value", ".git-credentials": "git-cred-value",
-    ".aws/credentials": "aws-secret-value", "certs/client.p12": "p12-bundle-value",
-    "certs/client.pfx": "pfx-bundle-value", "keys/id_dsa": "dsa-key-value", "vault.kdbx": "keepass-db-value",
+    ".ENV": "upper-env-value",
+    "ID_RSA": "upper-id-rsa-value",
+    "deploy/server.PEM": "mixed-pem-value",
+    ".npmrc": "npm-token-value",
+    ".netrc": "netrc-password-value",
+    ".git-credentials": "git-cred-value",
+    ".aws/credentials": "aws-secret-value",
+    "certs/client.p12": "p12-bundle-value",
+    "certs/client.pfx": "pfx-bundle-value",
+    "keys/id_dsa": "dsa-key-value",
+    "vault.kdbx": "keepass-db-value",
 }
 HISTORY_SECRET = "deleted-env-value"
-READ_EVERYTHING = ("ls -laR /workspace; " + "".join(f"cat '{path}'; " for path in SPELLINGS)
-                   + "grep -rs -- -value /workspace; git log --all --format=%H; git show HEAD~1:.env; "
-                   "cat .git/config; echo done-attacking")
+READ_EVERYTHING = (
+    "ls -laR /workspace; "
+    + "".join(f"cat '{path}'; " for path in SPELLINGS)
+    + "grep -rs -- -value /workspace; git log --all --format=%H; git show HEAD~1:.env; "
+    "cat .git/config; echo done-attacking"
+)
 
 
 def shell(command: str) -> FunctionCall:
@@ -56,12 +66,19 @@ def ask(redis, text: str, repo: str) -> str:
 
 
 def test_a_hostile_repository_runs_nothing_and_no_secret_reaches_the_sandbox(
-        redis_server, redis, egress_root, tmp_path, gateway, built_images):
+    redis_server, redis, egress_root, tmp_path, gateway, built_images
+):
     markers = tmp_path / "markers"
     # A local checkout and its file:// remote, both armed, with a clean history (history: true).
     evil = Upstream(tmp_path / "evil", "evil")
-    evil.commit({"README.md": "# evil\n", "src/app.py": "def answer():\n    return 42\n",
-                 ".gitattributes": "* filter=evil diff=evil\n"}, "the only commit")
+    evil.commit(
+        {
+            "README.md": "# evil\n",
+            "src/app.py": "def answer():\n    return 42\n",
+            ".gitattributes": "* filter=evil diff=evil\n",
+        },
+        "the only commit",
+    )
     head = git(evil.work, "rev-parse", "HEAD")
     arm(evil.work, markers, origin=ORIGIN)
     arm(evil.bare, markers)
@@ -78,17 +95,27 @@ def test_a_hostile_repository_runs_nothing_and_no_secret_reaches_the_sandbox(
     for path in [tmp_path, *tmp_path.rglob("*")]:  # the sandbox user reads the snapshots, not these
         if path.is_dir():
             path.chmod(0o755)
-    repos = {"evil": {"path": str(evil.work), "history": True},
-             "evil-remote": {"url": evil.file_url, "history": True},
-             "leaky": leaky.file_url,
-             "hist": {"url": hist.file_url, "history": True},
-             "hist-tree": hist.file_url}
+    repos = {
+        "evil": {"path": str(evil.work), "history": True},
+        "evil-remote": {"url": evil.file_url, "history": True},
+        "leaky": leaky.file_url,
+        "hist": {"url": hist.file_url, "history": True},
+        "hist-tree": hist.file_url,
+    }
     with FakeGeminiAPI() as api:
         proxy = gateway(api.base_url, redis_server.url)
-        env = worker_env(redis_server, tmp_path, egress_root, ASKBOX_AGENT="gemini", ASKBOX_RETRIES="0",
-                         ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir), ASKBOX_REPOS=json.dumps(repos),
-                         ASKBOX_REPO_REFRESH="1", ASKBOX_REPO_MIRRORS=str(tmp_path / "state" / "mirrors"),
-                         ASKBOX_REPO_SNAPSHOTS=str(tmp_path / "state" / "snapshots"))
+        env = worker_env(
+            redis_server,
+            tmp_path,
+            egress_root,
+            ASKBOX_AGENT="gemini",
+            ASKBOX_RETRIES="0",
+            ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir),
+            ASKBOX_REPOS=json.dumps(repos),
+            ASKBOX_REPO_REFRESH="1",
+            ASKBOX_REPO_MIRRORS=str(tmp_path / "state" / "mirrors"),
+            ASKBOX_REPO_SNAPSHOTS=str(tmp_path / "state" / "snapshots"),
+        )
         pool = Workers(env)
         pool.start(1, log_dir=tmp_path)
         try:

@@ -129,8 +129,6 @@ def _scenario(prom_dir: Path) -> None:
 # --- the test side ----------------------------------------------------------------------
 
 
-
-
 class Scenario:
     def __init__(self, prom_dir: Path, stderr_path: Path) -> None:
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}

@@ -24,13 +24,15 @@ def test_bot_refuses_a_model_name_and_tells_the_asker(fake, redis_server, redis,
             "<!channel>": "That is not a model name.",
             "opus-9": "The model `opus-9` is not available for cursor. Available: `auto`, `gpt-5`.",
         }
-        mentions = {m: fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> model={m} what is this?")
-                    for m in asked}
+        mentions = {
+            m: fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> model={m} what is this?") for m in asked
+        }
         for mention in mentions.values():
             fake.push_event(mention)
         for model, expected in asked.items():
-            reply = fake.wait_until(lambda m=mentions[model]: [r for r in fake.thread(CHANNEL, m["ts"]) if r.is_bot],
-                                    timeout=10)
+            reply = fake.wait_until(
+                lambda m=mentions[model]: [r for r in fake.thread(CHANNEL, m["ts"]) if r.is_bot], timeout=10
+            )
             assert expected in reply[0].text, reply[0].text
             assert "<!channel>" not in reply[0].text  # a refused name is never echoed
         fake.push_event(fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> model=gpt-5 and this?"))
@@ -47,12 +49,21 @@ def test_worker_rejects_a_forged_job_naming_an_option(redis_server, cursor_stand
     queue = Queue("askbox-default", connection=redis, serializer=JSONSerializer)
     forged = {}
     for i, model in enumerate(["--yolo", "x; rm -rf /workspace", "gpt-5"]):
-        payload = Question(origin=Origin(kind="terminal", user="mallory"), text="hi", repo="demo",
-                           id=f"forged-{i}").model_dump(mode="json")
+        payload = Question(
+            origin=Origin(kind="terminal", user="mallory"), text="hi", repo="demo", id=f"forged-{i}"
+        ).model_dump(mode="json")
         payload["model"] = model  # written into Redis as-is: no bot, no validation on the way
         forged[model] = queue.enqueue_call(jobs_queue.JOB_FUNCTION, args=(payload,), job_id=f"forged-{i}").id
-    workers = Workers(worker_env(redis_server, repo, egress_root, ASKBOX_AGENT="cursor",
-                                 ASKBOX_CURSOR_IMAGE=cursor_standin_image, CURSOR_API_KEY="key-for-the-standin"))
+    workers = Workers(
+        worker_env(
+            redis_server,
+            repo,
+            egress_root,
+            ASKBOX_AGENT="cursor",
+            ASKBOX_CURSOR_IMAGE=cursor_standin_image,
+            CURSOR_API_KEY="key-for-the-standin",
+        )
+    )
     try:
         workers.start(1, log_dir=tmp_path)
         for model in ("--yolo", "x; rm -rf /workspace"):

@@ -50,23 +50,35 @@ def agent_requests(api: FakeGeminiAPI) -> list[RecordedRequest]:
     return [r for r in api.generate_requests if not is_triage(r)]
 
 
-def test_ask_inline_runs_the_workers_pipeline(redis_server, redis, repo, egress_root, gateway, tmp_path,
-                                              built_images):
+def test_ask_inline_runs_the_workers_pipeline(redis_server, redis, repo, egress_root, gateway, tmp_path, built_images):
     sha = commit_all(repo)
     with FakeGeminiAPI(default=model) as api:
         proxy = gateway(api.base_url, redis_server.url)
-        env = worker_env(redis_server, repo, egress_root, ASKBOX_AGENT="gemini", ASKBOX_RETRIES="0",
-                         ASKBOX_SIDE_TASKS="1", ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir))
+        env = worker_env(
+            redis_server,
+            repo,
+            egress_root,
+            ASKBOX_AGENT="gemini",
+            ASKBOX_RETRIES="0",
+            ASKBOX_SIDE_TASKS="1",
+            ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir),
+        )
 
         def inline(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([ASKBOX, "ask", "--inline", "--repo", "demo", *args], env={**env, **extra},
-                                  capture_output=True, text=True, timeout=180)
+            return subprocess.run(
+                [ASKBOX, "ask", "--inline", "--repo", "demo", *args],
+                env={**env, **extra},
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
 
         pool = Workers(env)
         pool.start(1, log_dir=tmp_path)
         try:
-            job = enqueue(redis, Question(origin=Origin(kind="terminal", user="alice"), text=WHERE, repo="demo"),
-                          JobSettings()).job
+            job = enqueue(
+                redis, Question(origin=Origin(kind="terminal", user="alice"), text=WHERE, repo="demo"), JobSettings()
+            ).job
             queued = wait_final(redis, job.id, 120, pool)
         finally:
             pool.stop()

@@ -152,12 +152,17 @@ def test_worker_killed_mid_job(redis, settings, workers, docker_client, tmp_path
     killed = workers.kill(runner)  # SIGKILL to the worker and its work-horse
     assert len(killed) >= 2, "the work-horse was not found"
     killed_at = time.monotonic()
-    wait_for(lambda: running[0].id not in {c.id for c in sandbox_containers(docker_client)}, 30,
-             "the surviving worker's reaper to remove the orphaned container")
+    wait_for(
+        lambda: running[0].id not in {c.id for c in sandbox_containers(docker_client)},
+        30,
+        "the surviving worker's reaper to remove the orphaned container",
+    )
     reaped_after = time.monotonic() - killed_at
     final = wait_final(redis, job_id, 180, workers)
-    print(f"worker SIGKILLed: orphan reaped after {reaped_after:.1f} s, final '{final['kind']}' "
-          f"after {time.monotonic() - killed_at:.1f} s")
+    print(
+        f"worker SIGKILLed: orphan reaped after {reaped_after:.1f} s, final '{final['kind']}' "
+        f"after {time.monotonic() - killed_at:.1f} s"
+    )
     assert final["kind"] == "answer"  # retried on the survivor: nothing final had been shown
     assert finals_posted(redis) == 1
 
@@ -211,12 +216,14 @@ def test_unknown_repo_is_rejected_listing_known_ones(redis, settings, workers, t
 def test_cache_answers_again_fast_and_fresh_bypasses(redis, settings, workers, repo, tmp_path):
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     subprocess.run(["git", "-C", str(repo), "add", "."], check=True)
-    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"],
-                   check=True)
+    subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"], check=True
+    )
     workers.start(1, log_dir=tmp_path)
     first = wait_final(redis, ask(redis, settings, "[read:README.md] What is this?"), 60, workers)
-    second = wait_final(redis, ask(redis, settings, "  what is THIS?  ".replace("what", "[read:README.md] what")),
-                        60, workers)
+    second = wait_final(
+        redis, ask(redis, settings, "  what is THIS?  ".replace("what", "[read:README.md] what")), 60, workers
+    )
     fresh = wait_final(redis, ask(redis, settings, "[read:README.md] What is this?", fresh=True), 60, workers)
     assert first["kind"] == second["kind"] == fresh["kind"] == "answer"
     assert not first["cached"] and second["cached"] and not fresh["cached"]
@@ -227,13 +234,19 @@ def test_cache_answers_again_fast_and_fresh_bypasses(redis, settings, workers, r
 
 def test_askbox_ask_follows_the_queue(redis_server, workers, repo, tmp_path):
     env = {**workers.env}
-    no_worker = subprocess.run([ASKBOX, "ask", "--repo", "demo", "hi"], env=env, capture_output=True, text=True,
-                               timeout=30)
+    no_worker = subprocess.run(
+        [ASKBOX, "ask", "--repo", "demo", "hi"], env=env, capture_output=True, text=True, timeout=30
+    )
     assert no_worker.returncode == 3 and "no worker is running" in no_worker.stderr
     workers.start(1, log_dir=tmp_path)
     wait_for(lambda: _worker_count(redis_server.url), 30, "the worker to register")
-    done = subprocess.run([ASKBOX, "ask", "--repo", "demo", "[read:src/app.py] what does answer() return?"],
-                          env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [ASKBOX, "ask", "--repo", "demo", "[read:src/app.py] what does answer() return?"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr + workers.tail()
     assert "def answer():" in done.stdout
     assert "Read src/app.py" in done.stderr and "queued as terminal-" in done.stderr
@@ -251,8 +264,11 @@ def test_follow_up_in_the_thread_sees_earlier_turns(redis, redis_server, setting
 
     with FakeGeminiAPI() as api:
         proxy = gateway(api.base_url, redis_server.url)
-        workers.env.update(ASKBOX_AGENT="gemini", ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir),
-                           ASKBOX_CHANNEL_REPOS='{"C1": "demo"}')  # the channel may ask about it
+        workers.env.update(
+            ASKBOX_AGENT="gemini",
+            ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir),
+            ASKBOX_CHANNEL_REPOS='{"C1": "demo"}',
+        )  # the channel may ask about it
         api.script(Text("The answer is ALPHA-42.", chunks=2), Text("Yes, still ALPHA-42."))
         workers.start(1, log_dir=tmp_path)
         origin = Origin(kind="slack", user="U1", team="T1", channel="C1", thread_ts="100.1", message_ts="100.1")
@@ -296,9 +312,12 @@ def _scrape(url: str) -> str | None:
 
 
 def test_positions_on_enqueue(redis, settings):
-    positions = [jobs_queue.enqueue(redis, Question(origin=Origin(kind="terminal", user=f"p{i}"), text="q",
-                                                    repo="demo", priority=p), settings).position
-                 for i, p in enumerate(["default", "default", "high", "low"])]
+    positions = [
+        jobs_queue.enqueue(
+            redis, Question(origin=Origin(kind="terminal", user=f"p{i}"), text="q", repo="demo", priority=p), settings
+        ).position
+        for i, p in enumerate(["default", "default", "high", "low"])
+    ]
     assert positions == [0, 1, 0, 3]  # a high question goes ahead of the waiting default ones
 
 

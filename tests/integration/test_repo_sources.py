@@ -33,8 +33,10 @@ from tests.integration.pipeline_helpers import ASKBOX, Workers, wait_final, wait
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.usefixtures("no_leftovers")]
 
 TOKEN = "glpat-" + secrets.token_hex(12)
-ATTACK = ("cat VERSION; ls -a; cat .env; cat deploy/id_rsa; cat tls/server.key; cat .git/config; "
-          "ls -a /workspace/.git; env; grep -rs glpat- /workspace /home /tmp /etc | head -3; echo done-attacking")
+ATTACK = (
+    "cat VERSION; ls -a; cat .env; cat deploy/id_rsa; cat tls/server.key; cat .git/config; "
+    "ls -a /workspace/.git; env; grep -rs glpat- /workspace /home /tmp /etc | head -3; echo done-attacking"
+)
 
 
 def shell(command: str) -> FunctionCall:
@@ -60,9 +62,13 @@ def redis_dump(redis) -> bytes:
     found: list[bytes] = []
     for key in redis.keys("*"):
         kind = redis.type(key).decode()
-        read = {"string": lambda k: [redis.get(k)], "hash": lambda k: list(redis.hgetall(k).values()),
-                "list": lambda k: redis.lrange(k, 0, -1), "set": lambda k: list(redis.smembers(k)),
-                "zset": lambda k: redis.zrange(k, 0, -1)}.get(kind, lambda k: [])
+        read = {
+            "string": lambda k: [redis.get(k)],
+            "hash": lambda k: list(redis.hgetall(k).values()),
+            "list": lambda k: redis.lrange(k, 0, -1),
+            "set": lambda k: list(redis.smembers(k)),
+            "zset": lambda k: redis.zrange(k, 0, -1),
+        }.get(kind, lambda k: [])
         values = read(key)
         for value in values:
             found.append(value or b"")
@@ -78,24 +84,40 @@ def sources(tmp_path: Path):
     """A remote `web` served over smart HTTP with a token, and `lib` over file://."""
     served = tmp_path / "served"
     web = Upstream(served, "web")
-    first = web.commit({"VERSION": "v1\n", "README.md": "# web\n", ".env": f"TOKEN={TOKEN}\n",
-                        "deploy/id_rsa": "-----BEGIN OPENSSH PRIVATE KEY----- id-rsa-content\n",
-                        "tls/server.key": "server-key-content\n"})
+    first = web.commit(
+        {
+            "VERSION": "v1\n",
+            "README.md": "# web\n",
+            ".env": f"TOKEN={TOKEN}\n",
+            "deploy/id_rsa": "-----BEGIN OPENSSH PRIVATE KEY----- id-rsa-content\n",
+            "tls/server.key": "server-key-content\n",
+        }
+    )
     with GitHTTPServer(served, TOKEN) as server:
         yield {"web": web, "server": server, "first": first}
 
 
-def test_questions_follow_the_remote_pinned_to_one_commit(sources, redis_server, redis, egress_root, tmp_path,
-                                                          gateway, built_images):
+def test_questions_follow_the_remote_pinned_to_one_commit(
+    sources, redis_server, redis, egress_root, tmp_path, gateway, built_images
+):
     web, server = sources["web"], sources["server"]
     state = tmp_path / "state"
     repos = {"web": {"url": server.url("web"), "token_env": "WEB_TOKEN"}}
     with FakeGeminiAPI() as api:
         proxy = gateway(api.base_url, redis_server.url)
-        env = worker_env(redis_server, tmp_path, egress_root, ASKBOX_AGENT="gemini", ASKBOX_RETRIES="0",
-                         ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir), ASKBOX_REPOS=json.dumps(repos),
-                         WEB_TOKEN=TOKEN, ASKBOX_REPO_REFRESH="1", ASKBOX_REPO_MIRRORS=str(state / "mirrors"),
-                         ASKBOX_REPO_SNAPSHOTS=str(state / "snapshots"))
+        env = worker_env(
+            redis_server,
+            tmp_path,
+            egress_root,
+            ASKBOX_AGENT="gemini",
+            ASKBOX_RETRIES="0",
+            ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir),
+            ASKBOX_REPOS=json.dumps(repos),
+            WEB_TOKEN=TOKEN,
+            ASKBOX_REPO_REFRESH="1",
+            ASKBOX_REPO_MIRRORS=str(state / "mirrors"),
+            ASKBOX_REPO_SNAPSHOTS=str(state / "snapshots"),
+        )
         pool = Workers(env)
         pool.start(1, log_dir=tmp_path)
         try:
@@ -159,28 +181,46 @@ def test_questions_follow_the_remote_pinned_to_one_commit(sources, redis_server,
     assert snapshots == sorted([sources["first"], second, third]), snapshots
 
 
-def test_unusable_repositories_end_in_one_clear_rejection(redis_server, redis, egress_root, tmp_path, built_images,
-                                                         gateway):
+def test_unusable_repositories_end_in_one_clear_rejection(
+    redis_server, redis, egress_root, tmp_path, built_images, gateway
+):
     private = tmp_path / "private"
     private.mkdir()
     private.chmod(0o700)  # as `mktemp -d` makes it
     (private / "README.md").write_text("# private\n")
-    repos = {"gone": (tmp_path / "no-such.git").as_uri(), "private": str(private),
-             "missing": str(tmp_path / "not-here")}
+    repos = {
+        "gone": (tmp_path / "no-such.git").as_uri(),
+        "private": str(private),
+        "missing": str(tmp_path / "not-here"),
+    }
     with FakeGeminiAPI() as api:
         proxy = gateway(api.base_url, redis_server.url)
-        env = worker_env(redis_server, tmp_path, egress_root, ASKBOX_AGENT="gemini", ASKBOX_RETRIES="2",
-                         ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir), ASKBOX_REPOS=json.dumps(repos),
-                         ASKBOX_REPO_MIRRORS=str(tmp_path / "mirrors"), ASKBOX_REPO_SNAPSHOTS=str(tmp_path / "snaps"))
+        env = worker_env(
+            redis_server,
+            tmp_path,
+            egress_root,
+            ASKBOX_AGENT="gemini",
+            ASKBOX_RETRIES="2",
+            ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir),
+            ASKBOX_REPOS=json.dumps(repos),
+            ASKBOX_REPO_MIRRORS=str(tmp_path / "mirrors"),
+            ASKBOX_REPO_SNAPSHOTS=str(tmp_path / "snaps"),
+        )
         pool = Workers(env)
         pool.start(1, log_dir=tmp_path)
         try:
-            finals = {name: wait_final(redis, ask(redis, "hello there", name), timeout=60, workers=pool)
-                      for name in repos}
+            finals = {
+                name: wait_final(redis, ask(redis, "hello there", name), timeout=60, workers=pool) for name in repos
+            }
         finally:
             pool.stop()
-        inline = subprocess.run([ASKBOX, "ask", "--inline", "--agent", "gemini", "--repo", str(private), "hi"],
-                                env=env, capture_output=True, text=True, timeout=60)
+        inline = subprocess.run(
+            [ASKBOX, "ask", "--inline", "--agent", "gemini", "--repo", str(private), "hi"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert api.requests == []  # no sandbox, no model call for any of them
     for name, final in finals.items():
         assert final["kind"] == "rejected", (name, final)
@@ -196,7 +236,8 @@ def test_unusable_repositories_end_in_one_clear_rejection(redis_server, redis, e
 
 
 def test_a_live_directory_hides_secrets_and_history_is_read_only_and_credential_free(
-        redis_server, redis, egress_root, tmp_path, gateway, built_images, repo):
+    redis_server, redis, egress_root, tmp_path, gateway, built_images, repo
+):
     (repo / ".env").write_text("SECRET=live-env-content\n")
     (repo / "src" / "tls.pem").write_text("live-pem-content\n")
     (repo / ".env.d").mkdir()
@@ -210,17 +251,30 @@ def test_a_live_directory_hides_secrets_and_history_is_read_only_and_credential_
     repos = {"demo": str(repo), "hist": {"url": upstream.file_url, "history": True}}
     with FakeGeminiAPI() as api:
         proxy = gateway(api.base_url, redis_server.url)
-        env = worker_env(redis_server, repo, egress_root, ASKBOX_AGENT="gemini", ASKBOX_RETRIES="0",
-                         ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir), ASKBOX_REPOS=json.dumps(repos))
+        env = worker_env(
+            redis_server,
+            repo,
+            egress_root,
+            ASKBOX_AGENT="gemini",
+            ASKBOX_RETRIES="0",
+            ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir),
+            ASKBOX_REPOS=json.dumps(repos),
+        )
         pool = Workers(env)
         pool.start(1, log_dir=tmp_path)
         try:
-            api.script(shell("cat README.md .env src/tls.pem; ls -a .env.d; cat .env.d/prod; echo done-attacking"),
-                       echo)
+            api.script(
+                shell("cat README.md .env src/tls.pem; ls -a .env.d; cat .env.d/prod; echo done-attacking"), echo
+            )
             live = wait_final(redis, ask(redis, "show me", "demo"), timeout=120, workers=pool)
             live_output = " ".join(tool_outputs(api.generate_requests[-1]))
-            api.script(shell("git log --format='%H %s'; git remote -v; cat .git/config; "
-                             "touch .git/x; git commit --allow-empty -m mine; echo done-attacking"), echo)
+            api.script(
+                shell(
+                    "git log --format='%H %s'; git remote -v; cat .git/config; "
+                    "touch .git/x; git commit --allow-empty -m mine; echo done-attacking"
+                ),
+                echo,
+            )
             hist = wait_final(redis, ask(redis, "when did VERSION change?", "hist"), timeout=120, workers=pool)
             hist_output = " ".join(tool_outputs(api.generate_requests[-1]))
         finally:
@@ -265,8 +319,10 @@ def test_fetch_failures_keep_the_last_good_commit_and_say_why(tmp_path):
     git(upstream.bare, "branch", "-m", "main", "trunk")  # the branch is renamed away
     deleted = pin(ref, mirrors, refresh=0)
     assert deleted.commit == good
-    assert deleted.notice == f"from {good[:7]}, just now: the last fetch failed (the remote has no branch 'main' " \
-                             "(deleted or renamed?))"
+    assert (
+        deleted.notice == f"from {good[:7]}, just now: the last fetch failed (the remote has no branch 'main' "
+        "(deleted or renamed?))"
+    )
     upstream.bare.rename(tmp_path / "elsewhere.git")  # the remote is gone altogether
     gone = pin(ref, mirrors, refresh=0)
     assert gone.commit == good and "does not appear to be a git repository" in gone.notice

@@ -58,8 +58,9 @@ def output(sandbox, spec: SandboxSpec) -> tuple[str, object]:
 
 def test_inspect_of_a_running_sandbox_shows_the_caps_and_nothing_secret(sandbox, sandbox_image, docker_client):
     key = "key-" + secrets.token_hex(8)
-    spec = SandboxSpec(image=sandbox_image, command=["sleep", "30"], secret_env={"SOME_API_KEY": key},
-                       limits=Limits(timeout=60))
+    spec = SandboxSpec(
+        image=sandbox_image, command=["sleep", "30"], secret_env={"SOME_API_KEY": key}, limits=Limits(timeout=60)
+    )
     with sandbox.run(spec) as run:
         attrs = docker_client.api.inspect_container(run.container.id)
         host, config = attrs["HostConfig"], attrs["Config"]
@@ -67,7 +68,9 @@ def test_inspect_of_a_running_sandbox_shows_the_caps_and_nothing_secret(sandbox,
     assert key not in json.dumps(attrs)
     assert not any(e.startswith("SOME_API_KEY=") for e in config["Env"])
     assert {u["Name"]: (u["Soft"], u["Hard"]) for u in host["Ulimits"]} == {
-        "core": (0, 0), "nofile": (Limits().nofile, Limits().nofile)}
+        "core": (0, 0),
+        "nofile": (Limits().nofile, Limits().nofile),
+    }
     assert host["ShmSize"] == 16 * 2**20
     assert host["OomScoreAdj"] == OOM_SCORE_ADJ > 0
     assert host["CgroupnsMode"] == "private"
@@ -115,8 +118,12 @@ def test_agent_cannot_lift_its_limits_or_read_host_details(sandbox, sandbox_imag
 def test_secret_env_and_stdin_arrive_byte_for_byte(sandbox, sandbox_image):
     key = "a b $HOME \"q\" 'x' \\n =tail " + secrets.token_hex(4)
     payload = os.urandom(3 * 2**20)  # far over the old argv limit and the pipe's buffer
-    spec = SandboxSpec(image=sandbox_image, command=["sh", "-c", 'printf "%s\\n" "$KEY"; sha256sum'],
-                       secret_env={"KEY": key}, stdin=payload)
+    spec = SandboxSpec(
+        image=sandbox_image,
+        command=["sh", "-c", 'printf "%s\\n" "$KEY"; sha256sum'],
+        secret_env={"KEY": key},
+        stdin=payload,
+    )
     text, outcome = output(sandbox, spec)
     assert outcome.kind is OutcomeKind.OK, outcome
     assert text.splitlines()[0] == key
@@ -153,17 +160,27 @@ def test_cursor_prompt_and_key_show_in_neither_inspect_nor_ps(sandbox, cursor_st
     assert isinstance(events[-1], Result), events[-2:]  # the key authenticated, the prompt arrived
 
 
-def test_gemini_prompt_and_token_show_in_neither_inspect_nor_ps(repo, built_images, egress_root, gateway,
-                                                                  docker_client):
+def test_gemini_prompt_and_token_show_in_neither_inspect_nor_ps(
+    repo, built_images, egress_root, gateway, docker_client
+):
     key, marker = "key-" + secrets.token_hex(8), "marker-" + secrets.token_hex(8)
     with FakeGeminiAPI(expected_key=key) as api:
         api.script(Text("the answer is 42", chunks=4, delay=1.0))  # keeps the CLI running for seconds
         proxy = gateway(api.base_url, REDIS_TEST_URL, keys=(key,))
-        env = {**os.environ, "ASKBOX_GATEWAY_SOCKET_DIR": str(proxy.socket_dir),
-               "ASKBOX_EGRESS_SOCKET_DIR": str(egress_root), "ASKBOX_REDIS_URL": REDIS_TEST_URL}
+        env = {
+            **os.environ,
+            "ASKBOX_GATEWAY_SOCKET_DIR": str(proxy.socket_dir),
+            "ASKBOX_EGRESS_SOCKET_DIR": str(egress_root),
+            "ASKBOX_REDIS_URL": REDIS_TEST_URL,
+        }
         askbox = Path(sys.executable).parent / "askbox"
-        cli = subprocess.Popen([askbox, "ask", "--inline", "--agent", "gemini", "--repo", repo, f"Say {marker}"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        cli = subprocess.Popen(
+            [askbox, "ask", "--inline", "--agent", "gemini", "--repo", repo, f"Say {marker}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         try:
             seen = None
             deadline = time.monotonic() + 60

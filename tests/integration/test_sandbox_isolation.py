@@ -189,8 +189,10 @@ def test_fork_bomb_is_contained_and_host_stays_responsive(sandbox, sandbox_image
     assert "pids=64/64" in out  # ... pinned at the pids limit, not beyond
     assert "fork: retry: Resource temporarily unavailable" in err
     assert latencies and max(latencies) < 2.0, f"host stalled: max spawn latency {max(latencies):.2f} s"
-    print(f"host spawn latency during fork bomb: median {sorted(latencies)[len(latencies)//2]*1000:.1f} ms, "
-          f"max {max(latencies)*1000:.1f} ms over {len(latencies)} probes")
+    print(
+        f"host spawn latency during fork bomb: median {sorted(latencies)[len(latencies) // 2] * 1000:.1f} ms, "
+        f"max {max(latencies) * 1000:.1f} ms over {len(latencies)} probes"
+    )
 
 
 def test_memory_hog_ends_as_oom(sandbox, sandbox_image):

@@ -62,17 +62,22 @@ class Cluster:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"ASKBOX_REDIS_URL": SENTINEL_URL, "ASKBOX_REDIS_SENTINELS": self.sentinels.addresses,
-                "ASKBOX_REDIS_MASTER": self.sentinels.name}
+        return {
+            "ASKBOX_REDIS_URL": SENTINEL_URL,
+            "ASKBOX_REDIS_SENTINELS": self.sentinels.addresses,
+            "ASKBOX_REDIS_MASTER": self.sentinels.name,
+        }
 
     def client(self) -> Redis:
         """The test's own view, through the same code as every askbox process."""
-        return RedisSettings(ASKBOX_REDIS_URL=SENTINEL_URL, redis_sentinels=self.sentinels.addresses,
-                             redis_master=self.sentinels.name).client()
+        return RedisSettings(
+            ASKBOX_REDIS_URL=SENTINEL_URL, redis_sentinels=self.sentinels.addresses, redis_master=self.sentinels.name
+        ).client()
 
     def async_client(self):  # type: ignore[no-untyped-def]
-        return RedisSettings(ASKBOX_REDIS_URL=SENTINEL_URL, redis_sentinels=self.sentinels.addresses,
-                             redis_master=self.sentinels.name).async_client()
+        return RedisSettings(
+            ASKBOX_REDIS_URL=SENTINEL_URL, redis_sentinels=self.sentinels.addresses, redis_master=self.sentinels.name
+        ).async_client()
 
     def failover(self, meanwhile: Callable[[], object] = lambda: None) -> float:
         """SIGKILL the primary, run ``meanwhile``; seconds until a majority of Sentinels
@@ -104,8 +109,11 @@ def job_id(fake, ts: str) -> str:
 
 def finals(fake, ts: str) -> list[str]:
     """Outcome reactions put on the question: one per final message posted."""
-    return [c.args.get("name") for c in fake.calls("reactions.add")
-            if c.args.get("timestamp") == ts and c.args.get("name") in OUTCOMES]
+    return [
+        c.args.get("name")
+        for c in fake.calls("reactions.add")
+        if c.args.get("timestamp") == ts and c.args.get("name") in OUTCOMES
+    ]
 
 
 def ask(fake, deliver, text: str) -> tuple[str, bool]:
@@ -124,26 +132,42 @@ def ask(fake, deliver, text: str) -> tuple[str, bool]:
 
 
 def test_questions_survive_a_sentinel_failover(fake, cluster, repo, cursor_standin_image, egress_root, tmp_path):
-    env = {**bot_env(fake, SENTINEL_URL, repo), **cluster.env,
-           "ASKBOX_AGENT": "cursor", "ASKBOX_CURSOR_IMAGE": cursor_standin_image, "CURSOR_API_KEY": "key-for-the-standin",
-           "ASKBOX_EGRESS_SOCKET_DIR": str(egress_root)}
+    env = {
+        **bot_env(fake, SENTINEL_URL, repo),
+        **cluster.env,
+        "ASKBOX_AGENT": "cursor",
+        "ASKBOX_CURSOR_IMAGE": cursor_standin_image,
+        "CURSOR_API_KEY": "key-for-the-standin",
+        "ASKBOX_EGRESS_SOCKET_DIR": str(egress_root),
+    }
     workers = Workers(env)
     workers.start(2, log_dir=tmp_path)
     redis = cluster.client()
     try:
         wait_for(lambda: len(Worker.all(connection=redis)) >= 2, 90, "both workers to register")
-        with http_bot(fake, SimpleNamespace(url=SENTINEL_URL), repo, tmp_path, **{**env, "SLACK_SIGNING_SECRET": "s3cret"}) as (_port, deliver):
+        with http_bot(
+            fake, SimpleNamespace(url=SENTINEL_URL), repo, tmp_path, **{**env, "SLACK_SIGNING_SECRET": "s3cret"}
+        ) as (_port, deliver):
             # In flight at the kill: the recorded full session streams for several seconds.
             before = [ask(fake, deliver, f"before the failover {i}: how does retry work?") for i in range(4)]
             accepted_before = [ts for ts, ok in before if ok]
-            wait_for(lambda: any(fetch(redis, job_id(fake, ts)).get_status(refresh=True) == "started"
-                                 for ts in accepted_before), 90, "a question to be running")
+            wait_for(
+                lambda: any(
+                    fetch(redis, job_id(fake, ts)).get_status(refresh=True) == "started" for ts in accepted_before
+                ),
+                90,
+                "a question to be running",
+            )
             # Asked while the primary is dead and not yet replaced: the bot's writes wait
             # (client() retries) and land on the promoted replica.
             with ThreadPoolExecutor(2) as pool:
                 asking = []
-                took = cluster.failover(meanwhile=lambda: asking.extend(
-                    pool.submit(ask, fake, deliver, f"during the failover {i} [read:README.md] what?") for i in range(2)))
+                took = cluster.failover(
+                    meanwhile=lambda: asking.extend(
+                        pool.submit(ask, fake, deliver, f"during the failover {i} [read:README.md] what?")
+                        for i in range(2)
+                    )
+                )
                 during = [future.result() for future in asking]
             after = [ask(fake, deliver, f"after the failover {i} [read:README.md] what is this?") for i in range(4)]
             after += during
@@ -155,18 +179,21 @@ def test_questions_survive_a_sentinel_failover(fake, cluster, repo, cursor_stand
                 raise AssertionError(f"{exc}\n{workers.tail(40)}") from None
             # The in-flight ones get the same time again to end (retries, the abandoned-job sweep).
             deadline = time.monotonic() + 90
-            fake.wait_until(lambda: all(finals(fake, ts) for ts in accepted_before) or time.monotonic() > deadline,
-                            timeout=100)
+            fake.wait_until(
+                lambda: all(finals(fake, ts) for ts in accepted_before) or time.monotonic() > deadline, timeout=100
+            )
             time.sleep(2)  # anything doubled would be posting now
     finally:
         workers.stop()
     lost = [ts for ts in accepted_before if not finals(fake, ts)]
     doubled = [ts for ts in accepted_before if len(finals(fake, ts)) > 1]
     answered = [ts for ts in accepted_before if finals(fake, ts) == ["white_check_mark"]]
-    print(f"\nsentinel failover: promoted {took:.1f} s after SIGKILL; in flight: {len(before)} asked, "
-          f"{len(accepted_before)} accepted, {len(answered)} answered once, {len(lost)} lost, {len(doubled)} doubled; "
-          f"during and after: {len(after)} asked, "
-          f"{sum(finals(fake, ts) == ['white_check_mark'] for ts in accepted_after)} answered once")
+    print(
+        f"\nsentinel failover: promoted {took:.1f} s after SIGKILL; in flight: {len(before)} asked, "
+        f"{len(accepted_before)} accepted, {len(answered)} answered once, {len(lost)} lost, {len(doubled)} doubled; "
+        f"during and after: {len(after)} asked, "
+        f"{sum(finals(fake, ts) == ['white_check_mark'] for ts in accepted_after)} answered once"
+    )
     for ts in accepted_after:
         assert finals(fake, ts) == ["white_check_mark"], (ts, finals(fake, ts), workers.tail(40))
         answers = [m for m in fake.thread(CHANNEL, ts) if m.is_bot and "demo repo" in (m.text or "") + str(m.blocks)]
@@ -178,8 +205,10 @@ def test_questions_survive_a_sentinel_failover(fake, cluster, repo, cursor_stand
 
 
 def _dashboard_page(port: int) -> int:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/0/data/queues.json",
-                                     headers={"Authorization": "Basic " + base64.b64encode(b"ops:pw").decode()})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/0/data/queues.json",
+        headers={"Authorization": "Basic " + base64.b64encode(b"ops:pw").decode()},
+    )
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(request, timeout=30) as response:
@@ -194,11 +223,16 @@ def test_gateway_and_dashboard_ride_out_a_failover(cluster):
     redis = cluster.client()
     settings = {k.removeprefix("ASKBOX_").lower(): v for k, v in cluster.env.items() if k != "ASKBOX_REDIS_URL"}
     port = free_port()
-    with FakeGeminiAPI() as api, GatewayProcess(gateway_env(api.base_url, ["AIzaSy-sentinel-key"], SENTINEL_URL,
-                                                            **settings)) as gateway:
-        dashboard = subprocess.Popen([ASKBOX, "dashboard", "--port", str(port)],
-                                     env={**gateway.env, "ASKBOX_DASHBOARD_USER": "ops", "ASKBOX_DASHBOARD_PASSWORD": "pw"},
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    with (
+        FakeGeminiAPI() as api,
+        GatewayProcess(gateway_env(api.base_url, ["AIzaSy-sentinel-key"], SENTINEL_URL, **settings)) as gateway,
+    ):
+        dashboard = subprocess.Popen(
+            [ASKBOX, "dashboard", "--port", str(port)],
+            env={**gateway.env, "ASKBOX_DASHBOARD_USER": "ops", "ASKBOX_DASHBOARD_PASSWORD": "pw"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
         try:
             api.script(Text("before"), Text("after"))
             session = gateway.open(user="USENT")
@@ -230,7 +264,9 @@ def test_gateway_and_dashboard_ride_out_a_failover(cluster):
                 pusher.rpush("askbox:test:async", "a")
                 pusher.rpush("askbox:test:sync", "s")
                 assert [future.result(timeout=60) for future in blocked] == [
-                    (b"askbox:test:async", b"a"), (b"askbox:test:sync", b"s")]
+                    (b"askbox:test:async", b"a"),
+                    (b"askbox:test:sync", b"s"),
+                ]
             assert asyncio.run(call(session.socket, token)).status == 200, gateway.output()
             assert _dashboard_page(port) == 200
             state = session_state(redis, session.id)
@@ -272,8 +308,11 @@ def test_an_outbox_write_waits_for_the_replica_and_survives_a_failover(cluster, 
     assert "the final of job-unreplicated is on no replica" in caplog.text
 
     # 2. A replica stalled for a moment: the write returns once it holds the final.
-    wait_for(lambda: Redis(port=cluster.replica.port).hget(keys.final_outbox("job-unreplicated"), "final"), 10,
-             "the replica to catch up")
+    wait_for(
+        lambda: Redis(port=cluster.replica.port).hget(keys.final_outbox("job-unreplicated"), "final"),
+        10,
+        "the replica to catch up",
+    )
     os.kill(replica.pid, signal.SIGSTOP)
     threading.Timer(0.4, os.kill, (replica.pid, signal.SIGCONT)).start()
     started = time.monotonic()
@@ -284,5 +323,7 @@ def test_an_outbox_write_waits_for_the_replica_and_survives_a_failover(cluster, 
     promoted = cluster.client()
     assert outbox.read(promoted, "job-kept") == final
     assert promoted.zscore(keys.FINAL_OUTBOX_PENDING, "job-kept") is not None  # the sweep still finds it
-    print(f"\noutbox write: waited {waited:.2f} s for the stalled replica; after the failover "
-          f"({took:.1f} s) the final and its pending entry are there")
+    print(
+        f"\noutbox write: waited {waited:.2f} s for the stalled replica; after the failover "
+        f"({took:.1f} s) the final and its pending entry are there"
+    )

@@ -61,16 +61,26 @@ def gemini_api():
 
 def created_containers(docker_client, job_id: str, since: datetime) -> list[dict]:
     """Sandbox containers Docker created for ``job_id`` since ``since``, from its event log."""
-    events = docker_client.events(since=since, until=datetime.now(UTC), decode=True,
-                                  filters={"type": "container", "event": "create", "label": f"{labels.RUN_ID}={job_id}"})
+    events = docker_client.events(
+        since=since,
+        until=datetime.now(UTC),
+        decode=True,
+        filters={"type": "container", "event": "create", "label": f"{labels.RUN_ID}={job_id}"},
+    )
     return list(events)
 
 
 def slack_workers(fake, redis_server, repo, cursor_standin_image, egress_root, proxy, tmp_path, **extra) -> Workers:
     env = bot_env(fake, redis_server.url, repo)
-    env.update(ASKBOX_AGENT="cursor", ASKBOX_CURSOR_IMAGE=cursor_standin_image, CURSOR_API_KEY="key-for-the-standin",
-               ASKBOX_EGRESS_SOCKET_DIR=str(egress_root), ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir),
-               ASKBOX_SIDE_TASKS="1", **extra)
+    env.update(
+        ASKBOX_AGENT="cursor",
+        ASKBOX_CURSOR_IMAGE=cursor_standin_image,
+        CURSOR_API_KEY="key-for-the-standin",
+        ASKBOX_EGRESS_SOCKET_DIR=str(egress_root),
+        ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir),
+        ASKBOX_SIDE_TASKS="1",
+        **extra,
+    )
     return Workers(env)
 
 
@@ -86,8 +96,11 @@ def is_side_task(request: RecordedRequest) -> bool:
 def wait_idle_workers(redis, count: int, timeout: float = 30) -> None:
     from rq import Worker
 
-    wait_for(lambda: len([w for w in Worker.all(connection=redis) if w.get_state() == "idle"]) >= count,
-             timeout, f"{count} idle workers")
+    wait_for(
+        lambda: len([w for w in Worker.all(connection=redis) if w.get_state() == "idle"]) >= count,
+        timeout,
+        f"{count} idle workers",
+    )
 
 
 def bot_texts(fake, ts: str) -> list[str]:
@@ -95,11 +108,22 @@ def bot_texts(fake, ts: str) -> list[str]:
 
 
 def test_small_talk_is_answered_without_a_container_and_code_goes_to_the_agent(
-        fake, bots, redis, redis_server, repo, cursor_standin_image, egress_root, gateway, gemini_api,
-        docker_client, tmp_path):
+    fake,
+    bots,
+    redis,
+    redis_server,
+    repo,
+    cursor_standin_image,
+    egress_root,
+    gateway,
+    gemini_api,
+    docker_client,
+    tmp_path,
+):
     proxy = gateway(gemini_api.base_url, redis_server.url)
-    pool = slack_workers(fake, redis_server, repo, cursor_standin_image, egress_root, proxy, tmp_path,
-                         ASKBOX_SUMMARY_CHARS="10")
+    pool = slack_workers(
+        fake, redis_server, repo, cursor_standin_image, egress_root, proxy, tmp_path, ASKBOX_SUMMARY_CHARS="10"
+    )
     pool.start(1, log_dir=tmp_path)
     try:
         bots(1)
@@ -124,16 +148,16 @@ def test_small_talk_is_answered_without_a_container_and_code_goes_to_the_agent(
             event = fake.message(ASKER, CHANNEL, text, thread_ts=mention["ts"])
             since = datetime.now(UTC)
             fake.push_event(event)
-            fake.wait_until(lambda: "white_check_mark" in fake.get_message(CHANNEL, event["ts"]).reactions,
-                            timeout=90)
+            fake.wait_until(lambda: "white_check_mark" in fake.get_message(CHANNEL, event["ts"]).reactions, timeout=90)
             return len(created_containers(docker_client, job_id_of(fake, event), since))
 
         # A code question goes to the agent (the cursor stand-in reads the file).
         assert containers_for_reply("[read:README.md] what is this repo?") == 1
         assert any("demo repo" in t for t in bot_texts(fake, mention["ts"]))  # replies go to the thread
         # A long answer (over ASKBOX_SUMMARY_CHARS) starts with its summary.
-        assert any("In short:" in t and "The short version" in t and "demo repo" in t
-                   for t in bot_texts(fake, mention["ts"]))
+        assert any(
+            "In short:" in t and "The short version" in t and "demo repo" in t for t in bot_texts(fake, mention["ts"])
+        )
 
         # `agent` at the end forces the agent, even for small talk.
         assert containers_for_reply("thanks! agent") == 1
@@ -147,10 +171,18 @@ def terminal_question(text: str, session: str, **options) -> Question:
 
 
 def test_a_fact_from_turn_1_reaches_the_prompt_of_turn_15(
-        redis, redis_server, repo, egress_root, gateway, gemini_api, tmp_path):
+    redis, redis_server, repo, egress_root, gateway, gemini_api, tmp_path
+):
     proxy = gateway(gemini_api.base_url, redis_server.url)
-    env = worker_env(redis_server, repo, egress_root, ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir),
-                     ASKBOX_SIDE_TASKS="1", ASKBOX_MEMORY_TURNS="3", ASKBOX_AGENT="gemini")
+    env = worker_env(
+        redis_server,
+        repo,
+        egress_root,
+        ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir),
+        ASKBOX_SIDE_TASKS="1",
+        ASKBOX_MEMORY_TURNS="3",
+        ASKBOX_AGENT="gemini",
+    )
     pool = Workers(env)
     pool.start(1, log_dir=tmp_path)
     fact = new_token()
@@ -165,8 +197,9 @@ def test_a_fact_from_turn_1_reaches_the_prompt_of_turn_15(
         last = enqueue(redis, terminal_question("agent what was the release codename?", "long-thread"), settings).job
         final = wait_final(redis, last.id, timeout=120, workers=pool)
         assert final["kind"] == "answer", (final, pool.tail())
-        agent_prompts = [r.text() for r in gemini_api.generate_requests
-                         if "release codename?" in r.text() and not is_side_task(r)]
+        agent_prompts = [
+            r.text() for r in gemini_api.generate_requests if "release codename?" in r.text() and not is_side_task(r)
+        ]
         assert agent_prompts, [r.system_text()[:40] for r in gemini_api.generate_requests]
         assert fact in agent_prompts[0] and "Summary of the conversation so far" in agent_prompts[0]
         assert "turn 14" in agent_prompts[0]  # the recent turns are there as turns
@@ -178,16 +211,26 @@ def test_a_fact_from_turn_1_reaches_the_prompt_of_turn_15(
 
 
 def test_twenty_questions_from_several_workers_stay_under_the_shared_limit(
-        redis, redis_server, repo, cursor_standin_image, egress_root, gateway, gemini_api, tmp_path):
+    redis, redis_server, repo, cursor_standin_image, egress_root, gateway, gemini_api, tmp_path
+):
     limit, window = 4, 2.0
     # The fake's window is a little shorter than the gateway's: its clock runs a few ms behind
     # (admission, then transit), so a quota 429 from it means the gateway over-admitted.
     gemini_api.per_key_limit = (limit, window - 0.1)
     proxy = gateway(gemini_api.base_url, redis_server.url, gemini_request_limit=f"{limit}/2 seconds")
-    env = worker_env(redis_server, repo, egress_root, ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir),
-                     ASKBOX_SIDE_TASKS="1", ASKBOX_SUMMARY_CHARS="10", ASKBOX_TRIAGE_TIMEOUT="60",
-                     ASKBOX_USER_CONCURRENCY="20", ASKBOX_AGENT="cursor", ASKBOX_CURSOR_IMAGE=cursor_standin_image,
-                     CURSOR_API_KEY="key-for-the-standin")
+    env = worker_env(
+        redis_server,
+        repo,
+        egress_root,
+        ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir),
+        ASKBOX_SIDE_TASKS="1",
+        ASKBOX_SUMMARY_CHARS="10",
+        ASKBOX_TRIAGE_TIMEOUT="60",
+        ASKBOX_USER_CONCURRENCY="20",
+        ASKBOX_AGENT="cursor",
+        ASKBOX_CURSOR_IMAGE=cursor_standin_image,
+        CURSOR_API_KEY="key-for-the-standin",
+    )
     pool = Workers(env)
     pool.start(3, log_dir=tmp_path)
     settings = JobSettings(repos={"demo": repo}, user_max_waiting=100)  # one asker, 20 at once
@@ -218,13 +261,22 @@ def test_twenty_questions_from_several_workers_stay_under_the_shared_limit(
 
 
 def test_side_tasks_down_or_unconfigured_answers_still_arrive_and_one_line_per_outage(
-        redis, redis_server, repo, cursor_standin_image, egress_root, gemini_api, tmp_path):
+    redis, redis_server, repo, cursor_standin_image, egress_root, gemini_api, tmp_path
+):
     # The gateway is made now but started later: first the workers find no gateway at all.
-    proxy = GatewayProcess(gateway_env(gemini_api.base_url, ["k1"], redis_server.url, gateway_retries="0",
-                                       gateway_breaker_threshold="2"))
-    env = worker_env(redis_server, repo, egress_root, ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir),
-                     ASKBOX_SIDE_TASKS="1", ASKBOX_AGENT="cursor", ASKBOX_CURSOR_IMAGE=cursor_standin_image,
-                     CURSOR_API_KEY="key-for-the-standin")
+    proxy = GatewayProcess(
+        gateway_env(gemini_api.base_url, ["k1"], redis_server.url, gateway_retries="0", gateway_breaker_threshold="2")
+    )
+    env = worker_env(
+        redis_server,
+        repo,
+        egress_root,
+        ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir),
+        ASKBOX_SIDE_TASKS="1",
+        ASKBOX_AGENT="cursor",
+        ASKBOX_CURSOR_IMAGE=cursor_standin_image,
+        CURSOR_API_KEY="key-for-the-standin",
+    )
     pool = Workers(env)
     pool.start(1, log_dir=tmp_path)
     settings = JobSettings(repos={"demo": repo})

@@ -33,8 +33,9 @@ def verdict(request: RecordedRequest) -> Text:
     return Text("A short summary.")
 
 
-@pytest.mark.parametrize(("provider", "keys"), [("anthropic", [KEY]), ("openai", [])],
-                         ids=["anthropic", "openai-self-hosted-keyless"])
+@pytest.mark.parametrize(
+    ("provider", "keys"), [("anthropic", [KEY]), ("openai", [])], ids=["anthropic", "openai-self-hosted-keyless"]
+)
 def test_triage_and_a_summary_on_another_provider(provider: str, keys: list[str], redis_client) -> None:
     fake = FakeAnthropicAPI(default=verdict) if provider == "anthropic" else FakeOpenAIAPI(default=verdict)
     model = "claude-haiku-4-5" if provider == "anthropic" else "qwen3-coder"

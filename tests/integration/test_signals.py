@@ -31,8 +31,24 @@ def terminate_and_time(proc: subprocess.Popen, docker_client, what: str) -> floa
 
 
 def test_sigterm_to_sandbox_run_removes_the_sandbox(docker_client, sandbox_image, repo):
-    proc = subprocess.Popen([ASKBOX, "sandbox", "run", "--repo", str(repo), "--image", sandbox_image,
-                             "--timeout", "600", "--", "sleep", "600"], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            ASKBOX,
+            "sandbox",
+            "run",
+            "--repo",
+            str(repo),
+            "--image",
+            sandbox_image,
+            "--timeout",
+            "600",
+            "--",
+            "sleep",
+            "600",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     took = terminate_and_time(proc, docker_client, "sandbox run")
     _, stderr = proc.communicate(timeout=20)
     assert "cancelled" in stderr.splitlines()[-1], stderr
@@ -40,13 +56,24 @@ def test_sigterm_to_sandbox_run_removes_the_sandbox(docker_client, sandbox_image
 
 
 @pytest.mark.redis
-def test_sighup_and_sigterm_to_ask_inline_remove_the_sandbox(docker_client, cursor_standin_image, egress_root, repo,
-                                                             redis_server):
-    env = {**os.environ, "ASKBOX_AGENT": "cursor", "ASKBOX_CURSOR_IMAGE": cursor_standin_image,
-           "CURSOR_API_KEY": "key-for-the-standin", "ASKBOX_EGRESS_SOCKET_DIR": str(egress_root),
-           "ASKBOX_REDIS_URL": redis_server.url}
-    proc = subprocess.Popen([ASKBOX, "ask", "--inline", "--agent", "cursor", "--repo", str(repo),
-                             f"{SLOW} {SLOW} {SLOW}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def test_sighup_and_sigterm_to_ask_inline_remove_the_sandbox(
+    docker_client, cursor_standin_image, egress_root, repo, redis_server
+):
+    env = {
+        **os.environ,
+        "ASKBOX_AGENT": "cursor",
+        "ASKBOX_CURSOR_IMAGE": cursor_standin_image,
+        "CURSOR_API_KEY": "key-for-the-standin",
+        "ASKBOX_EGRESS_SOCKET_DIR": str(egress_root),
+        "ASKBOX_REDIS_URL": redis_server.url,
+    }
+    proc = subprocess.Popen(
+        [ASKBOX, "ask", "--inline", "--agent", "cursor", "--repo", str(repo), f"{SLOW} {SLOW} {SLOW}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     took = terminate_and_time(proc, docker_client, "ask --inline")
     stdout, stderr = proc.communicate(timeout=20)
     assert proc.returncode == 130 and "cancelled" in stderr, stderr
@@ -55,12 +82,20 @@ def test_sighup_and_sigterm_to_ask_inline_remove_the_sandbox(docker_client, curs
 
 
 @pytest.mark.redis
-def test_sigterm_to_a_worker_removes_the_sandbox_after_its_grace(docker_client, redis, redis_server,
-                                                                  cursor_standin_image, egress_root, repo, tmp_path):
-    env = {**os.environ, "ASKBOX_REDIS_URL": redis_server.url, "ASKBOX_AGENT": "cursor",
-           "ASKBOX_CURSOR_IMAGE": cursor_standin_image, "CURSOR_API_KEY": "key-for-the-standin",
-           "ASKBOX_EGRESS_SOCKET_DIR": str(egress_root), "ASKBOX_REPOS": f'{{"demo": "{repo}"}}',
-           "ASKBOX_SHUTDOWN_GRACE": "1", "PYTHONUNBUFFERED": "1"}
+def test_sigterm_to_a_worker_removes_the_sandbox_after_its_grace(
+    docker_client, redis, redis_server, cursor_standin_image, egress_root, repo, tmp_path
+):
+    env = {
+        **os.environ,
+        "ASKBOX_REDIS_URL": redis_server.url,
+        "ASKBOX_AGENT": "cursor",
+        "ASKBOX_CURSOR_IMAGE": cursor_standin_image,
+        "CURSOR_API_KEY": "key-for-the-standin",
+        "ASKBOX_EGRESS_SOCKET_DIR": str(egress_root),
+        "ASKBOX_REPOS": f'{{"demo": "{repo}"}}',
+        "ASKBOX_SHUTDOWN_GRACE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
     question = Question(origin=Origin(kind="terminal", user="alice"), text=f"{SLOW} {SLOW} {SLOW}", repo="demo")
     job_id = jobs_queue.enqueue(redis, question, JobSettings()).job.id
     pool = Workers(env)

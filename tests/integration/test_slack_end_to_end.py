@@ -32,8 +32,10 @@ def workers(fake, redis_server, repo, cursor_standin_image, gemini_api, egress_r
     env = {**bot_env(fake, redis_server.url, repo)}
     proxy = gateway(gemini_api.base_url, redis_server.url)
     env.update(
-        ASKBOX_AGENT="gemini", ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir),
-        ASKBOX_CURSOR_IMAGE=cursor_standin_image, CURSOR_API_KEY="key-for-the-standin",
+        ASKBOX_AGENT="gemini",
+        ASKBOX_GATEWAY_SOCKET_DIR=str(proxy.socket_dir),
+        ASKBOX_CURSOR_IMAGE=cursor_standin_image,
+        CURSOR_API_KEY="key-for-the-standin",
         ASKBOX_EGRESS_SOCKET_DIR=str(egress_root),
     )
     pool = Workers(env)
@@ -58,8 +60,9 @@ def test_mention_answered_by_the_gemini_cli_and_follow_up_keeps_context(fake, bo
         outputs = [json.dumps(r.get("response", {})) for r in request.function_responses()]
         return Text("The file says: " + " ".join(outputs), chunks=3)
 
-    gemini_api.script(FunctionCall("read_file", {"file_path": "secret.txt"}), answer_with_file,
-                      Text("Still the same token."))
+    gemini_api.script(
+        FunctionCall("read_file", {"file_path": "secret.txt"}), answer_with_file, Text("Still the same token.")
+    )
     bots(1)
     mention = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> what is in secret.txt?")
     fake.push_event(mention)
@@ -104,7 +107,8 @@ def test_an_answer_of_60000_characters(fake, bots, workers, gemini_api):
     rng = random.Random(7)
     words = ["cache", "retry", "worker", "queue", "thread", "token", "sandbox", "proxy", "answer", "commit"]
     long_answer = "\n\n".join(
-        f"Paragraph {i}: " + " ".join(rng.choice(words) + str(rng.randrange(1000)) for _ in range(50))
+        f"Paragraph {i}: "
+        + " ".join(rng.choice(words) + str(rng.randrange(1000)) for _ in range(50))
         + f"\n\n```python\nprint({i}, {rng.random()!r})\n```"
         for i in range(200)
     )[:60_000]
@@ -115,7 +119,12 @@ def test_an_answer_of_60000_characters(fake, bots, workers, gemini_api):
     final_reaction(fake, mention["ts"], "white_check_mark", timeout=120)
     replies = bot_replies(fake, mention["ts"])
     files = [f for m in replies for f in m.files]
-    assert len(files) == 1, ([(m.text or "")[:80] for m in replies], [c.response for c in fake.calls("files.completeUploadExternal")], [c.response for c in fake.calls("files.getUploadURLExternal")], workers.tail(15))
+    assert len(files) == 1, (
+        [(m.text or "")[:80] for m in replies],
+        [c.response for c in fake.calls("files.completeUploadExternal")],
+        [c.response for c in fake.calls("files.getUploadURLExternal")],
+        workers.tail(15),
+    )
     assert files[0].name == "answer.md"
     assert files[0].content.decode() == long_answer
     assert all(len(m.text or "") <= 40_000 for m in replies)
@@ -142,7 +151,6 @@ def _state(redis, job_id: str) -> str | None:
     return fetch(redis, job_id).get_meta(refresh=True).get("state")
 
 
-
 # ------------------------------------------------------------------ issue 19: the Slack-native surfaces
 
 
@@ -150,21 +158,28 @@ def covered_by_the_manifest(fake: FakeSlack) -> None:
     """Every Slack method the bot and the worker called needs only scopes the manifest asks for."""
     from bot.manifest import SCOPES
 
-    needed = {scope for method in {c.method for c in fake.calls()} - {"auth.test", "apps.connections.open"}
-              for scope in (json.loads((FIXTURE_METHODS / f"{method}.json").read_text()).get("scope") or {}).get("bot", ())}
+    needed = {
+        scope
+        for method in {c.method for c in fake.calls()} - {"auth.test", "apps.connections.open"}
+        for scope in (json.loads((FIXTURE_METHODS / f"{method}.json").read_text()).get("scope") or {}).get("bot", ())
+    }
     assert needed <= set(SCOPES), sorted(needed - set(SCOPES))
 
 
 def answer_in(fake: FakeSlack, channel: str, thread_ts: str) -> str:
-    return "\n".join((m.text or "") + json.dumps(m.blocks or []) for m in fake.thread(channel, thread_ts)
-                     if m.is_bot and not m.deleted)
+    return "\n".join(
+        (m.text or "") + json.dumps(m.blocks or [])
+        for m in fake.thread(channel, thread_ts)
+        if m.is_bot and not m.deleted
+    )
 
 
 def test_slash_command_answered_in_its_thread(fake, bots, workers, redis):
     bots(1)
     fake.push_slash_command(fake.slash_command(ASKER, CHANNEL, "agent=cursor [read:README.md] what is this?"))
-    [root] = fake.wait_until(lambda: [m for m in fake.channel_messages(CHANNEL) if m.is_bot and not m.thread_ts],
-                             timeout=10)
+    [root] = fake.wait_until(
+        lambda: [m for m in fake.channel_messages(CHANNEL) if m.is_bot and not m.thread_ts], timeout=10
+    )
     fake.wait_until(lambda: "white_check_mark" in fake.get_message(CHANNEL, root.ts).reactions, timeout=90)
     assert root.text.startswith(f"<@{ASKER}> asked: ")
     assert "demo repo" in answer_in(fake, CHANNEL, root.ts)
@@ -179,10 +194,15 @@ def test_shortcut_modal_answered_under_the_original_message(fake, bots, workers,
     trace = fake.add_message(CHANNEL, "KeyError: 'session_user' in middleware.py line 40", user=OTHER)
     fake.push_interactive(fake.message_shortcut(ASKER, CHANNEL, trace.ts, "askbox_ask_about_message"))
     [view] = fake.wait_until(fake.opened_views, timeout=10)
-    values = {"question": {"question_text": {"type": "plain_text_input", "value": "agent where is this raised?"}},
-              "repo": {"repo_select": {"type": "static_select",
-                                       "selected_option": {"text": {"type": "plain_text", "text": "web"},
-                                                           "value": "web"}}}}
+    values = {
+        "question": {"question_text": {"type": "plain_text_input", "value": "agent where is this raised?"}},
+        "repo": {
+            "repo_select": {
+                "type": "static_select",
+                "selected_option": {"text": {"type": "plain_text", "text": "web"}, "value": "web"},
+            }
+        },
+    }
     fake.push_interactive(fake.view_submission(ASKER, view, values))
     fake.wait_until(lambda: "white_check_mark" in fake.get_message(CHANNEL, trace.ts).reactions, timeout=90)
     assert "auth middleware" in answer_in(fake, CHANNEL, trace.ts)  # in the message's own thread
@@ -191,8 +211,9 @@ def test_shortcut_modal_answered_under_the_original_message(fake, bots, workers,
     assert fake.session_status(CHANNEL, trace.ts) == "active"
     [status] = [m for m in bot_replies(fake, trace.ts) if (m.metadata or {}).get("event_type") == "askbox_status"]
     # What is being done, once the worker pinned it (the repo fixture is no git checkout: no commit).
-    assert any(t.startswith(":hourglass_flowing_sand: On it: `web` with gemini-2.5-flash · ") for t in status.history), \
-        status.history
+    assert any(
+        t.startswith(":hourglass_flowing_sand: On it: `web` with gemini-2.5-flash · ") for t in status.history
+    ), status.history
     covered_by_the_manifest(fake)
 
 
@@ -203,8 +224,9 @@ def test_slacks_stop_button_ends_a_running_question(fake, bots, workers, redis, 
     slow = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> agent=cursor [transcript:direct-sleep]")
     fake.push_event(slow)
     [question] = wait_for(lambda: [q for q in _all_questions(redis) if q.origin.message_ts == slow["ts"]], 10, "job")
-    wait_for(lambda: _state(redis, question.id) == "running" and sandbox_containers(docker_client), 60,
-             "the agent to run")
+    wait_for(
+        lambda: _state(redis, question.id) == "running" and sandbox_containers(docker_client), 60, "the agent to run"
+    )
     assert fake.session_status(CHANNEL, slow["ts"]) == "processing"  # the stop button is shown
     stopped_at = time.monotonic()
     fake.push_event(fake.agent_session_stopped(ASKER, CHANNEL, slow["ts"]))
@@ -223,8 +245,7 @@ def test_slacks_stop_button_ends_a_running_question(fake, bots, workers, redis, 
     covered_by_the_manifest(fake)
 
 
-def test_a_bot_dying_after_the_ack_leaves_the_status_message_to_the_worker(fake, workers, redis_server, repo,
-                                                                          tmp_path):
+def test_a_bot_dying_after_the_ack_leaves_the_status_message_to_the_worker(fake, workers, redis_server, repo, tmp_path):
     """Acknowledged (the question is queued), then the bot dies before posting anything: the
     worker posts the status message itself, once, and answers once."""
     import subprocess
@@ -232,8 +253,9 @@ def test_a_bot_dying_after_the_ack_leaves_the_status_message_to_the_worker(fake,
     from tests.integration.pipeline_helpers import ASKBOX
 
     env = {**bot_env(fake, redis_server.url, repo), "ASKBOX_TEST_CRASH_AT": "before-reply"}
-    proc = subprocess.Popen([ASKBOX, "bot"], env=env, stdout=(tmp_path / "dying-bot.log").open("w"),
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [ASKBOX, "bot"], env=env, stdout=(tmp_path / "dying-bot.log").open("w"), stderr=subprocess.STDOUT
+    )
     try:
         fake.wait_connections(1, timeout=30)
         mention = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> agent=cursor [read:README.md] what?")

@@ -16,8 +16,7 @@ from tests.integration.test_slack_publisher import STREAM_OPTIONS, answer, ask, 
 EVIL = "https://evil.example/login"
 # The agent (steered by a prompt injection in the repo) writes a link that reads as GitHub,
 # a Slack-syntax masked link and a channel ping; it arrives in deltas cut mid-link.
-ANSWER = (f"The code is at [https://github.com/acme/web]({EVIL}).\n"
-          f"Or <{EVIL}|https://github.com/acme/web> <!channel>\n")
+ANSWER = f"The code is at [https://github.com/acme/web]({EVIL}).\nOr <{EVIL}|https://github.com/acme/web> <!channel>\n"
 
 
 def _links(markdown: str) -> list[tuple[str, str]]:

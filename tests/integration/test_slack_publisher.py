@@ -74,39 +74,85 @@ class Asked:
         return self.message.ts
 
 
-def ask(fake: FakeSlack, redis_client: redis.Redis, text: str = "where are retries?", *, status: bool = True,
-        channel: str = CHANNEL) -> Asked:
+def ask(
+    fake: FakeSlack,
+    redis_client: redis.Redis,
+    text: str = "where are retries?",
+    *,
+    status: bool = True,
+    channel: str = CHANNEL,
+) -> Asked:
     message = fake.add_message(channel, f"<@{fake.bot_user_id}> {text}", user=ASKER)
     bot = slack_client(fake.bot_token, fake.api_url)
     bot.reactions_add(channel=channel, timestamp=message.ts, name="eyes")
-    origin = Origin(kind="slack", user=ASKER, team=fake.team_id, channel=channel, thread_ts=message.ts,
-                    message_ts=message.ts)
+    origin = Origin(
+        kind="slack", user=ASKER, team=fake.team_id, channel=channel, thread_ts=message.ts, message_ts=message.ts
+    )
     question = Question(origin=origin, text=text)
-    job = Job.create("jobs.job.answer_question", args=[question.model_dump(mode="json")], id=question.id,
-                     connection=redis_client, serializer=JSONSerializer)
+    job = Job.create(
+        "jobs.job.answer_question",
+        args=[question.model_dump(mode="json")],
+        id=question.id,
+        connection=redis_client,
+        serializer=JSONSerializer,
+    )
     status_ts = ""
     if status:
-        posted = bot.chat_postMessage(channel=channel, thread_ts=message.ts, text="Queued (position 1).", blocks=[
-            {"type": "section", "text": {"type": "mrkdwn", "text": ":hourglass_flowing_sand: Queued (position 1)."}},
-            {"type": "actions", "elements": [{"type": "button", "action_id": CANCEL_ACTION, "value": job.id,
-                                              "style": "danger", "text": {"type": "plain_text", "text": "Cancel"}}]},
-        ])
+        posted = bot.chat_postMessage(
+            channel=channel,
+            thread_ts=message.ts,
+            text="Queued (position 1).",
+            blocks=[
+                {
+                    "type": "section",
+                    "text": {"type": "mrkdwn", "text": ":hourglass_flowing_sand: Queued (position 1)."},
+                },
+                {
+                    "type": "actions",
+                    "elements": [
+                        {
+                            "type": "button",
+                            "action_id": CANCEL_ACTION,
+                            "value": job.id,
+                            "style": "danger",
+                            "text": {"type": "plain_text", "text": "Cancel"},
+                        }
+                    ],
+                },
+            ],
+        )
         status_ts = posted["ts"]
         job.meta["slack_status_ts"] = status_ts
     job.save()
     return Asked(question, job, message, status_ts)
 
 
-def publisher(fake: FakeSlack, redis_client: redis.Redis, asked: Asked, *, streaming: bool = False,
-              options: SlackOptions = FAST, budget: SlackBudget | None = None) -> SlackPublisher:
+def publisher(
+    fake: FakeSlack,
+    redis_client: redis.Redis,
+    asked: Asked,
+    *,
+    streaming: bool = False,
+    options: SlackOptions = FAST,
+    budget: SlackBudget | None = None,
+) -> SlackPublisher:
     client = slack_client(fake.bot_token, fake.api_url)
-    return SlackPublisher(client, redis_client, asked.question, asked.job, streaming=streaming, options=options,
-                          budget=budget)
+    return SlackPublisher(
+        client, redis_client, asked.question, asked.job, streaming=streaming, options=options, budget=budget
+    )
 
 
 def answer(text: str, **extra: Any) -> Final:
-    return Final(kind="answer", text=text, repo="web", commit="0123456789abcdef", agent="cursor",
-                 model="sonnet-4", duration=12.5, **extra)
+    return Final(
+        kind="answer",
+        text=text,
+        repo="web",
+        commit="0123456789abcdef",
+        agent="cursor",
+        model="sonnet-4",
+        duration=12.5,
+        **extra,
+    )
 
 
 def replies(fake: FakeSlack, asked: Asked) -> list[Message]:
@@ -152,8 +198,10 @@ def assert_answer_message(message: Message, job_id: str) -> None:
     # Slack's feedback buttons element (issue 19), one action id, the verdict in each value.
     [element] = actions(message)
     assert (element["type"], element["action_id"]) == ("feedback_buttons", FEEDBACK_ACTION)
-    assert (element["positive_button"]["value"], element["negative_button"]["value"]) == (f"up:{job_id}",
-                                                                                          f"down:{job_id}")
+    assert (element["positive_button"]["value"], element["negative_button"]["value"]) == (
+        f"up:{job_id}",
+        f"down:{job_id}",
+    )
 
 
 # --------------------------------------------------------------------------- progress and answer
@@ -277,9 +325,16 @@ def test_tiers_hold_across_publishers_sharing_one_budget(fake: FakeSlack, redis_
     asks = [ask(fake, redis_client, f"question {i}") for i in range(3)]
     fake.clear_calls()
     overrides = {method: (n, 60.0) for method, n in limits.items()}
-    pubs = [publisher(fake, redis_client, a, budget=SlackBudget(redis_client, fake.team_id, overrides=overrides),
-                      options=FAST.model_copy(update={"progress_interval": 0.0, "status_min_interval": 0.0}))
-            for a in asks]
+    pubs = [
+        publisher(
+            fake,
+            redis_client,
+            a,
+            budget=SlackBudget(redis_client, fake.team_id, overrides=overrides),
+            options=FAST.model_copy(update={"progress_interval": 0.0, "status_min_interval": 0.0}),
+        )
+        for a in asks
+    ]
     for pub in pubs:
         pub.started()
     threads = [threading.Thread(target=work, args=(pub, 60), kwargs={"pause": 0.03}) for pub in pubs]
@@ -409,8 +464,9 @@ def test_streaming_rolls_over_before_expiry(redis_client: redis.Redis) -> None:
 
 def test_expired_stream_is_finalized_and_streaming_continues(fake: FakeSlack, redis_client: redis.Redis) -> None:
     asked = ask(fake, redis_client)
-    pub = publisher(fake, redis_client, asked, streaming=True, options=STREAM_OPTIONS.model_copy(
-        update={"stream_rollover": 60.0}))
+    pub = publisher(
+        fake, redis_client, asked, streaming=True, options=STREAM_OPTIONS.model_copy(update={"stream_rollover": 60.0})
+    )
     pub.started()
     first = [f"Sentence {i} before expiry." for i in range(10)]
     for s in first:
@@ -436,8 +492,9 @@ def test_expired_stream_is_finalized_and_streaming_continues(fake: FakeSlack, re
 
 def test_stuck_stream_at_the_end_is_finalized_with_update(fake: FakeSlack, redis_client: redis.Redis) -> None:
     asked = ask(fake, redis_client)
-    pub = publisher(fake, redis_client, asked, streaming=True, options=STREAM_OPTIONS.model_copy(
-        update={"stream_rollover": 60.0}))
+    pub = publisher(
+        fake, redis_client, asked, streaming=True, options=STREAM_OPTIONS.model_copy(update={"stream_rollover": 60.0})
+    )
     pub.started()
     pub.event(TextDelta(text="**Short** answer."))
     fake.wait_until(lambda: _stream_messages(fake, asked), timeout=5)
@@ -475,8 +532,9 @@ def test_streaming_in_a_channel_names_the_recipient(fake: FakeSlack, redis_clien
 
 
 @pytest.mark.parametrize("streaming", [False, True])
-def test_sixty_thousand_character_answer_is_uploaded(fake: FakeSlack, redis_client: redis.Redis,
-                                                      streaming: bool) -> None:
+def test_sixty_thousand_character_answer_is_uploaded(
+    fake: FakeSlack, redis_client: redis.Redis, streaming: bool
+) -> None:
     text = _long_answer()
     assert len(text) > 60_000
     asked = ask(fake, redis_client)
@@ -492,8 +550,12 @@ def test_sixty_thousand_character_answer_is_uploaded(fake: FakeSlack, redis_clie
     if streaming:
         streams = _stream_messages(fake, asked)
         assert len(streams) >= 6 and all(len(m.text) <= 12_000 for m in streams)
-        assert _rejoin_streams([m.text for m in streams], "```python").replace(
-            "\n```" + "```sh\n", "").replace("\n```" + "```\n", "") == text
+        assert (
+            _rejoin_streams([m.text for m in streams], "```python")
+            .replace("\n```" + "```sh\n", "")
+            .replace("\n```" + "```\n", "")
+            == text
+        )
         last = streams[-1]
     else:
         [last] = [m for m in replies(fake, asked) if not m.files]
@@ -558,8 +620,9 @@ OUTCOMES = [
 
 @pytest.mark.parametrize("streaming", [False, True])
 @pytest.mark.parametrize("final", OUTCOMES, ids=[f.kind for f in OUTCOMES])
-def test_each_outcome_is_one_clear_message(fake: FakeSlack, redis_client: redis.Redis, final: Final,
-                                           streaming: bool) -> None:
+def test_each_outcome_is_one_clear_message(
+    fake: FakeSlack, redis_client: redis.Redis, final: Final, streaming: bool
+) -> None:
     asked = ask(fake, redis_client)
     pub = publisher(fake, redis_client, asked, streaming=streaming, options=STREAM_OPTIONS)
     pub.started()
@@ -635,8 +698,9 @@ def test_a_crashed_run_stops_editing_once_another_publisher_posted(fake: FakeSla
     assert len(replies(fake, asked)) == 1
 
 
-def test_publisher_for_reads_the_environment(fake: FakeSlack, redis_client: redis.Redis,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_publisher_for_reads_the_environment(
+    fake: FakeSlack, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
     asked = ask(fake, redis_client)
     monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
     assert slack_publisher_for(asked.question, asked.job, SlackSettings()) is None
@@ -663,8 +727,9 @@ def test_status_ts_found_in_redis_when_meta_was_written_later(fake: FakeSlack, r
     assert pub.status_ts == "1700000000.000001"
 
 
-def test_a_run_answering_after_another_died_mid_stream_removes_its_streams(fake: FakeSlack,
-                                                                           redis_client: redis.Redis) -> None:
+def test_a_run_answering_after_another_died_mid_stream_removes_its_streams(
+    fake: FakeSlack, redis_client: redis.Redis
+) -> None:
     # The first run streamed part of its answer, then its worker was SIGKILLed (nothing
     # of it finishes or cleans up); RQ's retry answers in full, streaming its own.
     asked = ask(fake, redis_client)
@@ -687,8 +752,11 @@ def test_a_run_answering_after_another_died_mid_stream_removes_its_streams(fake:
 
 def _final_parts(fake: FakeSlack, asked: Asked) -> list[str]:
     """The final's parts in the thread, by their askbox_final metadata, in order."""
-    return [m.metadata["event_payload"]["part"] for m in replies(fake, asked)
-            if not m.deleted and (m.metadata or {}).get("event_type") == outbox.EVENT_TYPE]
+    return [
+        m.metadata["event_payload"]["part"]
+        for m in replies(fake, asked)
+        if not m.deleted and (m.metadata or {}).get("event_type") == outbox.EVENT_TYPE
+    ]
 
 
 def _part_of(args: dict[str, Any]) -> str | None:
@@ -716,7 +784,8 @@ def test_client_retries_only_what_cannot_be_done_twice(fake: FakeSlack) -> None:
 
 @pytest.mark.parametrize("reset_part", ["last", "p1"])  # the only message; the middle one of three
 def test_a_final_whose_post_was_reset_after_slack_accepted_it_is_in_the_thread_once(
-        fake: FakeSlack, redis_client: redis.Redis, reset_part: str) -> None:
+    fake: FakeSlack, redis_client: redis.Redis, reset_part: str
+) -> None:
     asked = ask(fake, redis_client)
     pub = publisher(fake, redis_client, asked, options=FAST.model_copy(update={"part_limit": 500}))
     text = "short answer" if reset_part == "last" else "\n\n".join(f"Paragraph {i}. " + "word " * 80 for i in range(3))
@@ -792,7 +861,8 @@ def test_the_outbox_record_and_its_pending_entry_are_one_write(redis_client: red
 
 
 def test_own_status_message_reset_after_slack_posted_it_is_adopted_not_doubled(
-        fake: FakeSlack, redis_client: redis.Redis) -> None:
+    fake: FakeSlack, redis_client: redis.Redis
+) -> None:
     asked = ask(fake, redis_client, status=False)
     fake.connection_reset("chat.postMessage")  # the worker's own status message: posted, answer lost
     pub = publisher(fake, redis_client, asked)
@@ -807,7 +877,8 @@ def test_own_status_message_reset_after_slack_posted_it_is_adopted_not_doubled(
 
 
 def test_a_stream_append_reset_is_not_resent_and_the_final_replaces_the_streams(
-        fake: FakeSlack, redis_client: redis.Redis) -> None:
+    fake: FakeSlack, redis_client: redis.Redis
+) -> None:
     asked = ask(fake, redis_client)
     pub = publisher(fake, redis_client, asked, streaming=True, options=STREAM_OPTIONS)
     pub.started()
@@ -828,7 +899,8 @@ def test_a_stream_append_reset_is_not_resent_and_the_final_replaces_the_streams(
 
 @pytest.mark.parametrize("shown", [False, True])
 def test_a_job_timed_out_after_its_progress_was_shown_is_not_retried(
-        fake: FakeSlack, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, shown: bool) -> None:
+    fake: FakeSlack, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, shown: bool
+) -> None:
     """RQ's timeout (JobTimeoutException) calls the failure callback, then retries the job
     on this very object if ``retries_left``. Nothing shown yet: silent, RQ retries. Once
     the thread showed the agent's steps: no retry, one final message saying what happened."""
@@ -865,8 +937,9 @@ def test_the_agent_session_leaves_processing_with_the_final(fake: FakeSlack, red
     from jobs.slack import agent_session
 
     def started(asked: Asked, streaming: bool) -> SlackPublisher:
-        agent_session.start(asked.question, asked.job, SlackSettings(slack_bot_token=fake.bot_token,
-                                                                     slack_api_url=fake.api_url))
+        agent_session.start(
+            asked.question, asked.job, SlackSettings(slack_bot_token=fake.bot_token, slack_api_url=fake.api_url)
+        )
         pub = publisher(fake, redis_client, asked, streaming=streaming, options=STREAM_OPTIONS)
         pub.started()
         return pub
@@ -876,17 +949,24 @@ def test_the_agent_session_leaves_processing_with_the_final(fake: FakeSlack, red
     pub.event(TextDelta(text="Retries back off exponentially.\n"))
     time.sleep(0.3)
     assert pub.final(answer("Retries back off exponentially.\n"))
-    assert fake.session_history(CHANNEL, streamed.ts) == [("processing", "how do retries work?"),
-                                                           ("active", "how do retries work?")]
+    assert fake.session_history(CHANNEL, streamed.ts) == [
+        ("processing", "how do retries work?"),
+        ("active", "how do retries work?"),
+    ]
     assert fake.calls("chat.stopStream")[-1].args["session_status"] == "active"
-    assert not [c for c in fake.calls("agents.sessions.setStatus") if c.args["thread_ts"] == streamed.ts
-                and c.args["status"] == "active"]  # the stream carried it
+    assert not [
+        c
+        for c in fake.calls("agents.sessions.setStatus")
+        if c.args["thread_ts"] == streamed.ts and c.args["status"] == "active"
+    ]  # the stream carried it
 
     summed = ask(fake, redis_client, "explain the whole queue")
     assert started(summed, streaming=False).final(answer("A long answer.", summary="The queue, in short."))
-    assert fake.session_history(CHANNEL, summed.ts) == [("processing", "explain the whole queue"),
-                                                        ("processing", "The queue, in short."),
-                                                        ("active", "The queue, in short.")]
+    assert fake.session_history(CHANNEL, summed.ts) == [
+        ("processing", "explain the whole queue"),
+        ("processing", "The queue, in short."),
+        ("active", "The queue, in short."),
+    ]
 
     failed = ask(fake, redis_client, "and this?")
     assert started(failed, streaming=False).final(Final(kind="timeout", text="Timed out after 600 s."))

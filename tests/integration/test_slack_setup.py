@@ -46,7 +46,10 @@ def test_check_names_each_problem_and_its_fix() -> None:
     ]
     assert bad_token.returncode == 1 and "SLACK_BOT_TOKEN is refused by Slack (invalid_auth)" in bad_token.stderr
     assert no_app_token.returncode == 1 and "SLACK_APP_TOKEN is not set: Socket Mode needs" in no_app_token.stderr
-    assert bad_app_token.returncode == 1 and "SLACK_APP_TOKEN is refused for Socket Mode (invalid_auth)" in bad_app_token.stderr
+    assert (
+        bad_app_token.returncode == 1
+        and "SLACK_APP_TOKEN is refused for Socket Mode (invalid_auth)" in bad_app_token.stderr
+    )
     assert "SLACK_APP_TOKEN" not in http.stderr  # HTTP mode has no app token to check
 
 

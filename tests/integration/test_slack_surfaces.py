@@ -67,8 +67,10 @@ def test_slash_command_question_repos_usage_and_help(fake, bot, redis):
     asks = {word: fake.slash_command(ASKER, CHANNEL, word) for word in ("repos", "usage", "help", "")}
     for payload in asks.values():
         fake.push_slash_command(payload)
-    shown = {word: fake.wait_until(lambda p=p: responses(fake, p["response_url"]), timeout=10)[0]["text"]
-             for word, p in asks.items()}
+    shown = {
+        word: fake.wait_until(lambda p=p: responses(fake, p["response_url"]), timeout=10)[0]["text"]
+        for word, p in asks.items()
+    }
     assert shown["repos"] == "You may ask about: `demo` (this channel's default), `web`."
     assert shown["usage"].startswith("Today (UTC): 1 question, 0 tokens")
     assert "/askbox QUESTION [repo=NAME]" in shown["help"] and shown[""] == shown["help"]
@@ -78,13 +80,19 @@ def test_slash_command_question_repos_usage_and_help(fake, bot, redis):
 def test_slash_command_bad_input_is_one_ephemeral_line(fake, bot, redis):
     """An unknown repository (or one this place may not see), a conversation the bot
     cannot post in: one line only the caller sees, no message left behind, no job."""
-    cases = [fake.slash_command(ASKER, CHANNEL, "what? repo=nope"), fake.slash_command(ASKER, EMPTY, "what?"),
-             fake.slash_command(ASKER, "D0NOTOURS01", "what? repo=web")]
+    cases = [
+        fake.slash_command(ASKER, CHANNEL, "what? repo=nope"),
+        fake.slash_command(ASKER, EMPTY, "what?"),
+        fake.slash_command(ASKER, "D0NOTOURS01", "what? repo=web"),
+    ]
     fake.fail("chat.postMessage", "channel_not_found", when=lambda args: args.get("channel") == "D0NOTOURS01")
     for payload in cases:
         fake.push_slash_command(payload)
     said = [fake.wait_until(lambda p=p: responses(fake, p["response_url"]), timeout=10)[0]["text"] for p in cases]
-    assert said[0] == "I can't answer about the repository `nope` here. Repositories you may ask about here: `demo`, `web`."
+    assert (
+        said[0]
+        == "I can't answer about the repository `nope` here. Repositories you may ask about here: `demo`, `web`."
+    )
     assert said[1] == "No repository is open here."
     assert said[2].startswith("I can't post in this conversation.")
     settle(fake)
@@ -99,8 +107,10 @@ def test_message_shortcut_modal_and_its_submission(fake, bot, redis):
     [select] = [b["element"] for b in view["blocks"] if b.get("block_id") == "repo"]
     assert [o["value"] for o in select["options"]] == ["demo", "web"]  # what this channel may see, only
 
-    values = {"question": {"question_text": {"type": "plain_text_input", "value": "Where does this come from?"}},
-              "repo": {"repo_select": {"type": "static_select", "selected_option": select["options"][1]}}}
+    values = {
+        "question": {"question_text": {"type": "plain_text_input", "value": "Where does this come from?"}},
+        "repo": {"repo_select": {"type": "static_select", "selected_option": select["options"][1]}},
+    }
     submission = fake.view_submission(ASKER, view, values)
     first = fake.push_interactive(submission)
     again = fake.push_interactive(submission)  # the modal submitted twice
@@ -116,8 +126,11 @@ def test_message_shortcut_modal_and_its_submission(fake, bot, redis):
     assert len(queued(redis)) == 1
 
     # Forged: a repository the modal did not offer (this channel may not see it) is refused in the modal.
-    forged = fake.view_submission(ASKER, {**view, "id": "V0FORGED001"},
-                                  {**values, "repo": {"repo_select": {"selected_option": {"value": "secret"}}}})
+    forged = fake.view_submission(
+        ASKER,
+        {**view, "id": "V0FORGED001"},
+        {**values, "repo": {"repo_select": {"selected_option": {"value": "secret"}}}},
+    )
     refused = fake.wait_ack(fake.push_interactive(forged), timeout=5)
     assert refused.payload == {"response_action": "errors", "errors": {"repo": "Pick one of the repositories offered."}}
 
@@ -143,7 +156,9 @@ def test_repository_picker_instead_of_a_refusal(fake, bot, redis):
 
     fake.push_interactive(fake.select_action(OTHER, picker, "askbox_pick_repo", choice))  # not theirs
     fake.wait_until(lambda: len(fake.ephemerals(OPEN)) == 2, timeout=10)
-    assert fake.ephemerals(OPEN)[1].ephemeral_to == OTHER and "Only the person who asked" in fake.ephemerals(OPEN)[1].text
+    assert (
+        fake.ephemerals(OPEN)[1].ephemeral_to == OTHER and "Only the person who asked" in fake.ephemerals(OPEN)[1].text
+    )
     forged = choice.split("|")[0] + "|secret"
     fake.push_interactive(fake.select_action(ASKER, picker, "askbox_pick_repo", forged))
     fake.wait_until(lambda: len(fake.ephemerals(OPEN)) == 3, timeout=10)
@@ -155,8 +170,10 @@ def test_repository_picker_instead_of_a_refusal(fake, bot, redis):
     [question] = wait_for(lambda: queued(redis), 10, "the picked question")
     assert question.repo == "demo" and question.text == "how are sessions stored?"
     assert question.origin.thread_ts == mention["ts"]
-    fake.wait_until(lambda: any(isinstance(r, dict) and r.get("delete_original")
-                                for r in responses(fake, picked["response_url"])), timeout=10)
+    fake.wait_until(
+        lambda: any(isinstance(r, dict) and r.get("delete_original") for r in responses(fake, picked["response_url"])),
+        timeout=10,
+    )
     settle(fake)
     assert len(queued(redis)) == 1
 
@@ -190,8 +207,17 @@ def test_feedback_recorded_once_per_user_however_often_clicked(fake, bot, redis,
     from jobs.slack.blocks import feedback_actions
 
     job_id = "slack-T0FAKETEAM1-C0FAKECHAN1-1700000000_000001"
-    redis.hset(keys.feedback_answer(job_id), mapping={"question": "why?", "answer": "because", "repo": "web",
-                                                      "model": "gemini-2.5-flash", "agent": "gemini", "commit": "abc"})
+    redis.hset(
+        keys.feedback_answer(job_id),
+        mapping={
+            "question": "why?",
+            "answer": "because",
+            "repo": "web",
+            "model": "gemini-2.5-flash",
+            "agent": "gemini",
+            "commit": "abc",
+        },
+    )
     answer = fake.add_message(CHANNEL, "because", user=fake.bot_user_id, bot_id=fake.bot_id)
     answer.blocks = [feedback_actions(job_id)]
     clicks = [(ASKER, True)] * 5 + [(OTHER, True), (OTHER, False), (OTHER, False)]
@@ -199,15 +225,21 @@ def test_feedback_recorded_once_per_user_however_often_clicked(fake, bot, redis,
         fake.wait_ack(fake.push_interactive(fake.feedback_click(user, CHANNEL, answer.ts, up)), timeout=5)
     assert redis.hgetall(keys.feedback_votes(job_id)) == {ASKER.encode(): b"up", OTHER.encode(): b"down"}
     [family] = list(AnswerFeedbackCollector(redis).collect())
-    counts = {(s.labels["verdict"], s.labels["repo"], s.labels["model"]): s.value for s in family.samples
-              if s.name.endswith("_total")}
+    counts = {
+        (s.labels["verdict"], s.labels["repo"], s.labels["model"]): s.value
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
     assert counts == {("up", "web", "gemini-2.5-flash"): 1.0, ("down", "web", "gemini-2.5-flash"): 1.0}
     env = {**bot_env(fake, redis_server.url, repo)}
-    done = subprocess.run([ASKBOX, "feedback", "export", "--since", "1h"], env=env, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [ASKBOX, "feedback", "export", "--since", "1h"], env=env, capture_output=True, text=True, timeout=60
+    )
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert [(r["user"], r["verdict"], r["question"], r["answer"], r["repo"], r["commit"]) for r in lines] == [
-        (ASKER, "up", "why?", "because", "web", "abc"), (OTHER, "down", "why?", "because", "web", "abc")]
+        (ASKER, "up", "why?", "because", "web", "abc"),
+        (OTHER, "down", "why?", "because", "web", "abc"),
+    ]
     assert "2 verdicts since 1h ago" in done.stderr
 
 
@@ -220,8 +252,11 @@ def test_stop_button_cancels_a_queued_question_and_refuses_others(fake, bot, red
     assert refusal.ephemeral_to == OTHER and "Only the person who asked" in refusal.text and queued(redis)
 
     fake.push_event(fake.agent_session_stopped(ASKER, CHANNEL, mention["ts"]))
-    final = wait_for(lambda: jobs_queue.fetch(redis, question.id).get_meta(refresh=True).get("final"), 10,
-                     "the question to be cancelled")
+    final = wait_for(
+        lambda: jobs_queue.fetch(redis, question.id).get_meta(refresh=True).get("final"),
+        10,
+        "the question to be cancelled",
+    )
     assert final["kind"] == "cancelled" and f"<@{ASKER}>" in final["text"]  # the thread says who
     fake.wait_until(lambda: fake.session_status(CHANNEL, mention["ts"]) == "closed", timeout=10)
 
@@ -242,11 +277,19 @@ def test_http_mode_over_signed_requests_with_two_processes(fake, redis_server, r
 
     secret = "surfaces-signing-secret"
     port = free_port()
-    env = {**bot_env(fake, redis_server.url, repo), "SLACK_SIGNING_SECRET": secret, "ASKBOX_HTTP_HOST": "127.0.0.1",
-           "ASKBOX_REPO_ACCESS": ACCESS}
+    env = {
+        **bot_env(fake, redis_server.url, repo),
+        "SLACK_SIGNING_SECRET": secret,
+        "ASKBOX_HTTP_HOST": "127.0.0.1",
+        "ASKBOX_REPO_ACCESS": ACCESS,
+    }
     env.pop("SLACK_APP_TOKEN")
-    proc = subprocess.Popen([ASKBOX, "bot", "--http", "--port", str(port), "--processes", "2"], env=env,
-                            stdout=(tmp_path / "http-bot.log").open("w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [ASKBOX, "bot", "--http", "--port", str(port), "--processes", "2"],
+        env=env,
+        stdout=(tmp_path / "http-bot.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}/slack/events"
     try:
         mention = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> over http")
@@ -254,7 +297,8 @@ def test_http_mode_over_signed_requests_with_two_processes(fake, redis_server, r
         command = fake.slash_command(ASKER, CHANNEL, "repos")
         assert fake.deliver_form(url, command, secret)[0] == 200
         assert fake.wait_until(lambda: responses(fake, command["response_url"]), timeout=10)[0]["text"].startswith(
-            "You may ask about")
+            "You may ask about"
+        )
         wait_for(lambda: len(queued(redis)) == 1, 10, "the mention's question")
         answer = fake.add_message(CHANNEL, "an answer", user=fake.bot_user_id, bot_id=fake.bot_id)
         from jobs.slack.blocks import feedback_actions
@@ -269,12 +313,18 @@ def test_http_mode_over_signed_requests_with_two_processes(fake, redis_server, r
         opened = fake.message_shortcut(ASKER, CHANNEL, trace.ts, "askbox_ask_about_message")
         assert fake.deliver_form(url, {"payload": json.dumps(opened)}, secret)[0] == 200
         [view] = fake.wait_until(fake.opened_views, timeout=10)
-        empty = fake.view_submission(ASKER, view, {"question": {"question_text": {"type": "plain_text_input",
-                                                                                 "value": " "}}})
+        empty = fake.view_submission(
+            ASKER, view, {"question": {"question_text": {"type": "plain_text_input", "value": " "}}}
+        )
         status, body = fake.deliver_form(url, {"payload": json.dumps(empty)}, secret)
-        assert (status, json.loads(body)) == (200, {"response_action": "errors", "errors": {"question": "Write a question."}})
-        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
-                                                   text=True).stdout.split()]
+        assert (status, json.loads(body)) == (
+            200,
+            {"response_action": "errors", "errors": {"question": "Write a question."}},
+        )
+        children = [
+            int(p)
+            for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        ]
         assert len(children) == 2
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -37,8 +37,10 @@ class Hosts:
         self.a = Host(f"hosta-{tag}", nets[0], root / "a")
         self.b = Host(f"hostb-{tag}", nets[1], root / "b")
         (root / "redis").mkdir(parents=True)
-        self.redis = RedisServer(root / "redis", extra=(
-            "--bind", "127.0.0.1", self.a.root_address, self.b.root_address, "--protected-mode", "no"))
+        self.redis = RedisServer(
+            root / "redis",
+            extra=("--bind", "127.0.0.1", self.a.root_address, self.b.root_address, "--protected-mode", "no"),
+        )
 
     def start(self, images: list[str], archive: Path) -> Hosts:
         for host in (self.a, self.b):
@@ -69,8 +71,9 @@ def hosts(tmp_path: Path, built_images: dict[str, str], cursor_standin_image: st
         unavailable("network namespaces and a second dockerd", f"needs root and {tools_missing() or 'root'}")
     made = Hosts(Path(f"/tmp/askbox-2h-{os.getpid()}"))
     try:
-        yield made.start([built_images["sandbox"], built_images["egress-proxy"], cursor_standin_image],
-                         tmp_path / "images.tar")
+        yield made.start(
+            [built_images["sandbox"], built_images["egress-proxy"], cursor_standin_image], tmp_path / "images.tar"
+        )
     finally:
         made.stop()
         subprocess.run(["rm", "-rf", f"/tmp/askbox-2h-{os.getpid()}"], check=False)
@@ -81,9 +84,17 @@ def host_env(hosts: Hosts, host: Host, cursor_image: str) -> dict[str, str]:
     if not mirror.exists():  # each host's own copy of the repository, saying whose it is
         mirror.mkdir()
         (mirror / "README.md").write_text(f"# demo repo, the mirror on {host.name}\n")
-    env = worker_env(hosts.redis, mirror, host.egress_dir, ASKBOX_REDIS_URL=hosts.url_for(host),
-                     DOCKER_HOST=host.docker_host, ASKBOX_AGENT="cursor", ASKBOX_CURSOR_IMAGE=cursor_image,
-                     CURSOR_API_KEY="key-for-the-standin", ASKBOX_DEPLOYMENT=DEPLOYMENT)
+    env = worker_env(
+        hosts.redis,
+        mirror,
+        host.egress_dir,
+        ASKBOX_REDIS_URL=hosts.url_for(host),
+        DOCKER_HOST=host.docker_host,
+        ASKBOX_AGENT="cursor",
+        ASKBOX_CURSOR_IMAGE=cursor_image,
+        CURSOR_API_KEY="key-for-the-standin",
+        ASKBOX_DEPLOYMENT=DEPLOYMENT,
+    )
     return {k: v for k, v in env.items() if "proxy" not in k.lower()}
 
 
@@ -94,8 +105,9 @@ def sandboxes(host: Host) -> list:
 def created(host: Host, since: float) -> dict[str, dict[str, str]]:
     """Sandboxes created on ``host`` since ``since``, by run id (= job id): their labels."""
     found = {}
-    for event in host.client.events(since=int(since), until=int(time.time()) + 1, decode=True,
-                                    filters={"type": "container", "event": "create"}):
+    for event in host.client.events(
+        since=int(since), until=int(time.time()) + 1, decode=True, filters={"type": "container", "event": "create"}
+    ):
         attributes = event.get("Actor", {}).get("Attributes", {})
         if attributes.get(labels.SANDBOX) == DEPLOYMENT and labels.RUN_ID in attributes:
             found[attributes[labels.RUN_ID]] = attributes
@@ -105,39 +117,74 @@ def created(host: Host, since: float) -> dict[str, dict[str, str]]:
 def test_two_hosts_share_the_queue_and_keep_to_their_own(hosts, cursor_standin_image, sandbox_image, tmp_path):
     a, b = hosts.a, hosts.b
     for host in (a, b):  # a private /30 and nothing else: no default route out of a host
-        assert host.routes().split() == [str(host.subnet), "dev", host.veth + "n", "proto", "kernel", "scope",
-                                         "link", "src", host.address]
+        assert host.routes().split() == [
+            str(host.subnet),
+            "dev",
+            host.veth + "n",
+            "proto",
+            "kernel",
+            "scope",
+            "link",
+            "src",
+            host.address,
+        ]
     env_a, env_b = (host_env(hosts, h, cursor_standin_image) for h in (a, b))
 
     # An orphan on host A: the process running it SIGKILLed.
-    run = subprocess.Popen(a.command(ASKBOX, "sandbox", "run", "--image", sandbox_image, "--timeout", "600",
-                                     "--", "sleep", "600"), env=env_a, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+    run = subprocess.Popen(
+        a.command(ASKBOX, "sandbox", "run", "--image", sandbox_image, "--timeout", "600", "--", "sleep", "600"),
+        env=env_a,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     [orphan] = wait_for(lambda: sandboxes(a), 60, "the sandbox on host A")
     run.kill()
     run.wait()
     owner = orphan.attrs["Labels"][labels.OWNER]
     assert owner.startswith(f"{a.name}:"), owner
     # Host B's reaper, even handed host A's daemon, leaves another host's sandbox alone ...
-    reap = subprocess.run(b.command(ASKBOX, "sandbox", "reap", "--grace", "0"), capture_output=True, text=True,
-                          env={**env_b, "DOCKER_HOST": a.docker_host}, timeout=60)
+    reap = subprocess.run(
+        b.command(ASKBOX, "sandbox", "reap", "--grace", "0"),
+        capture_output=True,
+        text=True,
+        env={**env_b, "DOCKER_HOST": a.docker_host},
+        timeout=60,
+    )
     assert "reaped 0" in reap.stderr, reap.stderr
     workers_b = Workers(env_b, wrap=b.command)
     workers_a = Workers(env_a, wrap=a.command)
     redis = Redis(port=hosts.redis.port)
     try:
         workers_b.start(1, log_dir=tmp_path)
-        wait_for(lambda: [w for w in Worker.all(connection=redis, serializer=JSONSerializer) if w.hostname == b.name], 90, "host B's worker")
+        wait_for(
+            lambda: [w for w in Worker.all(connection=redis, serializer=JSONSerializer) if w.hostname == b.name],
+            90,
+            "host B's worker",
+        )
         assert [c.id for c in sandboxes(a)] == [orphan.id]  # ... and so does its worker
         # ... and host A's worker, starting, removes it.
         workers_a.start(1, log_dir=tmp_path)
-        wait_for(lambda: [w for w in Worker.all(connection=redis, serializer=JSONSerializer) if w.hostname == a.name], 90, "host A's worker")
+        wait_for(
+            lambda: [w for w in Worker.all(connection=redis, serializer=JSONSerializer) if w.hostname == a.name],
+            90,
+            "host A's worker",
+        )
         wait_for(lambda: not sandboxes(a), 60, "host A's reaper to remove its orphan")
 
         asked = time.time() - 1
-        jobs = [enqueue(redis, Question(origin=Origin(kind="terminal", user=f"user{i}"), agent="cursor", repo="demo",
-                                        text="[read:README.md] whose mirror is this?"), JobSettings()).job
-                for i in range(6)]
+        jobs = [
+            enqueue(
+                redis,
+                Question(
+                    origin=Origin(kind="terminal", user=f"user{i}"),
+                    agent="cursor",
+                    repo="demo",
+                    text="[read:README.md] whose mirror is this?",
+                ),
+                JobSettings(),
+            ).job
+            for i in range(6)
+        ]
         finals = {job.id: wait_final(redis, job.id, timeout=180, workers=workers_a) for job in jobs}
         hostnames = {w.name: w.hostname for w in Worker.all(connection=redis, serializer=JSONSerializer)}
         took = {job.id: hostnames[fetch(redis, job.id).worker_name] for job in jobs}
@@ -145,8 +192,10 @@ def test_two_hosts_share_the_queue_and_keep_to_their_own(hosts, cursor_standin_i
     finally:
         workers_a.stop()
         workers_b.stop()
-    print(f"\ntwo hosts: {a.name} took {list(took.values()).count(a.name)}, "
-          f"{b.name} took {list(took.values()).count(b.name)} of {len(jobs)}")
+    print(
+        f"\ntwo hosts: {a.name} took {list(took.values()).count(a.name)}, "
+        f"{b.name} took {list(took.values()).count(b.name)} of {len(jobs)}"
+    )
     assert set(took.values()) == {a.name, b.name}, took  # both take questions
     for job in jobs:
         host, other = (a, b) if took[job.id] == a.name else (b, a)

@@ -75,11 +75,21 @@ def test_an_origin_without_a_channel_sees_nothing_but_the_terminal_everything():
 
 
 def test_cache_scopes_never_cross_places():
-    scopes = {cache_scope(o) for o in (slack("C0A"), slack("C0B"), slack("D0A", user="U1"), slack("D0A", user="U2"),
-                                       Origin(kind="terminal", user="ops"), Origin(kind="terminal", user="ops2"))}
+    scopes = {
+        cache_scope(o)
+        for o in (
+            slack("C0A"),
+            slack("C0B"),
+            slack("D0A", user="U1"),
+            slack("D0A", user="U2"),
+            Origin(kind="terminal", user="ops"),
+            Origin(kind="terminal", user="ops2"),
+        )
+    }
     assert scopes == {"channel:T1:C0A", "channel:T1:C0B", "dm:T1:U1", "dm:T1:U2", "terminal"}
     assert cache_key("channel:T1:C0A", "web", "c", "gemini", None, "q") != cache_key(
-        "channel:T1:C0B", "web", "c", "gemini", None, "q")
+        "channel:T1:C0B", "web", "c", "gemini", None, "q"
+    )
 
 
 def test_the_setting_is_json_with_clear_errors(monkeypatch):

@@ -56,10 +56,13 @@ def test_a_plain_answer_streams_and_ends_with_its_usage(agent: str) -> None:
     assert result.usage is not None and result.usage.input_tokens and result.usage.output_tokens
 
 
-@pytest.mark.parametrize(("agent", "summaries"), [
-    ("claude", ["Read README.md", "Ran `grep -rn hello src`", "Read missing.txt"]),
-    ("codex", ["Ran `cat README.md`", "Ran `grep -rn hello src`", "Ran `cat missing.txt`"]),
-])
+@pytest.mark.parametrize(
+    ("agent", "summaries"),
+    [
+        ("claude", ["Read README.md", "Ran `grep -rn hello src`", "Read missing.txt"]),
+        ("codex", ["Ran `cat README.md`", "Ran `grep -rn hello src`", "Ran `cat missing.txt`"]),
+    ],
+)
 def test_tool_steps_are_plain_summaries_paired_by_id(agent: str, summaries: list[str]) -> None:
     events = parse(agent, "tools")
     started = [e for e in events if isinstance(e, ToolStarted)]
@@ -73,14 +76,16 @@ def test_tool_steps_are_plain_summaries_paired_by_id(agent: str, summaries: list
 
 
 @pytest.mark.parametrize("agent", PARSERS)
-@pytest.mark.parametrize(("name", "kind", "words"), [
-    ("rate-limited", ErrorKind.QUOTA, "429"),
-    ("auth", ErrorKind.AUTH, "API key"),
-    ("bad-model", ErrorKind.BAD_MODEL, "model"),
-    ("context-overflow", ErrorKind.CONTEXT_OVERFLOW, "context window"),
-])
-def test_each_failure_ends_with_one_clear_line_of_its_kind(agent: str, name: str, kind: ErrorKind,
-                                                           words: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "kind", "words"),
+    [
+        ("rate-limited", ErrorKind.QUOTA, "429"),
+        ("auth", ErrorKind.AUTH, "API key"),
+        ("bad-model", ErrorKind.BAD_MODEL, "model"),
+        ("context-overflow", ErrorKind.CONTEXT_OVERFLOW, "context window"),
+    ],
+)
+def test_each_failure_ends_with_one_clear_line_of_its_kind(agent: str, name: str, kind: ErrorKind, words: str) -> None:
     error = parse(agent, name)[-1]
     assert isinstance(error, AgentError) and error.kind is kind, error
     assert words.lower() in error.message.lower() and "\n" not in error.message
@@ -95,8 +100,9 @@ def test_a_run_cut_off_closes_its_open_steps_and_explains() -> None:
         if any(isinstance(e, ToolStarted) for e in events):
             break
     ending = parser.finish(137, "Killed")
-    assert isinstance(ending[-1], AgentError) and any(isinstance(e, ToolFinished) and e.detail == "interrupted"
-                                                      for e in ending)
+    assert isinstance(ending[-1], AgentError) and any(
+        isinstance(e, ToolFinished) and e.detail == "interrupted" for e in ending
+    )
 
 
 def test_codex_commands_are_shown_as_the_agent_wrote_them() -> None:

@@ -87,8 +87,17 @@ def test_no_imports_back_up_the_layers(package: str) -> None:
     assert layer_violations(package) == []
 
 
-@pytest.mark.parametrize("planted", ["import bot.app", "from bot.ingress import handle", "from jobs.job import run",
-                                     "from jobs import worker", "import sandbox.runner", "import rq"])
+@pytest.mark.parametrize(
+    "planted",
+    [
+        "import bot.app",
+        "from bot.ingress import handle",
+        "from jobs.job import run",
+        "from jobs import worker",
+        "import sandbox.runner",
+        "import rq",
+    ],
+)
 def test_a_planted_import_into_the_gateway_fails_the_check(tmp_path: Path, planted: str) -> None:
     """The check above, on a copy of the gateway with one import planted: it must catch it."""
     shutil.copytree(ROOT / "gateway", tmp_path / "gateway")

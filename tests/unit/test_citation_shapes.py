@@ -42,11 +42,11 @@ class DefaultJSONProvider(JSONProvider):
         return s
 ''',  # 17 lines: DefaultJSONProvider at 9, its dumps at 13-14
     "src/pkg/blueprints.py": "from .sansio.blueprints import Blueprint as SansioBlueprint\n\n\n"
-                             "class Blueprint(SansioBlueprint):\n    pass\n",
+    "class Blueprint(SansioBlueprint):\n    pass\n",
     "src/pkg/sansio/blueprints.py": "class Blueprint:\n    def _check_setup_finished(self, name):\n"
-                                    "        raise AssertionError(name)\n",
+    "        raise AssertionError(name)\n",
     "src/pkg/app.py": "class Flask:\n    def _check_setup_finished(self, name):\n        pass\n\n\n"
-                      "def create_app():\n    return Flask()\n",
+    "def create_app():\n    return Flask()\n",
     "src/pkg/unique_module.py": "VALUE = 1\n",
     "tests/test_app.py": "def test_config():\n    class Flask:  # a throw-away local class\n        pass\n",
     "Makefile": "all:\n",
@@ -78,43 +78,54 @@ def link(text: str, tree: Path, index: TreeIndex | None) -> str:
 # --------------------------------------------------------------------------- lines in words
 
 
-@pytest.mark.parametrize("written, linked", [
-    (f"in `{PROVIDER}` (lines 9-14) it", f"in [`{PROVIDER}`]({BLOB}/{PROVIDER}#L9-L14) (lines 9-14) it"),
-    (f"in {PROVIDER} (line 10)", f"in [{PROVIDER}]({BLOB}/{PROVIDER}#L10) (line 10)"),
-    (f"{PROVIDER}, line 10", f"[{PROVIDER}]({BLOB}/{PROVIDER}#L10), line 10"),
-    (f"{PROVIDER} at lines 10–11", f"[{PROVIDER}]({BLOB}/{PROVIDER}#L10-L11) at lines 10–11"),
-    (f"`{PROVIDER}` lines 10 to 11", f"[`{PROVIDER}`]({BLOB}/{PROVIDER}#L10-L11) lines 10 to 11"),
-    (f"lines 13-14 of `{PROVIDER}`", f"lines 13-14 of [`{PROVIDER}`]({BLOB}/{PROVIDER}#L13-L14)"),
-    (f"line 1 in {PROVIDER}.", f"line 1 in [{PROVIDER}]({BLOB}/{PROVIDER}#L1)."),
-])
+@pytest.mark.parametrize(
+    "written, linked",
+    [
+        (f"in `{PROVIDER}` (lines 9-14) it", f"in [`{PROVIDER}`]({BLOB}/{PROVIDER}#L9-L14) (lines 9-14) it"),
+        (f"in {PROVIDER} (line 10)", f"in [{PROVIDER}]({BLOB}/{PROVIDER}#L10) (line 10)"),
+        (f"{PROVIDER}, line 10", f"[{PROVIDER}]({BLOB}/{PROVIDER}#L10), line 10"),
+        (f"{PROVIDER} at lines 10–11", f"[{PROVIDER}]({BLOB}/{PROVIDER}#L10-L11) at lines 10–11"),
+        (f"`{PROVIDER}` lines 10 to 11", f"[`{PROVIDER}`]({BLOB}/{PROVIDER}#L10-L11) lines 10 to 11"),
+        (f"lines 13-14 of `{PROVIDER}`", f"lines 13-14 of [`{PROVIDER}`]({BLOB}/{PROVIDER}#L13-L14)"),
+        (f"line 1 in {PROVIDER}.", f"line 1 in [{PROVIDER}]({BLOB}/{PROVIDER}#L1)."),
+    ],
+)
 def test_a_path_takes_the_lines_written_next_to_it(tree, index, written, linked):
     assert link(written, tree, index) == linked
     assert link(written, tree, None) == linked  # a full path needs no index
 
 
 def test_lines_on_their_own_refer_to_the_file_named_last(tree, index):
-    text = (f"`DefaultJSONProvider` lives in `{PROVIDER}`. The `dumps` method (lines 13-14) returns a string; "
-            "see also line 10.")
+    text = (
+        f"`DefaultJSONProvider` lives in `{PROVIDER}`. The `dumps` method (lines 13-14) returns a string; "
+        "see also line 10."
+    )
     assert link(text, tree, index) == (
         f"[`DefaultJSONProvider`]({BLOB}/{PROVIDER}#L9) lives in [`{PROVIDER}`]({BLOB}/{PROVIDER}). "
         f"The `dumps` method ([lines 13-14]({BLOB}/{PROVIDER}#L13-L14)) returns a string; "
-        f"see also [line 10]({BLOB}/{PROVIDER}#L10).")
+        f"see also [line 10]({BLOB}/{PROVIDER}#L10)."
+    )
 
 
 def test_a_symbol_names_the_file_its_lines_are_in(tree, index):
     out = link("`Blueprint._check_setup_finished` (lines 2-3) raises.", tree, index)
-    assert out == (f"[`Blueprint._check_setup_finished`]({BLOB}/src/pkg/sansio/blueprints.py#L2) "
-                   f"([lines 2-3]({BLOB}/src/pkg/sansio/blueprints.py#L2-L3)) raises.")
+    assert out == (
+        f"[`Blueprint._check_setup_finished`]({BLOB}/src/pkg/sansio/blueprints.py#L2) "
+        f"([lines 2-3]({BLOB}/src/pkg/sansio/blueprints.py#L2-L3)) raises."
+    )
 
 
-@pytest.mark.parametrize("written", [
-    "`src/pkg/nope.py` (lines 1-2)",  # made-up file: its lines are not the last file's
-    "src/pkg/nope.py, line 1",
-    f"{PROVIDER} (lines 17-18)",  # past the end
-    f"`{PROVIDER}` line 0",
-    "lines 1-2 of `src/pkg/nope.py`",
-    "`nope.py` (line 1)",
-])
+@pytest.mark.parametrize(
+    "written",
+    [
+        "`src/pkg/nope.py` (lines 1-2)",  # made-up file: its lines are not the last file's
+        "src/pkg/nope.py, line 1",
+        f"{PROVIDER} (lines 17-18)",  # past the end
+        f"`{PROVIDER}` line 0",
+        "lines 1-2 of `src/pkg/nope.py`",
+        "`nope.py` (line 1)",
+    ],
+)
 def test_made_up_files_and_lines_in_words_stay_plain(tree, index, written):
     text = f"See `{PROVIDER}`. Then {written}."
     assert link(text, tree, index) == f"See [`{PROVIDER}`]({BLOB}/{PROVIDER}). Then {written}."
@@ -128,13 +139,16 @@ def test_lines_with_no_file_named_before_stay_plain(tree, index):
 # --------------------------------------------------------------------------- bare names
 
 
-@pytest.mark.parametrize("written, path", [
-    ("`unique_module.py`", "src/pkg/unique_module.py"),
-    ("sansio/blueprints.py", "src/pkg/sansio/blueprints.py"),
-    ("`json/provider.py`", PROVIDER),
-    ("`provider.py`", PROVIDER),
-    ("`pkg/app.py`", "src/pkg/app.py"),
-])
+@pytest.mark.parametrize(
+    "written, path",
+    [
+        ("`unique_module.py`", "src/pkg/unique_module.py"),
+        ("sansio/blueprints.py", "src/pkg/sansio/blueprints.py"),
+        ("`json/provider.py`", PROVIDER),
+        ("`provider.py`", PROVIDER),
+        ("`pkg/app.py`", "src/pkg/app.py"),
+    ],
+)
 def test_a_bare_name_unique_in_the_tree_is_linked(tree, index, written, path):
     assert link(f"See {written}.", tree, index) == f"See [{written}]({BLOB}/{path})."
     # In plain text, a name with "_" becomes a code span: Slack would read the marks as emphasis.
@@ -142,18 +156,23 @@ def test_a_bare_name_unique_in_the_tree_is_linked(tree, index, written, path):
 
 
 def test_a_bare_name_with_lines_in_words(tree, index):
-    assert link("`provider.py` (lines 13-14)", tree, index) == f"[`provider.py`]({BLOB}/{PROVIDER}#L13-L14) (lines 13-14)"
+    assert (
+        link("`provider.py` (lines 13-14)", tree, index) == f"[`provider.py`]({BLOB}/{PROVIDER}#L13-L14) (lines 13-14)"
+    )
     assert link("provider.py:10", tree, index) == f"[provider.py:10]({BLOB}/{PROVIDER}#L10)"
 
 
-@pytest.mark.parametrize("written", [
-    "`blueprints.py`",  # two files of that name
-    "blueprints.py",
-    "`nope.py`",
-    "`kg/app.py`",  # not at a path component's boundary
-    "`../pkg/app.py`",
-    "`config`",  # an extensionless word is a file only at the root
-])
+@pytest.mark.parametrize(
+    "written",
+    [
+        "`blueprints.py`",  # two files of that name
+        "blueprints.py",
+        "`nope.py`",
+        "`kg/app.py`",  # not at a path component's boundary
+        "`../pkg/app.py`",
+        "`config`",  # an extensionless word is a file only at the root
+    ],
+)
 def test_ambiguous_or_missing_bare_names_stay_plain(tree, index, written):
     assert link(f"See {written}.", tree, index) == f"See {written}."
 
@@ -161,14 +180,17 @@ def test_ambiguous_or_missing_bare_names_stay_plain(tree, index, written):
 # --------------------------------------------------------------------------- symbols
 
 
-@pytest.mark.parametrize("written, target", [
-    ("`DefaultJSONProvider`", f"{PROVIDER}#L9"),
-    ("`JSONProvider`", f"{PROVIDER}#L4"),
-    ("`Blueprint._check_setup_finished`", "src/pkg/sansio/blueprints.py#L2"),
-    ("`Flask`", "src/pkg/app.py#L1"),  # the test's local class does not make it ambiguous
-    ("`create_app()`", "src/pkg/app.py#L6"),
-    ("`ensure_ascii`", f"{PROVIDER}#L10"),
-])
+@pytest.mark.parametrize(
+    "written, target",
+    [
+        ("`DefaultJSONProvider`", f"{PROVIDER}#L9"),
+        ("`JSONProvider`", f"{PROVIDER}#L4"),
+        ("`Blueprint._check_setup_finished`", "src/pkg/sansio/blueprints.py#L2"),
+        ("`Flask`", "src/pkg/app.py#L1"),  # the test's local class does not make it ambiguous
+        ("`create_app()`", "src/pkg/app.py#L6"),
+        ("`ensure_ascii`", f"{PROVIDER}#L10"),
+    ],
+)
 def test_a_symbol_naming_one_definition_is_linked(tree, index, written, target):
     assert link(f"Uses {written} here.", tree, index) == f"Uses [{written}]({BLOB}/{target}) here."
 
@@ -179,11 +201,14 @@ def test_a_symbol_lends_its_file_only_to_the_lines_right_after_it(tree, index):
     assert out.endswith(f"see [line 10]({BLOB}/{PROVIDER}#L10).")
 
 
-@pytest.mark.parametrize("written, target", [
-    ("`pkg.json.provider.DefaultJSONProvider`", f"{PROVIDER}#L9"),
-    ("`src.pkg.app.create_app`", "src/pkg/app.py#L6"),
-    ("`pkg.sansio.blueprints.Blueprint`", "src/pkg/sansio/blueprints.py#L1"),
-])
+@pytest.mark.parametrize(
+    "written, target",
+    [
+        ("`pkg.json.provider.DefaultJSONProvider`", f"{PROVIDER}#L9"),
+        ("`src.pkg.app.create_app`", "src/pkg/app.py#L6"),
+        ("`pkg.sansio.blueprints.Blueprint`", "src/pkg/sansio/blueprints.py#L1"),
+    ],
+)
 def test_a_symbol_qualified_by_its_module_path(tree, index, written, target):
     head, _, tail = written.strip("`").rpartition(".")  # dotted names read like hosts: the last part links
     assert link(f"Uses {written}.", tree, index) == f"Uses `{head}.`[`{tail}`]({BLOB}/{target})."
@@ -202,28 +227,35 @@ def test_a_single_module_name_is_not_enough(tree, index):
 
 def test_a_list_of_lines_is_no_range(tree, index):
     text = f"See `{PROVIDER}`; lines 10 and 13 of `src/pkg/app.py`, lines 2, 3 there."
-    assert link(text, tree, index) == (f"See [`{PROVIDER}`]({BLOB}/{PROVIDER}); lines 10 and 13 of "
-                                       f"[`src/pkg/app.py`]({BLOB}/src/pkg/app.py), lines 2, 3 there.")
+    assert link(text, tree, index) == (
+        f"See [`{PROVIDER}`]({BLOB}/{PROVIDER}); lines 10 and 13 of "
+        f"[`src/pkg/app.py`]({BLOB}/src/pkg/app.py), lines 2, 3 there."
+    )
 
 
 def test_a_qualified_symbol_that_reads_like_a_host_links_its_last_part(tree, index):
     out = link("`DefaultJSONProvider.dumps` and `DefaultJSONProvider.loads()`", tree, index)
-    assert out == (f"`DefaultJSONProvider.`[`dumps`]({BLOB}/{PROVIDER}#L13) and "
-                   f"`DefaultJSONProvider.`[`loads()`]({BLOB}/{PROVIDER}#L16)")
+    assert out == (
+        f"`DefaultJSONProvider.`[`dumps`]({BLOB}/{PROVIDER}#L13) and "
+        f"`DefaultJSONProvider.`[`loads()`]({BLOB}/{PROVIDER}#L16)"
+    )
     shown = to_mrkdwn(out)
     assert f"<{BLOB}/{PROVIDER}#L13|dumps>" in shown and "(<" not in shown  # not taken for a deceptive link
 
 
-@pytest.mark.parametrize("written", [
-    "`Blueprint`",  # two classes
-    "`_check_setup_finished`",  # two methods
-    "`dumps`",
-    "`json.dumps`",  # no scope "json" holds a dumps
-    "`NoSuchThing`",
-    "`SansioBlueprint`",  # an import alias is no definition
-    "`python -m pkg`",
-    "DefaultJSONProvider",  # not in backticks
-])
+@pytest.mark.parametrize(
+    "written",
+    [
+        "`Blueprint`",  # two classes
+        "`_check_setup_finished`",  # two methods
+        "`dumps`",
+        "`json.dumps`",  # no scope "json" holds a dumps
+        "`NoSuchThing`",
+        "`SansioBlueprint`",  # an import alias is no definition
+        "`python -m pkg`",
+        "DefaultJSONProvider",  # not in backticks
+    ],
+)
 def test_ambiguous_or_unknown_symbols_stay_plain(tree, index, written):
     assert link(f"Uses {written} here.", tree, index) == f"Uses {written} here."
 
@@ -248,7 +280,8 @@ def test_a_failing_index_leaves_names_plain(tree):
 
     assert GH is not None
     assert link_citations("`DefaultJSONProvider` `provider.py`", tree, SHA, GH, broken) == (
-        "`DefaultJSONProvider` `provider.py`")
+        "`DefaultJSONProvider` `provider.py`"
+    )
 
 
 def test_the_index_is_built_only_when_a_name_needs_it(tree, index):
@@ -269,22 +302,26 @@ def test_the_index_is_built_only_when_a_name_needs_it(tree, index):
 
 
 def test_code_blocks_and_links_are_untouched(tree, index):
-    text = "\n".join([
-        "```python",
-        f"DefaultJSONProvider  # {PROVIDER} (lines 9-14), `provider.py`, `Flask`",
-        "```",
-        "~~~",
-        "`DefaultJSONProvider` line 3",
-        "~~~",
-        "[`Flask`](https://example.com/flask) <https://example.com/provider.py> https://x.example/provider.py",
-    ])
+    text = "\n".join(
+        [
+            "```python",
+            f"DefaultJSONProvider  # {PROVIDER} (lines 9-14), `provider.py`, `Flask`",
+            "```",
+            "~~~",
+            "`DefaultJSONProvider` line 3",
+            "~~~",
+            "[`Flask`](https://example.com/flask) <https://example.com/provider.py> https://x.example/provider.py",
+        ]
+    )
     assert link(text, tree, index) == text
 
 
 def test_every_link_targets_a_real_file_and_real_lines(tree, index):
-    answer = (f"`DefaultJSONProvider` in `{PROVIDER}` (lines 9-14); `provider.py` line 13; `blueprints.py`; "
-              "`Blueprint._check_setup_finished`; `Ghost` in `src/ghost.py` (lines 1-9); lines 200-300; "
-              "`unique_module.py`:1; made/up.py:3")
+    answer = (
+        f"`DefaultJSONProvider` in `{PROVIDER}` (lines 9-14); `provider.py` line 13; `blueprints.py`; "
+        "`Blueprint._check_setup_finished`; `Ghost` in `src/ghost.py` (lines 1-9); lines 200-300; "
+        "`unique_module.py`:1; made/up.py:3"
+    )
     out = link(answer, tree, index)
     import re
 
@@ -298,10 +335,23 @@ def test_every_link_targets_a_real_file_and_real_lines(tree, index):
 # --------------------------------------------------------------------------- bounded
 
 
-@pytest.mark.parametrize("unit", [
-    "`DefaultJSONProvider` (lines 9-14) `provider.py` line 3 ",  # everything resolvable, repeated
-    "`", "``x`", "a.", "a", "a/", "[a", "![a](", "<a:", "lines 1 to ", "x.py:1-", "`Ghost` ",
-])
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "`DefaultJSONProvider` (lines 9-14) `provider.py` line 3 ",  # everything resolvable, repeated
+        "`",
+        "``x`",
+        "a.",
+        "a",
+        "a/",
+        "[a",
+        "![a](",
+        "<a:",
+        "lines 1 to ",
+        "x.py:1-",
+        "`Ghost` ",
+    ],
+)
 def test_a_one_megabyte_answer_is_bounded_in_time(tree, index, unit):
     """Linear, not worse: 1 MiB of an adversarial shape against 32 KiB of it, timed in the
     same run (best of three each), so a busy machine slows both alike. A linear scan of
@@ -323,8 +373,13 @@ def test_a_one_megabyte_answer_is_bounded_in_time(tree, index, unit):
     assert large < max(small, 0.005) * 24, f"1 MiB took {large:.3f} s, 32 KiB {small:.4f} s"
     cited = cite(text, root=tree, commit=SHA, remote="https://github.com/acme/demo.git", index=lambda: index)
     assert len(cited.text) >= len(text)
-    one_line = cite(unit * (2**20 // len(unit)), root=tree, commit=SHA, remote="https://github.com/acme/demo.git",
-                    index=lambda: index)
+    one_line = cite(
+        unit * (2**20 // len(unit)),
+        root=tree,
+        commit=SHA,
+        remote="https://github.com/acme/demo.git",
+        index=lambda: index,
+    )
     assert one_line.verified == 0  # a single line past MAX_LINE is left as it is
 
 
@@ -332,8 +387,13 @@ def test_a_one_megabyte_answer_is_bounded_in_time(tree, index, unit):
 
 
 def test_cite_counts_the_references_it_verified(tree, index):
-    cited = cite(f"`DefaultJSONProvider` in `{PROVIDER}` (lines 9-14); `blueprints.py`; `src/nope.py`.",
-                 root=tree, commit=SHA, remote="git@github.com:acme/demo.git", index=lambda: index)
+    cited = cite(
+        f"`DefaultJSONProvider` in `{PROVIDER}` (lines 9-14); `blueprints.py`; `src/nope.py`.",
+        root=tree,
+        commit=SHA,
+        remote="git@github.com:acme/demo.git",
+        index=lambda: index,
+    )
     assert cited.verified == 2 and cited.text.count("](https://") == 2
 
 
@@ -341,16 +401,26 @@ def test_cite_counts_the_references_that_claim_a_place_the_tree_lacks(tree, inde
     """Found = linked + what names a place that is not there (a made-up path, lines past
     the end, lines of a made-up file); a word that names nothing, or an ambiguous name,
     claims no place and is not counted (askbox eval's "unverifiable" is the difference)."""
-    answer = (f"`DefaultJSONProvider` in `{PROVIDER}` (lines 9-14); the `dumps` method (lines 13-14).\n"
-              f"Not real: `src/pkg/ghost.py`, src/nope.py:3, `{PROVIDER}:999`, `unique_module.py` (line 40), "
-              "lines 3-4 of `nope.py`.\n"
-              "Not references: `blueprints.py` (two of them), `Blueprint`, `dumps()`, e.g. this, version 3.11.\n"
-              "```\nsrc/pkg/gone.py:1\n```")
+    answer = (
+        f"`DefaultJSONProvider` in `{PROVIDER}` (lines 9-14); the `dumps` method (lines 13-14).\n"
+        f"Not real: `src/pkg/ghost.py`, src/nope.py:3, `{PROVIDER}:999`, `unique_module.py` (line 40), "
+        "lines 3-4 of `nope.py`.\n"
+        "Not references: `blueprints.py` (two of them), `Blueprint`, `dumps()`, e.g. this, version 3.11.\n"
+        "```\nsrc/pkg/gone.py:1\n```"
+    )
     cited = cite(answer, root=tree, commit=SHA, remote="https://github.com/acme/demo.git", index=lambda: index)
     assert cited.verified == 3 and cited.text.count("](https://") == 3
     assert cited.found == 3 + 5, cited.text
-    assert cite("No references at all.", root=tree, commit=SHA, remote="https://github.com/acme/demo.git",
-                index=lambda: index).found == 0
+    assert (
+        cite(
+            "No references at all.",
+            root=tree,
+            commit=SHA,
+            remote="https://github.com/acme/demo.git",
+            index=lambda: index,
+        ).found
+        == 0
+    )
 
 
 def test_the_footer_says_how_many_references_were_verified():
@@ -362,8 +432,10 @@ def test_the_footer_says_how_many_references_were_verified():
 
 
 def test_a_name_with_many_definitions_named_many_times_is_bounded(tree):
-    many = TreeIndex(files=tuple(f"m{i}.py" for i in range(50_000)),
-                     definitions=tuple(Definition(f"m{i}.py", 1, (f"C{i}", "__init__")) for i in range(50_000)))
+    many = TreeIndex(
+        files=tuple(f"m{i}.py" for i in range(50_000)),
+        definitions=tuple(Definition(f"m{i}.py", 1, (f"C{i}", "__init__")) for i in range(50_000)),
+    )
     text = ("`__init__` `C7.__init__` `m7.py`\n" * 40_000)[: 2**20]
     started = time.monotonic()
     cite(text, root=tree, commit=SHA, remote="https://github.com/acme/demo.git", index=lambda: many)

@@ -39,39 +39,46 @@ def link(text: str, root: Path) -> str:
 # --------------------------------------------------------------------------- finding and linking
 
 
-@pytest.mark.parametrize("written, url", [
-    ("src/app.py", f"{BLOB}/src/app.py"),
-    ("src/app.py:12", f"{BLOB}/src/app.py#L12"),
-    ("src/app.py:10-20", f"{BLOB}/src/app.py#L10-L20"),
-    ("src/app.py#L10-L20", f"{BLOB}/src/app.py#L10-L20"),
-    ("src/app.py#L3", f"{BLOB}/src/app.py#L3"),
-    ("README.md:2", f"{BLOB}/README.md#L2"),
-    ("/workspace/src/app.py:7", f"{BLOB}/src/app.py#L7"),
-    ("./src/app.py:7", f"{BLOB}/src/app.py#L7"),
-    (".github/workflows/ci.yml", f"{BLOB}/.github/workflows/ci.yml"),
-])
+@pytest.mark.parametrize(
+    "written, url",
+    [
+        ("src/app.py", f"{BLOB}/src/app.py"),
+        ("src/app.py:12", f"{BLOB}/src/app.py#L12"),
+        ("src/app.py:10-20", f"{BLOB}/src/app.py#L10-L20"),
+        ("src/app.py#L10-L20", f"{BLOB}/src/app.py#L10-L20"),
+        ("src/app.py#L3", f"{BLOB}/src/app.py#L3"),
+        ("README.md:2", f"{BLOB}/README.md#L2"),
+        ("/workspace/src/app.py:7", f"{BLOB}/src/app.py#L7"),
+        ("./src/app.py:7", f"{BLOB}/src/app.py#L7"),
+        (".github/workflows/ci.yml", f"{BLOB}/.github/workflows/ci.yml"),
+    ],
+)
 def test_plain_references_to_existing_files_are_linked(tree, written, url):
     assert link(f"See {written} for it.", tree) == f"See [{written}]({url}) for it."
 
 
 def test_backticked_references_keep_their_code_span(tree):
     assert link("In `src/app.py:3` and `Makefile`.", tree) == (
-        f"In [`src/app.py:3`]({BLOB}/src/app.py#L3) and [`Makefile`]({BLOB}/Makefile).")
+        f"In [`src/app.py:3`]({BLOB}/src/app.py#L3) and [`Makefile`]({BLOB}/Makefile)."
+    )
     assert link("`` src/app.py ``", tree) == f"[`` src/app.py ``]({BLOB}/src/app.py)"
 
 
-@pytest.mark.parametrize("written", [
-    "src/nope.py:3",  # made up
-    "src/app.py:21",  # one past the last line
-    "src/app.py:15-25",  # range running past the end
-    "src/app.py:0",
-    "src/app.py:9-3",  # backwards
-    "README.md:3",  # the file has two lines (no final newline)
-    "src",  # a directory
-    "../tree/src/app.py",  # outside the root, however spelled
-    ".git/config",
-    "Makefile",  # plain words without "/" or "." are not looked up
-])
+@pytest.mark.parametrize(
+    "written",
+    [
+        "src/nope.py:3",  # made up
+        "src/app.py:21",  # one past the last line
+        "src/app.py:15-25",  # range running past the end
+        "src/app.py:0",
+        "src/app.py:9-3",  # backwards
+        "README.md:3",  # the file has two lines (no final newline)
+        "src",  # a directory
+        "../tree/src/app.py",  # outside the root, however spelled
+        ".git/config",
+        "Makefile",  # plain words without "/" or "." are not looked up
+    ],
+)
 def test_missing_files_and_lines_stay_plain(tree, written):
     (tree / ".git").mkdir()
     (tree / ".git" / "config").write_text("[core]\n")
@@ -90,26 +97,30 @@ def test_a_symlink_leading_out_of_the_tree_is_not_linked(tree, tmp_path):
 
 
 def test_code_blocks_links_and_urls_are_untouched(tree):
-    text = "\n".join([
-        "```python",
-        "# see src/app.py:3",
-        "```",
-        "~~~",
-        "src/app.py",
-        "~~~",
-        "[the app](src/app.py) and [src/app.py:2](https://example.com/x) and ![img](src/app.py)",
-        "<https://example.com/src/app.py> https://github.com/acme/demo/blob/main/src/app.py www.x.org/src/app.py",
-        "[1]: src/app.py",
-        "`python src/app.py` is a command, not a reference",
-    ])
+    text = "\n".join(
+        [
+            "```python",
+            "# see src/app.py:3",
+            "```",
+            "~~~",
+            "src/app.py",
+            "~~~",
+            "[the app](src/app.py) and [src/app.py:2](https://example.com/x) and ![img](src/app.py)",
+            "<https://example.com/src/app.py> https://github.com/acme/demo/blob/main/src/app.py www.x.org/src/app.py",
+            "[1]: src/app.py",
+            "`python src/app.py` is a command, not a reference",
+        ]
+    )
     assert link(text, tree) == text
 
 
 def test_surroundings_and_several_per_line(tree):
     out = link("**src/app.py:1**, (src/app.py:2); src/app.py:3. src/app.pyc src/app.py.bak src/app.py:2:5", tree)
-    assert out == (f"**[src/app.py:1]({BLOB}/src/app.py#L1)**, ([src/app.py:2]({BLOB}/src/app.py#L2)); "
-                   f"[src/app.py:3]({BLOB}/src/app.py#L3). src/app.pyc src/app.py.bak "
-                   f"[src/app.py:2]({BLOB}/src/app.py#L2):5")
+    assert out == (
+        f"**[src/app.py:1]({BLOB}/src/app.py#L1)**, ([src/app.py:2]({BLOB}/src/app.py#L2)); "
+        f"[src/app.py:3]({BLOB}/src/app.py#L3). src/app.pyc src/app.py.bak "
+        f"[src/app.py:2]({BLOB}/src/app.py#L2):5"
+    )
 
 
 def test_labels_with_emphasis_marks_are_code_spans_so_slack_keeps_them(tree):
@@ -149,8 +160,10 @@ def test_path_labels_are_not_deceptive(label):
     assert not deceptive(label, "https://git.example/o/r/blob/x/" + label)
 
 
-@pytest.mark.parametrize("label", ["https://github.com/acme", "github.com/acme", "www.github.com", "github.com:443",
-                                   "see github.com/acme/app.py"])
+@pytest.mark.parametrize(
+    "label",
+    ["https://github.com/acme", "github.com/acme", "www.github.com", "github.com:443", "see github.com/acme/app.py"],
+)
 def test_url_looking_labels_elsewhere_stay_deceptive(label):
     assert deceptive(label, "https://evil.example/github.com/acme/app.py")
     assert "(<https://evil.example" in to_mrkdwn(f"[{label}](https://evil.example/github.com/acme/app.py)")
@@ -159,40 +172,72 @@ def test_url_looking_labels_elsewhere_stay_deceptive(label):
 # --------------------------------------------------------------------------- web hosts
 
 
-@pytest.mark.parametrize("remote, base", [
-    ("https://github.com/acme/demo.git", "https://github.com/acme/demo"),
-    ("https://x-access-token:ghp_secret@github.com/acme/demo.git", "https://github.com/acme/demo"),
-    ("git@github.com:acme/demo.git", "https://github.com/acme/demo"),
-    ("ssh://git@github.com:22/acme/demo.git", "https://github.com/acme/demo"),
-    ("https://gitlab.com/group/sub/demo.git", "https://gitlab.com/group/sub/demo"),
-    ("git@gitlab.example.org:team/demo.git", "https://gitlab.example.org/team/demo"),
-    ("https://bitbucket.org/acme/demo", "https://bitbucket.org/acme/demo"),
-    ("https://gitea.example.org:3000/acme/demo.git", "https://gitea.example.org:3000/acme/demo"),
-    ("git@codeberg.org:acme/demo.git", "https://codeberg.org/acme/demo"),
-    ("https://github.example.com/acme/demo.git/", "https://github.example.com/acme/demo"),
-])
+@pytest.mark.parametrize(
+    "remote, base",
+    [
+        ("https://github.com/acme/demo.git", "https://github.com/acme/demo"),
+        ("https://x-access-token:ghp_secret@github.com/acme/demo.git", "https://github.com/acme/demo"),
+        ("git@github.com:acme/demo.git", "https://github.com/acme/demo"),
+        ("ssh://git@github.com:22/acme/demo.git", "https://github.com/acme/demo"),
+        ("https://gitlab.com/group/sub/demo.git", "https://gitlab.com/group/sub/demo"),
+        ("git@gitlab.example.org:team/demo.git", "https://gitlab.example.org/team/demo"),
+        ("https://bitbucket.org/acme/demo", "https://bitbucket.org/acme/demo"),
+        ("https://gitea.example.org:3000/acme/demo.git", "https://gitea.example.org:3000/acme/demo"),
+        ("git@codeberg.org:acme/demo.git", "https://codeberg.org/acme/demo"),
+        ("https://github.example.com/acme/demo.git/", "https://github.example.com/acme/demo"),
+    ],
+)
 def test_remotes_give_a_credential_free_base(remote, base):
     host = web_host(remote)
     assert host is not None and host.base == base
     assert "secret" not in repr(host)
 
 
-@pytest.mark.parametrize("remote", [None, "", "/srv/repos/demo", "file:///srv/repos/demo.git", "./demo",
-                                    "https://git.internal.example/acme/demo.git", "git@host:../../etc"])
+@pytest.mark.parametrize(
+    "remote",
+    [
+        None,
+        "",
+        "/srv/repos/demo",
+        "file:///srv/repos/demo.git",
+        "./demo",
+        "https://git.internal.example/acme/demo.git",
+        "git@host:../../etc",
+    ],
+)
 def test_unknown_hosts_and_local_remotes_give_no_links(remote):
     assert web_host(remote) is None
 
 
-@pytest.mark.parametrize("remote, file_url, range_url, commit_url", [
-    ("https://github.com/o/r", "https://github.com/o/r/blob/S/a%20b/c.py#L10",
-     "https://github.com/o/r/blob/S/a%20b/c.py#L10-L20", "https://github.com/o/r/commit/S"),
-    ("https://gitlab.com/o/r", "https://gitlab.com/o/r/-/blob/S/a%20b/c.py#L10",
-     "https://gitlab.com/o/r/-/blob/S/a%20b/c.py#L10-20", "https://gitlab.com/o/r/-/commit/S"),
-    ("https://bitbucket.org/o/r", "https://bitbucket.org/o/r/src/S/a%20b/c.py#lines-10",
-     "https://bitbucket.org/o/r/src/S/a%20b/c.py#lines-10:20", "https://bitbucket.org/o/r/commits/S"),
-    ("https://gitea.example/o/r", "https://gitea.example/o/r/src/commit/S/a%20b/c.py#L10",
-     "https://gitea.example/o/r/src/commit/S/a%20b/c.py#L10-L20", "https://gitea.example/o/r/commit/S"),
-])
+@pytest.mark.parametrize(
+    "remote, file_url, range_url, commit_url",
+    [
+        (
+            "https://github.com/o/r",
+            "https://github.com/o/r/blob/S/a%20b/c.py#L10",
+            "https://github.com/o/r/blob/S/a%20b/c.py#L10-L20",
+            "https://github.com/o/r/commit/S",
+        ),
+        (
+            "https://gitlab.com/o/r",
+            "https://gitlab.com/o/r/-/blob/S/a%20b/c.py#L10",
+            "https://gitlab.com/o/r/-/blob/S/a%20b/c.py#L10-20",
+            "https://gitlab.com/o/r/-/commit/S",
+        ),
+        (
+            "https://bitbucket.org/o/r",
+            "https://bitbucket.org/o/r/src/S/a%20b/c.py#lines-10",
+            "https://bitbucket.org/o/r/src/S/a%20b/c.py#lines-10:20",
+            "https://bitbucket.org/o/r/commits/S",
+        ),
+        (
+            "https://gitea.example/o/r",
+            "https://gitea.example/o/r/src/commit/S/a%20b/c.py#L10",
+            "https://gitea.example/o/r/src/commit/S/a%20b/c.py#L10-L20",
+            "https://gitea.example/o/r/commit/S",
+        ),
+    ],
+)
 def test_permalink_shapes(remote, file_url, range_url, commit_url):
     host = web_host(remote)
     assert host is not None
@@ -203,8 +248,10 @@ def test_permalink_shapes(remote, file_url, range_url, commit_url):
 
 
 def test_a_template_for_other_hosts():
-    host = web_host("git@git.internal.example:acme/demo.git",
-                    "https://git.internal.example/{repo}/tree/{commit}/{path}#L{start}-L{end}")
+    host = web_host(
+        "git@git.internal.example:acme/demo.git",
+        "https://git.internal.example/{repo}/tree/{commit}/{path}#L{start}-L{end}",
+    )
     assert host is not None
     assert host.file_url("S", "src/app.py", 3, 5) == "https://git.internal.example/acme/demo/tree/S/src/app.py#L3-L5"
     assert host.file_url("S", "src/app.py", 3) == "https://git.internal.example/acme/demo/tree/S/src/app.py#L3-L3"
@@ -236,11 +283,18 @@ def test_the_footer_links_the_short_sha_only_with_a_commit_url():
     from jobs.final import Final
     from jobs.slack.blocks import footer
 
-    linked = Final(kind="answer", text="x", repo="demo<&>", commit=SHA, agent="gemini",
-                   commit_url=f"https://github.com/acme/demo/commit/{SHA}")
+    linked = Final(
+        kind="answer",
+        text="x",
+        repo="demo<&>",
+        commit=SHA,
+        agent="gemini",
+        commit_url=f"https://github.com/acme/demo/commit/{SHA}",
+    )
     [context] = footer(linked)
     assert context["elements"][0]["text"] == (
-        f"demo&lt;&amp;&gt; · <https://github.com/acme/demo/commit/{SHA}|{SHA[:7]}> · gemini")
+        f"demo&lt;&amp;&gt; · <https://github.com/acme/demo/commit/{SHA}|{SHA[:7]}> · gemini"
+    )
     assert linked.footer() == f"demo<&> · {SHA[:7]} · gemini"  # plain text elsewhere
     [plain] = footer(linked.model_copy(update={"commit_url": None}))
     assert plain["elements"][0]["text"] == f"demo&lt;&amp;&gt; · {SHA[:7]} · gemini"

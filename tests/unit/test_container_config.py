@@ -23,13 +23,21 @@ def spec(tmp_path: Path) -> SandboxSpec:
     (repo / ".env").write_text("X=1\n")
     bridge_dir = tmp_path / "gw"
     bridge_dir.mkdir()
-    return SandboxSpec(image="askbox/agent-gemini:1", command=["gemini", "-p"], repo=repo,
-                       masks=Masks(files=(".env",), dirs=("secrets",)),
-                       env={"VISIBLE": "1"}, secret_env={"GEMINI_API_KEY": "token"}, stdin=b"the prompt",
-                       limits=Limits(memory="1g", cpus=0.5, pids=64, tmpfs="64m", timeout=30),
-                       bridges=(SocketBridge(host_dir=bridge_dir, socket="gateway.sock", port=8080,
-                                             mount_point="/run/askbox-gateway"),),
-                       run_id="run1", labels={"job": "j1"})
+    return SandboxSpec(
+        image="askbox/agent-gemini:1",
+        command=["gemini", "-p"],
+        repo=repo,
+        masks=Masks(files=(".env",), dirs=("secrets",)),
+        env={"VISIBLE": "1"},
+        secret_env={"GEMINI_API_KEY": "token"},
+        stdin=b"the prompt",
+        limits=Limits(memory="1g", cpus=0.5, pids=64, tmpfs="64m", timeout=30),
+        bridges=(
+            SocketBridge(host_dir=bridge_dir, socket="gateway.sock", port=8080, mount_point="/run/askbox-gateway"),
+        ),
+        run_id="run1",
+        labels={"job": "j1"},
+    )
 
 
 def config(spec: SandboxSpec, egress: Path | None = None) -> dict:

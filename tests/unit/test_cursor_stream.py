@@ -224,9 +224,7 @@ def test_tool_calls_pair_by_call_id(path: Path) -> None:
     events = run(path.read_text().splitlines())
     started = only(events, ToolStarted)
     finished = only(events, ToolFinished)
-    expected_ids = [
-        e["call_id"] for e in raw(path) if e["type"] == "tool_call" and e["subtype"] == "started"
-    ]
+    expected_ids = [e["call_id"] for e in raw(path) if e["type"] == "tool_call" and e["subtype"] == "started"]
     assert [s.call_id for s in started] == expected_ids
     assert sorted(f.call_id for f in finished) == sorted(expected_ids)
     by_id = {s.call_id: s for s in started}
@@ -238,18 +236,14 @@ def test_tool_calls_pair_by_call_id(path: Path) -> None:
 def test_call_ids_with_newlines_are_kept_whole() -> None:
     events = run((FIXTURES / "direct-sleep.jsonl").read_text().splitlines())
     first = only(events, ToolStarted)[0]
-    assert first.call_id == (
-        "call_PFAupCWibROFKbdASSdiHCoi\nfc_0d2609f619ccdca801698ca0a51c6481a0aaa34fcf724631a9"
-    )
+    assert first.call_id == ("call_PFAupCWibROFKbdASSdiHCoi\nfc_0d2609f619ccdca801698ca0a51c6481a0aaa34fcf724631a9")
     assert [s.summary for s in only(events, ToolStarted)] == ["Ran `sleep 5`", "Ran `sleep 3`"]
     assert {s.tool for s in only(events, ToolStarted)} == {"shell"}
 
 
 def test_parallel_calls_complete_out_of_order() -> None:
     events = run((FIXTURES / "parallel-sleep.jsonl").read_text().splitlines())
-    tools = [
-        (type(e).__name__, e.summary) for e in events if isinstance(e, (ToolStarted, ToolFinished))
-    ]
+    tools = [(type(e).__name__, e.summary) for e in events if isinstance(e, (ToolStarted, ToolFinished))]
     assert tools == [
         ("ToolStarted", "Ran `sleep 6`"),
         ("ToolStarted", "Ran `sleep 4`"),
@@ -390,9 +384,7 @@ def test_missing_result_text_falls_back_to_the_stream() -> None:
 
 
 def test_error_result_becomes_an_agent_error() -> None:
-    events = run(
-        dumps([init(), result("You've hit your usage limit", is_error=True, subtype="error")])
-    )
+    events = run(dumps([init(), result("You've hit your usage limit", is_error=True, subtype="error")]))
     errors = only(events, AgentError)
     assert [e.kind for e in errors] == [ErrorKind.QUOTA]
     assert not only(events, Result)
@@ -460,9 +452,7 @@ SUMMARIES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("kind", "args", "name", "summary"), SUMMARIES, ids=[s[3] for s in SUMMARIES]
-)
+@pytest.mark.parametrize(("kind", "args", "name", "summary"), SUMMARIES, ids=[s[3] for s in SUMMARIES])
 def test_tool_summaries(kind: str, args: dict[str, Any], name: str, summary: str) -> None:
     events = run(dumps([init(), tool("started", "c1", kind, args)]))
     assert only(events, ToolStarted) == [ToolStarted(call_id="c1", tool=name, summary=summary)]
@@ -539,11 +529,7 @@ def test_tool_outcomes(outcome: dict[str, Any], ok: bool, detail: str) -> None:
 def test_completed_without_call_id_closes_the_oldest_open_call() -> None:
     done = tool("completed", "", "readToolCall", {"path": "/home/user/project/a"}, {"success": {}})
     del done["call_id"]
-    events = run(
-        dumps(
-            [init(), tool("started", "c1", "readToolCall", {"path": "/home/user/project/a"}), done]
-        )
-    )
+    events = run(dumps([init(), tool("started", "c1", "readToolCall", {"path": "/home/user/project/a"}), done]))
     assert [f.call_id for f in only(events, ToolFinished)] == ["c1"]
 
 
@@ -569,9 +555,7 @@ def test_non_json_line_becomes_a_diagnostic() -> None:
     assert parser.feed("Warning: cursor-agent update available\n") == [
         Diagnostic(text="Warning: cursor-agent update available")
     ]
-    assert parser.feed('{"type": "assistant", "message": \n') == [
-        Diagnostic(text='{"type": "assistant", "message": ')
-    ]
+    assert parser.feed('{"type": "assistant", "message": \n') == [Diagnostic(text='{"type": "assistant", "message": ')]
     assert parser.feed("[1, 2]\n") == [Diagnostic(text="[1, 2]")]
     assert parser.feed("\n") == []
     assert not parser.done
@@ -699,18 +683,12 @@ def test_failure_without_result_is_classified(stderr: str, kind: ErrorKind, expe
 
 def test_bad_model_without_a_model_list() -> None:
     events = CursorStreamParser().finish(1, "Cannot use this model: foo.")
-    assert events == [
-        AgentError(kind=ErrorKind.BAD_MODEL, message="cursor-agent cannot use the model foo")
-    ]
+    assert events == [AgentError(kind=ErrorKind.BAD_MODEL, message="cursor-agent cannot use the model foo")]
 
 
 def test_silent_failure_names_the_exit_code() -> None:
     events = CursorStreamParser().finish(3, "")
-    assert events == [
-        AgentError(
-            kind=ErrorKind.AGENT, message="cursor-agent exited with code 3 without an answer"
-        )
-    ]
+    assert events == [AgentError(kind=ErrorKind.AGENT, message="cursor-agent exited with code 3 without an answer")]
 
 
 def test_clean_exit_without_result_is_still_an_error() -> None:

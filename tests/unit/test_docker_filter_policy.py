@@ -22,19 +22,36 @@ ASKBOX = str(Path(sys.executable).parent / "askbox")
 def policy(tmp_path: Path) -> Policy:
     (tmp_path / "repos" / "web").mkdir(parents=True)
     (tmp_path / "egress").mkdir()
-    return Policy(deployment="prod", image_prefixes=("askbox/",), egress_image="askbox/egress-proxy",
-                  egress_dirs=(str(tmp_path / "egress"),), read_only_dirs=(str(tmp_path / "repos"),))
+    return Policy(
+        deployment="prod",
+        image_prefixes=("askbox/",),
+        egress_image="askbox/egress-proxy",
+        egress_dirs=(str(tmp_path / "egress"),),
+        read_only_dirs=(str(tmp_path / "repos"),),
+    )
 
 
 def body(policy: Policy, **host: object) -> dict:
     return {
-        "Image": "askbox/sandbox:1", "Cmd": ["true"], "User": "10001:10001",
+        "Image": "askbox/sandbox:1",
+        "Cmd": ["true"],
+        "User": "10001:10001",
         "Labels": {"askbox.sandbox": "prod", "askbox.run": "r", "askbox.owner": "h:1:2", "askbox.deadline": "9"},
-        "HostConfig": {"NetworkMode": "none", "ReadonlyRootfs": True, "CapDrop": ["ALL"],
-                       "SecurityOpt": ["no-new-privileges"], "IpcMode": "private", "CgroupnsMode": "private",
-                       "Memory": 1 << 26, "PidsLimit": 64, "NanoCpus": 10**9,
-                       "Mounts": [{"Type": "bind", "Source": f"{policy.read_only_dirs[0]}/web", "Target": "/workspace",
-                                   "ReadOnly": True}], **host},
+        "HostConfig": {
+            "NetworkMode": "none",
+            "ReadonlyRootfs": True,
+            "CapDrop": ["ALL"],
+            "SecurityOpt": ["no-new-privileges"],
+            "IpcMode": "private",
+            "CgroupnsMode": "private",
+            "Memory": 1 << 26,
+            "PidsLimit": 64,
+            "NanoCpus": 10**9,
+            "Mounts": [
+                {"Type": "bind", "Source": f"{policy.read_only_dirs[0]}/web", "Target": "/workspace", "ReadOnly": True}
+            ],
+            **host,
+        },
     }
 
 
@@ -86,7 +103,9 @@ def test_exec_start_is_checked_and_forwarded_with_a_json_body(policy):
     exec_id = "a" * 64
     for sent in (b"", b'{"Detach": false, "Tty": false}'):
         decision = decide(policy, "POST", f"/v1.41/exec/{exec_id}/start", sent)
-        assert decision.hijack and decision.exec_id == exec_id and json.loads(decision.body) == json.loads(sent or b"{}")
+        assert (
+            decision.hijack and decision.exec_id == exec_id and json.loads(decision.body) == json.loads(sent or b"{}")
+        )
     with pytest.raises(Refused, match="detached"):
         decide(policy, "POST", f"/v1.41/exec/{exec_id}/start", b'{"Detach": true}')
     with pytest.raises(Refused, match="full exec id"):
@@ -103,14 +122,20 @@ def test_targets_are_this_deployment_s_own(policy):
 
 def test_a_bind_prefix_of_root_is_refused():
     with pytest.raises(ValueError, match="other than /"):
-        Policy(deployment="d", image_prefixes=("askbox/",), egress_image="askbox/egress-proxy",
-               egress_dirs=("/run/askbox/egress",), read_only_dirs=("/",))
+        Policy(
+            deployment="d",
+            image_prefixes=("askbox/",),
+            egress_image="askbox/egress-proxy",
+            egress_dirs=("/run/askbox/egress",),
+            read_only_dirs=("/",),
+        )
 
 
 def _filter(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ASKBOX_")}
-    return subprocess.run([ASKBOX, "docker-filter"], env={**clean, **env}, cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [ASKBOX, "docker-filter"], env={**clean, **env}, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_a_bad_setting_stops_the_filter_naming_its_variable(tmp_path):
@@ -123,8 +148,12 @@ def test_a_bad_setting_stops_the_filter_naming_its_variable(tmp_path):
 
 
 def test_a_bind_directory_overlapping_the_snapshots_stops_the_filter(tmp_path):
-    done = _filter(tmp_path, ASKBOX_DOCKER_FILTER_ALLOW_BINDS=str(tmp_path), ASKBOX_REPO_SNAPSHOTS=str(tmp_path / "snaps"),
-                   ASKBOX_DOCKER_FILTER_SOCKET=str(tmp_path / "f.sock"))
+    done = _filter(
+        tmp_path,
+        ASKBOX_DOCKER_FILTER_ALLOW_BINDS=str(tmp_path),
+        ASKBOX_REPO_SNAPSHOTS=str(tmp_path / "snaps"),
+        ASKBOX_DOCKER_FILTER_SOCKET=str(tmp_path / "f.sock"),
+    )
     assert done.returncode == 2 and "askbox docker-filter not started: " in done.stderr, done.stderr
     assert f"{tmp_path} (a directory sandboxes may bind anything below) overlaps {tmp_path}/snaps" in done.stderr
     assert "Traceback" not in done.stderr
@@ -138,16 +167,26 @@ def test_a_daemon_that_is_down_is_reported_as_such(tmp_path):
 
     sock = tmp_path / "f.sock"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ASKBOX_")}
-    proc = subprocess.Popen([ASKBOX, "docker-filter"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**clean, "ASKBOX_DOCKER_FILTER_SOCKET": str(sock),
-                                 "ASKBOX_DOCKER_FILTER_UPSTREAM": str(tmp_path / "no-daemon.sock")})
+    proc = subprocess.Popen(
+        [ASKBOX, "docker-filter"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={
+            **clean,
+            "ASKBOX_DOCKER_FILTER_SOCKET": str(sock),
+            "ASKBOX_DOCKER_FILTER_UPSTREAM": str(tmp_path / "no-daemon.sock"),
+        },
+    )
     try:
         deadline = time.monotonic() + 20
         while not sock.exists():
             assert proc.poll() is None and time.monotonic() < deadline, "the filter did not start"
             time.sleep(0.05)
-        for request in (b"GET /v1.41/_ping HTTP/1.1\r\nHost: d\r\n\r\n",  # forwarded
-                        b"GET /v1.41/containers/abc/json HTTP/1.1\r\nHost: d\r\n\r\n"):  # looked up first
+        for request in (
+            b"GET /v1.41/_ping HTTP/1.1\r\nHost: d\r\n\r\n",  # forwarded
+            b"GET /v1.41/containers/abc/json HTTP/1.1\r\nHost: d\r\n\r\n",
+        ):  # looked up first
             with socket.socket(socket.AF_UNIX) as conn:
                 conn.settimeout(10)
                 conn.connect(str(sock))
@@ -168,8 +207,10 @@ def test_a_daemon_that_is_down_is_reported_as_such(tmp_path):
 def test_the_filter_does_not_load_docker_py():
     # It speaks HTTP itself (h11, aiohttp): a filter that loaded docker-py would be one
     # more place that can reach the real daemon by accident.
-    probe = ("import sys, sandbox.docker_filter.proxy, sandbox.docker_filter.settings; "
-             "print(sorted(m for m in sys.modules if m == 'docker' or m.startswith('docker.')))")
+    probe = (
+        "import sys, sandbox.docker_filter.proxy, sandbox.docker_filter.settings; "
+        "print(sorted(m for m in sys.modules if m == 'docker' or m.startswith('docker.')))"
+    )
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
 
@@ -186,12 +227,23 @@ EXEC = "/v1.41/containers/askbox-egress-x/exec"
 @pytest.fixture()
 def full(tmp_path: Path) -> Policy:
     """A policy with every kind of directory askbox binds, each made as askbox makes it."""
-    for sub in ("repos/web", "snapshots/sealed/web-1234abcd/" + "a" * 40 + "-0badcafe", "snapshots/staging/web-1234abcd/x",
-                "gateway/s-0123456789abcdef", f"egress/{PROXY}/runs/run-r1"):
+    for sub in (
+        "repos/web",
+        "snapshots/sealed/web-1234abcd/" + "a" * 40 + "-0badcafe",
+        "snapshots/staging/web-1234abcd/x",
+        "gateway/s-0123456789abcdef",
+        f"egress/{PROXY}/runs/run-r1",
+    ):
         (tmp_path / sub).mkdir(parents=True)
-    return Policy(deployment="prod", image_prefixes=("askbox/",), egress_image="askbox/egress-proxy",
-                  egress_dirs=(str(tmp_path / "egress"),), read_only_dirs=(str(tmp_path / "repos"),),
-                  snapshot_dirs=(str(tmp_path / "snapshots"),), gateway_dirs=(str(tmp_path / "gateway"),))
+    return Policy(
+        deployment="prod",
+        image_prefixes=("askbox/",),
+        egress_image="askbox/egress-proxy",
+        egress_dirs=(str(tmp_path / "egress"),),
+        read_only_dirs=(str(tmp_path / "repos"),),
+        snapshot_dirs=(str(tmp_path / "snapshots"),),
+        gateway_dirs=(str(tmp_path / "gateway"),),
+    )
 
 
 def sealed_snapshot(policy: Policy) -> str:
@@ -206,19 +258,41 @@ def proxy_body(policy: Policy, **change: object) -> dict:
     entries = parse_allowlist("localhost:9,*.example.com")
     allow = ",".join(map(str, entries))
     config = {
-        "Image": "askbox/egress-proxy:1", "User": "10002:10002",
+        "Image": "askbox/egress-proxy:1",
+        "User": "10002:10002",
         "Env": ["ASKBOX_SQUID_CONF=" + squid_config(entries, max_connections=64)],
         "Labels": {"askbox.egress": PROXY, "askbox.egress.root": policy.egress_dirs[0], "askbox.egress.allow": allow},
-        "HostConfig": {"NetworkMode": "host", "ReadonlyRootfs": True, "CapDrop": ["ALL"],
-                       "SecurityOpt": ["no-new-privileges"], "Memory": 1 << 29, "PidsLimit": 8192,
-                       "Mounts": [mount(f"{policy.egress_dirs[0]}/{PROXY}", "/run/askbox-egress", read_only=False)]},
+        "HostConfig": {
+            "NetworkMode": "host",
+            "ReadonlyRootfs": True,
+            "CapDrop": ["ALL"],
+            "SecurityOpt": ["no-new-privileges"],
+            "Memory": 1 << 29,
+            "PidsLimit": 8192,
+            "Mounts": [mount(f"{policy.egress_dirs[0]}/{PROXY}", "/run/askbox-egress", read_only=False)],
+        },
     }
     config.update(change)
     return config
 
 
-@pytest.mark.parametrize("user", ["0:0", "10001:0", "10001:112", "10001:10002", "10002:10002", "10001", "root",
-                                  "askbox", "10001:askbox", "1000:1000", "", " 10001:10001"])
+@pytest.mark.parametrize(
+    "user",
+    [
+        "0:0",
+        "10001:0",
+        "10001:112",
+        "10001:10002",
+        "10002:10002",
+        "10001",
+        "root",
+        "askbox",
+        "10001:askbox",
+        "1000:1000",
+        "",
+        " 10001:10001",
+    ],
+)
 def test_a_sandbox_runs_as_10001_10001_exactly(full, user):
     assert create(full, body(full))  # the control: 10001:10001
     with pytest.raises(Refused, match=r"User .* runs as 10001:10001 exactly"):
@@ -244,9 +318,11 @@ def test_a_proxy_gets_its_own_squid_conf_and_no_other_variable(full):
         with pytest.raises(Refused, match=r"ASKBOX_SQUID_CONF=<its squid.conf> and nothing else"):
             create(full, proxy_body(full, Env=env))
     # Squid runs the programs its configuration names: only askbox's own text, for the label's allowlist.
-    for tampered in (conf + "url_rewrite_program /bin/sh -c id\n",
-                     conf.replace("askbox-egress-client", "askbox-egress-client-x"),
-                     conf.replace("http_access deny all", "http_access allow all")):
+    for tampered in (
+        conf + "url_rewrite_program /bin/sh -c id\n",
+        conf.replace("askbox-egress-client", "askbox-egress-client-x"),
+        conf.replace("http_access deny all", "http_access allow all"),
+    ):
         with pytest.raises(Refused, match=r"not the squid.conf askbox writes"):
             create(full, proxy_body(full, Env=[tampered]))
     other = proxy_body(full)
@@ -256,18 +332,27 @@ def test_a_proxy_gets_its_own_squid_conf_and_no_other_variable(full):
 
 
 def test_sandboxes_bind_only_the_shapes_askbox_makes(full, tmp_path):
-    ok = [sealed_snapshot(full), f"{full.gateway_dirs[0]}/s-0123456789abcdef",
-          f"{full.egress_dirs[0]}/{PROXY}/runs/run-r1", f"{full.read_only_dirs[0]}/web"]
+    ok = [
+        sealed_snapshot(full),
+        f"{full.gateway_dirs[0]}/s-0123456789abcdef",
+        f"{full.egress_dirs[0]}/{PROXY}/runs/run-r1",
+        f"{full.read_only_dirs[0]}/web",
+    ]
     for source in ok:
         assert create(full, body(full, Mounts=[mount(source)])), source
     refused = [
         f"{full.snapshot_dirs[0]}/staging/web-1234abcd/x",  # the worker's staging area
-        f"{full.snapshot_dirs[0]}/staging", full.snapshot_dirs[0], f"{full.snapshot_dirs[0]}/sealed",
+        f"{full.snapshot_dirs[0]}/staging",
+        full.snapshot_dirs[0],
+        f"{full.snapshot_dirs[0]}/sealed",
         f"{full.snapshot_dirs[0]}/sealed/web-1234abcd",  # a repository's every snapshot
         f"{sealed_snapshot(full)}/src",  # inside one: its contents are the worker's build
         f"{full.snapshot_dirs[0]}/sealed/.incoming/{'a' * 40}-0badcafe",
-        full.gateway_dirs[0], f"{full.gateway_dirs[0]}/s-0123456789abcdef/x",
-        full.egress_dirs[0], f"{full.egress_dirs[0]}/{PROXY}", f"{full.egress_dirs[0]}/{PROXY}/runs",
+        full.gateway_dirs[0],
+        f"{full.gateway_dirs[0]}/s-0123456789abcdef/x",
+        full.egress_dirs[0],
+        f"{full.egress_dirs[0]}/{PROXY}",
+        f"{full.egress_dirs[0]}/{PROXY}/runs",
         f"{full.egress_dirs[0]}/xyz/runs/run-r1",
     ]
     for source in refused:
@@ -276,11 +361,21 @@ def test_sandboxes_bind_only_the_shapes_askbox_makes(full, tmp_path):
 
 
 def test_a_proxy_binds_only_its_own_directory_under_the_egress_root(full):
-    for source in (full.egress_dirs[0], f"{full.egress_dirs[0]}/{PROXY}/runs/run-r1", f"{full.read_only_dirs[0]}/web",
-                   sealed_snapshot(full)):
+    for source in (
+        full.egress_dirs[0],
+        f"{full.egress_dirs[0]}/{PROXY}/runs/run-r1",
+        f"{full.read_only_dirs[0]}/web",
+        sealed_snapshot(full),
+    ):
         with pytest.raises(Refused, match="not under a directory askbox mounts"):
-            create(full, proxy_body(full) | {"HostConfig": proxy_body(full)["HostConfig"] | {
-                "Mounts": [mount(source, "/run/askbox-egress", read_only=False)]}})
+            create(
+                full,
+                proxy_body(full)
+                | {
+                    "HostConfig": proxy_body(full)["HostConfig"]
+                    | {"Mounts": [mount(source, "/run/askbox-egress", read_only=False)]}
+                },
+            )
 
 
 def test_a_symlink_anywhere_on_the_way_is_refused(full, tmp_path):
@@ -301,9 +396,15 @@ def test_a_symlink_anywhere_on_the_way_is_refused(full, tmp_path):
 @pytest.mark.parametrize("overlap", ["snapshots", "snapshots/staging", "gateway/s-1", "egress", "."])
 def test_repository_directories_may_not_overlap_what_the_filter_owns(tmp_path, overlap):
     with pytest.raises(ValueError, match="overlaps"):
-        Policy(deployment="d", image_prefixes=("askbox/",), egress_image="askbox/egress-proxy",
-               egress_dirs=(str(tmp_path / "egress"),), snapshot_dirs=(str(tmp_path / "snapshots"),),
-               gateway_dirs=(str(tmp_path / "gateway"),), read_only_dirs=(os.path.normpath(tmp_path / overlap),))
+        Policy(
+            deployment="d",
+            image_prefixes=("askbox/",),
+            egress_image="askbox/egress-proxy",
+            egress_dirs=(str(tmp_path / "egress"),),
+            snapshot_dirs=(str(tmp_path / "snapshots"),),
+            gateway_dirs=(str(tmp_path / "gateway"),),
+            read_only_dirs=(os.path.normpath(tmp_path / overlap),),
+        )
 
 
 def exec_body(command: list[str], **fields: object) -> bytes:
@@ -324,18 +425,26 @@ def test_askbox_s_own_execs_pass(full, command):
         assert decision.exec_only_egress and json.loads(decision.body)["Cmd"] == command
 
 
-@pytest.mark.parametrize("command", [
-    ["test", "-e", "/"], ["test", "-s", "/etc/shadow"], ["test"], ["test", "-s", "/tmp/squid.port", "-o", "x"],
-    ["askbox-egress-listen", "/tmp", "r1", "64"],
-    ["askbox-egress-listen", "/run/askbox-egress/runs/run-r2", "r1", "64"],  # another run's directory
-    ["askbox-egress-listen", "/run/askbox-egress/runs/run-../..", "../..", "64"],
-    ["askbox-egress-listen", "/run/askbox-egress/runs/run-r1", "r1", "0"],
-    ["askbox-egress-listen", "/run/askbox-egress/runs/run-r1", "r1", "65536"],
-    ["askbox-egress-listen", "/run/askbox-egress/runs/run-r1", "r1"],
-    ["askbox-egress-responder", "0", "t", "9"], ["askbox-egress-responder", "70000", "t", "9"],
-    ["askbox-egress-responder", "2000", "t;id", "9"], ["askbox-egress-responder", "2000", "t", "99999"],
-    ["askbox-egress-responder", "2000", "t", "9", "x"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["test", "-e", "/"],
+        ["test", "-s", "/etc/shadow"],
+        ["test"],
+        ["test", "-s", "/tmp/squid.port", "-o", "x"],
+        ["askbox-egress-listen", "/tmp", "r1", "64"],
+        ["askbox-egress-listen", "/run/askbox-egress/runs/run-r2", "r1", "64"],  # another run's directory
+        ["askbox-egress-listen", "/run/askbox-egress/runs/run-../..", "../..", "64"],
+        ["askbox-egress-listen", "/run/askbox-egress/runs/run-r1", "r1", "0"],
+        ["askbox-egress-listen", "/run/askbox-egress/runs/run-r1", "r1", "65536"],
+        ["askbox-egress-listen", "/run/askbox-egress/runs/run-r1", "r1"],
+        ["askbox-egress-responder", "0", "t", "9"],
+        ["askbox-egress-responder", "70000", "t", "9"],
+        ["askbox-egress-responder", "2000", "t;id", "9"],
+        ["askbox-egress-responder", "2000", "t", "99999"],
+        ["askbox-egress-responder", "2000", "t", "9", "x"],
+    ],
+)
 def test_allowed_commands_with_other_arguments_are_refused(full, command):
     with pytest.raises(Refused, match="not in the shape askbox runs it"):
         decide(full, "POST", EXEC, exec_body(command))
@@ -362,8 +471,10 @@ def test_container_start_is_rechecked(full):
 def inspect(policy: Policy, source: str, **config: object) -> dict:
     """The parts of the daemon's inspect of a created sandbox that the start check reads."""
     labels = {"askbox.sandbox": "prod", "askbox.run": "r", "askbox.owner": "h:1:2", "askbox.deadline": "9"}
-    return {"Config": {"User": "10001:10001", "Labels": labels, **config},
-            "HostConfig": {"Binds": None, "Mounts": [mount("/dev/null", "/etc/resolv.conf"), mount(source)]}}
+    return {
+        "Config": {"User": "10001:10001", "Labels": labels, **config},
+        "HostConfig": {"Binds": None, "Mounts": [mount("/dev/null", "/etc/resolv.conf"), mount(source)]},
+    }
 
 
 def test_the_start_check_refuses_a_source_replaced_since_the_create(full):

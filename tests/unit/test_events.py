@@ -29,9 +29,7 @@ ONE_OF_EACH: list[AgentEvent] = [
     TextDelta(text="I’ll run `sleep 5` in bash.\n\n"),
     ToolStarted(call_id="call_PFAu\nfc_0d26", tool="shell", summary="Ran `sleep 5`"),
     ToolFinished(call_id="call_PFAu\nfc_0d26", tool="shell", summary="Ran `sleep 5`", ok=True),
-    ToolFinished(
-        call_id="c2", tool="read", summary="Read a.py", ok=False, detail="error: no such file"
-    ),
+    ToolFinished(call_id="c2", tool="read", summary="Read a.py", ok=False, detail="error: no such file"),
     Result(text="done", duration_ms=16460, usage=Usage(input_tokens=14948, output_tokens=103)),
     Result(
         text="",

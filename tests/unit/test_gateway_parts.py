@@ -18,17 +18,25 @@ from tests.fakes.gemini_api import daily_quota_exhausted, rate_limited
 
 
 def sse(*usages: dict) -> bytes:
-    return b"".join(b"data: " + json.dumps({"candidates": [], "usageMetadata": u}).encode() + b"\r\n\r\n"
-                    for u in usages)
+    return b"".join(
+        b"data: " + json.dumps({"candidates": [], "usageMetadata": u}).encode() + b"\r\n\r\n" for u in usages
+    )
 
 
 def test_stream_usage_is_the_last_cumulative_chunk_not_the_sum():
-    data = sse({"promptTokenCount": 10, "candidatesTokenCount": 1, "totalTokenCount": 11},
-               {"promptTokenCount": 10, "candidatesTokenCount": 5, "thoughtsTokenCount": 3,
-                "cachedContentTokenCount": 4, "totalTokenCount": 18})
+    data = sse(
+        {"promptTokenCount": 10, "candidatesTokenCount": 1, "totalTokenCount": 11},
+        {
+            "promptTokenCount": 10,
+            "candidatesTokenCount": 5,
+            "thoughtsTokenCount": 3,
+            "cachedContentTokenCount": 4,
+            "totalTokenCount": 18,
+        },
+    )
     tracker = UsageTracker(sse=True)
     for i in range(0, len(data), 7):  # split mid-line, as TCP may
-        tracker.feed(data[i:i + 7])
+        tracker.feed(data[i : i + 7])
     assert tracker.usage() == Usage(prompt=10, candidates=5, thoughts=3, cached=4, total=18)
 
 
@@ -64,7 +72,9 @@ def test_prices_take_the_longest_prefix():
     assert price_for(DEFAULT_PRICES, "gemini-2.5-flash-lite-preview") == DEFAULT_PRICES["gemini-2.5-flash-lite"]
     assert price_for(DEFAULT_PRICES, "gemini-2.5-pro") == DEFAULT_PRICES["gemini-2.5-pro"]
     assert price_for({}, "x") == {}
-    cost = estimate_cost(DEFAULT_PRICES, "gemini-2.5-pro", Usage(prompt=1_000_000, candidates=500_000, thoughts=500_000))
+    cost = estimate_cost(
+        DEFAULT_PRICES, "gemini-2.5-pro", Usage(prompt=1_000_000, candidates=500_000, thoughts=500_000)
+    )
     assert cost == pytest.approx(1.25 + 10.0)
 
 

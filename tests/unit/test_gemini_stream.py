@@ -149,9 +149,7 @@ def test_whole_session() -> None:
         Started(session_id="c0ffee00-1234-4bcd-8def-000000000001", model="gemini-2.5-flash"),
         TextDelta(text="I'll look at "),
         TextDelta(text="the client."),
-        ToolStarted(
-            call_id="read_file-1764041271000-a1b2c3", tool="read_file", summary="Read src/client.py"
-        ),
+        ToolStarted(call_id="read_file-1764041271000-a1b2c3", tool="read_file", summary="Read src/client.py"),
         ToolStarted(
             call_id="search_file_content-1764041271001-d4e5f6",
             tool="search_file_content",
@@ -345,9 +343,7 @@ def test_error_event_is_a_diagnostic_and_names_a_bare_error_result() -> None:
         ]
     )
     assert only(events, Diagnostic) == [Diagnostic(text=f"Gemini CLI error: {invalid}")]
-    assert only(events, AgentError) == [
-        AgentError(kind=ErrorKind.AGENT, message=f"Gemini CLI failed: {invalid}")
-    ]
+    assert only(events, AgentError) == [AgentError(kind=ErrorKind.AGENT, message=f"Gemini CLI failed: {invalid}")]
 
 
 def test_warning_event_does_not_end_the_run() -> None:
@@ -460,9 +456,7 @@ STDERR_CASES = [
     STDERR_CASES,
     ids=[f"{c[2].value}-{i}" for i, c in enumerate(STDERR_CASES)],
 )
-def test_failure_without_result_is_classified(
-    stderr: str, code: int, kind: ErrorKind, expected: str
-) -> None:
+def test_failure_without_result_is_classified(stderr: str, code: int, kind: ErrorKind, expected: str) -> None:
     parser = GeminiStreamParser()
     run([SESSION[0]], parser)
     events = parser.finish(code, stderr)
@@ -485,9 +479,7 @@ def test_open_tool_calls_are_closed_when_the_process_dies() -> None:
         ok=False,
         detail="interrupted",
     )
-    assert events[1] == AgentError(
-        kind=ErrorKind.AGENT, message="Gemini CLI failed without an answer"
-    )
+    assert events[1] == AgentError(kind=ErrorKind.AGENT, message="Gemini CLI failed without an answer")
 
 
 # --- robustness ------------------------------------------------------------------------
@@ -495,13 +487,9 @@ def test_open_tool_calls_are_closed_when_the_process_dies() -> None:
 
 def test_non_json_and_unknown_lines() -> None:
     parser = GeminiStreamParser()
-    assert parser.feed("Loaded cached credentials.\n") == [
-        Diagnostic(text="Loaded cached credentials.")
-    ]
+    assert parser.feed("Loaded cached credentials.\n") == [Diagnostic(text="Loaded cached credentials.")]
     assert parser.feed('"just a string"\n') == [Diagnostic(text='"just a string"')]
-    assert (
-        parser.feed(json.dumps({"type": "thought", "timestamp": TS, "content": "hmm"}) + "\n") == []
-    )
+    assert parser.feed(json.dumps({"type": "thought", "timestamp": TS, "content": "hmm"}) + "\n") == []
     assert parser.feed("   \n") == []
     assert not parser.done
 

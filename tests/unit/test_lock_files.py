@@ -28,18 +28,27 @@ def pinned(lock: str) -> dict[str, str]:
     return found
 
 
-@pytest.mark.parametrize(("lock", "groups"), [
-    ("requirements.lock", ["dependencies"]),
-    ("requirements-dev.lock", ["dependencies", "test", "dev"]),
-])
+@pytest.mark.parametrize(
+    ("lock", "groups"),
+    [
+        ("requirements.lock", ["dependencies"]),
+        ("requirements-dev.lock", ["dependencies", "test", "dev"]),
+    ],
+)
 def test_every_dependency_is_pinned_within_its_range(lock: str, groups: list[str]) -> None:
     versions = pinned(lock)
-    wanted = [Requirement(r) for g in groups
-              for r in (PYPROJECT[g] if g == "dependencies" else PYPROJECT["optional-dependencies"][g])]
+    wanted = [
+        Requirement(r)
+        for g in groups
+        for r in (PYPROJECT[g] if g == "dependencies" else PYPROJECT["optional-dependencies"][g])
+    ]
     missing = [str(r) for r in wanted if canonicalize_name(r.name) not in versions]
     assert missing == [], f"{lock} lacks {missing}: run `make lock`"
-    outside = [f"{r} (locked {versions[canonicalize_name(r.name)]})" for r in wanted
-               if not r.specifier.contains(versions[canonicalize_name(r.name)], prereleases=True)]
+    outside = [
+        f"{r} (locked {versions[canonicalize_name(r.name)]})"
+        for r in wanted
+        if not r.specifier.contains(versions[canonicalize_name(r.name)], prereleases=True)
+    ]
     assert outside == [], f"{lock} pins versions pyproject.toml excludes: {outside}: run `make lock`"
 
 

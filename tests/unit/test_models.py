@@ -16,8 +16,9 @@ def test_option_shell_and_control_characters_are_refused(model: str) -> None:
 
 
 def test_only_listed_models_and_the_operators_default_run() -> None:
-    settings = AgentSettings(gemini=GeminiAgentSettings(models=["gemini-2.5-pro"]), agent_model="gemini-exp-1",
-                             agent="gemini")
+    settings = AgentSettings(
+        gemini=GeminiAgentSettings(models=["gemini-2.5-pro"]), agent_model="gemini-exp-1", agent="gemini"
+    )
     assert check_model("gemini", "gemini-2.5-pro", settings) == "gemini-2.5-pro"
     assert check_model("gemini", "gemini-exp-1", settings) == "gemini-exp-1"
     assert check_model("gemini", None, settings) is None  # the agent's default
@@ -45,6 +46,8 @@ def test_each_agent_has_its_own_section(monkeypatch: pytest.MonkeyPatch) -> None
     settings = AgentSettings()
     assert settings.section("claude").models == ["claude-sonnet-4-5"]
     assert allowed_models("codex", settings) == ("qwen3-coder",)
-    assert settings.cursor.image == "mirror/agent-cursor:1" and settings.cursor.api_key.get_secret_value() == "cursor-key"
+    assert (
+        settings.cursor.image == "mirror/agent-cursor:1" and settings.cursor.api_key.get_secret_value() == "cursor-key"
+    )
     with pytest.raises(ModelRefused, match="not available for claude"):
         check_model("claude", "gpt-5", settings)

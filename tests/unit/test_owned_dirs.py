@@ -75,11 +75,21 @@ def test_a_symlinked_slug_in_staging_is_not_followed(root, tmp_path):
     assert (elsewhere / ".tmp-x").is_dir()
 
 
-@pytest.mark.parametrize("slug,build_name,name", [
-    ("..", ".tmp-a", NAME), (".blobs", ".tmp-a", NAME), ("a/b", ".tmp-a", NAME), (SLUG, "../x", NAME),
-    (SLUG, ".tmp-a/..", NAME), (SLUG, "tmp-a", NAME), (SLUG, ".tmp-a", "x"), (SLUG, ".tmp-a", NAME + "/x"),
-    (SLUG, ".tmp-a", ".incoming"), (SLUG, ".tmp-a", None),
-])
+@pytest.mark.parametrize(
+    "slug,build_name,name",
+    [
+        ("..", ".tmp-a", NAME),
+        (".blobs", ".tmp-a", NAME),
+        ("a/b", ".tmp-a", NAME),
+        (SLUG, "../x", NAME),
+        (SLUG, ".tmp-a/..", NAME),
+        (SLUG, "tmp-a", NAME),
+        (SLUG, ".tmp-a", "x"),
+        (SLUG, ".tmp-a", NAME + "/x"),
+        (SLUG, ".tmp-a", ".incoming"),
+        (SLUG, ".tmp-a", None),
+    ],
+)
 def test_names_askbox_does_not_make_are_refused(root, slug, build_name, name):
     with pytest.raises(owned_dirs.BadName):
         owned_dirs.seal_snapshot(root, slug, build_name, name)
@@ -120,8 +130,14 @@ def test_egress_directories_belong_to_the_sealing_party_but_a_run_s_to_the_proxy
 @pytest.fixture()
 def policy(root: Path, tmp_path: Path) -> Policy:
     (tmp_path / "egress").mkdir()
-    return Policy(deployment="prod", image_prefixes=("askbox/",), egress_image="askbox/egress-proxy",
-                  egress_dirs=(str(tmp_path / "egress"),), read_only_dirs=(), snapshot_dirs=(str(root),))
+    return Policy(
+        deployment="prod",
+        image_prefixes=("askbox/",),
+        egress_image="askbox/egress-proxy",
+        egress_dirs=(str(tmp_path / "egress"),),
+        read_only_dirs=(),
+        snapshot_dirs=(str(root),),
+    )
 
 
 def post(policy: Policy, action: str, payload: object, method: str = "POST") -> dict:

@@ -6,7 +6,13 @@ from bot.parse import parse
 def test_mention_and_options_are_removed():
     p = parse("<@U0BOT> repo=web agent=gemini model=gemini-2.5-pro how does   retry work?")
     assert (p.text, p.repo, p.agent, p.model, p.fresh, p.help) == (
-        "how does retry work?", "web", "gemini", "gemini-2.5-pro", False, False)
+        "how does retry work?",
+        "web",
+        "gemini",
+        "gemini-2.5-pro",
+        False,
+        False,
+    )
 
 
 @pytest.mark.parametrize("text", ["<@U0BOT> fresh why?", "<@U0BOT> why? fresh", "<@U0BOT> FRESH why?"])

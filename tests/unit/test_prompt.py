@@ -39,33 +39,52 @@ def test_a_terminal_answer_and_a_directory_without_commit():
 def test_history_and_summary_come_between_the_contract_and_the_question():
     prompt = build_prompt("and then?", Setting(repo="web", commit=SHA), [Turn(question="q1", answer="a1")], "earlier")
     contract_end = prompt.index("AGENTS.md")
-    assert contract_end < prompt.index("Summary of the conversation so far:\nearlier") < prompt.index(
-        "Q: q1\nA: a1") < prompt.index("Question:\nand then?")
+    assert (
+        contract_end
+        < prompt.index("Summary of the conversation so far:\nearlier")
+        < prompt.index("Q: q1\nA: a1")
+        < prompt.index("Question:\nand then?")
+    )
 
 
 def test_operator_instructions_per_repository_then_per_channel(monkeypatch):
-    monkeypatch.setenv("ASKBOX_REPOS", json.dumps({
-        "web": {"path": "/srv/repos/web", "instructions": "Readers are support engineers: explain behaviour."},
-        "api": "/srv/repos/api"}))
+    monkeypatch.setenv(
+        "ASKBOX_REPOS",
+        json.dumps(
+            {
+                "web": {"path": "/srv/repos/web", "instructions": "Readers are support engineers: explain behaviour."},
+                "api": "/srv/repos/api",
+            }
+        ),
+    )
     monkeypatch.setenv("ASKBOX_CHANNEL_INSTRUCTIONS", json.dumps({"C0SUPPORT1": "Answer in three sentences."}))
     jobs = JobSettings()
     setting = setting_for(jobs, "web", SHA, "C0SUPPORT1", "slack")
-    assert setting.instructions == (Instruction("this repository", "Readers are support engineers: explain behaviour."),
-                                    Instruction("this channel", "Answer in three sentences."))
+    assert setting.instructions == (
+        Instruction("this repository", "Readers are support engineers: explain behaviour."),
+        Instruction("this channel", "Answer in three sentences."),
+    )
     prompt = build_prompt("q", setting)
-    assert prompt.index("- For this repository: Readers are support engineers") < prompt.index(
-        "- For this channel: Answer in three sentences.") < prompt.index("Question:")
+    assert (
+        prompt.index("- For this repository: Readers are support engineers")
+        < prompt.index("- For this channel: Answer in three sentences.")
+        < prompt.index("Question:")
+    )
     assert setting_for(jobs, "api", SHA, "C0OTHER0001", "slack").instructions == ()
     assert setting_for(jobs, "api", SHA, "C0SUPPORT1", "slack").instructions == (
-        Instruction("this channel", "Answer in three sentences."),)
+        Instruction("this channel", "Answer in three sentences."),
+    )
     assert "operators" not in build_prompt("q", setting_for(jobs, "api", SHA))
 
 
-@pytest.mark.parametrize("variable, value, words", [
-    ("ASKBOX_CHANNEL_INSTRUCTIONS", "not json", "ASKBOX_CHANNEL_INSTRUCTIONS"),
-    ("ASKBOX_CHANNEL_INSTRUCTIONS", json.dumps({"C1": "x" * 4001}), "ASKBOX_CHANNEL_INSTRUCTIONS"),
-    ("ASKBOX_REPOS", json.dumps({"web": {"path": "/srv/web", "instructions": "x" * 4001}}), "'web'"),
-])
+@pytest.mark.parametrize(
+    "variable, value, words",
+    [
+        ("ASKBOX_CHANNEL_INSTRUCTIONS", "not json", "ASKBOX_CHANNEL_INSTRUCTIONS"),
+        ("ASKBOX_CHANNEL_INSTRUCTIONS", json.dumps({"C1": "x" * 4001}), "ASKBOX_CHANNEL_INSTRUCTIONS"),
+        ("ASKBOX_REPOS", json.dumps({"web": {"path": "/srv/web", "instructions": "x" * 4001}}), "'web'"),
+    ],
+)
 def test_bad_instructions_are_refused_at_start(monkeypatch, capsys, variable, value, words):
     monkeypatch.setenv(variable, value)
     assert main(["ask", "--explain", "q"]) == 2
@@ -78,14 +97,16 @@ def git_checkout(path: Path) -> str:
     (path / "app.py").write_text("print('hi')\n")
     for argv in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "one"]):
         subprocess.run(["git", "-C", str(path), *argv], check=True, env=GIT_ENV)
-    return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], check=True, capture_output=True, text=True,
-                          env=GIT_ENV).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(path), "rev-parse", "HEAD"], check=True, capture_output=True, text=True, env=GIT_ENV
+    ).stdout.strip()
 
 
 def test_ask_explain_prints_the_prompt_and_runs_nothing(tmp_path, monkeypatch, capsys):
     sha = git_checkout(tmp_path / "web")
-    monkeypatch.setenv("ASKBOX_REPOS", json.dumps({"web": {"path": str(tmp_path / "web"),
-                                                           "instructions": "Audience: support."}}))
+    monkeypatch.setenv(
+        "ASKBOX_REPOS", json.dumps({"web": {"path": str(tmp_path / "web"), "instructions": "Audience: support."}})
+    )
     monkeypatch.setenv("ASKBOX_CHANNEL_INSTRUCTIONS", json.dumps({"C0SUPPORT1": "Be brief."}))
     monkeypatch.setenv("ASKBOX_REDIS_URL", "redis://127.0.0.1:1/0")  # nothing may be enqueued: no Redis there
     assert main(["ask", "--explain", "--repo", "web", "Where is main?"]) == 0

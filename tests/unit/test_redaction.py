@@ -17,8 +17,13 @@ KEY = "AIzaSyTESTKEY-1234567890abcdefghij"
 def test_raw_hex_and_base64_at_every_alignment(prefix: str, newline: str) -> None:
     redact = Redactor([KEY])
     payload = (prefix + KEY + newline + "OTHER=1\n").encode()
-    for encoded in (payload.decode(), payload.hex(), payload.hex().upper(),
-                    base64.b64encode(payload).decode(), base64.urlsafe_b64encode(payload).decode()):
+    for encoded in (
+        payload.decode(),
+        payload.hex(),
+        payload.hex().upper(),
+        base64.b64encode(payload).decode(),
+        base64.urlsafe_b64encode(payload).decode(),
+    ):
         out = redact(encoded)
         assert REDACTED in out
         assert KEY not in out and KEY.encode().hex() not in out.lower()

@@ -22,7 +22,9 @@ def test_sentinels_from_the_environment(monkeypatch):
     assert pool.connection_class is ClosingSentinelConnection
     kwargs = pool.connection_kwargs
     assert (kwargs["password"], kwargs["db"]) == ("s3cr@t", 4)  # the URL's, unquoted; its host is not used
-    assert [s.connection_pool.connection_kwargs["password"] for s in pool.sentinel_manager.sentinels] == ["sentinel-pw"] * 3
+    assert [s.connection_pool.connection_kwargs["password"] for s in pool.sentinel_manager.sentinels] == [
+        "sentinel-pw"
+    ] * 3
     described = settings.describe()
     assert "redis-a:26379" in described and "prod" in described and "s3cr" not in described
     assert "sentinel-pw" in Settings.load().secret_values()  # redacted from logs like the URL's password

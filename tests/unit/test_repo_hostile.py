@@ -22,10 +22,19 @@ from tests.integration.git_helpers import GIT_ENV, Upstream, arm, git
 ORIGIN = "https://github.com/acme/evil.git"
 # The secret spellings of the review (issue 17), each with content a test can look for.
 SPELLINGS = {
-    ".ENV": "TOKEN=upper-env", "ID_RSA": "upper-id-rsa", "deploy/server.PEM": "mixed-pem", ".npmrc": "npm-token",
-    ".netrc": "netrc-password", ".git-credentials": "https://u:git-cred@host", ".aws/credentials": "aws-secret",
-    "certs/client.p12": "p12-bundle", "certs/client.pfx": "pfx-bundle", "keys/id_dsa": "dsa-key",
-    "vault.kdbx": "keepass-db", "app/.Env.Production": "nested-env", ".SSH/config": "ssh-dir",
+    ".ENV": "TOKEN=upper-env",
+    "ID_RSA": "upper-id-rsa",
+    "deploy/server.PEM": "mixed-pem",
+    ".npmrc": "npm-token",
+    ".netrc": "netrc-password",
+    ".git-credentials": "https://u:git-cred@host",
+    ".aws/credentials": "aws-secret",
+    "certs/client.p12": "p12-bundle",
+    "certs/client.pfx": "pfx-bundle",
+    "keys/id_dsa": "dsa-key",
+    "vault.kdbx": "keepass-db",
+    "app/.Env.Production": "nested-env",
+    ".SSH/config": "ssh-dir",
 }
 
 
@@ -50,26 +59,49 @@ def test_the_armed_repository_runs_code_when_git_opens_it_naively(hostile, tmp_p
     """The control: the attack is real. git opening the checkout as a repository (as the
     old `history` push did, or a `status`) runs what its config says."""
     up, markers = hostile
-    env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "GIT_CONFIG_NOSYSTEM": "1",
-           "GIT_CONFIG_GLOBAL": os.devnull}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": "/nonexistent",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+    }
     dest = tmp_path / "dest.git"
     git(tmp_path, "init", "-q", "--bare", str(dest))
-    subprocess.run(["git", "-c", "safe.directory=*", "-c", "core.hooksPath=/dev/null", "--git-dir",
-                    str(up.work / ".git"), "push", "--quiet", "--no-verify", str(dest), "HEAD:refs/heads/x"],
-                   env=env, capture_output=True, check=False)
+    subprocess.run(
+        [
+            "git",
+            "-c",
+            "safe.directory=*",
+            "-c",
+            "core.hooksPath=/dev/null",
+            "--git-dir",
+            str(up.work / ".git"),
+            "push",
+            "--quiet",
+            "--no-verify",
+            str(dest),
+            "HEAD:refs/heads/x",
+        ],
+        env=env,
+        capture_output=True,
+        check=False,
+    )
     assert "ext-pushInsteadOf" in markers_left(markers)
     subprocess.run(["git", "-C", str(up.work), "status"], env=env, capture_output=True, check=False)
     assert "include.core.fsmonitor" in markers_left(markers)
 
 
 def test_a_hostile_checkout_or_remote_runs_nothing_through_pin_snapshot_history_refresh_and_citations(
-        hostile, tmp_path):
+    hostile, tmp_path
+):
     up, markers = hostile
     mirrors, snapshots = tmp_path / "mirrors", tmp_path / "snapshots"
     head = git(up.work, "rev-parse", "HEAD")
     for history in (False, True):
-        for ref in (RepoRef(name=f"local-{history}", path=up.work, history=history),
-                    RepoRef(name=f"remote-{history}", url=up.file_url, history=history)):
+        for ref in (
+            RepoRef(name=f"local-{history}", path=up.work, history=history),
+            RepoRef(name=f"remote-{history}", url=up.file_url, history=history),
+        ):
             refresh_all([ref], mirrors, snapshots, refresh=0, idle=3600)
             pinned = pin(ref, mirrors, refresh=0)
             assert pinned.commit == head
@@ -122,8 +154,9 @@ def test_history_is_refused_when_any_commit_holds_a_denied_path(tmp_path):
     assert "\n" not in message
     assert list((tmp_path / "snapshots" / "sealed").glob("*/*")) == []  # no snapshot was made
     # Without history the same commit is answered: the tree has no .ENV, and no .git.
-    with mount(pin(ref.model_copy(update={"history": False}), tmp_path / "mirrors", refresh=0),
-               tmp_path / "snapshots") as workspace:
+    with mount(
+        pin(ref.model_copy(update={"history": False}), tmp_path / "mirrors", refresh=0), tmp_path / "snapshots"
+    ) as workspace:
         assert sorted(os.listdir(workspace.root)) == ["README.md"]
 
 
@@ -152,22 +185,60 @@ def test_history_is_refused_for_a_denied_path_only_a_merge_added(tmp_path):
 
 
 def test_every_leaked_spelling_is_denied_case_insensitively():
-    for path in [*SPELLINGS, ".env", ".Env", "a/b/.env.local", "ID_RSA.PUB", "home/Id_Ed25519", "deploy_rsa",
-                 "ssh/id_ecdsa_sk", ".ssh/authorized_keys", "x/.SSH/known_hosts", "tls/X.KEY", "keystore.JKS",
-                 "a/release.keystore", "_netrc", ".pypirc", "infra/.docker/config.json", ".kube/config",
-                 "prod.tfstate", "prod.tfstate.backup", "gcp/my-service-account.json", "client_secret_1.json",
-                 "credentials.json", "old/.bash_history", ".git/config", "sub/.GIT/HEAD", "certs/key.ppk"]:
+    for path in [
+        *SPELLINGS,
+        ".env",
+        ".Env",
+        "a/b/.env.local",
+        "ID_RSA.PUB",
+        "home/Id_Ed25519",
+        "deploy_rsa",
+        "ssh/id_ecdsa_sk",
+        ".ssh/authorized_keys",
+        "x/.SSH/known_hosts",
+        "tls/X.KEY",
+        "keystore.JKS",
+        "a/release.keystore",
+        "_netrc",
+        ".pypirc",
+        "infra/.docker/config.json",
+        ".kube/config",
+        "prod.tfstate",
+        "prod.tfstate.backup",
+        "gcp/my-service-account.json",
+        "client_secret_1.json",
+        "credentials.json",
+        "old/.bash_history",
+        ".git/config",
+        "sub/.GIT/HEAD",
+        "certs/key.ppk",
+    ]:
         assert denied(path, DEFAULT_DENY), path
-    for path in ["src/env.py", "environment.yml", "docs/keyboard.md", "keys.txt", ".github/workflows/ci.yml",
-                 ".gitignore", "src/aws/credentials.py", "docs/ssh.md", "package.json", "src/config.json",
-                 "README.md", "Makefile"]:
+    for path in [
+        "src/env.py",
+        "environment.yml",
+        "docs/keyboard.md",
+        "keys.txt",
+        ".github/workflows/ci.yml",
+        ".gitignore",
+        "src/aws/credentials.py",
+        "docs/ssh.md",
+        "package.json",
+        "src/config.json",
+        "README.md",
+        "Makefile",
+    ]:
         assert not denied(path, DEFAULT_DENY), path
     assert denied(".ssh", DEFAULT_DENY, directory=True) and not denied(".ssh", DEFAULT_DENY)  # "dir/" patterns
 
 
 def test_deny_patterns_only_add():
-    problems = {"!.env": "take files back out", "#secret": "matches nothing", "a\\": "not a gitignore pattern",
-                "[z-a].key": "not a gitignore pattern"}
+    problems = {
+        "!.env": "take files back out",
+        "#secret": "matches nothing",
+        "a\\": "not a gitignore pattern",
+        "[z-a].key": "not a gitignore pattern",
+    }
     for pattern, expected in problems.items():
         with pytest.raises(ValueError) as info:
             JobSettings(repos={"web": {"path": "/srv/web", "deny": [pattern]}})
@@ -212,8 +283,12 @@ def test_a_name_given_another_url_is_answered_from_the_new_remote_at_once(tmp_pa
     with mount(after, snapshots) as workspace:
         assert (workspace.root / "VERSION").read_text() == "new remote\n"
     assert after.git_dir != before.git_dir
-    missing = subprocess.run(["git", "--git-dir", str(after.git_dir), "cat-file", "-e", old_commit],
-                             env=GIT_ENV, capture_output=True, check=False)
+    missing = subprocess.run(
+        ["git", "--git-dir", str(after.git_dir), "cat-file", "-e", old_commit],
+        env=GIT_ENV,
+        capture_output=True,
+        check=False,
+    )
     assert missing.returncode != 0  # the old remote's objects are not in the new mirror
     # The refresher sweeps the old mirror once unused for long enough, never the new one.
     refresh_all([ref], mirrors, snapshots, refresh=300, idle=3600)
@@ -221,7 +296,8 @@ def test_a_name_given_another_url_is_answered_from_the_new_remote_at_once(tmp_pa
     refresh_all([ref], mirrors, snapshots, refresh=300, idle=0)
     assert not before.git_dir.exists() and after.git_dir is not None and after.git_dir.is_dir()
     assert sorted(p.name for p in mirrors.iterdir() if not p.name.startswith("askpass")) == sorted(
-        [after.git_dir.name, after.git_dir.with_suffix(".json").name, after.git_dir.with_suffix(".lock").name])
+        [after.git_dir.name, after.git_dir.with_suffix(".json").name, after.git_dir.with_suffix(".lock").name]
+    )
 
 
 # --- a checkout's git data stays inside it ----------------------------------------------

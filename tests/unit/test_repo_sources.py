@@ -30,8 +30,10 @@ def problem(value: object) -> str:
 
 
 def test_plain_paths_and_urls_keep_working():
-    repos = JobSettings(repos='{"web": "/srv/repos/web", "api": "https://git.example.com/org/api.git", '
-                              '"ops": "git@git.example.com:org/ops.git", "lib": "file:///srv/git/lib.git"}').repos
+    repos = JobSettings(
+        repos='{"web": "/srv/repos/web", "api": "https://git.example.com/org/api.git", '
+        '"ops": "git@git.example.com:org/ops.git", "lib": "file:///srv/git/lib.git"}'
+    ).repos
     assert repos["web"].path == Path("/srv/repos/web") and repos["web"].url is None
     assert repos["api"].url == "https://git.example.com/org/api.git"
     assert repos["ops"].url == "git@git.example.com:org/ops.git" and repos["lib"].url == "file:///srv/git/lib.git"
@@ -40,25 +42,28 @@ def test_plain_paths_and_urls_keep_working():
 
 def test_json_syntax_error_says_where_it_breaks():
     message = problem('{"web": "/srv/repos/web",, "api": "/x"}')
-    assert message.startswith("not valid JSON:") and "line 1 column 26" in message and "/repos/web\",," in message
+    assert message.startswith("not valid JSON:") and "line 1 column 26" in message and '/repos/web",,' in message
 
 
-@pytest.mark.parametrize(("entry", "expected"), [
-    ({"url": "https://bob:hunter2@git.example.com/web.git"}, "must not hold credentials"),
-    ({"url": "https://x-access-token@git.example.com/web.git"}, "must not hold credentials"),
-    ({"url": "ftp://git.example.com/web.git"}, "use https://, ssh://, file:// or user@host:path"),
-    ({"url": "https://git.example.com/web.git", "colour": "red"}, 'unknown key "colour"'),
-    ({"path": "srv/web"}, "must be absolute"),
-    ({"path": "/srv/web", "url": "https://git.example.com/web.git"}, 'exactly one of "path" and "url"'),
-    ({"path": "/srv/web", "branch": "main"}, "only apply to a git remote"),
-    ({"url": "https://git.example.com/web.git", "branch": "-x"}, "not a branch name"),
-    ({"url": "http://git.example.com/web.git", "token_env": "WEB_TOKEN"}, "never sent over plain http://"),
-    ({"url": "https://git.example.com/web.git", "token": "ghp_x"}, 'name its variable with "token_env"'),
-    ({"url": "https://git.example.com/web.git", "token_env": "not a name"}, "not an environment variable name"),
-    ({"url": "https://git.example.com/web.git", "ssh_key": "/k"}, "ssh_key needs an ssh://"),
-    ({"url": "https://git.example.com/web.git", "deny": ["/etc/passwd"]}, "a glob relative to the repository"),
-    (42, "must be a path, a URL or an object"),
-])
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ({"url": "https://bob:hunter2@git.example.com/web.git"}, "must not hold credentials"),
+        ({"url": "https://x-access-token@git.example.com/web.git"}, "must not hold credentials"),
+        ({"url": "ftp://git.example.com/web.git"}, "use https://, ssh://, file:// or user@host:path"),
+        ({"url": "https://git.example.com/web.git", "colour": "red"}, 'unknown key "colour"'),
+        ({"path": "srv/web"}, "must be absolute"),
+        ({"path": "/srv/web", "url": "https://git.example.com/web.git"}, 'exactly one of "path" and "url"'),
+        ({"path": "/srv/web", "branch": "main"}, "only apply to a git remote"),
+        ({"url": "https://git.example.com/web.git", "branch": "-x"}, "not a branch name"),
+        ({"url": "http://git.example.com/web.git", "token_env": "WEB_TOKEN"}, "never sent over plain http://"),
+        ({"url": "https://git.example.com/web.git", "token": "ghp_x"}, 'name its variable with "token_env"'),
+        ({"url": "https://git.example.com/web.git", "token_env": "not a name"}, "not an environment variable name"),
+        ({"url": "https://git.example.com/web.git", "ssh_key": "/k"}, "ssh_key needs an ssh://"),
+        ({"url": "https://git.example.com/web.git", "deny": ["/etc/passwd"]}, "a glob relative to the repository"),
+        (42, "must be a path, a URL or an object"),
+    ],
+)
 def test_entry_errors_name_the_entry(entry, expected):
     message = problem({"alpha": "/srv/alpha", "web": entry})
     assert message.startswith("entry 'web': ") and expected in message, message
@@ -67,8 +72,10 @@ def test_entry_errors_name_the_entry(entry, expected):
 
 def test_a_toml_file_adds_repositories_and_its_errors_name_file_and_entry(tmp_path, monkeypatch):
     file = tmp_path / "repos.toml"
-    file.write_text('[web]\nurl = "https://git.example.com/org/web.git"\nbranch = "main"\n\n'
-                    '[docs]\npath = "/srv/docs"\ndeny = ["private/*"]\n')
+    file.write_text(
+        '[web]\nurl = "https://git.example.com/org/web.git"\nbranch = "main"\n\n'
+        '[docs]\npath = "/srv/docs"\ndeny = ["private/*"]\n'
+    )
     monkeypatch.setenv("ASKBOX_REPOS", '{"api": "/srv/api"}')
     monkeypatch.setenv("ASKBOX_REPOS_FILE", str(file))
     repos = JobSettings().repos
@@ -85,7 +92,10 @@ def test_a_toml_file_adds_repositories_and_its_errors_name_file_and_entry(tmp_pa
     file.write_text('[web]\nurl = "https://git.example.com/org/web.git\n')
     assert error_of().startswith(f"{file} is not valid TOML: ") and "line 2" in error_of()
     file.write_text('[web]\nurl = "ftp://git.example.com/web.git"\n')
-    assert error_of() == f"{file}: entry 'web': url 'ftp://git.example.com/web.git': use https://, ssh://, file:// or user@host:path"
+    assert (
+        error_of()
+        == f"{file}: entry 'web': url 'ftp://git.example.com/web.git': use https://, ssh://, file:// or user@host:path"
+    )
     file.write_text('[api]\npath = "/srv/other"\n')
     assert error_of() == f"{file}: api also in ASKBOX_REPOS; name each repository once"
 
@@ -102,8 +112,11 @@ def test_the_cli_shows_one_line_without_echoing_the_value(monkeypatch, capsys):
 
 def test_token_is_read_from_the_named_variable_and_redacted(monkeypatch):
     monkeypatch.setenv("WEB_TOKEN", "tok-0123456789")
-    monkeypatch.setenv("ASKBOX_REPOS", '{"web": {"url": "https://git.example.com/org/web.git", "token_env": "WEB_TOKEN",'
-                                       ' "web_url": "https://code.example.com/{path}"}}')
+    monkeypatch.setenv(
+        "ASKBOX_REPOS",
+        '{"web": {"url": "https://git.example.com/org/web.git", "token_env": "WEB_TOKEN",'
+        ' "web_url": "https://code.example.com/{path}"}}',
+    )
     settings = Settings.load()
     entry = settings.jobs.repos["web"]
     assert entry.token.get_secret_value() == "tok-0123456789" and "tok-0123456789" not in repr(entry)
@@ -130,8 +143,16 @@ def test_deny_extends_the_defaults():
 
 def test_denylist_matching():
     deny = DEFAULT_DENY + ("config/*.secret",)
-    for path in [".env", "app/.env.production", "certs/server.pem", "home/id_rsa", "home/id_rsa.pub", "tls/x.key",
-                 "config/db.secret", ".env.d/anything/below"]:
+    for path in [
+        ".env",
+        "app/.env.production",
+        "certs/server.pem",
+        "home/id_rsa",
+        "home/id_rsa.pub",
+        "tls/x.key",
+        "config/db.secret",
+        ".env.d/anything/below",
+    ]:
         assert denied(path, deny), path
     for path in ["src/env.py", "keys.txt", "docs/keyboard.md", "other/config/db.secret", "environment"]:
         assert not denied(path, deny), path
@@ -143,8 +164,16 @@ def test_denylist_matching():
 @pytest.fixture()
 def upstream(tmp_path: Path) -> Upstream:
     up = Upstream(tmp_path / "up")
-    up.commit({"README.md": "# demo\n", "src/app.py": "print(1)\n", ".env": "SECRET=s3cret\n",
-               "deploy/id_rsa": "PRIVATE\n", "tls/server.key": "KEY\n", "config/ok.txt": "fine\n"})
+    up.commit(
+        {
+            "README.md": "# demo\n",
+            "src/app.py": "print(1)\n",
+            ".env": "SECRET=s3cret\n",
+            "deploy/id_rsa": "PRIVATE\n",
+            "tls/server.key": "KEY\n",
+            "config/ok.txt": "fine\n",
+        }
+    )
     (up.work / "run.sh").write_text("#!/bin/sh\n")
     (up.work / "run.sh").chmod(0o755)
     os.symlink("src/app.py", up.work / "link.py")
@@ -167,8 +196,14 @@ def test_write_tree_leaves_out_secrets_and_git_and_is_world_readable(upstream, t
         write_tree(upstream.bare, commit, dest, DEFAULT_DENY)
     finally:
         os.umask(0o022)
-    assert tree_of(dest) == {"README.md": 0o644, "src": 0o755, "src/app.py": 0o644, "config": 0o755,
-                             "config/ok.txt": 0o644, "run.sh": 0o755}
+    assert tree_of(dest) == {
+        "README.md": 0o644,
+        "src": 0o755,
+        "src/app.py": 0o644,
+        "config": 0o755,
+        "config/ok.txt": 0o644,
+        "run.sh": 0o755,
+    }
     assert os.readlink(dest / "link.py") == "src/app.py"
     assert not (dest / ".git").exists() and not (dest / "deploy").exists()
 

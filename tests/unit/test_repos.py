@@ -144,8 +144,11 @@ def test_a_worktree_is_refused_its_git_directory_is_elsewhere(checkout, tmp_path
     tree = tmp_path / "tree"
     git(checkout, "worktree", "add", "-q", "-b", "side", str(tree), first)
     assert (tree / ".git").is_file()
-    with pytest.raises(OutsideCheckout, match=r"git directory \(from its \.git file\) is .*/checkout/\.git/"
-                                              r"worktrees/tree, outside the checkout .*configure the main checkout"):
+    with pytest.raises(
+        OutsideCheckout,
+        match=r"git directory \(from its \.git file\) is .*/checkout/\.git/"
+        r"worktrees/tree, outside the checkout .*configure the main checkout",
+    ):
         head_commit(tree)
     assert head_commit(checkout) == rev_parse(checkout) != first
 

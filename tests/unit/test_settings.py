@@ -38,8 +38,9 @@ def test_spec_hides_env_values():
     assert Limits().memory == Limits().model_copy().memory
 
 
-@pytest.mark.parametrize("flags, word", [(["--timeout", "-1"], "timeout"), (["--memory", "lots"], "memory"),
-                                         (["--cpus", "0"], "cpus")])
+@pytest.mark.parametrize(
+    "flags, word", [(["--timeout", "-1"], "timeout"), (["--memory", "lots"], "memory"), (["--cpus", "0"], "cpus")]
+)
 def test_bad_limits_on_the_command_line_are_refused(flags, word, capsys):
     assert main(["sandbox", "run", *flags, "--", "true"]) == 2
     assert f"invalid {word}" in capsys.readouterr().err
@@ -48,12 +49,23 @@ def test_bad_limits_on_the_command_line_are_refused(flags, word, capsys):
 def test_the_job_timeout_is_every_phases_bound_plus_the_margin(monkeypatch):
     from jobs.settings import FINAL_DELIVERY_ALLOWANCE, Settings
 
-    for name in ("ASKBOX_REPO_FETCH_TIMEOUT", "ASKBOX_SANDBOX_TIMEOUT", "ASKBOX_JOB_TIMEOUT_MARGIN",
-                 "ASKBOX_SIDE_TASKS", "ASKBOX_REPO_SNAPSHOT_ALLOWANCE"):
+    for name in (
+        "ASKBOX_REPO_FETCH_TIMEOUT",
+        "ASKBOX_SANDBOX_TIMEOUT",
+        "ASKBOX_JOB_TIMEOUT_MARGIN",
+        "ASKBOX_SIDE_TASKS",
+        "ASKBOX_REPO_SNAPSHOT_ALLOWANCE",
+    ):
         monkeypatch.delenv(name, raising=False)
     defaults = Settings.load()
-    assert defaults.job_phases() == {"fetch": 240.0, "snapshot": 120.0, "side tasks": 0.0, "sandbox": 600.0,
-                                     "final delivery": FINAL_DELIVERY_ALLOWANCE, "margin": 60.0}
+    assert defaults.job_phases() == {
+        "fetch": 240.0,
+        "snapshot": 120.0,
+        "side tasks": 0.0,
+        "sandbox": 600.0,
+        "final delivery": FINAL_DELIVERY_ALLOWANCE,
+        "margin": 60.0,
+    }
     # It used to be the deadline plus the margin (660 s): a 120 s fetch in front of a
     # full-length run overran it and RQ killed the question.
     assert defaults.job_timeout() == 1110 > 120 + 600 + 60

@@ -141,7 +141,7 @@ def test_stray_markers_stay_linear(line: str) -> None:
 
 
 def test_escape_only_control_characters() -> None:
-    assert escape("Tom & Jerry's <b> \"x\"") == "Tom &amp; Jerry's &lt;b&gt; \"x\""
+    assert escape('Tom & Jerry\'s <b> "x"') == 'Tom &amp; Jerry\'s &lt;b&gt; "x"'
 
 
 # --------------------------------------------------------------------------- split_message
@@ -238,8 +238,10 @@ def _long_answer(seed: int = 7, size: int = 60_000) -> str:
         kind = n % 5
         if kind == 0:
             lang = rng.choice(["python", "sh", ""])
-            lines = [f"    result_{n}_{i} = compute({i}, '{rng.choice(words)}')  # <{i}> & more"
-                     for i in range(rng.randint(40, 160))]
+            lines = [
+                f"    result_{n}_{i} = compute({i}, '{rng.choice(words)}')  # <{i}> & more"
+                for i in range(rng.randint(40, 160))
+            ]
             out.append(f"```{lang}\n" + "\n".join(lines) + "\n```")
         elif kind == 1:
             out.append(f"## Section {n}")
@@ -327,8 +329,10 @@ def test_open_fence() -> None:
         ("[https://github.com/x](https://evil.example/p)", "https://github.com/x (<https://evil.example/p>)"),
         ("[github.com/acme/web](https://evil.example)", "github.com/acme/web (<https://evil.example>)"),
         ("[www.github.com](https://evil.example)", "www.github.com (<https://evil.example>)"),
-        ("[see http://docs.acme.io/x here](https://evil.example)",
-         "see http://docs.acme.io/x here (<https://evil.example>)"),
+        (
+            "[see http://docs.acme.io/x here](https://evil.example)",
+            "see http://docs.acme.io/x here (<https://evil.example>)",
+        ),
         # Slack's own masked-link syntax written by the agent stays visible text.
         ("<https://evil.example|https://github.com/x>", "&lt;https://evil.example|https://github.com/x&gt;"),
         # Honest labels keep their link: plain words, the same host, a file name, an e-mail.
@@ -351,7 +355,8 @@ def test_streamed_markdown_gets_the_final_messages_escaping() -> None:
         " and [docs](https://d.io)"
     )
     assert safe_markdown("<https://evil.example|https://github.com/x>") == to_mrkdwn(
-        "<https://evil.example|https://github.com/x>")
+        "<https://evil.example|https://github.com/x>"
+    )
 
 
 def test_settled_holds_back_a_link_being_written() -> None:

@@ -18,10 +18,12 @@ from bot.manifest import SCOPES, create_link, manifest
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
 SCHEMA = json.loads((FIXTURES / "slack-manifest-schema" / "manifest.schema.2.0.0.json").read_text())
-METHODS = {p.name.removesuffix(".json"): json.loads(p.read_text())
-           for p in (FIXTURES / "slack-api" / "methods").glob("*.json")}
-EVENTS = {p.name.removesuffix(".json"): json.loads(p.read_text())
-          for p in (FIXTURES / "slack-api" / "events").glob("*.json")}
+METHODS = {
+    p.name.removesuffix(".json"): json.loads(p.read_text()) for p in (FIXTURES / "slack-api" / "methods").glob("*.json")
+}
+EVENTS = {
+    p.name.removesuffix(".json"): json.loads(p.read_text()) for p in (FIXTURES / "slack-api" / "events").glob("*.json")
+}
 # slack_sdk helpers that call several methods: files_upload_v2 is these two (and a plain upload).
 HELPERS = {"files_upload_v2": ("files.getUploadURLExternal", "files.completeUploadExternal")}
 # Methods the Bolt app calls on its own (no scope: auth.test; Socket Mode's is the app token's).
@@ -75,7 +77,7 @@ def scopes_needed(app: dict) -> set[str]:
 def scope_problems(app: dict) -> list[str]:
     asked = set(app["oauth_config"]["scopes"]["bot"])
     needed = scopes_needed(app)
-    return ([f"missing {s}" for s in sorted(needed - asked)] + [f"unused {s}" for s in sorted(asked - needed)])
+    return [f"missing {s}" for s in sorted(needed - asked)] + [f"unused {s}" for s in sorted(asked - needed)]
 
 
 @pytest.mark.parametrize("http", [None, "https://askbox.example.com/slack/events"])
@@ -85,8 +87,11 @@ def test_the_manifest_is_valid_against_slacks_schema(http: str | None) -> None:
     assert not errors, [f"{list(e.path)}: {e.message}" for e in errors]
     assert app["settings"]["socket_mode_enabled"] is (http is None)
     assert "agent_view" in app["features"] and "assistant_view" not in app["features"]
-    assert app["features"]["app_home"] == {"home_tab_enabled": True, "messages_tab_enabled": True,
-                                           "messages_tab_read_only_enabled": False}
+    assert app["features"]["app_home"] == {
+        "home_tab_enabled": True,
+        "messages_tab_enabled": True,
+        "messages_tab_read_only_enabled": False,
+    }
     if http:
         assert app["settings"]["event_subscriptions"]["request_url"] == http
         assert app["settings"]["interactivity"]["request_url"] == http
@@ -104,9 +109,17 @@ def test_an_invalid_manifest_is_caught_by_the_schema() -> None:
 def test_the_scopes_are_exactly_what_the_code_uses() -> None:
     used = methods_used()
     # The derivation sees the calls it must: posts, sessions, views, permalinks, prompts, uploads.
-    assert {"chat.postMessage", "agents.sessions.setStatus", "views.open", "views.publish", "chat.getPermalink",
-            "assistant.threads.setSuggestedPrompts", "conversations.replies", "files.completeUploadExternal",
-            "reactions.add"} <= used, used
+    assert {
+        "chat.postMessage",
+        "agents.sessions.setStatus",
+        "views.open",
+        "views.publish",
+        "chat.getPermalink",
+        "assistant.threads.setSuggestedPrompts",
+        "conversations.replies",
+        "files.completeUploadExternal",
+        "reactions.add",
+    } <= used, used
     assert "users.info" not in used  # named in tables (budget tiers), never called
     assert scope_problems(manifest()) == []
     assert set(BOT_EVENTS) == set(manifest()["settings"]["event_subscriptions"]["bot_events"])

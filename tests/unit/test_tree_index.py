@@ -18,9 +18,11 @@ def tree(tmp_path: Path) -> Path:
     assert shutil.which("ctags"), "Universal Ctags is needed: apt-get install universal-ctags"
     root = tmp_path / "tree"
     (root / "pkg").mkdir(parents=True)
-    (root / "pkg" / "mod.py").write_text("class Outer:\n    class Inner:\n        def method(self):\n"
-                                         "            def closure():\n                pass\n\n\n"
-                                         "def top():\n    pass\n\nCONSTANT = 3\n")
+    (root / "pkg" / "mod.py").write_text(
+        "class Outer:\n    class Inner:\n        def method(self):\n"
+        "            def closure():\n                pass\n\n\n"
+        "def top():\n    pass\n\nCONSTANT = 3\n"
+    )
     (root / "pkg" / "lib.go").write_text("package lib\n\ntype Server struct{}\n\nfunc (s *Server) Serve() {}\n")
     (root / "pkg" / "util.js").write_text("class Widget {\n  render() {}\n}\nfunction helper() {}\n")
     (root / "README.md").write_text("# Outer\n\n## top\n")  # headings are no definitions
@@ -34,8 +36,18 @@ def names(index: TreeIndex) -> set[str]:
 
 def test_definitions_with_their_scopes(tree):
     index = build_index(tree)
-    assert {"Outer", "Outer.Inner", "Outer.Inner.method", "top", "CONSTANT", "Widget", "Widget.render", "helper",
-            "lib.Server", "lib.Server.Serve"} <= names(index)
+    assert {
+        "Outer",
+        "Outer.Inner",
+        "Outer.Inner.method",
+        "top",
+        "CONSTANT",
+        "Widget",
+        "Widget.render",
+        "helper",
+        "lib.Server",
+        "lib.Server.Serve",
+    } <= names(index)
     assert not any(n.endswith("closure") for n in names(index))  # local to a function
     assert all(d.path.endswith((".py", ".go", ".js")) for d in index.definitions or ())  # no prose, no data
     assert index.definition("Inner.method") == Definition("pkg/mod.py", 3, ("Outer", "Inner", "method"))
@@ -83,8 +95,9 @@ def test_symlinks_and_git_are_not_indexed(tree, tmp_path):
     (tree / ".git" / "hook.py").write_text("def in_git():\n    pass\n")
     index = build_index(tree)
     assert "leaked_secret_function" not in names(index) and "in_git" not in names(index)
-    assert index.files is not None and not any(p.startswith((".git", "up")) or p.endswith("link.py")
-                                               for p in index.files)
+    assert index.files is not None and not any(
+        p.startswith((".git", "up")) or p.endswith("link.py") for p in index.files
+    )
 
 
 def test_too_many_definitions_leave_symbols_unknown_not_partial(tree, monkeypatch):
