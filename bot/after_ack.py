@@ -54,7 +54,7 @@ def release(pending: list[Callable[[], Any]]) -> None:
 class AckFirstSocketModeHandler(SocketModeHandler):
     """Bolt's Socket Mode handler, releasing the deferred work after the envelope's ack."""
 
-    def handle(self, client: Any, req: Any) -> None:  # type: ignore[override]
+    def handle(self, client: Any, req: Any) -> None:
         start = time()
         with until_acked() as pending:
             response = run_bolt_app(self.app, req)

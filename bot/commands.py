@@ -26,6 +26,7 @@ from bot.ingress import Asked, Ingress, refusal, refused
 from bot.parse import parse
 from jobs import access, keys
 from jobs.question import Origin, sanitize_id
+from jobs.redis_text import texts
 from jobs.slack.mrkdwn import escape
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def repos_here(ingress: Ingress, origin: Origin) -> str:
 
 def usage_today(ingress: Ingress, team: str, user: str) -> str:
     raw = ingress.redis.hgetall(keys.daily_usage("user", user))
-    day = {k.decode(): float(v) for k, v in raw.items()}
+    day = {k: float(v) for k, v in texts(raw).items()}
     questions, tokens, cost = int(day.get("questions", 0)), int(day.get("tokens", 0)), day.get("cost_usd", 0.0)
     return f"Today (UTC): {questions} question{'s' if questions != 1 else ''}, {tokens:,} tokens, about ${cost:.2f}."
 
@@ -88,7 +89,7 @@ def _question(ingress: Ingress, origin: Origin, text: str, respond: Respond) -> 
         return "rejected"
     try:
         root = ingress.client.chat_postMessage(
-            channel=origin.channel,
+            channel=origin.channel or "",  # a slash command always names its conversation
             text=f"<@{origin.user}> asked: {escape(text)}",
             unfurl_links=False,
             unfurl_media=False,

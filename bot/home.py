@@ -21,6 +21,7 @@ from typing import Any
 from bot.ingress import Ingress
 from jobs import access, feedback, keys
 from jobs.question import Origin, Question
+from jobs.redis_text import text as redis_text
 from jobs.slack.blocks import Block, section
 from jobs.slack.mrkdwn import escape
 
@@ -113,7 +114,7 @@ def _recent(ingress: Ingress, team: str, user: str) -> str:
     lines = []
     for raw in ingress.redis.lrange(keys.user_questions(team, user), 0, RECENT_SHOWN - 1):
         try:
-            job = fetch(ingress.redis, raw.decode())
+            job = fetch(ingress.redis, redis_text(raw))
             question = Question.model_validate(job.args[0])
             meta = job.get_meta(refresh=True) or {}
         except Exception:  # noqa: BLE001 - expired: left out

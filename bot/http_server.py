@@ -56,7 +56,7 @@ class _ThreadedHandler(SlackRequestHandler):
 
     listeners = ThreadPoolExecutor(max_workers=32, thread_name_prefix="listener")
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:  # type: ignore[override]
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         with after_ack.until_acked() as pending:
             await super().__call__(scope, receive, send)
         after_ack.release(pending)

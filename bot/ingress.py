@@ -40,6 +40,7 @@ from jobs import access, claims, keys, tracing
 from jobs import queue as jobs_queue
 from jobs.crash_points import crash_point
 from jobs.question import Origin, Question, sanitize_id
+from jobs.redis_text import text
 from jobs.replicas import replicated
 from jobs.settings import Settings
 from jobs.slack import status_owner
@@ -175,7 +176,7 @@ class Ingress:
         if asker is None:
             return False
         # "1": a thread marked before the asker was recorded; its follow-ups stay open.
-        return self.bot.follow_ups == "anyone" or asker.decode() in {event.user, "1"}
+        return self.bot.follow_ups == "anyone" or text(asker) in {event.user, "1"}
 
     # -- one question (Redis only) --------------------------------------------------------
 
@@ -313,7 +314,7 @@ class Ingress:
         if model is None or name not in AGENTS:
             return None
         try:
-            check_model(name, model, self.settings.agents)  # type: ignore[arg-type]
+            check_model(name, model, self.settings.agents)
         except ModelRefused as exc:
             return str(exc)
         return None

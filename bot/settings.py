@@ -43,7 +43,7 @@ class HttpBotSettings(BotSettings):
     Bolt would verify against "", and anyone could then sign events as any user, channel
     or Slack Connect flag."""
 
-    slack_signing_secret: SecretStr = Field(validation_alias=AliasChoices("SLACK_SIGNING_SECRET"))  # type: ignore[assignment]
+    slack_signing_secret: SecretStr = Field(validation_alias=AliasChoices("SLACK_SIGNING_SECRET"))
 
     @field_validator("slack_signing_secret")
     @classmethod

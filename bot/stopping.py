@@ -16,6 +16,7 @@ from jobs import keys
 from jobs.cancel import cancel
 from jobs.question import Question
 from jobs.queue import fetch
+from jobs.redis_text import text
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def stop_thread(ingress: Ingress, team: str, channel: str, thread_ts: str, user:
     if job_id is None:
         _tell(ingress, channel, user, thread_ts, GONE["unknown"])
         return "unknown"
-    return stop(ingress, job_id.decode(), user, channel, thread_ts)
+    return stop(ingress, text(job_id), user, channel, thread_ts)
 
 
 def _tell(ingress: Ingress, channel: str, user: str, thread_ts: str | None, text: str) -> None:

@@ -17,8 +17,10 @@ from collections.abc import Callable, Iterator
 from typing import Any, Literal, get_args
 
 from redis import Redis, WatchError
+from redis.typing import EncodableT, FieldT
 
 from jobs import keys
+from jobs.redis_text import text, texts
 
 Verdict = Literal["up", "down"]
 VERDICTS: tuple[str, ...] = get_args(Verdict)
@@ -55,7 +57,7 @@ def record(
     """``user``'s verdict on the answer of ``job_id``; False when it was theirs already."""
     votes, answer = keys.feedback_votes(job_id), keys.feedback_answer(job_id)
     described = redis.hgetall(answer)
-    info = {k.decode(): v.decode() for k, v in described.items()} or (about or (lambda: about_job(redis, job_id)))()
+    info = texts(described) or (about or (lambda: about_job(redis, job_id)))()
     with redis.pipeline() as pipe:
         while True:
             try:
@@ -70,10 +72,11 @@ def record(
                 pipe.hincrby(keys.FEEDBACK_COUNTS, verdict, 1)
                 pipe.hincrby(keys.FEEDBACK_LABELS, label(verdict, info), 1)
                 if previous:  # they changed their mind
-                    pipe.hincrby(keys.FEEDBACK_COUNTS, previous.decode(), -1)
-                    pipe.hincrby(keys.FEEDBACK_LABELS, label(previous.decode(), info), -1)
+                    pipe.hincrby(keys.FEEDBACK_COUNTS, text(previous), -1)
+                    pipe.hincrby(keys.FEEDBACK_LABELS, label(text(previous), info), -1)
                 if not described and info:
-                    pipe.hset(answer, mapping=info)
+                    fields: dict[FieldT, EncodableT] = {k: v for k, v in info.items()}  # typed for hset
+                    pipe.hset(answer, mapping=fields)
                     pipe.expire(answer, keys.CLAIM_TTL)
                 pipe.zadd(keys.FEEDBACK_INDEX, {job_id: time.time()})
                 pipe.execute()
@@ -90,21 +93,22 @@ def labelled_counts(redis: Redis) -> dict[tuple[str, str, str], int]:
     """(verdict, repo, model) -> votes, for the metrics."""
     counts = {}
     for field, value in redis.hgetall(keys.FEEDBACK_LABELS).items():
-        verdict, repo, model = [*field.decode().split("|"), "", ""][:3]
+        verdict, repo, model = [*text(field).split("|"), "", ""][:3]
         counts[(verdict, repo, model)] = int(value)
     return counts
 
 
 def export(redis: Redis, since: float) -> Iterator[dict[str, Any]]:
     """One record per (answer, person) voted on since ``since`` (a Unix time), oldest first."""
-    for raw_id, score in redis.zrangebyscore(keys.FEEDBACK_INDEX, since, "+inf", withscores=True):
-        job_id = raw_id.decode()
-        about = {k.decode(): v.decode() for k, v in redis.hgetall(keys.feedback_answer(job_id)).items()}
-        for user, verdict in sorted(redis.hgetall(keys.feedback_votes(job_id)).items()):
+    voted: list[tuple[bytes, float]] = redis.zrangebyscore(keys.FEEDBACK_INDEX, since, "+inf", withscores=True)  # type: ignore[assignment]  # withscores: (member, score) pairs
+    for raw_id, score in voted:
+        job_id = text(raw_id)
+        about = texts(redis.hgetall(keys.feedback_answer(job_id)))
+        for user, verdict in sorted(texts(redis.hgetall(keys.feedback_votes(job_id))).items()):
             yield {
                 "job": job_id,
-                "user": user.decode(),
-                "verdict": verdict.decode(),
+                "user": user,
+                "verdict": verdict,
                 "voted_at": round(score, 3),
                 **{k: about.get(k) for k in ABOUT_FIELDS},
             }

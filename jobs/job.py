@@ -12,7 +12,7 @@ start and handed it here (``use_settings``).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from redis import Redis
 from rq import get_current_job
@@ -165,7 +165,7 @@ def on_job_failure(job: Job, connection: Redis, exc_type: type, exc: BaseExcepti
     question = Question.model_validate(job.args[0])
     if exc_type.__name__ in ("AbandonedJobError", "WorkHorseDied"):
         text = f"The worker running this question stopped before it finished. Please ask again. Reference: {job.id}"
-        kind = "infra"
+        kind: Literal["infra", "timeout"] = "infra"
     elif exc_type.__name__ == "JobTimeoutException":
         text = (
             f"This question took longer than askbox allows one question ({job.timeout} s) and was stopped. "
@@ -175,5 +175,5 @@ def on_job_failure(job: Job, connection: Redis, exc_type: type, exc: BaseExcepti
     else:
         text = f"Something went wrong on our side ({exc}). Reference: {job.id}"
         kind = "infra"
-    metrics.count_question(kind)
+    metrics.count_question(kind)  # "timeout" or "infra"
     publisher_for(question, job, current_settings().slack).final(Final(kind=kind, text=text, reference=job.id))

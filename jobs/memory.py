@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from jobs import keys
 from jobs.prompt import Turn
+from jobs.redis_text import text
 
 log = logging.getLogger(__name__)
 
@@ -22,13 +23,6 @@ DEFAULT_MAX_TURNS = 10
 class Conversation(BaseModel):
     turns: list[Turn]
     summary: str = ""
-
-
-def _text(value: bytes | str | None) -> str:
-    # Works with clients made with or without decode_responses=True.
-    if value is None:
-        return ""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -66,7 +60,7 @@ class ThreadMemory:
         pipe.expire(turns_key, self.ttl)
         pipe.expire(summary_key, self.ttl)
         raw_turns, raw_summary, _, _ = pipe.execute()
-        return Conversation(turns=self._parse(raw_turns, turns_key), summary=_text(raw_summary))
+        return Conversation(turns=self._parse(raw_turns, turns_key), summary=text(raw_summary))
 
     @staticmethod
     def _parse(raw_turns: list[bytes], turns_key: str) -> list[Turn]:

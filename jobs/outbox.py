@@ -43,6 +43,7 @@ from redis import Redis, RedisError, ResponseError
 
 from jobs import keys
 from jobs.final import Final
+from jobs.redis_text import text
 from jobs.replicas import replicated
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ def delivered(redis: Redis, job_id: str) -> bool:
 def undelivered(redis: Redis, older_than: float) -> list[str]:
     """Jobs whose final was written more than ``older_than`` seconds ago and not delivered."""
     ids = redis.zrangebyscore(keys.FINAL_OUTBOX_PENDING, "-inf", time.time() - older_than, start=0, num=100)
-    return [i.decode() for i in ids]
+    return [text(i) for i in ids]
 
 
 @dataclass
@@ -179,7 +180,7 @@ class Delivery:
     def posted(self, part: str) -> str | None:
         """The ts (or note) recorded for ``part``, if an attempt posted it."""
         raw = self.redis.hget(keys.final_outbox(self.job_id), f"part:{part}")
-        return raw.decode() if raw is not None else None
+        return text(raw) if raw is not None else None
 
     def record(self, part: str, value: str) -> None:
         """Record a posted part (``LeaseLost`` if a newer delivery holds the record), and

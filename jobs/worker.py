@@ -27,6 +27,7 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, FieldT
 from rq import Worker
 from rq.job import JobStatus
 from rq.rate_limit import release_slot
@@ -69,7 +70,7 @@ class AskboxWorker(PromptUnsubscribe, Worker):
     job_class = AskboxJob
     reap_now: Callable[[], object] | None = None  # removes this host's orphaned sandboxes
 
-    def request_stop(self, signum, frame):  # type: ignore[no-untyped-def]
+    def request_stop(self, signum, frame):
         """SIGTERM: RQ's warm shutdown (the running question finishes), bounded by
         ``ASKBOX_SHUTDOWN_GRACE``: then the work-horse is killed and its sandbox removed
         (the question is retried elsewhere, or ends with one message)."""
@@ -97,7 +98,7 @@ class AskboxWorker(PromptUnsubscribe, Worker):
         except Exception:
             log.exception("removing the sandbox after the shutdown grace failed")
 
-    def execute_job(self, job, queue):  # type: ignore[no-untyped-def]
+    def execute_job(self, job, queue):
         reason = refusal(job)
         if reason is not None:
             self.fail_refused(job, queue, refuse(job, reason))
@@ -105,7 +106,7 @@ class AskboxWorker(PromptUnsubscribe, Worker):
         self.decide_limits(job)
         return super().execute_job(job, queue)
 
-    def fail_refused(self, job, queue, refused: RefusedJob) -> None:  # type: ignore[no-untyped-def]
+    def fail_refused(self, job, queue, refused: RefusedJob) -> None:
         """Out of the queue and into the failed registry, as RQ fails a job, minus its
         callbacks, retries, webhooks and dependents: nothing of the job's choosing runs."""
         with self.connection.pipeline() as pipeline:
@@ -116,18 +117,18 @@ class AskboxWorker(PromptUnsubscribe, Worker):
             pipeline.execute()
         release_slot(job)  # a forged rate limit must not keep a real user's slot
 
-    def decide_limits(self, job) -> None:  # type: ignore[no-untyped-def]
+    def decide_limits(self, job) -> None:
         """This worker's deadline bounds this run; the first worker fixes the retries."""
         settings = self.settings
         job.timeout = settings.job_timeout()
-        fields: dict[str, object] = {"timeout": job.timeout}
+        fields: dict[FieldT, EncodableT] = {"timeout": job.timeout}
         # HSETNX: one decision per question, kept across its retries and other workers.
         if self.connection.hsetnx(job.key, RETRIES_DECIDED, settings.jobs.retries) and settings.jobs.retries:
             job.retries_left, job.retry_intervals = settings.jobs.retries, RETRY_INTERVALS
             fields.update(retries_left=job.retries_left, retry_intervals=json.dumps(RETRY_INTERVALS))
         self.connection.hset(job.key, mapping=fields)
 
-    def handle_work_horse_killed(self, job, retpid, ret_val, rusage):  # type: ignore[no-untyped-def]
+    def handle_work_horse_killed(self, job, retpid, ret_val, rusage):
         """The work-horse died under its job (a kill, the shutdown grace, RQ's own kill
         past the timeout): RQ retries it, or fails it silently, without the failure
         callback. Ours decides instead, as for any failure: no retry once progress was
@@ -141,7 +142,7 @@ class AskboxWorker(PromptUnsubscribe, Worker):
         except Exception:
             log.exception("job %s: ending it after its work-horse died failed", job.id)
 
-    def monitor_work_horse(self, job, queue, execution):  # type: ignore[no-untyped-def]
+    def monitor_work_horse(self, job, queue, execution):
         pid = self.horse_pid  # RQ resets it once the horse is gone
         try:
             super().monitor_work_horse(job, queue, execution)
@@ -185,7 +186,7 @@ def run_worker(settings: Settings, names: list[str] | None = None, burst: bool =
     question_job.use_settings(settings)
     if jobs.metrics_port:
         gateway = settings.gateway  # the daily budgets, as the worker checks them before a question
-        budgets = {
+        budgets: dict[str, tuple[float, float]] = {
             "user": (gateway.budget_user_tokens, gateway.budget_user_usd),
             "channel": (gateway.budget_channel_tokens, gateway.budget_channel_usd),
         }
@@ -217,7 +218,7 @@ def run_worker(settings: Settings, names: list[str] | None = None, burst: bool =
         clean_up_on_exit(settings, box, redis)
 
 
-def owner_worker_alive(redis: Redis):  # type: ignore[no-untyped-def]
+def owner_worker_alive(redis: Redis):
     """The reaper's extra knowledge: a question's sandbox whose RQ worker is gone from
     Redis (its registration expires with its heartbeat) is an orphan, whatever host name
     it was started under. A compose worker recreated by `down`/`up` has a new host name,

@@ -231,7 +231,7 @@ class SandboxRun:
             text = raw.decode("utf-8", errors="replace")
             if name == "stderr":
                 self._stderr.add(text)
-            yield OutputLine(stream=name, text=text, truncated=truncated)  # type: ignore[arg-type]
+            yield OutputLine(stream=name, text=text, truncated=truncated)
 
     def wait(self) -> Outcome:
         """Drain the remaining output (discarding it) and return the outcome."""

@@ -163,7 +163,7 @@ def ask_through_queue(args: argparse.Namespace, settings: Settings, poll: float 
     return follow(redis, queued.job.id, user, settings, poll)
 
 
-def follow(redis, job_id: str, user: str, settings: Settings, poll: float) -> int:  # type: ignore[no-untyped-def]
+def follow(redis, job_id: str, user: str, settings: Settings, poll: float) -> int:
     """Print the job's progress lines as they come, then its final message."""
     from jobs.cancel import cancel
     from jobs.queue import fetch

@@ -85,8 +85,8 @@ def feedback_vote(action: dict[str, Any]) -> tuple[str, str] | None:
     if action.get("action_id") == FEEDBACK_ACTION:
         verdict, _, job_id = value.partition(":")
         return (verdict, job_id) if verdict in ("up", "down") and job_id else None
-    verdict = FEEDBACK_VOTES.get(str(action.get("action_id")))
-    return (verdict, value) if verdict and value else None
+    vote = FEEDBACK_VOTES.get(str(action.get("action_id")))
+    return (vote, value) if vote and value else None
 
 
 def footer(final: Final) -> list[Block]:

@@ -450,7 +450,7 @@ def split_message(text: str, limit: int = PART_LIMIT) -> list[str]:
     return parts
 
 
-def _best_cut(pieces: list[_Piece], in_code: list[bool], start: int, end: int, limit: int, size) -> int:  # type: ignore[no-untyped-def]
+def _best_cut(pieces: list[_Piece], in_code: list[bool], start: int, end: int, limit: int, size) -> int:
     """Where to end the part [start, end) that fills the limit: see ``split_message``."""
     line_breaks = [k for k in range(end, start, -1) if pieces[k].joiner == "\n"]
     half = limit // 2

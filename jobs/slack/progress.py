@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis import Redis
 from slack_sdk.errors import SlackApiError
@@ -147,7 +148,7 @@ class StatusMessage(ThreadPart):
             return ""
         pages: list[object] = []
 
-        def fetch(cursor: str | None) -> dict:
+        def fetch(cursor: str | None) -> Any:
             response = self.calls.attempt(
                 "conversations.replies",
                 channel=thread.channel,
@@ -170,7 +171,7 @@ class StatusMessage(ThreadPart):
             return None
         return status_in_thread(messages, thread.job_id) or ""
 
-    def _post_own(self, text: str, blocks: list[Block]) -> object:
+    def _post_own(self, text: str, blocks: list[Block]) -> Any:
         """Post a status message of our own (with the metadata that finds it again)."""
         thread = self.thread
         try:

@@ -16,6 +16,7 @@ from rq.job import Job
 
 from jobs import keys
 from jobs.question import Question
+from jobs.redis_text import text
 from jobs.slack.calls import SlackCalls
 from jobs.slack.options import SlackOptions
 from sandbox.agents.events import AgentEvent, Started, TextDelta, ToolFinished, ToolStarted
@@ -61,9 +62,9 @@ class Progress:
                 self.running[event.call_id] = step
                 self.step_count += 1
             elif isinstance(event, ToolFinished):
-                step = self.running.pop(event.call_id, None)
-                if step is not None:
-                    step.ok, step.detail = event.ok, event.detail
+                finished = self.running.pop(event.call_id, None)
+                if finished is not None:
+                    finished.ok, finished.detail = event.ok, event.detail
             elif isinstance(event, TextDelta):
                 self.text += event.text
             elif not isinstance(event, Started):
@@ -132,10 +133,10 @@ def _status_ts(question: Question, job: Job) -> str | None:
     try:
         # Posted after the bot's acknowledgement (jobs/slack/status_owner.py).
         owner = job.connection.get(keys.status_message(job.id))
-        if owner is not None and not owner.startswith(b"pending-"):
-            return owner.decode()
+        if owner is not None and not text(owner).startswith("pending-"):
+            return text(owner)
         raw = job.connection.hget(job.key, "meta")
-        meta = job.serializer.loads(raw) if raw else {}
+        meta = job.serializer.loads(raw) if isinstance(raw, bytes) else {}
     except Exception:  # noqa: BLE001 - no meta is the same as no status message
         return None
     return str(meta["slack_status_ts"]) if meta.get("slack_status_ts") else None

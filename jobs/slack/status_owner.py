@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from redis import Redis
 
 from jobs import claims, keys
+from jobs.redis_text import text as redis_text
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ def read(redis: Redis, job_id: str) -> Owner:
     value = redis.get(keys.status_message(job_id))
     if value is None:
         return Owner()
-    text = value.decode()
+    text = redis_text(value)
     return Owner(pending=True) if text.startswith("pending-") else Owner(ts=text)
 
 

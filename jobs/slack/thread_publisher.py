@@ -30,6 +30,7 @@ from jobs import keys, outbox
 from jobs.final import Final
 from jobs.outbox import Delivery
 from jobs.question import Question
+from jobs.redis_text import text
 from jobs.slack import status_owner
 from jobs.slack.budget import SlackBudget
 from jobs.slack.calls import SlackCalls
@@ -144,7 +145,7 @@ class SlackPublisher:
         # as a second, unfinished answer: they go before the final is posted.
         # Not once the answer is in the thread: a finished stream may be its "last" part.
         finished = delivery is not None and delivery.posted("last") is not None
-        recorded = [ts.decode() for ts in self.redis.lrange(keys.answer_streams(self.job.id), 0, -1)]
+        recorded = [text(ts) for ts in self.redis.lrange(keys.answer_streams(self.job.id), 0, -1)]
         if recorded and not finished:
             self.stream.remove_foreign(recorded)
         self.final_message.post(final, delivery)

@@ -240,8 +240,8 @@ echo "third $(curl -s -m 4 -o /dev/null -w %{{http_code}} http://127.0.0.1:{port
 def test_changed_config_takes_effect_on_the_next_run_and_idle_proxies_are_reaped(
     own_proxies,
     sandbox_image,
-    local_server,
-    docker_client,  # noqa: F811 - the fixture imported above
+    local_server,  # noqa: F811 - the fixture imported above
+    docker_client,
 ):
     allow = (f"127.0.0.1:{local_server}",)
     spec = lambda: SandboxSpec(  # noqa: E731 - a fresh run id each time
