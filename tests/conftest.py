@@ -17,6 +17,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import docker
 import pytest
@@ -25,6 +26,9 @@ import redis
 from sandbox import images, labels
 from sandbox.egress import SELF_TEST_LABEL, EgressProxies
 from sandbox.runner import Sandbox
+
+if TYPE_CHECKING:
+    from xdist.workermanage import WorkerController
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # Under pytest-xdist each test process is one of "gw0", "gw1", ...; it inherits the
@@ -45,12 +49,28 @@ UNIT_DIR = Path(__file__).parent / "unit"
 ONE_PROCESS_EACH = {"test_faults", "test_two_hosts", "test_compose", "test_sentinel"}
 
 
+# tryfirst: pytest-xdist reads the xdist_group mark in its own pytest_collection_modifyitems.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         unit = item.path.is_relative_to(UNIT_DIR)
         item.add_marker(pytest.mark.unit if unit else pytest.mark.integration)
         if item.path.stem in ONE_PROCESS_EACH:
             item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
+
+def pytest_xdist_node_collection_finished(node: WorkerController, ids: list[str]) -> None:
+    """Under `--dist loadgroup`, refuse the run if the groups did not take: xdist marks a
+    grouped test by suffixing its node id with `@group`, and a pytest that ignores the
+    suffix (9.2 does) would send one module's tests to several processes at once (two
+    compose stacks then built one image tag side by side)."""
+    ungrouped = [i for i in ids if Path(i.split("::")[0]).stem in ONE_PROCESS_EACH and "@" not in i]
+    if ungrouped and node.config.getvalue("dist") == "loadgroup":
+        pytest.exit(
+            f"pytest-xdist's groups did not apply (pytest {pytest.__version__}): {ungrouped[0]} has no "
+            "@group suffix; install the versions requirements-dev.lock pins",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
 
 
 def unavailable(what: str, why: object) -> None:

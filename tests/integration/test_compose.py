@@ -452,7 +452,9 @@ def _stack(
         **_env(),
         "ASKBOX_BASE_IMAGE": _base_image(docker_client),
         "ASKBOX_EXTRA_CA": extra_ca,
-        "ASKBOX_IMAGE_TAG": "test",  # kept between runs, as the test images are: the build cache stays warm
+        # This stack's own tag (another test session on this daemon builds its own tree's
+        # code); at teardown it becomes :test, which keeps the build cache warm between runs.
+        "ASKBOX_IMAGE_TAG": f"test-{deployment}",
         "ASKBOX_DEPLOYMENT": deployment,
         "ASKBOX_REPOS_DIR": str(repos_dir),
         # "web": the README's quick start asks about it; "demo": the channel's.
@@ -508,11 +510,21 @@ def _stack(
                 relay.close()
             slack.close()
             gemini.stop()
+            for repository in ("askbox/app", "askbox/redis"):
+                _retag(docker_client, f"{repository}:{env['ASKBOX_IMAGE_TAG']}", f"{repository}:test")
             for image in built.values():  # this copy's tags (their layers are shared with the real ones)
                 try:
                     docker_client.images.remove(image)
                 except docker.errors.APIError:
                     pass
+
+
+def _retag(client: docker.DockerClient, image: str, to: str) -> None:
+    try:
+        client.images.get(image).tag(to)
+        client.images.remove(image)
+    except docker.errors.ImageNotFound:
+        pass  # the stack never got to build it
 
 
 def _teardown(stack: Stack, client: docker.DockerClient, facts: dict) -> None:
