@@ -69,6 +69,10 @@ class Provider(ABC):
     label: str  # as messages name it: "the Gemini API"
     title: str  # as budgets name it: "Gemini"
 
+    def __init__(self, default_output_tokens: int) -> None:
+        # The answer's cap when a request sets none (what its reservation counts on).
+        self.default_output_tokens = default_output_tokens
+
     @abstractmethod
     def client_token(self, request: web.Request) -> str | None:
         """The session token the client presented (its idea of an API key)."""
@@ -168,4 +172,4 @@ def provider_for(name: str, default_output_tokens: int) -> Provider:
         "anthropic": AnthropicProvider,
         "openai": OpenAIProvider,
     }
-    return kinds[name](default_output_tokens)  # type: ignore[call-arg]
+    return kinds[name](default_output_tokens)

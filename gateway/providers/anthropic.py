@@ -101,9 +101,6 @@ class AnthropicProvider(Provider):
     label = "the Anthropic API"
     title = "Anthropic"
 
-    def __init__(self, default_output_tokens: int) -> None:
-        self.default_output_tokens = default_output_tokens
-
     def client_token(self, request: web.Request) -> str | None:
         bearer = request.headers.get("authorization", "")
         return request.headers.get(KEY_HEADER) or (bearer[7:] if bearer.lower().startswith("bearer ") else None)

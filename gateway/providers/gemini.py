@@ -67,10 +67,6 @@ class GeminiProvider(Provider):
     label = "the Gemini API"
     title = "Gemini"
 
-    def __init__(self, default_output_tokens: int) -> None:
-        # The answer's cap when a request sets no maxOutputTokens (for its reservation).
-        self.default_output_tokens = default_output_tokens
-
     def client_token(self, request: web.Request) -> str | None:
         return request.headers.get(KEY_HEADER) or request.query.get("key")
 

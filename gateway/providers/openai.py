@@ -98,9 +98,6 @@ class OpenAIProvider(Provider):
     label = "the OpenAI API"
     title = "OpenAI"
 
-    def __init__(self, default_output_tokens: int) -> None:
-        self.default_output_tokens = default_output_tokens
-
     def client_token(self, request: web.Request) -> str | None:
         bearer = request.headers.get("authorization", "")
         return bearer[7:] if bearer.lower().startswith("bearer ") else None

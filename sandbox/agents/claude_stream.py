@@ -42,7 +42,7 @@ from sandbox.agents.events import (
     Usage,
 )
 from sandbox.agents.failures import AgentFailures, Rule, explained
-from sandbox.agents.jsonlines import JsonLinesParser, interrupted_call
+from sandbox.agents.jsonlines import JsonLinesParser
 from sandbox.agents.text import DETAIL_LIMIT, as_int, first_string, shorten, str_or_none, strip_ansi
 
 AGENT = "Claude Code"
@@ -107,8 +107,6 @@ class ClaudeStreamParser(JsonLinesParser):
 
     def __init__(self, workspace: str | None = None) -> None:
         super().__init__(workspace)
-        self._calls: dict[str, tuple[str, str]] = {}  # tool_use id -> (tool, summary)
-        self._open: list[str] = []
         self._handlers = {
             "system": self._on_system,
             "stream_event": self._on_stream_event,
@@ -116,11 +114,6 @@ class ClaudeStreamParser(JsonLinesParser):
             "user": self._on_user,
             "result": self._on_result,
         }
-
-    def _interrupted(self) -> list[AgentEvent]:
-        events: list[AgentEvent] = [interrupted_call(c, *self._calls[c]) for c in self._open]
-        self._open.clear()
-        return events
 
     # --- event handlers ----------------------------------------------------------
 
@@ -196,18 +189,15 @@ class ClaudeStreamParser(JsonLinesParser):
     def _tool_started(self, block: dict[str, Any]) -> ToolStarted:
         self._answer.end_segment()
         tool = str_or_none(block.get("name")) or "tool"
-        call_id = str_or_none(block.get("id")) or f"{tool}-{len(self._calls) + 1}"
+        call_id = str_or_none(block.get("id")) or f"{tool}-{len(self._tools) + 1}"
         args = block.get("input")
         summary = describe_tool(tool, args if isinstance(args, dict) else {}, self._workspace)
-        self._calls[call_id] = (tool, summary)
-        self._open.append(call_id)
+        self._tools.start(call_id, tool, summary)
         return ToolStarted(call_id=call_id, tool=tool, summary=summary)
 
     def _tool_finished(self, block: dict[str, Any]) -> ToolFinished:
-        call_id = str_or_none(block.get("tool_use_id")) or (self._open[0] if self._open else "unknown")
-        tool, summary = self._calls.get(call_id, ("tool", "Used a tool"))
-        if call_id in self._open:
-            self._open.remove(call_id)
+        call_id = str_or_none(block.get("tool_use_id")) or self._tools.oldest_open() or "unknown"
+        tool, summary = self._tools.finish(call_id) or ("tool", "Used a tool")
         ok = block.get("is_error") is not True
         detail = "" if ok else shorten(strip_ansi(_content_text(block.get("content")) or "failed"), DETAIL_LIMIT)
         return ToolFinished(call_id=call_id, tool=tool, summary=summary, ok=ok, detail=detail)

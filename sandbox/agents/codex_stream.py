@@ -38,7 +38,7 @@ from sandbox.agents.events import (
     Usage,
 )
 from sandbox.agents.failures import AgentFailures, Rule, explained
-from sandbox.agents.jsonlines import JsonLinesParser, interrupted_call
+from sandbox.agents.jsonlines import JsonLinesParser
 from sandbox.agents.text import DETAIL_LIMIT, as_code, as_int, first_string, shorten, str_or_none, strip_ansi
 
 AGENT = "Codex CLI"
@@ -101,8 +101,6 @@ class CodexStreamParser(JsonLinesParser):
     def __init__(self, workspace: str | None = None, model: str | None = None) -> None:
         super().__init__(workspace)
         self._model = model
-        self._calls: dict[str, tuple[str, str]] = {}  # item id -> (tool, summary)
-        self._open: list[str] = []
         self._last_error = ""
         self._handlers = {
             "thread.started": self._on_thread,
@@ -112,11 +110,6 @@ class CodexStreamParser(JsonLinesParser):
             "turn.completed": self._on_completed,
             "turn.failed": self._on_failed,
         }
-
-    def _interrupted(self) -> list[AgentEvent]:
-        events: list[AgentEvent] = [interrupted_call(c, *self._calls[c]) for c in self._open]
-        self._open.clear()
-        return events
 
     # --- event handlers ----------------------------------------------------------
 
@@ -146,9 +139,9 @@ class CodexStreamParser(JsonLinesParser):
             return []
         if kind == "error":
             return [Diagnostic(text=f"{AGENT} warning: {first_string(item, ['message']) or 'unknown'}")]
-        item_id = str_or_none(item.get("id")) or f"item-{len(self._calls) + 1}"
+        item_id = str_or_none(item.get("id")) or f"item-{len(self._tools) + 1}"
         events: list[AgentEvent] = []
-        if item_id not in self._calls:  # a step reported only once it was done
+        if item_id not in self._tools:  # a step reported only once it was done
             events.append(self._tool_started(item))
         return [*events, self._tool_finished(item_id, item)]
 
@@ -174,15 +167,12 @@ class CodexStreamParser(JsonLinesParser):
     def _tool_started(self, item: dict[str, Any]) -> ToolStarted:
         self._answer.end_segment()
         tool, summary = describe_item(item, self._workspace)
-        call_id = str_or_none(item.get("id")) or f"item-{len(self._calls) + 1}"
-        self._calls[call_id] = (tool, summary)
-        self._open.append(call_id)
+        call_id = str_or_none(item.get("id")) or f"item-{len(self._tools) + 1}"
+        self._tools.start(call_id, tool, summary)
         return ToolStarted(call_id=call_id, tool=tool, summary=summary)
 
     def _tool_finished(self, call_id: str, item: dict[str, Any]) -> ToolFinished:
-        tool, summary = self._calls.get(call_id, ("tool", "Used a tool"))
-        if call_id in self._open:
-            self._open.remove(call_id)
+        tool, summary = self._tools.finish(call_id) or ("tool", "Used a tool")
         exit_code = as_int(item.get("exit_code"))
         ok = item.get("status") in ("completed", None) and exit_code in (0, None)
         detail = ""

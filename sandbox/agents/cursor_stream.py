@@ -39,7 +39,7 @@ from sandbox.agents.events import (
     Usage,
 )
 from sandbox.agents.failures import AgentFailures, Rule, explained, fixed
-from sandbox.agents.jsonlines import JsonLinesParser, interrupted_call
+from sandbox.agents.jsonlines import JsonLinesParser
 from sandbox.agents.text import DETAIL_LIMIT, as_int, first_string, shorten, str_or_none
 
 AGENT = "cursor-agent"
@@ -120,7 +120,6 @@ class CursorStreamParser(JsonLinesParser):
     def __init__(self, workspace: str | None = None) -> None:
         super().__init__(workspace)
         self._session_id: str | None = None
-        self._open_calls: dict[str, tuple[str, str]] = {}  # call_id -> (tool, summary)
         self._anonymous_calls = 0
         self._handlers = {
             "system": self._on_system,
@@ -131,13 +130,6 @@ class CursorStreamParser(JsonLinesParser):
 
     # ``done``: cursor-agent sometimes keeps running after its result, so the caller
     # stops the container once it is set instead of waiting for an exit.
-
-    def _interrupted(self) -> list[AgentEvent]:
-        events: list[AgentEvent] = [
-            interrupted_call(call_id, tool, summary) for call_id, (tool, summary) in self._open_calls.items()
-        ]
-        self._open_calls.clear()
-        return events
 
     # --- event handlers ----------------------------------------------------------
 
@@ -190,16 +182,14 @@ class CursorStreamParser(JsonLinesParser):
         self._answer.end_segment()
         tool, summary = describe_tool_call(event.get("tool_call"), self._workspace)
         call_id = self._call_id(event)
-        self._open_calls[call_id] = (tool, summary)
+        self._tools.start(call_id, tool, summary)
         return ToolStarted(call_id=call_id, tool=tool, summary=summary)
 
     def _tool_finished(self, event: dict[str, Any]) -> ToolFinished:
         call_id = str_or_none(event.get("call_id")) or _args_call_id(event.get("tool_call"))
-        if call_id is None and self._open_calls:
-            call_id = next(iter(self._open_calls))  # no id at all: oldest open call
-        call_id = call_id or self._new_anonymous_id()
+        call_id = call_id or self._tools.oldest_open() or self._new_anonymous_id()  # no id: the oldest open call
         # the started event's words, so a progress display can match the two up
-        known = self._open_calls.pop(call_id, None)
+        known = self._tools.finish(call_id)
         tool, summary = known or describe_tool_call(event.get("tool_call"), self._workspace)
         ok, detail = tool_outcome(event.get("tool_call"))
         return ToolFinished(call_id=call_id, tool=tool, summary=summary, ok=ok, detail=detail)

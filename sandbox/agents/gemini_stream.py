@@ -42,7 +42,7 @@ from sandbox.agents.events import (
     Usage,
 )
 from sandbox.agents.failures import AgentFailures, Rule, explained
-from sandbox.agents.jsonlines import JsonLinesParser, interrupted_call
+from sandbox.agents.jsonlines import JsonLinesParser
 from sandbox.agents.text import DETAIL_LIMIT, as_int, first_string, shorten, str_or_none, strip_ansi
 
 AGENT = "Gemini CLI"
@@ -109,8 +109,6 @@ class GeminiStreamParser(JsonLinesParser):
 
     def __init__(self, workspace: str | None = None) -> None:
         super().__init__(workspace)
-        self._calls: dict[str, tuple[str, str]] = {}  # tool_id -> (tool, summary)
-        self._open: set[str] = set()
         self._last_error = ""  # an error event's message, for a result that names none
         self._handlers = {
             "init": self._on_init,
@@ -120,11 +118,6 @@ class GeminiStreamParser(JsonLinesParser):
             "error": self._on_error,
             "result": self._on_result,
         }
-
-    def _interrupted(self) -> list[AgentEvent]:
-        events: list[AgentEvent] = [self._interrupted_call(call_id) for call_id in sorted(self._open)]
-        self._open.clear()
-        return events
 
     # --- event handlers ----------------------------------------------------------
 
@@ -149,17 +142,15 @@ class GeminiStreamParser(JsonLinesParser):
     def _on_tool_use(self, event: dict[str, Any]) -> list[AgentEvent]:
         self._answer.end_segment()
         tool = str_or_none(event.get("tool_name")) or "tool"
-        call_id = str_or_none(event.get("tool_id")) or f"{tool}-{len(self._calls) + 1}"
+        call_id = str_or_none(event.get("tool_id")) or f"{tool}-{len(self._tools) + 1}"
         params = event.get("parameters")
         summary = describe_tool(tool, params if isinstance(params, dict) else {}, self._workspace)
-        self._calls[call_id] = (tool, summary)
-        self._open.add(call_id)
+        self._tools.start(call_id, tool, summary)
         return [ToolStarted(call_id=call_id, tool=tool, summary=summary)]
 
     def _on_tool_result(self, event: dict[str, Any]) -> list[AgentEvent]:
         call_id = str_or_none(event.get("tool_id")) or "unknown"
-        tool, summary = self._calls.get(call_id, ("tool", "Used a tool"))
-        self._open.discard(call_id)
+        tool, summary = self._tools.finish(call_id) or ("tool", "Used a tool")
         ok = event.get("status") == "success"
         detail = "" if ok else _tool_error(event)
         return [ToolFinished(call_id=call_id, tool=tool, summary=summary, ok=ok, detail=detail)]
@@ -191,10 +182,6 @@ class GeminiStreamParser(JsonLinesParser):
         error_type = first_string(error, ["type"])
         kind = FAILURES.classify(f"{error_type} {message}")
         return AgentError(kind=kind, message=FAILURES.message(kind, strip_ansi(message), None))
-
-    def _interrupted_call(self, call_id: str) -> ToolFinished:
-        tool, summary = self._calls[call_id]
-        return interrupted_call(call_id, tool, summary)
 
 
 # --- tool descriptions ---------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Every agent CLI we run prints one JSON object per line, tagged by ``type``; the skeleton
 does the line handling, the answer buffer and the end of the run, and a parser for one
-CLI supplies its handlers, its open tool calls and its ``AgentFailures``.
+CLI supplies its handlers and its ``AgentFailures``; ``ToolCalls`` keeps its tool calls.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ Handler = Callable[[dict[str, Any]], list[AgentEvent]]
 
 class JsonLinesParser:
     """One JSON object per line, dispatched on its ``type``. Subclasses fill
-    ``_handlers``, name their ``failures`` and close their open calls (``_interrupted``)."""
+    ``_handlers``, name their ``failures`` and record tool calls in ``_tools``."""
 
     failures: ClassVar[AgentFailures]
 
@@ -42,6 +42,7 @@ class JsonLinesParser:
         self._done = False
         self._finished = False
         self._handlers: dict[str, Handler] = {}
+        self._tools = ToolCalls()
 
     @property
     def done(self) -> bool:
@@ -77,9 +78,41 @@ class JsonLinesParser:
         return [*self._interrupted(), self.failures.from_stderr(exit_code, stderr_tail)]
 
     def _interrupted(self) -> list[AgentEvent]:
-        raise NotImplementedError
+        return self._tools.interrupt()
 
 
-def interrupted_call(call_id: str, tool: str, summary: str) -> ToolFinished:
-    """The end of a tool call the run ended in the middle of."""
-    return ToolFinished(call_id=call_id, tool=tool, summary=summary, ok=False, detail="interrupted")
+class ToolCalls:
+    """One run's tool calls by id: what each started as (tool, summary), so that its end
+    can be told in the same words, and which are still open, in the order they started,
+    so that a run that stops in the middle closes them."""
+
+    def __init__(self) -> None:
+        self._started: dict[str, tuple[str, str]] = {}
+        self._open: dict[str, None] = {}  # an ordered set
+
+    def __len__(self) -> int:
+        return len(self._started)
+
+    def __contains__(self, call_id: object) -> bool:
+        return call_id in self._started
+
+    def oldest_open(self) -> str | None:
+        return next(iter(self._open), None)
+
+    def start(self, call_id: str, tool: str, summary: str) -> None:
+        self._started[call_id] = (tool, summary)
+        self._open[call_id] = None
+
+    def finish(self, call_id: str) -> tuple[str, str] | None:
+        """The call's (tool, summary) as it started; None for a call never started."""
+        self._open.pop(call_id, None)
+        return self._started.get(call_id)
+
+    def interrupt(self) -> list[AgentEvent]:
+        """The ends of the calls still open: the run stopped in their middle."""
+        events: list[AgentEvent] = [
+            ToolFinished(call_id=c, tool=tool, summary=summary, ok=False, detail="interrupted")
+            for c, (tool, summary) in ((c, self._started[c]) for c in self._open)
+        ]
+        self._open.clear()
+        return events
