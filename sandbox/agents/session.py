@@ -112,7 +112,8 @@ class AgentSession:
         if ending is None:
             return None
         messages = {
-            Ending.TIMEOUT: f"timed out after {outcome.duration:.0f} s",
+            # The limit, not the measured run: stopping takes a moment past the deadline.
+            Ending.TIMEOUT: f"timed out after {self.spec.limits.timeout:g} s",
             Ending.OOM: f"ran out of memory ({outcome.message})",
             Ending.CANCELLED: "cancelled",
             Ending.INFRA: outcome.message,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -309,7 +310,8 @@ def test_progress_coalesces_under_a_429_storm(fake: FakeSlack, redis_client: red
             if before.status == 429:
                 assert after.time - before.time >= 0.95, (before.method, after.time - before.time)
     # Coalesced, not queued: each edit carries the newest state, never an older one.
-    steps = [int(c.args["text"].split(" · ")[1].split()[0]) for c in updates if "Working" in c.args["text"]]
+    working = [c.args["text"] for c in updates if "Working" in c.args["text"]]
+    steps = [int(m[1]) if (m := re.search(r" · (\d+) step", text)) else 0 for text in working]  # none yet: 0
     assert steps == sorted(steps) and len(set(steps)) == len(steps), steps
     assert [c.status for c in updates if "Working" in c.args["text"]][-1] == 200
     assert [m.text for m in replies(fake, asked)] == ["The answer."], "the final is never lost"

@@ -353,10 +353,11 @@ def test_every_link_targets_a_real_file_and_real_lines(tree, index):
     ],
 )
 def test_a_one_megabyte_answer_is_bounded_in_time(tree, index, unit):
-    """Linear, not worse: 1 MiB of an adversarial shape against 32 KiB of it, timed in the
-    same run (best of three each), so a busy machine slows both alike. A linear scan of
-    the capped part costs at most 8x; the quadratic pattern this guards against cost
-    about 14 s on 1 MiB, far past 24x."""
+    """Linear, not worse: 1 MiB of an adversarial shape against 32 KiB of it, in the same
+    run (best of three each, in this process's CPU time: other processes on a busy machine
+    do not count). A linear scan of the capped part costs at most 8x; the quadratic pattern
+    this guards against cost about 14 s on 1 MiB against about 10 ms, over 1000x: the bound
+    is 64x, far from both."""
     line = (unit * (MAX_LINE // len(unit) + 1))[: MAX_LINE - 10]
     text = ("\n".join([line] * (2**20 // len(line) + 1)))[: 2**20]
     assert GH is not None
@@ -364,13 +365,13 @@ def test_a_one_megabyte_answer_is_bounded_in_time(tree, index, unit):
     def best_of_three(answer: str) -> float:
         times = []
         for _ in range(3):
-            started = time.perf_counter()
+            started = time.process_time()
             cite(answer, root=tree, commit=SHA, remote="https://github.com/acme/demo.git", index=lambda: index)
-            times.append(time.perf_counter() - started)
+            times.append(time.process_time() - started)
         return min(times)
 
     small, large = best_of_three(text[: 32 << 10]), best_of_three(text)
-    assert large < max(small, 0.005) * 24, f"1 MiB took {large:.3f} s, 32 KiB {small:.4f} s"
+    assert large < max(small, 0.005) * 64, f"1 MiB took {large:.3f} s, 32 KiB {small:.4f} s"
     cited = cite(text, root=tree, commit=SHA, remote="https://github.com/acme/demo.git", index=lambda: index)
     assert len(cited.text) >= len(text)
     one_line = cite(
