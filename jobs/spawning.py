@@ -11,7 +11,8 @@ So a program is started under one lock (``start``), and every ``os.fork`` of the
 takes the same lock first (``os.register_at_fork``): a fork never sees a child half
 started. ``subprocess`` itself does not run these fork hooks (it does not fork through
 ``os.fork``), so starting a program under the lock cannot deadlock against itself. Only
-the start is under the lock; reading the child's output is not.
+the start is under the lock; reading the child's output is not. A file that programs
+execute is written under it too (``write_program``), for the same reason.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+from pathlib import Path
 from typing import Any
 
 _STARTING = threading.Lock()
@@ -29,6 +31,24 @@ def _release() -> None:
 
 
 os.register_at_fork(before=_STARTING.acquire, after_in_parent=_release, after_in_child=_release)
+
+
+def write_program(path: Path, text: str) -> None:
+    """Write a file that programs will execute (git's askpass script), under the same lock.
+
+    A process forked while the file is open for writing keeps a write handle on it: a
+    work-horse, which never execs, for its whole life. Executing the file then fails with
+    ETXTBSY ("Text file busy") for as long as that process lives (a question was refused
+    with "cannot exec askpass.sh: Text file busy"). Under the lock, no fork sees it open."""
+    data = text.encode()
+    with _STARTING:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o700)
+        try:
+            os.fchmod(fd, 0o700)
+            while data:
+                data = data[os.write(fd, data) :]
+        finally:
+            os.close(fd)
 
 
 def start(argv: list[str], **popen: Any) -> subprocess.Popen:

@@ -117,9 +117,8 @@ def remote_env(repo: RepoRef, state_dir: Path) -> dict[str, str]:
     if repo.token is not None:
         askpass = state_dir / "askpass.sh"
         if not askpass.exists():
-            tmp = state_dir / f".askpass-{os.getpid()}"
-            tmp.write_text(ASKPASS)
-            tmp.chmod(0o700)
+            tmp = state_dir / f".askpass-{os.getpid()}-{threading.get_ident()}"
+            spawning.write_program(tmp, ASKPASS)  # never open for writing across a fork
             tmp.replace(askpass)
         env.update({"GIT_ASKPASS": str(askpass), TOKEN_VAR: repo.token.get_secret_value()})
     if repo.ssh_key is not None:
