@@ -98,15 +98,18 @@ def measure(redis: Redis, workers: Workers, tmp_path: Path, per_round: int, roun
     def bare(one: Callable[[], float]) -> float:
         return sum(one() for _ in range(per_round)) / per_round
 
-    def bare_inline() -> float:
+    def bare_question() -> Question:
         n = next(counter)
-        question = Question(
+        return Question(
             origin=Origin(kind="terminal", user="bench", session=f"bare-{n}"),
             text=QUESTION.format(n=n),
             repo="demo",
             fresh=True,
             id=f"bare-{n}",
         )
+
+    def bare_inline() -> float:
+        question = bare_question()
         started = time.perf_counter()
         final = answer(
             Run(
@@ -124,14 +127,7 @@ def measure(redis: Redis, workers: Workers, tmp_path: Path, per_round: int, roun
         return time.perf_counter() - started
 
     def bare_queue() -> float:
-        n = next(counter)
-        question = Question(
-            origin=Origin(kind="terminal", user="bench", session=f"bare-{n}"),
-            text=QUESTION.format(n=n),
-            repo="demo",
-            fresh=True,
-            id=f"bare-{n}",
-        )
+        question = bare_question()
         started = time.perf_counter()
         job = enqueue(redis, question, settings.jobs).job
         wait_for(lambda: job.get_meta(refresh=True).get("final"), 120, "the final", every=0.005)
