@@ -27,6 +27,10 @@ from sandbox.spec import SandboxSpec
 
 log = logging.getLogger(__name__)
 
+# How long a run killed by an unsent SIGKILL waits for Docker's late OOM event (see
+# SandboxRun._oom_killed): a bound for a loaded host; the wait ends as soon as it lands.
+OOM_EVENT_GRACE = 2.0
+
 
 def _raw_socket(sock: Any) -> socket.socket:
     # docker-py hands back the hijacked attach connection wrapped in a SocketIO, which has
@@ -274,8 +278,7 @@ class SandboxRun:
         exit_code, oom, error = None, False, ""
         try:
             exit_code = self.container.wait(timeout=30)["StatusCode"]
-            self.container.reload()
-            oom = bool(self.container.attrs["State"].get("OOMKilled"))
+            oom = self._oom_killed(exit_code)
         except (DockerException, RequestException) as exc:
             error = str(exc)
         finally:
@@ -284,6 +287,29 @@ class SandboxRun:
             self._close_stdin()
             self._remove()
         self.outcome = self._classify(exit_code, oom, error)
+
+    def _oom_killed(self, exit_code: int) -> bool:
+        """Whether the kernel killed the run's main process for memory.
+
+        Docker learns of an OOM kill and of the exit through two events that containerd's
+        shim publishes on separate paths, so on a busy host the OOM one can land after
+        the exit: a run killed by SIGKILL that nobody here sent waits up to
+        ``OOM_EVENT_GRACE`` seconds for it. A child killed for memory while the main
+        process carries on and exits 0 is the agent's business (its tool reported
+        "Killed"), not the run's outcome: the flag is read only for a failed exit, so the
+        same run always ends the same way.
+        """
+        assert self.container is not None
+        if exit_code == 0:
+            return False
+        deadline = time.monotonic() + (OOM_EVENT_GRACE if exit_code == EXIT_KILLED and self._ending is None else 0)
+        while True:
+            self.container.reload()
+            if self.container.attrs["State"].get("OOMKilled"):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
     def __enter__(self) -> SandboxRun:
         return self

@@ -15,12 +15,13 @@ from tests.integration.gateway_helpers import Answer, GatewayProcess, call, gate
 
 pytestmark = pytest.mark.redis
 KEYS = ["real-key-one-AIzaSyA", "real-key-two-AIzaSyB"]
-N, WINDOW = 5, 1.0  # per key
-# The fake enforces a slightly shorter window than the gateways: its clock runs a few ms
-# behind theirs (admission, then transit: up to a few hundred ms on a busy machine running tests
-# in parallel), and any quota 429 it sends would be absorbed
-# silently. With the margin, a single 429 for quota means the gateways over-admitted.
-FAKE_WINDOW = WINDOW - 0.3
+N, WINDOW = 5, 2.0  # per key
+# The fake enforces a shorter window than the gateways: a request reaches it some time
+# after its admission (transit took over 300 ms in a CI run with four test processes), and
+# any quota 429 it sends would be absorbed silently. With a margin of a whole second, a
+# single 429 for quota means the gateways over-admitted: sharing no limit, two gateways
+# would send twice N within the first milliseconds.
+FAKE_WINDOW = WINDOW - 1.0
 CLIENTS = 20
 
 

@@ -196,9 +196,24 @@ def test_fork_bomb_is_contained_and_host_stays_responsive(sandbox, sandbox_image
 
 
 def test_memory_hog_ends_as_oom(sandbox, sandbox_image):
-    outcome, _, _ = run_cmd(sandbox, sandbox_image, "head -c 2G /dev/zero | tail; echo survived", memory="64m")
+    # The main process itself holds the memory (a command substitution), so the kernel
+    # kills it, as it would an agent that reads a huge file into memory.
+    outcome, out, _ = run_cmd(
+        sandbox, sandbox_image, "x=$(head -c 2G /dev/zero | tr '\\0' a); echo survived", memory="64m"
+    )
     assert outcome.kind is OutcomeKind.OOM, outcome
+    assert outcome.message == "memory limit 64 MiB"
     assert outcome.cli_exit_code() == 137
+    assert "survived" not in out
+
+
+def test_a_child_killed_for_memory_leaves_the_run_to_its_main_process(sandbox, sandbox_image):
+    # An agent's tool (here tail) is killed for memory; the agent carries on and answers.
+    # The answer stands: the run is OK, whatever order Docker learns of the kill and the exit.
+    outcome, out, err = run_cmd(sandbox, sandbox_image, "head -c 2G /dev/zero | tail; echo survived", memory="64m")
+    assert outcome.kind is OutcomeKind.OK, outcome
+    assert out == "survived"
+    assert "Killed" in err
 
 
 def test_cpu_hog_gets_no_more_than_its_quota(sandbox, sandbox_image):
