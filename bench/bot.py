@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from proxies import stop_proxies  # noqa: E402  (bench/proxies.py, beside this script)
 from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 from tests.fakes.slack import FakeSlack  # noqa: E402
@@ -42,7 +43,6 @@ def agent_to_slack_lag(fake: FakeSlack, env: dict[str, str], tmp_path: Path, red
 
     from jobs.queue import fetch
     from sandbox import images
-    from sandbox.egress import EgressProxies
     from tests.integration.pipeline_helpers import Workers
     from tests.standins.build import build_cursor_standin
 
@@ -84,7 +84,7 @@ def agent_to_slack_lag(fake: FakeSlack, env: dict[str, str], tmp_path: Path, red
             final.append(answer - meta["final_at"])
     finally:
         workers.stop()
-        EgressProxies(images.tag("egress-proxy"), tmp_path / "egress").stop_all(docker.from_env())
+        stop_proxies(docker.from_env(), tmp_path / "egress")
     print(
         f"agent's first event -> thread updated    p50 {statistics.median(progress) * 1000:7.1f} ms  "
         f"max {max(progress) * 1000:7.1f} ms  ({runs} questions)"

@@ -41,12 +41,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
+from proxies import stop_proxies  # noqa: E402  (bench/proxies.py, beside this script)
 from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 
 from jobs import outbox  # noqa: E402
 from jobs.question import Origin, sanitize_id  # noqa: E402
 from sandbox import images  # noqa: E402
-from sandbox.egress import EgressProxies  # noqa: E402
 from tests.fakes.slack import FakeSlack  # noqa: E402
 from tests.integration.conftest import CHANNEL, bot_env  # noqa: E402
 from tests.integration.pipeline_helpers import ASKBOX, RedisServer, Workers, descendants, free_port  # noqa: E402
@@ -297,7 +297,7 @@ def soak(args: argparse.Namespace, image: str, client: docker.DockerClient, faul
                 bench.bot.terminate()
                 bench.bot.wait(timeout=15)
             server.stop()
-            EgressProxies(images.tag("egress-proxy"), egress).stop_all(client)
+            stop_proxies(client, egress)
         finals = [finals_of(fake, item) for item in asked]
         times = [item.answered - item.sent for item in asked if item.answered]
         return {

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
+from proxies import stop_proxies  # noqa: E402  (bench/proxies.py, beside this script)
 from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 from redis import Redis  # noqa: E402
 from rq import Worker  # noqa: E402
@@ -32,7 +33,6 @@ from jobs.settings import JobSettings  # noqa: E402
 from sandbox import Sandbox, SandboxSpec, images  # noqa: E402
 from sandbox.agents.adapters import CursorAgent  # noqa: E402
 from sandbox.agents.settings import AgentSettings, CursorAgentSettings  # noqa: E402
-from sandbox.egress import EgressProxies  # noqa: E402
 from tests.integration.pipeline_helpers import RedisServer, Workers, wait_for  # noqa: E402
 from tests.standins.build import build_cursor_standin  # noqa: E402
 
@@ -153,7 +153,7 @@ def main() -> None:
         finally:
             workers.stop()
             server.stop()
-            EgressProxies(images.tag("egress-proxy"), tmp_path / "egress").stop_all(client)
+            stop_proxies(client, tmp_path / "egress")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("ASKBOX_DEPLOYMENT", f"bench-scale-{uuid.uuid4().hex[:6]}")
 
 import docker  # noqa: E402
+from proxies import stop_proxies  # noqa: E402  (bench/proxies.py, beside this script)
 from quick import parse_args  # noqa: E402  (bench/quick.py, beside this script)
 from redis import Redis  # noqa: E402
 from rq import Worker  # noqa: E402
@@ -38,7 +39,6 @@ from jobs import queue as jobs_queue  # noqa: E402
 from jobs.question import Origin, Question  # noqa: E402
 from jobs.settings import JobSettings  # noqa: E402
 from sandbox import images, labels  # noqa: E402
-from sandbox.egress import EgressProxies  # noqa: E402
 from tests.fakes.gemini_api import FakeGeminiAPI, FunctionCall, RecordedRequest, Text  # noqa: E402
 from tests.integration.gateway_helpers import GatewayProcess, gateway_env  # noqa: E402
 from tests.integration.pipeline_helpers import RedisServer, Workers, wait_for  # noqa: E402
@@ -244,7 +244,7 @@ def main() -> None:
             workers.stop()
             gateway.stop()
             server.stop()
-            EgressProxies(images.tag("egress-proxy"), egress).stop_all(client)
+            stop_proxies(client, egress)
     base = rows[0][1]
     print(
         "\nworkers | questions/min | vs 1st | enqueue->final p50 / p95 | sandbox peak MiB p50 / max "

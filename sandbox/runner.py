@@ -27,6 +27,10 @@ from sandbox.spec import SandboxSpec
 
 log = logging.getLogger(__name__)
 
+# How long an interrupted start looks for the container of a create still in the daemon's
+# hands (Sandbox._remove_run); the look ends as soon as that container is removed.
+CREATE_IN_FLIGHT_GRACE = 10.0
+
 # How long a run killed by an unsent SIGKILL waits for Docker's late OOM event (see
 # SandboxRun._oom_killed): a bound for a loaded host; the wait ends as soon as it lands.
 OOM_EVENT_GRACE = 2.0
@@ -85,17 +89,39 @@ class Sandbox:
             # Interrupted while starting (SIGTERM/Ctrl-C in the CLI, bot/cli/signals.py): the
             # caller never gets the run to close, so remove what exists of it here, found
             # by its label in case the interruption came before Docker's answer.
-            self._remove_run(spec.run_id)
+            in_flight = run.create_sent and run.container is None
+            self._remove_run(spec.run_id, appearing=CREATE_IN_FLIGHT_GRACE if in_flight else 0.0)
             raise
         return run
 
-    def _remove_run(self, run_id: str) -> None:
+    def _remove_run(self, run_id: str, appearing: float) -> None:
+        """Remove the run's container, found by its label.
+
+        A create the caller stopped waiting for goes on in the daemon: its container may
+        not be listed yet (look again for ``appearing`` seconds), or be listed but answer
+        404 until the create is done (seen on a loaded host: look again for at least 2 s).
+        """
+        started = time.monotonic()
+        removed = False
         try:
-            for container in self.client.containers.list(
-                all=True, sparse=True, filters={"label": f"{labels.RUN_ID}={run_id}"}
-            ):
-                container.remove(force=True)
-        except (DockerException, RequestException) as exc:
+            while True:
+                found = self.client.containers.list(
+                    all=True, sparse=True, filters={"label": f"{labels.RUN_ID}={run_id}"}
+                )
+                pending = []
+                for container in found:
+                    try:
+                        container.remove(force=True)
+                        removed = True
+                    except NotFound:
+                        pending.append(container.id)  # still being created, or removed meanwhile
+                waited = time.monotonic() - started
+                if not pending and (removed or waited >= appearing):
+                    return
+                if pending and waited >= max(appearing, 2.0):
+                    raise SandboxInfraError(f"still listed after {waited:.0f} s: {', '.join(map(str, pending))}")
+                time.sleep(0.1)
+        except (DockerException, RequestException, SandboxInfraError) as exc:
             log.error("could not remove the interrupted sandbox %s: %s (the reaper will)", run_id, exc)
 
     def _egress_dir(self, spec: SandboxSpec) -> Path | None:
@@ -145,6 +171,7 @@ class SandboxRun:
         self._lock = threading.Lock()
         self._ending: OutcomeKind | None = None  # why *we* ended it, if we did
         self._drained = False  # the output stream reached its end
+        self.create_sent = False  # the create request went out (its container may exist)
         self._egress_dir: Path | None = None  # this run's proxy socket directory, if any
         self._stderr = Tail(spec.caps.stderr_tail_bytes)
         self._splitters = {
@@ -171,6 +198,7 @@ class SandboxRun:
             deadline=time.time() + spec.limits.timeout,
         )
         try:
+            self.create_sent = True
             container = self.container = client.containers.create(**config)
         except ImageNotFound as exc:
             raise image_missing(spec.image) from exc

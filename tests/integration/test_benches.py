@@ -15,8 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from sandbox import labels
+from tests.conftest import DEPLOYMENT
+
 ROOT = Path(__file__).resolve().parents[2]
-BENCHES = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem != "quick")
+HELPERS = {"quick", "proxies"}  # modules the benches share, not benches
+BENCHES = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem not in HELPERS)
 # What each report's last lines must hold: the bench reached its summary.
 REPORTS = {
     "agents": "time to first LLM request and memory per sandbox",
@@ -41,6 +45,7 @@ def test_every_bench_has_a_report_to_check() -> None:
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "faults" else n for n in BENCHES])
 def test_bench_runs_quick(name: str, docker_client, built_images, tmp_path: Path) -> None:
+    proxies_before = _egress_proxies(docker_client)
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env["PYTHONPATH"] = str(ROOT)  # the benches that import askbox's packages without the venv's path hook
     done = subprocess.run(
@@ -55,3 +60,11 @@ def test_bench_runs_quick(name: str, docker_client, built_images, tmp_path: Path
     assert done.returncode == 0, f"bench/{name}.py --quick exited {done.returncode}:\n{output[-4000:]}"
     assert "--quick: tiny counts" in output
     assert REPORTS[name] in output, output[-4000:]
+    # A bench leaves no egress proxy behind (they restart unless stopped).
+    assert _egress_proxies(docker_client) - proxies_before == set()
+
+
+def _egress_proxies(client) -> set[str]:
+    """The ids of this test process's egress proxies."""
+    found = client.containers.list(all=True, sparse=True, filters={"label": f"{labels.EGRESS_DEPLOYMENT}={DEPLOYMENT}"})
+    return {str(c.id) for c in found}

@@ -82,9 +82,10 @@ def test_sse_chunks_reach_the_client_as_the_fake_sends_them(redis_client: Redis,
     assert answer.status == 200
     assert "".join(e["candidates"][0]["content"]["parts"][0]["text"] for e in answer.events()) == "one two three four"
     first, last = answer.chunks[0][0] - answer.started, answer.chunks[-1][0] - answer.started
-    # The fake sends the last chunk after 3 x 0.4 s; the first must arrive well before.
+    # The fake sends the last chunk 3 x 0.4 s after the first; buffered, they would arrive
+    # together. Half the spread allows for a loaded machine delaying the first.
     assert last >= 1.2
-    assert first < 0.6, f"first chunk after {first:.2f} s: buffered"
+    assert last - first >= 0.6, f"first chunk {first:.2f} s, last {last:.2f} s: buffered"
     assert len(answer.chunks) >= 4
 
 
@@ -128,9 +129,7 @@ def test_per_day_quota_is_not_retried_and_stops_the_session(redis_client: Redis,
     with start_gateway(fake) as gateway:
         session = gateway.open()
         token = session.token.get_secret_value()
-        started = time.monotonic()
         answer = run(call(session.socket, token))
-        assert time.monotonic() - started < 2
         assert answer.status == 429
         assert len(fake.generate_requests) == 2  # each key tried once, no retries
         reason = session_state(redis_client, session.id).stop_reason
