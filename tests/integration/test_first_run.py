@@ -17,10 +17,14 @@ import pytest
 from jobs import queue as jobs_queue
 from jobs.question import Origin, Question
 from jobs.settings import JobSettings
+from sandbox import images
 from tests.conftest import REDIS_TEST_URL
 from tests.integration.pipeline_helpers import ASKBOX, ROOT, free_port
 
 pytestmark = [pytest.mark.docker]
+# What agent-cursor's build steps run (images/agent-cursor/Dockerfile): a container of one
+# of them outliving the build is the leak.
+AGENT_CURSOR_STEPS = ("install -y --no-install-recommends proxychains4", "cursor.com/install")
 
 
 def askbox(*args: str, timeout: float = 90, **env: str) -> subprocess.CompletedProcess:
@@ -221,16 +225,32 @@ def test_the_gateway_without_redis_stops_at_once(tmp_path) -> None:
     assert "not reachable" in result.stderr and "ASKBOX_REDIS_URL" in result.stderr
 
 
-def test_an_unbuildable_agent_image_leaves_no_build_container(docker_client, built_images) -> None:
-    """agent-cursor cannot be built where Cursor's servers are unreachable (here: no route
-    out). Each try used to leave the failed step's container behind (compose's images
-    service tried on every `up`): a failed build now removes it."""
+def test_an_unbuildable_agent_image_leaves_no_build_container(docker_client, built_images, tmp_path) -> None:
+    """agent-cursor cannot be built where its downloads are unreachable. Each try used to
+    leave the failed step's container behind (compose's images service tried on every
+    `up`): a failed build now removes it.
+
+    Nothing leaves this machine: the base is the offline one (no pull), and Docker's
+    client proxy setting, which docker-py passes to every build step as http(s)_proxy
+    (as a user behind a corporate proxy has it), names a closed port on the build
+    container's own loopback, so the step's apt-get and curl fail at once."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    (tmp_path / "config.json").write_text(
+        json.dumps({"proxies": {"default": {"httpProxy": closed, "httpsProxy": closed}}})
+    )
+    # --missing: the sandbox parent is built already (and is not rebuilt under other tests).
+    base = images.OFFLINE_BASE if images.present(docker_client, images.OFFLINE_BASE) else images.DEFAULT_BASE
     before = {c.id for c in docker_client.containers.list(all=True)}
-    result = askbox("images", "build", "agent-cursor", timeout=600)
+    result = askbox(
+        "images", "build", "agent-cursor", "--missing", "--base", base, timeout=600, DOCKER_CONFIG=str(tmp_path)
+    )
     assert result.returncode == 1, result.stderr[-2000:]
+    assert (
+        "building askbox/agent-cursor" in result.stderr and "failed (cursor-agent is only distributed" in result.stderr
+    )
     new = [c for c in docker_client.containers.list(all=True) if c.id not in before]
-    leftovers = [c.short_id for c in new if "cursor.com/install" in " ".join(c.attrs["Config"].get("Cmd") or [])]
-    assert leftovers == [], leftovers
+    steps = [c for c in new if any(s in " ".join(c.attrs["Config"].get("Cmd") or []) for s in AGENT_CURSOR_STEPS)]
+    assert steps == [], [c.short_id for c in steps]
 
 
 def test_build_everything_skips_agent_cursor_without_its_key() -> None:
