@@ -253,14 +253,18 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, every: float = 0.1) -> object:
+def wait_for(
+    predicate: Callable[[], object], timeout: float, what: str | Callable[[], str], every: float = 0.1
+) -> object:
+    """``predicate()``'s first true value within ``timeout`` s. ``what`` names it in the
+    failure; a callable is called then, so logs in it are read at the timeout, not before."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what() if callable(what) else what}")
 
 
 def final_of(redis: Redis, job_id: str) -> dict | None:

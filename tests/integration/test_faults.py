@@ -298,7 +298,7 @@ def test_bot_killed_after_the_claim_then_redelivered_is_answered_once(fake, http
     fresh = http_bots()
     started = time.monotonic()
     retries = deliver_until_acked(fake, fresh, question, first=1)  # while the pending claim lives: not acked
-    wait_for(lambda: answered(fake, [question]), 90, f"the answer\n{pool.tail()}")
+    wait_for(lambda: answered(fake, [question]), 90, lambda: f"the answer\n{pool.tail()}")
     assert_exactly_once(fake, [question])
     print(
         f"bot killed after the claim: acked on redelivery {retries}, answered once after "
@@ -322,7 +322,7 @@ def test_worker_killed_after_the_outbox_write_is_delivered_once(fake, http_bots,
     assert finals(fake, questions[written.index(next(w for w in written if w))]) == 0  # not delivered
     killed_at = time.monotonic()
     pool.start(1, log_dir=tmp_path)  # the survivor: its sweep (or RQ's retry) delivers
-    wait_for(lambda: answered(fake, questions), 120, f"both answers\n{pool.tail()}")
+    wait_for(lambda: answered(fake, questions), 120, lambda: f"both answers\n{pool.tail()}")
     assert_exactly_once(fake, questions)
     print(
         f"worker killed after the outbox write: {sum(map(bool, written))} final(s) outboxed undelivered, "
@@ -350,7 +350,7 @@ def test_worker_killed_mid_stream_ends_in_one_final(fake, http_bots, pool, redis
     pool.kill(next(p for p in workers if p.pid == pid))
     killed_at = time.monotonic()
     assert not outbox.written(redis, job_id), "killed too late: the run had ended"
-    wait_for(lambda: answered(fake, [question]), 150, f"the final\n{pool.tail()}")
+    wait_for(lambda: answered(fake, [question]), 150, lambda: f"the final\n{pool.tail()}")
     time.sleep(2)  # a second final would come from the retry's own end: give it the time
     assert_exactly_once(fake, [question])
     kind = outbox.read(redis, job_id)
@@ -364,7 +364,7 @@ def test_redis_restarted_under_load_loses_and_doubles_nothing(fake, http_bots, p
     pool.start(2, log_dir=tmp_path)
     # Both serving (past their start checks, which end a worker that finds no Redis)
     # before the crash: this is a restart under load, not a worker started into an outage.
-    wait_for(lambda: len(Worker.all(connection=redis)) >= 2, 180, f"two workers registered\n{pool.tail()}")
+    wait_for(lambda: len(Worker.all(connection=redis)) >= 2, 180, lambda: f"two workers registered\n{pool.tail()}")
     bot = http_bots()
     questions = [mention(fake, f"{QUICK} load {i}", user=(ASKER, OTHER)[i % 2]) for i in range(6)]
     for q in questions[:3]:
@@ -375,7 +375,7 @@ def test_redis_restarted_under_load_loses_and_doubles_nothing(fake, http_bots, p
     restarted_at = time.monotonic()
     for q in questions[3:]:
         deliver_until_acked(fake, bot, q)  # Slack's redelivery
-    wait_for(lambda: answered(fake, questions), 150, f"every answer\n{pool.tail()}")
+    wait_for(lambda: answered(fake, questions), 150, lambda: f"every answer\n{pool.tail()}")
     assert_exactly_once(fake, questions)
     print(
         f"Redis restarted under load: {len(questions)} asked, {refused} refused while it was down and "
@@ -398,7 +398,7 @@ def test_slack_5xx_and_429_storm_during_finals(fake, http_bots, pool, tmp_path):
     fake.server_error("chat.postMessage", times=3, after_effect=True)
     fake.server_error("chat.postMessage", times=3)
     fake.rate_limit("chat.postMessage", times=4, retry_after=1)
-    wait_for(lambda: answered(fake, questions), 150, f"every answer\n{pool.tail()}")
+    wait_for(lambda: answered(fake, questions), 150, lambda: f"every answer\n{pool.tail()}")
     time.sleep(5)  # a sweep round more: nothing further may arrive
     assert_exactly_once(fake, questions)
     errors = Counter(c.status for c in fake.calls("chat.postMessage") if c.status != 200)
@@ -420,7 +420,7 @@ def test_connection_resets_after_slack_posted_the_finals(fake, http_bots, pool, 
         deliver_until_acked(fake, bot, q)
     fake.wait_until(lambda: all(_bot_messages(fake, q) for q in questions), timeout=30)  # the status messages
     fake.connection_reset("chat.postMessage", times=3)  # the next three posts: the finals
-    wait_for(lambda: answered(fake, questions), 150, f"every answer\n{pool.tail()}")
+    wait_for(lambda: answered(fake, questions), 150, lambda: f"every answer\n{pool.tail()}")
     time.sleep(5)  # a sweep round more: nothing further may arrive
     assert_exactly_once(fake, questions)
     resets = sum(c.status == RESET for c in fake.calls("chat.postMessage"))
@@ -461,7 +461,7 @@ def test_a_question_whose_fetch_is_slow_ends_once_not_killed_and_retried(fake, h
         workers = Workers({**env, **settings})
         workers.start(1, log_dir=tmp_path)
         try:
-            wait_for(lambda: len(Worker.all(connection=redis)) == 1, 180, f"the worker\n{workers.tail()}")
+            wait_for(lambda: len(Worker.all(connection=redis)) == 1, 180, lambda: f"the worker\n{workers.tail()}")
             bot = http_bots(**settings)
             question = mention(fake, f"{QUICK} what is in the readme?")
             fetches = len(server.requests)
@@ -471,7 +471,9 @@ def test_a_question_whose_fetch_is_slow_ends_once_not_killed_and_retried(fake, h
             wait_for(
                 lambda: answered(fake, [question]),
                 240,
-                f"the answer\n{workers.tail()}\n--- bot\n{bot_log}\n--- thread\n{_bot_messages(fake, question)}",
+                lambda: (
+                    f"the answer\n{workers.tail()}\n--- bot\n{bot_log}\n--- thread\n{_bot_messages(fake, question)}"
+                ),
             )
             took = time.monotonic() - started
         finally:
@@ -511,14 +513,17 @@ def test_a_work_horse_killed_after_progress_was_shown_ends_once_not_retried(fake
     # The job marks it before any publisher shows it; the transcript ends about a second
     # after its first step, so the kill follows at once.
     wait_for(
-        lambda: redis.exists(keys.progress_shown(job_id)), 90, f"the agent's first step\n{pool.tail()}", every=0.02
+        lambda: redis.exists(keys.progress_shown(job_id)),
+        90,
+        lambda: f"the agent's first step\n{pool.tail()}",
+        every=0.02,
     )
     horses = [pid for pid in descendants(worker.pid) if _is_work_horse(pid)]
     assert horses, "the work-horse was not found"
     for pid in horses:
         os.kill(pid, 9)
     killed_at = time.monotonic()
-    wait_for(lambda: answered(fake, [question]), 60, f"the final\n{pool.tail()}")
+    wait_for(lambda: answered(fake, [question]), 60, lambda: f"the final\n{pool.tail()}")
     ended_after = time.monotonic() - killed_at
     time.sleep(5)  # a retry would start a second run now: give it the time
     assert_exactly_once(fake, [question])
@@ -555,11 +560,11 @@ def test_docker_daemon_restarted_mid_question(fake, http_bots, env, own_dockerd,
         wait_for(
             lambda: [c for c in sandbox_containers(own) if c.attrs.get("State") == "running"],
             120,
-            f"the sandbox to run in the suite's dockerd\n{workers.tail()}",
+            lambda: f"the sandbox to run in the suite's dockerd\n{workers.tail()}",
         )
         own_dockerd.restart()  # its containers die with it (no live-restore)
         restarted_at = time.monotonic()
-        wait_for(lambda: answered(fake, [first]), 150, f"the first question's final\n{workers.tail()}")
+        wait_for(lambda: answered(fake, [first]), 150, lambda: f"the first question's final\n{workers.tail()}")
         ended = outbox.read(redis, job_id_of(fake, first))
         assert ended is not None and (ended.kind == "answer" or ended.reference), ended  # retried, or one clear message
         from jobs.queue import fetch
@@ -568,7 +573,7 @@ def test_docker_daemon_restarted_mid_question(fake, http_bots, env, own_dockerd,
         assert ended.kind != "answer" or (retries_left or 0) < 2, "the restart did not cut the first run off"
         second = mention(fake, f"{QUICK} and now?", user=OTHER)
         assert deliver(fake, bot, second) == 200
-        wait_for(lambda: answered(fake, [second]), 120, f"the answer after the restart\n{workers.tail()}")
+        wait_for(lambda: answered(fake, [second]), 120, lambda: f"the answer after the restart\n{workers.tail()}")
         assert_exactly_once(fake, [first, second])
         assert outbox.read(redis, job_id_of(fake, second)).kind == "answer"  # the worker serves again
         print(

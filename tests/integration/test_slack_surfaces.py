@@ -42,7 +42,13 @@ def responses(fake: FakeSlack, url: str) -> list:
 
 def test_the_ack_comes_before_any_post(fake, bot, redis):
     """Acknowledged from Redis alone: Slack has its ack before the reaction and the status
-    message are even requested (the old listener posted both first)."""
+    message are even requested (the old listener posted both first).
+
+    The fake records a Web API call after its latency, and the ack on another thread:
+    with a second of latency, a post made after the ack is recorded well after it however
+    a loaded machine schedules the fake's threads, and a post made before the ack (whose
+    answer the ack then waited for) is recorded before it."""
+    fake.latency = 1.0  # from here on: the bot has started
     mention = fake.app_mention(ASKER, CHANNEL, f"<@{fake.bot_user_id}> how does retry work?")
     envelope = fake.push_event(mention)
     ack = fake.wait_ack(envelope, timeout=5)
