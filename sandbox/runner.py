@@ -31,9 +31,8 @@ log = logging.getLogger(__name__)
 # hands (Sandbox._remove_run); the look ends as soon as that container is removed.
 CREATE_IN_FLIGHT_GRACE = 10.0
 
-# How long a run killed by an unsent SIGKILL waits for Docker's late OOM event (see
-# SandboxRun._oom_killed): a bound for a loaded host; the wait ends as soon as it lands.
-OOM_EVENT_GRACE = 2.0
+# Whether Docker's event log answered this process (SandboxRun._killed_through_api).
+_events_readable = True
 
 
 def _raw_socket(sock: Any) -> socket.socket:
@@ -172,6 +171,7 @@ class SandboxRun:
         self._ending: OutcomeKind | None = None  # why *we* ended it, if we did
         self._drained = False  # the output stream reached its end
         self.create_sent = False  # the create request went out (its container may exist)
+        self._created_at = time.time()  # wall clock, for Docker's event log
         self._egress_dir: Path | None = None  # this run's proxy socket directory, if any
         self._stderr = Tail(spec.caps.stderr_tail_bytes)
         self._splitters = {
@@ -199,6 +199,7 @@ class SandboxRun:
         )
         try:
             self.create_sent = True
+            self._created_at = time.time()
             container = self.container = client.containers.create(**config)
         except ImageNotFound as exc:
             raise image_missing(spec.image) from exc
@@ -319,25 +320,49 @@ class SandboxRun:
     def _oom_killed(self, exit_code: int) -> bool:
         """Whether the kernel killed the run's main process for memory.
 
-        Docker learns of an OOM kill and of the exit through two events that containerd's
-        shim publishes on separate paths, so on a busy host the OOM one can land after
-        the exit: a run killed by SIGKILL that nobody here sent waits up to
-        ``OOM_EVENT_GRACE`` seconds for it. A child killed for memory while the main
-        process carries on and exits 0 is the agent's business (its tool reported
-        "Killed"), not the run's outcome: the flag is read only for a failed exit, so the
-        same run always ends the same way.
+        Docker's OOM flag comes from an event that containerd's shim publishes apart from
+        the exit, and on a loaded host it came seconds after the exit, or not before the
+        container was gone. So a run ended by a SIGKILL that this process did not send is
+        judged by who else could have sent it: a kill through Docker's API (another
+        process's cancel, the reaper, ``docker kill``/``stop``/``rm -f``) is in Docker's
+        event log; without one, it was the kernel's OOM killer. A child killed for memory
+        while the main process carries on and exits 0 is the agent's business (its tool
+        reported "Killed"), not the run's outcome, so the same run always ends the same way.
         """
         assert self.container is not None
         if exit_code == 0:
             return False
-        deadline = time.monotonic() + (OOM_EVENT_GRACE if exit_code == EXIT_KILLED and self._ending is None else 0)
-        while True:
-            self.container.reload()
-            if self.container.attrs["State"].get("OOMKilled"):
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.05)
+        self.container.reload()
+        if self.container.attrs["State"].get("OOMKilled"):
+            return True
+        return exit_code == EXIT_KILLED and self._ending is None and not self._killed_through_api()
+
+    def _killed_through_api(self) -> bool:
+        """Whether Docker's event log has a kill of this container sent through its API.
+
+        The kill is logged as it is sent, before the daemon sees the exit, so the log up to
+        now is enough. Where it cannot be read (the Docker filter passes no ``/events``:
+        a compromised worker would learn of every container), the answer is no: the
+        kernel, by far the likelier sender, is then named; this is asked once per process.
+        """
+        global _events_readable
+        assert self.container is not None and self.container.client is not None
+        if not _events_readable:
+            return False
+        try:
+            # Docker takes "seconds.nanoseconds" and docker-py passes it through; its stubs
+            # know whole seconds only, which would end the log up to a second early.
+            events = self.container.client.events(  # type: ignore[call-overload]
+                since=f"{self._created_at - 1:.0f}",
+                until=f"{time.time():.9f}",
+                filters={"container": self.container.id, "event": "kill"},
+                decode=True,
+            )
+            return any(True for _ in events)
+        except (DockerException, RequestException) as exc:
+            _events_readable = False
+            log.info("Docker's event log is not readable here (%s): a SIGKILL nobody here sent reads as OOM", exc)
+            return False
 
     def __enter__(self) -> SandboxRun:
         return self
