@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -14,7 +15,7 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 from pydantic import BaseModel
-from requests.exceptions import RequestException
+from requests.exceptions import HTTPError, RequestException
 
 from sandbox import labels, owner
 from sandbox.allowlist import parse_allowlist
@@ -325,7 +326,8 @@ class SandboxRun:
         container was gone. So a run ended by a SIGKILL that this process did not send is
         judged by who else could have sent it: a kill through Docker's API (another
         process's cancel, the reaper, ``docker kill``/``stop``/``rm -f``) is in Docker's
-        event log; without one, it was the kernel's OOM killer. A child killed for memory
+        event log; without one, it was the kernel's OOM killer (behind the Docker filter,
+        which passes no event log, the flag alone decides). A child killed for memory
         while the main process carries on and exits 0 is the agent's business (its tool
         reported "Killed"), not the run's outcome, so the same run always ends the same way.
         """
@@ -335,34 +337,41 @@ class SandboxRun:
         self.container.reload()
         if self.container.attrs["State"].get("OOMKilled"):
             return True
-        return exit_code == EXIT_KILLED and self._ending is None and not self._killed_through_api()
+        return exit_code == EXIT_KILLED and self._ending is None and self._killed_through_api() is False
 
-    def _killed_through_api(self) -> bool:
+    def _killed_through_api(self) -> bool | None:
         """Whether Docker's event log has a kill of this container sent through its API.
 
         The kill is logged as it is sent, before the daemon sees the exit, so the log up to
-        now is enough. Where it cannot be read (the Docker filter passes no ``/events``:
-        a compromised worker would learn of every container), the answer is no: the
-        kernel, by far the likelier sender, is then named; this is asked once per process.
+        now is enough. None where it cannot be read (the Docker filter passes no
+        ``/events``: a compromised worker would learn of every container); then only
+        Docker's OOM flag tells, as it did before. Asked once per process.
         """
         global _events_readable
         assert self.container is not None and self.container.client is not None
         if not _events_readable:
-            return False
+            return None
         try:
-            # Docker takes "seconds.nanoseconds" and docker-py passes it through; its stubs
-            # know whole seconds only, which would end the log up to a second early.
-            events = self.container.client.events(  # type: ignore[call-overload]
-                since=f"{self._created_at - 1:.0f}",
-                until=f"{time.time():.9f}",
-                filters={"container": self.container.id, "event": "kill"},
-                decode=True,
+            # docker-py's events() reads the answer without looking at its status (a refusal
+            # would read as "no events"), and takes whole seconds only (the log would end up
+            # to a second early): the plain request, through the same client, with both.
+            api = self.container.client.api  # a requests.Session on Docker's socket
+            response = api.get(
+                f"{api.base_url}/v{api.api_version}/events",
+                timeout=30,
+                params={
+                    "since": f"{self._created_at - 1:.0f}",
+                    "until": f"{time.time():.9f}",
+                    "filters": json.dumps({"container": [self.container.id], "event": ["kill"]}),
+                },
             )
-            return any(True for _ in events)
+            response.raise_for_status()
+            return any(line.strip() for line in response.text.splitlines())
         except (DockerException, RequestException) as exc:
-            _events_readable = False
-            log.info("Docker's event log is not readable here (%s): a SIGKILL nobody here sent reads as OOM", exc)
-            return False
+            if isinstance(exc, HTTPError):  # refused (by the filter): not asked again
+                _events_readable = False
+            log.info("Docker's event log is not readable here (%s): only Docker's OOM flag tells an OOM kill", exc)
+            return None
 
     def __enter__(self) -> SandboxRun:
         return self

@@ -82,7 +82,9 @@ def _programs_held_by_forks(
         for _ in range(forks):
             pid = os.fork()
             if pid == 0:
-                time.sleep(CHILD_LIVES)
+                # Until killed below: a child that exits on its own could let go of the file
+                # before the exec (a loaded machine took over 3 s to get there).
+                time.sleep(600)
                 os._exit(0)
             children.append(pid)
             time.sleep(0.002)
