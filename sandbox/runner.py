@@ -200,7 +200,6 @@ class SandboxRun:
         )
         try:
             self.create_sent = True
-            self._created_at = time.time()
             container = self.container = client.containers.create(**config)
         except ImageNotFound as exc:
             raise image_missing(spec.image) from exc
